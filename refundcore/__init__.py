@@ -1,0 +1,141 @@
+"""refundcore: issue refunds through payment gateways.
+
+A small core that knows no gateway, and one installable plugin per gateway::
+
+    import refundcore
+
+    client = refundcore.RefundClient.from_file("refundcore.toml")
+    result = client.refund(
+        "wonder",
+        payment=refundcore.PaymentRef(payment_id="ORD-1001"),
+        amount=refundcore.Money("10.00", "HKD"),
+        reason="damaged",
+    )
+    if result.status is refundcore.RefundStatus.UNKNOWN:
+        ...  # query before trying again
+
+Names are imported on first use, so ``import refundcore`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "RefundClient": "client",
+    "Money": "money",
+    "PaymentRef": "models",
+    "Refund": "models",
+    "RefundQuery": "models",
+    "Void": "models",
+    "RefundResult": "models",
+    "RefundStatus": "models",
+    "RefundNotification": "models",
+    "Callback": "models",
+    "CallbackAck": "models",
+    "Capabilities": "models",
+    "Headers": "models",
+    "HttpRequest": "models",
+    "HttpResponse": "models",
+    "ProviderInfo": "models",
+    "ProviderConfig": "config",
+    "Secret": "config",
+    "PrivateKey": "crypto",
+    "PublicKey": "crypto",
+    "hookimpl": "hookspecs",
+    "hookspec": "hookspecs",
+    "RefundError": "errors",
+    "ConfigError": "errors",
+    "ValidationError": "errors",
+    "ProviderNotInstalled": "errors",
+    "PluginLoadError": "errors",
+    "PluginError": "errors",
+    "SignatureError": "errors",
+    "TransportError": "errors",
+    "OutcomeUnknown": "errors",
+}
+
+__all__ = [
+    "Callback",
+    "CallbackAck",
+    "Capabilities",
+    "ConfigError",
+    "Headers",
+    "HttpRequest",
+    "HttpResponse",
+    "Money",
+    "OutcomeUnknown",
+    "PaymentRef",
+    "PluginError",
+    "PluginLoadError",
+    "PrivateKey",
+    "ProviderConfig",
+    "ProviderInfo",
+    "ProviderNotInstalled",
+    "PublicKey",
+    "Refund",
+    "RefundClient",
+    "RefundError",
+    "RefundNotification",
+    "RefundQuery",
+    "RefundResult",
+    "RefundStatus",
+    "Secret",
+    "SignatureError",
+    "TransportError",
+    "ValidationError",
+    "Void",
+    "hookimpl",
+    "hookspec",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from .client import RefundClient
+    from .config import ProviderConfig, Secret
+    from .crypto import PrivateKey, PublicKey
+    from .errors import (
+        ConfigError,
+        OutcomeUnknown,
+        PluginError,
+        PluginLoadError,
+        ProviderNotInstalled,
+        RefundError,
+        SignatureError,
+        TransportError,
+        ValidationError,
+    )
+    from .hookspecs import hookimpl, hookspec
+    from .models import (
+        Callback,
+        CallbackAck,
+        Capabilities,
+        Headers,
+        HttpRequest,
+        HttpResponse,
+        PaymentRef,
+        ProviderInfo,
+        Refund,
+        RefundNotification,
+        RefundQuery,
+        RefundResult,
+        RefundStatus,
+        Void,
+    )
+    from .money import Money
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refundcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,214 @@
+"""Cryptography the provider plugins share: key loading, RSA PKCS#1 v1.5 SHA-256,
+HMAC-SHA256, constant-time comparison.
+
+``cryptography`` is imported on first use, not at import time, so that listing
+providers and loading configs stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+__all__ = [
+    "PrivateKey",
+    "PublicKey",
+    "constant_time_equals",
+    "generate_rsa_keypair",
+    "hmac_sha256",
+    "hmac_sha256_hex",
+]
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+_BASE64_ONLY = re.compile(r"[A-Za-z0-9+/=\s]+\Z")
+
+
+def _pem_bytes(text: str, kind: str) -> tuple[str, bytes]:
+    """Return (label, PEM bytes); bare base64 DER (as some gateways hand keys out) is
+    wrapped in the PEM label that fits ``kind``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expected a PEM {kind} key as text, got nothing")
+    match = _PEM_BLOCK.search(text)
+    if match:
+        return match.group(1), match.group(0).encode("ascii", "strict")
+    if _BASE64_ONLY.match(text):
+        body = "".join(text.split())
+        label = "PRIVATE KEY" if kind == "private" else "PUBLIC KEY"
+        lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+        return label, f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n".encode()
+    raise ValueError(f"not a PEM {kind} key (no -----BEGIN ...----- block)")
+
+
+class PrivateKey:
+    """An RSA private key loaded from PEM (PKCS#1 ``RSA PRIVATE KEY`` or PKCS#8
+    ``PRIVATE KEY``, or bare base64 PKCS#8). Its repr never shows the key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: RSAPrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def from_pem(cls, text: str) -> PrivateKey:
+        """Load a key; ``ValueError`` with a plain explanation when it is unusable."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        label, data = _pem_bytes(text, "private")
+        if "ENCRYPTED" in label:
+            raise ValueError("the private key is encrypted; give an unencrypted PEM key")
+        if "PUBLIC" in label or "CERTIFICATE" in label:
+            raise ValueError(f"expected a private key, found a {label.lower()}")
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"unreadable PEM private key ({label}): {exc}") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError(f"expected an RSA private key, got {type(key).__name__}")
+        if key.key_size < 2048:
+            raise ValueError(f"RSA key of {key.key_size} bits is too weak (need 2048+)")
+        return cls(key)
+
+    def sign_sha256(self, data: bytes) -> bytes:
+        """RSASSA-PKCS1-v1_5 signature with SHA-256 over ``data``."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    def public_key(self) -> PublicKey:
+        """The matching public key."""
+        return PublicKey(self._key.public_key())
+
+    def to_pem(self) -> str:
+        """PKCS#8 PEM text. Only for sandboxes and tests that make their own keys."""
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+
+    def __repr__(self) -> str:
+        return "PrivateKey(<hidden>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PrivateKey) and self.public_key() == other.public_key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class PublicKey:
+    """An RSA public key loaded from PEM (``PUBLIC KEY``, ``RSA PUBLIC KEY``, a
+    certificate, or bare base64 SubjectPublicKeyInfo)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: RSAPublicKey) -> None:
+        self._key = key
+
+    @classmethod
+    def from_pem(cls, text: str) -> PublicKey:
+        """Load a key; ``ValueError`` with a plain explanation when it is unusable."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        label, data = _pem_bytes(text, "public")
+        if "PRIVATE" in label:
+            raise ValueError("expected a public key, found a private key")
+        try:
+            if label == "CERTIFICATE":
+                key: Any = x509.load_pem_x509_certificate(data).public_key()
+            else:
+                key = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"unreadable PEM public key ({label}): {exc}") from None
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError(f"expected an RSA public key, got {type(key).__name__}")
+        return cls(key)
+
+    def verify_sha256(self, signature: bytes, data: bytes) -> bool:
+        """True when ``signature`` is a valid RSASSA-PKCS1-v1_5 SHA-256 signature."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        try:
+            self._key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return True
+
+    def verify_sha256_b64(self, signature_b64: str | bytes, data: bytes) -> None:
+        """Verify a base64 signature; raise :class:`SignatureError` if it does not match."""
+        signature = b64decode_strict(signature_b64)
+        if not self.verify_sha256(signature, data):
+            raise SignatureError("signature does not match")
+
+    def to_pem(self) -> str:
+        """SubjectPublicKeyInfo PEM text."""
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+
+    def __repr__(self) -> str:
+        return "PublicKey(RSA)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and self._key.public_numbers() == (
+            other._key.public_numbers()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def b64decode_strict(value: str | bytes) -> bytes:
+    """Decode standard base64, refusing anything else with :class:`SignatureError`."""
+    try:
+        raw = value.encode("ascii") if isinstance(value, str) else value
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError, UnicodeError):
+        raise SignatureError("signature is not valid base64") from None
+
+
+def generate_rsa_keypair(bits: int = 2048) -> PrivateKey:
+    """A fresh RSA key, for sandboxes and tests (never committed to disk)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return PrivateKey(rsa.generate_private_key(public_exponent=65537, key_size=bits))
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """Raw HMAC-SHA256 digest."""
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def hmac_sha256_hex(key: bytes, message: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 digest."""
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
+    """Compare two signatures without leaking where they differ. Non-ASCII text never
+    matches (rather than raising)."""
+    try:
+        left = a.encode("ascii") if isinstance(a, str) else a
+        right = b.encode("ascii") if isinstance(b, str) else b
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(left, right)

@@ -1,0 +1,100 @@
+"""The exceptions refundcore raises. Every one is a :class:`RefundError`.
+
+A gateway that declines a refund is *not* an exception: that is a
+:class:`~refundcore.models.RefundResult` with status ``FAILED``. Exceptions are for
+what stops a request from being made (bad input, bad configuration, missing plugin,
+nothing could be sent) and for callbacks that cannot be trusted.
+"""
+
+from __future__ import annotations
+
+
+class RefundError(Exception):
+    """Base class of every error refundcore raises."""
+
+
+class ConfigError(RefundError):
+    """The configuration is missing, malformed or unusable.
+
+    ``provider`` and ``field`` say where, when known; the message always names them.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None, field: str | None = None):
+        self.provider = provider
+        self.field = field
+        where = ".".join(part for part in (provider, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ValidationError(RefundError, ValueError):
+    """An input was refused before anything was sent. ``field`` names the input."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class ProviderNotInstalled(RefundError, LookupError):
+    """No installed plugin provides this provider id."""
+
+    def __init__(self, provider: str, *, available: list[str] | None = None):
+        self.provider = provider
+        self.distribution = f"refundcore-{provider}"
+        have = ", ".join(sorted(available or [])) or "none"
+        super().__init__(
+            f"provider {provider!r} is not installed (installed: {have}); "
+            f"install it with: pip install {self.distribution}"
+        )
+
+
+class PluginLoadError(RefundError):
+    """A plugin could not be loaded. Carries what is known of the plugin."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str,
+        distribution: str | None = None,
+        version: str | None = None,
+    ):
+        self.name = name
+        self.distribution = distribution
+        self.version = version
+        self.reason = message
+        origin = f" from {distribution} {version}" if distribution else ""
+        super().__init__(f"plugin {name!r}{origin} failed to load: {message}")
+
+
+class PluginError(RefundError):
+    """A plugin's hook raised something that is not a :class:`RefundError`.
+
+    This is a bug in the plugin; the original exception is the ``__cause__``.
+    """
+
+    def __init__(self, provider: str, hook: str, exc: BaseException):
+        self.provider = provider
+        self.hook = hook
+        super().__init__(f"plugin for {provider!r} failed in {hook}: {type(exc).__name__}")
+
+
+class SignatureError(RefundError):
+    """A callback's signature, timestamp or shape could not be verified: do not trust it."""
+
+
+class TransportError(RefundError):
+    """Nothing could be sent: the request certainly did not reach the gateway.
+
+    When a request *may* have reached the gateway (a timeout after sending, a
+    connection dropped mid-reply), refundcore never raises: it returns a result with
+    status ``UNKNOWN`` instead.
+    """
+
+
+class OutcomeUnknown(RefundError):
+    """Raised by a send stage when the request may have reached the gateway but no reply
+    was read (read timeout, connection dropped after sending).
+
+    The client turns it into a result with status ``UNKNOWN``; it never reaches the
+    caller of :meth:`RefundClient.refund`. Custom send hooks raise it for the same case.
+    """

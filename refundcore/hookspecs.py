@@ -1,0 +1,138 @@
+"""The plugin contract: pluggy hook specifications for project ``refundcore``.
+
+A *provider plugin* is a module (or object) named by an entry point in the group
+``refundcore.providers``; the entry point's name is the provider id. It implements
+:func:`refundcore_register_providers` to say who it is, and the five stage hooks to do
+the work. refundcore calls a provider plugin's stage hooks **only for its own
+provider**, so a plugin never checks which provider it is serving.
+
+An *app plugin* is an object the embedding application adds with
+``RefundClient.register_plugin(obj)``. It sees every call for every provider; it
+usually implements stage hooks as ``@hookimpl(wrapper=True)`` generators to log, time,
+add headers, or change a request or a result::
+
+    from refundcore import hookimpl
+
+    class AddTraceHeader:
+        @hookimpl(wrapper=True)
+        def refundcore_build_request(self, provider, config, operation):
+            request = yield
+            return request.with_header("X-Trace", "abc")
+
+Every stage hook is ``firstresult``: the first implementation that returns something
+other than ``None`` wins. Implement only the arguments you need — pluggy passes hook
+arguments by name, so a hook may declare a subset of them.
+
+Errors: raise :class:`~refundcore.errors.ValidationError` for inputs the gateway
+cannot take (before anything is sent), :class:`~refundcore.errors.SignatureError` for a
+callback that cannot be trusted. Any other exception is treated as a bug in the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+from .models import (
+    Callback,
+    HttpRequest,
+    HttpResponse,
+    Operation,
+    ProviderInfo,
+    RefundNotification,
+    RefundResult,
+)
+
+PROJECT = "refundcore"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> None:
+    """Announce the provider(s) this plugin implements.
+
+    Call ``register(ProviderInfo(...))`` with the provider id (the entry point's name),
+    a display name, the attrs config class, honest
+    :class:`~refundcore.models.Capabilities`, the environments' base URLs
+    (``{"sandbox": "https://…", "production": "https://…"}``) and the sandbox
+    factory (``"your_package.sandbox:make_emulator"``).
+
+    Called once, when the plugin is first loaded. Keep the module's top level cheap:
+    import heavy libraries inside the functions that need them.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_build_request(
+    provider: ProviderInfo, config: Any, operation: Operation
+) -> HttpRequest | None:
+    """Turn an operation into the unsigned HTTP request the gateway expects.
+
+    ``operation`` is a :class:`~refundcore.models.Refund`,
+    :class:`~refundcore.models.RefundQuery` or :class:`~refundcore.models.Void`
+    (check ``operation.kind``). ``config`` is an instance of the provider's config
+    class with ``base_url`` already resolved from ``environment``.
+
+    Serialise the body **once**, to the exact bytes that will be sent: the sign stage
+    signs those bytes. Raise ``ValidationError(..., field=...)`` for anything the gateway
+    cannot take (an id in the wrong format, an unsupported operation); nothing has been
+    sent yet. Return an :class:`~refundcore.models.HttpRequest`.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_sign_request(
+    provider: ProviderInfo, config: Any, request: HttpRequest
+) -> HttpRequest | None:
+    """Add the signature and credentials to ``request`` and return the signed copy
+    (``request.with_header(...)`` or :func:`attrs.evolve`).
+
+    Sign ``request.body`` as it is; never re-serialise it. Put timestamps and nonces
+    here, not in the build stage, so a retried build gets fresh ones.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_send_request(
+    provider: ProviderInfo, config: Any, request: HttpRequest
+) -> HttpResponse | None:
+    """Put the request on the wire and return the reply.
+
+    refundcore's own implementation (pooled ``requests.Session``, timeouts from the
+    config, TLS always verified, nothing resent automatically) runs last; implement
+    this hook only to replace the transport.
+
+    Raise :class:`~refundcore.errors.TransportError` when nothing can have reached the
+    gateway, and :class:`~refundcore.errors.OutcomeUnknown` when it may have (for
+    example a read timeout): the client turns the latter into an ``UNKNOWN`` result.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_parse_response(
+    provider: ProviderInfo, config: Any, operation: Operation, response: HttpResponse
+) -> RefundResult | None:
+    """Turn the gateway's reply into a :class:`~refundcore.models.RefundResult`.
+
+    Map the gateway's codes to ``SUCCEEDED`` / ``PENDING`` / ``FAILED`` / ``UNKNOWN``:
+    a clear decline is ``FAILED``; a 5xx, an unreadable body or a reply that does not
+    say is ``UNKNOWN`` (the refund may have happened). Never raise on a hostile or
+    garbled body. Put the parsed reply in ``raw`` without any secret.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_verify_callback(
+    provider: ProviderInfo, config: Any, callback: Callback
+) -> RefundNotification | None:
+    """Verify a callback the gateway delivered and return what it says.
+
+    Check the signature (and timestamp, where the gateway signs one) with constant-time
+    comparison, then parse. Raise :class:`~refundcore.errors.SignatureError` for a bad
+    or missing signature, a stale timestamp, or a body that cannot be parsed; never any
+    other exception, whatever the bytes.
+    """

@@ -1,0 +1,458 @@
+"""The value types that flow through the pipeline. All are frozen; change one with
+:func:`attrs.evolve`."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+from urllib.parse import urlsplit
+
+import attrs
+
+from .errors import ValidationError
+from .money import Money
+
+if TYPE_CHECKING:
+    from .sandbox.emulator import Emulator
+
+__all__ = [
+    "Callback",
+    "CallbackAck",
+    "Capabilities",
+    "Headers",
+    "HttpRequest",
+    "HttpResponse",
+    "Operation",
+    "PaymentRef",
+    "ProviderInfo",
+    "Refund",
+    "RefundNotification",
+    "RefundQuery",
+    "RefundResult",
+    "RefundStatus",
+    "Void",
+    "new_refund_id",
+]
+
+
+class RefundStatus(str, enum.Enum):
+    """Where a refund stands.
+
+    ``UNKNOWN`` means the client cannot know (timeout after sending, 5xx, an unreadable
+    reply): the refund may or may not have happened, and only a query or a callback
+    settles it. It is never safe to treat ``UNKNOWN`` as ``FAILED`` and refund again.
+    """
+
+    SUCCEEDED = "SUCCEEDED"
+    PENDING = "PENDING"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_final(self) -> bool:
+        """True for SUCCEEDED and FAILED: nothing will change any more."""
+        return self in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Headers(Mapping[str, str]):
+    """Immutable, order-preserving HTTP headers with case-insensitive lookup.
+
+    Its ``repr`` shows header *names* only: header values carry tokens and signatures.
+    """
+
+    __slots__ = ("_index", "_items")
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = tuple(items.items() if isinstance(items, Mapping) else items)
+        for name, value in pairs:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ValidationError(f"header {name!r} must be str: str", field="headers")
+        self._items = pairs
+        self._index = {name.lower(): value for name, value in pairs}
+
+    def __getitem__(self, name: str) -> str:
+        value: str = self._index[name.lower()]
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._index == other._index
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._index.items())))
+
+    def __repr__(self) -> str:
+        return f"Headers({[name for name, _ in self._items]!r})"
+
+    def set(self, name: str, value: str) -> Headers:
+        """A copy with ``name`` set to ``value`` (replacing any value, whatever its case)."""
+        key = name.lower()
+        return Headers([*((n, v) for n, v in self._items if n.lower() != key), (name, value)])
+
+
+def _headers(value: Headers | Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
+    return value if isinstance(value, Headers) else Headers(value)
+
+
+def _url_for_display(url: str) -> str:
+    # Query strings can carry credentials (some gateways put hashes of secrets there).
+    base, sep, _ = url.partition("?")
+    return f"{base}?…" if sep else base
+
+
+@attrs.frozen(repr=False)
+class HttpRequest:
+    """An HTTP request as it will go on the wire: the body is the exact bytes signed and sent."""
+
+    method: str
+    url: str
+    headers: Headers = attrs.field(factory=Headers, converter=_headers)
+    body: bytes = b""
+
+    def with_header(self, name: str, value: str) -> HttpRequest:
+        """A copy with one header set."""
+        return attrs.evolve(self, headers=self.headers.set(name, value))
+
+    @property
+    def path(self) -> str:
+        """Path plus ``?query`` as it goes on the wire (what several gateways sign)."""
+        parts = urlsplit(self.url)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def __repr__(self) -> str:
+        return (
+            f"HttpRequest({self.method} {_url_for_display(self.url)}, "
+            f"headers={list(self.headers)!r}, body=<{len(self.body)} bytes>)"
+        )
+
+
+@attrs.frozen(repr=False)
+class HttpResponse:
+    """A gateway's reply."""
+
+    status: int
+    headers: Headers = attrs.field(factory=Headers, converter=_headers)
+    body: bytes = b""
+    elapsed: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"HttpResponse({self.status}, body=<{len(self.body)} bytes>)"
+
+
+_MAX_ID = 128
+
+
+def _check_identifier(value: str | None, field: str, max_len: int = _MAX_ID) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a str, got {type(value).__name__}", field=field)
+    if not value:
+        raise ValidationError("must not be empty", field=field)
+    if len(value) > max_len:
+        raise ValidationError(f"is {len(value)} characters, at most {max_len}", field=field)
+    if not value.isprintable() or value != value.strip():
+        raise ValidationError(
+            "must be printable, without control characters or surrounding spaces",
+            field=field,
+        )
+
+
+@attrs.frozen
+class PaymentRef:
+    """Which payment to refund. Give at least one identifier; each plugin maps them to
+    its gateway's fields (its README says how)."""
+
+    payment_id: str | None = None
+    merchant_reference: str | None = None
+    transaction_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("payment_id", "merchant_reference", "transaction_id"):
+            _check_identifier(getattr(self, name), f"payment.{name}")
+        if (
+            self.payment_id is None
+            and self.merchant_reference is None
+            and (self.transaction_id is None)
+        ):
+            raise ValidationError(
+                "give at least one of payment_id, merchant_reference, transaction_id",
+                field="payment",
+            )
+
+
+REFUND_ID_MAX = 64
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_refund_id() -> str:
+    """A fresh refund id: 26 characters, unique, and sorting by creation time (a ULID)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def check_refund_id(refund_id: str) -> str:
+    """Validate a caller-given refund id: printable ASCII, no spaces, 1 to 64 characters."""
+    if not isinstance(refund_id, str):
+        raise ValidationError(f"must be a str, got {type(refund_id).__name__}", field="refund_id")
+    if not 1 <= len(refund_id) <= REFUND_ID_MAX:
+        raise ValidationError(
+            f"must be 1 to {REFUND_ID_MAX} characters, got {len(refund_id)}", field="refund_id"
+        )
+    if not all("!" <= ch <= "~" for ch in refund_id):
+        raise ValidationError(
+            "must be printable ASCII without spaces (letters, digits, punctuation)",
+            field="refund_id",
+        )
+    return refund_id
+
+
+def check_text(value: str | None, field: str, max_len: int) -> None:
+    """Validate free text (a reason, a note): printable, bounded."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a str, got {type(value).__name__}", field=field)
+    if len(value) > max_len:
+        raise ValidationError(f"is {len(value)} characters, at most {max_len}", field=field)
+    if not value.isprintable():
+        raise ValidationError("must not contain control characters", field=field)
+
+
+def check_url(value: str | None, field: str) -> None:
+    """Validate an absolute http(s) URL such as a notify_url."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a str, got {type(value).__name__}", field=field)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{value[:80]!r} is not an absolute http(s) URL", field=field)
+    if len(value) > 2048 or not value.isprintable() or " " in value:
+        raise ValidationError("must be at most 2048 printable characters, no spaces", field=field)
+
+
+def _check_refund_id_field(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    check_refund_id(value)
+
+
+def _check_money(_: object, attribute: attrs.Attribute[Money], value: Money) -> None:
+    if not isinstance(value, Money):
+        raise ValidationError(
+            f"must be refundcore.Money, got {type(value).__name__}", field=attribute.name
+        )
+
+
+def _check_payment(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, PaymentRef):
+        raise ValidationError(
+            f"must be refundcore.PaymentRef, got {type(value).__name__}", field=attribute.name
+        )
+
+
+REASON_MAX = 256
+
+
+@attrs.frozen
+class Refund:
+    """Refund ``amount`` of a payment. ``refund_id`` is the idempotency key."""
+
+    kind: ClassVar[str] = "refund"
+    refund_id: str = attrs.field(validator=_check_refund_id_field)
+    payment: PaymentRef = attrs.field(validator=_check_payment)
+    amount: Money = attrs.field(validator=_check_money)
+    reason: str | None = None
+    notify_url: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        check_text(self.reason, "reason", REASON_MAX)
+        check_url(self.notify_url, "notify_url")
+
+
+@attrs.frozen
+class RefundQuery:
+    """Ask the gateway where a refund stands."""
+
+    kind: ClassVar[str] = "query"
+    refund_id: str = attrs.field(validator=_check_refund_id_field)
+    payment: PaymentRef | None = None
+    provider_refund_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.payment is not None:
+            _check_payment(self, attrs.fields(RefundQuery).payment, self.payment)
+        _check_identifier(self.provider_refund_id, "provider_refund_id")
+
+
+@attrs.frozen
+class Void:
+    """Reverse a whole payment before settlement (same-day), where the gateway offers it.
+
+    The result is reported like a refund; ``refund_id`` names this reversal.
+    """
+
+    kind: ClassVar[str] = "void"
+    refund_id: str = attrs.field(validator=_check_refund_id_field)
+    payment: PaymentRef = attrs.field(validator=_check_payment)
+    amount: Money | None = None
+    reason: str | None = None
+    notify_url: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.amount is not None:
+            _check_money(self, attrs.fields(Refund).amount, self.amount)
+        check_text(self.reason, "reason", REASON_MAX)
+        check_url(self.notify_url, "notify_url")
+
+
+Operation = Union[Refund, RefundQuery, Void]  # noqa: UP007 - a runtime alias on 3.10
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+@attrs.frozen(eq=False)
+class RefundResult:
+    """The normalised outcome of a refund, query or void.
+
+    ``raw`` is the provider's parsed reply with anything secret removed; keep it for
+    support tickets, never branch on it.
+    """
+
+    provider: str
+    refund_id: str
+    status: RefundStatus
+    operation: str = "refund"
+    amount: Money | None = None
+    provider_refund_id: str | None = None
+    message: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the gateway confirmed the refund."""
+        return self.status is RefundStatus.SUCCEEDED
+
+
+@attrs.frozen(repr=False)
+class Callback:
+    """A callback (webhook, notification, postback) as received over HTTP.
+
+    ``path`` is the path plus ``?query`` exactly as received: some gateways sign it.
+    """
+
+    method: str
+    path: str
+    headers: Headers = attrs.field(factory=Headers, converter=_headers)
+    body: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"Callback({self.method} {self.path}, body=<{len(self.body)} bytes>)"
+
+
+@attrs.frozen(eq=False)
+class RefundNotification:
+    """A verified callback about a refund (or another event the gateway reports)."""
+
+    provider: str
+    status: RefundStatus
+    event: str = "refund"
+    refund_id: str | None = None
+    provider_refund_id: str | None = None
+    payment: PaymentRef | None = None
+    amount: Money | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen
+class CallbackAck:
+    """What a provider expects in reply to a callback it delivered."""
+
+    status: int = 200
+    content_type: str = "text/plain; charset=utf-8"
+    body: bytes = b"OK"
+
+
+def _frozenset_or_none(value: Iterable[str] | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(value)
+
+
+@attrs.frozen
+class Capabilities:
+    """What a provider can do, honestly stated. ``None`` means "no limit"."""
+
+    partial_refunds: bool = True
+    refunds_per_payment: int | None = None
+    query: bool = True
+    void: bool = False
+    callbacks: bool = True
+    currencies: frozenset[str] | None = attrs.field(default=None, converter=_frozenset_or_none)
+    #: The gateway itself refuses a second refund with the same refund id, so resending
+    #: after an UNKNOWN outcome is safe.
+    idempotent_refund_id: bool = False
+    #: Callbacks carry a signed timestamp, so replays can be refused.
+    callback_timestamps: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        data = attrs.asdict(self)
+        if self.currencies is not None:
+            data["currencies"] = sorted(self.currencies)
+        return data
+
+
+SandboxFactory = Callable[..., "Emulator"]
+
+
+@attrs.frozen(eq=False)
+class ProviderInfo:
+    """What a provider plugin registers: who it is and what it can do.
+
+    ``sandbox`` names the factory of the gateway emulator, as ``"module:callable"``
+    (imported only when a sandbox is wanted) or the callable itself.
+    ``distribution`` and ``version`` are filled in by refundcore from the plugin's
+    package metadata.
+    """
+
+    id: str
+    name: str
+    config_class: type[Any]
+    capabilities: Capabilities = attrs.field(factory=Capabilities)
+    environments: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    sandbox: str | SandboxFactory | None = None
+    callback_ack: CallbackAck = attrs.field(factory=CallbackAck)
+    docs_url: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no config, no secrets)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "capabilities": self.capabilities.as_dict(),
+            "environments": dict(self.environments),
+            "docs_url": self.docs_url,
+        }
