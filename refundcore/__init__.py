@@ -88,9 +88,9 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "Void",
+    "__version__",
     "hookimpl",
     "hookspec",
-    "__version__",
 ]
 
 if TYPE_CHECKING:

@@ -57,6 +57,7 @@ __all__ = ["RefundClient"]
 log = logging.getLogger("refundcore.client")
 
 _MASK = "********"
+_UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
 #: Callback bodies beyond this are refused before any parsing.
 MAX_CALLBACK_BYTES = 1024 * 1024
 
@@ -357,8 +358,12 @@ class RefundClient:
     def _finish(
         self, info: ProviderInfo, operation: Operation, result: RefundResult
     ) -> RefundResult:
+        message = result.message
+        if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
+            message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
         result = attrs.evolve(
             result,
+            message=message,
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,
@@ -419,7 +424,7 @@ def _unknown(info: ProviderInfo, operation: Operation, message: str, code: str) 
         refund_id=operation.refund_id,
         status=RefundStatus.UNKNOWN,
         operation=operation.kind,
-        message=f"{message}; the outcome is unknown: query the refund before trying again",
+        message=message,
         error_code=code,
     )
 

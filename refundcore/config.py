@@ -202,7 +202,7 @@ def _describe(exc: BaseException, _type: Any) -> str:
 
     if isinstance(exc, ForbiddenExtraKeysError):
         return f"extra fields found ({', '.join(sorted(exc.extra_fields))})"
-    if isinstance(exc, _Problem):
+    if isinstance(exc, (_Problem, ConfigError)):
         return str(exc)
     if isinstance(exc, KeyError):
         return "missing required field"

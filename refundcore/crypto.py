@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
-_BASE64_ONLY = re.compile(r"[A-Za-z0-9+/=\s]+\Z")
+_BASE64_ONLY = re.compile(r"[A-Za-z0-9+/=\r\n]{64,}\Z")
 
 
 def _pem_bytes(text: str, kind: str) -> tuple[str, bytes]:

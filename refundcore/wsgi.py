@@ -36,9 +36,9 @@ def _raw_target(environ: WSGIEnvironment) -> str:
     if raw:
         return str(raw)
     path = quote(
-        (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1").decode(
-            "utf-8", "replace"
-        ),
+        (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+        .encode("latin-1")
+        .decode("utf-8", "replace"),
         safe="/;=@:,+$!*'()~",
     )
     query = environ.get("QUERY_STRING", "")
@@ -63,8 +63,12 @@ def callback_app(
     """Build the WSGI app: callbacks arrive at ``/<provider>`` below wherever it is mounted."""
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        def answer(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
-            start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        def answer(
+            status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
+        ) -> list[bytes]:
+            start_response(
+                status, [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            )
             return [body]
 
         provider = environ.get("PATH_INFO", "").strip("/")

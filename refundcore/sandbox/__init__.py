@@ -8,7 +8,13 @@ credentials when they start.
 
 from __future__ import annotations
 
-from .callbacks import CallbackReceiver, CallbackSender, Delivery, OutgoingCallback, ReceivedCallback
+from .callbacks import (
+    CallbackReceiver,
+    CallbackSender,
+    Delivery,
+    OutgoingCallback,
+    ReceivedCallback,
+)
 from .emulator import (
     Emulator,
     Incoming,

@@ -336,12 +336,10 @@ class Emulator(abc.ABC):
 
     def public_credentials(self) -> dict[str, str]:
         """The test credentials as text, for printing (they are throwaway test values)."""
-        out = {}
-        for key, value in self.credentials.items():
-            out[key] = (
-                value if isinstance(value, str) else getattr(value, "to_pem", lambda: str(value))()
-            )
-        return out
+        return {
+            key: value if isinstance(value, str) else getattr(value, "to_pem", value.__str__)()
+            for key, value in self.credentials.items()
+        }
 
     def seed_payment(
         self, amount: Money, *, refund_outcome: RefundStatus = RefundStatus.SUCCEEDED

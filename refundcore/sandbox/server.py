@@ -190,13 +190,16 @@ class _HTTPServer(socketserver.TCPServer):
             self.address_family = socket.AF_INET6
         self.state = state
         self.stopping = threading.Event()
-        # Written to by stop_serving() so the accept loop wakes at once instead of polling.
-        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self.accepted = 0
         self._lock = threading.Lock()
-        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections: set[socket.socket] = set()
+        # Kept apart from the sockets: a thread drops its socket a moment before it ends,
+        # and stop() must still wait for it.
+        self._threads: list[threading.Thread] = []
         super().__init__((host, port), _Handler)
         self.host, self.port = self.socket.getsockname()[:2]
+        # Written to by stop_serving() so the accept loop wakes at once instead of polling.
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
 
     def serve_until_stopped(self) -> None:
         """Accept connections until :meth:`stop_serving` is called."""
@@ -236,7 +239,9 @@ class _HTTPServer(socketserver.TCPServer):
         )
         with self._lock:
             self.accepted += 1
-            self._connections[connection] = thread
+            self._connections.add(connection)
+            self._threads = [alive for alive in self._threads if alive.is_alive()]
+            self._threads.append(thread)
             thread.start()
 
     def _serve_connection(self, connection: socket.socket, client_address: Any) -> None:
@@ -248,17 +253,17 @@ class _HTTPServer(socketserver.TCPServer):
             _logger.debug("connection from %s ended with an error", client_address, exc_info=True)
         finally:
             with self._lock:
-                del self._connections[connection]
+                self._connections.discard(connection)
             self.shutdown_request(connection)
 
     def sever_connections(self) -> list[threading.Thread]:
         """Shut down every open connection and return the threads serving them."""
         with self._lock:
-            connections = list(self._connections.items())
-        for connection, _ in connections:
+            connections, threads = list(self._connections), list(self._threads)
+        for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        return [thread for _, thread in connections]
+        return threads
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -39,7 +39,6 @@ from ..models import (
     HttpResponse,
     PaymentRef,
     Refund,
-    RefundQuery,
     RefundResult,
     RefundStatus,
 )
@@ -96,7 +95,7 @@ class ProviderConformance:
     @pytest.fixture
     def run(self) -> Iterator[SandboxRun]:
         """The provider's emulator, served on loopback, with a client configured for it."""
-        assert self.provider, "set `provider = \"<id>\"` on your conformance class"
+        assert self.provider, 'set `provider = "<id>"` on your conformance class'
         with SandboxRun(self.provider, plugin=self.plugin, read_timeout=self.read_timeout) as run:
             yield run
 
@@ -141,9 +140,7 @@ class ProviderConformance:
         contains ``sign``; override for signatures carried in the body."""
         names = [name for name in callback.headers if "sign" in name.lower()]
         if not names:
-            pytest.fail(
-                "no signature header in the callback: override tamper_callback_signature()"
-            )
+            pytest.fail("no signature header in the callback: override tamper_callback_signature()")
         headers = callback.headers
         for name in names:
             headers = headers.set(name, _flip(headers[name]))
@@ -159,13 +156,13 @@ class ProviderConformance:
                 for index in range(at + len(marker), len(body)):
                     if body[index : index + 1].isdigit():
                         digit = b"7" if body[index : index + 1] != b"7" else b"3"
-                        return attrs.evolve(
-                            callback, body=body[:index] + digit + body[index + 1 :]
-                        )
+                        return attrs.evolve(callback, body=body[:index] + digit + body[index + 1 :])
         flipped = bytes([body[-1] ^ 0x01]) if body else b"x"
         return attrs.evolve(callback, body=body[:-1] + flipped)
 
-    def _refund(self, run: SandboxRun, payment: PaymentRef, amount: Money, **kw: Any) -> RefundResult:
+    def _refund(
+        self, run: SandboxRun, payment: PaymentRef, amount: Money, **kw: Any
+    ) -> RefundResult:
         return run.client.refund(self.provider, payment=payment, amount=amount, **kw)
 
     def _verify(self, run: SandboxRun, callback: Callback) -> Any:
@@ -372,8 +369,10 @@ class ProviderConformance:
             st.binary(max_size=300),
             st.recursive(
                 st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                lambda children: st.lists(children, max_size=4)
-                | st.dictionaries(st.text(max_size=12), children, max_size=5),
+                lambda children: (
+                    st.lists(children, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), children, max_size=5)
+                ),
                 max_leaves=12,
             ).map(lambda value: json.dumps(value).encode()),
         ),
@@ -407,8 +406,18 @@ class ProviderConformance:
     @given(
         body=st.binary(max_size=400),
         headers=st.dictionaries(
-            st.sampled_from(["Signature", "sign", "Credential", "Nonce", "X-Signature",
-                             "X-Timestamp", "Content-Type", "X-Action"]),
+            st.sampled_from(
+                [
+                    "Signature",
+                    "sign",
+                    "Credential",
+                    "Nonce",
+                    "X-Signature",
+                    "X-Timestamp",
+                    "Content-Type",
+                    "X-Action",
+                ]
+            ),
             st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
         ),
         path=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40),

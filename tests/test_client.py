@@ -1,0 +1,366 @@
+"""The pipeline end to end over loopback sockets, with the testpay provider."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from refundcore import (
+    Money,
+    PaymentRef,
+    PluginError,
+    RefundClient,
+    RefundStatus,
+    SignatureError,
+    TransportError,
+    ValidationError,
+    hookimpl,
+)
+from refundcore.models import HttpRequest, RefundResult
+from refundcore.sandbox import Fault, SandboxRun
+
+HKD = "HKD"
+
+
+@pytest.fixture
+def run(installed: Path) -> Iterator[SandboxRun]:
+    with SandboxRun("testpay", read_timeout=0.5) as run:
+        yield run
+
+
+def seed(run: SandboxRun, amount: str = "100.00") -> PaymentRef:
+    return run.emulator.seed_payment(Money(amount, HKD))
+
+
+class StageRecorder:
+    """An app plugin that wraps every stage, records the order, and changes things."""
+
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def refundcore_build_request(self, provider: Any) -> Any:
+        self.stages.append(f"build:{provider.id}")
+        request = yield
+        return request.with_header("X-Trace", "trace-123")
+
+    @hookimpl(wrapper=True)
+    def refundcore_sign_request(self) -> Any:
+        self.stages.append("sign")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def refundcore_send_request(self, request: HttpRequest) -> Any:
+        self.stages.append(f"send:{request.headers.get('X-Trace')}")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def refundcore_parse_response(self) -> Any:
+        self.stages.append("parse")
+        result = yield
+        import attrs
+
+        return attrs.evolve(result, message="seen by the app")
+
+
+def test_stages_run_in_order_and_wrappers_change_request_and_result(run: SandboxRun) -> None:
+    recorder = StageRecorder()
+    run.client.register_plugin(recorder)
+    result = run.client.refund(
+        "testpay", payment=seed(run), amount=Money("10", HKD), refund_id="r-1"
+    )
+    assert recorder.stages == ["build:testpay", "sign", "send:trace-123", "parse"]
+    assert result.status is RefundStatus.SUCCEEDED
+    assert result.message == "seen by the app"
+    assert result.refund_id == "r-1" and result.operation == "refund" and result.http_status == 200
+    (sent,) = run.server.requests
+    assert sent.header("X-Trace") == "trace-123"
+    assert sent.header("X-Signature")
+
+
+def test_exact_wire_bytes(run: SandboxRun) -> None:
+    payment = seed(run)
+    run.client.refund(
+        "testpay", payment=payment, amount=Money("10.5", HKD), refund_id="r-wire", reason="damaged"
+    )
+    (sent,) = run.server.requests
+    assert sent.method == "POST" and sent.target == "/v1/refunds"
+    assert sent.body == (
+        b'{"refund_id":"r-wire","payment_id":"'
+        + payment.payment_id.encode()  # type: ignore[union-attr]
+        + b'","merchant_reference":"'
+        + payment.merchant_reference.encode()  # type: ignore[union-attr]
+        + b'","amount":"10.50","currency":"HKD","reason":"damaged"}'
+    )
+    assert sent.header("Content-Length") == str(len(sent.body))
+    assert sent.header("User-Agent") == "refundcore"
+
+
+def test_generated_refund_ids_are_unique_and_ordered(run: SandboxRun) -> None:
+    payment = seed(run, "1000.00")
+    ids = [
+        run.client.refund("testpay", payment=payment, amount=Money("1", HKD)).refund_id
+        for _ in range(5)
+    ]
+    assert len(set(ids)) == 5 and all(len(i) == 26 for i in ids)
+    assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"refund_id": "has space"}, "refund_id"),
+        ({"refund_id": ""}, "refund_id"),
+        ({"refund_id": "x" * 65}, "refund_id"),
+        ({"refund_id": "naïve"}, "refund_id"),
+        ({"amount": 10.0}, "amount"),
+        ({"amount": Decimal("10")}, "amount"),
+        ({"amount": "10.00"}, "amount"),
+        ({"payment": None}, "payment"),
+        ({"payment": {"payment_id": "1"}}, "payment"),
+        ({"reason": "line\nbreak"}, "reason"),
+        ({"reason": "x" * 300}, "reason"),
+        ({"notify_url": "ftp://x.example/cb"}, "notify_url"),
+        ({"notify_url": "/relative"}, "notify_url"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_sent(
+    run: SandboxRun, kwargs: dict[str, Any], field: str
+) -> None:
+    args: dict[str, Any] = {"payment": seed(run), "amount": Money("1", HKD), **kwargs}
+    with pytest.raises(ValidationError) as error:
+        run.client.refund("testpay", **args)
+    assert error.value.field == field
+    assert run.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({}, "payment"),
+        ({"payment_id": ""}, "payment.payment_id"),
+        ({"payment_id": " 1"}, "payment.payment_id"),
+        ({"merchant_reference": "a\tb"}, "payment.merchant_reference"),
+        ({"transaction_id": "x" * 129}, "payment.transaction_id"),
+        ({"payment_id": 12}, "payment.payment_id"),
+    ],
+)
+def test_payment_ref_is_checked(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        PaymentRef(**kwargs)
+    assert error.value.field == field
+
+
+def test_unsupported_currency_and_operation(installed: Path) -> None:
+    import attrs
+    import refundcore_testpay
+
+    class Limited:
+        @hookimpl
+        def refundcore_register_providers(self, register: Any) -> None:
+            captured: list[Any] = []
+            refundcore_testpay.refundcore_register_providers(captured.append)
+            info = captured[0]
+            register(
+                attrs.evolve(
+                    info,
+                    id="limited",
+                    capabilities=attrs.evolve(
+                        info.capabilities, currencies={"HKD"}, query=False, callbacks=False
+                    ),
+                )
+            )
+
+    client = RefundClient(
+        {"limited": {"api_key": "k", "secret": "s", "base_url": "http://127.0.0.1:9"}},
+        entry_points=False,
+    )
+    client.register_plugin(Limited())
+    payment = PaymentRef(payment_id="1")
+    with pytest.raises(ValidationError, match="does not take USD"):
+        client.refund("limited", payment=payment, amount=Money("1", "USD"))
+    with pytest.raises(ValidationError, match="cannot query"):
+        client.query("limited", refund_id="r-1")
+    with pytest.raises(ValidationError, match="offers no void"):
+        client.void("limited", payment=payment)
+    with pytest.raises(ValidationError, match="sends no callbacks"):
+        client.refund(
+            "limited", payment=payment, amount=Money("1", HKD), notify_url="https://x.example/cb"
+        )
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(delay=1.0),
+        Fault(drop=True),
+        Fault(truncate=True),
+        Fault(garbage=True),
+        Fault(status=500, reach_app=True),
+        Fault(status=504, reach_app=False),
+    ],
+    ids=["timeout", "drop", "truncate", "garbage", "500", "504"],
+)
+def test_uncertain_outcomes_are_unknown_never_failed(run: SandboxRun, fault: Fault) -> None:
+    run.server.inject("/v1/refunds", fault)
+    result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert result.status is RefundStatus.UNKNOWN
+    assert "query the refund" in (result.message or "")
+    assert len(run.server.requests) == 1, "the transport must never resend on its own"
+
+
+def test_redirects_are_not_followed(run: SandboxRun) -> None:
+    run.server.inject("/v1/refunds", Fault(status=307, body=b"", reach_app=False))
+    result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert result.status is RefundStatus.UNKNOWN
+    assert len(run.server.requests) == 1
+
+
+def test_refused_connection_is_a_transport_error_saying_nothing_was_sent(installed: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = RefundClient(
+        {"testpay": {"api_key": "k", "secret": "s", "base_url": f"http://127.0.0.1:{port}"}}
+    )
+    with pytest.raises(TransportError, match="nothing was sent"):
+        client.refund("testpay", payment=PaymentRef(payment_id="1"), amount=Money("1", HKD))
+
+
+def test_a_crashing_stage_before_sending_is_a_plugin_error(run: SandboxRun) -> None:
+    class Crash:
+        @hookimpl(wrapper=True)
+        def refundcore_sign_request(self) -> Any:
+            yield
+            raise RuntimeError("boom")
+
+    run.client.register_plugin(Crash())
+    with pytest.raises(PluginError, match="refundcore_sign_request: RuntimeError"):
+        run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert run.server.requests == []
+
+
+def test_a_crashing_parser_gives_unknown_not_an_exception(run: SandboxRun) -> None:
+    class Crash:
+        @hookimpl(tryfirst=True)
+        def refundcore_parse_response(self) -> RefundResult:
+            raise KeyError("data")
+
+    run.client.register_plugin(Crash())
+    result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert result.status is RefundStatus.UNKNOWN and result.error_code == "unparseable"
+
+
+def test_threads_share_one_client(run: SandboxRun) -> None:
+    payment = seed(run, "1000.00")
+    results: list[RefundResult] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        result = run.client.refund(
+            "testpay", payment=payment, amount=Money("1", HKD), refund_id=f"t-{n}"
+        )
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.refund_id for r in results) == sorted(f"t-{n}" for n in range(16))
+    assert all(r.status is RefundStatus.SUCCEEDED for r in results)
+
+
+def test_clients_with_different_configs_coexist(installed: Path) -> None:
+    with SandboxRun("testpay") as one, SandboxRun("testpay") as two:
+        assert one.emulator.credentials != two.emulator.credentials
+        r1 = one.client.refund("testpay", payment=seed(one), amount=Money("1", HKD))
+        r2 = two.client.refund("testpay", payment=seed(two), amount=Money("1", HKD))
+        assert r1.succeeded and r2.succeeded
+        wrong = two.client.refund("testpay", payment=seed(one), amount=Money("1", HKD))
+        assert wrong.status is RefundStatus.FAILED
+
+
+def test_query_reports_the_refund(run: SandboxRun) -> None:
+    refund = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    queried = run.client.query("testpay", refund_id=refund.refund_id)
+    assert queried.status is RefundStatus.SUCCEEDED and queried.operation == "query"
+    missing = run.client.query("testpay", refund_id="never-sent")
+    assert missing.status is RefundStatus.FAILED
+
+
+def test_no_secret_in_logs_reprs_or_errors(
+    run: SandboxRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = run.emulator.credentials["secret"]
+    caplog.set_level(logging.DEBUG)
+    result = run.client.refund(
+        "testpay", payment=seed(run), amount=Money("1", HKD), notify_url=run.notify_url
+    )
+    run.wait_for_notifications(1)
+    texts = [repr(result), repr(run.client), repr(run.client.config_for("testpay"))]
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [str(record.args) for record in caplog.records]
+    with pytest.raises(Exception) as error:
+        run.client.configure("testpay", {"api_key": 1, "secret": secret})
+    texts.append(str(error.value))
+    assert any("testpay" in text for text in texts)
+    assert not [text for text in texts if secret in text]
+
+
+def test_raw_is_scrubbed_of_configured_secrets(run: SandboxRun) -> None:
+    secret = run.emulator.credentials["secret"]
+
+    class EchoSecret:
+        @hookimpl(wrapper=True)
+        def refundcore_parse_response(self) -> Any:
+            import attrs
+
+            result = yield
+            return attrs.evolve(result, raw={"echo": f"key={secret}", "nested": [{"k": secret}]})
+
+    run.client.register_plugin(EchoSecret())
+    result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert secret not in repr(result.raw)
+    assert result.raw["echo"] == "key=********"
+
+
+def test_verify_callback_input_checks(run: SandboxRun) -> None:
+    with pytest.raises(ValidationError, match="body: must be bytes"):
+        run.client.verify_callback("testpay", method="POST", path="/", headers={}, body="text")  # type: ignore[arg-type]
+    with pytest.raises(SignatureError, match="too large"):
+        run.client.verify_callback(
+            "testpay", method="POST", path="/", headers={}, body=b"x" * (2 << 20)
+        )
+    with pytest.raises(SignatureError, match="malformed callback"):
+        run.client.verify_callback("testpay", method="POST", path="/", headers={"X": 1}, body=b"")  # type: ignore[dict-item]
+
+
+def test_import_is_lazy() -> None:
+    """Importing refundcore (and touching the client class) pulls in no heavy library
+    and no plugin: those load when a provider is used."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, refundcore; refundcore.RefundClient; print(' '.join(sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = set(probe.stdout.split())
+    assert "refundcore.client" in imported
+    for heavy in ("requests", "cryptography", "cattrs", "urllib3", "importlib_metadata"):
+        assert heavy not in imported, f"import refundcore imported {heavy}"
+    assert not [name for name in imported if name.startswith("refundcore_")]
