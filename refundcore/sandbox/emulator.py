@@ -285,6 +285,8 @@ class Emulator(abc.ABC):
     provider_id: str = ""
     #: Ids the gateway assigns are this prefix plus digits.
     id_prefix: str = ""
+    #: The currency of the payments ``refundcore demo`` and ``refundcore sandbox`` seed.
+    currency: str = "HKD"
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -14,7 +15,7 @@ from wsgiref.validate import validator
 import pytest
 import requests
 
-from refundcore.sandbox.server import Fault, SandboxServer, serve
+from refundcore.sandbox.server import Fault, SandboxServer, buffer_app, serve
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -410,3 +411,60 @@ def test_no_request_logging_on_stderr(
     requests.get(server.base_url + "/quiet", timeout=2)
     raw_exchange(server, b"BROKEN\r\n\r\n")
     assert capsys.readouterr().err == ""
+
+
+def test_app_headers_cannot_break_framing(caplog: pytest.LogCaptureFixture) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["wsgi.errors"].write("something odd\n")
+        start_response(
+            "201 Created",
+            [("Content-Length", "999"), ("Connection", "close"), ("X-App", "1")],
+        )
+        return iter([b"ab", b"", b"cd"])
+
+    with caplog.at_level(logging.WARNING, logger="refundcore.sandbox"), serve(app) as srv:
+        with requests.Session() as session:
+            for _ in range(2):
+                response = session.get(srv.base_url + "/", timeout=2)
+                assert (response.status_code, response.reason) == (201, "Created")
+                assert response.content == b"abcd"
+                assert response.headers["Content-Length"] == "4"
+                assert response.headers["X-App"] == "1"
+                assert "Connection" not in response.headers
+        assert srv.connections_accepted == 1
+    assert "something odd" in caplog.text
+
+
+def test_app_errors_after_start_response_and_protocol_misuse_give_500() -> None:
+    closed = threading.Event()
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"partial"
+            raise RuntimeError("mid-body failure")
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/silent":
+            return [b"no start_response"]
+        start_response("200 OK", [])
+        return Body()
+
+    with serve(app) as srv:
+        assert requests.get(srv.base_url + "/body", timeout=2).status_code == 500
+        assert closed.is_set()
+        assert requests.get(srv.base_url + "/silent", timeout=2).status_code == 500
+
+
+def test_buffer_app_lets_exc_info_replace_the_status() -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("X-Stage", "first")])
+        try:
+            raise KeyError("late failure")
+        except KeyError:
+            start_response("502 Bad Gateway", [("X-Stage", "error")], sys.exc_info())
+        return [b"oops"]
+
+    assert buffer_app(app, {}) == ("502 Bad Gateway", [("X-Stage", "error")], b"oops")

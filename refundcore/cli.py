@@ -1,0 +1,429 @@
+"""The ``refundcore`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .errors import (
+    ConfigError,
+    PluginError,
+    PluginLoadError,
+    ProviderNotInstalled,
+    RefundError,
+    SignatureError,
+    TransportError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from .client import RefundClient
+    from .models import RefundNotification, RefundResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PENDING = 3
+EXIT_UNKNOWN = 4
+EXIT_ERROR = 5
+
+EXIT_CODES_HELP = """\
+exit status:
+  0  succeeded (or the command did what it was asked)
+  1  the gateway declined (FAILED), or a callback failed verification
+  2  usage, configuration or input error: nothing was sent
+  3  PENDING: the gateway accepted the refund and will settle it later
+  4  UNKNOWN: the request may have reached the gateway but the outcome is not
+     known; run `refundcore query` before trying again
+  5  nothing could be sent (connection refused, DNS), a plugin is missing or broken
+"""
+
+_STATUS_EXIT = {
+    "SUCCEEDED": EXIT_OK,
+    "FAILED": EXIT_FAILED,
+    "PENDING": EXIT_PENDING,
+    "UNKNOWN": EXIT_UNKNOWN,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="refundcore",
+        description="Issue refunds through payment gateways (one plugin per gateway).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"refundcore {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="TOML file with [providers.<id>] tables (default: $REFUNDCORE_CONFIG, "
+            "else ./refundcore.toml)",
+        )
+
+    def with_payment(sub: argparse.ArgumentParser, required: bool) -> None:
+        sub.add_argument("--payment-id", help="the gateway's id of the payment")
+        sub.add_argument("--merchant-reference", help="your reference of the payment")
+        sub.add_argument("--transaction-id", help="the gateway's id of the sale transaction")
+        sub.set_defaults(payment_required=required)
+
+    command("providers", "List installed providers, their capabilities and load errors.")
+
+    refund = command("refund", "Refund (part of) a payment.")
+    refund.add_argument("provider")
+    refund.add_argument("--amount", required=True, help="decimal amount, e.g. 10.00")
+    refund.add_argument("--currency", required=True, help="ISO 4217 code, e.g. HKD")
+    with_payment(refund, required=True)
+    refund.add_argument("--refund-id", help="idempotency key (generated when omitted)")
+    refund.add_argument("--reason")
+    refund.add_argument("--notify-url", help="where the gateway should send its callback")
+    with_config(refund)
+
+    query = command("query", "Ask the gateway where a refund stands.")
+    query.add_argument("provider")
+    query.add_argument("--refund-id", required=True)
+    query.add_argument("--provider-refund-id", help="the gateway's id of the refund, if known")
+    with_payment(query, required=False)
+    with_config(query)
+
+    void = command("void", "Reverse a whole unsettled payment, where the gateway offers it.")
+    void.add_argument("provider")
+    with_payment(void, required=True)
+    void.add_argument("--refund-id", help="idempotency key (generated when omitted)")
+    void.add_argument("--amount", help="the payment's amount, where the gateway wants it")
+    void.add_argument("--currency")
+    void.add_argument("--reason")
+    void.add_argument("--notify-url")
+    with_config(void)
+
+    verify = command("verify-callback", "Verify a callback a gateway delivered.")
+    verify.add_argument("provider")
+    verify.add_argument("--path", required=True, help="path and query exactly as received")
+    verify.add_argument("--method", default="POST")
+    verify.add_argument(
+        "--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable"
+    )
+    verify.add_argument("--body-file", required=True, type=Path, help="raw body ('-' = stdin)")
+    with_config(verify)
+
+    demo = command("demo", "Refund through every installed provider against its emulator.")
+    demo.add_argument("--provider", action="append", help="only these providers (repeatable)")
+
+    sandbox = command("sandbox", "Serve every installed provider's emulator until interrupted.")
+    sandbox.add_argument("--provider", action="append", help="only these providers (repeatable)")
+    sandbox.add_argument("--seed", type=int, default=3, help="payments to seed per provider")
+    sandbox.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    new_plugin = command("new-plugin", "Scaffold a provider plugin package.")
+    new_plugin.add_argument("name", help="the provider id, e.g. acme")
+    new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    else:
+        print(human)
+
+
+def _result_data(result: RefundResult) -> dict[str, Any]:
+    return {
+        "provider": result.provider,
+        "operation": result.operation,
+        "refund_id": result.refund_id,
+        "status": result.status.value,
+        "amount": None
+        if result.amount is None
+        else {"value": result.amount.to_wire(), "currency": result.amount.currency},
+        "provider_refund_id": result.provider_refund_id,
+        "message": result.message,
+        "error_code": result.error_code,
+        "http_status": result.http_status,
+        "raw": dict(result.raw),
+    }
+
+
+def _result_text(result: RefundResult) -> str:
+    lines = [f"{result.status.value}: {result.operation} {result.refund_id} via {result.provider}"]
+    for label, value in (
+        ("amount", result.amount),
+        ("provider refund id", result.provider_refund_id),
+        ("error code", result.error_code),
+        ("message", result.message),
+        ("http status", result.http_status),
+    ):
+        if value is not None:
+            lines.append(f"  {label:<19}{value}")
+    return "\n".join(lines)
+
+
+def _note_data(note: RefundNotification) -> dict[str, Any]:
+    return {
+        "provider": note.provider,
+        "event": note.event,
+        "status": note.status.value,
+        "refund_id": note.refund_id,
+        "provider_refund_id": note.provider_refund_id,
+        "amount": None
+        if note.amount is None
+        else {"value": note.amount.to_wire(), "currency": note.amount.currency},
+        "raw": dict(note.raw),
+    }
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> RefundClient:
+    from .client import RefundClient
+
+    path = args.config or (
+        Path(os.environ["REFUNDCORE_CONFIG"]) if os.environ.get("REFUNDCORE_CONFIG") else None
+    )
+    if path is None and Path("refundcore.toml").is_file():
+        path = Path("refundcore.toml")
+    return RefundClient.from_file(path) if path is not None else RefundClient()
+
+
+def _payment(args: argparse.Namespace) -> Any:
+    from .models import PaymentRef
+
+    ids = (args.payment_id, args.merchant_reference, args.transaction_id)
+    if not args.payment_required and all(value is None for value in ids):
+        return None
+    return PaymentRef(*ids)
+
+
+def _cmd_providers(args: argparse.Namespace) -> int:
+    from .client import RefundClient
+
+    client = RefundClient()
+    infos = client.providers()
+    failures = client.plugin_failures
+    data = {
+        "providers": [info.as_dict() for info in infos],
+        "load_errors": [
+            {"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error}
+            for f in failures
+        ],
+    }
+    rows = []
+    for info in infos:
+        caps = info.capabilities
+        flags = [
+            name
+            for name, on in (
+                ("partial", caps.partial_refunds),
+                ("query", caps.query),
+                ("void", caps.void),
+                ("callbacks", caps.callbacks),
+            )
+            if on
+        ]
+        once = "once" if caps.refunds_per_payment == 1 else "many"
+        rows.append(
+            [
+                info.id,
+                info.name,
+                f"{info.distribution or '-'} {info.version or ''}".strip(),
+                f"{', '.join(flags)}; refunds: {once}",
+            ]
+        )
+    human = (
+        format_table(rows, ["id", "name", "distribution", "capabilities"])
+        if rows
+        else ("No provider plugin is installed. Install one, e.g.: pip install refundcore-wonder")
+    )
+    for failure in failures:
+        origin = f" ({failure.distribution} {failure.version})" if failure.distribution else ""
+        human += f"\nfailed to load {failure.name}{origin}: {failure.error}"
+    _emit(args, data, human)
+    return EXIT_OK if not failures else EXIT_ERROR
+
+
+def _finish(args: argparse.Namespace, result: RefundResult) -> int:
+    _emit(args, _result_data(result), _result_text(result))
+    return _STATUS_EXIT[result.status.value]
+
+
+def _cmd_refund(args: argparse.Namespace) -> int:
+    from .money import Money
+
+    client = _client(args)
+    result = client.refund(
+        args.provider,
+        payment=_payment(args),
+        amount=Money(args.amount, args.currency),
+        refund_id=args.refund_id,
+        reason=args.reason,
+        notify_url=args.notify_url,
+    )
+    return _finish(args, result)
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.query(
+        args.provider,
+        refund_id=args.refund_id,
+        payment=_payment(args),
+        provider_refund_id=args.provider_refund_id,
+    )
+    return _finish(args, result)
+
+
+def _cmd_void(args: argparse.Namespace) -> int:
+    from .money import Money
+
+    if (args.amount is None) != (args.currency is None):
+        raise ValidationError("give --amount and --currency together", field="amount")
+    client = _client(args)
+    result = client.void(
+        args.provider,
+        payment=_payment(args),
+        refund_id=args.refund_id,
+        amount=Money(args.amount, args.currency) if args.amount is not None else None,
+        reason=args.reason,
+        notify_url=args.notify_url,
+    )
+    return _finish(args, result)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise ValidationError(f"{header!r} is not 'Name: value'", field="header")
+        headers.append((name.strip(), value.strip()))
+    try:
+        body = (
+            sys.stdin.buffer.read() if str(args.body_file) == "-" else args.body_file.read_bytes()
+        )
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot read {str(args.body_file)!r}: {exc.strerror}", field="body-file"
+        ) from None
+    from .models import Headers
+
+    note = _client(args).verify_callback(
+        args.provider, method=args.method, path=args.path, headers=Headers(headers), body=body
+    )
+    _emit(
+        args,
+        _note_data(note),
+        f"verified: {note.event} {note.status.value} "
+        f"refund {note.refund_id or note.provider_refund_id or '?'} via {note.provider}",
+    )
+    return EXIT_OK
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import create_plugin
+
+    target = create_plugin(args.name, args.dir)
+    _emit(
+        args,
+        {"path": str(target), "provider": args.name},
+        f"created {target}/ — next:\n  pip install -e {target}\n  pytest {target}/tests\n"
+        f"  refundcore providers",
+    )
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.provider, as_json=args.json)
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from .demo import serve_sandboxes
+
+    return serve_sandboxes(args.provider, seed=args.seed, duration=args.duration, as_json=args.json)
+
+
+_COMMANDS = {
+    "providers": _cmd_providers,
+    "refund": _cmd_refund,
+    "query": _cmd_query,
+    "void": _cmd_void,
+    "verify-callback": _cmd_verify,
+    "demo": _cmd_demo,
+    "sandbox": _cmd_sandbox,
+    "new-plugin": _cmd_new_plugin,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValidationError, ConfigError) as exc:
+        print(f"refundcore: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SignatureError as exc:
+        print(f"refundcore: callback rejected: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (TransportError, ProviderNotInstalled, PluginLoadError, PluginError) as exc:
+        print(f"refundcore: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except RefundError as exc:
+        print(f"refundcore: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
