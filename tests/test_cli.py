@@ -185,7 +185,7 @@ def test_verify_callback(
 def test_demo_runs_every_provider(only_testpay: None, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "demo")
     assert code == 0, out
-    header, rule, row = out.splitlines()[:3]
+    header, _rule, row = out.splitlines()[:3]
     assert header.split()[:3] == ["provider", "refund", "id"]
     assert row.startswith("testpay") and "SUCCEEDED" in row and "yes (SUCCEEDED)" in row
     code, data, _ = cli(capsys, "demo", "--json")
@@ -216,7 +216,7 @@ def test_sandbox_prints_urls_and_credentials(
 def test_new_plugin_refuses_bad_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "new-plugin", "Bad-Name", "--dir", str(tmp_path / "x"))
     assert code == 2 and "name: must be" in err
-    code, data, _ = cli(capsys, "new-plugin", "acme", "--dir", str(tmp_path / "acme"), "--json")
+    code, _, _ = cli(capsys, "new-plugin", "acme", "--dir", str(tmp_path / "acme"), "--json")
     assert code == 0 and (tmp_path / "acme" / "refundcore_acme" / "__init__.py").is_file()
     code, _, err = cli(capsys, "new-plugin", "acme", "--dir", str(tmp_path / "acme"))
     assert code == 2 and "not empty" in err
