@@ -47,10 +47,17 @@ from ..sandbox import Fault, SandboxRun
 
 __all__ = ["ProviderConformance"]
 
+# Every provider's conformance class runs these same methods in one pytest process:
+# hypothesis's differing-executors check would flag that, though each class is an
+# independent run against its own emulator.
 _HOSTILE = settings(
     max_examples=150,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.differing_executors,
+    ],
 )
 
 

@@ -1,0 +1,82 @@
+"""refundcore.wsgi.callback_app over real sockets: verify, hand over, answer as expected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from refundcore import Money, RefundNotification
+from refundcore.sandbox import SandboxRun, SandboxServer
+from refundcore.wsgi import callback_app
+
+
+@pytest.fixture
+def run(installed: Path) -> Iterator[SandboxRun]:
+    with SandboxRun("testpay") as run:
+        yield run
+
+
+def _refund(run: SandboxRun) -> str:
+    payment = run.emulator.seed_payment(Money("50", "HKD"))
+    return run.client.refund("testpay", payment=payment, amount=Money("5", "HKD")).refund_id
+
+
+def _post(url: str, callback: object, **changes: object) -> requests.Response:
+    headers = dict(callback.headers)  # type: ignore[attr-defined]
+    body = changes.get("body", callback.body)  # type: ignore[attr-defined]
+    return requests.post(url, data=body, headers=headers, timeout=5)
+
+
+def test_genuine_callback_is_verified_handed_over_and_acknowledged(run: SandboxRun) -> None:
+    refund_id = _refund(run)
+    callback = run.emulator.signed_callback(refund_id, path="/testpay?tenant=7")
+    reply = _post(f"{run.receiver_server.base_url}/testpay?tenant=7", callback)
+    assert (reply.status_code, reply.text) == (200, "OK")
+    (note,) = run.wait_for_notifications(1)
+    assert note.refund_id == refund_id and note.provider == "testpay"
+
+
+def test_path_and_query_are_verified_as_received(run: SandboxRun) -> None:
+    callback = run.emulator.signed_callback(_refund(run), path="/testpay?tenant=7")
+    reply = _post(f"{run.receiver_server.base_url}/testpay?tenant=8", callback)
+    assert reply.status_code == 400
+    assert run.notifications == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/testpay", b"{not json", 400),
+        ("POST", "/testpay", b"\x00\xff" * 100, 400),
+        ("POST", "/acme", b"{}", 404),
+        ("POST", "/", b"{}", 404),
+        ("POST", "/testpay/extra", b"{}", 404),
+        ("GET", "/testpay", b"", 405),
+    ],
+)
+def test_bad_input_is_never_a_500(
+    run: SandboxRun, method: str, path: str, body: bytes, status: int
+) -> None:
+    reply = requests.request(method, run.receiver_server.base_url + path, data=body, timeout=5)
+    assert reply.status_code == status
+    assert run.notifications == []
+
+
+def test_application_failure_asks_the_gateway_to_retry(run: SandboxRun) -> None:
+    def broken(note: RefundNotification) -> None:
+        raise RuntimeError("database down")
+
+    with SandboxServer(callback_app(run.client, broken)) as server:
+        callback = run.emulator.signed_callback(_refund(run), path="/testpay")
+        reply = _post(f"{server.base_url}/testpay", callback)
+    assert reply.status_code == 500
+
+
+def test_oversized_callback_is_refused(run: SandboxRun) -> None:
+    reply = requests.post(
+        f"{run.receiver_server.base_url}/testpay", data=b"x" * (1024 * 1024 + 1), timeout=5
+    )
+    assert reply.status_code == 413
