@@ -34,7 +34,7 @@ unit: setup
 test: lint typecheck unit
 
 bench: setup
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
