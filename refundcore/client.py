@@ -31,6 +31,7 @@ from .errors import (
     PluginError,
     RefundError,
     SignatureError,
+    TransportError,
     ValidationError,
 )
 from .models import (
@@ -267,9 +268,9 @@ class RefundClient:
             response = hooks.send(provider=info, config=config, request=signed)
         except OutcomeUnknown as exc:
             return self._finish(info, operation, _unknown(info, operation, str(exc), "no_reply"))
-        except RefundError:
+        except TransportError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a custom transport or wrapper failed: it may have sent
             log.error(
                 "send stage for %s failed after the request may have left: %s",
                 info.id,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
@@ -375,8 +375,6 @@ class Emulator(abc.ABC):
         """Send the callback about ``record`` to its notify_url, in the background."""
         if not (self.send_callbacks and record.notify_url):
             return
-        from urllib.parse import urlsplit
-
         parts = urlsplit(record.notify_url)
         target = parts.path or "/"
         if parts.query:
