@@ -220,8 +220,20 @@ def _extra_key_message(message: str, known: list[str]) -> str:
     return f"unknown key {', '.join(hints)}; known keys: {', '.join(known)}"
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    nested = getattr(exc, "exceptions", None)
+    if nested is None:
+        return [exc]
+    return [leaf for inner in nested for leaf in _leaves(inner)]
+
+
 def _structure_errors(exc: Exception, provider: str, cls: type[Any]) -> ConfigError:
     import cattrs
+
+    # A config class's own validators raise ConfigError naming their field: keep it.
+    for leaf in _leaves(exc):
+        if isinstance(leaf, ConfigError):
+            return ConfigError(leaf.problem, provider=provider, field=leaf.field)
 
     known = [field.name for field in attrs.fields(cls)]
     problems: list[tuple[str | None, str]] = []

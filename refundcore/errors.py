@@ -22,6 +22,7 @@ class ConfigError(RefundError):
     def __init__(self, message: str, *, provider: str | None = None, field: str | None = None):
         self.provider = provider
         self.field = field
+        self.problem = message
         where = ".".join(part for part in (provider, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
 

@@ -308,6 +308,7 @@ class PluginRegistry:
         hooks = self._hooks.get(provider_id)
         if hooks is not None:
             return hooks
+        self.provider(provider_id)  # loads the plugin if this is the first use
         with self._lock:
             owner = self._owner[provider_id]
             others = {id(p) for pid, p in self._owner.items() if p is not owner}

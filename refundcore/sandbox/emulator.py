@@ -380,15 +380,22 @@ class Emulator(abc.ABC):
         if parts.query:
             target += f"?{parts.query}"
         callback = self.build_callback(record, path=target, at=self.clock())
-        self.sender.send(
-            OutgoingCallback(
-                url=record.notify_url,
-                method=callback.method,
-                headers=tuple(callback.headers.items()),
-                body=callback.body,
-            ),
-            delay=self.callback_delay,
-        )
+        try:
+            self.sender.send(
+                OutgoingCallback(
+                    url=record.notify_url,
+                    method=callback.method,
+                    headers=tuple(callback.headers.items()),
+                    body=callback.body,
+                ),
+                delay=self.callback_delay,
+            )
+        except ValueError as exc:
+            # A sandbox only delivers to plain-http receivers (on loopback); the refund
+            # itself stands, as at the real gateway when a callback cannot be delivered.
+            log.warning(
+                "%s emulator cannot deliver to %s: %s", self.provider_id, record.notify_url, exc
+            )
 
     def settle(self, refund_id: str, status: RefundStatus = RefundStatus.SUCCEEDED) -> None:
         """Finish a pending refund and send its callback."""
