@@ -1,0 +1,667 @@
+"""refundcore provider plugin for PayWiser "txshield" (the TxProcess / PayShield platform).
+
+Everything this provider does is in this module: its config, how a refund or a status
+query becomes a signed request, how a reply becomes a result, and how a postback is
+verified. The gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
+
+The wire protocol, in short (see README.md for the whole story):
+
+* refund: ``POST /api/v1/index.php/{ptxid}/refund``, form fields ``sid, hash,
+  postback_url, timestamp, currency, amount, tx_action=REFUND`` in that order, with
+  ``hash = md5(sid + timestamp + amount + currency + rcode)``; the reply is JSON with
+  ``status`` ``OK`` / ``PEND`` / ``EXC``.
+* status: ``GET /api/v1/index.php/{ptxid}/getstatus?hash=md5(sid + rcode)``.
+* postback: a form POST to the postback URL carrying ``vry`` (or ``vrfy``) =
+  ``sha256(sid;rcode;txid;status;amount;currency;tx_action)``.
+
+MD5, and plain hashes of a secret, are PayWiser's protocol, not a choice made here.
+
+PayWiser's refund request carries no merchant reference, so the gateway cannot refuse
+a repeated refund id: stopping a resend is the job of refundcore's journal, not the
+gateway's. Nor does the postback say which refund it is about, so the plugin adds the
+refund id, with a tag keyed by the rcode, to the postback URL it sends
+(:func:`postback_url_for`), and :func:`refundcore_verify_callback` reads it back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
+
+import attrs
+
+from refundcore import (
+    CallbackAck,
+    Capabilities,
+    ConfigError,
+    HttpRequest,
+    HttpResponse,
+    ProviderConfig,
+    ProviderInfo,
+    RefundNotification,
+    RefundResult,
+    RefundStatus,
+    Secret,
+    SignatureError,
+    ValidationError,
+    hookimpl,
+)
+from refundcore.crypto import constant_time_equals, hmac_sha256_hex
+from refundcore.models import Callback, Operation, PaymentRef, Refund, RefundQuery, check_url
+from refundcore.money import Money
+
+__all__ = [
+    "CHECK_FIELDS",
+    "DEFAULT_TIMESTAMP_FORMAT",
+    "PaywiserConfig",
+    "current_time",
+    "postback_check",
+    "postback_tag",
+    "postback_url_for",
+    "refund_hash",
+    "status_hash",
+    "status_record_problem",
+    "timestamp_text",
+    "wire_status",
+]
+
+PROVIDER_ID = "paywiser"
+PRODUCTION_URL = "https://office.paywiser.com"
+API_PREFIX = "/api/v1/index.php"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+#: ASSUMPTION: PayWiser's page says only "hhmmss". We read it as UTC.
+DEFAULT_TIMESTAMP_FORMAT = "%H%M%S"
+
+#: Names the postback's check value goes by: ``vry`` on the refund page, ``vrfy`` on
+#: PayWiser's other pages. Either is accepted; when both are present both must match.
+CHECK_FIELDS = ("vry", "vrfy")
+
+#: Query parameters refundcore adds to the postback URL (see :func:`postback_url_for`).
+REFUND_ID_PARAM = "refundcore_refund_id"
+TAG_PARAM = "refundcore_tag"
+
+#: The order of the refund form's fields on the wire.
+REFUND_FIELD_ORDER = ("sid", "hash", "postback_url", "timestamp", "currency", "amount", "tx_action")
+
+# ptxid goes into the URL path: only characters that need no escaping and cannot change
+# the path's meaning ("../", "/", "%", "?" and spaces are all refused).
+_PTXID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# sid is concatenated into hashes and sent as a form field: printable ASCII, no spaces.
+_SID = re.compile(r"[!-~]{1,64}")
+# Longest text kept from one reply field, so a hostile reply cannot flood messages.
+_FIELD_MAX = 300
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def _check_sid(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _SID.fullmatch(value):
+        raise ConfigError(
+            "must be 1 to 64 printable ASCII characters without spaces", field=attribute.name
+        )
+
+
+def _check_postback_url(
+    _: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
+    if value is None:
+        return
+    try:
+        check_url(value, attribute.name)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
+    names = {name for name, _ in parse_qsl(urlsplit(value).query, keep_blank_values=True)}
+    if names & {REFUND_ID_PARAM, TAG_PARAM}:
+        raise ConfigError(
+            f"must not carry {REFUND_ID_PARAM} or {TAG_PARAM}: refundcore adds them",
+            field=attribute.name,
+        )
+
+
+def _check_timestamp_format(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # Two instants that differ in every field: a useful format tells them apart.
+    early = dt.datetime(2001, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    late = dt.datetime(2012, 11, 10, 13, 14, 15, tzinfo=dt.timezone.utc)
+    try:
+        # The C strftime stops at a NUL: refuse control characters before formatting.
+        if not value.isprintable():
+            raise ValueError("control character")
+        first, second = early.strftime(value), late.strftime(value)
+    except (ValueError, UnicodeError):
+        first = second = ""
+    if not first or first == second:
+        raise ConfigError(
+            f"{value[:40]!r} is not a strftime format that changes with time (e.g. '%H%M%S')",
+            field=attribute.name,
+        )
+    if not (first.isascii() and first.isprintable()) or len(first) > 64:
+        raise ConfigError(
+            "must produce at most 64 printable ASCII characters", field=attribute.name
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PaywiserConfig(ProviderConfig):
+    """Settings for PayWiser.
+
+    PayWiser publishes no sandbox host: use ``environment = "production"``, or set
+    ``base_url`` to the test host PayWiser gave you.
+    """
+
+    #: Site id: identifies the merchant's web site at PayWiser.
+    sid: str = attrs.field(validator=_check_sid)
+    #: The secret paired with the sid. Only ever hashed; never sent, logged or stored.
+    rcode: Secret
+    #: Where PayWiser posts refund results when a refund gives no ``notify_url``.
+    postback_url: str | None = attrs.field(default=None, validator=_check_postback_url)
+    #: How the request timestamp is written (UTC). See DEFAULT_TIMESTAMP_FORMAT.
+    timestamp_format: str = attrs.field(
+        default=DEFAULT_TIMESTAMP_FORMAT, validator=_check_timestamp_format
+    )
+
+
+# -- signatures and check values (PayWiser's, weak as they are) -------------------------
+
+
+def refund_hash(sid: str, timestamp: str, amount: str, currency: str, rcode: str) -> str:
+    """The refund request's ``hash``: lowercase hex MD5 of
+    ``sid + timestamp + amount + currency + rcode``, plain concatenation (UTF-8)."""
+    text = sid + timestamp + amount + currency + rcode
+    return hashlib.md5(text.encode("utf-8")).hexdigest()  # noqa: S324 - PayWiser's protocol
+
+
+def status_hash(sid: str, rcode: str) -> str:
+    """The getstatus ``hash``: lowercase hex MD5 of ``sid + rcode``.
+
+    It never changes, so it is a standing credential derived from the secret alone:
+    treat it like the rcode itself.
+    """
+    return hashlib.md5((sid + rcode).encode("utf-8")).hexdigest()  # noqa: S324 - PayWiser's protocol
+
+
+def postback_check(
+    sid: str, rcode: str, txid: str, status: str, amount: str, currency: str, tx_action: str
+) -> str:
+    """The postback's check value (``vry`` / ``vrfy``): lowercase hex SHA-256 of
+    ``sid;rcode;txid;status;amount;currency;tx_action``, from the values as received."""
+    text = ";".join((sid, rcode, txid, status, amount, currency, tx_action))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def postback_tag(
+    rcode: str, sid: str, ptxid: str, refund_id: str, amount: str, currency: str
+) -> str:
+    """refundcore's own tag on the postback URL: hex HMAC-SHA256, keyed with the rcode,
+    binding the merchant's refund id to the payment, amount and currency it refunds.
+
+    PayWiser's check value does not cover the URL, so without this tag anyone holding
+    one genuine postback could replay it to the URL of another refund.
+    """
+    message = "\n".join(("refundcore-paywiser-postback", sid, ptxid, refund_id, amount, currency))
+    return hmac_sha256_hex(rcode.encode("utf-8"), message.encode("utf-8"))
+
+
+# -- assumptions, each in one place ------------------------------------------------------
+
+
+def current_time() -> dt.datetime:
+    """The clock the sign stage reads: now, in UTC. Tests replace it to fix the timestamp."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def timestamp_text(config: PaywiserConfig, now: dt.datetime) -> str:
+    """The request ``timestamp``: ``now`` in UTC written with ``config.timestamp_format``.
+
+    ASSUMPTION: PayWiser's page says "hhmmss" and names no time zone; UTC is our reading.
+    The gateway must see the same value that went into the hash, which the sign stage
+    guarantees by computing both from this one string.
+    """
+    return now.astimezone(dt.timezone.utc).strftime(config.timestamp_format)
+
+
+_WIRE_STATUSES = {
+    "OK": RefundStatus.SUCCEEDED,
+    "PEND": RefundStatus.PENDING,
+    "EXC": RefundStatus.FAILED,
+}
+
+
+def wire_status(value: object) -> RefundStatus:
+    """Map PayWiser's ``status`` to a refund status.
+
+    ``OK`` → SUCCEEDED, ``PEND`` → PENDING, ``EXC`` → FAILED. Anything else is UNKNOWN,
+    including ``PAYG_ERROR``. ASSUMPTION: ``PAYG_ERROR`` means the processing gateway
+    behind PayWiser reported an error, and PayWiser does not say whether the refund
+    reached the acquirer, so it is not safe to call it FAILED (a merchant would refund
+    again). Query the payment or ask PayWiser.
+    """
+    if not isinstance(value, str):
+        return RefundStatus.UNKNOWN
+    return _WIRE_STATUSES.get(value, RefundStatus.UNKNOWN)
+
+
+def status_record_problem(record: Mapping[str, Any], txid: str | None) -> str | None:
+    """Why a getstatus reply cannot be taken as the status of the refund with gateway id
+    ``txid`` (``None`` when it can).
+
+    ASSUMPTION: PayWiser's refund page does not document the getstatus reply. PayShield
+    (the same platform) documents it as one transaction object, the latest under the
+    parent: ``{tid, txid, parent_txid, status, tx_action, amount, currency, reference,
+    ref1..ref4, vrfy}``. So the reply is about our refund only when it is a ``REFUND``
+    with our refund's ``txid``. Without a txid to compare, it cannot be tied to our
+    refund id; a later transaction on the same payment hides an earlier refund's status.
+    """
+    action = _text(record.get("tx_action"), 40)
+    if action is None:
+        return "the status reply names no transaction"
+    if action != "REFUND":
+        return f"the latest transaction on this payment is a {action}, not a refund"
+    latest = _text(record.get("txid"), 128)
+    if txid is None:
+        amount = _money(record.get("amount"), record.get("currency"))
+        return (
+            f"the latest refund on this payment is txid {latest}"
+            + (f" for {amount}" if amount else "")
+            + f" with status {_text(record.get('status'), 20)}; "
+            "pass provider_refund_id to tie it to this refund"
+        )
+    if latest != txid:
+        return f"the latest refund on this payment is another one (txid {latest})"
+    return None
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def _ptxid(payment: PaymentRef | None) -> str:
+    value = payment.payment_id if payment is not None else None
+    if value is None:
+        raise ValidationError(
+            "PayWiser needs the parent transaction id (ptxid) as payment_id; "
+            "a merchant_reference or transaction_id alone cannot be refunded or queried",
+            field="payment.payment_id",
+        )
+    if not _PTXID.fullmatch(value):
+        raise ValidationError(
+            "must be 1 to 64 letters, digits, '_' or '-' (it goes into the URL path)",
+            field="payment.payment_id",
+        )
+    return value
+
+
+def postback_url_for(
+    url: str, config: PaywiserConfig, *, ptxid: str, refund_id: str, amount: str, currency: str
+) -> str:
+    """The postback URL sent to PayWiser: ``url`` plus ``refundcore_refund_id`` (the
+    merchant's refund id) and ``refundcore_tag`` (:func:`postback_tag`) in its query.
+
+    PayWiser posts back to the URL as given, so the postback then says which refund it
+    is about; :func:`refundcore_verify_callback` checks the tag and reports the refund id.
+    """
+    parts = urlsplit(url)
+    names = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    if names & {REFUND_ID_PARAM, TAG_PARAM}:
+        raise ValidationError(
+            f"must not carry {REFUND_ID_PARAM} or {TAG_PARAM}: refundcore adds them",
+            field="notify_url",
+        )
+    tag = postback_tag(config.rcode.reveal(), config.sid, ptxid, refund_id, amount, currency)
+    extra = urlencode([(REFUND_ID_PARAM, refund_id), (TAG_PARAM, tag)])
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+def _status_request(config: PaywiserConfig, ptxid: str) -> HttpRequest:
+    _install_log_redaction()
+    return HttpRequest(
+        "GET",
+        f"{config.base_url}{API_PREFIX}/{ptxid}/getstatus",
+        headers={"Accept": "application/json"},
+    )
+
+
+def _build_refund(config: PaywiserConfig, operation: Refund) -> HttpRequest:
+    ptxid = _ptxid(operation.payment)
+    notify = operation.notify_url or config.postback_url
+    if notify is None:
+        raise ValidationError(
+            "PayWiser requires a postback URL: pass notify_url or set postback_url in the config",
+            field="notify_url",
+        )
+    amount, currency = operation.amount.to_wire(), operation.amount.currency
+    postback = postback_url_for(
+        notify, config, ptxid=ptxid, refund_id=operation.refund_id, amount=amount, currency=currency
+    )
+    # hash and timestamp are added by the sign stage, in their places in this order.
+    body = urlencode(
+        [
+            ("sid", config.sid),
+            ("postback_url", postback),
+            ("currency", currency),
+            ("amount", amount),
+            ("tx_action", "REFUND"),
+        ]
+    )
+    return HttpRequest(
+        "POST",
+        f"{config.base_url}{API_PREFIX}/{ptxid}/refund",
+        headers={"Content-Type": FORM_CONTENT_TYPE, "Accept": "application/json"},
+        body=body.encode("ascii"),
+    )
+
+
+@hookimpl
+def refundcore_build_request(config: PaywiserConfig, operation: Operation) -> HttpRequest:
+    """A refund becomes the refund form POST (unsigned); a query becomes a getstatus GET."""
+    if isinstance(operation, Refund):
+        return _build_refund(config, operation)
+    if isinstance(operation, RefundQuery):
+        return _status_request(config, _ptxid(operation.payment))
+    raise ValidationError(f"PayWiser has no {operation.kind} operation", field="operation")
+
+
+def _sign_refund(config: PaywiserConfig, request: HttpRequest) -> HttpRequest:
+    try:
+        text = request.body.decode("ascii")
+        fields = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+    except (UnicodeDecodeError, ValueError):
+        raise ValidationError("the refund body is not a form", field="body") from None
+    missing = [name for name in ("sid", "postback_url", "amount", "currency") if name not in fields]
+    if missing:
+        raise ValidationError(f"the refund body lacks {', '.join(missing)}", field="body")
+    timestamp = timestamp_text(config, current_time())
+    digest = refund_hash(
+        fields["sid"], timestamp, fields["amount"], fields["currency"], config.rcode.reveal()
+    )
+    # Insert hash and timestamp at their places; every other byte stays as built.
+    pairs: list[str] = []
+    for pair in text.split("&"):
+        name = unquote_plus(pair.partition("=")[0])
+        if name in ("hash", "timestamp"):
+            continue  # signed again: the old values go
+        pairs.append(pair)
+        if name == "sid":
+            pairs.append(f"hash={digest}")
+        elif name == "postback_url":
+            pairs.append(f"timestamp={quote_plus(timestamp)}")
+    return attrs.evolve(request, body="&".join(pairs).encode("ascii"))
+
+
+def _with_status_hash(config: PaywiserConfig, url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "hash"]
+    query.append(("hash", status_hash(config.sid, config.rcode.reveal())))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@hookimpl
+def refundcore_sign_request(config: PaywiserConfig, request: HttpRequest) -> HttpRequest:
+    """Add the timestamp and MD5 ``hash`` to a refund form; the static ``hash`` to a
+    getstatus URL. The timestamp is taken now, so a rebuilt request gets a fresh one."""
+    path = urlsplit(request.url).path
+    if path.endswith("/getstatus"):
+        return attrs.evolve(request, url=_with_status_hash(config, request.url))
+    if path.endswith("/refund"):
+        return _sign_refund(config, request)
+    return request
+
+
+# -- replies --------------------------------------------------------------------------------
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The reply as a JSON object, numbers kept as their literal text (never floats)."""
+    try:
+        data = json.loads(body, parse_float=str, parse_int=str, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _text(value: object, limit: int = _FIELD_MAX) -> str | None:
+    """A reply field as clean text: strings only, control characters dropped, bounded."""
+    if not isinstance(value, str):
+        return None
+    cleaned = "".join(ch for ch in value if ch.isprintable()).strip()
+    return cleaned[:limit] or None
+
+
+def _money(amount: object, currency: object) -> Money | None:
+    if not isinstance(amount, str) or not isinstance(currency, str):
+        return None
+    try:
+        return Money(amount, currency)
+    except ValidationError:
+        return None
+
+
+def _message(data: Mapping[str, Any]) -> str | None:
+    """The error fields and comment, joined: ``error_msg; error_info; comment
+    [error_type/error_sys]`` without repeats or empty parts."""
+    pieces: list[str] = []
+    for name in ("error_msg", "error_info", "comment"):
+        text = _text(data.get(name))
+        if text and text not in pieces:
+            pieces.append(text)
+    origin = "/".join(t for t in (_text(data.get(n), 60) for n in ("error_type", "error_sys")) if t)
+    message = "; ".join(pieces)
+    if origin:
+        message = f"{message} [{origin}]" if message else f"[{origin}]"
+    return message or None
+
+
+def _raw(data: Mapping[str, Any]) -> dict[str, Any]:
+    # A check value is a hash over the rcode: it would let anyone guess a short rcode
+    # offline, so it is not kept.
+    return {key: value for key, value in data.items() if key not in (*CHECK_FIELDS, "hash")}
+
+
+@hookimpl
+def refundcore_parse_response(
+    provider: ProviderInfo, operation: Operation, response: HttpResponse
+) -> RefundResult:
+    """Map the instant refund reply, or a getstatus reply, to a result (see README)."""
+
+    def result(status: RefundStatus, message: str | None, **extra: Any) -> RefundResult:
+        return RefundResult(
+            provider=provider.id,
+            refund_id=operation.refund_id,
+            status=status,
+            operation=operation.kind,
+            message=message,
+            **extra,
+        )
+
+    if response.status >= 500:
+        return result(RefundStatus.UNKNOWN, f"PayWiser answered HTTP {response.status}")
+    data = _json_object(response.body)
+    if data is None:
+        return result(RefundStatus.UNKNOWN, f"unreadable reply (HTTP {response.status})")
+    status = wire_status(data.get("status"))
+    message = _message(data)
+    common: dict[str, Any] = {"error_code": _text(data.get("error_code"), 100), "raw": _raw(data)}
+    if not 200 <= response.status < 300 and status is not RefundStatus.FAILED:
+        return result(
+            RefundStatus.UNKNOWN, f"HTTP {response.status}: {message or 'no explanation'}", **common
+        )
+    if isinstance(operation, RefundQuery):
+        problem = status_record_problem(data, operation.provider_refund_id)
+        if problem is not None:
+            return result(
+                RefundStatus.UNKNOWN, problem + (f" ({message})" if message else ""), **common
+            )
+    if status is RefundStatus.UNKNOWN:
+        shown = _text(data.get("status"), 20)
+        message = f"unexpected status {shown!r}" + (f": {message}" if message else "")
+    return result(
+        status,
+        message,
+        provider_refund_id=_text(data.get("txid"), 128),
+        amount=_money(data.get("amount"), data.get("currency")),
+        **common,
+    )
+
+
+# -- postbacks ----------------------------------------------------------------------------
+
+_POSTBACK_REQUIRED = ("sid", "txid", "status", "amount", "currency", "tx_action")
+
+
+def _postback_fields(callback: Callback) -> dict[str, str]:
+    """The postback's form fields. ASSUMPTION: PayWiser posts
+    ``application/x-www-form-urlencoded`` (the page says the fields "can be read from
+    $_POST"); anything else, a repeated field or a malformed body is refused."""
+    if callback.method != "POST":
+        raise SignatureError("postbacks are POSTed")
+    content_type = callback.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if content_type != FORM_CONTENT_TYPE:
+        raise SignatureError("postback is not a form post")
+    try:
+        pairs = parse_qsl(
+            callback.body.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="replace",
+            max_num_fields=64,
+        )
+    except ValueError:
+        raise SignatureError("postback body is not a form") from None
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise SignatureError("postback repeats a field")
+    return fields
+
+
+def _bound_refund_id(config: PaywiserConfig, path: str, fields: Mapping[str, str]) -> str | None:
+    """The merchant refund id from the postback URL, once its tag proves refundcore put it
+    there for this payment, amount and currency; None when the URL carries none."""
+    try:
+        query = dict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
+    except ValueError:
+        raise SignatureError("postback path is malformed") from None
+    refund_id, tag = query.get(REFUND_ID_PARAM), query.get(TAG_PARAM)
+    if (refund_id is None and tag is None) or fields["tx_action"] != "REFUND":
+        return None
+    amount = _money(fields["amount"], fields["currency"])
+    ptxid = fields.get("parent_txid", "")
+    if refund_id is None or tag is None or amount is None:
+        raise SignatureError("postback URL's refund id cannot be checked")
+    expected = postback_tag(
+        config.rcode.reveal(), config.sid, ptxid, refund_id, amount.to_wire(), amount.currency
+    )
+    if not constant_time_equals(expected, tag):
+        raise SignatureError("postback URL's refund id does not belong to this postback")
+    return refund_id
+
+
+@hookimpl
+def refundcore_verify_callback(
+    provider: ProviderInfo, config: PaywiserConfig, callback: Callback
+) -> RefundNotification:
+    """Check a postback's ``vry``/``vrfy`` and sid, then report what it says."""
+    fields = _postback_fields(callback)
+    missing = [name for name in _POSTBACK_REQUIRED if name not in fields]
+    given = [fields[name] for name in CHECK_FIELDS if name in fields]
+    if missing or not given:
+        raise SignatureError(
+            f"postback lacks {', '.join(missing) or 'a check value (vry or vrfy)'}"
+        )
+    expected = postback_check(
+        fields["sid"],
+        config.rcode.reveal(),
+        fields["txid"],
+        fields["status"],
+        fields["amount"],
+        fields["currency"],
+        fields["tx_action"],
+    )
+    matches = [constant_time_equals(expected, value.lower()) for value in given]
+    if not all(matches):
+        raise SignatureError("postback check value does not match")
+    if fields["sid"] != config.sid:
+        raise SignatureError("postback is for another site id")
+    refund_id = _bound_refund_id(config, callback.path, fields)
+    action = fields["tx_action"]
+    return RefundNotification(
+        provider=provider.id,
+        status=wire_status(fields["status"]),
+        event="refund" if action == "REFUND" else (_text(action, 40) or "unknown").lower(),
+        refund_id=refund_id,
+        provider_refund_id=_text(fields["txid"], 128),
+        # parent_txid is outside PayWiser's check value; the URL tag covers it.
+        payment=PaymentRef(payment_id=fields["parent_txid"]) if refund_id else None,
+        amount=_money(fields["amount"], fields["currency"]),
+        raw=_raw(fields),
+    )
+
+
+# -- logging --------------------------------------------------------------------------------
+
+_STATUS_HASH_IN_URL = re.compile(r"(/getstatus\?(?:[^\s\"]*&)?hash=)[^&\s\"]+")
+
+
+class _RedactStatusHash(logging.Filter):
+    """Blanks the getstatus ``hash`` (md5(sid + rcode), a standing credential) in
+    urllib3's DEBUG request lines, which print whole URLs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _STATUS_HASH_IN_URL.sub(r"\1<redacted>", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+_redaction_lock = threading.Lock()
+_redaction: list[logging.Filter] = []
+
+
+def _install_log_redaction() -> None:
+    """Install :class:`_RedactStatusHash` on urllib3's request logger, once."""
+    with _redaction_lock:
+        if not _redaction:
+            _redaction.append(_RedactStatusHash())
+            logging.getLogger("urllib3.connectionpool").addFilter(_redaction[0])
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+@hookimpl
+def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> None:
+    """Announce PayWiser."""
+    register(
+        ProviderInfo(
+            id=PROVIDER_ID,
+            name="PayWiser",
+            config_class=PaywiserConfig,
+            capabilities=Capabilities(
+                partial_refunds=True,
+                refunds_per_payment=None,
+                query=True,
+                void=False,
+                callbacks=True,
+                idempotent_refund_id=False,
+                callback_timestamps=False,
+            ),
+            # No sandbox host: the core then asks for base_url when environment = "sandbox".
+            environments={"production": PRODUCTION_URL},
+            sandbox="refundcore_paywiser.sandbox:PaywiserEmulator",
+            # ASSUMPTION: PayWiser documents no reply to a postback; a plain 200 "OK" is
+            # what a PHP page reading $_POST answers.
+            callback_ack=CallbackAck(status=200, body=b"OK"),
+            docs_url="https://paywiser.eu/api/refund",
+        )
+    )
