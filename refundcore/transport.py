@@ -12,6 +12,8 @@ retries, no redirects followed. What happened is classified carefully:
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -83,35 +85,35 @@ class RequestsTransport:
                 allow_redirects=False,
                 stream=True,
             )
-        except rex.ConnectTimeout as exc:
+        except rex.ConnectTimeout:
             raise TransportError(
                 f"could not connect to {provider.id} within {config.connect_timeout}s; "
                 "nothing was sent"
-            ) from exc
+            ) from None
         except rex.SSLError as exc:
             raise TransportError(
                 f"TLS handshake with {provider.id} failed; nothing was sent ({_reason(exc)})"
-            ) from exc
-        except rex.ReadTimeout as exc:
+            ) from None
+        except rex.ReadTimeout:
             raise OutcomeUnknown(
                 f"no reply from {provider.id} within {config.read_timeout}s after sending"
-            ) from exc
+            ) from None
         except rex.ConnectionError as exc:
             if _nothing_sent(exc):
                 raise TransportError(
                     f"could not connect to {provider.id}; nothing was sent ({_reason(exc)})"
-                ) from exc
+                ) from None
             raise OutcomeUnknown(
                 f"connection to {provider.id} dropped after sending ({_reason(exc)})"
-            ) from exc
+            ) from None
         except rex.RequestException as exc:
-            raise OutcomeUnknown(f"request to {provider.id} failed: {_reason(exc)}") from exc
+            raise OutcomeUnknown(f"request to {provider.id} failed: {_reason(exc)}") from None
         try:
             body = _read_limited(reply)
         except (rex.RequestException, OSError) as exc:
             raise OutcomeUnknown(
                 f"reply from {provider.id} was cut short ({_reason(exc)})"
-            ) from exc
+            ) from None
         finally:
             reply.close()
         return HttpResponse(
@@ -126,6 +128,9 @@ def _new_session(pool_size: int) -> requests.Session:
     import requests
     from requests.adapters import HTTPAdapter
 
+    pool_logger = logging.getLogger("urllib3.connectionpool")
+    if _REDACT_QUERIES not in pool_logger.filters:
+        pool_logger.addFilter(_REDACT_QUERIES)
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
@@ -165,7 +170,30 @@ def _nothing_sent(exc: BaseException) -> bool:
     return False
 
 
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
+def _without_queries(text: str) -> str:
+    # Query strings can carry credentials (one gateway puts a hash of its secret there).
+    return _QUERY.sub("?…", text)
+
+
 def _reason(exc: BaseException) -> str:
-    # urllib3 messages embed the pool object; keep the last, human part.
-    text = str(exc).rsplit(": ", 1)[-1].strip("()'\" ")
-    return text[:200] or type(exc).__name__
+    # urllib3 messages embed the pool object; keep the last, human part. The original
+    # exception is not chained (it holds the full URL), so this is all that is kept.
+    text = _without_queries(str(exc)).rsplit(": ", 1)[-1].strip("()'\" ")
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+class _RedactQueries(logging.Filter):
+    """Keeps query strings out of urllib3's DEBUG lines about each request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _without_queries(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+_REDACT_QUERIES = _RedactQueries()

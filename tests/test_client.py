@@ -364,3 +364,30 @@ def test_import_is_lazy() -> None:
     for heavy in ("requests", "cryptography", "cattrs", "urllib3", "importlib_metadata"):
         assert heavy not in imported, f"import refundcore imported {heavy}"
     assert not [name for name in imported if name.startswith("refundcore_")]
+
+
+def test_query_strings_stay_out_of_logs_and_errors(
+    installed: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some gateways put a hash of their secret in the query string: neither urllib3's
+    request log nor a transport error may carry it."""
+
+    class QueryInUrl:
+        @hookimpl(wrapper=True)
+        def refundcore_build_request(self) -> Any:
+            request = yield
+            import attrs
+
+            return attrs.evolve(request, url=request.url + "?hash=SECRETHASH")
+
+    caplog.set_level(logging.DEBUG)
+    with SandboxRun("testpay") as run:
+        run.client.register_plugin(QueryInUrl())
+        run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+        run.server.inject("*", Fault(drop=True))
+        dropped = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert dropped.status is RefundStatus.UNKNOWN
+    assert "SECRETHASH" not in (dropped.message or "")
+    client_side = [r for r in caplog.records if not r.name.startswith("refundcore.sandbox")]
+    assert any(r.name == "urllib3.connectionpool" for r in client_side)
+    assert not [r for r in client_side if "SECRETHASH" in r.getMessage()]

@@ -332,6 +332,15 @@ class Emulator(abc.ABC):
 
     # -- shared behaviour ----------------------------------------------------------------
 
+    def client_plugin(self) -> object | None:
+        """An app plugin for a client that talks to this emulator, or ``None``.
+
+        It carries what a merchant knows but the gateway's wire does not, for gateways
+        whose refund request names neither the notify URL nor the merchant's refund id
+        (the URL was fixed when the payment was made). :class:`SandboxRun` registers it.
+        """
+        return None
+
     def make_sender(self) -> CallbackSender:
         """The sender used for callbacks; override to set a provider's retry policy."""
         return CallbackSender()

@@ -62,6 +62,9 @@ class SandboxRun:
         self.info = self.client.provider(provider)
         factory = emulator_factory(self.info)
         self.emulator: Emulator = factory(credentials, **(emulator_options or {}))
+        bridge = self.emulator.client_plugin()
+        if bridge is not None:
+            self.client.register_plugin(bridge)
         self.server = SandboxServer(self.emulator)
         self.notifications: list[RefundNotification] = []
         self._arrived = threading.Condition()
