@@ -1,0 +1,513 @@
+"""An emulator of BBMSL PayAPI (Online Direct), for the sandbox, the demo and the tests.
+
+It behaves like the gateway for one merchant: it reads the ``{"request", "signature"}``
+envelope, verifies the signature with the merchant's public key, keeps a ledger of the
+seeded orders, refunds an order at most once and only within its unsettled balance,
+voids unsettled orders, answers queries, and posts notifications signed with its own
+gateway key to the order's notify URL, retrying until the receiver answers ``OK``.
+
+BBMSL publishes no list of ``responseCode`` values; the decline codes below are this
+emulator's own (the plugin treats every code but ``0000`` alike).
+
+Two things a merchant knows but a BBMSL refund request never carries — the notify URL
+(set when the payment was created) and the merchant's own refund id — reach the
+emulator through :class:`SandboxBridge`, an app plugin for the sandbox's client.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import threading
+from collections.abc import Callable, Generator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from refundcore import hookimpl
+from refundcore.crypto import PrivateKey, generate_rsa_keypair
+from refundcore.errors import SignatureError, ValidationError
+from refundcore.models import (
+    Callback,
+    HttpRequest,
+    Operation,
+    PaymentRef,
+    ProviderInfo,
+    Refund,
+    RefundResult,
+    RefundStatus,
+    Void,
+)
+from refundcore.money import Money
+from refundcore.sandbox import (
+    CallbackSender,
+    Emulator,
+    Incoming,
+    Ledger,
+    LedgerPayment,
+    LedgerRefund,
+    RefundDecision,
+    Reply,
+)
+from refundcore.sandbox.emulator import utcnow
+
+from . import PATHS, PROVIDER_ID, SUCCESS_CODE, json_text
+
+__all__ = ["DECLINES", "DirectgwEmulator", "SandboxBridge"]
+
+#: The emulator's decline codes (its own choice: BBMSL publishes none).
+DECLINES: Mapping[str, str] = {
+    "1001": "Signature verification failed",
+    "1002": "Invalid merchant",
+    "1003": "Invalid request",
+    "2001": "Order not found",
+    "2002": "Order has already been refunded",
+    "2003": "Refund amount exceeds the order amount",
+    "2004": "Insufficient unsettled balance",
+    "2005": "Order cannot be voided",
+    "2006": "Order has been voided",
+    "2007": "Refund declined",
+}
+_MASKED_PAN = "400000XXXXXX1000"
+_CARD_TYPE = "VISA"
+
+
+def _time(at: dt.datetime) -> str:
+    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _json_reply(data: Mapping[str, Any], status: int = 200) -> Reply:
+    # Decimals go out as exact JSON numbers (76.19), never through float.
+    return Reply(status, json_text(data).encode("utf-8"))
+
+
+class _Ledger(Ledger):
+    """The ledger, plus the merchant's refund ids, which BBMSL never sees: the sandbox
+    bridge links each one to the refund it named, so refunds can be found by them."""
+
+    def __init__(self, id_prefix: str = "") -> None:
+        super().__init__(id_prefix)
+        self._aliases: dict[str, str] = {}
+
+    def link(self, refund_id: str, key: str) -> None:
+        """Let ``refund_id`` find the refund recorded under ``key``."""
+        with self._lock:
+            self._aliases[refund_id] = key
+
+    def find_refund(
+        self, refund_id: str | None = None, provider_refund_id: str | None = None
+    ) -> LedgerRefund | None:
+        """A refund by the merchant's refund id (linked or not) or the gateway's id."""
+        with self._lock:
+            if refund_id is not None:
+                refund_id = self._aliases.get(refund_id, refund_id)
+            return super().find_refund(refund_id, provider_refund_id)
+
+
+class DirectgwEmulator(Emulator):
+    """BBMSL PayAPI (Online Direct), emulated for one merchant.
+
+    Credentials: ``merchant_id``, ``private_key`` (the merchant's, whose public half the
+    emulator verifies requests with) and ``gateway_key`` (the emulator's own, which
+    signs notifications; its public half is the client's ``gateway_public_key``).
+
+    Orders are seeded with :meth:`seed_payment` (``orderId`` digits, a
+    ``merchantReference``); each has an unsettled balance (the order amount unless
+    :meth:`set_unsettled_balance` says otherwise) and can be :meth:`mark_settled`.
+    BBMSL has no pending refunds: a ``PENDING`` seed is refused; a ``FAILED`` one makes
+    its refunds declined.
+    """
+
+    provider_id = PROVIDER_ID
+    # Ledger ids become order and transaction ids: JSON numbers, so no leading zero.
+    id_prefix = "1"
+
+    def __init__(
+        self,
+        credentials: Mapping[str, Any] | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        callback_delay: float = 0.0,
+        send_callbacks: bool = True,
+    ) -> None:
+        super().__init__(
+            credentials, clock=clock, callback_delay=callback_delay, send_callbacks=send_callbacks
+        )
+        self._ledger = _Ledger(self.id_prefix)
+        self.ledger = self._ledger
+        # Held across each rule check and the ledger write it leads to.
+        self._lock = threading.Lock()
+        self._merchant_key = self._private_key("private_key").public_key()
+
+    # -- credentials and config ----------------------------------------------------------
+
+    @classmethod
+    def make_credentials(cls) -> dict[str, Any]:
+        """A fresh merchant id and two fresh RSA keys (merchant's and gateway's)."""
+        return {
+            "merchant_id": f"3{secrets.randbelow(10**6):06d}",
+            "private_key": generate_rsa_keypair(),
+            "gateway_key": generate_rsa_keypair(),
+        }
+
+    def _private_key(self, name: str) -> PrivateKey:
+        key = self.credentials[name]
+        return key if isinstance(key, PrivateKey) else PrivateKey.from_pem(str(key))
+
+    def client_config(self, base_url: str) -> dict[str, Any]:
+        """The merchant's config table for this emulator at ``base_url``."""
+        return {
+            "base_url": base_url,
+            "merchant_id": self.credentials["merchant_id"],
+            "private_key": self._private_key("private_key").to_pem(),
+            "gateway_public_key": self._private_key("gateway_key").public_key().to_pem(),
+        }
+
+    def make_sender(self) -> CallbackSender:
+        """BBMSL retries a notification (up to 15 times) until the answer is 2xx ``OK``."""
+        return CallbackSender(
+            retry_until=lambda status, body: 200 <= status < 300 and body.strip() == b"OK",
+            max_attempts=15,
+        )
+
+    def client_plugin(self) -> SandboxBridge:
+        """The app plugin a client talking to this emulator registers (see the module)."""
+        return SandboxBridge(self)
+
+    # -- seeding and merchant-side knowledge ----------------------------------------------
+
+    def new_payment_ref(self, key: str) -> PaymentRef:
+        """An order's identifiers: ``orderId`` = the gateway's id, plus a merchant reference."""
+        return PaymentRef(payment_id=key, merchant_reference=f"SHOP-{key}")
+
+    def seed_payment(
+        self, amount: Money, *, refund_outcome: RefundStatus = RefundStatus.SUCCEEDED
+    ) -> PaymentRef:
+        """A completed card payment (order status SUCCESS) of ``amount``."""
+        if refund_outcome is RefundStatus.PENDING:
+            raise ValueError("BBMSL has no pending refunds: seed SUCCEEDED or FAILED")
+        ref = super().seed_payment(amount, refund_outcome=refund_outcome)
+        payment = self._find(ref)
+        assert payment is not None
+        payment.extra.update(
+            created=self.clock(),
+            unsettled=amount.amount,
+            settled=False,
+            sale_transaction_id=self.ledger.next_id(),
+        )
+        return ref
+
+    def _find(self, ref: PaymentRef) -> LedgerPayment | None:
+        return self.ledger.find_payment(
+            payment_id=ref.payment_id, merchant_reference=ref.merchant_reference
+        )
+
+    def set_unsettled_balance(self, ref: PaymentRef, balance: Money) -> None:
+        """Set what can still be refunded of an order before it settles."""
+        payment = self._find(ref)
+        if payment is None:
+            raise KeyError(f"no payment {ref!r}")
+        payment.extra["unsettled"] = balance.amount
+
+    def mark_settled(self, ref: PaymentRef) -> None:
+        """Settle an order: its status becomes SETTLED and it can no longer be voided."""
+        payment = self._find(ref)
+        if payment is None:
+            raise KeyError(f"no payment {ref!r}")
+        payment.extra["settled"] = True
+
+    def set_notify_url(self, ref: PaymentRef, url: str) -> None:
+        """The notify URL of an order, as the merchant gave it when creating the payment."""
+        payment = self._find(ref)
+        if payment is not None:
+            payment.extra["notify_url"] = url
+
+    def link_refund_id(self, refund_id: str, ref: PaymentRef) -> None:
+        """Record that the merchant calls the refund of this order ``refund_id``."""
+        payment = self._find(ref)
+        if payment is not None and payment.refunds:
+            self._ledger.link(refund_id, payment.refunds[-1].refund_id)
+
+    # -- the gateway -----------------------------------------------------------------------
+
+    def handle(self, request: Incoming) -> Reply:
+        """Answer one PayAPI call."""
+        routes = {
+            PATHS["refund"]: self._refund,
+            PATHS["query"]: self._query,
+            PATHS["void"]: self._void,
+        }
+        route = routes.get(request.path)
+        if request.method != "POST" or route is None:
+            return _json_reply(
+                {"status": 404, "error": "Not Found", "path": request.path}, status=404
+            )
+        params = self._authenticated_params(request)
+        if isinstance(params, Reply):
+            return params
+        return route(params)
+
+    def _authenticated_params(self, request: Incoming) -> dict[str, Any] | Reply:
+        try:
+            outer = request.json()
+            text, signature = outer["request"], outer["signature"]
+            if not isinstance(text, str) or not isinstance(signature, str):
+                raise TypeError("request and signature are strings")
+            params = json.loads(text, parse_float=Decimal)
+            if not isinstance(params, dict):
+                raise TypeError("the request is a JSON object")
+        except (ValueError, TypeError, KeyError, RecursionError):
+            return self._decline("1003")
+        # The merchant id picks the public key the signature is checked with.
+        if params.get("merchantId") != self.credentials["merchant_id"]:
+            return self._decline("1002")
+        try:
+            self._merchant_key.verify_sha256_b64(signature, text.encode("utf-8"))
+        except SignatureError:
+            return self._decline("1001")
+        return params
+
+    def _decline(self, code: str, payment: LedgerPayment | None = None, **extra: Any) -> Reply:
+        body: dict[str, Any] = {"responseCode": code, "message": DECLINES[code]}
+        if payment is not None:
+            body["order"] = self._order_json(payment)
+        return _json_reply({**body, **extra})
+
+    def _payment_for(self, params: Mapping[str, Any]) -> LedgerPayment | Reply:
+        order_id, reference = params.get("orderId"), params.get("merchantReference")
+        # Strict about types, as the documented ones: orderId a JSON integer,
+        # merchantReference a string of at most 64 characters.
+        if order_id is not None and (isinstance(order_id, bool) or not isinstance(order_id, int)):
+            return self._decline("1003")
+        if reference is not None and (not isinstance(reference, str) or len(reference) > 64):
+            return self._decline("1003")
+        if order_id is None and reference is None:
+            return self._decline("1003")
+        payment = self.ledger.find_payment(
+            payment_id=None if order_id is None else str(order_id), merchant_reference=reference
+        )
+        return self._decline("2001") if payment is None else payment
+
+    def _refund(self, params: Mapping[str, Any]) -> Reply:
+        payment = self._payment_for(params)
+        if isinstance(payment, Reply):
+            return payment
+        amount = params.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, (int, Decimal)):
+            return self._decline("1003")
+        try:
+            money = Money(amount, payment.amount.currency)
+        except ValidationError:
+            return self._decline("1003")
+        if payment.refund_outcome is RefundStatus.FAILED:
+            declined = self._transaction_json(self.ledger.next_id(), "REFUND", money, "DECLINED")
+            return self._decline("2007", payment, transaction=declined)
+        with self._lock:
+            code = self._refund_refusal(payment, money)
+            if code is not None:
+                return self._decline(code, payment)
+            key = str(payment.ref.payment_id)
+            decision, record = self.ledger.refund(
+                payment,
+                refund_id=key,
+                amount=money,
+                fingerprint=hashlib.sha256(json_text(dict(params)).encode()).hexdigest(),
+                notify_url=payment.extra.get("notify_url"),
+                once=True,
+                now=self.clock(),
+            )
+            if decision is not RefundDecision.ACCEPTED or record is None:
+                return self._decline("2002", payment)
+            # A notification identifies the refund by its order (refunded at most once);
+            # the refund transaction has an id of its own.
+            record.provider_refund_id = key
+            record.extra["transaction_id"] = self.ledger.next_id()
+            payment.extra["unsettled"] -= money.amount
+        self.notify(record)
+        return _json_reply(
+            {
+                "responseCode": SUCCESS_CODE,
+                "message": "SUCCESS",
+                "order": self._order_json(payment),
+                "transaction": self._refund_transaction(payment, record),
+            }
+        )
+
+    def _refund_refusal(self, payment: LedgerPayment, money: Money) -> str | None:
+        if payment.voided:
+            return "2006"
+        if any(r.status is not RefundStatus.FAILED for r in payment.refunds):
+            return "2002"
+        if money.amount > payment.refundable:
+            return "2003"
+        if money.amount > payment.extra["unsettled"]:
+            return "2004"
+        return None
+
+    def _query(self, params: Mapping[str, Any]) -> Reply:
+        payment = self._payment_for(params)
+        if isinstance(payment, Reply):
+            return payment
+        return _json_reply(
+            {
+                "responseCode": SUCCESS_CODE,
+                "message": "SUCCESS",
+                "order": self._order_json(payment),
+                "transaction": self._latest_transaction(payment),
+            }
+        )
+
+    def _void(self, params: Mapping[str, Any]) -> Reply:
+        payment = self._payment_for(params)
+        if isinstance(payment, Reply):
+            return payment
+        with self._lock:
+            if payment.voided:
+                return self._decline("2006", payment)
+            if payment.extra["settled"] or not self.ledger.void(payment):
+                return self._decline("2005", payment)
+            payment.extra["void_transaction_id"] = self.ledger.next_id()
+            payment.extra["voided_at"] = self.clock()
+        return _json_reply(
+            {
+                "responseCode": SUCCESS_CODE,
+                "message": "SUCCESS",
+                "order": self._order_json(payment),
+                "transaction": self._latest_transaction(payment),
+            }
+        )
+
+    # -- reply bodies ----------------------------------------------------------------------
+
+    def _order_status(self, payment: LedgerPayment) -> str:
+        if payment.voided:
+            return "VOIDED"
+        if any(r.status is RefundStatus.SUCCEEDED for r in payment.refunds):
+            return "REFUNDED"
+        return "SETTLED" if payment.extra.get("settled") else "SUCCESS"
+
+    def _order_json(self, payment: LedgerPayment) -> dict[str, Any]:
+        created = payment.extra.get("created", self.clock())
+        updated = max(
+            [
+                created,
+                payment.extra.get("voided_at", created),
+                *(r.created for r in payment.refunds),
+            ]
+        )
+        return {
+            "id": int(str(payment.ref.payment_id)),
+            "merchantReference": payment.ref.merchant_reference,
+            "currency": payment.amount.currency,
+            "status": self._order_status(payment),
+            "amount": payment.amount.amount,
+            "createTime": _time(created),
+            "updateTime": _time(updated),
+        }
+
+    def _transaction_json(
+        self, txn_id: str, kind: str, amount: Money, status: str
+    ) -> dict[str, Any]:
+        merchant = self.credentials["merchant_id"]
+        return {
+            "id": int(txn_id),
+            "merchantId": int(merchant) if merchant.isdigit() else merchant,
+            "type": kind,
+            "currency": amount.currency,
+            "amount": amount.amount,
+            "status": status,
+            "maskedPan": _MASKED_PAN,
+            "stan": f"{int(txn_id) % 10**6:06d}",
+        }
+
+    def _refund_transaction(self, payment: LedgerPayment, record: LedgerRefund) -> dict[str, Any]:
+        # Only approved refunds are recorded: declined ones are answered and forgotten.
+        return self._transaction_json(
+            record.extra["transaction_id"], "REFUND", record.amount, "SUCCESS"
+        )
+
+    def _latest_transaction(self, payment: LedgerPayment) -> dict[str, Any]:
+        if payment.voided:
+            txn_id = payment.extra["void_transaction_id"]
+            return self._transaction_json(txn_id, "VOID", payment.amount, "SUCCESS")
+        if payment.refunds:
+            return self._refund_transaction(payment, payment.refunds[-1])
+        status = "SETTLED" if payment.extra.get("settled") else "SUCCESS"
+        txn_id = payment.extra["sale_transaction_id"]
+        return self._transaction_json(txn_id, "SALE", payment.amount, status)
+
+    # -- notifications ---------------------------------------------------------------------
+
+    def sign_notification(self, fields: Mapping[str, str]) -> bytes:
+        """A notification body: ``fields`` plus a ``signature`` made with the gateway
+        key over the sorted ``k=v`` strings joined with ``&`` (string values only)."""
+        text = "&".join(sorted(f"{key}={value}" for key, value in fields.items()))
+        signature = self._private_key("gateway_key").sign_sha256(text.encode("utf-8"))
+        body = {**fields, "signature": base64.b64encode(signature).decode("ascii")}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
+        """The refund notification: the order's fields with status REFUNDED and the
+        refund's amount, as strings (as in BBMSL's current notification example)."""
+        payment = self.ledger.payment_of(record)
+        fields = {
+            "amount": record.amount.to_wire(),
+            "maskedPan": _MASKED_PAN,
+            "orderId": str(payment.ref.payment_id),
+            "cardType": _CARD_TYPE,
+            "status": "REFUNDED",
+            "merchantReference": str(payment.ref.merchant_reference),
+            "updateTime": _time(at),
+        }
+        return Callback(
+            method="POST",
+            path=path,
+            headers={"Content-Type": "application/json"},
+            body=self.sign_notification(fields),
+        )
+
+
+class SandboxBridge:
+    """An app plugin for a client that talks to a :class:`DirectgwEmulator`.
+
+    It hands the emulator what a real merchant's BBMSL account learns by other means:
+    a refund's ``notify_url`` becomes the order's notify URL (on BBMSL it is set when the
+    payment is created), and each successful refund's ``refund_id`` is linked to the
+    emulator's record of it (BBMSL never sees refund ids), so
+    ``emulator.signed_callback(refund_id)`` finds it. Only this provider's calls are
+    touched; nothing on the wire changes.
+    """
+
+    def __init__(self, emulator: DirectgwEmulator) -> None:
+        self._emulator = emulator
+
+    @hookimpl(wrapper=True)
+    def refundcore_build_request(
+        self, provider: ProviderInfo, operation: Operation
+    ) -> Generator[None, HttpRequest, HttpRequest]:
+        """After a successful build, register the refund's notify URL for its order."""
+        request = yield
+        if (
+            provider.id == self._emulator.provider_id
+            and isinstance(operation, (Refund, Void))
+            and operation.notify_url
+        ):
+            self._emulator.set_notify_url(operation.payment, operation.notify_url)
+        return request
+
+    @hookimpl(wrapper=True)
+    def refundcore_parse_response(
+        self, provider: ProviderInfo, operation: Operation
+    ) -> Generator[None, RefundResult, RefundResult]:
+        """Link a succeeded refund's id to the emulator's record of it."""
+        result = yield
+        if (
+            provider.id == self._emulator.provider_id
+            and isinstance(operation, Refund)
+            and isinstance(result, RefundResult)
+            and result.status is RefundStatus.SUCCEEDED
+        ):
+            self._emulator.link_refund_id(operation.refund_id, operation.payment)
+        return result
