@@ -106,4 +106,3 @@ def test_documented_hosts_match_registered_environments() -> None:
     for provider, (sandbox, production) in hosts.items():
         envs = client.provider(provider).environments
         assert envs.get("sandbox") == sandbox and envs["production"] == production
-
