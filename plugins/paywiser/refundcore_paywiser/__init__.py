@@ -28,9 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 import re
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
@@ -319,7 +317,6 @@ def postback_url_for(
 
 
 def _status_request(config: PaywiserConfig, ptxid: str) -> HttpRequest:
-    _install_log_redaction()
     return HttpRequest(
         "GET",
         f"{config.base_url}{API_PREFIX}/{ptxid}/getstatus",
@@ -604,36 +601,6 @@ def refundcore_verify_callback(
         amount=_money(fields["amount"], fields["currency"]),
         raw=_raw(fields),
     )
-
-
-# -- logging --------------------------------------------------------------------------------
-
-_STATUS_HASH_IN_URL = re.compile(r"(/getstatus\?(?:[^\s\"]*&)?hash=)[^&\s\"]+")
-
-
-class _RedactStatusHash(logging.Filter):
-    """Blanks the getstatus ``hash`` (md5(sid + rcode), a standing credential) in
-    urllib3's DEBUG request lines, which print whole URLs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _STATUS_HASH_IN_URL.sub(r"\1<redacted>", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        return True
-
-
-_redaction_lock = threading.Lock()
-_redaction: list[logging.Filter] = []
-
-
-def _install_log_redaction() -> None:
-    """Install :class:`_RedactStatusHash` on urllib3's request logger, once."""
-    with _redaction_lock:
-        if not _redaction:
-            _redaction.append(_RedactStatusHash())
-            logging.getLogger("urllib3.connectionpool").addFilter(_redaction[0])
 
 
 # -- registration ---------------------------------------------------------------------------
