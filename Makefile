@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGIN_DIRS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench sandbox clean
+.PHONY: setup demo test lint typecheck unit bench sandbox postgres clean
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,20 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+# The journal's PostgreSQL tests start a throwaway server from Debian's package; on a
+# fresh machine (as root) it is installed here. REFUNDCORE_SKIP_POSTGRES=1 skips them.
+postgres:
+	@if [ "$${REFUNDCORE_SKIP_POSTGRES:-}" != 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		else \
+			echo "PostgreSQL is needed for the journal tests: sudo apt-get install postgresql," \
+			     "or set REFUNDCORE_SKIP_POSTGRES=1"; exit 1; \
+		fi; \
+	fi
+
+unit: setup postgres
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit

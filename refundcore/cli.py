@@ -86,6 +86,18 @@ def _build_parser() -> argparse.ArgumentParser:
             "else ./refundcore.toml)",
         )
 
+    def with_journal(sub: argparse.ArgumentParser) -> None:
+        group = sub.add_mutually_exclusive_group()
+        group.add_argument(
+            "--journal",
+            metavar="URL",
+            help="refund journal: sqlite:////path.db or postgresql://… (default: "
+            "$REFUNDCORE_JOURNAL, else a SQLite file in your data directory)",
+        )
+        group.add_argument(
+            "--no-journal", action="store_true", help="do not journal (no exactly-once guard)"
+        )
+
     def with_payment(sub: argparse.ArgumentParser, required: bool) -> None:
         sub.add_argument("--payment-id", help="the gateway's id of the payment")
         sub.add_argument("--merchant-reference", help="your reference of the payment")
@@ -102,7 +114,11 @@ def _build_parser() -> argparse.ArgumentParser:
     refund.add_argument("--refund-id", help="idempotency key (generated when omitted)")
     refund.add_argument("--reason")
     refund.add_argument("--notify-url", help="where the gateway should send its callback")
+    refund.add_argument(
+        "--original-amount", help="the payment's total: refunds of it never add up to more"
+    )
     with_config(refund)
+    with_journal(refund)
 
     query = command("query", "Ask the gateway where a refund stands.")
     query.add_argument("provider")
@@ -110,6 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     query.add_argument("--provider-refund-id", help="the gateway's id of the refund, if known")
     with_payment(query, required=False)
     with_config(query)
+    with_journal(query)
 
     void = command("void", "Reverse a whole unsettled payment, where the gateway offers it.")
     void.add_argument("provider")
@@ -120,6 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     void.add_argument("--reason")
     void.add_argument("--notify-url")
     with_config(void)
+    with_journal(void)
 
     verify = command("verify-callback", "Verify a callback a gateway delivered.")
     verify.add_argument("provider")
@@ -130,6 +148,32 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--body-file", required=True, type=Path, help="raw body ('-' = stdin)")
     with_config(verify)
+    with_journal(verify)
+
+    journal = commands.add_parser(
+        "journal",
+        help="Inspect and settle the refund journal.",
+        description="Inspect and settle the refund journal.",
+    )
+    journal_commands = journal.add_subparsers(
+        dest="journal_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    listing = journal_commands.add_parser("list", help="journalled refunds, oldest first")
+    listing.add_argument(
+        "--unsettled", action="store_true", help="only SUBMITTING, PENDING, UNKNOWN"
+    )
+    listing.add_argument("--provider")
+    show = journal_commands.add_parser("show", help="one journalled refund")
+    show.add_argument("refund_id")
+    show.add_argument("--provider", help="needed when several providers used the id")
+    settle = journal_commands.add_parser(
+        "reconcile", help="query every unsettled refund and settle what can be settled"
+    )
+    settle.add_argument("--provider")
+    for sub in (listing, show, settle):
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        with_config(sub)
+        sub.add_argument("--journal", metavar="URL", help="default: as for `refund`")
 
     demo = command("demo", "Refund through every installed provider against its emulator.")
     demo.add_argument("--provider", action="append", help="only these providers (repeatable)")
@@ -219,15 +263,29 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 # -- commands -----------------------------------------------------------------------------
 
 
+def default_journal_url() -> str:
+    """``$REFUNDCORE_JOURNAL``, else a SQLite file in the user's data directory."""
+    configured = os.environ.get("REFUNDCORE_JOURNAL")
+    if configured:
+        return configured
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"sqlite:///{Path(base).resolve() / 'refundcore' / 'journal.db'}"
+
+
 def _client(args: argparse.Namespace) -> RefundClient:
     from .client import RefundClient
 
-    path = args.config or (
-        Path(os.environ["REFUNDCORE_CONFIG"]) if os.environ.get("REFUNDCORE_CONFIG") else None
-    )
+    path = args.config
+    if path is None and os.environ.get("REFUNDCORE_CONFIG"):
+        path = Path(os.environ["REFUNDCORE_CONFIG"])
     if path is None and Path("refundcore.toml").is_file():
         path = Path("refundcore.toml")
-    return RefundClient.from_file(path) if path is not None else RefundClient()
+    journal = None
+    if hasattr(args, "journal") and not getattr(args, "no_journal", False):
+        journal = args.journal or default_journal_url()
+    if path is not None:
+        return RefundClient.from_file(path, journal=journal)
+    return RefundClient(journal=journal)
 
 
 def _payment(args: argparse.Namespace) -> Any:
@@ -302,6 +360,9 @@ def _cmd_refund(args: argparse.Namespace) -> int:
         refund_id=args.refund_id,
         reason=args.reason,
         notify_url=args.notify_url,
+        original_amount=None
+        if args.original_amount is None
+        else Money(args.original_amount, args.currency),
     )
     return _finish(args, result)
 
@@ -363,6 +424,75 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _entry_data(entry: Any) -> dict[str, Any]:
+    import attrs
+
+    data = attrs.asdict(entry)
+    for key, value in data.items():
+        if hasattr(value, "isoformat"):
+            data[key] = value.isoformat()
+        elif hasattr(value, "value"):
+            data[key] = value.value
+    data.pop("fingerprint", None)
+    data.pop("owner", None)
+    return data
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    client = _client(args)
+    journal = client.journal
+    assert journal is not None
+    if args.journal_command == "list":
+        entries = journal.entries(unsettled=args.unsettled, provider=args.provider)
+        rows = [
+            [
+                e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.provider,
+                e.refund_id,
+                e.operation,
+                f"{e.amount or ''} {e.currency or ''}".strip(),
+                e.state.value,
+                e.provider_refund_id or "",
+            ]
+            for e in entries
+        ]
+        human = (
+            format_table(
+                rows,
+                ["created (UTC)", "provider", "refund id", "op", "amount", "state", "provider id"],
+            )
+            if rows
+            else "No journalled refunds" + (" left unsettled." if args.unsettled else ".")
+        )
+        _emit(args, [_entry_data(e) for e in entries], human)
+        return EXIT_OK
+    if args.journal_command == "show":
+        matches = [
+            e for e in journal.entries(provider=args.provider) if e.refund_id == args.refund_id
+        ]
+        if not matches:
+            raise ValidationError(f"no journalled refund {args.refund_id!r}", field="refund_id")
+        if len(matches) > 1:
+            raise ValidationError(
+                f"{args.refund_id!r} was used with {', '.join(e.provider for e in matches)}: "
+                "give --provider",
+                field="provider",
+            )
+        entry = matches[0]
+        data = _entry_data(entry)
+        human = "\n".join(f"{key:<20}{value}" for key, value in data.items() if key != "raw")
+        _emit(args, data, human)
+        return _STATUS_EXIT.get(entry.state.value, EXIT_UNKNOWN)
+    results = client.reconcile(args.provider)
+    _emit(
+        args,
+        [_result_data(r) for r in results],
+        "\n".join(_result_text(r) for r in results) or "Nothing to reconcile.",
+    )
+    unsettled = [r for r in results if r.status.value in ("UNKNOWN", "PENDING")]
+    return EXIT_OK if not unsettled else EXIT_UNKNOWN
+
+
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
     from .scaffold import create_plugin
 
@@ -397,6 +527,7 @@ _COMMANDS = {
     "demo": _cmd_demo,
     "sandbox": _cmd_sandbox,
     "new-plugin": _cmd_new_plugin,
+    "journal": _cmd_journal,
 }
 
 

@@ -16,8 +16,15 @@ never raises: an outcome it cannot know is a result with status ``UNKNOWN``.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import logging
+import os
+import socket
 import threading
+import time
+import uuid
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ import attrs
 from .config import Secret, load_provider_config, read_toml
 from .errors import (
     ConfigError,
+    IdempotencyConflict,
+    JournalError,
     OutcomeUnknown,
     PluginError,
     RefundError,
@@ -49,6 +58,7 @@ from .models import (
     Void,
     new_refund_id,
 )
+from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund
 from .money import Money
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
 from .transport import RequestsTransport
@@ -69,6 +79,14 @@ class RefundClient:
     ``config`` maps provider ids to their settings (a dict each, or a ready config
     object); see :mod:`refundcore.config`. Nothing is imported or validated until a
     provider is used. A client is thread-safe; clients are independent of each other.
+
+    ``journal`` (``"sqlite:///path.db"``, ``"postgresql://…"``, a
+    :class:`~refundcore.journal.Journal`, or ``None`` for none) makes refunds
+    exactly-once: each is recorded before it is sent, a repeated refund id returns the
+    recorded outcome, and an interrupted one is reconciled instead of sent again.
+    ``journal_wait`` bounds how long a caller waits for another worker that is sending
+    the same refund; ``lease_seconds`` is how long a sender may take before its refund
+    counts as interrupted.
     """
 
     def __init__(
@@ -81,6 +99,9 @@ class RefundClient:
         strict_plugins: bool = False,
         pool_size: int = 10,
         config_dir: str | Path | None = None,
+        journal: str | Journal | None = None,
+        journal_wait: float = 30.0,
+        lease_seconds: float = 120.0,
     ) -> None:
         if config is not None and not isinstance(config, Mapping):
             raise ConfigError(
@@ -99,6 +120,11 @@ class RefundClient:
         )
         self._transport = RequestsTransport(pool_size=pool_size)
         self._registry.add_core_plugin(self._transport, name="refundcore.transport")
+        self._owns_journal = isinstance(journal, str)
+        self._journal = _open_journal(journal) if isinstance(journal, str) else journal
+        self._journal_wait = journal_wait
+        self._lease_seconds = lease_seconds
+        self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> RefundClient:
@@ -189,9 +215,12 @@ class RefundClient:
         refund_id: str | None = None,
         reason: str | None = None,
         notify_url: str | None = None,
+        original_amount: Money | None = None,
     ) -> RefundResult:
         """Refund ``amount`` of ``payment``. ``refund_id`` is the idempotency key
-        (generated when omitted); the result carries it."""
+        (generated when omitted); the result carries it. With a journal and
+        ``original_amount`` (the payment's total), refunds of the payment recorded as
+        sent or succeeded never add up to more than it."""
         operation = Refund(
             refund_id=new_refund_id() if refund_id is None else refund_id,
             payment=payment,
@@ -199,7 +228,7 @@ class RefundClient:
             reason=reason,
             notify_url=notify_url,
         )
-        return self.execute(provider, operation)
+        return self.execute(provider, operation, original_amount=original_amount)
 
     def query(
         self,
@@ -235,13 +264,28 @@ class RefundClient:
         )
         return self.execute(provider, operation)
 
-    def execute(self, provider: str, operation: Operation) -> RefundResult:
-        """Run the pipeline for a ready operation value."""
+    def execute(
+        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+    ) -> RefundResult:
+        """Run the pipeline for a ready operation value (through the journal, if any)."""
         info = self.provider(provider)
         config = self.config_for(provider)
         _check_capabilities(info, operation)
-        hooks = self._registry.hooks(provider)
+        _check_original_amount(operation, original_amount)
+        if self._journal is None:
+            return self._run(info, config, operation)
+        if isinstance(operation, RefundQuery):
+            result = self._run(info, config, operation)
+            self._settle(info, result)
+            return result
+        return self._run_journalled(info, config, operation, original_amount)
 
+    def _run(self, info: ProviderInfo, config: Any, operation: Operation) -> RefundResult:
+        return self._deliver(info, config, operation, self._prepare(info, config, operation))
+
+    def _prepare(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
+        """Build and sign: every input error surfaces here, before anything is recorded."""
+        hooks = self._registry.hooks(info.id)
         request = self._stage(
             hooks.build, "build_request", info, config=config, operation=operation
         )
@@ -249,12 +293,17 @@ class RefundClient:
             raise _missing_stage(info, "refundcore_build_request", request)
         signed = self._stage(hooks.sign, "sign_request", info, config=config, request=request)
         if signed is None:
-            signed = request
-        elif not isinstance(signed, HttpRequest):
+            return request
+        if not isinstance(signed, HttpRequest):
             raise _missing_stage(info, "refundcore_sign_request", signed)
+        return signed
 
-        # From here on the request may reach the gateway: never raise, except for a
-        # TransportError, which promises that nothing was sent.
+    def _deliver(
+        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
+    ) -> RefundResult:
+        """Send and parse. The request may reach the gateway: never raise, except for a
+        TransportError, which promises that nothing was sent."""
+        hooks = self._registry.hooks(info.id)
         log.debug(
             "%s %s via %s: %s %s (%d bytes)",
             operation.kind,
@@ -310,6 +359,203 @@ class RefundClient:
             result = attrs.evolve(result, http_status=response.status)
         return self._finish(info, operation, result)
 
+    # -- the journal -------------------------------------------------------------------
+
+    def _run_journalled(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Refund | Void,
+        original_amount: Money | None,
+    ) -> RefundResult:
+        journal = self._require_journal()
+        request = self._prepare(info, config, operation)
+        new = _journal_row(info.id, operation, original_amount)
+        deadline = time.monotonic() + self._journal_wait
+        pause = 0.02
+        while True:
+            owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
+            claim = journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
+            entry = claim.entry
+            if claim.outcome is ClaimOutcome.NEW:
+                return self._send_and_record(info, config, operation, request, owner)
+            if claim.outcome is ClaimOutcome.TAKEOVER and entry is not None:
+                return self._reconcile_claimed(info, config, operation, owner, entry)
+            if claim.outcome is ClaimOutcome.DONE and entry is not None:
+                return _result_from_entry(entry)
+            if claim.outcome is ClaimOutcome.CONFLICT:
+                raise IdempotencyConflict(
+                    f"{operation.refund_id!r} was already used for a different refund via "
+                    f"{info.id}; nothing was sent (use a new refund_id for a new refund)",
+                    field="refund_id",
+                )
+            if claim.outcome is ClaimOutcome.OVER_LIMIT:
+                raise ValidationError(
+                    f"refunds of this payment would exceed its original amount "
+                    f"{original_amount} ({claim.refunded} already sent or pending); "
+                    "nothing was sent",
+                    field="amount",
+                )
+            if time.monotonic() + pause > deadline:
+                return _unknown(
+                    info,
+                    operation,
+                    "another worker is submitting this refund and has not finished",
+                    "in_progress",
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _require_journal(self) -> Journal:
+        if self._journal is None:
+            raise ConfigError("this client has no journal", field="journal")
+        return self._journal
+
+    def _send_and_record(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Refund | Void,
+        request: HttpRequest,
+        owner: str,
+    ) -> RefundResult:
+        journal = self._require_journal()
+        try:
+            result = self._deliver(info, config, operation, request)
+        except TransportError:
+            # Nothing left the process: free the refund id for a retry.
+            journal.abandon(info.id, operation.refund_id, owner=owner)
+            raise
+        self._record(info, operation, owner, result)
+        return result
+
+    def _record(
+        self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
+    ) -> None:
+        try:
+            self._require_journal().record(
+                info.id,
+                operation.refund_id,
+                owner=owner,
+                state=JournalState(result.status.value),
+                provider_refund_id=result.provider_refund_id,
+                message=result.message,
+                error_code=result.error_code,
+                http_status=result.http_status,
+                raw=result.raw,
+            )
+        except JournalError as exc:
+            # The request is out: report what happened; the row stays SUBMITTING and
+            # `refundcore journal reconcile` settles it once the journal is back.
+            log.error(
+                "%s %s via %s: outcome not journalled: %s",
+                operation.kind,
+                operation.refund_id,
+                info.id,
+                exc,
+            )
+
+    def _reconcile_claimed(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Refund | Void,
+        owner: str,
+        entry: JournalEntry,
+    ) -> RefundResult:
+        """Settle a refund an earlier attempt may have sent: query where the provider
+        can; resend only where the provider deduplicates on the refund id; otherwise
+        keep it UNKNOWN. Never a blind second refund."""
+        caps = info.capabilities
+        if caps.query:
+            query = RefundQuery(
+                refund_id=operation.refund_id,
+                payment=operation.payment,
+                provider_refund_id=entry.provider_refund_id,
+            )
+            try:
+                answer: RefundResult | None = self._run(info, config, query)
+            except RefundError as exc:
+                log.warning(
+                    "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
+                )
+                answer = None
+            if (
+                answer is not None
+                and answer.status is not RefundStatus.UNKNOWN
+                and not (answer.status is RefundStatus.FAILED and caps.idempotent_refund_id)
+            ):
+                note = (
+                    "the gateway has no completed refund under this id, so nothing was "
+                    "refunded; use a new refund_id to try again"
+                    if answer.status is RefundStatus.FAILED
+                    else "settled by a query after an interrupted attempt"
+                )
+                settled = attrs.evolve(
+                    answer,
+                    operation=operation.kind,
+                    message=f"{note} ({answer.message})" if answer.message else note,
+                )
+                self._record(info, operation, owner, settled)
+                return settled
+        if caps.idempotent_refund_id:
+            request = self._prepare(info, config, operation)
+            return self._send_and_record(info, config, operation, request, owner)
+        unknown = _unknown(
+            info,
+            operation,
+            f"an earlier attempt may have reached {info.name}, which could not confirm it",
+            "unconfirmed",
+        )
+        self._record(info, operation, owner, unknown)
+        return self._finish(info, operation, unknown)
+
+    def _settle(self, info: ProviderInfo, result: RefundResult) -> None:
+        """Let a query's or callback's final word settle the journalled refund."""
+        if self._journal is None or result.status is RefundStatus.UNKNOWN:
+            return
+        self._journal.apply_notification(
+            info.id,
+            state=JournalState(result.status.value),
+            refund_id=result.refund_id,
+            provider_refund_id=result.provider_refund_id,
+            raw=result.raw,
+        )
+
+    def reconcile(self, provider: str | None = None) -> list[RefundResult]:
+        """Query every unsettled journalled refund (of ``provider``, or of all) and
+        settle what can be settled; returns each one's outcome now."""
+        journal = self._require_journal()
+        outcomes = []
+        for entry in journal.entries(unsettled=True, provider=provider):
+            if (
+                entry.state is JournalState.SUBMITTING
+                and entry.lease_until is not None
+                and (entry.lease_until > _utcnow())
+            ):
+                continue  # being sent right now
+            try:
+                info = self.provider(entry.provider)
+                config = self.config_for(entry.provider)
+                if entry.state is JournalState.PENDING:
+                    if not info.capabilities.query:
+                        outcomes.append(_result_from_entry(entry))
+                        continue
+                    answer = self._run(info, config, _query_for(entry))
+                    self._settle(info, answer)
+                    outcomes.append(attrs.evolve(answer, operation=entry.operation))
+                else:
+                    outcomes.append(self.execute(entry.provider, _operation_for(entry)))
+            except RefundError as exc:
+                log.error("cannot reconcile %s via %s: %s", entry.refund_id, entry.provider, exc)
+                outcomes.append(_result_from_entry(entry, message=str(exc)))
+        return outcomes
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal this client records refunds in, if any."""
+        return self._journal
+
     def verify_callback(
         self,
         provider: str,
@@ -343,7 +589,16 @@ class RefundClient:
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
         log.info("verified %s callback: %s %s", info.id, note.event, note.status)
-        return attrs.evolve(note, provider=info.id, raw=self._redact(info.id, note.raw))
+        note = attrs.evolve(note, provider=info.id, raw=self._redact(info.id, note.raw))
+        if self._journal is not None and note.status is not RefundStatus.UNKNOWN:
+            self._journal.apply_notification(
+                info.id,
+                state=JournalState(note.status.value),
+                refund_id=note.refund_id,
+                provider_refund_id=note.provider_refund_id,
+                raw=note.raw,
+            )
+        return note
 
     # -- internals ---------------------------------------------------------------------
 
@@ -385,8 +640,10 @@ class RefundClient:
         return _scrub(value, secrets) if secrets else value
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections (and the journal, if this client opened it)."""
         self._transport.close()
+        if self._journal is not None and self._owns_journal:
+            self._journal.close()
 
     def __enter__(self) -> RefundClient:
         return self
@@ -457,3 +714,127 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, (list, tuple)):
         return [_scrub(item, secrets) for item in value]
     return value
+
+
+def _check_original_amount(operation: Operation, original: Money | None) -> None:
+    if original is None:
+        return
+    amount = getattr(operation, "amount", None)
+    if not isinstance(original, Money):
+        raise ValidationError(
+            f"must be refundcore.Money, got {type(original).__name__}", field="original_amount"
+        )
+    if amount is not None and (original.currency != amount.currency or original < amount):
+        raise ValidationError(
+            f"{original} cannot cover a refund of {amount}", field="original_amount"
+        )
+
+
+def _fingerprint(operation: Refund | Void) -> str:
+    """What makes two requests with one refund id the same refund (the notify URL is
+    a delivery detail, not part of it)."""
+    amount = operation.amount
+    identity = [
+        operation.kind,
+        operation.payment.payment_id,
+        operation.payment.merchant_reference,
+        operation.payment.transaction_id,
+        None if amount is None else amount.to_wire(),
+        None if amount is None else amount.currency,
+        operation.reason,
+    ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+def _payment_key(payment: PaymentRef) -> str:
+    for name in ("payment_id", "merchant_reference", "transaction_id"):
+        value = getattr(payment, name)
+        if value is not None:
+            return f"{name}:{value}"
+    raise ValidationError("give at least one identifier", field="payment")
+
+
+def _journal_row(provider: str, operation: Refund | Void, original: Money | None) -> NewRefund:
+    amount = operation.amount
+    return NewRefund(
+        provider=provider,
+        refund_id=operation.refund_id,
+        operation=operation.kind,
+        payment_id=operation.payment.payment_id,
+        merchant_reference=operation.payment.merchant_reference,
+        transaction_id=operation.payment.transaction_id,
+        amount=None if amount is None else amount.to_wire(),
+        currency=None if amount is None else amount.currency,
+        reason=operation.reason,
+        notify_url=operation.notify_url,
+        original_amount=None if original is None else original.to_wire(),
+        fingerprint=_fingerprint(operation),
+        payment_key=_payment_key(operation.payment),
+    )
+
+
+def _entry_payment(entry: JournalEntry) -> PaymentRef:
+    return PaymentRef(entry.payment_id, entry.merchant_reference, entry.transaction_id)
+
+
+def _entry_money(entry: JournalEntry) -> Money | None:
+    if entry.amount is None or entry.currency is None:
+        return None
+    return Money(entry.amount, entry.currency)
+
+
+def _operation_for(entry: JournalEntry) -> Refund | Void:
+    if entry.operation == "void":
+        return Void(
+            refund_id=entry.refund_id,
+            payment=_entry_payment(entry),
+            amount=_entry_money(entry),
+            reason=entry.reason,
+            notify_url=entry.notify_url,
+        )
+    money = _entry_money(entry)
+    if money is None:
+        raise ValidationError("journalled refund has no amount", field="amount")
+    return Refund(
+        refund_id=entry.refund_id,
+        payment=_entry_payment(entry),
+        amount=money,
+        reason=entry.reason,
+        notify_url=entry.notify_url,
+    )
+
+
+def _query_for(entry: JournalEntry) -> RefundQuery:
+    return RefundQuery(
+        refund_id=entry.refund_id,
+        payment=_entry_payment(entry),
+        provider_refund_id=entry.provider_refund_id,
+    )
+
+
+def _result_from_entry(entry: JournalEntry, message: str | None = None) -> RefundResult:
+    """A journalled outcome as a result (no network involved)."""
+    return RefundResult(
+        provider=entry.provider,
+        refund_id=entry.refund_id,
+        status=RefundStatus(entry.state.value)
+        if entry.state is not JournalState.SUBMITTING
+        else RefundStatus.UNKNOWN,
+        operation=entry.operation,
+        amount=_entry_money(entry),
+        provider_refund_id=entry.provider_refund_id,
+        message=message or entry.message,
+        error_code=entry.error_code,
+        http_status=entry.http_status,
+        raw=entry.raw,
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _open_journal(url: str) -> Journal:
+    from .journal import open_journal
+
+    return open_journal(url)

@@ -99,3 +99,16 @@ class OutcomeUnknown(RefundError):
     The client turns it into a result with status ``UNKNOWN``; it never reaches the
     caller of :meth:`RefundClient.refund`. Custom send hooks raise it for the same case.
     """
+
+
+class JournalError(RefundError):
+    """The refund journal cannot be used (unreachable, read-only, full, corrupted, or
+    written by a newer refundcore). Nothing was sent: the message names the journal
+    (its URL without password) and the cause.
+    """
+
+
+class IdempotencyConflict(ValidationError):
+    """A refund id was reused with different parameters (another payment, amount,
+    currency or reason): nothing was sent. Use a new refund id for a new refund.
+    """

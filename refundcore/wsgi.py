@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .errors import ProviderNotInstalled, RefundError
+from .errors import JournalError, ProviderNotInstalled, RefundError
 from .models import Headers, RefundNotification
 
 if TYPE_CHECKING:
@@ -98,6 +98,10 @@ def callback_app(
                 headers=_headers(environ),
                 body=body,
             )
+        except JournalError as exc:
+            # Genuine or not, it could not be recorded: let the gateway deliver it again.
+            log.error("%s callback not journalled: %s", provider, exc)
+            return answer("503 Service Unavailable", b"try again later\n")
         except RefundError as exc:
             log.warning("rejected %s callback: %s", provider, exc)
             return answer("400 Bad Request", b"callback rejected\n")

@@ -1,0 +1,100 @@
+"""The refund journal: a durable record of every refund, written before its request
+leaves the process, so money never goes out twice and no refund is forgotten.
+
+Open one with :func:`open_journal`::
+
+    with open_journal("sqlite:///var/lib/refundcore/journal.db") as journal:
+        claim = journal.claim(new_refund, owner=attempt_id)
+
+Journal URLs:
+
+``sqlite:///relative/path.db``
+    A SQLite file, relative to the current directory (three slashes).
+``sqlite:////absolute/path.db``
+    A SQLite file at an absolute path (four slashes: the path's own ``/`` follows).
+    Missing parent directories are created. The path is taken literally (no
+    ``%``-decoding, no ``~``, no query parameters).
+``sqlite://:memory:``
+    An in-memory database that lives as long as the journal object: for tests.
+``postgresql://user:password@host:port/dbname`` (or ``postgres://``)
+    A PostgreSQL database, for several app servers or workers; libpq parameters may be
+    added as query parameters (``?sslmode=require``). Needs ``refundcore[postgres]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .base import Claim, ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund, mask_url
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteJournal
+
+# The client imports the journal types on every start; sqlite3 loads only when a SQLite
+# journal is opened.
+MEMORY = ":memory:"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SqliteJournal":
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Claim",
+    "ClaimOutcome",
+    "Journal",
+    "JournalEntry",
+    "JournalState",
+    "NewRefund",
+    "SqliteJournal",
+    "open_journal",
+]
+
+_USAGE = (
+    "use sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite://:memory: "
+    "or postgresql://user@host/dbname"
+)
+
+
+def _sqlite_path(url: str) -> str:
+    rest = url[len("sqlite://") :]
+    if rest in (MEMORY, f"/{MEMORY}"):
+        return MEMORY
+    if "?" in rest:
+        raise ConfigError(f"{url!r}: query parameters are not supported; {_USAGE}", field="journal")
+    # "sqlite://host/..." names no file: only an empty host (the third slash) does.
+    if not rest.startswith("/") or len(rest) < 2:
+        raise ConfigError(f"{url!r} names no file; {_USAGE}", field="journal")
+    return rest[1:]
+
+
+def open_journal(url: str) -> Journal:
+    """Open (creating or migrating as needed) the journal at ``url``.
+
+    ``ConfigError`` (field ``journal``) for a URL that is not one of the forms above
+    or needs a missing driver; ``JournalError`` if the journal cannot be used.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"must be a URL string, got {type(url).__name__}", field="journal")
+    scheme = url.partition("://")[0].lower()
+    if scheme == "sqlite":
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal(_sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresJournal
+        except ImportError as exc:
+            if not (exc.name or "").startswith("psycopg"):
+                raise
+            raise ConfigError(
+                f"{mask_url(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                field="journal",
+            ) from exc
+        return PostgresJournal(url)
+    raise ConfigError(f"{mask_url(url)!r} is not a journal URL; {_USAGE}", field="journal")

@@ -1,0 +1,230 @@
+"""The PostgreSQL journal: one database shared by several app servers or workers.
+
+Needs psycopg 3 (``pip install 'refundcore[postgres]'``); this module is imported only
+when a ``postgresql://`` journal is opened.
+
+Concurrency: every write is one transaction at READ COMMITTED. A claim first takes a
+transaction-scoped advisory lock on a hash of ``(provider, payment_key)``, so claims for
+one payment (the same refund id, or different ones that share the payment's limit)
+run one after the other on every machine; the row is then read ``FOR UPDATE``, and a
+new one inserted with ``ON CONFLICT DO NOTHING`` in case the same refund id is claimed
+for another payment at the same moment. Outcomes and callbacks lock only their row.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+
+from ..errors import ConfigError, JournalError
+from .base import (
+    TABLE,
+    UNSETTLED_STATES,
+    UTC,
+    Pool,
+    Row,
+    SqlJournal,
+    Transaction,
+    _states,
+    mask_url,
+)
+
+__all__ = ["PostgresJournal"]
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"""CREATE TABLE {TABLE} (
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            payment_id TEXT,
+            merchant_reference TEXT,
+            transaction_id TEXT,
+            amount NUMERIC,
+            currency TEXT,
+            reason TEXT,
+            notify_url TEXT,
+            original_amount NUMERIC,
+            fingerprint TEXT NOT NULL,
+            payment_key TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('SUBMITTING', 'PENDING', 'SUCCEEDED', 'FAILED', 'UNKNOWN')),
+            provider_refund_id TEXT,
+            message TEXT,
+            error_code TEXT,
+            http_status INTEGER,
+            raw JSONB NOT NULL DEFAULT '{{}}',
+            attempts INTEGER NOT NULL,
+            owner TEXT,
+            lease_until TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (provider, refund_id)
+        )""",
+        f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
+        f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
+        f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
+        f"WHERE state IN ({_states(UNSETTLED_STATES)})",
+    ),
+)
+
+_dumps = functools.partial(json.dumps, default=str, separators=(",", ":"), sort_keys=True)
+
+Connection = psycopg.Connection[DictRow]
+
+
+@functools.lru_cache(maxsize=64)
+def _placeholders(sql: str) -> str:
+    # The shared SQL uses "?"; it never contains "?" or "%" otherwise.
+    return sql.replace("?", "%s")
+
+
+def _lock_id(key: str) -> int:
+    """A stable 64-bit advisory lock id: the same on every machine and process."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+class _PostgresTransaction(Transaction):
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        return self._conn.execute(_placeholders(sql), params or None).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self._conn.execute(_placeholders(sql), params or None).fetchall())
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(_placeholders(sql), params or None).rowcount
+
+
+def _close(conn: Connection) -> None:
+    with suppress(psycopg.Error):
+        conn.close()
+
+
+def _reusable(conn: Connection) -> bool:
+    return not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+
+
+class PostgresJournal(SqlJournal):
+    """A journal in the PostgreSQL database at ``url`` (``postgresql://user:pw@host/db``;
+    any libpq parameter may be added as a query parameter).
+
+    Keeps up to ``max_connections`` connections, one per concurrently working thread.
+    ``connect_timeout`` (seconds) applies unless the URL sets its own.
+    """
+
+    _migrations = _MIGRATIONS
+    _for_update = " FOR UPDATE"
+
+    def __init__(self, url: str, *, max_connections: int = 10, connect_timeout: int = 5) -> None:
+        self.url = mask_url(url)
+        self._conninfo = url
+        try:
+            password = urlsplit(url).password or ""
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self.url} is not a valid PostgreSQL URL: {exc}", field="journal"
+            ) from exc
+        # Both spellings: libpq's messages may quote the URL as given or decoded.
+        self._secrets = {secret for secret in (password, unquote(password)) if secret}
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"{self.url} is not a valid PostgreSQL URL: {self._scrub(str(exc))}",
+                field="journal",
+            ) from exc
+        if params.get("password"):
+            self._secrets.add(str(params["password"]))
+        self._connect_options: dict[str, Any] = (
+            {} if "connect_timeout" in params else {"connect_timeout": connect_timeout}
+        )
+        self._pool: Pool[Connection] = Pool(
+            self.url, self._connect, _close, _reusable, size=max_connections
+        )
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _connect(self) -> Connection:
+        # autocommit: reads need no transaction, writes open one explicitly.
+        return psycopg.connect(
+            self._conninfo, autocommit=True, row_factory=dict_row, **self._connect_options
+        )
+
+    @contextmanager
+    def _transaction(self, *, write: bool, lock: str | None = None) -> Iterator[Transaction]:
+        try:
+            with self._pool.connection() as conn:
+                if not write:
+                    yield _PostgresTransaction(conn)
+                    return
+                with conn.transaction():
+                    if lock is not None:
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(lock),))
+                    yield _PostgresTransaction(conn)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return " ".join(text.split())
+
+    def _error(self, exc: psycopg.Error) -> JournalError:
+        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+            cause = "is read-only"
+        elif isinstance(exc, pg_errors.DiskFull):
+            cause = "is full"
+        elif isinstance(exc, pg_errors.InsufficientPrivilege):
+            cause = "refused access"
+        elif isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+            # No SQLSTATE: the server never answered (refused, timed out, dropped).
+            cause = "is unreachable"
+        else:
+            cause = "cannot be used"
+        return JournalError(f"journal {self.url} {cause}: {self._scrub(str(exc))}")
+
+    def _has_table(self, tx: Transaction, name: str) -> bool:
+        row = tx.one("SELECT to_regclass(?) IS NOT NULL AS present", (name,))
+        return bool(row and row["present"])
+
+    def _encode_time(self, value: datetime) -> datetime:
+        return value
+
+    def _decode_time(self, value: Any) -> datetime:
+        utc: datetime = value.astimezone(UTC)
+        return utc
+
+    def _encode_amount(self, value: str | None) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    def _decode_amount(self, value: Any) -> str | None:
+        return None if value is None else f"{value:f}"
+
+    def _encode_raw(self, value: Mapping[str, Any]) -> Jsonb:
+        return Jsonb(dict(value), dumps=_dumps)
+
+    def _decode_raw(self, value: Any) -> dict[str, Any]:
+        return dict(value)
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,240 @@
+"""SQLite-only behaviour: URL forms, the file on disk, and how failures are reported."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from refundcore.errors import ConfigError, JournalError
+from refundcore.journal import ClaimOutcome, JournalState, NewRefund, SqliteJournal, open_journal
+
+MakeRefund = Callable[..., NewRefund]
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+# -- URLs and files -------------------------------------------------------------------
+
+
+def test_relative_path_has_three_slashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_refund: MakeRefund
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_journal("sqlite:///var/refunds/journal.db") as journal:
+        assert journal.url == "sqlite:///var/refunds/journal.db"
+        journal.claim(make_refund(), owner="A")
+    assert (tmp_path / "var" / "refunds" / "journal.db").is_file()
+
+
+def test_absolute_path_has_four_slashes_and_parents_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "journal.db"
+    with open_journal(f"sqlite:///{path}") as journal:
+        assert journal.url == f"sqlite:///{path}" and str(path).startswith("/")
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("url", ["sqlite://:memory:", "sqlite:///:memory:"])
+def test_memory_journal_is_shared_by_threads(url: str, make_refund: MakeRefund) -> None:
+    with open_journal(url) as journal:
+        assert journal.url == "sqlite://:memory:"
+        journal.claim(make_refund(), owner="A")
+        assert journal.get("testpay", "R-1") is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/journal.db",
+        "sqlite:///journal.db?mode=ro",
+        "sqlite:journal.db",
+        "mysql://user:hunter2@db/journal",
+        "journal.db",
+        "",
+    ],
+)
+def test_other_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_journal(url)
+    assert caught.value.field == "journal"
+    assert str(caught.value).startswith("journal: ")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_opening_sqlite_never_imports_psycopg() -> None:
+    code = (
+        "import sys, refundcore.journal as j; j.open_journal('sqlite://:memory:').close(); "
+        "print(any(name.startswith('psycopg') for name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_file_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "journal.db")
+    with journal._transaction(write=False) as tx:
+        assert tx.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
+        assert tx.one("PRAGMA synchronous") == {"synchronous": 2}  # FULL
+    journal.close()
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+def test_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        JournalError, match=re.escape(f"journal sqlite:///{tmp_path} cannot be opened")
+    ):
+        open_journal(_url(tmp_path))
+
+
+def test_parent_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    url = _url(tmp_path / "file" / "journal.db")
+    with pytest.raises(
+        JournalError, match=re.escape(f"journal {url} cannot be created: Not a directory: ")
+    ):
+        open_journal(url)
+
+
+def test_corrupted_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"definitely not SQLite " * 500)
+    with pytest.raises(JournalError, match=re.escape(f"journal {_url(path)} is corrupted")):
+        open_journal(_url(path))
+
+
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+@contextmanager
+def _file_permissions_enforced() -> Iterator[None]:
+    """Make file modes bind this thread even when it runs as root (CI does).
+
+    Root ignores ``chmod`` through CAP_DAC_OVERRIDE; dropping it from the thread's
+    *effective* set (it stays *permitted*) lets the test see what an ordinary user
+    sees, and restoring it afterwards leaves the rest of the session unchanged.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        pytest.fail(f"capget failed: {os.strerror(ctypes.get_errno())}")
+    saved = data[0].effective
+    data[0].effective &= ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH))
+    if libc.capset(ctypes.byref(header), data) != 0:
+        pytest.fail(f"capset failed: {os.strerror(ctypes.get_errno())}")
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        libc.capset(ctypes.byref(header), data)
+
+
+def test_read_only_file_refuses_claims_and_writes_nothing(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    path = tmp_path / "journal.db"
+    open_journal(_url(path)).close()
+    path.chmod(0o444)
+    try:
+        with _file_permissions_enforced(), open_journal(_url(path)) as journal:
+            assert journal.entries() == []  # still readable
+            with pytest.raises(JournalError) as caught:
+                journal.claim(make_refund(), owner="A")
+    finally:
+        path.chmod(0o644)
+    assert str(caught.value) == (
+        f"journal {_url(path)} is read-only: attempt to write a readonly database"
+    )
+    with open_journal(_url(path)) as journal:
+        assert journal.entries() == []
+
+
+def test_read_only_directory_refuses_a_new_journal(tmp_path: Path) -> None:
+    directory = tmp_path / "locked"
+    directory.mkdir(mode=0o555)
+    try:
+        with _file_permissions_enforced(), pytest.raises(JournalError) as caught:
+            open_journal(_url(directory / "journal.db"))
+    finally:
+        directory.chmod(0o755)
+    assert str(caught.value).startswith(f"journal {_url(directory / 'journal.db')} cannot be")
+
+
+class _TinyJournal(SqliteJournal):
+    """A journal that may not grow past its current size: a full disk, on demand."""
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = super()._connect()
+        pages = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {pages['page_count']}")
+        return conn
+
+
+def test_full_disk_refuses_claims_and_leaves_no_half_written_row(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    path = tmp_path / "journal.db"
+    open_journal(_url(path)).close()
+    journal = _TinyJournal(path)
+
+    with pytest.raises(JournalError) as caught:
+        journal.claim(make_refund(reason="x" * 200, payment_key="k" * 20_000), owner="A")
+    journal.close()
+
+    assert str(caught.value).startswith(f"journal {_url(path)} is full: database or disk is full")
+    with open_journal(_url(path)) as reopened:
+        assert reopened.entries() == []
+        assert reopened.claim(make_refund(), owner="A").outcome is ClaimOutcome.NEW
+
+
+def test_write_lock_held_too_long_is_reported(tmp_path: Path, make_refund: MakeRefund) -> None:
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path, busy_timeout=0.2)
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(JournalError, match="is locked by another writer for too long"):
+            journal.claim(make_refund(), owner="A")
+        other.execute("ROLLBACK")
+    assert journal.claim(make_refund(), owner="A").outcome is ClaimOutcome.NEW
+    journal.close()
+
+
+def test_amounts_are_stored_as_exact_text(tmp_path: Path, make_refund: MakeRefund) -> None:
+    path = tmp_path / "journal.db"
+    with open_journal(_url(path)) as journal:
+        journal.claim(make_refund(amount="1500", currency="JPY", original_amount="3000"), owner="A")
+        journal.record("testpay", "R-1", owner="A", state=JournalState.SUCCEEDED)
+    with closing(sqlite3.connect(path)) as conn:
+        row = conn.execute(
+            "SELECT amount, typeof(amount), original_amount FROM refundcore_journal"
+        ).fetchone()
+    assert row == ("1500", "text", "3000")
