@@ -24,8 +24,8 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund
 from .models import (
     Callback,
     HttpRequest,
@@ -58,7 +59,6 @@ from .models import (
     Void,
     new_refund_id,
 )
-from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund
 from .money import Money
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
 from .transport import RequestsTransport
