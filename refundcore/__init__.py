@@ -56,6 +56,8 @@ _EXPORTS = {
     "SignatureError": "errors",
     "TransportError": "errors",
     "OutcomeUnknown": "errors",
+    "JournalError": "errors",
+    "IdempotencyConflict": "errors",
 }
 
 __all__ = [
@@ -66,6 +68,8 @@ __all__ = [
     "Headers",
     "HttpRequest",
     "HttpResponse",
+    "IdempotencyConflict",
+    "JournalError",
     "Money",
     "OutcomeUnknown",
     "PaymentRef",
@@ -99,6 +103,8 @@ if TYPE_CHECKING:
     from .crypto import PrivateKey, PublicKey
     from .errors import (
         ConfigError,
+        IdempotencyConflict,
+        JournalError,
         OutcomeUnknown,
         PluginError,
         PluginLoadError,

@@ -220,3 +220,45 @@ def test_new_plugin_refuses_bad_names(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0 and (tmp_path / "acme" / "refundcore_acme" / "__init__.py").is_file()
     code, _, err = cli(capsys, "new-plugin", "acme", "--dir", str(tmp_path / "acme"))
     assert code == 2 and "not empty" in err
+
+
+def test_journal_commands(
+    gateway: tuple[SandboxRun, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, file = gateway
+    code, _, _ = cli(capsys, *refund_args(run, file, "10.00"), "--refund-id", "j-1")
+    assert code == 0
+    code, _, _ = cli(capsys, *refund_args(run, file, "10.00"), "--refund-id", "j-1")
+    assert code == 2, "same id, other payment: an idempotency conflict"
+    run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    code, lost, _ = cli(capsys, *refund_args(run, file, "5"), "--refund-id", "j-2")
+    assert (code, lost["status"]) == (4, "UNKNOWN")
+    code, listed, _ = cli(capsys, "journal", "list", "--json", "--config", str(file))
+    assert [(e["refund_id"], e["state"]) for e in listed] == [
+        ("j-1", "SUCCEEDED"),
+        ("j-2", "UNKNOWN"),
+    ]
+    code, out, _ = cli(capsys, "journal", "list", "--unsettled", "--config", str(file))
+    assert "j-2" in out and "j-1" not in out
+    code, shown, _ = cli(capsys, "journal", "show", "j-1", "--json", "--config", str(file))
+    assert (code, shown["state"], shown["amount"]) == (0, "SUCCEEDED", "10.00")
+    assert "fingerprint" not in shown
+    code, settled, _ = cli(capsys, "journal", "reconcile", "--json", "--config", str(file))
+    assert code == 0 and [(r["refund_id"], r["status"]) for r in settled] == [("j-2", "SUCCEEDED")]
+    code, out, _ = cli(capsys, "journal", "reconcile", "--config", str(file))
+    assert (code, out.strip()) == (0, "Nothing to reconcile.")
+    code, _, err = cli(capsys, "journal", "show", "nope", "--config", str(file))
+    assert code == 2 and "no journalled refund 'nope'" in err
+    refunds = [r for r in run.server.requests if r.method == "POST"]
+    assert len(refunds) == 2
+
+
+def test_no_journal_flag(
+    gateway: tuple[SandboxRun, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, file = gateway
+    args = refund_args(run, file, "1.00")
+    for _ in range(2):
+        code, _, _ = cli(capsys, *args, "--refund-id", "nj-1", "--no-journal")
+        assert code == 0
+    assert len([r for r in run.server.requests if r.method == "POST"]) == 2

@@ -11,6 +11,7 @@ skipped silently.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from glob import glob
 from pathlib import Path
 from typing import Any
@@ -231,3 +233,54 @@ def make_refund() -> Callable[..., NewRefund]:
         return NewRefund(**fields)
 
     return make
+
+
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+@contextmanager
+def _enforce_file_permissions() -> Iterator[None]:
+    """Make file modes bind this thread even when it runs as root (CI does).
+
+    Root ignores ``chmod`` through CAP_DAC_OVERRIDE; dropping it from the thread's
+    *effective* set (it stays *permitted*) lets the test see what an ordinary user
+    sees, and restoring it afterwards leaves the rest of the session unchanged.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        pytest.fail(f"capget failed: {os.strerror(ctypes.get_errno())}")
+    saved = data[0].effective
+    data[0].effective &= ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH))
+    if libc.capset(ctypes.byref(header), data) != 0:
+        pytest.fail(f"capset failed: {os.strerror(ctypes.get_errno())}")
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        libc.capset(ctypes.byref(header), data)
+
+
+PermissionsEnforced = Callable[[], AbstractContextManager[None]]
+
+
+@pytest.fixture
+def file_permissions_enforced() -> PermissionsEnforced:
+    """A context manager under which file modes bind this thread, even as root."""
+    return _enforce_file_permissions

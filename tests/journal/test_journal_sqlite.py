@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from refundcore.errors import ConfigError, JournalError
 from refundcore.journal import ClaimOutcome, JournalState, NewRefund, SqliteJournal, open_journal
 
 MakeRefund = Callable[..., NewRefund]
+PermissionsEnforced = Callable[[], AbstractContextManager[None]]
 
 
 def _url(path: Path) -> str:
@@ -116,56 +115,14 @@ def test_corrupted_file_is_refused(tmp_path: Path) -> None:
         open_journal(_url(path))
 
 
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-@contextmanager
-def _file_permissions_enforced() -> Iterator[None]:
-    """Make file modes bind this thread even when it runs as root (CI does).
-
-    Root ignores ``chmod`` through CAP_DAC_OVERRIDE; dropping it from the thread's
-    *effective* set (it stays *permitted*) lets the test see what an ordinary user
-    sees, and restoring it afterwards leaves the rest of the session unchanged.
-    """
-    if os.geteuid() != 0:
-        yield
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    if libc.capget(ctypes.byref(header), data) != 0:
-        pytest.fail(f"capget failed: {os.strerror(ctypes.get_errno())}")
-    saved = data[0].effective
-    data[0].effective &= ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH))
-    if libc.capset(ctypes.byref(header), data) != 0:
-        pytest.fail(f"capset failed: {os.strerror(ctypes.get_errno())}")
-    try:
-        yield
-    finally:
-        data[0].effective = saved
-        libc.capset(ctypes.byref(header), data)
-
-
 def test_read_only_file_refuses_claims_and_writes_nothing(
-    tmp_path: Path, make_refund: MakeRefund
+    tmp_path: Path, make_refund: MakeRefund, file_permissions_enforced: PermissionsEnforced
 ) -> None:
     path = tmp_path / "journal.db"
     open_journal(_url(path)).close()
     path.chmod(0o444)
     try:
-        with _file_permissions_enforced(), open_journal(_url(path)) as journal:
+        with file_permissions_enforced(), open_journal(_url(path)) as journal:
             assert journal.entries() == []  # still readable
             with pytest.raises(JournalError) as caught:
                 journal.claim(make_refund(), owner="A")
@@ -178,11 +135,13 @@ def test_read_only_file_refuses_claims_and_writes_nothing(
         assert journal.entries() == []
 
 
-def test_read_only_directory_refuses_a_new_journal(tmp_path: Path) -> None:
+def test_read_only_directory_refuses_a_new_journal(
+    tmp_path: Path, file_permissions_enforced: PermissionsEnforced
+) -> None:
     directory = tmp_path / "locked"
     directory.mkdir(mode=0o555)
     try:
-        with _file_permissions_enforced(), pytest.raises(JournalError) as caught:
+        with file_permissions_enforced(), pytest.raises(JournalError) as caught:
             open_journal(_url(directory / "journal.db"))
     finally:
         directory.chmod(0o755)

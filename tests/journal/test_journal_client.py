@@ -1,0 +1,399 @@
+"""Exactly-once refunds through RefundClient(journal=...), over real sockets against the
+testpay emulator: retries, crashes, threads, processes and callbacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from refundcore import (
+    IdempotencyConflict,
+    Money,
+    PaymentRef,
+    RefundClient,
+    RefundStatus,
+    TransportError,
+    ValidationError,
+    hookimpl,
+)
+from refundcore.errors import JournalError
+from refundcore.journal import JournalState, open_journal
+from refundcore.sandbox import Fault, SandboxRun
+
+HKD = "HKD"
+PermissionsEnforced = Callable[[], AbstractContextManager[None]]
+
+
+def _sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'journal.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return _sqlite(tmp_path)
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def run(installed: Path, journal_url: str) -> Iterator[SandboxRun]:
+    client = RefundClient(journal=journal_url, lease_seconds=2.0)
+    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+        yield run
+
+
+def refunds_sent(run: SandboxRun) -> int:
+    return sum(1 for r in run.server.requests if r.method == "POST" and r.target == "/v1/refunds")
+
+
+def queries_sent(run: SandboxRun) -> int:
+    return sum(1 for r in run.server.requests if r.method == "GET")
+
+
+def seed(run: SandboxRun, amount: str = "100.00", **kw: Any) -> PaymentRef:
+    return run.emulator.seed_payment(Money(amount, HKD), **kw)
+
+
+def test_a_repeated_refund_id_returns_the_stored_result_without_network(run: SandboxRun) -> None:
+    payment = seed(run)
+    first = run.client.refund("testpay", payment=payment, amount=Money("10", HKD), refund_id="r-1")
+    again = run.client.refund("testpay", payment=payment, amount=Money("10", HKD), refund_id="r-1")
+    assert first.status is again.status is RefundStatus.SUCCEEDED
+    assert again.provider_refund_id == first.provider_refund_id
+    assert refunds_sent(run) == 1
+    entry = run.client.journal.get("testpay", "r-1")  # type: ignore[union-attr]
+    assert entry is not None and entry.state is JournalState.SUCCEEDED
+    assert (entry.amount, entry.currency, entry.payment_id) == ("10.00", HKD, payment.payment_id)
+
+
+def test_same_refund_id_with_other_parameters_is_a_conflict(run: SandboxRun) -> None:
+    payment = seed(run)
+    run.client.refund("testpay", payment=payment, amount=Money("10", HKD), refund_id="r-1")
+    with pytest.raises(IdempotencyConflict, match=r"r-1.*different refund") as error:
+        run.client.refund("testpay", payment=payment, amount=Money("11", HKD), refund_id="r-1")
+    assert error.value.field == "refund_id"
+    assert refunds_sent(run) == 1
+
+
+def test_refunds_never_exceed_the_original_amount(run: SandboxRun) -> None:
+    payment = seed(run)
+    original = Money("100", HKD)
+    ok = run.client.refund(
+        "testpay", payment=payment, amount=Money("60", HKD), original_amount=original
+    )
+    assert ok.succeeded
+    with pytest.raises(ValidationError, match="exceed its original amount") as error:
+        run.client.refund(
+            "testpay", payment=payment, amount=Money("50", HKD), original_amount=original
+        )
+    assert error.value.field == "amount"
+    assert refunds_sent(run) == 1
+    rest = run.client.refund(
+        "testpay", payment=payment, amount=Money("40", HKD), original_amount=original
+    )
+    assert rest.succeeded
+    with pytest.raises(ValidationError, match="original_amount"):
+        run.client.refund(
+            "testpay", payment=payment, amount=Money("5", HKD), original_amount=Money("4", HKD)
+        )
+
+
+def test_a_declined_refund_does_not_count_toward_the_limit(run: SandboxRun) -> None:
+    payment = seed(run, "50.00")
+    original = Money("100", HKD)  # the caller believes more was paid than the gateway knows
+    declined = run.client.refund(
+        "testpay", payment=payment, amount=Money("80", HKD), original_amount=original
+    )
+    assert declined.status is RefundStatus.FAILED
+    ok = run.client.refund(
+        "testpay", payment=payment, amount=Money("50", HKD), original_amount=original
+    )
+    assert ok.succeeded
+
+
+def test_nothing_sent_frees_the_refund_id(installed: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = RefundClient(
+        {"testpay": {"api_key": "k", "secret": "s", "base_url": f"http://127.0.0.1:{port}"}},
+        journal=_sqlite(tmp_path),
+    )
+    with pytest.raises(TransportError, match="nothing was sent"):
+        client.refund(
+            "testpay", payment=PaymentRef(payment_id="1"), amount=Money("1", HKD), refund_id="r-9"
+        )
+    assert client.journal.get("testpay", "r-9") is None  # type: ignore[union-attr]
+
+
+def test_after_unknown_a_retry_queries_instead_of_refunding_again(run: SandboxRun) -> None:
+    payment = seed(run)
+    run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    lost = run.client.refund("testpay", payment=payment, amount=Money("10", HKD), refund_id="r-u")
+    assert lost.status is RefundStatus.UNKNOWN
+    assert run.client.journal.get("testpay", "r-u").state is JournalState.UNKNOWN  # type: ignore[union-attr]
+    settled = run.client.refund(
+        "testpay", payment=payment, amount=Money("10", HKD), refund_id="r-u"
+    )
+    assert settled.status is RefundStatus.SUCCEEDED
+    assert "settled by a query" in (settled.message or "")
+    assert (refunds_sent(run), queries_sent(run)) == (1, 1)
+    found = run.emulator.ledger.find_payment(payment_id=payment.payment_id)
+    assert found is not None and len(found.refunds) == 1
+
+
+def _limited(base: Any, **capabilities: Any) -> object:
+    """testpay under another id, with other capabilities."""
+    import refundcore_testpay
+
+    class Limited:
+        refundcore_build_request = staticmethod(refundcore_testpay.refundcore_build_request)
+        refundcore_sign_request = staticmethod(refundcore_testpay.refundcore_sign_request)
+        refundcore_parse_response = staticmethod(refundcore_testpay.refundcore_parse_response)
+
+        @hookimpl
+        def refundcore_register_providers(self, register: Any) -> None:
+            captured: list[Any] = []
+            refundcore_testpay.refundcore_register_providers(captured.append)
+            info = captured[0]
+            register(
+                attrs.evolve(
+                    info, id="limited", capabilities=attrs.evolve(info.capabilities, **capabilities)
+                )
+            )
+
+    return Limited()
+
+
+@pytest.mark.parametrize(("query", "idempotent"), [(False, False), (False, True)])
+def test_without_a_query_only_a_deduplicating_gateway_gets_a_resend(
+    run: SandboxRun, tmp_path: Path, query: bool, idempotent: bool
+) -> None:
+    client = RefundClient(entry_points=False, journal=_sqlite(tmp_path))
+    client.register_plugin(_limited(None, query=query, idempotent_refund_id=idempotent))
+    client.configure(
+        "limited", run.emulator.client_config(run.server.base_url) | {"read_timeout": 0.5}
+    )
+    payment = seed(run)
+    run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    lost = client.refund("limited", payment=payment, amount=Money("10", HKD), refund_id="r-x")
+    assert lost.status is RefundStatus.UNKNOWN
+    again = client.refund("limited", payment=payment, amount=Money("10", HKD), refund_id="r-x")
+    if idempotent:
+        assert again.status is RefundStatus.SUCCEEDED and refunds_sent(run) == 2
+        found = run.emulator.ledger.find_payment(payment_id=payment.payment_id)
+        assert found is not None and len(found.refunds) == 1, "the gateway deduplicated"
+    else:
+        assert again.status is RefundStatus.UNKNOWN and refunds_sent(run) == 1
+        assert "could not confirm" in (again.message or "")
+
+
+def test_sixteen_threads_one_refund_id_one_request(run: SandboxRun) -> None:
+    payment = seed(run)
+    run.server.inject("/v1/refunds", Fault(delay=0.3))
+    barrier = threading.Barrier(16)
+    results = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait()
+        result = run.client.refund(
+            "testpay", payment=payment, amount=Money("10", HKD), refund_id="r-16"
+        )
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refunds_sent(run) == 1
+    assert {r.status for r in results} == {RefundStatus.SUCCEEDED}
+    assert len({r.provider_refund_id for r in results}) == 1
+
+
+_CHILD = """
+import json, sys
+from refundcore import Money, PaymentRef, RefundClient
+args = json.loads(sys.argv[1])
+client = RefundClient(
+    {"testpay": args["config"]}, journal=args["journal"], lease_seconds=args["lease"]
+)
+print("ready", flush=True)
+sys.stdin.readline()
+result = client.refund("testpay", payment=PaymentRef(**args["payment"]),
+                       amount=Money(args["amount"], "HKD"), refund_id=args["refund_id"])
+print(result.status.value, result.provider_refund_id, flush=True)
+"""
+
+
+def _child(
+    run: SandboxRun,
+    plugin_site: Path,
+    journal: str,
+    payment: PaymentRef,
+    refund_id: str,
+    lease: float = 30.0,
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(plugin_site), "REFUNDCORE_PLUGINS": "testpay"}
+    args = {
+        "config": run.emulator.client_config(run.server.base_url) | {"read_timeout": 5},
+        "journal": journal,
+        "lease": lease,
+        "payment": attrs.asdict(payment),
+        "amount": "10",
+        "refund_id": refund_id,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_two_processes_one_postgres_journal_one_request(installed: Path, postgres_url: str) -> None:
+    with SandboxRun("testpay", client=RefundClient(journal=postgres_url)) as run:
+        payment = seed(run)
+        run.server.inject("/v1/refunds", Fault(delay=0.5))
+        children = [_child(run, installed, postgres_url, payment, "r-2p") for _ in range(2)]
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outputs = [child.communicate(timeout=60)[0].split() for child in children]
+        assert refunds_sent(run) == 1
+        assert {out[0] for out in outputs} == {"SUCCEEDED"}
+        assert len({out[1] for out in outputs}) == 1
+
+
+@pytest.mark.parametrize("settle_by", ["query", "callback"])
+def test_a_process_killed_after_sending_is_settled_not_resent(
+    installed: Path, tmp_path: Path, settle_by: str
+) -> None:
+    """SIGKILL after the request reached the gateway and before the journal heard back:
+    running the same refund again sends no second refund and settles the first."""
+    journal = _sqlite(tmp_path)
+    with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
+        payment = seed(run)
+        # The gateway refunds at once but answers late: time to kill the sender.
+        run.server.inject("/v1/refunds", Fault(delay=30, times=1))
+        child = _child(run, installed, journal, payment, "r-kill", lease=0.5)
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        deadline = time.monotonic() + 20
+        while not run.emulator.ledger.find_refund("r-kill") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert run.emulator.ledger.find_refund("r-kill"), "the refund never reached the gateway"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        run.server.clear_faults()
+        with open_journal(journal) as inspect:
+            assert inspect.get("testpay", "r-kill").state is JournalState.SUBMITTING  # type: ignore[union-attr]
+        time.sleep(0.6)  # the killed sender's lease runs out
+        if settle_by == "callback":
+            callback = run.emulator.signed_callback("r-kill", path="/testpay")
+            run.client.verify_callback(
+                "testpay",
+                method="POST",
+                path="/testpay",
+                headers=callback.headers,
+                body=callback.body,
+            )
+        again = run.client.refund(
+            "testpay", payment=payment, amount=Money("10", HKD), refund_id="r-kill"
+        )
+        assert again.status is RefundStatus.SUCCEEDED
+        assert refunds_sent(run) == 1
+        assert queries_sent(run) == (1 if settle_by == "query" else 0)
+        found = run.emulator.ledger.find_payment(payment_id=payment.payment_id)
+        assert found is not None and len(found.refunds) == 1
+
+
+def test_duplicate_and_reordered_callbacks_leave_the_right_final_state(run: SandboxRun) -> None:
+    payment = seed(run, refund_outcome=RefundStatus.PENDING)
+    pending = run.client.refund(
+        "testpay", payment=payment, amount=Money("10", HKD), refund_id="r-cb"
+    )
+    assert pending.status is RefundStatus.PENDING
+    record = run.emulator.ledger.find_refund("r-cb")
+    assert record is not None
+    early = run.emulator.signed_callback("r-cb", path="/testpay")  # says pending
+    run.emulator.ledger.settle("r-cb", RefundStatus.SUCCEEDED)
+    final = run.emulator.signed_callback("r-cb", path="/testpay")  # says succeeded
+    for callback in (final, final, early, final):  # duplicated, and the pending one late
+        run.client.verify_callback(
+            "testpay", method="POST", path="/testpay", headers=callback.headers, body=callback.body
+        )
+    entry = run.client.journal.get("testpay", "r-cb")  # type: ignore[union-attr]
+    assert entry is not None and entry.state is JournalState.SUCCEEDED
+    again = run.client.refund("testpay", payment=payment, amount=Money("10", HKD), refund_id="r-cb")
+    assert again.status is RefundStatus.SUCCEEDED and refunds_sent(run) == 1
+
+
+def test_reconcile_settles_pending_and_unknown(run: SandboxRun) -> None:
+    pending_payment = seed(run, refund_outcome=RefundStatus.PENDING)
+    run.client.refund("testpay", payment=pending_payment, amount=Money("10", HKD), refund_id="r-p")
+    payment = seed(run)
+    run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    run.client.refund("testpay", payment=payment, amount=Money("10", HKD), refund_id="r-u")
+    run.emulator.ledger.settle("r-p", RefundStatus.SUCCEEDED)
+    outcomes = {r.refund_id: r.status for r in run.client.reconcile()}
+    assert outcomes == {"r-p": RefundStatus.SUCCEEDED, "r-u": RefundStatus.SUCCEEDED}
+    assert run.client.journal.entries(unsettled=True) == []  # type: ignore[union-attr]
+    assert refunds_sent(run) == 2
+
+
+def test_read_only_journal_means_nothing_is_sent(
+    installed: Path, tmp_path: Path, file_permissions_enforced: PermissionsEnforced
+) -> None:
+    url = _sqlite(tmp_path)
+    open_journal(url).close()
+    path = tmp_path / "journal.db"
+    path.chmod(0o444)
+    try:
+        with SandboxRun("testpay") as run, file_permissions_enforced():
+            client = RefundClient(journal=url)
+            client.configure("testpay", run.emulator.client_config(run.server.base_url))
+            with pytest.raises(JournalError, match="read-only"):
+                client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+            assert run.server.requests == []
+    finally:
+        path.chmod(0o644)
+
+
+def test_unreachable_journal_means_nothing_is_sent(installed: Path, tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with SandboxRun("testpay") as run:
+        with pytest.raises(JournalError):
+            client = RefundClient(journal=f"sqlite:///{tmp_path / 'blocker' / 'j.db'}")
+            client.configure("testpay", run.emulator.client_config(run.server.base_url))
+            client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+        assert run.server.requests == []
+
+
+def test_the_journal_stores_no_secret(run: SandboxRun) -> None:
+    secret = run.emulator.credentials["secret"]
+    run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD), reason="dented")
+    for entry in run.client.journal.entries():  # type: ignore[union-attr]
+        assert secret not in json.dumps(attrs.asdict(entry), default=str)
