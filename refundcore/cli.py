@@ -22,6 +22,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .batch import BatchReport
     from .client import RefundClient
     from .models import RefundNotification, RefundResult
 
@@ -31,6 +32,7 @@ EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_UNKNOWN = 4
 EXIT_ERROR = 5
+EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
 exit status:
@@ -41,6 +43,34 @@ exit status:
   4  UNKNOWN: the request may have reached the gateway but the outcome is not
      known; run `refundcore query` before trying again
   5  nothing could be sent (connection refused, DNS), a plugin is missing or broken
+"""
+
+BATCH_HELP = """\
+Refund every row of a CSV (with a header) or JSON Lines file, concurrently.
+
+Columns: provider, payment_id, merchant_reference, transaction_id, amount,
+currency, refund_id, reason, original_amount (provider, amount, currency and one
+payment identifier are required). The whole file is checked first: every bad row
+is listed by line and nothing is sent, unless --skip-invalid. A row without
+refund_id gets one derived from its own content.
+
+Running the same file again never refunds a row twice: rows already done are
+reported from the journal, the rest are sent or reconciled. Processes running the
+same file against one journal (PostgreSQL, for several machines) split its rows.
+"""
+
+BATCH_EXIT_HELP = """\
+exit status: the most serious row decides, in this order
+  130  interrupted (Ctrl-C): rows in flight were finished and recorded; run the
+       same command again to finish the batch (nothing is sent twice)
+  4    some row is UNKNOWN: run `refundcore journal reconcile`, then the batch again
+  5    some row could not be sent (ERROR: gateway unreachable, journal unusable);
+       run the batch again to send it; also: a plugin is missing or broken
+  1    some row FAILED (the gateway declined it)
+  2    invalid rows: nothing was sent (or, with --skip-invalid, they were skipped);
+       also usage and configuration errors
+  3    some row is PENDING: the gateway will settle it later
+  0    every row SUCCEEDED
 """
 
 _STATUS_EXIT = {
@@ -183,10 +213,82 @@ def _build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=int, default=3, help="payments to seed per provider")
     sandbox.add_argument("--duration", type=float, help="stop after this many seconds")
 
+    batch = commands.add_parser(
+        "batch",
+        help="Refund every row of a CSV or JSON Lines file.",
+        description=BATCH_HELP,
+        epilog=BATCH_EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl)")
+    batch.add_argument(
+        "--workers",
+        type=_whole_number,
+        default=8,
+        metavar="N",
+        help="refunds in flight at once (default 8)",
+    )
+    batch.add_argument(
+        "--rate",
+        action="append",
+        default=[],
+        metavar="[PROVIDER=]N/s",
+        help="at most N requests a second per provider (N/m: a minute); "
+        "PROVIDER=N/s for one provider; repeatable",
+    )
+    batch.add_argument(
+        "--skip-invalid", action="store_true", help="send the valid rows, report the others"
+    )
+    batch.add_argument(
+        "--report", type=Path, metavar="FILE.csv|FILE.json", help="write each row's outcome"
+    )
+    batch.add_argument(
+        "--chunk",
+        type=_whole_number,
+        metavar="N",
+        help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
+    )
+    batch.add_argument(
+        "--lease",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long the rows and refunds of a process that died stay reserved before "
+        "another run takes them over; longer than a refund can take (default 120)",
+    )
+    batch.add_argument(
+        "--progress-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal: a progress line this often (default 5)",
+    )
+    batch.add_argument("--json", action="store_true", help="print the summary as JSON")
+    with_config(batch)
+    batch.add_argument(
+        "--journal",
+        metavar="URL",
+        help="refund journal, shared by every process running the batch: "
+        "postgresql://… for several machines (default: as for `refund`)",
+    )
+    batch.add_argument(
+        "--no-journal", action="store_true", help="refused: a batch needs the journal"
+    )
+
     new_plugin = command("new-plugin", "Scaffold a provider plugin package.")
     new_plugin.add_argument("name", help="the provider id, e.g. acme")
     new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
     return parser
+
+
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _version() -> str:
@@ -272,7 +374,7 @@ def default_journal_url() -> str:
     return f"sqlite:///{Path(base).resolve() / 'refundcore' / 'journal.db'}"
 
 
-def _client(args: argparse.Namespace) -> RefundClient:
+def _client(args: argparse.Namespace, **options: Any) -> RefundClient:
     from .client import RefundClient
 
     path = args.config
@@ -284,8 +386,8 @@ def _client(args: argparse.Namespace) -> RefundClient:
     if hasattr(args, "journal") and not getattr(args, "no_journal", False):
         journal = args.journal or default_journal_url()
     if path is not None:
-        return RefundClient.from_file(path, journal=journal)
-    return RefundClient(journal=journal)
+        return RefundClient.from_file(path, journal=journal, **options)
+    return RefundClient(journal=journal, **options)
 
 
 def _payment(args: argparse.Namespace) -> Any:
@@ -493,6 +595,170 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     return EXIT_OK if not unsettled else EXIT_UNKNOWN
 
 
+_PER = {"s": 1.0, "m": 60.0, "min": 60.0}
+
+
+def _rates(specs: list[str]) -> dict[str, float] | None:
+    """``--rate`` values as refund_many takes them: ``"*"`` for every provider."""
+    rates: dict[str, float] = {}
+    for spec in specs:
+        provider, sep, value = spec.rpartition("=")
+        number, _, unit = value.partition("/")
+        try:
+            per_second = float(number) / _PER[unit or "s"]
+        except (ValueError, KeyError):
+            per_second = 0.0
+        if not sep:
+            provider = "*"
+        if not provider or not 0 < per_second < float("inf"):
+            raise ValidationError(
+                f"{spec!r}: give N/s or N/m (e.g. 20/s), optionally PROVIDER=N/s", field="rate"
+            )
+        rates[provider] = per_second
+    return rates or None
+
+
+def _batch_exit(report: BatchReport) -> int:
+    from .batch import BatchStatus
+
+    worst = report.worst
+    return {
+        None: EXIT_OK,
+        BatchStatus.SUCCEEDED: EXIT_OK,
+        BatchStatus.PENDING: EXIT_PENDING,
+        BatchStatus.INVALID: EXIT_USAGE,
+        BatchStatus.FAILED: EXIT_FAILED,
+        BatchStatus.ERROR: EXIT_ERROR,
+        BatchStatus.UNKNOWN: EXIT_UNKNOWN,
+        BatchStatus.SKIPPED: EXIT_INTERRUPTED,
+    }[worst]
+
+
+# Rows that did not succeed, listed under the summary; the report has them all.
+_LISTED = 20
+
+
+def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
+    from .batch import BatchStatus
+
+    rows = [[status, str(count)] for status, count in report.counts.items() if count]
+    lines = [
+        f"batch {report.batch_id[:12]}: {len(report.outcomes)} rows in {report.elapsed:.1f} s",
+        format_table(rows, ["status", "rows"]) if rows else "no rows",
+    ]
+    trouble = [o for o in report.outcomes if o.status is not BatchStatus.SUCCEEDED]
+    if trouble:
+        lines.append("")
+        lines.append(
+            format_table(
+                [
+                    [
+                        str(o.line),
+                        o.status.value,
+                        o.refund_id or "",
+                        o.error_code or "",
+                        (o.message or "")[:100],
+                    ]
+                    for o in trouble[:_LISTED]
+                ],
+                ["line", "status", "refund id", "code", "message"],
+            )
+        )
+        if len(trouble) > _LISTED:
+            lines.append(
+                f"… and {len(trouble) - _LISTED} more"
+                + ("" if args.report else " (--report FILE lists every row)")
+            )
+    counts = report.counts
+    if report.interrupted:
+        lines.append("interrupted: run the same command again to finish (nothing is sent twice)")
+    if counts["UNKNOWN"]:
+        lines.append(
+            "UNKNOWN rows may have been refunded: run `refundcore journal reconcile`, "
+            "then this batch again"
+        )
+    if counts["ERROR"]:
+        lines.append("ERROR rows were not sent: run this batch again to send them")
+    if args.report:
+        lines.append(f"report: {args.report}")
+    return "\n".join(lines)
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import (
+        BatchInterrupted,
+        BatchInvalid,
+        BatchStatus,
+        ProgressPrinter,
+        read_batch_file,
+        report_format,
+    )
+
+    if args.no_journal:
+        print(
+            "refundcore: batch needs a journal: it is what makes running a batch again "
+            "safe (drop --no-journal; --journal URL chooses one)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    rates = _rates(args.rate)
+    if args.report is not None:
+        report_format(args.report)  # refuse a bad name before anything is sent
+    parsed = read_batch_file(args.file)
+    client = _client(args, pool_size=max(10, args.workers), lease_seconds=args.lease)
+    try:
+        report = client.refund_many(
+            parsed,
+            workers=args.workers,
+            rate=rates,
+            on_progress=ProgressPrinter(sys.stderr, interval=args.progress_interval),
+            skip_invalid=args.skip_invalid,
+            chunk_size=args.chunk,
+        )
+        status = _batch_exit(report)
+    except BatchInvalid as refused:
+        for error in refused.errors:
+            print(error, file=sys.stderr)
+        if args.report is not None:
+            refused.report.write(args.report)
+        lines = len({error.line for error in refused.errors})
+        print(
+            f"refundcore: {lines} invalid row{'s' if lines != 1 else ''} in {args.file}: "
+            "nothing was sent; fix them, or pass --skip-invalid to send the valid rows",
+            file=sys.stderr,
+        )
+        if args.json:
+            summary = {
+                **refused.report.summary(),
+                "file": str(args.file),
+                "sent": False,
+                "errors": [error.as_dict() for error in refused.errors],
+                "report": None if args.report is None else str(args.report),
+                "exit_status": EXIT_USAGE,
+            }
+            print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return EXIT_USAGE
+    except BatchInterrupted as stopped:
+        report, status = stopped.report, EXIT_INTERRUPTED
+    for outcome in report.outcomes:
+        if outcome.status is BatchStatus.INVALID and outcome.error_code == "invalid":
+            print(f"skipped line {outcome.line}: {outcome.message}", file=sys.stderr)
+    if args.report is not None:
+        report.write(args.report)
+    _emit(
+        args,
+        {
+            **report.summary(),
+            "file": str(args.file),
+            "sent": True,
+            "report": None if args.report is None else str(args.report),
+            "exit_status": status,
+        },
+        _batch_text(report, args),
+    )
+    return status
+
+
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
     from .scaffold import create_plugin
 
@@ -528,6 +794,7 @@ _COMMANDS = {
     "sandbox": _cmd_sandbox,
     "new-plugin": _cmd_new_plugin,
     "journal": _cmd_journal,
+    "batch": _cmd_batch,
 }
 
 
@@ -553,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refundcore: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

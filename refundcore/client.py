@@ -4,9 +4,11 @@
     execute()                provider + config + capability check, then the stages:
         build   → the provider plugin turns the operation into an unsigned HttpRequest
         sign    → the provider plugin adds credentials and the signature
-        send    → the transport (requests, by default) puts the exact bytes on the wire
+        send    → the transport (pooled urllib3, by default) puts the exact bytes on the wire
         parse   → the provider plugin maps the reply to a RefundResult
     verify_callback()        the provider plugin checks a callback and parses it
+    check()                  everything execute() refuses before sending, up to build
+    refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
 Any stage may be wrapped by an app plugin (``register_plugin``). Input errors are
 raised before anything is sent; once a request may have left the process, the client
@@ -24,10 +26,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -62,6 +64,9 @@ from .models import (
 from .money import Money
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
 from .transport import RequestsTransport
+
+if TYPE_CHECKING:
+    from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
 
 __all__ = ["RefundClient"]
 
@@ -118,6 +123,7 @@ class RefundClient:
             block=disable_plugins,
             strict=strict_plugins,
         )
+        self._pool_size = pool_size
         self._transport = RequestsTransport(pool_size=pool_size)
         self._registry.add_core_plugin(self._transport, name="refundcore.transport")
         self._owns_journal = isinstance(journal, str)
@@ -264,6 +270,71 @@ class RefundClient:
         )
         return self.execute(provider, operation)
 
+    def check(
+        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+    ) -> None:
+        """Everything :meth:`execute` would refuse before sending, without sending.
+
+        Loads the provider and its config, runs the capability and original-amount
+        checks and the provider plugin's build stage; nothing is signed, sent or
+        journalled. Raises what a refund would (``ValidationError``, ``ConfigError``,
+        ``ProviderNotInstalled``, ``PluginError``).
+        """
+        info = self.provider(provider)
+        config = self.config_for(provider)
+        _check_capabilities(info, operation)
+        _check_original_amount(operation, original_amount)
+        self._build(info, config, operation)
+
+    def refund_many(
+        self,
+        rows: Iterable[BatchRow] | BatchFile,
+        *,
+        workers: int = 8,
+        rate: float | Mapping[str, float] | None = None,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+        skip_invalid: bool = False,
+        chunk_size: int | None = None,
+        lease_seconds: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> BatchReport:
+        """Refund every row of a batch concurrently, through the journal; see
+        :mod:`refundcore.batch`.
+
+        ``rows`` are :class:`~refundcore.batch.BatchRow` values or a file parsed by
+        :func:`~refundcore.batch.read_batch_file`. Every row is checked first (as
+        :meth:`check` does); if any is invalid, nothing is sent and
+        :class:`~refundcore.batch.BatchInvalid` lists them by line, unless
+        ``skip_invalid`` (they are then reported INVALID).
+
+        ``workers`` threads share this client (give it ``pool_size >= workers``);
+        ``rate`` caps requests per second per provider: a number for every provider, or
+        ``{"wonder": 5, "*": 20}``. Rows are claimed from the journal ``chunk_size`` at a
+        time (default ``2 * workers``, at least 8) under a lease of ``lease_seconds``
+        (default: this client's), so processes sharing the journal split the batch.
+        ``on_progress`` gets a :class:`~refundcore.batch.BatchProgress` on this thread
+        as rows finish. Setting ``stop`` stops starting rows: the report then says
+        ``interrupted``. Ctrl-C does the same, then raises
+        :class:`~refundcore.batch.BatchInterrupted` carrying the report.
+
+        Needs a journal (``ConfigError`` otherwise). Running the same batch again
+        sends nothing twice: finished rows are reported from the journal, the rest
+        are sent or reconciled.
+        """
+        from .batch import run_batch
+
+        return run_batch(
+            self,
+            rows,
+            workers=workers,
+            rate=rate,
+            on_progress=on_progress,
+            skip_invalid=skip_invalid,
+            chunk_size=chunk_size,
+            lease_seconds=self._lease_seconds if lease_seconds is None else lease_seconds,
+            stop=stop,
+        )
+
     def execute(
         self, provider: str, operation: Operation, *, original_amount: Money | None = None
     ) -> RefundResult:
@@ -285,18 +356,23 @@ class RefundClient:
 
     def _prepare(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
         """Build and sign: every input error surfaces here, before anything is recorded."""
+        request = self._build(info, config, operation)
         hooks = self._registry.hooks(info.id)
-        request = self._stage(
-            hooks.build, "build_request", info, config=config, operation=operation
-        )
-        if not isinstance(request, HttpRequest):
-            raise _missing_stage(info, "refundcore_build_request", request)
         signed = self._stage(hooks.sign, "sign_request", info, config=config, request=request)
         if signed is None:
             return request
         if not isinstance(signed, HttpRequest):
             raise _missing_stage(info, "refundcore_sign_request", signed)
         return signed
+
+    def _build(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
+        hooks = self._registry.hooks(info.id)
+        request = self._stage(
+            hooks.build, "build_request", info, config=config, operation=operation
+        )
+        if not isinstance(request, HttpRequest):
+            raise _missing_stage(info, "refundcore_build_request", request)
+        return request
 
     def _deliver(
         self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest

@@ -6,6 +6,10 @@ Open one with :func:`open_journal`::
     with open_journal("sqlite:///var/lib/refundcore/journal.db") as journal:
         claim = journal.claim(new_refund, owner=attempt_id)
 
+Besides refunds it keeps the rows of batches (:meth:`Journal.open_batch`): a work queue
+from which every worker sharing the journal claims rows, so processes on several
+machines split one batch without doing a row twice.
+
 Journal URLs:
 
 ``sqlite:///relative/path.db``
@@ -26,7 +30,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Claim, ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund, mask_url
+from .base import (
+    SETTLED_OUTCOMES,
+    BatchCounts,
+    BatchDone,
+    BatchEntry,
+    BatchItem,
+    BatchItemState,
+    Claim,
+    ClaimOutcome,
+    Journal,
+    JournalEntry,
+    JournalState,
+    NewRefund,
+    mask_url,
+)
 
 if TYPE_CHECKING:
     from .sqlite import SqliteJournal
@@ -45,6 +63,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "SETTLED_OUTCOMES",
+    "BatchCounts",
+    "BatchDone",
+    "BatchEntry",
+    "BatchItem",
+    "BatchItemState",
     "Claim",
     "ClaimOutcome",
     "Journal",

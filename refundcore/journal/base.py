@@ -29,6 +29,12 @@ import attrs
 from ..errors import JournalError, ValidationError
 
 __all__ = [
+    "SETTLED_OUTCOMES",
+    "BatchCounts",
+    "BatchDone",
+    "BatchEntry",
+    "BatchItem",
+    "BatchItemState",
     "Claim",
     "ClaimOutcome",
     "Journal",
@@ -193,6 +199,77 @@ class Claim:
     refunded: str | None = None
 
 
+class BatchItemState(str, enum.Enum):
+    """Where one row of a batch stands in the batch's work queue.
+
+    ``OPEN``: nobody is working on it. ``CLAIMED``: a worker holds it until its lease
+    ends (renewed while the worker lives). ``DONE``: a worker recorded its outcome.
+    """
+
+    OPEN = "OPEN"
+    CLAIMED = "CLAIMED"
+    DONE = "DONE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Batch outcomes after which a row is never run again. Any other outcome (UNKNOWN,
+#: or the row could not be sent at all) is retried by the next run of the batch.
+SETTLED_OUTCOMES = ("SUCCEEDED", "FAILED", "PENDING")
+
+
+@attrs.frozen
+class BatchItem:
+    """One row of a batch as the journal knows it: its line and the refund it makes."""
+
+    line: int
+    provider: str
+    refund_id: str
+
+
+@attrs.frozen
+class BatchDone:
+    """The outcome of one claimed batch row, for :meth:`Journal.finish_batch`.
+
+    ``outcome`` is a refund status (``SUCCEEDED``, ``FAILED``, ``PENDING``,
+    ``UNKNOWN``) or a word for a row that was not sent (``ERROR``, ``INVALID``).
+    """
+
+    line: int
+    outcome: str
+    error_code: str | None = None
+    message: str | None = None
+
+
+@attrs.frozen
+class BatchCounts:
+    """How many rows of a batch are in each state."""
+
+    open: int
+    claimed: int
+    done: int
+
+
+@attrs.frozen
+class BatchEntry:
+    """One batch row as stored, with the journalled refund of its refund id (``refund``;
+    ``None`` when that refund was never recorded, e.g. nothing could be sent)."""
+
+    batch_id: str
+    line: int
+    provider: str
+    refund_id: str
+    state: BatchItemState
+    owner: str | None
+    lease_until: datetime | None
+    outcome: str | None
+    error_code: str | None
+    message: str | None
+    updated_at: datetime
+    refund: JournalEntry | None
+
+
 class Journal(abc.ABC):
     """Durable record of every refund sent, shared by all threads of a client.
 
@@ -287,6 +364,70 @@ class Journal(abc.ABC):
     ) -> list[JournalEntry]:
         """Rows ordered by creation time; ``unsettled`` keeps SUBMITTING, PENDING and
         UNKNOWN ones (what a reconciler has to look at)."""
+
+    # -- batches: a work queue of rows shared by every worker of the journal ----------
+
+    @abc.abstractmethod
+    def open_batch(
+        self, batch_id: str, items: Sequence[BatchItem], *, now: datetime | None = None
+    ) -> None:
+        """Make ``items`` the rows of batch ``batch_id``, ready to be claimed.
+
+        Rows already there are kept as they are, except that a row an earlier run left
+        DONE without a settled outcome (anything but :data:`SETTLED_OUTCOMES`) before
+        ``now`` is opened again, so a re-run retries it. Safe to call from every worker.
+        """
+
+    @abc.abstractmethod
+    def claim_batch(
+        self,
+        batch_id: str,
+        *,
+        owner: str,
+        limit: int,
+        lease_seconds: float = 60.0,
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Take up to ``limit`` rows for ``owner`` in one transaction, lowest lines
+        first: rows whose lease ran out, then OPEN rows. Returns their lines (ascending
+        within each kind). Concurrent callers, on any machine, never get the same row
+        while its lease lasts."""
+
+    @abc.abstractmethod
+    def renew_batch(
+        self,
+        batch_id: str,
+        *,
+        owner: str,
+        lease_seconds: float = 60.0,
+        now: datetime | None = None,
+    ) -> int:
+        """Extend the lease of every row ``owner`` holds; returns how many it holds."""
+
+    @abc.abstractmethod
+    def finish_batch(
+        self,
+        batch_id: str,
+        *,
+        owner: str,
+        done: Sequence[BatchDone],
+        now: datetime | None = None,
+    ) -> int:
+        """Record outcomes of rows ``owner`` holds, in one transaction; returns how many
+        were recorded. A row ``owner`` no longer holds (its lease ran out and another
+        worker took it) is left to that worker."""
+
+    @abc.abstractmethod
+    def release_batch(self, batch_id: str, *, owner: str) -> int:
+        """Give every row ``owner`` still holds back (OPEN); returns how many."""
+
+    @abc.abstractmethod
+    def count_batch(self, batch_id: str) -> BatchCounts:
+        """How many rows of the batch are OPEN, CLAIMED and DONE."""
+
+    @abc.abstractmethod
+    def batch_entries(self, batch_id: str) -> list[BatchEntry]:
+        """Every row of the batch in line order, each with its journalled refund."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -440,6 +581,34 @@ def _states(states: Sequence[JournalState]) -> str:
     return ", ".join(f"'{state.value}'" for state in states)
 
 
+BATCH_TABLE = "refundcore_batch_rows"
+_BATCH_COLUMNS = (
+    "batch_id",
+    "line",
+    "provider",
+    "refund_id",
+    "state",
+    "owner",
+    "lease_until",
+    "outcome",
+    "error_code",
+    "message",
+    "updated_at",
+)
+# The refund's columns come prefixed: both tables have provider, state, owner, ...
+_BATCH_SELECT = (
+    f"SELECT {', '.join(f'b.{name}' for name in _BATCH_COLUMNS)}, "  # noqa: S608 - constants
+    f"{', '.join(f'j.{name} AS j_{name}' for name in _COLUMNS)} "
+    f"FROM {BATCH_TABLE} b LEFT JOIN {TABLE} j "
+    "ON j.provider = b.provider AND j.refund_id = b.refund_id "
+    "WHERE b.batch_id = ? ORDER BY b.line"
+)
+_SETTLED = ", ".join(f"'{outcome}'" for outcome in SETTLED_OUTCOMES)
+# Rows per INSERT or UPDATE of batch rows: few statements, far below SQLite's limit of
+# bound parameters.
+_INSERT_ROWS = 200
+
+
 class SqlJournal(Journal):
     """The journal's rules over SQL, shared by the SQLite and PostgreSQL backends.
 
@@ -452,6 +621,9 @@ class SqlJournal(Journal):
     _migrations: Sequence[Sequence[str]]
     #: Appended to a SELECT that must lock the rows it reads until commit.
     _for_update: str = ""
+    #: Appended to a SELECT that locks the rows it reads and passes over rows another
+    #: transaction has locked (SQLite needs neither: a writer holds the whole file).
+    _skip_locked: str = ""
 
     @abc.abstractmethod
     def _transaction(
@@ -796,3 +968,173 @@ class SqlJournal(Journal):
             params.append(limit)
         with self._transaction(write=False) as tx:
             return [self._entry(row) for row in tx.all(sql, params)]
+
+    # -- batches ----------------------------------------------------------------------
+
+    def open_batch(
+        self, batch_id: str, items: Sequence[BatchItem], *, now: datetime | None = None
+    ) -> None:
+        now = utc_now(now)
+        stamp = self._encode_time(now)
+        # Serialised per batch, so workers opening it together neither deadlock on
+        # each other's inserts nor reopen what another has just reopened.
+        with self._transaction(write=True, lock=f"batch\0{batch_id}") as tx:
+            for start in range(0, len(items), _INSERT_ROWS):
+                part = items[start : start + _INSERT_ROWS]
+                params: list[Any] = []
+                for item in part:
+                    params += [batch_id, item.line, item.provider, item.refund_id, stamp]
+                tx.run(
+                    f"INSERT INTO {BATCH_TABLE} "  # noqa: S608
+                    "(batch_id, line, provider, refund_id, state, updated_at) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, 'OPEN', ?)"] * len(part))
+                    + " ON CONFLICT (batch_id, line) DO NOTHING",
+                    params,
+                )
+            tx.run(
+                f"UPDATE {BATCH_TABLE} SET state = 'OPEN', owner = NULL, "  # noqa: S608
+                "lease_until = NULL, outcome = NULL, error_code = NULL, message = NULL, "
+                "updated_at = ? WHERE batch_id = ? AND state = 'DONE' "
+                f"AND outcome NOT IN ({_SETTLED}) AND updated_at < ?",
+                (stamp, batch_id, stamp),
+            )
+
+    def claim_batch(
+        self,
+        batch_id: str,
+        *,
+        owner: str,
+        limit: int,
+        lease_seconds: float = 60.0,
+        now: datetime | None = None,
+    ) -> list[int]:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        now = utc_now(now)
+        stamp = self._encode_time(now)
+        with self._transaction(write=True) as tx:
+            # Two queries rather than one with OR: each follows the (batch_id, state,
+            # line) index instead of walking past every row already done.
+            expired = tx.all(
+                f"SELECT line FROM {BATCH_TABLE} WHERE batch_id = ? AND state = 'CLAIMED' "  # noqa: S608
+                f"AND lease_until <= ? ORDER BY line LIMIT ?{self._skip_locked}",
+                (batch_id, stamp, limit),
+            )
+            lines = [int(row["line"]) for row in expired]
+            if len(lines) < limit:
+                fresh = tx.all(
+                    f"SELECT line FROM {BATCH_TABLE} WHERE batch_id = ? AND state = 'OPEN' "  # noqa: S608
+                    f"ORDER BY line LIMIT ?{self._skip_locked}",
+                    (batch_id, limit - len(lines)),
+                )
+                lines += [int(row["line"]) for row in fresh]
+            if lines:
+                tx.run(
+                    f"UPDATE {BATCH_TABLE} SET state = 'CLAIMED', owner = ?, "  # noqa: S608
+                    "lease_until = ?, updated_at = ? WHERE batch_id = ? "
+                    f"AND line IN ({', '.join('?' * len(lines))})",
+                    (
+                        owner,
+                        self._encode_time(now + timedelta(seconds=lease_seconds)),
+                        stamp,
+                        batch_id,
+                        *lines,
+                    ),
+                )
+        return lines
+
+    def renew_batch(
+        self,
+        batch_id: str,
+        *,
+        owner: str,
+        lease_seconds: float = 60.0,
+        now: datetime | None = None,
+    ) -> int:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        now = utc_now(now)
+        with self._transaction(write=True) as tx:
+            return tx.run(
+                f"UPDATE {BATCH_TABLE} SET lease_until = ? "  # noqa: S608
+                "WHERE batch_id = ? AND state = 'CLAIMED' AND owner = ?",
+                (self._encode_time(now + timedelta(seconds=lease_seconds)), batch_id, owner),
+            )
+
+    def finish_batch(
+        self,
+        batch_id: str,
+        *,
+        owner: str,
+        done: Sequence[BatchDone],
+        now: datetime | None = None,
+    ) -> int:
+        stamp = self._encode_time(utc_now(now))
+        # Rows with the same outcome (most of a chunk, usually) share one statement.
+        groups: dict[tuple[str, str | None, str | None], list[int]] = {}
+        for item in done:
+            groups.setdefault((item.outcome, item.error_code, item.message), []).append(item.line)
+        recorded = 0
+        with self._transaction(write=True) as tx:
+            for (outcome, error_code, message), lines in groups.items():
+                for start in range(0, len(lines), _INSERT_ROWS):
+                    part = lines[start : start + _INSERT_ROWS]
+                    recorded += tx.run(
+                        f"UPDATE {BATCH_TABLE} SET state = 'DONE', outcome = ?, "  # noqa: S608
+                        "error_code = ?, message = ?, owner = NULL, lease_until = NULL, "
+                        "updated_at = ? WHERE batch_id = ? AND state = 'CLAIMED' AND owner = ? "
+                        f"AND line IN ({', '.join('?' * len(part))})",
+                        (outcome, error_code, message, stamp, batch_id, owner, *part),
+                    )
+        return recorded
+
+    def release_batch(self, batch_id: str, *, owner: str) -> int:
+        with self._transaction(write=True) as tx:
+            return tx.run(
+                f"UPDATE {BATCH_TABLE} SET state = 'OPEN', owner = NULL, "  # noqa: S608
+                "lease_until = NULL WHERE batch_id = ? AND state = 'CLAIMED' AND owner = ?",
+                (batch_id, owner),
+            )
+
+    def count_batch(self, batch_id: str) -> BatchCounts:
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT state, COUNT(*) AS n FROM {BATCH_TABLE} "  # noqa: S608
+                "WHERE batch_id = ? GROUP BY state",
+                (batch_id,),
+            )
+        counts = {str(row["state"]): int(row["n"]) for row in rows}
+        return BatchCounts(
+            open=counts.get("OPEN", 0),
+            claimed=counts.get("CLAIMED", 0),
+            done=counts.get("DONE", 0),
+        )
+
+    def batch_entries(self, batch_id: str) -> list[BatchEntry]:
+        with self._transaction(write=False) as tx:
+            rows = tx.all(_BATCH_SELECT, (batch_id,))
+        entries = []
+        for row in rows:
+            refund = None
+            if row["j_refund_id"] is not None:
+                refund = self._entry({name: row[f"j_{name}"] for name in _COLUMNS})
+            lease_until = row["lease_until"]
+            entries.append(
+                BatchEntry(
+                    batch_id=row["batch_id"],
+                    line=int(row["line"]),
+                    provider=row["provider"],
+                    refund_id=row["refund_id"],
+                    state=BatchItemState(row["state"]),
+                    owner=row["owner"],
+                    lease_until=None if lease_until is None else self._decode_time(lease_until),
+                    outcome=row["outcome"],
+                    error_code=row["error_code"],
+                    message=row["message"],
+                    updated_at=self._decode_time(row["updated_at"]),
+                    refund=refund,
+                )
+            )
+        return entries

@@ -9,6 +9,8 @@ one payment (the same refund id, or different ones that share the payment's limi
 run one after the other on every machine; the row is then read ``FOR UPDATE``, and a
 new one inserted with ``ON CONFLICT DO NOTHING`` in case the same refund id is claimed
 for another payment at the same moment. Outcomes and callbacks lock only their row.
+Batch rows are claimed ``FOR UPDATE SKIP LOCKED``: workers claiming at the same moment
+each get other rows instead of queueing behind one another.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from psycopg.types.json import Jsonb
 
 from ..errors import ConfigError, JournalError
 from .base import (
+    BATCH_TABLE,
     TABLE,
     UNSETTLED_STATES,
     UTC,
@@ -79,6 +82,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
         f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
         f"WHERE state IN ({_states(UNSETTLED_STATES)})",
+    ),
+    # v2: batch rows, the work queue that workers sharing the journal split a batch by.
+    (
+        f"""CREATE TABLE {BATCH_TABLE} (
+            batch_id TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('OPEN', 'CLAIMED', 'DONE')),
+            owner TEXT,
+            lease_until TIMESTAMPTZ,
+            outcome TEXT,
+            error_code TEXT,
+            message TEXT,
+            updated_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (batch_id, line)
+        )""",
+        f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
     ),
 )
 
@@ -131,6 +152,7 @@ class PostgresJournal(SqlJournal):
 
     _migrations = _MIGRATIONS
     _for_update = " FOR UPDATE"
+    _skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, max_connections: int = 10, connect_timeout: int = 5) -> None:
         self.url = mask_url(url)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import JournalError
 from .base import (
+    BATCH_TABLE,
     TABLE,
     UNSETTLED_STATES,
     UTC,
@@ -70,6 +71,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
         f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
         f"WHERE state IN ({_states(UNSETTLED_STATES)})",
+    ),
+    # v2: batch rows, the work queue that workers sharing the journal split a batch by.
+    (
+        f"""CREATE TABLE {BATCH_TABLE} (
+            batch_id TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('OPEN', 'CLAIMED', 'DONE')),
+            owner TEXT,
+            lease_until TEXT,
+            outcome TEXT,
+            error_code TEXT,
+            message TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (batch_id, line)
+        )""",
+        f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
     ),
 )
 

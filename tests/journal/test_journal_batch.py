@@ -1,0 +1,367 @@
+"""The journal's batch rows (schema v2), run against every backend: opening a batch,
+claiming chunks under leases, finishing, releasing, reopening what an earlier run left
+unsettled, and workers that claim at the same moment never getting the same row; then
+two `refundcore batch` processes splitting one file on a PostgreSQL journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from refundcore import Money
+from refundcore.errors import JournalError
+from refundcore.journal import (
+    BatchCounts,
+    BatchDone,
+    BatchItem,
+    BatchItemState,
+    Journal,
+    JournalState,
+    NewRefund,
+)
+from refundcore.sandbox import Fault, SandboxRun
+
+MakeRefund = Callable[..., NewRefund]
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+OPEN, CLAIMED, DONE = BatchItemState.OPEN, BatchItemState.CLAIMED, BatchItemState.DONE
+
+
+def items(count: int, provider: str = "testpay") -> list[BatchItem]:
+    return [
+        BatchItem(line=line, provider=provider, refund_id=f"R-{line}")
+        for line in range(2, count + 2)
+    ]
+
+
+def states(journal: Journal, batch_id: str = "B") -> dict[int, BatchItemState]:
+    return {entry.line: entry.state for entry in journal.batch_entries(batch_id)}
+
+
+def test_opening_a_batch_offers_its_rows_once(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(3), now=T0)
+    journal.open_batch("B", items(3), now=T0 + timedelta(seconds=1))
+
+    entries = journal.batch_entries("B")
+
+    assert [(e.line, e.provider, e.refund_id, e.state) for e in entries] == [
+        (2, "testpay", "R-2", OPEN),
+        (3, "testpay", "R-3", OPEN),
+        (4, "testpay", "R-4", OPEN),
+    ]
+    assert entries[0].owner is None and entries[0].lease_until is None
+    assert entries[0].updated_at == T0 and entries[0].refund is None
+    assert journal.count_batch("B") == BatchCounts(open=3, claimed=0, done=0)
+    assert journal.batch_entries("other") == []
+
+
+def test_rows_added_later_join_the_batch(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(2), now=T0)
+    journal.claim_batch("B", owner="A", limit=1, now=T0)
+    journal.open_batch("B", items(4), now=T0)
+    assert states(journal) == {2: CLAIMED, 3: OPEN, 4: OPEN, 5: OPEN}
+    # Another worker that found other rows valid: as many rows, not the same ones.
+    journal.open_batch("B", [BatchItem(line=9, provider="testpay", refund_id="R-9")], now=T0)
+    assert sorted(states(journal)) == [2, 3, 4, 5, 9]
+
+
+def test_claims_take_the_lowest_open_lines_and_lease_them(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(5), now=T0)
+
+    first = journal.claim_batch("B", owner="A", limit=2, lease_seconds=30, now=T0)
+    second = journal.claim_batch("B", owner="B", limit=2, lease_seconds=30, now=T0)
+    third = journal.claim_batch("B", owner="C", limit=9, lease_seconds=30, now=T0)
+
+    assert (first, second, third) == ([2, 3], [4, 5], [6])
+    assert journal.claim_batch("B", owner="D", limit=9, now=T0) == []
+    entry = journal.batch_entries("B")[0]
+    assert (entry.state, entry.owner, entry.lease_until) == (
+        CLAIMED,
+        "A",
+        T0 + timedelta(seconds=30),
+    )
+    assert journal.count_batch("B") == BatchCounts(open=0, claimed=5, done=0)
+
+
+def test_an_expired_lease_lets_another_worker_take_the_row_first(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(4), now=T0)
+    journal.claim_batch("B", owner="dead", limit=2, lease_seconds=10, now=T0)
+
+    assert journal.claim_batch("B", owner="A", limit=1, now=T0 + timedelta(seconds=9)) == [4]
+    taken = journal.claim_batch("B", owner="A", limit=3, now=T0 + timedelta(seconds=10))
+
+    assert taken == [2, 3, 5]
+    assert {e.owner for e in journal.batch_entries("B")} == {"A"}
+
+
+def test_renewing_keeps_the_rows_of_a_live_worker(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(3), now=T0)
+    journal.claim_batch("B", owner="A", limit=2, lease_seconds=10, now=T0)
+
+    held = journal.renew_batch("B", owner="A", lease_seconds=10, now=T0 + timedelta(seconds=8))
+
+    assert held == 2
+    assert journal.claim_batch("B", owner="B", limit=5, now=T0 + timedelta(seconds=12)) == [4]
+    assert journal.renew_batch("B", owner="nobody", now=T0) == 0
+
+
+def test_finishing_records_outcomes_only_for_rows_the_owner_holds(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(3), now=T0)
+    journal.claim_batch("B", owner="A", limit=2, now=T0)
+    journal.claim(make_refund(refund_id="R-2"), owner="send-1", now=T0)
+    journal.record("testpay", "R-2", owner="send-1", state=JournalState.SUCCEEDED)
+
+    recorded = journal.finish_batch(
+        "B",
+        owner="A",
+        done=[
+            BatchDone(2, "SUCCEEDED"),
+            BatchDone(3, "ERROR", error_code="TransportError", message="connection refused"),
+            BatchDone(4, "SUCCEEDED"),  # never claimed by A
+        ],
+        now=T0 + timedelta(seconds=1),
+    )
+
+    assert recorded == 2
+    two, three, four = journal.batch_entries("B")
+    assert (two.state, two.outcome, two.owner, two.lease_until) == (DONE, "SUCCEEDED", None, None)
+    assert two.refund is not None and two.refund.state is JournalState.SUCCEEDED
+    assert (three.outcome, three.error_code, three.message) == (
+        "ERROR",
+        "TransportError",
+        "connection refused",
+    )
+    assert three.refund is None
+    assert (four.state, four.outcome) == (OPEN, None)
+    assert journal.finish_batch("B", owner="B", done=[BatchDone(2, "FAILED")]) == 0
+    assert journal.count_batch("B") == BatchCounts(open=1, claimed=0, done=2)
+
+
+def test_a_row_taken_over_is_finished_by_its_new_owner_only(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(1), now=T0)
+    journal.claim_batch("B", owner="slow", limit=1, lease_seconds=5, now=T0)
+    journal.claim_batch("B", owner="fast", limit=1, now=T0 + timedelta(seconds=6))
+
+    assert journal.finish_batch("B", owner="slow", done=[BatchDone(2, "UNKNOWN")]) == 0
+    assert journal.finish_batch("B", owner="fast", done=[BatchDone(2, "SUCCEEDED")]) == 1
+    assert journal.batch_entries("B")[0].outcome == "SUCCEEDED"
+
+
+def test_releasing_gives_the_owners_rows_back(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(4), now=T0)
+    journal.claim_batch("B", owner="A", limit=2, now=T0)
+    journal.claim_batch("B", owner="B", limit=1, now=T0)
+
+    assert journal.release_batch("B", owner="A") == 2
+
+    assert states(journal) == {2: OPEN, 3: OPEN, 4: CLAIMED, 5: OPEN}
+    assert journal.claim_batch("B", owner="C", limit=9, now=T0) == [2, 3, 5]
+
+
+def test_a_new_run_reopens_only_rows_left_unsettled_before_it(backend: Any) -> None:
+    journal = backend.open()
+    outcomes = ["SUCCEEDED", "FAILED", "PENDING", "UNKNOWN", "ERROR", "INVALID"]
+    journal.open_batch("B", items(len(outcomes) + 1), now=T0)
+    journal.claim_batch("B", owner="A", limit=99, now=T0)
+    journal.finish_batch(
+        "B",
+        owner="A",
+        done=[BatchDone(line, outcome) for line, outcome in enumerate(outcomes, start=2)],
+        now=T0 + timedelta(seconds=1),
+    )
+
+    # The run that recorded them (or one started before they were recorded) leaves them.
+    journal.open_batch("B", items(len(outcomes) + 1), now=T0 + timedelta(seconds=1))
+    assert journal.count_batch("B") == BatchCounts(open=0, claimed=1, done=6)
+
+    journal.open_batch("B", items(len(outcomes) + 1), now=T0 + timedelta(seconds=2))
+
+    after = {e.line: (e.state, e.outcome) for e in journal.batch_entries("B")}
+    assert after == {
+        2: (DONE, "SUCCEEDED"),
+        3: (DONE, "FAILED"),
+        4: (DONE, "PENDING"),
+        5: (OPEN, None),
+        6: (OPEN, None),
+        7: (OPEN, None),
+        8: (CLAIMED, None),
+    }
+
+
+def test_batches_are_independent(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B1", items(2), now=T0)
+    journal.open_batch("B2", items(2), now=T0)
+    assert journal.claim_batch("B1", owner="A", limit=9, now=T0) == [2, 3]
+    assert journal.claim_batch("B2", owner="A", limit=9, now=T0) == [2, 3]
+    assert journal.release_batch("B1", owner="A") == 2
+    assert journal.count_batch("B2") == BatchCounts(open=0, claimed=2, done=0)
+
+
+def test_arguments_are_checked(backend: Any) -> None:
+    journal = backend.open()
+    with pytest.raises(ValueError, match="limit"):
+        journal.claim_batch("B", owner="A", limit=0)
+    with pytest.raises(ValueError, match="lease_seconds"):
+        journal.claim_batch("B", owner="A", limit=1, lease_seconds=0)
+    with pytest.raises(ValueError, match="lease_seconds"):
+        journal.renew_batch("B", owner="A", lease_seconds=-1)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        journal.open_batch("B", items(1), now=datetime(2030, 1, 1))
+
+
+def test_a_large_batch_opens_in_one_go(backend: Any) -> None:
+    journal = backend.open()
+    journal.open_batch("B", items(1000), now=T0)
+    assert journal.count_batch("B") == BatchCounts(open=1000, claimed=0, done=0)
+    assert journal.claim_batch("B", owner="A", limit=1000, now=T0)[-1] == 1001
+
+
+def test_workers_claiming_together_split_the_rows_without_overlap(backend: Any) -> None:
+    """Eight workers, each with its own journal connection pool (as separate processes
+    would have), claim chunks at once until nothing is left."""
+    rows = 120
+    opener = backend.open()
+    opener.open_batch("B", items(rows))
+    journals = [backend.open() for _ in range(8)]
+    barrier = threading.Barrier(len(journals))
+
+    def work(index: int) -> list[int]:
+        journal = journals[index]
+        barrier.wait()
+        mine: list[int] = []
+        while lines := journal.claim_batch("B", owner=f"w{index}", limit=3):
+            mine += lines
+            journal.finish_batch(
+                "B", owner=f"w{index}", done=[BatchDone(line, "SUCCEEDED") for line in lines]
+            )
+        return mine
+
+    with ThreadPoolExecutor(len(journals)) as pool:
+        taken = list(pool.map(work, range(len(journals))))
+
+    counted = Counter(line for lines in taken for line in lines)
+    assert sorted(counted) == list(range(2, rows + 2))
+    assert set(counted.values()) == {1}
+    assert opener.count_batch("B") == BatchCounts(open=0, claimed=0, done=rows)
+
+
+def test_a_version_1_journal_is_upgraded_in_place(backend: Any, make_refund: MakeRefund) -> None:
+    journal_class = _journal_class(backend.name)
+    old = _at_version_1(journal_class, backend.url)
+    old.claim(make_refund(), owner="A", now=T0)
+    old.close()
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(1,)]
+
+    upgraded = backend.open()
+
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(2,)]
+    assert [entry.refund_id for entry in upgraded.entries()] == ["R-1"]
+    upgraded.open_batch("B", items(1), now=T0)
+    assert upgraded.batch_entries("B")[0].refund is None
+    with pytest.raises(JournalError, match=r"schema version 2.*upgrade refundcore"):
+        _at_version_1(journal_class, backend.url)
+
+
+def _journal_class(name: str) -> type[Journal]:
+    if name == "sqlite":
+        from refundcore.journal.sqlite import SqliteJournal
+
+        return SqliteJournal
+    from refundcore.journal.postgres import PostgresJournal
+
+    return PostgresJournal
+
+
+def _at_version_1(journal_class: type[Any], url: str) -> Journal:
+    """The journal as a refundcore that knows only schema v1 opens it."""
+
+    class Version1(journal_class):  # type: ignore[misc,valid-type]
+        _migrations = journal_class._migrations[:1]
+
+    if url.startswith("sqlite:///"):
+        return Version1(url[len("sqlite:///") :])  # type: ignore[no-any-return]
+    return Version1(url)  # type: ignore[no-any-return]
+
+
+# -- two `refundcore batch` processes on one PostgreSQL journal ---------------------------
+
+
+def test_two_batch_processes_on_one_postgres_journal_split_the_rows(
+    installed: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    """The same file, two processes started together, a slow gateway: every row is done
+    by exactly one of them, and each one's report still covers every row."""
+    rows = 16
+    with SandboxRun("testpay", read_timeout=5) as run:
+        payments = [run.emulator.seed_payment(Money("100", "HKD")) for _ in range(rows)]
+        config = run.emulator.client_config(run.server.base_url)
+        toml = tmp_path / "refundcore.toml"
+        toml.write_text(
+            "[providers.testpay]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
+        )
+        batch = tmp_path / "refunds.csv"
+        batch.write_text(
+            "provider,payment_id,amount,currency\n"
+            + "".join(f"testpay,{p.payment_id},10.00,HKD\n" for p in payments)
+        )
+        run.server.inject("/v1/refunds", Fault(delay=0.4))
+        env = {**os.environ, "PYTHONPATH": str(installed), "REFUNDCORE_PLUGINS": "testpay"}
+        reports = [tmp_path / f"report-{index}.json" for index in range(2)]
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "refundcore.cli", "batch", str(batch)),
+                    *("--config", str(toml), "--journal", postgres_url),
+                    *("--workers", "2", "--chunk", "2", "--report", str(report)),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for report in reports
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, (out, err)
+
+        every_line = set(range(2, rows + 2))
+        ran = []
+        for report in reports:
+            outcomes = json.loads(report.read_text())["rows"]
+            assert {(o["line"], o["status"]) for o in outcomes} == {
+                (line, "SUCCEEDED") for line in every_line
+            }
+            ran.append({o["line"] for o in outcomes if o["ran_here"]})
+        assert ran[0] | ran[1] == every_line
+        assert ran[0] & ran[1] == set()
+        assert ran[0] and ran[1], "one process did every row"
+        ledger = run.emulator.ledger
+        assert [len(ledger.find_payment(payment_id=p.payment_id).refunds) for p in payments] == [  # type: ignore[union-attr]
+            1
+        ] * rows
+        posts = [r for r in run.server.requests if r.method == "POST"]
+        assert len(posts) == rows
