@@ -70,12 +70,28 @@ class Headers(Mapping[str, str]):
     __slots__ = ("_index", "_items")
 
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        pairs = tuple(items.items() if isinstance(items, Mapping) else items)
+        # A plain dict is by far the most common input: test for it before the (slow)
+        # abstract Mapping check. Headers are built on every request and callback.
+        if type(items) is dict or isinstance(items, Mapping):
+            pairs = tuple(items.items())
+        else:
+            pairs = tuple(items)
         for name, value in pairs:
-            if not isinstance(name, str) or not isinstance(value, str):
+            # Exact types first: the isinstance() calls run only for str subclasses.
+            if (type(name) is not str or type(value) is not str) and not (
+                isinstance(name, str) and isinstance(value, str)
+            ):
                 raise ValidationError(f"header {name!r} must be str: str", field="headers")
         self._items = pairs
         self._index = {name.lower(): value for name, value in pairs}
+
+    @classmethod
+    def _checked(cls, pairs: tuple[tuple[str, str], ...]) -> Headers:
+        """Headers from pairs already known to be ``str: str`` (no second check)."""
+        headers = cls.__new__(cls)
+        headers._items = pairs
+        headers._index = {name.lower(): value for name, value in pairs}
+        return headers
 
     def __getitem__(self, name: str) -> str:
         value: str = self._index[name.lower()]
@@ -103,8 +119,18 @@ class Headers(Mapping[str, str]):
 
     def set(self, name: str, value: str) -> Headers:
         """A copy with ``name`` set to ``value`` (replacing any value, whatever its case)."""
-        key = name.lower()
-        return Headers([*((n, v) for n, v in self._items if n.lower() != key), (name, value)])
+        return self.updated({name: value})
+
+    def updated(self, changes: Mapping[str, str]) -> Headers:
+        """A copy with every header of ``changes`` set (each replacing any value of that
+        name, whatever its case), in one copy."""
+        for name, value in changes.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ValidationError(f"header {name!r} must be str: str", field="headers")
+        # Keyed by lower-case name: of two changes differing only in case, the last wins.
+        added = {name.lower(): (name, value) for name, value in changes.items()}
+        kept = tuple(pair for pair in self._items if pair[0].lower() not in added)
+        return Headers._checked(kept + tuple(added.values()))
 
 
 def _headers(value: Headers | Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
@@ -128,7 +154,16 @@ class HttpRequest:
 
     def with_header(self, name: str, value: str) -> HttpRequest:
         """A copy with one header set."""
-        return attrs.evolve(self, headers=self.headers.set(name, value))
+        return self.with_headers({name: value})
+
+    def with_headers(self, changes: Mapping[str, str]) -> HttpRequest:
+        """A copy with every header of ``changes`` set (one copy, however many)."""
+        headers = self.headers.updated(changes)
+        if type(self) is not HttpRequest:  # a subclass may have fields of its own
+            return attrs.evolve(self, headers=headers)
+        # Built directly rather than through attrs.evolve, which re-reads the class's
+        # fields on every call: signing stages call this on every request.
+        return HttpRequest(self.method, self.url, headers, self.body)
 
     @property
     def path(self) -> str:

@@ -41,6 +41,8 @@ _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
 # beyond any real refund in any currency.
 _MAX_TEXT = 40
 _MAX_AMOUNT = Decimal(10) ** 18
+#: The minor unit of each exponent (``Decimal("0.01")`` for 2), made once.
+_QUANTA = {exponent: Decimal(1).scaleb(-exponent) for exponent in range(5)}
 
 
 def currency_exponent(currency: str) -> int:
@@ -98,7 +100,7 @@ class Money:
             raise ValidationError(f"must be greater than zero, got {value}", field="amount")
         if value >= _MAX_AMOUNT:
             raise ValidationError(f"{value} is implausibly large", field="amount")
-        quantum = Decimal(1).scaleb(-exponent)
+        quantum = _QUANTA[exponent]
         try:
             exact = value.quantize(quantum)
         except InvalidOperation:

@@ -591,3 +591,27 @@ def test_any_path_with_a_genuine_body_gives_a_note_or_a_signature_error(
     except SignatureError:
         return
     assert note.provider_refund_id == "7000002"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from(list("ab=&%+ 2F41zé\t?#;")), max_size=30),
+    strict=st.booleans(),
+    max_fields=st.sampled_from([None, 1, 3, 64]),
+)
+def test_form_fields_reads_forms_as_parse_qsl_does(
+    text: str, strict: bool, max_fields: int | None
+) -> None:
+    """The plugin's fast form reader (postbacks, the refund body) gives what
+    ``parse_qsl(keep_blank_values=True)`` gives, errors included."""
+    try:
+        expected: object = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=strict, max_num_fields=max_fields
+        )
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = paywiser.form_fields(text, strict=strict, max_fields=max_fields)
+    except ValueError:
+        got = ValueError
+    assert got == expected

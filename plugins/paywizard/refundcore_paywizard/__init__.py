@@ -378,7 +378,7 @@ def refundcore_build_request(config: PaywizardConfig, operation: Operation) -> H
 @hookimpl
 def refundcore_sign_request(config: PaywizardConfig, request: HttpRequest) -> HttpRequest:
     signature = v3_signature(request.body, config.client_id, config.client_secret.reveal())
-    return request.with_header("jwt-token", config.token.reveal()).with_header("sign", signature)
+    return request.with_headers({"jwt-token": config.token.reveal(), "sign": signature})
 
 
 # -- replies ---------------------------------------------------------------------------

@@ -377,10 +377,12 @@ def refundcore_sign_request(config: WonderConfig, request: HttpRequest) -> HttpR
     signature = wonder_signature(
         request.method, request.path, request.body, nonce, time_text, config.private_key
     )
-    return (
-        request.with_header("Credential", credential(config.app_id, time_text))
-        .with_header("Nonce", nonce)
-        .with_header("Signature", signature)
+    return request.with_headers(
+        {
+            "Credential": credential(config.app_id, time_text),
+            "Nonce": nonce,
+            "Signature": signature,
+        }
     )
 
 
@@ -678,7 +680,17 @@ def _credential_time(header: str, now: dt.datetime) -> str:
     if not _REQUEST_TIME.match(time_text):
         raise SignatureError("Credential time is not yyyymmddHHMMSS")
     try:
-        signed_at = dt.datetime.strptime(time_text, "%Y%m%d%H%M%S").replace(tzinfo=dt.timezone.utc)
+        # The 14 digits are checked above; building the datetime from them directly is
+        # an order of magnitude cheaper than strptime, on every webhook.
+        signed_at = dt.datetime(
+            int(time_text[0:4]),
+            int(time_text[4:6]),
+            int(time_text[6:8]),
+            int(time_text[8:10]),
+            int(time_text[10:12]),
+            int(time_text[12:14]),
+            tzinfo=dt.timezone.utc,
+        )
     except ValueError:
         raise SignatureError("Credential time is not a valid date") from None
     if abs(now - signed_at) > CREDENTIAL_WINDOW:
