@@ -47,7 +47,7 @@ unit: setup postgres
 test: lint typecheck unit
 
 bench: setup
-	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

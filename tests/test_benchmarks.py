@@ -1,0 +1,60 @@
+"""The benchmark harness works: every benchmark runs with tiny sizes and reports a
+figure. No assertion is made on the ratios themselves (that is what ``make bench`` and
+docs/performance.md are for)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import Figure  # noqa: E402
+from benchmarks.report import markdown, text_table  # noqa: E402
+
+
+def test_a_figure_reads_its_target_the_right_way() -> None:
+    cost = Figure("cpu", ours=11.0, baseline=10.0, unit="µs", target=1.10, higher_is_better=False)
+    rate = Figure("rate", ours=8.0, baseline=10.0, unit="/s", target=0.8, higher_is_better=True)
+    slow = Figure("slow", ours=12.0, baseline=10.0, unit="µs", target=1.1, higher_is_better=False)
+    assert cost.ok and rate.ok and not slow.ok
+    assert (cost.target_text, rate.target_text) == ("≤ 1.10", "≥ 0.80")
+    table = text_table([cost, rate, slow], {"broken": "gateway did not start"})
+    assert "MISSED" in table and "ERROR" in table
+    report = markdown([slow], {}, elapsed=1.0)
+    assert "| slow | µs | 12 | 10 | 1.20 | ≤ 1.10 | MISSED |" in report
+
+
+@pytest.mark.slow
+def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
+    output = tmp_path / "performance.md"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for figure in (
+        "client CPU per refund: paywizard",
+        "client CPU per refund: wonder",
+        "client CPU per refund: directgw",
+        "client CPU per refund: paywiser",
+        "client CPU per refund + SQLite journal: directgw",
+        "batch of 20, 4 workers",
+        "start-up: `refundcore providers`",
+        "callbacks verified per second: wonder",
+        "callbacks verified per second: paywiser",
+    ):
+        assert figure in run.stdout, run.stdout
+    assert "ERROR" not in run.stdout
+    report = output.read_text(encoding="utf-8")
+    assert "python -m benchmarks --quick" in report
+    verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
+    assert verdicts == 14  # one table row per figure
