@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from refundcore import Money, PaymentRef, RefundClient
+from refundcore import Money, RefundClient
 
 from .baselines import BASELINES, Baseline
 from .client_cpu import refund_ids
@@ -38,40 +38,15 @@ PAYMENTS = 64
 PAYMENT_AMOUNT = "100000.00"
 
 
-#: ``RefundClient.refund_many`` (refundcore's batch API) is being written. Until it has
-#: landed, refundcore's side is ``workers`` threads calling ``client.refund``; switching
-#: to the batch API is this one line. (It refunds through a journal, which the client
-#: then gets: a SQLite file in a temporary directory.)
-USE_REFUND_MANY = False
-
-
 def refundcore_batch(
     client: RefundClient, rows: Sequence[Mapping[str, Any]], workers: int
 ) -> list[str]:
     """Refund ``rows`` (``BatchRow`` fields: provider, payment_id, amount, refund_id)
-    through refundcore; each row's outcome status."""
-    if USE_REFUND_MANY:
-        from refundcore.batch import BatchRow
+    through refundcore's batch API; each row's outcome status."""
+    from refundcore.batch import BatchRow
 
-        report = client.refund_many([BatchRow(**row) for row in rows], workers=workers)
-        return [str(outcome.status) for outcome in report.outcomes]
-    return _thread_pool(client, rows, workers)
-
-
-def _thread_pool(
-    client: RefundClient, rows: Sequence[Mapping[str, Any]], workers: int
-) -> list[str]:
-    def one(row: Mapping[str, Any]) -> str:
-        result = client.refund(
-            row["provider"],
-            payment=PaymentRef(payment_id=row["payment_id"]),
-            amount=row["amount"],
-            refund_id=row["refund_id"],
-        )
-        return str(result.status)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, rows))
+    report = client.refund_many([BatchRow(**row) for row in rows], workers=workers)
+    return [str(outcome.status) for outcome in report.outcomes]
 
 
 def _baseline_batch(
@@ -112,7 +87,8 @@ def measure(
         currency = gateway.currency
         # Each side's connection pool holds one connection per worker, as a threaded
         # merchant would size it; refundcore's default is 10.
-        journal = f"sqlite:///{Path(tmp) / 'batch.db'}" if USE_REFUND_MANY else None
+        # refund_many refunds through a journal (it is what makes a batch resumable).
+        journal = f"sqlite:///{Path(tmp) / 'batch.db'}"
         client = RefundClient({provider: gateway.config}, pool_size=workers, journal=journal)
         baseline = BASELINES[provider](gateway.config, pool_size=workers)
         ids = refund_ids()
@@ -164,8 +140,8 @@ def measure(
         unit="refunds/s",
         target=TARGET,
         higher_is_better=True,
-        detail=f"{rounds} runs per side, A-B-B-A; refundcore via "
-        + ("RefundClient.refund_many" if USE_REFUND_MANY else "a thread pool over client.refund"),
+        detail=f"{rounds} runs per side, A-B-B-A; refundcore via RefundClient.refund_many "
+        "with a SQLite journal",
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -448,6 +449,26 @@ class Journal(abc.ABC):
         return f"{type(self).__name__}({self.url!r})"
 
 
+def _inserted_entry(
+    new: NewRefund, owner: str, lease_until: datetime, now: datetime
+) -> JournalEntry:
+    """The row a NEW claim has just inserted, as :meth:`Journal.get` would read it."""
+    return JournalEntry(
+        **attrs.asdict(new, recurse=False),
+        state=JournalState.SUBMITTING,
+        provider_refund_id=None,
+        message=None,
+        error_code=None,
+        http_status=None,
+        raw={},
+        attempts=1,
+        owner=owner,
+        lease_until=lease_until,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def utc_now(now: datetime | None = None) -> datetime:
     """``now`` (which must be timezone-aware) in UTC, or the current time."""
     if now is None:
@@ -785,11 +806,13 @@ class SqlJournal(Journal):
                     "ON CONFLICT (provider, refund_id) DO NOTHING",
                     tuple(values.values()),
                 )
-                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
-                if entry is None:  # pragma: no cover - inserted or found by the insert
-                    raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
                 if inserted:
-                    return Claim(ClaimOutcome.NEW, entry)
+                    # The row is exactly what was written: no need to read it back on
+                    # the path every refund takes.
+                    return Claim(ClaimOutcome.NEW, _inserted_entry(new, owner, lease_until, now))
+                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
+                if entry is None:  # pragma: no cover - the insert found it there
+                    raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
             if entry.fingerprint != new.fingerprint:
                 return Claim(ClaimOutcome.CONFLICT, entry)
             if entry.state in (JournalState.PENDING, *_FINAL):
@@ -852,25 +875,38 @@ class SqlJournal(Journal):
                     + _KEY,
                     (self._encode_time(now), provider, refund_id),
                 )
-            else:
-                tx.run(
-                    f"UPDATE {TABLE} SET state = ?, "  # noqa: S608
-                    "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, "
-                    "error_code = ?, http_status = ?, raw = ?, owner = NULL, "
-                    f"lease_until = NULL, updated_at = ? {_KEY}",
-                    (
-                        state.value,
-                        provider_refund_id,
-                        message,
-                        error_code,
-                        http_status,
-                        self._encode_raw(entry.raw if raw is None else raw),
-                        self._encode_time(now),
-                        provider,
-                        refund_id,
-                    ),
-                )
-            return self._refetch(tx, provider, refund_id)
+                return self._refetch(tx, provider, refund_id)
+            kept_raw = entry.raw if raw is None else dict(raw)
+            tx.run(
+                f"UPDATE {TABLE} SET state = ?, "  # noqa: S608
+                "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, "
+                "error_code = ?, http_status = ?, raw = ?, owner = NULL, "
+                f"lease_until = NULL, updated_at = ? {_KEY}",
+                (
+                    state.value,
+                    provider_refund_id,
+                    message,
+                    error_code,
+                    http_status,
+                    self._encode_raw(kept_raw),
+                    self._encode_time(now),
+                    provider,
+                    refund_id,
+                ),
+            )
+            # What was just written, without reading the row back.
+            return attrs.evolve(
+                entry,
+                state=state,
+                provider_refund_id=provider_refund_id or entry.provider_refund_id,
+                message=message,
+                error_code=error_code,
+                http_status=http_status,
+                raw=json.loads(json.dumps(kept_raw, default=str)),
+                owner=None,
+                lease_until=None,
+                updated_at=now,
+            )
 
     def abandon(self, provider: str, refund_id: str, *, owner: str) -> bool:
         with self._transaction(write=True) as tx:
