@@ -365,15 +365,6 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 # -- commands -----------------------------------------------------------------------------
 
 
-def default_journal_url() -> str:
-    """``$REFUNDCORE_JOURNAL``, else a SQLite file in the user's data directory."""
-    configured = os.environ.get("REFUNDCORE_JOURNAL")
-    if configured:
-        return configured
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return f"sqlite:///{Path(base).resolve() / 'refundcore' / 'journal.db'}"
-
-
 def _client(args: argparse.Namespace, **options: Any) -> RefundClient:
     from .client import RefundClient
 
@@ -382,9 +373,11 @@ def _client(args: argparse.Namespace, **options: Any) -> RefundClient:
         path = Path(os.environ["REFUNDCORE_CONFIG"])
     if path is None and Path("refundcore.toml").is_file():
         path = Path("refundcore.toml")
-    journal = None
-    if hasattr(args, "journal") and not getattr(args, "no_journal", False):
-        journal = args.journal or default_journal_url()
+    from .journal import DEFAULT_JOURNAL
+
+    journal: str | None = None
+    if not getattr(args, "no_journal", False):
+        journal = getattr(args, "journal", None) or DEFAULT_JOURNAL
     if path is not None:
         return RefundClient.from_file(path, journal=journal, **options)
     return RefundClient(journal=journal, **options)

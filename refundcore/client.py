@@ -45,6 +45,7 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .journal import DEFAULT_JOURNAL, default_journal_url
 from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund
 from .models import (
     Callback,
@@ -85,10 +86,12 @@ class RefundClient:
     object); see :mod:`refundcore.config`. Nothing is imported or validated until a
     provider is used. A client is thread-safe; clients are independent of each other.
 
-    ``journal`` (``"sqlite:///path.db"``, ``"postgresql://…"``, a
-    :class:`~refundcore.journal.Journal`, or ``None`` for none) makes refunds
-    exactly-once: each is recorded before it is sent, a repeated refund id returns the
-    recorded outcome, and an interrupted one is reconciled instead of sent again.
+    ``journal`` makes refunds exactly-once: each is recorded before it is sent, a
+    repeated refund id returns the recorded outcome, and an interrupted one is
+    reconciled instead of sent again. By default it is a SQLite file in the user's data
+    directory (``$REFUNDCORE_JOURNAL`` overrides it), opened on first use; give
+    ``"sqlite:///path.db"``, ``"postgresql://…"`` (several app servers) or a
+    :class:`~refundcore.journal.Journal`, or ``None`` to opt out.
     ``journal_wait`` bounds how long a caller waits for another worker that is sending
     the same refund; ``lease_seconds`` is how long a sender may take before its refund
     counts as interrupted.
@@ -104,7 +107,7 @@ class RefundClient:
         strict_plugins: bool = False,
         pool_size: int = 10,
         config_dir: str | Path | None = None,
-        journal: str | Journal | None = None,
+        journal: str | Journal | None = DEFAULT_JOURNAL,
         journal_wait: float = 30.0,
         lease_seconds: float = 120.0,
     ) -> None:
@@ -126,8 +129,13 @@ class RefundClient:
         self._pool_size = pool_size
         self._transport = RequestsTransport(pool_size=pool_size)
         self._registry.add_core_plugin(self._transport, name="refundcore.transport")
-        self._owns_journal = isinstance(journal, str)
-        self._journal = _open_journal(journal) if isinstance(journal, str) else journal
+        # A journal the client opens is its own to close. The default one opens on first
+        # use, so a client that only lists providers never touches a database.
+        self._owns_journal = not isinstance(journal, Journal)
+        self._journal_url = journal if isinstance(journal, str) else None
+        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
+        if self._journal_url is not None and self._journal_url != DEFAULT_JOURNAL:
+            self._journal = _open_journal(self._journal_url)
         self._journal_wait = journal_wait
         self._lease_seconds = lease_seconds
         self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
@@ -343,7 +351,7 @@ class RefundClient:
         config = self.config_for(provider)
         _check_capabilities(info, operation)
         _check_original_amount(operation, original_amount)
-        if self._journal is None:
+        if self._current_journal() is None:
             return self._run(info, config, operation)
         if isinstance(operation, RefundQuery):
             result = self._run(info, config, operation)
@@ -482,10 +490,18 @@ class RefundClient:
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
-    def _require_journal(self) -> Journal:
-        if self._journal is None:
-            raise ConfigError("this client has no journal", field="journal")
+    def _current_journal(self) -> Journal | None:
+        if self._journal is None and self._journal_url is not None:
+            with self._lock:
+                if self._journal is None:
+                    self._journal = _open_journal(default_journal_url())
         return self._journal
+
+    def _require_journal(self) -> Journal:
+        journal = self._current_journal()
+        if journal is None:
+            raise ConfigError("this client has no journal (journal=None)", field="journal")
+        return journal
 
     def _send_and_record(
         self,
@@ -588,9 +604,10 @@ class RefundClient:
 
     def _settle(self, info: ProviderInfo, result: RefundResult) -> None:
         """Let a query's or callback's final word settle the journalled refund."""
-        if self._journal is None or result.status is RefundStatus.UNKNOWN:
+        journal = self._current_journal()
+        if journal is None or result.status is RefundStatus.UNKNOWN:
             return
-        self._journal.apply_notification(
+        journal.apply_notification(
             info.id,
             state=JournalState(result.status.value),
             refund_id=result.refund_id,
@@ -629,8 +646,9 @@ class RefundClient:
 
     @property
     def journal(self) -> Journal | None:
-        """The journal this client records refunds in, if any."""
-        return self._journal
+        """The journal this client records refunds in (opened now if it is the default),
+        or ``None``."""
+        return self._current_journal()
 
     def verify_callback(
         self,
@@ -666,8 +684,9 @@ class RefundClient:
             raise _missing_stage(info, "refundcore_verify_callback", note)
         log.info("verified %s callback: %s %s", info.id, note.event, note.status)
         note = attrs.evolve(note, provider=info.id, raw=self._redact(info.id, note.raw))
-        if self._journal is not None and note.status is not RefundStatus.UNKNOWN:
-            self._journal.apply_notification(
+        journal = self._current_journal()
+        if journal is not None and note.status is not RefundStatus.UNKNOWN:
+            journal.apply_notification(
                 info.id,
                 state=JournalState(note.status.value),
                 refund_id=note.refund_id,

@@ -71,13 +71,6 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-@pytest.fixture(autouse=True)
-def private_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI journals by default: keep each test's journal in its own folder, never
-    in the user's data directory."""
-    monkeypatch.setenv("REFUNDCORE_JOURNAL", f"sqlite:///{tmp_path / 'journal.db'}")
-
-
 @pytest.fixture
 def installed(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Put the test site on sys.path (and take it off again afterwards)."""

@@ -27,6 +27,8 @@ Journal URLs:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -53,6 +55,20 @@ if TYPE_CHECKING:
 # journal is opened.
 MEMORY = ":memory:"
 
+#: ``RefundClient(journal=DEFAULT_JOURNAL)`` (the default) journals to
+#: :func:`default_journal_url`, opened on first use.
+DEFAULT_JOURNAL = "default"
+
+
+def default_journal_url() -> str:
+    """``$REFUNDCORE_JOURNAL``, else a SQLite file in the user's data directory
+    (``$XDG_DATA_HOME/refundcore/journal.db``, ``~/.local/share/…`` by default)."""
+    configured = os.environ.get("REFUNDCORE_JOURNAL")
+    if configured:
+        return configured
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"sqlite:///{Path(base).resolve() / 'refundcore' / 'journal.db'}"
+
 
 def __getattr__(name: str) -> Any:
     if name == "SqliteJournal":
@@ -76,6 +92,7 @@ __all__ = [
     "JournalState",
     "NewRefund",
     "SqliteJournal",
+    "default_journal_url",
     "open_journal",
 ]
 

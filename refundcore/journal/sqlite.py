@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -191,7 +192,7 @@ class SqliteJournal(SqlJournal):
         try:
             conn.row_factory = _dict_row
             if self._path != MEMORY:
-                conn.execute("PRAGMA journal_mode = WAL")
+                _use_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             _close(conn)
@@ -253,3 +254,18 @@ class SqliteJournal(SqlJournal):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Switch a file to WAL mode. The switch needs the file to itself and, unlike other
+    statements, does not wait for it: two processes creating one journal at once would
+    see "database is locked", so it is retried within the busy timeout."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

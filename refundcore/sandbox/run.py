@@ -56,7 +56,8 @@ class SandboxRun:
         client: RefundClient | None = None,
     ) -> None:
         self.provider = provider
-        self.client = client or RefundClient(entry_points=plugin is None)
+        # A sandbox run is throwaway and repeatable: it keeps no journal of its own.
+        self.client = client or RefundClient(entry_points=plugin is None, journal=None)
         if plugin is not None:
             self.client.register_plugin(plugin)
         self.info = self.client.provider(provider)
