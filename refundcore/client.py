@@ -64,7 +64,7 @@ from .models import (
 )
 from .money import Money
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
-from .transport import RequestsTransport
+from .transport import HttpTransport
 
 if TYPE_CHECKING:
     from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
@@ -127,7 +127,7 @@ class RefundClient:
             strict=strict_plugins,
         )
         self._pool_size = pool_size
-        self._transport = RequestsTransport(pool_size=pool_size)
+        self._transport = HttpTransport(pool_size=pool_size)
         self._registry.add_core_plugin(self._transport, name="refundcore.transport")
         # A journal the client opens is its own to close. The default one opens on first
         # use, so a client that only lists providers never touches a database.

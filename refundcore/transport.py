@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .config import ProviderConfig
     from .models import ProviderInfo
 
-__all__ = ["RequestsTransport"]
+__all__ = ["HttpTransport"]
 
 #: Cap on a gateway reply: refund replies are small; a huge one is hostile or broken.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -43,12 +43,8 @@ USER_AGENT = "refundcore"
 MAX_POOLS = 32
 
 
-class RequestsTransport:
-    """refundcore's own ``refundcore_send_request`` implementation (runs last).
-
-    (The name dates from when it sent through ``requests.Session``; it now drives
-    urllib3, ``requests``' own engine, directly.)
-    """
+class HttpTransport:
+    """refundcore's own ``refundcore_send_request`` implementation (runs last)."""
 
     def __init__(self, pool_size: int = 10) -> None:
         self._pool_size = pool_size

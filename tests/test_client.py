@@ -394,15 +394,15 @@ def test_query_strings_stay_out_of_logs_and_errors(
 
 
 def test_https_gateways_go_through_the_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from refundcore.transport import RequestsTransport, proxy_for
+    from refundcore.transport import HttpTransport, proxy_for
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "direct.example,localhost")
     assert proxy_for("https://api.gateway.example") == "http://proxy.internal:3128"
     assert proxy_for("https://direct.example") is None
-    pool = RequestsTransport()._pool("https://api.gateway.example", None)
+    pool = HttpTransport()._pool("https://api.gateway.example", None)
     assert pool.proxy is not None and pool.proxy.host == "proxy.internal"
     assert pool.cert_reqs == "CERT_REQUIRED"
     monkeypatch.delenv("HTTPS_PROXY")
     assert proxy_for("https://api.gateway.example") is None
-    assert RequestsTransport()._pool("https://api.gateway.example", None).proxy is None
+    assert HttpTransport()._pool("https://api.gateway.example", None).proxy is None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JournalError
+from . import MEMORY
 from .base import (
     BATCH_TABLE,
     TABLE,
@@ -35,8 +36,6 @@ from .base import (
 )
 
 __all__ = ["SqliteJournal"]
-
-from . import MEMORY
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
