@@ -481,12 +481,13 @@ class RefundClient:
                     field="amount",
                 )
             if time.monotonic() + pause > deadline:
-                return _unknown(
+                busy = _unknown(
                     info,
                     operation,
                     "another worker is submitting this refund and has not finished",
                     "in_progress",
                 )
+                return self._finish(info, operation, busy)
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 

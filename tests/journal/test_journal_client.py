@@ -397,3 +397,34 @@ def test_the_journal_stores_no_secret(run: SandboxRun) -> None:
     run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD), reason="dented")
     for entry in run.client.journal.entries():  # type: ignore[union-attr]
         assert secret not in json.dumps(attrs.asdict(entry), default=str)
+
+
+def test_a_caller_waits_only_so_long_for_another_sender(installed: Path, tmp_path: Path) -> None:
+    """While another worker holds the refund, a second caller waits up to journal_wait,
+    then answers UNKNOWN (with the query-first advice) and sends nothing itself."""
+    url = _sqlite(tmp_path)
+    with SandboxRun("testpay", client=RefundClient(journal=url)) as run:
+        payment = seed(run)
+        run.server.inject("/v1/refunds", Fault(delay=1.5, times=1))
+        impatient = RefundClient(journal=url, journal_wait=0.3)
+        impatient.configure("testpay", run.emulator.client_config(run.server.base_url))
+        first = threading.Thread(
+            target=run.client.refund,
+            kwargs={
+                "provider": "testpay",
+                "payment": payment,
+                "amount": Money("10", HKD),
+                "refund_id": "r-wait",
+            },
+        )
+        first.start()
+        deadline = time.monotonic() + 5
+        while not run.server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waited = impatient.refund(
+            "testpay", payment=payment, amount=Money("10", HKD), refund_id="r-wait"
+        )
+        first.join()
+        assert waited.status is RefundStatus.UNKNOWN and waited.error_code == "in_progress"
+        assert "query the refund" in (waited.message or "")
+        assert refunds_sent(run) == 1
