@@ -79,6 +79,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_JOURNAL",
     "SETTLED_OUTCOMES",
     "BatchCounts",
     "BatchDone",
