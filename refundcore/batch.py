@@ -734,16 +734,7 @@ def derive_refund_ids(rows: Iterable[BatchRow]) -> list[BatchRow]:
     derived = []
     for row in rows:
         if row.refund_id is None:
-            identity = [
-                row.provider,
-                row.payment_id,
-                row.merchant_reference,
-                row.transaction_id,
-                row.amount.to_wire(),
-                row.amount.currency,
-                row.reason,
-                None if row.original_amount is None else row.original_amount.to_wire(),
-            ]
+            identity = _row_content(row)
             digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
             seen[digest] += 1
             row = attrs.evolve(row, refund_id=f"b-{digest}-{seen[digest]}")
@@ -1358,22 +1349,22 @@ def run_batch(
 
 def _rows_digest(rows: Sequence[BatchRow]) -> str:
     """A batch id for rows built in code: the same rows, the same batch."""
-    canonical = [
-        [
-            row.line,
-            row.refund_id,
-            row.provider,
-            row.payment_id,
-            row.merchant_reference,
-            row.transaction_id,
-            row.amount.to_wire(),
-            row.amount.currency,
-            row.reason,
-            None if row.original_amount is None else row.original_amount.to_wire(),
-        ]
-        for row in rows
-    ]
+    canonical = [[row.line, row.refund_id, *_row_content(row)] for row in rows]
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:32]
+
+
+def _row_content(row: BatchRow) -> list[str | None]:
+    """What a row asks for, apart from its line and refund id."""
+    return [
+        row.provider,
+        row.payment_id,
+        row.merchant_reference,
+        row.transaction_id,
+        row.amount.to_wire(),
+        row.amount.currency,
+        row.reason,
+        None if row.original_amount is None else row.original_amount.to_wire(),
+    ]
 
 
 # -- progress ------------------------------------------------------------------------------

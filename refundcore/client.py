@@ -603,17 +603,18 @@ class RefundClient:
         self._record(info, operation, owner, unknown)
         return self._finish(info, operation, unknown)
 
-    def _settle(self, info: ProviderInfo, result: RefundResult) -> None:
-        """Let a query's or callback's final word settle the journalled refund."""
+    def _settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> None:
+        """Let a query's or callback's word settle the journalled refund (the journal
+        keeps it monotonic: nothing undoes a final state)."""
         journal = self._current_journal()
-        if journal is None or result.status is RefundStatus.UNKNOWN:
+        if journal is None or word.status is RefundStatus.UNKNOWN:
             return
         journal.apply_notification(
             info.id,
-            state=JournalState(result.status.value),
-            refund_id=result.refund_id,
-            provider_refund_id=result.provider_refund_id,
-            raw=result.raw,
+            state=JournalState(word.status.value),
+            refund_id=word.refund_id,
+            provider_refund_id=word.provider_refund_id,
+            raw=word.raw,
         )
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
@@ -685,15 +686,7 @@ class RefundClient:
             raise _missing_stage(info, "refundcore_verify_callback", note)
         log.info("verified %s callback: %s %s", info.id, note.event, note.status)
         note = attrs.evolve(note, provider=info.id, raw=self._redact(info.id, note.raw))
-        journal = self._current_journal()
-        if journal is not None and note.status is not RefundStatus.UNKNOWN:
-            journal.apply_notification(
-                info.id,
-                state=JournalState(note.status.value),
-                refund_id=note.refund_id,
-                provider_refund_id=note.provider_refund_id,
-                raw=note.raw,
-            )
+        self._settle(info, note)
         return note
 
     # -- internals ---------------------------------------------------------------------
