@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,43 @@ def installed(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield plugin_site
     for name in [m for m in sys.modules if m.startswith(("refundcore_testpay", "rc_"))]:
         del sys.modules[name]
+
+
+TestpayVariant = Callable[..., object]
+
+
+@pytest.fixture
+def testpay_variant(installed: Path) -> TestpayVariant:
+    """Build testpay's plugin under another provider id, with other capabilities and,
+    if given, another build stage: how the tests meet providers that cannot query, do
+    not deduplicate, or refuse some ids."""
+    import attrs
+    import refundcore_testpay as testpay
+
+    from refundcore import hookimpl
+
+    def variant(
+        provider_id: str, *, build: Callable[..., Any] | None = None, **capabilities: Any
+    ) -> object:
+        class Variant:
+            refundcore_build_request = staticmethod(build or testpay.refundcore_build_request)
+            refundcore_sign_request = staticmethod(testpay.refundcore_sign_request)
+            refundcore_parse_response = staticmethod(testpay.refundcore_parse_response)
+            refundcore_verify_callback = staticmethod(testpay.refundcore_verify_callback)
+
+            @hookimpl
+            def refundcore_register_providers(self, register: Any) -> None:
+                captured: list[Any] = []
+                testpay.refundcore_register_providers(captured.append)
+                info = captured[0]
+                register(
+                    attrs.evolve(
+                        info,
+                        id=provider_id,
+                        capabilities=attrs.evolve(info.capabilities, **capabilities),
+                    )
+                )
+
+        return Variant()
+
+    return variant

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,12 +225,14 @@ def test_json_lines_take_strings_and_integers_and_refuse_floats(tmp_path: Path) 
     ]
 
 
-def test_check_runs_the_provider_plugins_build_stage(installed: Path, tmp_path: Path) -> None:
+def test_check_runs_the_provider_plugins_build_stage(
+    tmp_path: Path, testpay_variant: Callable[..., object]
+) -> None:
     """A plugin whose build stage refuses payment ids that are not digits: refund_many
     lists the row before anything is sent; check() alone raises."""
     with SandboxRun("testpay") as run:
         client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
-        client.register_plugin(_digits_only(), name="digits")
+        client.register_plugin(testpay_variant("digits", build=_digits_only), name="digits")
         client.configure("digits", run.emulator.client_config(run.server.base_url))
         paid = run.emulator.seed_payment(Money("100", HKD))
         rows = [
@@ -251,26 +253,14 @@ def test_check_runs_the_provider_plugins_build_stage(installed: Path, tmp_path: 
         client.close()
 
 
-def _digits_only() -> object:
+@hookimpl
+def _digits_only(config: Any, operation: Any) -> Any:
+    """A build stage for a gateway whose payment ids are digits only."""
     import refundcore_testpay
 
-    class Digits:
-        refundcore_sign_request = staticmethod(refundcore_testpay.refundcore_sign_request)
-        refundcore_parse_response = staticmethod(refundcore_testpay.refundcore_parse_response)
-
-        @hookimpl
-        def refundcore_register_providers(self, register: Any) -> None:
-            captured: list[Any] = []
-            refundcore_testpay.refundcore_register_providers(captured.append)
-            register(attrs.evolve(captured[0], id="digits"))
-
-        @hookimpl
-        def refundcore_build_request(self, config: Any, operation: Any) -> Any:
-            if not str(operation.payment.payment_id).isdigit():
-                raise ValidationError("must be digits for this gateway", field="payment_id")
-            return refundcore_testpay.refundcore_build_request(config=config, operation=operation)
-
-    return Digits()
+    if not str(operation.payment.payment_id).isdigit():
+        raise ValidationError("must be digits for this gateway", field="payment_id")
+    return refundcore_testpay.refundcore_build_request(config=config, operation=operation)
 
 
 def test_skip_invalid_sends_the_valid_rows(

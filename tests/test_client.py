@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -160,31 +160,13 @@ def test_payment_ref_is_checked(kwargs: dict[str, Any], field: str) -> None:
     assert error.value.field == field
 
 
-def test_unsupported_currency_and_operation(installed: Path) -> None:
-    import attrs
-    import refundcore_testpay
-
-    class Limited:
-        @hookimpl
-        def refundcore_register_providers(self, register: Any) -> None:
-            captured: list[Any] = []
-            refundcore_testpay.refundcore_register_providers(captured.append)
-            info = captured[0]
-            register(
-                attrs.evolve(
-                    info,
-                    id="limited",
-                    capabilities=attrs.evolve(
-                        info.capabilities, currencies={"HKD"}, query=False, callbacks=False
-                    ),
-                )
-            )
-
+def test_unsupported_currency_and_operation(testpay_variant: Callable[..., object]) -> None:
+    limited = testpay_variant("limited", currencies={"HKD"}, query=False, callbacks=False)
     client = RefundClient(
         {"limited": {"api_key": "k", "secret": "s", "base_url": "http://127.0.0.1:9"}},
         entry_points=False,
     )
-    client.register_plugin(Limited())
+    client.register_plugin(limited)
     payment = PaymentRef(payment_id="1")
     with pytest.raises(ValidationError, match="does not take USD"):
         client.refund("limited", payment=payment, amount=Money("1", "USD"))

@@ -26,7 +26,6 @@ from refundcore import (
     RefundStatus,
     TransportError,
     ValidationError,
-    hookimpl,
 )
 from refundcore.errors import JournalError
 from refundcore.journal import JournalState, open_journal
@@ -157,35 +156,16 @@ def test_after_unknown_a_retry_queries_instead_of_refunding_again(run: SandboxRu
     assert found is not None and len(found.refunds) == 1
 
 
-def _limited(base: Any, **capabilities: Any) -> object:
-    """testpay under another id, with other capabilities."""
-    import refundcore_testpay
-
-    class Limited:
-        refundcore_build_request = staticmethod(refundcore_testpay.refundcore_build_request)
-        refundcore_sign_request = staticmethod(refundcore_testpay.refundcore_sign_request)
-        refundcore_parse_response = staticmethod(refundcore_testpay.refundcore_parse_response)
-
-        @hookimpl
-        def refundcore_register_providers(self, register: Any) -> None:
-            captured: list[Any] = []
-            refundcore_testpay.refundcore_register_providers(captured.append)
-            info = captured[0]
-            register(
-                attrs.evolve(
-                    info, id="limited", capabilities=attrs.evolve(info.capabilities, **capabilities)
-                )
-            )
-
-    return Limited()
-
-
 @pytest.mark.parametrize(("query", "idempotent"), [(False, False), (False, True)])
 def test_without_a_query_only_a_deduplicating_gateway_gets_a_resend(
-    run: SandboxRun, tmp_path: Path, query: bool, idempotent: bool
+    run: SandboxRun,
+    tmp_path: Path,
+    testpay_variant: Callable[..., object],
+    query: bool,
+    idempotent: bool,
 ) -> None:
     client = RefundClient(entry_points=False, journal=_sqlite(tmp_path))
-    client.register_plugin(_limited(None, query=query, idempotent_refund_id=idempotent))
+    client.register_plugin(testpay_variant("limited", query=query, idempotent_refund_id=idempotent))
     client.configure(
         "limited", run.emulator.client_config(run.server.base_url) | {"read_timeout": 0.5}
     )
