@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import enum
 import json
+import operator
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -454,7 +455,19 @@ def _inserted_entry(
 ) -> JournalEntry:
     """The row a NEW claim has just inserted, as :meth:`Journal.get` would read it."""
     return JournalEntry(
-        **attrs.asdict(new, recurse=False),
+        provider=new.provider,
+        refund_id=new.refund_id,
+        operation=new.operation,
+        payment_id=new.payment_id,
+        merchant_reference=new.merchant_reference,
+        transaction_id=new.transaction_id,
+        amount=new.amount,
+        currency=new.currency,
+        reason=new.reason,
+        notify_url=new.notify_url,
+        original_amount=new.original_amount,
+        fingerprint=new.fingerprint,
+        payment_key=new.payment_key,
         state=JournalState.SUBMITTING,
         provider_refund_id=None,
         message=None,
@@ -596,6 +609,34 @@ _COLUMNS = tuple(attrs.fields_dict(JournalEntry))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {TABLE}"  # noqa: S608 - constant names
 _BY_ID = f"{_SELECT} WHERE provider = ? AND refund_id = ?"
 _KEY = "WHERE provider = ? AND refund_id = ?"
+_new_values = operator.attrgetter(*_NEW_COLUMNS)
+_AMOUNT = _NEW_COLUMNS.index("amount")
+_ORIGINAL = _NEW_COLUMNS.index("original_amount")
+_INSERTED = (
+    *_NEW_COLUMNS,
+    "state",
+    "raw",
+    "attempts",
+    "owner",
+    "lease_until",
+    "created_at",
+    "updated_at",
+)
+# RETURNING: a row back means this claim inserted it.
+_INSERT = (
+    f"INSERT INTO {TABLE} ({', '.join(_INSERTED)}) "  # noqa: S608 - constant names
+    f"VALUES ({', '.join('?' * len(_INSERTED))}) "
+    "ON CONFLICT (provider, refund_id) DO NOTHING RETURNING refund_id"
+)
+# The outcome of the claimant's own send: its row is SUBMITTING and owned by it, and
+# every outcome ranks above SUBMITTING, so nothing needs reading first.
+_RECORD_OWN = (
+    f"UPDATE {TABLE} SET state = ?, "  # noqa: S608 - constant names
+    "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, error_code = ?, "
+    "http_status = ?, raw = COALESCE(?, raw), owner = NULL, lease_until = NULL, "
+    f"updated_at = ? {_KEY} AND owner = ? AND state = 'SUBMITTING' "
+    f"RETURNING {', '.join(_COLUMNS)}"
+)
 
 
 def _states(states: Sequence[JournalState]) -> str:
@@ -653,6 +694,21 @@ class SqlJournal(Journal):
         """A transaction (``write``) or a plain read. A write transaction with ``lock``
         holds that key until it ends, so writers of the same key are serialised; every
         driver error becomes a ``JournalError``."""
+
+    def _alone(
+        self, sql: str, params: Sequence[Any], *, lock: str | None = None, sync: bool = True
+    ) -> list[Row]:
+        """Run one write statement as a transaction of its own (under ``lock``, as
+        :meth:`_transaction` does) and return the rows its ``RETURNING`` gives.
+
+        The path every refund takes is one such statement to claim and one to record;
+        a backend that can commit a lone statement without ``BEGIN``/``COMMIT`` round
+        trips overrides this. ``sync=False`` allows the commit to become durable with
+        the next synchronous one instead of at once (it must survive the process
+        dying, though), for writes whose loss a reconcile repairs.
+        """
+        with self._transaction(write=True, lock=lock) as tx:
+            return tx.all(sql, params)
 
     @abc.abstractmethod
     def _has_table(self, tx: Transaction, name: str) -> bool:
@@ -762,6 +818,25 @@ class SqlJournal(Journal):
             total += limit if amount is None else Decimal(amount)
         return total
 
+    def _new_row(
+        self, new: NewRefund, owner: str, lease_until: datetime, now: datetime
+    ) -> list[Any]:
+        """The values of :data:`_INSERT` for a claim of ``new``."""
+        values = list(_new_values(new))
+        values[_AMOUNT] = self._encode_amount(new.amount)
+        values[_ORIGINAL] = self._encode_amount(new.original_amount)
+        stamp = self._encode_time(now)
+        values += (
+            JournalState.SUBMITTING.value,
+            self._encode_raw({}),
+            1,
+            owner,
+            self._encode_time(lease_until),
+            stamp,
+            stamp,
+        )
+        return values
+
     # -- the interface --------------------------------------------------------------
 
     def claim(
@@ -777,7 +852,14 @@ class SqlJournal(Journal):
         now = utc_now(now)
         lease_until = now + timedelta(seconds=lease_seconds)
         # Keyed by payment: claims that could together pass the payment's limit queue up.
-        with self._transaction(write=True, lock=f"{new.provider}\0{new.payment_key}") as tx:
+        lock = f"{new.provider}\0{new.payment_key}"
+        # No limit to check: the insert alone decides, one statement for the common case
+        # of a fresh refund id; anything else takes the path below.
+        if new.original_amount is None and self._alone(
+            _INSERT, self._new_row(new, owner, lease_until, now), lock=lock
+        ):
+            return Claim(ClaimOutcome.NEW, _inserted_entry(new, owner, lease_until, now))
+        with self._transaction(write=True, lock=lock) as tx:
             entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
             if entry is None:
                 if new.original_amount is not None:
@@ -786,27 +868,9 @@ class SqlJournal(Journal):
                     wanted = limit if new.amount is None else Decimal(new.amount)
                     if committed + wanted > limit:
                         return Claim(ClaimOutcome.OVER_LIMIT, None, refunded=f"{committed:f}")
-                values = {name: getattr(new, name) for name in _NEW_COLUMNS}
-                values.update(
-                    amount=self._encode_amount(new.amount),
-                    original_amount=self._encode_amount(new.original_amount),
-                    state=JournalState.SUBMITTING.value,
-                    raw=self._encode_raw({}),
-                    attempts=1,
-                    owner=owner,
-                    lease_until=self._encode_time(lease_until),
-                    created_at=self._encode_time(now),
-                    updated_at=self._encode_time(now),
-                )
                 # ON CONFLICT: a claim of the same refund id for another payment holds
                 # another lock; whoever inserts second finds the row below instead.
-                inserted = tx.run(
-                    f"INSERT INTO {TABLE} ({', '.join(values)}) "  # noqa: S608
-                    f"VALUES ({', '.join('?' * len(values))}) "
-                    "ON CONFLICT (provider, refund_id) DO NOTHING",
-                    tuple(values.values()),
-                )
-                if inserted:
+                if tx.all(_INSERT, self._new_row(new, owner, lease_until, now)):
                     # The row is exactly what was written: no need to read it back on
                     # the path every refund takes.
                     return Claim(ClaimOutcome.NEW, _inserted_entry(new, owner, lease_until, now))
@@ -850,6 +914,26 @@ class SqlJournal(Journal):
         if state is JournalState.SUBMITTING:
             raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")
         now = utc_now(now)
+        recorded = self._alone(
+            _RECORD_OWN,
+            (
+                state.value,
+                provider_refund_id,
+                message,
+                error_code,
+                http_status,
+                None if raw is None else self._encode_raw(raw),
+                self._encode_time(now),
+                provider,
+                refund_id,
+                owner,
+            ),
+            # Lost to a power cut, the row is still SUBMITTING and a reconcile asks the
+            # gateway: the claim, not the outcome, is what keeps money from going twice.
+            sync=False,
+        )
+        if recorded:
+            return self._entry(recorded[0])
         with self._transaction(write=True) as tx:
             entry = self._fetch(tx, provider, refund_id, lock=True)
             if entry is None:

@@ -69,10 +69,14 @@ def _claim_together(
 # -- claim ----------------------------------------------------------------------------
 
 
-def test_new_claim_records_the_refund_before_sending(backend: Any, make_refund: MakeRefund) -> None:
+# Without original_amount a claim is one INSERT; with it, the payment's total is read first.
+@pytest.mark.parametrize("original_amount", [None, "50.00"])
+def test_new_claim_records_the_refund_before_sending(
+    backend: Any, make_refund: MakeRefund, original_amount: str | None
+) -> None:
     journal = backend.open()
     new = make_refund(
-        reason="damaged", notify_url="https://shop.example/cb", original_amount="50.00"
+        reason="damaged", notify_url="https://shop.example/cb", original_amount=original_amount
     )
 
     claim = journal.claim(new, owner="A", lease_seconds=30, now=T0)
@@ -438,6 +442,33 @@ def test_record_refuses_a_caller_without_the_live_lease(
     # Once the lease has expired (and nobody took over), a late owner may still report.
     late = journal.record("testpay", "R-1", owner="B", state=S.FAILED, now=T0 + timedelta(hours=1))
     assert late.state is S.FAILED
+
+
+@pytest.mark.parametrize("raw", [None, {"status": "ok", "amount": "1.00", "n": [1, 2]}])
+def test_record_of_the_claimants_own_send_stores_and_returns_the_row(
+    backend: Any, make_refund: MakeRefund, raw: dict[str, Any] | None
+) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A", now=T0)
+
+    entry = journal.record(
+        "testpay",
+        "R-1",
+        owner="A",
+        state=S.SUCCEEDED,
+        provider_refund_id="GW-1",
+        message="done",
+        error_code="E0",
+        http_status=200,
+        raw=raw,
+        now=T0 + timedelta(seconds=2),
+    )
+
+    assert entry == journal.get("testpay", "R-1")
+    assert (entry.state, entry.provider_refund_id, entry.message) == (S.SUCCEEDED, "GW-1", "done")
+    assert (entry.error_code, entry.http_status, entry.raw) == ("E0", 200, raw or {})
+    assert (entry.owner, entry.lease_until, entry.attempts) == (None, None, 1)
+    assert (entry.created_at, entry.updated_at) == (T0, T0 + timedelta(seconds=2))
 
 
 def test_record_never_changes_a_final_row(backend: Any, make_refund: MakeRefund) -> None:

@@ -145,8 +145,7 @@ def test_read_only_database_refuses_claims(postgres_url: str, make_refund: MakeR
         assert journal.entries() == []
 
     assert str(caught.value) == (
-        f"journal {postgres_url} is read-only: "
-        "cannot execute SELECT FOR UPDATE in a read-only transaction"
+        f"journal {postgres_url} is read-only: cannot execute INSERT in a read-only transaction"
     )
 
 

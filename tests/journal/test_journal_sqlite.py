@@ -81,11 +81,17 @@ def test_opening_sqlite_never_imports_psycopg() -> None:
     assert done.stdout.strip() == "False"
 
 
-def test_file_uses_wal_and_full_sync(tmp_path: Path) -> None:
+def test_claims_sync_fully_and_own_outcomes_on_the_next_sync(tmp_path: Path) -> None:
+    """A claim is on disk before its request leaves; the claimant's own outcome only
+    needs to survive the process (a power cut leaves the row SUBMITTING, which a
+    reconcile settles), so it rides on the next fsync instead of paying its own."""
     journal = SqliteJournal(tmp_path / "journal.db")
     with journal._transaction(write=False) as tx:
         assert tx.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
         assert tx.one("PRAGMA synchronous") == {"synchronous": 2}  # FULL
+    with journal._lazy_pool.connection() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == {"journal_mode": "wal"}
+        assert conn.execute("PRAGMA synchronous").fetchone() == {"synchronous": 1}  # NORMAL
     journal.close()
 
 
