@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
@@ -44,7 +45,8 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -53,12 +55,21 @@ import attrs
 
 from .errors import (
     ConfigError,
+    JournalError,
     PluginLoadError,
     ProviderNotInstalled,
     RefundError,
     ValidationError,
 )
-from .journal.base import BatchDone, BatchEntry, BatchItem, BatchItemState, Journal, JournalState
+from .journal.base import (
+    BatchDone,
+    BatchEntry,
+    BatchItem,
+    BatchItemState,
+    Journal,
+    JournalState,
+    Outcome,
+)
 from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
 from .money import Money
 
@@ -981,6 +992,13 @@ class _Runner:
         self._halt = threading.Event()
         self._renewal_over = threading.Event()
         self._in_flight: dict[Future[BatchOutcome], int] = {}
+        # Futures put themselves here when done: waiting on this costs the same however
+        # many rows are in flight, where concurrent.futures.wait hooks into every one.
+        self._finished: queue.SimpleQueue[Future[BatchOutcome]] = queue.SimpleQueue()
+        # Outcomes of sent refunds, journalled together when the rows are marked done
+        # rather than one commit each: a row's outcome is in here before its future
+        # is done, so it is journalled no later than the row.
+        self._sent: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._outcomes: dict[int, BatchOutcome] = {}
         self._unrecorded: list[BatchDone] = []
         self._counts: Counter[BatchStatus] = Counter()
@@ -1001,7 +1019,14 @@ class _Runner:
                 for line, row in self._rows.items()
             ],
         )
-        for entry in journal.batch_entries(self._batch_id):
+        # Rows earlier runs finished are read only when there are any: a fresh batch of
+        # thousands of rows need not decode them all.
+        earlier = (
+            journal.batch_entries(self._batch_id)
+            if journal.count_batch(self._batch_id).done
+            else []
+        )
+        for entry in earlier:
             if entry.state is BatchItemState.DONE:
                 self._done_before += 1
                 row = self._rows.get(entry.line)
@@ -1053,7 +1078,9 @@ class _Runner:
                         exhausted = True
                         break
                 line = queue.popleft()
-                self._in_flight[executor.submit(self._refund, self._rows[line])] = line
+                future = executor.submit(self._refund, self._rows[line])
+                self._in_flight[future] = line
+                future.add_done_callback(self._finished.put)
             now = time.monotonic()
             if self._in_flight:
                 self._collect(timeout=_POLL_SECONDS)
@@ -1110,13 +1137,8 @@ class _Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return _skipped(row)
         try:
-            result = self._client.refund(
-                row.provider,
-                payment=row.payment,
-                amount=row.amount,
-                refund_id=row.refund_id,
-                reason=row.reason,
-                original_amount=row.original_amount,
+            result = self._client._execute(
+                row.provider, row.operation(), row.original_amount, self._sent.put
             )
         except (ValidationError, ConfigError) as exc:
             return self._not_sent(row, BatchStatus.INVALID, exc)
@@ -1153,10 +1175,22 @@ class _Runner:
             return None
         return str(self._client._redact(provider, text))
 
-    def _collect(self, timeout: float | None) -> None:
-        finished, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+    def _collect(self, timeout: float) -> None:
+        """Take in the outcomes of rows finished by now, waiting up to ``timeout`` for
+        the first."""
+        finished: list[Future[BatchOutcome]] = []
+        try:
+            finished.append(self._finished.get(timeout=timeout))
+            while True:
+                finished.append(self._finished.get_nowait())
+        except queue.Empty:
+            if not finished:
+                # One taken off the queue by a call that Ctrl-C cut short is found here.
+                finished = [future for future in self._in_flight if future.done()]
         for future in finished:
-            line = self._in_flight[future]
+            line = self._in_flight.get(future)
+            if line is None:
+                continue
             outcome = future.result()
             # Kept before the future is let go: a Ctrl-C between the two must not lose
             # the outcome of a refund that was sent (the wind-down collects it again).
@@ -1171,7 +1205,24 @@ class _Runner:
             )
 
     def _record(self) -> None:
-        """Mark finished rows done: one transaction for all of them."""
+        """Journal the outcomes of refunds sent, then mark finished rows done: one
+        transaction for each."""
+        sent = []
+        with suppress(queue.Empty):
+            while True:
+                sent.append(self._sent.get_nowait())
+        if sent:
+            try:
+                self._journal.record_many(sent)
+            except JournalError as exc:
+                # The refunds are out: their rows stay SUBMITTING, and a reconcile (or
+                # the next run of the batch) settles them once the journal is back.
+                log.error(
+                    "batch %s: outcomes of %d refunds not journalled: %s",
+                    self._batch_id,
+                    len(sent),
+                    exc,
+                )
         if self._unrecorded:
             self._recorded += self._journal.finish_batch(
                 self._batch_id, owner=self._owner, done=self._unrecorded
@@ -1230,7 +1281,15 @@ class _Runner:
         )
 
     def _report(self, interrupted: bool) -> BatchReport:
-        entries = {entry.line: entry for entry in self._journal.batch_entries(self._batch_id)}
+        ran_here = all(
+            line in self._outcomes and self._outcomes[line].status is not BatchStatus.SKIPPED
+            for line in self._rows
+        )
+        entries = (
+            {}
+            if ran_here
+            else {entry.line: entry for entry in self._journal.batch_entries(self._batch_id)}
+        )
         outcomes = list(self._invalid)
         for line, row in self._rows.items():
             mine = self._outcomes.get(line)

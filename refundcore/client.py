@@ -46,7 +46,14 @@ from .errors import (
     ValidationError,
 )
 from .journal import DEFAULT_JOURNAL, default_journal_url
-from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, NewRefund
+from .journal.base import (
+    ClaimOutcome,
+    Journal,
+    JournalEntry,
+    JournalState,
+    NewRefund,
+    Outcome,
+)
 from .models import (
     Callback,
     HttpRequest,
@@ -347,6 +354,17 @@ class RefundClient:
         self, provider: str, operation: Operation, *, original_amount: Money | None = None
     ) -> RefundResult:
         """Run the pipeline for a ready operation value (through the journal, if any)."""
+        return self._execute(provider, operation, original_amount, None)
+
+    def _execute(
+        self,
+        provider: str,
+        operation: Operation,
+        original_amount: Money | None,
+        defer: Callable[[Outcome], None] | None,
+    ) -> RefundResult:
+        """:meth:`execute`; with ``defer``, the outcome of a send is handed to it to be
+        journalled later (with others, by :meth:`Journal.record_many`) instead of now."""
         info = self.provider(provider)
         config = self.config_for(provider)
         _check_capabilities(info, operation)
@@ -357,7 +375,7 @@ class RefundClient:
             result = self._run(info, config, operation)
             self._settle(info, result)
             return result
-        return self._run_journalled(info, config, operation, original_amount)
+        return self._run_journalled(info, config, operation, original_amount, defer)
 
     def _run(self, info: ProviderInfo, config: Any, operation: Operation) -> RefundResult:
         return self._deliver(info, config, operation, self._prepare(info, config, operation))
@@ -451,6 +469,7 @@ class RefundClient:
         config: Any,
         operation: Refund | Void,
         original_amount: Money | None,
+        defer: Callable[[Outcome], None] | None,
     ) -> RefundResult:
         journal = self._require_journal()
         request = self._prepare(info, config, operation)
@@ -462,7 +481,7 @@ class RefundClient:
             claim = journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
             entry = claim.entry
             if claim.outcome is ClaimOutcome.NEW:
-                return self._send_and_record(info, config, operation, request, owner)
+                return self._send_and_record(info, config, operation, request, owner, defer)
             if claim.outcome is ClaimOutcome.TAKEOVER and entry is not None:
                 return self._reconcile_claimed(info, config, operation, owner, entry)
             if claim.outcome is ClaimOutcome.DONE and entry is not None:
@@ -511,6 +530,7 @@ class RefundClient:
         operation: Refund | Void,
         request: HttpRequest,
         owner: str,
+        defer: Callable[[Outcome], None] | None = None,
     ) -> RefundResult:
         journal = self._require_journal()
         try:
@@ -519,24 +539,18 @@ class RefundClient:
             # Nothing left the process: free the refund id for a retry.
             journal.abandon(info.id, operation.refund_id, owner=owner)
             raise
-        self._record(info, operation, owner, result)
+        if defer is None:
+            self._record(info, operation, owner, result)
+        else:
+            defer(_outcome(info, operation, owner, result))
         return result
 
     def _record(
         self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
     ) -> None:
+        outcome = _outcome(info, operation, owner, result)
         try:
-            self._require_journal().record(
-                info.id,
-                operation.refund_id,
-                owner=owner,
-                state=JournalState(result.status.value),
-                provider_refund_id=result.provider_refund_id,
-                message=result.message,
-                error_code=result.error_code,
-                http_status=result.http_status,
-                raw=result.raw,
-            )
+            self._require_journal().record(**attrs.asdict(outcome, recurse=False))
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
@@ -841,6 +855,20 @@ def _payment_key(payment: PaymentRef) -> str:
         if value is not None:
             return f"{name}:{value}"
     raise ValidationError("give at least one identifier", field="payment")
+
+
+def _outcome(info: ProviderInfo, operation: Operation, owner: str, result: RefundResult) -> Outcome:
+    return Outcome(
+        info.id,
+        operation.refund_id,
+        owner,
+        JournalState(result.status.value),
+        result.provider_refund_id,
+        result.message,
+        result.error_code,
+        result.http_status,
+        result.raw,
+    )
 
 
 def _journal_row(provider: str, operation: Refund | Void, original: Money | None) -> NewRefund:

@@ -273,7 +273,8 @@ def check_refund_id(refund_id: str) -> str:
         raise ValidationError(
             f"must be 1 to {REFUND_ID_MAX} characters, got {len(refund_id)}", field="refund_id"
         )
-    if not all("!" <= ch <= "~" for ch in refund_id):
+    # Printable ASCII is "!" to "~" plus the space, which is refused on its own.
+    if not (refund_id.isascii() and refund_id.isprintable()) or " " in refund_id:
         raise ValidationError(
             "must be printable ASCII without spaces (letters, digits, punctuation)",
             field="refund_id",

@@ -22,6 +22,7 @@ import pytest
 
 from refundcore import (
     ConfigError,
+    JournalError,
     Money,
     PaymentRef,
     RefundClient,
@@ -43,7 +44,7 @@ from refundcore.batch import (
     read_batch_file,
 )
 from refundcore.cli import main
-from refundcore.journal import open_journal
+from refundcore.journal import JournalState, open_journal
 from refundcore.sandbox import Fault, SandboxRun
 
 HKD = "HKD"
@@ -527,6 +528,77 @@ def test_refund_many_from_code(installed: Path, tmp_path: Path) -> None:
         assert not any(o.ran_here for o in again.outcomes)
         sent = [r for r in run.server.requests if r.method == "POST"]
         assert len(sent) == 5
+
+
+def test_a_batch_journals_the_outcomes_of_its_rows_together(
+    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SandboxRun(
+        "testpay", client=RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
+    ) as run:
+        journal = run.client.journal
+        assert journal is not None
+        one_by_one: list[str] = []
+        together: list[int] = []
+        record, record_many = journal.record, journal.record_many
+        monkeypatch.setattr(
+            journal, "record", lambda *a, **kw: one_by_one.append(a[1]) or record(*a, **kw)
+        )
+        monkeypatch.setattr(
+            journal,
+            "record_many",
+            lambda outcomes, **kw: together.append(len(outcomes)) or record_many(outcomes, **kw),
+        )
+        payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(12)]
+        rows = [
+            BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("10", HKD))
+            for p in payments
+        ]
+
+        report = run.client.refund_many(rows, workers=4)
+
+        assert report.succeeded and one_by_one == [] and sum(together) == 12
+        assert len(together) < 12
+        stored = {entry.refund_id: entry for entry in journal.entries()}
+        for outcome in report.outcomes:
+            entry = stored[str(outcome.refund_id)]
+            assert entry.state is JournalState.SUCCEEDED and entry.owner is None
+            assert entry.provider_refund_id == outcome.provider_refund_id
+
+
+def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
+    installed: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=0.5)
+    with SandboxRun("testpay", client=client) as run:
+        journal = run.client.journal
+        assert journal is not None
+
+        def unavailable(*args: Any, **kwargs: Any) -> None:
+            raise JournalError("journal sqlite:///j.db is full: database or disk is full")
+
+        monkeypatch.setattr(journal, "record_many", unavailable)
+        payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(3)]
+        rows = [
+            BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("10", HKD))
+            for p in payments
+        ]
+
+        report = run.client.refund_many(rows, workers=2)
+
+        # The refunds went out and the report says so; the journal still says SUBMITTING.
+        assert report.succeeded
+        assert "outcomes of" in caplog.text and "not journalled" in caplog.text
+        assert {entry.state for entry in journal.entries()} == {JournalState.SUBMITTING}
+        monkeypatch.undo()
+        time.sleep(0.5)  # the senders' leases run out: nobody is sending them any more
+        settled = run.client.reconcile()
+        assert [result.status for result in settled] == [RefundStatus.SUCCEEDED] * 3
+        assert {entry.state for entry in journal.entries()} == {JournalState.SUCCEEDED}
+        assert len([r for r in run.server.requests if r.method == "POST"]) == 3
 
 
 def test_refund_many_needs_a_journal_and_sane_arguments(installed: Path) -> None:

@@ -45,6 +45,7 @@ from .base import (
     JournalEntry,
     JournalState,
     NewRefund,
+    Outcome,
     mask_url,
 )
 
@@ -92,6 +93,7 @@ __all__ = [
     "JournalEntry",
     "JournalState",
     "NewRefund",
+    "Outcome",
     "SqliteJournal",
     "default_journal_url",
     "open_journal",

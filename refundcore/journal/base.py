@@ -43,6 +43,7 @@ __all__ = [
     "JournalEntry",
     "JournalState",
     "NewRefund",
+    "Outcome",
 ]
 
 UTC = timezone.utc
@@ -245,6 +246,21 @@ class BatchDone:
 
 
 @attrs.frozen
+class Outcome:
+    """What :meth:`Journal.record` takes, as a value: for :meth:`Journal.record_many`."""
+
+    provider: str
+    refund_id: str
+    owner: str
+    state: JournalState = attrs.field(converter=JournalState)
+    provider_refund_id: str | None = None
+    message: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    raw: Mapping[str, Any] | None = None
+
+
+@attrs.frozen
 class BatchCounts:
     """How many rows of a batch are in each state."""
 
@@ -320,6 +336,16 @@ class Journal(abc.ABC):
         unchanged, and a row never moves to a less-informed state (UNKNOWN after
         PENDING keeps PENDING). ``JournalError`` if another owner holds a live lease
         or there is no such row.
+        """
+
+    @abc.abstractmethod
+    def record_many(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
+        """:meth:`record` each outcome, in as few transactions as the journal can.
+
+        For a caller that finishes many refunds at once (a batch): the outcomes of
+        the owners' own sends share one commit. Each is stored exactly as
+        :meth:`record` would store it; ``JournalError`` if the journal cannot be
+        used, with none or only some of them stored.
         """
 
     @abc.abstractmethod
@@ -630,13 +656,13 @@ _INSERT = (
 )
 # The outcome of the claimant's own send: its row is SUBMITTING and owned by it, and
 # every outcome ranks above SUBMITTING, so nothing needs reading first.
-_RECORD_OWN = (
+_RECORD_OWN_ONLY = (
     f"UPDATE {TABLE} SET state = ?, "  # noqa: S608 - constant names
     "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, error_code = ?, "
     "http_status = ?, raw = COALESCE(?, raw), owner = NULL, lease_until = NULL, "
-    f"updated_at = ? {_KEY} AND owner = ? AND state = 'SUBMITTING' "
-    f"RETURNING {', '.join(_COLUMNS)}"
+    f"updated_at = ? {_KEY} AND owner = ? AND state = 'SUBMITTING'"
 )
+_RECORD_OWN = f"{_RECORD_OWN_ONLY} RETURNING {', '.join(_COLUMNS)}"
 
 
 def _states(states: Sequence[JournalState]) -> str:
@@ -914,24 +940,20 @@ class SqlJournal(Journal):
         if state is JournalState.SUBMITTING:
             raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")
         now = utc_now(now)
-        recorded = self._alone(
-            _RECORD_OWN,
-            (
-                state.value,
-                provider_refund_id,
-                message,
-                error_code,
-                http_status,
-                None if raw is None else self._encode_raw(raw),
-                self._encode_time(now),
-                provider,
-                refund_id,
-                owner,
-            ),
-            # Lost to a power cut, the row is still SUBMITTING and a reconcile asks the
-            # gateway: the claim, not the outcome, is what keeps money from going twice.
-            sync=False,
+        own = Outcome(
+            provider,
+            refund_id,
+            owner,
+            state,
+            provider_refund_id,
+            message,
+            error_code,
+            http_status,
+            raw,
         )
+        # Lost to a power cut, the row is still SUBMITTING and a reconcile asks the
+        # gateway: the claim, not the outcome, is what keeps money from going twice.
+        recorded = self._alone(_RECORD_OWN, self._own_outcome(own, now), sync=False)
         if recorded:
             return self._entry(recorded[0])
         with self._transaction(write=True) as tx:
@@ -991,6 +1013,37 @@ class SqlJournal(Journal):
                 lease_until=None,
                 updated_at=now,
             )
+
+    def _own_outcome(self, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+        """The values of :data:`_RECORD_OWN_ONLY` for ``outcome``."""
+        raw = outcome.raw
+        return (
+            outcome.state.value,
+            outcome.provider_refund_id,
+            outcome.message,
+            outcome.error_code,
+            outcome.http_status,
+            None if raw is None else self._encode_raw(raw),
+            self._encode_time(now),
+            outcome.provider,
+            outcome.refund_id,
+            outcome.owner,
+        )
+
+    def record_many(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
+        for outcome in outcomes:
+            if outcome.state is JournalState.SUBMITTING:
+                raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")
+        now = utc_now(now)
+        others = []
+        with self._transaction(write=True) as tx:
+            for outcome in outcomes:
+                if not tx.run(_RECORD_OWN_ONLY, self._own_outcome(outcome, now)):
+                    others.append(outcome)
+        # Not a SUBMITTING row of its owner any more (a callback or a takeover came
+        # first): record's own rules decide, one at a time, as rarely as that happens.
+        for outcome in others:
+            self.record(**attrs.asdict(outcome, recurse=False), now=now)
 
     def abandon(self, provider: str, refund_id: str, *, owner: str) -> bool:
         with self._transaction(write=True) as tx:

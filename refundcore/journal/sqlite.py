@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -159,6 +160,7 @@ class SqliteJournal(SqlJournal):
     ) -> None:
         self._path = os.fspath(path)
         self._busy_timeout = busy_timeout
+        self._writer = threading.Lock()
         memory = self._path == MEMORY
         self.url = "sqlite://:memory:" if memory else f"sqlite:///{self._path}"
         if not memory:
@@ -221,11 +223,15 @@ class SqliteJournal(SqlJournal):
     @contextmanager
     def _transaction(self, *, write: bool, lock: str | None = None) -> Iterator[Transaction]:
         # ``lock`` needs nothing more here: BEGIN IMMEDIATE already serialises writers.
-        try:
-            with self._pool.connection() as conn:
-                if not write:
+        if not write:
+            try:
+                with self._pool.connection() as conn:
                     yield _SqliteTransaction(conn)
-                    return
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return
+        try:
+            with self._writing(), self._pool.connection() as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
@@ -246,10 +252,29 @@ class SqliteJournal(SqlJournal):
         # write lock as BEGIN IMMEDIATE would. fetchall steps it to the end, which is
         # when SQLite commits it.
         try:
-            with (self._pool if sync else self._lazy_pool).connection() as conn:
+            with self._writing(), (self._pool if sync else self._lazy_pool).connection() as conn:
                 return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this journal's writer lock.
+
+        SQLite lets one writer in at a time and makes the others poll, sleeping up to
+        100 ms between tries: threads of one process queue here instead, each woken
+        the moment the writer before it commits. Other processes still meet at
+        SQLite's lock.
+        """
+        if not self._writer.acquire(timeout=self._busy_timeout):
+            raise JournalError(
+                f"journal {self.url} is locked by another writer for too long: "
+                f"waited {self._busy_timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            self._writer.release()
 
     def _error(self, exc: sqlite3.Error) -> JournalError:
         text = str(exc)

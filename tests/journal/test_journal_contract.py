@@ -32,6 +32,7 @@ from refundcore.journal import (
     JournalEntry,
     JournalState,
     NewRefund,
+    Outcome,
 )
 
 MakeRefund = Callable[..., NewRefund]
@@ -469,6 +470,79 @@ def test_record_of_the_claimants_own_send_stores_and_returns_the_row(
     assert (entry.error_code, entry.http_status, entry.raw) == ("E0", 200, raw or {})
     assert (entry.owner, entry.lease_until, entry.attempts) == (None, None, 1)
     assert (entry.created_at, entry.updated_at) == (T0, T0 + timedelta(seconds=2))
+
+
+def test_record_many_stores_each_outcome_as_record_would(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    outcomes = [
+        Outcome("testpay", "1", "A1", S.SUCCEEDED, "GW-1", "ok", None, 200, {"n": 1}),
+        Outcome("testpay", "2", "A2", "FAILED", None, "refused", "E7", 402),
+        Outcome("testpay", "3", "A3", S.UNKNOWN, message="read timeout"),
+        Outcome("testpay", "4", "A4", S.PENDING, "GW-4", raw={"queued": True}),
+    ]
+    for outcome in outcomes:
+        for prefix in ("M-", "R-"):
+            refund = make_refund(refund_id=prefix + outcome.refund_id)
+            journal.claim(refund, owner=outcome.owner, now=T0)
+    later = T0 + timedelta(seconds=3)
+
+    journal.record_many(
+        [attrs.evolve(outcome, refund_id=f"M-{outcome.refund_id}") for outcome in outcomes],
+        now=later,
+    )
+    for outcome in outcomes:
+        fields = attrs.asdict(outcome, recurse=False)
+        journal.record(**{**fields, "refund_id": f"R-{outcome.refund_id}"}, now=later)
+
+    rows = {entry.refund_id: entry for entry in journal.entries()}
+    for outcome in outcomes:
+        many, one = rows[f"M-{outcome.refund_id}"], rows[f"R-{outcome.refund_id}"]
+        assert attrs.evolve(many, refund_id=one.refund_id) == one
+        assert many.state is outcome.state and many.updated_at == later
+
+
+def test_record_many_leaves_rows_it_does_not_own_to_records_rules(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    """A callback that came first, an owner whose lease was taken over, a row that is
+    not there: each is decided as :meth:`record` decides it, the rest still stored."""
+    journal = backend.open()
+    for n in (1, 2, 3):
+        journal.claim(make_refund(refund_id=f"R-{n}"), owner="A", now=T0)
+    journal.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1", now=T0)
+    taken = T0 + timedelta(hours=1)
+    assert journal.claim(make_refund(refund_id="R-2"), owner="B", now=taken).outcome is TAKEOVER
+
+    journal.record_many(
+        [
+            Outcome("testpay", "R-1", "A", S.FAILED, message="late"),
+            Outcome("testpay", "R-3", "A", S.SUCCEEDED, "GW-3"),
+        ],
+        now=taken,
+    )
+    with pytest.raises(JournalError, match=r"leased by another owner.*'A' may not record"):
+        journal.record_many([Outcome("testpay", "R-2", "A", S.FAILED)], now=taken)
+    with pytest.raises(JournalError, match="has no refund 'R-404'"):
+        journal.record_many([Outcome("testpay", "R-404", "A", S.FAILED)], now=taken)
+
+    states = {entry.refund_id: entry.state for entry in journal.entries()}
+    assert states == {"R-1": S.SUCCEEDED, "R-2": S.SUBMITTING, "R-3": S.SUCCEEDED}
+
+
+def test_record_many_takes_outcomes_only(backend: Any, make_refund: MakeRefund) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    with pytest.raises(ValueError, match="record takes"):
+        journal.record_many(
+            [
+                Outcome("testpay", "R-1", "A", S.SUCCEEDED),
+                Outcome("testpay", "R-1", "A", S.SUBMITTING),
+            ]
+        )
+    assert _entry(journal.claim(make_refund(), owner="B")).state is S.SUBMITTING
+    journal.record_many([])
 
 
 def test_record_never_changes_a_final_row(backend: Any, make_refund: MakeRefund) -> None:

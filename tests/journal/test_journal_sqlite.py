@@ -6,6 +6,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, closing
 from pathlib import Path
@@ -190,6 +192,33 @@ def test_write_lock_held_too_long_is_reported(tmp_path: Path, make_refund: MakeR
             journal.claim(make_refund(), owner="A")
         other.execute("ROLLBACK")
     assert journal.claim(make_refund(), owner="A").outcome is ClaimOutcome.NEW
+    journal.close()
+
+
+def test_threads_of_one_process_queue_for_the_write_lock(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    journal = SqliteJournal(tmp_path / "journal.db", busy_timeout=0.3)
+    claims: list[ClaimOutcome] = []
+    with journal._writing():
+        worker = threading.Thread(
+            target=lambda: claims.append(journal.claim(make_refund(), owner="A").outcome)
+        )
+        worker.start()
+        time.sleep(0.1)
+        assert claims == []  # waiting for the writer before it
+    worker.join()
+    assert claims == [ClaimOutcome.NEW]
+
+    # Waiting longer than busy_timeout is the same error as waiting for another process.
+    with (
+        journal._writing(),
+        pytest.raises(
+            JournalError, match=r"is locked by another writer for too long: waited 0\.3 s"
+        ),
+    ):
+        journal.claim(make_refund(refund_id="R-2"), owner="B")
+    assert journal.get("testpay", "R-2") is None
     journal.close()
 
 
