@@ -548,9 +548,8 @@ class RefundClient:
     def _record(
         self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
     ) -> None:
-        outcome = _outcome(info, operation, owner, result)
         try:
-            self._require_journal().record(**attrs.asdict(outcome, recurse=False))
+            self._require_journal().record_many([_outcome(info, operation, owner, result)])
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.

@@ -472,8 +472,10 @@ def test_record_of_the_claimants_own_send_stores_and_returns_the_row(
     assert (entry.created_at, entry.updated_at) == (T0, T0 + timedelta(seconds=2))
 
 
+# One outcome at a time is how a client records what it has just sent.
+@pytest.mark.parametrize("together", [True, False], ids=["together", "one-by-one"])
 def test_record_many_stores_each_outcome_as_record_would(
-    backend: Any, make_refund: MakeRefund
+    backend: Any, make_refund: MakeRefund, together: bool
 ) -> None:
     journal = backend.open()
     outcomes = [
@@ -488,10 +490,9 @@ def test_record_many_stores_each_outcome_as_record_would(
             journal.claim(refund, owner=outcome.owner, now=T0)
     later = T0 + timedelta(seconds=3)
 
-    journal.record_many(
-        [attrs.evolve(outcome, refund_id=f"M-{outcome.refund_id}") for outcome in outcomes],
-        now=later,
-    )
+    many = [attrs.evolve(outcome, refund_id=f"M-{outcome.refund_id}") for outcome in outcomes]
+    for part in [many] if together else [[outcome] for outcome in many]:
+        journal.record_many(part, now=later)
     for outcome in outcomes:
         fields = attrs.asdict(outcome, recurse=False)
         journal.record(**{**fields, "refund_id": f"R-{outcome.refund_id}"}, now=later)
