@@ -29,7 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -198,6 +198,20 @@ def form_fields(
     return pairs
 
 
+# quote_plus leaves these as they are: a text of them alone needs no quoting.
+_FORM_SAFE = re.compile(r"[A-Za-z0-9_.~-]*\Z")
+
+
+def _escaped(text: str) -> str:
+    return text if _FORM_SAFE.match(text) else quote_plus(text)
+
+
+def form_encode(pairs: Iterable[tuple[str, str]]) -> str:
+    """What ``urllib.parse.urlencode(pairs)`` gives for text pairs, at a fraction of its
+    cost (only texts that need quoting are quoted)."""
+    return "&".join(f"{_escaped(name)}={_escaped(value)}" for name, value in pairs)
+
+
 # -- signatures and check values (PayWiser's, weak as they are) -------------------------
 
 
@@ -337,14 +351,19 @@ def postback_url_for(
     is about; :func:`refundcore_verify_callback` checks the tag and reports the refund id.
     """
     parts = urlsplit(url)
-    names = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    # Reading the query is only needed when it could spell one of our names.
+    names = (
+        {name for name, _ in form_fields(parts.query)}
+        if "refundcore" in parts.query or "%" in parts.query
+        else set()
+    )
     if names & {REFUND_ID_PARAM, TAG_PARAM}:
         raise ValidationError(
             f"must not carry {REFUND_ID_PARAM} or {TAG_PARAM}: refundcore adds them",
             field="notify_url",
         )
     tag = postback_tag(config.rcode.reveal(), config.sid, ptxid, refund_id, amount, currency)
-    extra = urlencode([(REFUND_ID_PARAM, refund_id), (TAG_PARAM, tag)])
+    extra = form_encode([(REFUND_ID_PARAM, refund_id), (TAG_PARAM, tag)])
     return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
@@ -369,7 +388,7 @@ def _build_refund(config: PaywiserConfig, operation: Refund) -> HttpRequest:
         notify, config, ptxid=ptxid, refund_id=operation.refund_id, amount=amount, currency=currency
     )
     # hash and timestamp are added by the sign stage, in their places in this order.
-    body = urlencode(
+    body = form_encode(
         [
             ("sid", config.sid),
             ("postback_url", postback),
@@ -412,14 +431,14 @@ def _sign_refund(config: PaywiserConfig, request: HttpRequest) -> HttpRequest:
     # Insert hash and timestamp at their places; every other byte stays as built.
     pairs: list[str] = []
     for pair in text.split("&"):
-        name = unquote_plus(pair.partition("=")[0])
+        name = _unescaped(pair.partition("=")[0])
         if name in ("hash", "timestamp"):
             continue  # signed again: the old values go
         pairs.append(pair)
         if name == "sid":
             pairs.append(f"hash={digest}")
         elif name == "postback_url":
-            pairs.append(f"timestamp={quote_plus(timestamp)}")
+            pairs.append(f"timestamp={_escaped(timestamp)}")
     return attrs.evolve(request, body="&".join(pairs).encode("ascii"))
 
 
