@@ -670,6 +670,16 @@ def _states(states: Sequence[JournalState]) -> str:
     return ", ".join(f"'{state.value}'" for state in states)
 
 
+#: Schema v3, the same on every backend: rows get their provider refund id from the
+#: gateway's reply, so a fresh claim need not add a NULL to this index (one b-tree less
+#: to write on the path every refund takes); lookups by that id still use it, since
+#: ``provider_refund_id = ?`` implies it is not NULL.
+PARTIAL_PROVIDER_REFUND_ID_INDEX = (
+    f"DROP INDEX {TABLE}_provider_refund_id",
+    f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id) "
+    "WHERE provider_refund_id IS NOT NULL",
+)
+
 BATCH_TABLE = "refundcore_batch_rows"
 _BATCH_COLUMNS = (
     "batch_id",

@@ -35,6 +35,7 @@ from psycopg.types.json import Jsonb
 from ..errors import ConfigError, JournalError
 from .base import (
     BATCH_TABLE,
+    PARTIAL_PROVIDER_REFUND_ID_INDEX,
     TABLE,
     UNSETTLED_STATES,
     UTC,
@@ -101,6 +102,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
     ),
+    PARTIAL_PROVIDER_REFUND_ID_INDEX,
 )
 
 _dumps = functools.partial(json.dumps, default=str, separators=(",", ":"), sort_keys=True)

@@ -31,6 +31,7 @@ from ..errors import JournalError
 from . import MEMORY
 from .base import (
     BATCH_TABLE,
+    PARTIAL_PROVIDER_REFUND_ID_INDEX,
     TABLE,
     UNSETTLED_STATES,
     UTC,
@@ -96,6 +97,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
     ),
+    PARTIAL_PROVIDER_REFUND_ID_INDEX,
 )
 
 # sqlite3 error texts, most specific first; the cause is named from what SQLite says

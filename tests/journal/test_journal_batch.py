@@ -276,11 +276,11 @@ def test_a_version_1_journal_is_upgraded_in_place(backend: Any, make_refund: Mak
 
     upgraded = backend.open()
 
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(2,)]
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(3,)]
     assert [entry.refund_id for entry in upgraded.entries()] == ["R-1"]
     upgraded.open_batch("B", items(1), now=T0)
     assert upgraded.batch_entries("B")[0].refund is None
-    with pytest.raises(JournalError, match=r"schema version 2.*upgrade refundcore"):
+    with pytest.raises(JournalError, match=r"schema version 3.*upgrade refundcore"):
         _at_version_1(journal_class, backend.url)
 
 

@@ -222,6 +222,24 @@ def test_threads_of_one_process_queue_for_the_write_lock(
     journal.close()
 
 
+def test_lookups_by_the_providers_refund_id_use_its_partial_index(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    journal = SqliteJournal(tmp_path / "journal.db")
+    journal.claim(make_refund(), owner="A")
+    journal.record("testpay", "R-1", owner="A", state=JournalState.PENDING, provider_refund_id="G")
+    with journal._transaction(write=False) as tx:
+        plan = tx.all(
+            "EXPLAIN QUERY PLAN SELECT refund_id FROM refundcore_journal "
+            "WHERE provider = ? AND provider_refund_id = ?",
+            ("testpay", "G"),
+        )
+    assert "refundcore_journal_provider_refund_id" in " ".join(str(row["detail"]) for row in plan)
+    found = journal.find_by_provider_refund_id("testpay", "G")
+    assert found is not None and found.refund_id == "R-1"
+    journal.close()
+
+
 def test_amounts_are_stored_as_exact_text(tmp_path: Path, make_refund: MakeRefund) -> None:
     path = tmp_path / "journal.db"
     with open_journal(_url(path)) as journal:
