@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -698,7 +699,9 @@ class RefundClient:
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
         log.info("verified %s callback: %s %s", info.id, note.event, note.status)
-        note = attrs.evolve(note, provider=info.id, raw=self._redact(info.id, note.raw))
+        raw = self._redact(info.id, note.raw)
+        if note.provider != info.id or raw is not note.raw:
+            note = attrs.evolve(note, provider=info.id, raw=raw)
         self._settle(info, note)
         return note
 
@@ -806,16 +809,29 @@ def _secret_values(config: Any) -> tuple[str, ...]:
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
+    """``value`` with every secret masked: the same object when it holds none, so a
+    clean reply (nearly every reply) is not copied."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is str or isinstance(value, str):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, _MASK)
         return value
     if isinstance(value, Mapping):
-        return {key: _scrub(item, secrets) for key, item in value.items()}
+        scrubbed = {key: _scrub(item, secrets) for key, item in value.items()}
+        same = kind is dict and all(scrubbed[key] is item for key, item in value.items())
+        return value if same else scrubbed
     if isinstance(value, (list, tuple)):
-        return [_scrub(item, secrets) for item in value]
+        items = [_scrub(item, secrets) for item in value]
+        same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
+        return value if same else items
     return value
+
+
+# Values that cannot hold a secret, checked by exact type before anything slower.
+_ATOMS = frozenset({int, float, bool, type(None), Decimal})
 
 
 def _check_original_amount(operation: Operation, original: Money | None) -> None:

@@ -317,6 +317,24 @@ def test_raw_is_scrubbed_of_configured_secrets(run: SandboxRun) -> None:
     assert result.raw["echo"] == "key=********"
 
 
+def test_scrubbing_masks_secrets_anywhere_and_leaves_clean_values_as_they_are() -> None:
+    from decimal import Decimal
+
+    from refundcore.client import _scrub
+
+    class Text(str):
+        pass
+
+    clean = {"a": [1, Decimal("1.50"), None, True, {"b": "text"}], "c": "plain"}
+    assert _scrub(clean, ("s3cret",)) is clean
+    dirty = {"a": [1, ("x", "has s3cret"), {"b": Text("s3cret!")}], "c": "plain"}
+    assert _scrub(dirty, ("s3cret",)) == {
+        "a": [1, ["x", "has ********"], {"b": "********!"}],
+        "c": "plain",
+    }
+    assert dirty["a"][1] == ("x", "has s3cret")  # the caller's value is not changed
+
+
 def test_verify_callback_input_checks(run: SandboxRun) -> None:
     with pytest.raises(ValidationError, match="body: must be bytes"):
         run.client.verify_callback("testpay", method="POST", path="/", headers={}, body="text")  # type: ignore[arg-type]
