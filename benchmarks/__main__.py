@@ -82,9 +82,10 @@ def _startup_figure(rounds: int) -> Figure:
 
 def plan(
     kinds: list[str], providers: list[str], sizes: Sizes
-) -> list[tuple[str, Callable[[], Figure]]]:
-    """(label, benchmark) pairs in the order they run."""
-    jobs: list[tuple[str, Callable[[], Figure]]] = []
+) -> list[tuple[str, Callable[[], Figure | list[Figure]]]]:
+    """(label, benchmark) pairs in the order they run; a benchmark gives one figure or
+    several."""
+    jobs: list[tuple[str, Callable[[], Figure | list[Figure]]]] = []
     for kind, journal in (("cpu", False), ("journal", True)):
         if kind in kinds:
             for provider in providers:
@@ -148,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, job in plan(args.only or list(KINDS), args.provider or list(PROVIDERS), sizes):
         print(f"running {label} …", file=sys.stderr, flush=True)
         try:
-            figures.append(job())
+            result = job()
         except BenchmarkError as exc:
             errors[label] = str(exc)
             print(f"  failed: {exc}", file=sys.stderr)
+        else:
+            figures.extend(result if isinstance(result, list) else [result])
     elapsed = time.perf_counter() - started
     print(report.text_table(figures, errors))
     if args.output != "-":

@@ -51,10 +51,14 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "start-up: `refundcore providers`",
         "callbacks verified per second: wonder",
         "callbacks verified per second: paywiser",
+        "callbacks verified per second vs a hand-written verifier: paywizard",
+        "callbacks verified per second vs a hand-written verifier: wonder",
+        "callbacks verified per second vs a hand-written verifier: directgw",
+        "callbacks verified per second vs a hand-written verifier: paywiser",
     ):
         assert figure in run.stdout, run.stdout
     assert "ERROR" not in run.stdout
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 14  # one table row per figure
+    assert verdicts == 18  # one table row per figure
