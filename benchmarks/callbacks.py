@@ -135,27 +135,22 @@ def measure(provider: str, *, rounds: int = 9, seconds: float = 0.05) -> list[Fi
             for check in sides if index % 2 == 0 else reversed(sides):
                 rates[check].append(_rate(check, calls[check]))
     ours_rate = statistics.median(rates[ours])
+
+    def figure(name: str, baseline: Callable[[], object]) -> Figure:
+        return Figure(
+            name=name,
+            ours=ours_rate,
+            baseline=statistics.median(rates[baseline]),
+            unit="per CPU second",
+            target=TARGET,
+            higher_is_better=True,
+            detail=f"{rounds} rounds per side ({calls[ours]} and {calls[baseline]} calls), "
+            "medians of CPU-time rates",
+        )
+
     return [
-        Figure(
-            name=f"callbacks verified per second: {provider}",
-            ours=ours_rate,
-            baseline=statistics.median(rates[raw]),
-            unit="per CPU second",
-            target=TARGET,
-            higher_is_better=True,
-            detail=f"{rounds} rounds per side ({calls[ours]} and {calls[raw]} calls), "
-            "medians of CPU-time rates",
-        ),
-        Figure(
-            name=f"callbacks verified per second vs a hand-written verifier: {provider}",
-            ours=ours_rate,
-            baseline=statistics.median(rates[hand]),
-            unit="per CPU second",
-            target=TARGET,
-            higher_is_better=True,
-            detail=f"{rounds} rounds per side ({calls[ours]} and {calls[hand]} calls), "
-            "medians of CPU-time rates",
-        ),
+        figure(f"callbacks verified per second: {provider}", raw),
+        figure(f"callbacks verified per second vs a hand-written verifier: {provider}", hand),
     ]
 
 

@@ -209,6 +209,11 @@ def proxy_for(origin: str) -> str | None:
 
 
 def _read_limited(reply: Any) -> bytes:
+    declared = reply.length_remaining
+    if declared is not None and declared <= MAX_RESPONSE_BYTES:
+        # The usual small reply of known length: one read (a short one raises).
+        body: bytes = reply.read()
+        return body
     chunks = []
     size = 0
     for chunk in reply.stream(64 * 1024):

@@ -200,6 +200,23 @@ def test_uncertain_outcomes_are_unknown_never_failed(run: SandboxRun, fault: Fau
     assert len(run.server.requests) == 1, "the transport must never resend on its own"
 
 
+def test_an_oversized_reply_is_not_read_and_the_outcome_is_unknown(
+    run: SandboxRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import refundcore.transport
+
+    monkeypatch.setattr(refundcore.transport, "MAX_RESPONSE_BYTES", 1000)
+    run.server.inject("/v1/refunds", Fault(status=200, body=b"x" * 1001, times=1))
+    result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert result.status is RefundStatus.UNKNOWN
+    assert "cut short (OSError: reply larger than 1000 bytes)" in (result.message or "")
+
+    # At the limit, the reply is read (and here found unreadable, so still UNKNOWN).
+    run.server.inject("/v1/refunds", Fault(status=200, body=b"x" * 1000, times=1))
+    result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
+    assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "unparseable")
+
+
 def test_redirects_are_not_followed(run: SandboxRun) -> None:
     run.server.inject("/v1/refunds", Fault(status=307, body=b"", reach_app=False))
     result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
