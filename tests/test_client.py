@@ -214,7 +214,8 @@ def test_an_oversized_reply_is_not_read_and_the_outcome_is_unknown(
     # At the limit, the reply is read (and here found unreadable, so still UNKNOWN).
     run.server.inject("/v1/refunds", Fault(status=200, body=b"x" * 1000, times=1))
     result = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
-    assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "unparseable")
+    assert result.status is RefundStatus.UNKNOWN
+    assert "cut short" not in (result.message or "") and result.http_status == 200
 
 
 def test_redirects_are_not_followed(run: SandboxRun) -> None:
