@@ -4,7 +4,7 @@
     execute()                provider + config + capability check, then the stages:
         build   → the provider plugin turns the operation into an unsigned HttpRequest
         sign    → the provider plugin adds credentials and the signature
-        send    → the transport (pooled urllib3, by default) puts the exact bytes on the wire
+        send    → the transport (pooled keep-alive connections) puts the exact bytes on the wire
         parse   → the provider plugin maps the reply to a RefundResult
     verify_callback()        the provider plugin checks a callback and parses it
     check()                  everything execute() refuses before sending, up to build

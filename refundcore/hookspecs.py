@@ -102,7 +102,7 @@ def refundcore_send_request(
 ) -> HttpResponse | None:
     """Put the request on the wire and return the reply.
 
-    refundcore's own implementation (pooled urllib3 connections, timeouts from the
+    refundcore's own implementation (pooled keep-alive connections, timeouts from the
     config, TLS always verified, nothing resent automatically) runs last; implement
     this hook only to replace the transport.
 
