@@ -94,11 +94,8 @@ class HttpTransport:
             headers["User-Agent"] = USER_AGENT
         try:
             pool = self._pool(origin, config.ca_bundle)
-        except (ValueError, OSError) as exc:
-            raise TransportError(
-                f"cannot send to {provider.id}: unusable URL or proxy; nothing was sent "
-                f"({_reason(exc)})"
-            ) from None
+        except ValueError as exc:
+            raise TransportError(f"cannot send to {provider.id}: {exc}; nothing was sent") from None
         started = time.perf_counter()
         conn = pool.take()
         if conn is None:
@@ -192,7 +189,7 @@ class _Pool:
 
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {_without_queries(origin)}")
+            raise ValueError(f"unusable URL {_without_queries(origin)!r}: not http(s)")
         self.origin = origin
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -290,7 +287,10 @@ def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
 
     import certifi
 
-    return ssl.create_default_context(cafile=ca_bundle or certifi.where())
+    try:
+        return ssl.create_default_context(cafile=ca_bundle or certifi.where())
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_bundle {ca_bundle!r} cannot be used ({_reason(exc)})") from None
 
 
 def _proxy_address(proxy: str) -> tuple[str, int, dict[str, str]]:

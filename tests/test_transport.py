@@ -312,8 +312,10 @@ def test_a_reply_of_unknown_length_is_read_whole_up_to_the_limit(
 
 
 def test_an_unusable_url_is_a_transport_error(plain_server: _Server) -> None:
-    with pytest.raises(TransportError, match="unusable URL or proxy; nothing was sent"):
+    with pytest.raises(TransportError, match=r"unusable URL 'ftp://127\.0\.0\.1': not http"):
         _get(HttpTransport(), "ftp://127.0.0.1/x", _config())
+    with pytest.raises(TransportError, match=r"ca_bundle '/nonexistent.pem' cannot be used"):
+        _get(HttpTransport(), "https://127.0.0.1/x", _config(ca_bundle="/nonexistent.pem"))
     with pytest.raises(TransportError, match="cannot be written; nothing was sent"):
         _get(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/a b", _config())
     assert plain_server.peers == []
