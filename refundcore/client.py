@@ -814,7 +814,7 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     kind = type(value)
     if kind in _ATOMS:
         return value
-    if kind is str or isinstance(value, str):
+    if isinstance(value, str):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, _MASK)

@@ -967,6 +967,25 @@ class SqlJournal(Journal):
         recorded = self._alone(_RECORD_OWN, self._own_outcome(own, now), sync=False)
         if recorded:
             return self._entry(recorded[0])
+        return self._record_by_rules(own, now)
+
+    def _record_by_rules(self, outcome: Outcome, now: datetime) -> JournalEntry:
+        """:meth:`record` for a row that is not, or no longer, its owner's SUBMITTING row:
+        a final row stays, a live lease of another owner refuses, a less-informed state
+        only gives the lease back."""
+        provider, refund_id, owner, state = (
+            outcome.provider,
+            outcome.refund_id,
+            outcome.owner,
+            outcome.state,
+        )
+        provider_refund_id, message, error_code, http_status, raw = (
+            outcome.provider_refund_id,
+            outcome.message,
+            outcome.error_code,
+            outcome.http_status,
+            outcome.raw,
+        )
         with self._transaction(write=True) as tx:
             entry = self._fetch(tx, provider, refund_id, lock=True)
             if entry is None:
@@ -1060,7 +1079,7 @@ class SqlJournal(Journal):
         # Not a SUBMITTING row of its owner any more (a callback or a takeover came
         # first): record's own rules decide, one at a time, as rarely as that happens.
         for outcome in others:
-            self.record(**attrs.asdict(outcome, recurse=False), now=now)
+            self._record_by_rules(outcome, now)
 
     def abandon(self, provider: str, refund_id: str, *, owner: str) -> bool:
         with self._transaction(write=True) as tx:

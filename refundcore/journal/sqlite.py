@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -225,15 +225,11 @@ class SqliteJournal(SqlJournal):
     @contextmanager
     def _transaction(self, *, write: bool, lock: str | None = None) -> Iterator[Transaction]:
         # ``lock`` needs nothing more here: BEGIN IMMEDIATE already serialises writers.
-        if not write:
-            try:
-                with self._pool.connection() as conn:
-                    yield _SqliteTransaction(conn)
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            return
         try:
-            with self._writing(), self._pool.connection() as conn:
+            with self._writing() if write else nullcontext(), self._pool.connection() as conn:
+                if not write:
+                    yield _SqliteTransaction(conn)
+                    return
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
