@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -814,15 +815,21 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     kind = type(value)
     if kind in _ATOMS:
         return value
-    if isinstance(value, str):
+    if kind is str or isinstance(value, str):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, _MASK)
         return value
-    if isinstance(value, Mapping):
-        scrubbed = {key: _scrub(item, secrets) for key, item in value.items()}
-        same = kind is dict and all(scrubbed[key] is item for key, item in value.items())
-        return value if same else scrubbed
+    if kind in _PLAIN_MAPPINGS or isinstance(value, Mapping):
+        # Copied only from the first masked item on (always, for other mapping types).
+        scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
+        for key, item in value.items():
+            new = _scrub(item, secrets)
+            if scrubbed is None and new is not item:
+                scrubbed = dict(value)
+            if scrubbed is not None:
+                scrubbed[key] = new
+        return value if scrubbed is None else scrubbed
     if isinstance(value, (list, tuple)):
         items = [_scrub(item, secrets) for item in value]
         same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
@@ -832,6 +839,9 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
 
 # Values that cannot hold a secret, checked by exact type before anything slower.
 _ATOMS = frozenset({int, float, bool, type(None), Decimal})
+# Mappings handed back as they are when clean: a plain dict, and the read-only view every
+# model's ``raw`` is (returning the view itself spares the model a copy and a rebuild).
+_PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
 
 
 def _check_original_amount(operation: Operation, original: Money | None) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refundcore import (
     Money,
@@ -337,6 +339,7 @@ def test_raw_is_scrubbed_of_configured_secrets(run: SandboxRun) -> None:
 
 def test_scrubbing_masks_secrets_anywhere_and_leaves_clean_values_as_they_are() -> None:
     from decimal import Decimal
+    from types import MappingProxyType
 
     from refundcore.client import _scrub
 
@@ -345,12 +348,40 @@ def test_scrubbing_masks_secrets_anywhere_and_leaves_clean_values_as_they_are() 
 
     clean = {"a": [1, Decimal("1.50"), None, True, {"b": "text"}], "c": "plain"}
     assert _scrub(clean, ("s3cret",)) is clean
+    frozen = MappingProxyType(clean)  # what every model's raw is
+    assert _scrub(frozen, ("s3cret",)) is frozen
+    assert _scrub(MappingProxyType({"k": "s3cret"}), ("s3cret",)) == {"k": "********"}
     dirty = {"a": [1, ("x", "has s3cret"), {"b": Text("s3cret!")}], "c": "plain"}
     assert _scrub(dirty, ("s3cret",)) == {
         "a": [1, ["x", "has ********"], {"b": "********!"}],
         "c": "plain",
     }
     assert dirty["a"][1] == ("x", "has s3cret")  # the caller's value is not changed
+
+
+_SECRET = "s3cret"
+_json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(value=_json_like, dirty=st.booleans())
+def test_scrubbing_never_leaks_and_never_changes_clean_data(value: object, dirty: bool) -> None:
+    from refundcore.client import _scrub
+
+    if dirty:
+        value = {"planted": [f"x{_SECRET}y"], "rest": value}
+    before = repr(value)
+    scrubbed = _scrub(value, (_SECRET,))
+    assert repr(value) == before  # the caller's value is never changed
+    if _SECRET not in before:
+        assert scrubbed is value
+    else:
+        assert _SECRET not in repr(scrubbed)
 
 
 def test_verify_callback_input_checks(run: SandboxRun) -> None:
