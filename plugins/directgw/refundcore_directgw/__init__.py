@@ -174,9 +174,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Decoders are made once: ``json.loads`` with options builds a new one on every call.
+_REPLY_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+
+
 def _load_reply(body: bytes) -> Any:
     """A gateway reply as JSON, numbers with a fraction as ``Decimal`` (never float)."""
-    return json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_refuse_constant)
+    return _REPLY_JSON.decode(body.decode("utf-8"))
 
 
 # -- request signature ------------------------------------------------------------------
@@ -439,16 +443,18 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_NOTIFICATION_JSON = json.JSONDecoder(
+    parse_float=JsonNumber,
+    parse_int=JsonNumber,
+    parse_constant=_refuse_constant,
+    object_pairs_hook=_unique_object,
+)
+
+
 def parse_notification(body: bytes) -> dict[str, Any]:
     """A notification body as a JSON object with every number kept as its literal text
     (:class:`JsonNumber`); ``ValueError`` if it is not one JSON object with unique keys."""
-    data = json.loads(
-        body.decode("utf-8"),
-        parse_float=JsonNumber,
-        parse_int=JsonNumber,
-        parse_constant=_refuse_constant,
-        object_pairs_hook=_unique_object,
-    )
+    data = _NOTIFICATION_JSON.decode(body.decode("utf-8"))
     if not isinstance(data, dict):
         raise ValueError("a notification is a JSON object")
     return data

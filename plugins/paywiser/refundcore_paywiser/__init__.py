@@ -468,10 +468,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+# Decoders are made once: ``json.loads`` with options builds a new one on every call.
+_REPLY_JSON = json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=_refuse_constant)
+
+
 def _json_object(body: bytes) -> dict[str, Any] | None:
     """The reply as a JSON object, numbers kept as their literal text (never floats)."""
     try:
-        data = json.loads(body, parse_float=str, parse_int=str, parse_constant=_refuse_constant)
+        # Decoded as json.loads decodes bytes (UTF-8, -16 or -32, told by the first bytes).
+        data = _REPLY_JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None

@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, urlencode
 import attrs
 import pytest
 import refundcore_paywiser as paywiser
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refundcore import (
     Callback,
@@ -481,3 +483,16 @@ def test_getstatus_error_reply_is_unknown_not_failed(run: SandboxRun) -> None:
     result = parse(run, {"status": "EXC", "error_msg": "Hash verification failed"}, operation=query)
     assert result.status is RefundStatus.UNKNOWN
     assert "Hash verification failed" in (result.message or "")
+
+
+_json_objects = st.dictionaries(
+    st.text(),
+    st.none() | st.booleans() | st.integers() | st.text() | st.lists(st.text(), max_size=3),
+    max_size=6,
+)
+
+
+@given(value=_json_objects, encoding=st.sampled_from(["utf-8", "utf-16", "utf-32", "utf-8-sig"]))
+def test_replies_decode_as_json_loads_decodes_them(value: dict[str, Any], encoding: str) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode(encoding, "surrogatepass")
+    assert paywiser._json_object(body) == json.loads(body, parse_int=str, parse_float=str)

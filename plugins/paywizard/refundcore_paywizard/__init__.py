@@ -146,16 +146,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Decoders are made once: ``json.loads`` with options builds a new one on every call.
+_PUSH_JSON = json.JSONDecoder(
+    parse_int=JsonNumber,
+    parse_float=JsonNumber,
+    parse_constant=_refuse_constant,
+    object_pairs_hook=_unique_keys,
+)
+
+
 def load_push_fields(body: bytes) -> dict[str, Any]:
     """Parse a result push body: a JSON object whose numbers become :class:`JsonNumber`
     (never float). ``ValueError`` (or ``RecursionError``) when it is anything else."""
-    fields = json.loads(
-        body.decode("utf-8"),
-        parse_int=JsonNumber,
-        parse_float=JsonNumber,
-        parse_constant=_refuse_constant,
-        object_pairs_hook=_unique_keys,
-    )
+    fields = _PUSH_JSON.decode(body.decode("utf-8"))
     if not isinstance(fields, dict):
         raise ValueError("a result push is a JSON object")
     return fields
@@ -443,11 +446,12 @@ def transaction_status(code: int, result: int | None) -> RefundStatus:
     return RefundStatus.FAILED
 
 
+_REPLY_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+
+
 def _load_reply(body: bytes) -> dict[str, Any] | None:
     try:
-        reply = json.loads(
-            body.decode("utf-8"), parse_float=Decimal, parse_constant=_refuse_constant
-        )
+        reply = _REPLY_JSON.decode(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     return reply if isinstance(reply, dict) else None

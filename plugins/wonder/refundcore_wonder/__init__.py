@@ -393,10 +393,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+# Decoders are made once: ``json.loads`` with options builds a new one on every call.
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+
+
 def _load_json(body: bytes) -> Any:
     """JSON with decimals as Decimal (never float); ``ValueError`` if unreadable."""
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_refuse_constant)
+        # Decoded as json.loads decodes bytes (UTF-8, -16 or -32, told by the first bytes).
+        return _JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
         raise ValueError("not JSON") from exc
 

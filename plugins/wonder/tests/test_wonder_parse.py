@@ -500,3 +500,16 @@ def test_hostile_orders_never_crash_and_never_invent_success(
             and (txn.get("success") is True or txn.get("is_pending") is True)
             for txn in transactions
         )
+
+
+_any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@given(value=_any_json, encoding=st.sampled_from(["utf-8", "utf-16", "utf-32", "utf-8-sig"]))
+def test_bodies_decode_as_json_loads_decodes_them(value: Any, encoding: str) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode(encoding, "surrogatepass")
+    assert wonder._load_json(body) == json.loads(body, parse_float=Decimal)
