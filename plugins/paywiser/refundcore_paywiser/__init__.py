@@ -590,9 +590,11 @@ def _postback_fields(callback: Callback) -> dict[str, str]:
     return fields
 
 
-def _bound_refund_id(config: PaywiserConfig, path: str, fields: Mapping[str, str]) -> str | None:
+def _bound_refund_id(
+    config: PaywiserConfig, path: str, fields: Mapping[str, str], amount: Money | None
+) -> str | None:
     """The merchant refund id from the postback URL, once its tag proves refundcore put it
-    there for this payment, amount and currency; None when the URL carries none."""
+    there for this payment and ``amount`` (the postback's); None when the URL carries none."""
     try:
         # The query as urlsplit finds it: after the first "?" of what precedes any "#".
         query = dict(form_fields(path.partition("#")[0].partition("?")[2]))
@@ -601,7 +603,6 @@ def _bound_refund_id(config: PaywiserConfig, path: str, fields: Mapping[str, str
     refund_id, tag = query.get(REFUND_ID_PARAM), query.get(TAG_PARAM)
     if (refund_id is None and tag is None) or fields["tx_action"] != "REFUND":
         return None
-    amount = _money(fields["amount"], fields["currency"])
     ptxid = fields.get("parent_txid", "")
     if refund_id is None or tag is None or amount is None:
         raise SignatureError("postback URL's refund id cannot be checked")
@@ -639,7 +640,8 @@ def refundcore_verify_callback(
         raise SignatureError("postback check value does not match")
     if fields["sid"] != config.sid:
         raise SignatureError("postback is for another site id")
-    refund_id = _bound_refund_id(config, callback.path, fields)
+    amount = _money(fields["amount"], fields["currency"])
+    refund_id = _bound_refund_id(config, callback.path, fields, amount)
     action = fields["tx_action"]
     return RefundNotification(
         provider=provider.id,
@@ -649,7 +651,7 @@ def refundcore_verify_callback(
         provider_refund_id=_text(fields["txid"], 128),
         # parent_txid is outside PayWiser's check value; the URL tag covers it.
         payment=PaymentRef(payment_id=fields["parent_txid"]) if refund_id else None,
-        amount=_money(fields["amount"], fields["currency"]),
+        amount=amount,
         raw=_raw(fields),
     )
 
