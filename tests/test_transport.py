@@ -51,6 +51,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
             return
+        # Read before replying: once the reply is out, the test may already have changed it.
+        hang_up = server.close_after_reply
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -59,7 +61,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        if server.close_after_reply:
+        if hang_up:
             # Keep-alive was offered, yet the server hangs up once the reply is out: as
             # a gateway does with an idle connection.
             self.close_connection = True
@@ -293,7 +295,7 @@ def test_an_idle_connection_the_gateway_closed_is_replaced_not_used(
     pool = transport._pool(f"http://127.0.0.1:{plain_server.port}", None)
     idle = pool._idle[0]
     assert idle.sock is not None
-    select.select([idle.sock], [], [], 2)  # the server's close has arrived
+    assert select.select([idle.sock], [], [], 2)[0], "the server hung up"
 
     assert _get(transport, url, _config()).status == 200
     assert plain_server.connections == 2, "a new connection, not an error"
