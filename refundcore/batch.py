@@ -61,7 +61,7 @@ from .errors import (
     RefundError,
     ValidationError,
 )
-from .journal.base import (
+from .journal import (
     BatchDone,
     BatchEntry,
     BatchItem,

@@ -47,14 +47,15 @@ from .errors import (
     TransportError,
     ValidationError,
 )
-from .journal import DEFAULT_JOURNAL, default_journal_url
-from .journal.base import (
+from .journal import (
+    DEFAULT_JOURNAL,
     ClaimOutcome,
     Journal,
     JournalEntry,
     JournalState,
     NewRefund,
     Outcome,
+    default_journal_url,
 )
 from .models import (
     Callback,

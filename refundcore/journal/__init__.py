@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import (
+from .interface import Journal
+from .urls import USAGE, mask_url, sqlite_path
+from .values import (
     SETTLED_OUTCOMES,
     BatchCounts,
     BatchDone,
@@ -41,20 +43,14 @@ from .base import (
     BatchItemState,
     Claim,
     ClaimOutcome,
-    Journal,
     JournalEntry,
     JournalState,
     NewRefund,
     Outcome,
-    mask_url,
 )
 
 if TYPE_CHECKING:
     from .sqlite import SqliteJournal
-
-# The client imports the journal types on every start; sqlite3 loads only when a SQLite
-# journal is opened.
-MEMORY = ":memory:"
 
 #: ``RefundClient(journal=DEFAULT_JOURNAL)`` (the default) journals to
 #: :func:`default_journal_url`, opened on first use.
@@ -71,6 +67,8 @@ def default_journal_url() -> str:
     return f"sqlite:///{Path(base).resolve() / 'refundcore' / 'journal.db'}"
 
 
+# The client imports the journal types on every start; sqlite3 loads only when a SQLite
+# journal is opened.
 def __getattr__(name: str) -> Any:
     if name == "SqliteJournal":
         from .sqlite import SqliteJournal
@@ -99,23 +97,6 @@ __all__ = [
     "open_journal",
 ]
 
-_USAGE = (
-    "use sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite://:memory: "
-    "or postgresql://user@host/dbname"
-)
-
-
-def _sqlite_path(url: str) -> str:
-    rest = url[len("sqlite://") :]
-    if rest in (MEMORY, f"/{MEMORY}"):
-        return MEMORY
-    if "?" in rest:
-        raise ConfigError(f"{url!r}: query parameters are not supported; {_USAGE}", field="journal")
-    # "sqlite://host/..." names no file: only an empty host (the third slash) does.
-    if not rest.startswith("/") or len(rest) < 2:
-        raise ConfigError(f"{url!r} names no file; {_USAGE}", field="journal")
-    return rest[1:]
-
 
 def open_journal(url: str) -> Journal:
     """Open (creating or migrating as needed) the journal at ``url``.
@@ -129,7 +110,7 @@ def open_journal(url: str) -> Journal:
     if scheme == "sqlite":
         from .sqlite import SqliteJournal
 
-        return SqliteJournal(_sqlite_path(url))
+        return SqliteJournal(sqlite_path(url))
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresJournal
@@ -141,4 +122,4 @@ def open_journal(url: str) -> Journal:
                 field="journal",
             ) from exc
         return PostgresJournal(url)
-    raise ConfigError(f"{mask_url(url)!r} is not a journal URL; {_USAGE}", field="journal")
+    raise ConfigError(f"{mask_url(url)!r} is not a journal URL; {USAGE}", field="journal")

@@ -28,19 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JournalError
-from . import MEMORY
-from .base import (
+from .backend import UTC
+from .engine import SqlJournal
+from .pool import Pool, Row, Transaction
+from .schema import (
     BATCH_TABLE,
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
     TABLE,
     UNSETTLED_STATES,
-    UTC,
-    Pool,
-    Row,
-    SqlJournal,
-    Transaction,
-    _states,
+    states,
 )
+from .urls import MEMORY
 
 __all__ = ["SqliteJournal"]
 
@@ -77,7 +75,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
         f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
         f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
-        f"WHERE state IN ({_states(UNSETTLED_STATES)})",
+        f"WHERE state IN ({states(UNSETTLED_STATES)})",
     ),
     # v2: batch rows, the work queue that workers sharing the journal split a batch by.
     (

@@ -13,7 +13,7 @@ import pytest
 
 from refundcore.errors import ConfigError, JournalError
 from refundcore.journal import JournalState, NewRefund, open_journal
-from refundcore.journal.base import mask_url
+from refundcore.journal.urls import mask_url
 
 MakeRefund = Callable[..., NewRefund]
 PASSWORD = "s3cr3t-Pa55"

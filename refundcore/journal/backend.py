@@ -1,0 +1,166 @@
+"""What a SQL backend supplies, and what every rule of the journal builds on.
+
+A backend (SQLite, PostgreSQL) provides connections, transactions, its migrations and
+the encodings of the columns whose types differ; on top of that :class:`SqlBackend`
+brings the schema up to date and reads rows back as values.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import JournalError
+from .interface import Journal
+from .pool import Row, Transaction
+from .schema import COLUMNS, SCHEMA_TABLE, SELECT
+from .values import JournalEntry, JournalState
+
+__all__ = ["UTC", "SqlBackend", "utc_now"]
+
+UTC = timezone.utc
+
+_BY_ID = f"{SELECT} WHERE provider = ? AND refund_id = ?"
+
+
+def utc_now(now: datetime | None = None) -> datetime:
+    """``now`` (which must be timezone-aware) in UTC, or the current time."""
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(UTC)
+
+
+class SqlBackend(Journal):
+    """A journal over SQL, as far as its backend goes.
+
+    A backend provides :meth:`_transaction`, its migrations and the encodings of the
+    columns whose types differ (timestamps, amounts, ``raw``); the journal's rules
+    (:class:`~refundcore.journal.engine.SqlJournal`) use nothing else of it.
+    """
+
+    #: Each migration's statements, in order; migration *i* takes the schema from
+    #: version *i* to *i + 1*.
+    _migrations: Sequence[Sequence[str]]
+    #: Appended to a SELECT that must lock the rows it reads until commit.
+    _for_update: str = ""
+    #: Appended to a SELECT that locks the rows it reads and passes over rows another
+    #: transaction has locked (SQLite needs neither: a writer holds the whole file).
+    _skip_locked: str = ""
+
+    @abc.abstractmethod
+    def _transaction(
+        self, *, write: bool, lock: str | None = None
+    ) -> AbstractContextManager[Transaction]:
+        """A transaction (``write``) or a plain read. A write transaction with ``lock``
+        holds that key until it ends, so writers of the same key are serialised; every
+        driver error becomes a ``JournalError``."""
+
+    def _alone(
+        self, sql: str, params: Sequence[Any], *, lock: str | None = None, sync: bool = True
+    ) -> list[Row]:
+        """Run one write statement as a transaction of its own (under ``lock``, as
+        :meth:`_transaction` does) and return the rows its ``RETURNING`` gives.
+
+        The path every refund takes is one such statement to claim and one to record;
+        a backend that can commit a lone statement without ``BEGIN``/``COMMIT`` round
+        trips overrides this. ``sync=False`` allows the commit to become durable with
+        the next synchronous one instead of at once (it must survive the process
+        dying, though), for writes whose loss a reconcile repairs.
+        """
+        with self._transaction(write=True, lock=lock) as tx:
+            return tx.all(sql, params)
+
+    @abc.abstractmethod
+    def _has_table(self, tx: Transaction, name: str) -> bool:
+        """Whether the table exists."""
+
+    @abc.abstractmethod
+    def _encode_time(self, value: datetime) -> Any:
+        """A UTC datetime as the driver stores it."""
+
+    @abc.abstractmethod
+    def _decode_time(self, value: Any) -> datetime:
+        """A stored timestamp as a UTC datetime."""
+
+    @abc.abstractmethod
+    def _encode_amount(self, value: str | None) -> Any:
+        """A wire amount string as the driver stores it."""
+
+    @abc.abstractmethod
+    def _decode_amount(self, value: Any) -> str | None:
+        """A stored amount as its wire string."""
+
+    @abc.abstractmethod
+    def _encode_raw(self, value: Mapping[str, Any]) -> Any:
+        """A reply mapping as the driver stores it (JSON)."""
+
+    @abc.abstractmethod
+    def _decode_raw(self, value: Any) -> dict[str, Any]:
+        """A stored reply as a dict."""
+
+    # -- schema ---------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date, one transaction per migration.
+
+        Reads first, so an up-to-date journal opens without writing (a read-only
+        journal can still be inspected).
+        """
+        with self._transaction(write=False) as tx:
+            version = self._schema_version(tx)
+        while version < len(self._migrations):
+            with self._transaction(write=True, lock=SCHEMA_TABLE) as tx:
+                tx.run(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+                version = self._schema_version(tx)
+                if version < len(self._migrations):
+                    for statement in self._migrations[version]:
+                        tx.run(statement)
+                    version += 1
+                    tx.run(f"DELETE FROM {SCHEMA_TABLE}")  # noqa: S608 - constant name
+                    tx.run(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (?)", (version,))  # noqa: S608
+
+    def _schema_version(self, tx: Transaction) -> int:
+        if not self._has_table(tx, SCHEMA_TABLE):
+            return 0
+        row = tx.one(f"SELECT MAX(version) AS version FROM {SCHEMA_TABLE}")  # noqa: S608
+        version = int(row["version"]) if row and row["version"] is not None else 0
+        if version > len(self._migrations):
+            raise JournalError(
+                f"journal {self.url} has schema version {version}, newer than this "
+                f"refundcore understands ({len(self._migrations)}): upgrade refundcore"
+            )
+        return version
+
+    # -- rows -----------------------------------------------------------------------
+
+    def _entry(self, row: Row) -> JournalEntry:
+        values = {name: row[name] for name in COLUMNS}
+        lease_until = row["lease_until"]
+        values.update(
+            amount=self._decode_amount(row["amount"]),
+            original_amount=self._decode_amount(row["original_amount"]),
+            state=JournalState(row["state"]),
+            raw=self._decode_raw(row["raw"]),
+            attempts=int(row["attempts"]),
+            lease_until=None if lease_until is None else self._decode_time(lease_until),
+            created_at=self._decode_time(row["created_at"]),
+            updated_at=self._decode_time(row["updated_at"]),
+        )
+        return JournalEntry(**values)
+
+    def _fetch(
+        self, tx: Transaction, provider: str, refund_id: str, *, lock: bool
+    ) -> JournalEntry | None:
+        row = tx.one(_BY_ID + (self._for_update if lock else ""), (provider, refund_id))
+        return None if row is None else self._entry(row)
+
+    def _refetch(self, tx: Transaction, provider: str, refund_id: str) -> JournalEntry:
+        entry = self._fetch(tx, provider, refund_id, lock=False)
+        if entry is None:  # pragma: no cover - the row was locked by this transaction
+            raise JournalError(f"journal {self.url} lost refund {refund_id!r}")
+        return entry
