@@ -32,7 +32,7 @@ _EXPORTS = {
     "RefundQuery": "models",
     "Void": "models",
     "RefundResult": "models",
-    "RefundStatus": "models",
+    "RefundStatus": "status",
     "RefundNotification": "models",
     "Callback": "models",
     "CallbackAck": "models",
@@ -128,10 +128,10 @@ if TYPE_CHECKING:
         RefundNotification,
         RefundQuery,
         RefundResult,
-        RefundStatus,
         Void,
     )
     from .money import Money
+    from .status import RefundStatus
 
 
 def __getattr__(name: str) -> Any:

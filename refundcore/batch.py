@@ -67,11 +67,11 @@ from .journal import (
     BatchItem,
     BatchItemState,
     Journal,
-    JournalState,
     Outcome,
 )
 from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
 from .money import Money
+from .status import RefundStatus
 
 if TYPE_CHECKING:
     from .client import RefundClient
@@ -131,13 +131,18 @@ class BatchStatus(str, enum.Enum):
     ``SKIPPED``: not attempted because the batch was interrupted.
     """
 
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    PENDING = "PENDING"
-    UNKNOWN = "UNKNOWN"
+    SUCCEEDED = RefundStatus.SUCCEEDED.value
+    FAILED = RefundStatus.FAILED.value
+    PENDING = RefundStatus.PENDING.value
+    UNKNOWN = RefundStatus.UNKNOWN.value
     ERROR = "ERROR"
     INVALID = "INVALID"
     SKIPPED = "SKIPPED"
+
+    @classmethod
+    def of(cls, status: RefundStatus) -> BatchStatus:
+        """The outcome of a row whose refund stands at ``status``."""
+        return cls[status.name]
 
     def __str__(self) -> str:
         return self.value
@@ -154,7 +159,7 @@ SEVERITY = (
     BatchStatus.SUCCEEDED,
 )
 # Outcomes recorded for a row whose refund is in the journal (the others were not sent).
-_REFUND_OUTCOMES = frozenset(("SUCCEEDED", "FAILED", "PENDING", "UNKNOWN"))
+_REFUND_OUTCOMES = frozenset(map(BatchStatus.of, RefundStatus))
 
 
 def _check_provider(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -1146,7 +1151,7 @@ class _Runner:
             return self._not_sent(row, BatchStatus.ERROR, exc)
         return BatchOutcome(
             line=row.line or 0,
-            status=BatchStatus(result.status.value),
+            status=BatchStatus.of(result.status),
             provider=row.provider,
             refund_id=result.refund_id,
             amount=row.amount,
@@ -1254,14 +1259,12 @@ class _Runner:
     def _from_entry(self, entry: BatchEntry, row: BatchRow) -> BatchOutcome:
         """A row another worker (or an earlier run) finished, as the journal has it now."""
         refund = entry.refund
-        if refund is not None and entry.outcome in _REFUND_OUTCOMES:
+        recorded = BatchStatus.__members__.get(entry.outcome or "", BatchStatus.ERROR)
+        if refund is not None and recorded in _REFUND_OUTCOMES:
             # The journal's word, which callbacks and reconciles may have moved on since.
-            state = refund.state
             return BatchOutcome(
                 line=entry.line,
-                status=BatchStatus.UNKNOWN
-                if state is JournalState.SUBMITTING
-                else BatchStatus(state.value),
+                status=BatchStatus.of(refund.state.status or RefundStatus.UNKNOWN),
                 provider=row.provider,
                 refund_id=row.refund_id,
                 amount=row.amount,
@@ -1269,10 +1272,9 @@ class _Runner:
                 error_code=refund.error_code,
                 message=self._redact(row.provider, refund.message),
             )
-        status = BatchStatus.__members__.get(entry.outcome or "", BatchStatus.ERROR)
         return BatchOutcome(
             line=entry.line,
-            status=status,
+            status=recorded,
             provider=row.provider,
             refund_id=row.refund_id,
             amount=row.amount,

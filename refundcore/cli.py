@@ -20,6 +20,7 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .status import RefundStatus
 
 if TYPE_CHECKING:
     from .batch import BatchReport
@@ -74,10 +75,10 @@ exit status: the most serious row decides, in this order
 """
 
 _STATUS_EXIT = {
-    "SUCCEEDED": EXIT_OK,
-    "FAILED": EXIT_FAILED,
-    "PENDING": EXIT_PENDING,
-    "UNKNOWN": EXIT_UNKNOWN,
+    RefundStatus.SUCCEEDED: EXIT_OK,
+    RefundStatus.FAILED: EXIT_FAILED,
+    RefundStatus.PENDING: EXIT_PENDING,
+    RefundStatus.UNKNOWN: EXIT_UNKNOWN,
 }
 
 
@@ -441,7 +442,7 @@ def _cmd_providers(args: argparse.Namespace) -> int:
 
 def _finish(args: argparse.Namespace, result: RefundResult) -> int:
     _emit(args, _result_data(result), _result_text(result))
-    return _STATUS_EXIT[result.status.value]
+    return _STATUS_EXIT[result.status]
 
 
 def _cmd_refund(args: argparse.Namespace) -> int:
@@ -577,14 +578,14 @@ def _cmd_journal(args: argparse.Namespace) -> int:
         data = _entry_data(entry)
         human = "\n".join(f"{key:<20}{value}" for key, value in data.items() if key != "raw")
         _emit(args, data, human)
-        return _STATUS_EXIT.get(entry.state.value, EXIT_UNKNOWN)
+        return _STATUS_EXIT[entry.state.status or RefundStatus.UNKNOWN]
     results = client.reconcile(args.provider)
     _emit(
         args,
         [_result_data(r) for r in results],
         "\n".join(_result_text(r) for r in results) or "Nothing to reconcile.",
     )
-    unsettled = [r for r in results if r.status.value in ("UNKNOWN", "PENDING")]
+    unsettled = [r for r in results if not r.status.is_final]
     return EXIT_OK if not unsettled else EXIT_UNKNOWN
 
 

@@ -627,7 +627,7 @@ class RefundClient:
             return
         journal.apply_notification(
             info.id,
-            state=JournalState(word.status.value),
+            state=JournalState.of(word.status),
             refund_id=word.refund_id,
             provider_refund_id=word.provider_refund_id,
             raw=word.raw,
@@ -888,7 +888,7 @@ def _outcome(info: ProviderInfo, operation: Operation, owner: str, result: Refun
         info.id,
         operation.refund_id,
         owner,
-        JournalState(result.status.value),
+        JournalState.of(result.status),
         result.provider_refund_id,
         result.message,
         result.error_code,
@@ -960,9 +960,7 @@ def _result_from_entry(entry: JournalEntry, message: str | None = None) -> Refun
     return RefundResult(
         provider=entry.provider,
         refund_id=entry.refund_id,
-        status=RefundStatus(entry.state.value)
-        if entry.state is not JournalState.SUBMITTING
-        else RefundStatus.UNKNOWN,
+        status=entry.state.status or RefundStatus.UNKNOWN,
         operation=entry.operation,
         amount=_entry_money(entry),
         provider_refund_id=entry.provider_refund_id,

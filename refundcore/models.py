@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ import attrs
 
 from .errors import ValidationError
 from .money import Money
+from .status import RefundStatus
 
 if TYPE_CHECKING:
     from .sandbox.emulator import Emulator
@@ -38,28 +38,6 @@ __all__ = [
     "Void",
     "new_refund_id",
 ]
-
-
-class RefundStatus(str, enum.Enum):
-    """Where a refund stands.
-
-    ``UNKNOWN`` means the client cannot know (timeout after sending, 5xx, an unreadable
-    reply): the refund may or may not have happened, and only a query or a callback
-    settles it. It is never safe to treat ``UNKNOWN`` as ``FAILED`` and refund again.
-    """
-
-    SUCCEEDED = "SUCCEEDED"
-    PENDING = "PENDING"
-    FAILED = "FAILED"
-    UNKNOWN = "UNKNOWN"
-
-    @property
-    def is_final(self) -> bool:
-        """True for SUCCEEDED and FAILED: nothing will change any more."""
-        return self in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Headers(Mapping[str, str]):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..status import JournalState
 from .interface import Journal
 from .urls import USAGE, mask_url, sqlite_path
 from .values import (
@@ -44,7 +45,6 @@ from .values import (
     Claim,
     ClaimOutcome,
     JournalEntry,
-    JournalState,
     NewRefund,
     Outcome,
 )

@@ -14,10 +14,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import JournalError
+from ..status import JournalState
 from .interface import Journal
 from .pool import Row, Transaction
 from .schema import COLUMNS, SCHEMA_TABLE, SELECT
-from .values import JournalEntry, JournalState
+from .values import JournalEntry
 
 __all__ = ["UTC", "SqlBackend", "utc_now"]
 

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..status import RefundStatus
 from .backend import SqlBackend, utc_now
-from .schema import BATCH_TABLE, COLUMNS, TABLE
+from .schema import BATCH_TABLE, COLUMNS, TABLE, sql_list
 from .values import SETTLED_OUTCOMES, BatchCounts, BatchDone, BatchEntry, BatchItem, BatchItemState
 
 __all__ = ["SqlBatchQueue"]
@@ -35,7 +36,7 @@ _BATCH_SELECT = (
     "ON j.provider = b.provider AND j.refund_id = b.refund_id "
     "WHERE b.batch_id = ? ORDER BY b.line"
 )
-_SETTLED = ", ".join(f"'{outcome}'" for outcome in SETTLED_OUTCOMES)
+_SETTLED = sql_list(RefundStatus, SETTLED_OUTCOMES)
 # Rows per INSERT or UPDATE of batch rows: few statements, far below SQLite's limit of
 # bound parameters.
 _INSERT_ROWS = 200

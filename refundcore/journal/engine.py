@@ -18,11 +18,12 @@ from typing import Any
 import attrs
 
 from ..errors import JournalError
+from ..status import JournalState
 from .backend import utc_now
 from .batch_queue import SqlBatchQueue
 from .pool import Transaction
-from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, states
-from .values import Claim, ClaimOutcome, JournalEntry, JournalState, NewRefund, Outcome
+from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, sql_list
+from .values import Claim, ClaimOutcome, JournalEntry, NewRefund, Outcome
 
 __all__ = ["SqlJournal"]
 
@@ -37,13 +38,12 @@ _RANK = {
 }
 
 #: States whose amount is committed: the money has left or may have left.
-COMMITTED_STATES = (
-    JournalState.SUBMITTING,
-    JournalState.PENDING,
-    JournalState.SUCCEEDED,
-    JournalState.UNKNOWN,
+COMMITTED_STATES = frozenset(
+    {JournalState.SUBMITTING, JournalState.PENDING, JournalState.SUCCEEDED, JournalState.UNKNOWN}
 )
-_FINAL = (JournalState.SUCCEEDED, JournalState.FAILED)
+# States the gateway has answered with: a claim finds such a row DONE, and a callback
+# moves a row only to one of them.
+_ANSWERED = frozenset({JournalState.PENDING, JournalState.SUCCEEDED, JournalState.FAILED})
 
 _NEW_COLUMNS = tuple(attrs.fields_dict(NewRefund))
 _KEY = "WHERE provider = ? AND refund_id = ?"
@@ -76,6 +76,11 @@ _RECORD_OWN_ONLY = (
 )
 _RECORD_OWN = f"{_RECORD_OWN_ONLY} RETURNING {', '.join(COLUMNS)}"
 _RECORD_OWN_ACK = f"{_RECORD_OWN_ONLY} RETURNING 1"
+_COMMITTED = (
+    f"SELECT amount, original_amount, currency FROM {TABLE} "  # noqa: S608 - constant names
+    "WHERE provider = ? AND payment_key = ? "
+    f"AND state IN ({sql_list(JournalState, COMMITTED_STATES)})"
+)
 
 
 def _inserted_entry(
@@ -116,11 +121,7 @@ class SqlJournal(SqlBatchQueue):
 
     def _committed(self, tx: Transaction, new: NewRefund, limit: Decimal) -> Decimal:
         """What is already refunded or on its way for ``new``'s payment."""
-        rows = tx.all(
-            f"SELECT amount, original_amount, currency FROM {TABLE} "  # noqa: S608
-            f"WHERE provider = ? AND payment_key = ? AND state IN ({states(COMMITTED_STATES)})",
-            (new.provider, new.payment_key),
-        )
+        rows = tx.all(_COMMITTED, (new.provider, new.payment_key))
         total = limit * 0  # keeps the currency's decimals: "0.00", not "0"
         for row in rows:
             if row["currency"] is not None and new.currency not in (None, row["currency"]):
@@ -193,7 +194,7 @@ class SqlJournal(SqlBatchQueue):
                     raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
             if entry.fingerprint != new.fingerprint:
                 return Claim(ClaimOutcome.CONFLICT, entry)
-            if entry.state in (JournalState.PENDING, *_FINAL):
+            if entry.state in _ANSWERED:
                 return Claim(ClaimOutcome.DONE, entry)
             if entry.lease_until is not None and entry.lease_until > now:
                 return Claim(ClaimOutcome.BUSY, entry)
@@ -393,9 +394,7 @@ class SqlJournal(SqlBatchQueue):
                 entry = None if row is None else self._entry(row)
             if entry is None:
                 return None
-            advances = (
-                state in (JournalState.PENDING, *_FINAL) and _RANK[state] > _RANK[entry.state]
-            )
+            advances = state in _ANSWERED and _RANK[state] > _RANK[entry.state]
             fills_id = entry.provider_refund_id is None and provider_refund_id is not None
             if not advances and not fills_id:
                 return entry
@@ -443,7 +442,7 @@ class SqlJournal(SqlBatchQueue):
         where: list[str] = []
         params: list[Any] = []
         if unsettled:
-            where.append(f"state IN ({states(UNSETTLED_STATES)})")
+            where.append(f"state IN ({sql_list(JournalState, UNSETTLED_STATES)})")
         if provider is not None:
             where.append("provider = ?")
             params.append(provider)

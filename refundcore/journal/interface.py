@@ -14,6 +14,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from ..status import JournalState
 from .values import (
     BatchCounts,
     BatchDone,
@@ -21,7 +22,6 @@ from .values import (
     BatchItem,
     Claim,
     JournalEntry,
-    JournalState,
     NewRefund,
     Outcome,
 )

@@ -33,6 +33,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from ..errors import ConfigError, JournalError
+from ..status import JournalState
 from .backend import UTC
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
@@ -41,7 +42,7 @@ from .schema import (
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
     TABLE,
     UNSETTLED_STATES,
-    states,
+    sql_list,
 )
 from .urls import mask_url
 
@@ -80,7 +81,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
         f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
         f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
-        f"WHERE state IN ({states(UNSETTLED_STATES)})",
+        f"WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)})",
     ),
     # v2: batch rows, the work queue that workers sharing the journal split a batch by.
     (

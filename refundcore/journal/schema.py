@@ -3,11 +3,14 @@ state lists its SQL filters on, and the migrations that are the same everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Set as AbstractSet
+from typing import TypeVar
 
 import attrs
 
-from .values import JournalEntry, JournalState
+from ..status import JournalState
+from .values import JournalEntry
 
 __all__ = [
     "BATCH_TABLE",
@@ -17,7 +20,7 @@ __all__ = [
     "SELECT",
     "TABLE",
     "UNSETTLED_STATES",
-    "states",
+    "sql_list",
 ]
 
 TABLE = "refundcore_journal"
@@ -29,12 +32,15 @@ COLUMNS = tuple(attrs.fields_dict(JournalEntry))
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"  # noqa: S608 - constant names
 
 #: States a reconciler still has to settle.
-UNSETTLED_STATES = (JournalState.SUBMITTING, JournalState.PENDING, JournalState.UNKNOWN)
+UNSETTLED_STATES = frozenset({JournalState.SUBMITTING, JournalState.PENDING, JournalState.UNKNOWN})
+
+E = TypeVar("E", bound=enum.Enum)
 
 
-def states(values: Sequence[JournalState]) -> str:
-    """``values`` as the items of a SQL ``IN (...)`` list."""
-    return ", ".join(f"'{state.value}'" for state in values)
+def sql_list(kind: type[E], members: AbstractSet[E]) -> str:
+    """``members`` as the items of a SQL ``IN (...)`` list, in ``kind``'s order: the
+    text (and the schema written from it) never depends on a set's iteration order."""
+    return ", ".join(f"'{member.value}'" for member in kind if member in members)
 
 
 #: Schema v3, the same on every backend: rows get their provider refund id from the

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JournalError
+from ..status import JournalState
 from .backend import UTC
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
@@ -36,7 +37,7 @@ from .schema import (
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
     TABLE,
     UNSETTLED_STATES,
-    states,
+    sql_list,
 )
 from .urls import MEMORY
 
@@ -75,7 +76,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
         f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
         f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
-        f"WHERE state IN ({states(UNSETTLED_STATES)})",
+        f"WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)})",
     ),
     # v2: batch rows, the work queue that workers sharing the journal split a batch by.
     (

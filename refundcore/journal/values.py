@@ -14,6 +14,8 @@ from typing import Any
 import attrs
 
 from ..errors import ValidationError
+from ..models import Refund, Void
+from ..status import JournalState, RefundStatus
 
 __all__ = [
     "SETTLED_OUTCOMES",
@@ -25,37 +27,13 @@ __all__ = [
     "Claim",
     "ClaimOutcome",
     "JournalEntry",
-    "JournalState",
     "NewRefund",
     "Outcome",
 ]
 
 
-class JournalState(str, enum.Enum):
-    """Where a journalled refund stands.
-
-    ``SUBMITTING``: recorded, and its request may be on the wire right now (or may have
-    been, if the process died). ``UNKNOWN``: sent, outcome not known. Neither may be
-    sent again without reconciling first.
-    """
-
-    SUBMITTING = "SUBMITTING"
-    PENDING = "PENDING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    UNKNOWN = "UNKNOWN"
-
-    @property
-    def is_final(self) -> bool:
-        """True for SUCCEEDED and FAILED: nothing will change any more."""
-        return self in (JournalState.SUCCEEDED, JournalState.FAILED)
-
-    def __str__(self) -> str:
-        return self.value
-
-
 _PLAIN_DECIMAL = re.compile(r"[0-9]{1,24}(?:\.[0-9]{1,8})?\Z")
-_OPERATIONS = ("refund", "void")
+_OPERATIONS = frozenset({Refund.kind, Void.kind})
 
 
 def _check_amount(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -180,7 +158,7 @@ class BatchItemState(str, enum.Enum):
 
 #: Batch outcomes after which a row is never run again. Any other outcome (UNKNOWN,
 #: or the row could not be sent at all) is retried by the next run of the batch.
-SETTLED_OUTCOMES = ("SUCCEEDED", "FAILED", "PENDING")
+SETTLED_OUTCOMES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.PENDING})
 
 
 @attrs.frozen
