@@ -67,7 +67,7 @@ from .journal import (
     BatchItem,
     BatchItemState,
     Journal,
-    Outcome,
+    ResultRecord,
 )
 from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
 from .money import Money
@@ -1003,7 +1003,7 @@ class _Runner:
         # Outcomes of sent refunds, journalled together when the rows are marked done
         # rather than one commit each: a row's outcome is in here before its future
         # is done, so it is journalled no later than the row.
-        self._sent: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._sent: queue.SimpleQueue[ResultRecord] = queue.SimpleQueue()
         self._outcomes: dict[int, BatchOutcome] = {}
         self._unrecorded: list[BatchDone] = []
         self._counts: Counter[BatchStatus] = Counter()

@@ -49,12 +49,12 @@ from .errors import (
 )
 from .journal import (
     DEFAULT_JOURNAL,
-    ClaimOutcome,
+    ClaimVerdict,
     Journal,
     JournalEntry,
     JournalState,
     NewRefund,
-    Outcome,
+    ResultRecord,
     default_journal_url,
 )
 from .models import (
@@ -364,7 +364,7 @@ class RefundClient:
         provider: str,
         operation: Operation,
         original_amount: Money | None,
-        defer: Callable[[Outcome], None] | None,
+        defer: Callable[[ResultRecord], None] | None,
     ) -> RefundResult:
         """:meth:`execute`; with ``defer``, the outcome of a send is handed to it to be
         journalled later (with others, by :meth:`Journal.record_many`) instead of now."""
@@ -472,7 +472,7 @@ class RefundClient:
         config: Any,
         operation: Refund | Void,
         original_amount: Money | None,
-        defer: Callable[[Outcome], None] | None,
+        defer: Callable[[ResultRecord], None] | None,
     ) -> RefundResult:
         journal = self._require_journal()
         request = self._prepare(info, config, operation)
@@ -483,19 +483,19 @@ class RefundClient:
             owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
             claim = journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
             entry = claim.entry
-            if claim.outcome is ClaimOutcome.NEW:
+            if claim.outcome is ClaimVerdict.NEW:
                 return self._send_and_record(info, config, operation, request, owner, defer)
-            if claim.outcome is ClaimOutcome.TAKEOVER and entry is not None:
+            if claim.outcome is ClaimVerdict.TAKEOVER and entry is not None:
                 return self._reconcile_claimed(info, config, operation, owner, entry)
-            if claim.outcome is ClaimOutcome.DONE and entry is not None:
+            if claim.outcome is ClaimVerdict.DONE and entry is not None:
                 return _result_from_entry(entry)
-            if claim.outcome is ClaimOutcome.CONFLICT:
+            if claim.outcome is ClaimVerdict.CONFLICT:
                 raise IdempotencyConflict(
                     f"{operation.refund_id!r} was already used for a different refund via "
                     f"{info.id}; nothing was sent (use a new refund_id for a new refund)",
                     field="refund_id",
                 )
-            if claim.outcome is ClaimOutcome.OVER_LIMIT:
+            if claim.outcome is ClaimVerdict.OVER_LIMIT:
                 raise ValidationError(
                     f"refunds of this payment would exceed its original amount "
                     f"{original_amount} ({claim.refunded} already sent or pending); "
@@ -533,7 +533,7 @@ class RefundClient:
         operation: Refund | Void,
         request: HttpRequest,
         owner: str,
-        defer: Callable[[Outcome], None] | None = None,
+        defer: Callable[[ResultRecord], None] | None = None,
     ) -> RefundResult:
         journal = self._require_journal()
         try:
@@ -883,8 +883,10 @@ def _payment_key(payment: PaymentRef) -> str:
     raise ValidationError("give at least one identifier", field="payment")
 
 
-def _outcome(info: ProviderInfo, operation: Operation, owner: str, result: RefundResult) -> Outcome:
-    return Outcome(
+def _outcome(
+    info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
+) -> ResultRecord:
+    return ResultRecord(
         info.id,
         operation.refund_id,
         owner,

@@ -43,10 +43,10 @@ from .values import (
     BatchItem,
     BatchItemState,
     Claim,
-    ClaimOutcome,
+    ClaimVerdict,
     JournalEntry,
     NewRefund,
-    Outcome,
+    ResultRecord,
 )
 
 if TYPE_CHECKING:
@@ -86,12 +86,12 @@ __all__ = [
     "BatchItem",
     "BatchItemState",
     "Claim",
-    "ClaimOutcome",
+    "ClaimVerdict",
     "Journal",
     "JournalEntry",
     "JournalState",
     "NewRefund",
-    "Outcome",
+    "ResultRecord",
     "SqliteJournal",
     "default_journal_url",
     "open_journal",

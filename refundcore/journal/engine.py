@@ -23,7 +23,7 @@ from .backend import utc_now
 from .batch_queue import SqlBatchQueue
 from .pool import Transaction
 from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, sql_list
-from .values import Claim, ClaimOutcome, JournalEntry, NewRefund, Outcome
+from .values import Claim, ClaimVerdict, JournalEntry, NewRefund, ResultRecord
 
 __all__ = ["SqlJournal"]
 
@@ -173,7 +173,7 @@ class SqlJournal(SqlBatchQueue):
         if new.original_amount is None and self._alone(
             _INSERT, self._new_row(new, owner, lease_until, now), lock=lock
         ):
-            return Claim(ClaimOutcome.NEW, _inserted_entry(new, owner, lease_until, now))
+            return Claim(ClaimVerdict.NEW, _inserted_entry(new, owner, lease_until, now))
         with self._transaction(write=True, lock=lock) as tx:
             entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
             if entry is None:
@@ -182,22 +182,22 @@ class SqlJournal(SqlBatchQueue):
                     committed = self._committed(tx, new, limit)
                     wanted = limit if new.amount is None else Decimal(new.amount)
                     if committed + wanted > limit:
-                        return Claim(ClaimOutcome.OVER_LIMIT, None, refunded=f"{committed:f}")
+                        return Claim(ClaimVerdict.OVER_LIMIT, None, refunded=f"{committed:f}")
                 # ON CONFLICT: a claim of the same refund id for another payment holds
                 # another lock; whoever inserts second finds the row below instead.
                 if tx.all(_INSERT, self._new_row(new, owner, lease_until, now)):
                     # The row is exactly what was written: no need to read it back on
                     # the path every refund takes.
-                    return Claim(ClaimOutcome.NEW, _inserted_entry(new, owner, lease_until, now))
+                    return Claim(ClaimVerdict.NEW, _inserted_entry(new, owner, lease_until, now))
                 entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
                 if entry is None:  # pragma: no cover - the insert found it there
                     raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
             if entry.fingerprint != new.fingerprint:
-                return Claim(ClaimOutcome.CONFLICT, entry)
+                return Claim(ClaimVerdict.CONFLICT, entry)
             if entry.state in _ANSWERED:
-                return Claim(ClaimOutcome.DONE, entry)
+                return Claim(ClaimVerdict.DONE, entry)
             if entry.lease_until is not None and entry.lease_until > now:
-                return Claim(ClaimOutcome.BUSY, entry)
+                return Claim(ClaimVerdict.BUSY, entry)
             tx.run(
                 f"UPDATE {TABLE} SET owner = ?, lease_until = ?, attempts = attempts + 1, "  # noqa: S608
                 f"updated_at = ? {_KEY}",
@@ -209,7 +209,7 @@ class SqlJournal(SqlBatchQueue):
                     new.refund_id,
                 ),
             )
-            return Claim(ClaimOutcome.TAKEOVER, self._refetch(tx, new.provider, new.refund_id))
+            return Claim(ClaimVerdict.TAKEOVER, self._refetch(tx, new.provider, new.refund_id))
 
     def record(
         self,
@@ -229,7 +229,7 @@ class SqlJournal(SqlBatchQueue):
         if state is JournalState.SUBMITTING:
             raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")
         now = utc_now(now)
-        own = Outcome(
+        own = ResultRecord(
             provider,
             refund_id,
             owner,
@@ -247,7 +247,7 @@ class SqlJournal(SqlBatchQueue):
             return self._entry(recorded[0])
         return self._record_by_rules(own, now)
 
-    def _record_by_rules(self, outcome: Outcome, now: datetime) -> JournalEntry:
+    def _record_by_rules(self, outcome: ResultRecord, now: datetime) -> JournalEntry:
         """:meth:`record` for a row that is not, or no longer, its owner's SUBMITTING row:
         a final row stays, a live lease of another owner refuses, a less-informed state
         only gives the lease back."""
@@ -322,7 +322,7 @@ class SqlJournal(SqlBatchQueue):
                 updated_at=now,
             )
 
-    def _own_outcome(self, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+    def _own_outcome(self, outcome: ResultRecord, now: datetime) -> tuple[Any, ...]:
         """The values of :data:`_RECORD_OWN_ONLY` for ``outcome``."""
         raw = outcome.raw
         return (
@@ -338,7 +338,7 @@ class SqlJournal(SqlBatchQueue):
             outcome.owner,
         )
 
-    def record_many(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
+    def record_many(self, outcomes: Sequence[ResultRecord], *, now: datetime | None = None) -> None:
         for outcome in outcomes:
             if outcome.state is JournalState.SUBMITTING:
                 raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")

@@ -23,7 +23,7 @@ from .values import (
     Claim,
     JournalEntry,
     NewRefund,
-    Outcome,
+    ResultRecord,
 )
 
 __all__ = ["Journal"]
@@ -52,7 +52,7 @@ class Journal(abc.ABC):
         """Record ``new`` as SUBMITTING before sending it, atomically.
 
         Exactly one concurrent caller gets NEW (or TAKEOVER) for a refund id; see
-        :class:`ClaimOutcome` for the rest. ``owner`` must be unique to the attempt:
+        :class:`ClaimVerdict` for the rest. ``owner`` must be unique to the attempt:
         a live lease makes any claim BUSY, the holder's own included.
         """
 
@@ -80,7 +80,7 @@ class Journal(abc.ABC):
         """
 
     @abc.abstractmethod
-    def record_many(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
+    def record_many(self, outcomes: Sequence[ResultRecord], *, now: datetime | None = None) -> None:
         """:meth:`record` each outcome, in as few transactions as the journal can.
 
         For a caller that finishes many refunds at once (a batch): the outcomes of

@@ -25,10 +25,10 @@ __all__ = [
     "BatchItem",
     "BatchItemState",
     "Claim",
-    "ClaimOutcome",
+    "ClaimVerdict",
     "JournalEntry",
     "NewRefund",
-    "Outcome",
+    "ResultRecord",
 ]
 
 
@@ -107,7 +107,7 @@ class JournalEntry:
     updated_at: datetime
 
 
-class ClaimOutcome(str, enum.Enum):
+class ClaimVerdict(str, enum.Enum):
     """What :meth:`Journal.claim` found, and so what the caller must do next."""
 
     #: Row inserted in SUBMITTING, owned by the caller: send the request.
@@ -136,7 +136,7 @@ class Claim:
     ``refunded`` is, for OVER_LIMIT, the amount already committed for the payment.
     """
 
-    outcome: ClaimOutcome
+    outcome: ClaimVerdict
     entry: JournalEntry | None
     refunded: str | None = None
 
@@ -185,8 +185,9 @@ class BatchDone:
 
 
 @attrs.frozen
-class Outcome:
-    """What :meth:`Journal.record` takes, as a value: for :meth:`Journal.record_many`."""
+class ResultRecord:
+    """A refund's result as the journal records it: what :meth:`Journal.record` takes,
+    as a value, for :meth:`Journal.record_many`."""
 
     provider: str
     refund_id: str

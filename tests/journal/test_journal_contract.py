@@ -27,24 +27,24 @@ from hypothesis import strategies as st
 from refundcore.errors import JournalError
 from refundcore.journal import (
     Claim,
-    ClaimOutcome,
+    ClaimVerdict,
     Journal,
     JournalEntry,
     JournalState,
     NewRefund,
-    Outcome,
+    ResultRecord,
 )
 
 MakeRefund = Callable[..., NewRefund]
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 NEW, TAKEOVER, BUSY, DONE = (
-    ClaimOutcome.NEW,
-    ClaimOutcome.TAKEOVER,
-    ClaimOutcome.BUSY,
-    ClaimOutcome.DONE,
+    ClaimVerdict.NEW,
+    ClaimVerdict.TAKEOVER,
+    ClaimVerdict.BUSY,
+    ClaimVerdict.DONE,
 )
-CONFLICT, OVER_LIMIT = ClaimOutcome.CONFLICT, ClaimOutcome.OVER_LIMIT
+CONFLICT, OVER_LIMIT = ClaimVerdict.CONFLICT, ClaimVerdict.OVER_LIMIT
 S = JournalState
 
 
@@ -479,10 +479,10 @@ def test_record_many_stores_each_outcome_as_record_would(
 ) -> None:
     journal = backend.open()
     outcomes = [
-        Outcome("testpay", "1", "A1", S.SUCCEEDED, "GW-1", "ok", None, 200, {"n": 1}),
-        Outcome("testpay", "2", "A2", "FAILED", None, "refused", "E7", 402),
-        Outcome("testpay", "3", "A3", S.UNKNOWN, message="read timeout"),
-        Outcome("testpay", "4", "A4", S.PENDING, "GW-4", raw={"queued": True}),
+        ResultRecord("testpay", "1", "A1", S.SUCCEEDED, "GW-1", "ok", None, 200, {"n": 1}),
+        ResultRecord("testpay", "2", "A2", "FAILED", None, "refused", "E7", 402),
+        ResultRecord("testpay", "3", "A3", S.UNKNOWN, message="read timeout"),
+        ResultRecord("testpay", "4", "A4", S.PENDING, "GW-4", raw={"queued": True}),
     ]
     for outcome in outcomes:
         for prefix in ("M-", "R-"):
@@ -518,15 +518,15 @@ def test_record_many_leaves_rows_it_does_not_own_to_records_rules(
 
     journal.record_many(
         [
-            Outcome("testpay", "R-1", "A", S.FAILED, message="late"),
-            Outcome("testpay", "R-3", "A", S.SUCCEEDED, "GW-3"),
+            ResultRecord("testpay", "R-1", "A", S.FAILED, message="late"),
+            ResultRecord("testpay", "R-3", "A", S.SUCCEEDED, "GW-3"),
         ],
         now=taken,
     )
     with pytest.raises(JournalError, match=r"leased by another owner.*'A' may not record"):
-        journal.record_many([Outcome("testpay", "R-2", "A", S.FAILED)], now=taken)
+        journal.record_many([ResultRecord("testpay", "R-2", "A", S.FAILED)], now=taken)
     with pytest.raises(JournalError, match="has no refund 'R-404'"):
-        journal.record_many([Outcome("testpay", "R-404", "A", S.FAILED)], now=taken)
+        journal.record_many([ResultRecord("testpay", "R-404", "A", S.FAILED)], now=taken)
 
     states = {entry.refund_id: entry.state for entry in journal.entries()}
     assert states == {"R-1": S.SUCCEEDED, "R-2": S.SUBMITTING, "R-3": S.SUCCEEDED}
@@ -538,8 +538,8 @@ def test_record_many_takes_outcomes_only(backend: Any, make_refund: MakeRefund) 
     with pytest.raises(ValueError, match="record takes"):
         journal.record_many(
             [
-                Outcome("testpay", "R-1", "A", S.SUCCEEDED),
-                Outcome("testpay", "R-1", "A", S.SUBMITTING),
+                ResultRecord("testpay", "R-1", "A", S.SUCCEEDED),
+                ResultRecord("testpay", "R-1", "A", S.SUBMITTING),
             ]
         )
     assert _entry(journal.claim(make_refund(), owner="B")).state is S.SUBMITTING

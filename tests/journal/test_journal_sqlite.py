@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from refundcore.errors import ConfigError, JournalError
-from refundcore.journal import ClaimOutcome, JournalState, NewRefund, SqliteJournal, open_journal
+from refundcore.journal import ClaimVerdict, JournalState, NewRefund, SqliteJournal, open_journal
 
 MakeRefund = Callable[..., NewRefund]
 PermissionsEnforced = Callable[[], AbstractContextManager[None]]
@@ -180,7 +180,7 @@ def test_full_disk_refuses_claims_and_leaves_no_half_written_row(
     assert str(caught.value).startswith(f"journal {_url(path)} is full: database or disk is full")
     with open_journal(_url(path)) as reopened:
         assert reopened.entries() == []
-        assert reopened.claim(make_refund(), owner="A").outcome is ClaimOutcome.NEW
+        assert reopened.claim(make_refund(), owner="A").outcome is ClaimVerdict.NEW
 
 
 def test_write_lock_held_too_long_is_reported(tmp_path: Path, make_refund: MakeRefund) -> None:
@@ -191,7 +191,7 @@ def test_write_lock_held_too_long_is_reported(tmp_path: Path, make_refund: MakeR
         with pytest.raises(JournalError, match="is locked by another writer for too long"):
             journal.claim(make_refund(), owner="A")
         other.execute("ROLLBACK")
-    assert journal.claim(make_refund(), owner="A").outcome is ClaimOutcome.NEW
+    assert journal.claim(make_refund(), owner="A").outcome is ClaimVerdict.NEW
     journal.close()
 
 
@@ -199,7 +199,7 @@ def test_threads_of_one_process_queue_for_the_write_lock(
     tmp_path: Path, make_refund: MakeRefund
 ) -> None:
     journal = SqliteJournal(tmp_path / "journal.db", busy_timeout=0.3)
-    claims: list[ClaimOutcome] = []
+    claims: list[ClaimVerdict] = []
     with journal._writing():
         worker = threading.Thread(
             target=lambda: claims.append(journal.claim(make_refund(), owner="A").outcome)
@@ -208,7 +208,7 @@ def test_threads_of_one_process_queue_for_the_write_lock(
         time.sleep(0.1)
         assert claims == []  # waiting for the writer before it
     worker.join()
-    assert claims == [ClaimOutcome.NEW]
+    assert claims == [ClaimVerdict.NEW]
 
     # Waiting longer than busy_timeout is the same error as waiting for another process.
     with (
