@@ -31,6 +31,8 @@ from refundcore import (
     ConfigError,
     HttpRequest,
     HttpResponse,
+    Lookup,
+    LookupKey,
     ProviderConfig,
     ProviderInfo,
     RefundNotification,
@@ -339,6 +341,15 @@ def refundcore_register_providers(register: Any) -> None:
                 currencies=None,
                 idempotent_refund_id=False,
                 callback_timestamps=True,
+                # Found again only by the note tag, which Wonder's own plugin never
+                # sends: nothing says the live gateway keeps it, so not finding it proves
+                # nothing.
+                lookup=Lookup(
+                    by=LookupKey.TAG,
+                    absence_authoritative=False,
+                    settle_delay=60.0,
+                    not_found_codes={"refund_not_found"},
+                ),
             ),
             environments={
                 "sandbox": "https://gateway-stg.wonder.today",
