@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -483,8 +482,10 @@ class RefundClient:
             owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
             claim = journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
             entry = claim.entry
-            if claim.outcome is ClaimVerdict.NEW:
-                return self._send_and_record(info, config, operation, request, owner, defer)
+            if claim.outcome is ClaimVerdict.NEW and entry is not None:
+                return self._send_and_record(
+                    info, config, operation, request, owner, entry.attempt, defer
+                )
             if claim.outcome is ClaimVerdict.TAKEOVER and entry is not None:
                 return self._reconcile_claimed(info, config, operation, owner, entry)
             if claim.outcome is ClaimVerdict.DONE and entry is not None:
@@ -533,6 +534,7 @@ class RefundClient:
         operation: Refund | Void,
         request: HttpRequest,
         owner: str,
+        attempt: int,
         defer: Callable[[ResultRecord], None] | None = None,
     ) -> RefundResult:
         journal = self._require_journal()
@@ -543,16 +545,25 @@ class RefundClient:
             journal.abandon(info.id, operation.refund_id, owner=owner)
             raise
         if defer is None:
-            self._record(info, operation, owner, result)
+            self._record(info, operation, owner, attempt, result)
         else:
-            defer(_outcome(info, operation, owner, result))
+            defer(_outcome(info, operation, owner, attempt, result))
         return result
 
     def _record(
-        self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
+        self,
+        info: ProviderInfo,
+        operation: Operation,
+        owner: str,
+        attempt: int,
+        result: RefundResult,
+        *,
+        sent: bool = True,
     ) -> None:
         try:
-            self._require_journal().record_many([_outcome(info, operation, owner, result)])
+            self._require_journal().record_many(
+                [_outcome(info, operation, owner, attempt, result, sent=sent)]
+            )
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
@@ -605,18 +616,18 @@ class RefundClient:
                     operation=operation.kind,
                     message=f"{note} ({answer.message})" if answer.message else note,
                 )
-                self._record(info, operation, owner, settled)
+                self._record(info, operation, owner, entry.attempt, settled, sent=False)
                 return settled
         if caps.idempotent_refund_id:
             request = self._prepare(info, config, operation)
-            return self._send_and_record(info, config, operation, request, owner)
+            return self._send_and_record(info, config, operation, request, owner, entry.attempt)
         unknown = _unknown(
             info,
             operation,
             f"an earlier attempt may have reached {info.name}, which could not confirm it",
             "unconfirmed",
         )
-        self._record(info, operation, owner, unknown)
+        self._record(info, operation, owner, entry.attempt, unknown, sent=False)
         return self._finish(info, operation, unknown)
 
     def _settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> None:
@@ -642,7 +653,7 @@ class RefundClient:
             if (
                 entry.state is JournalState.SUBMITTING
                 and entry.lease_until is not None
-                and (entry.lease_until > _utcnow())
+                and entry.lease_until > journal.now()
             ):
                 continue  # being sent right now
             try:
@@ -884,18 +895,26 @@ def _payment_key(payment: PaymentRef) -> str:
 
 
 def _outcome(
-    info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
+    info: ProviderInfo,
+    operation: Operation,
+    owner: str,
+    attempt: int,
+    result: RefundResult,
+    *,
+    sent: bool = True,
 ) -> ResultRecord:
     return ResultRecord(
         info.id,
         operation.refund_id,
         owner,
+        attempt,
         JournalState.of(result.status),
         result.provider_refund_id,
         result.message,
         result.error_code,
         result.http_status,
         result.raw,
+        sent,
     )
 
 
@@ -971,10 +990,6 @@ def _result_from_entry(entry: JournalEntry, message: str | None = None) -> Refun
         http_status=entry.http_status,
         raw=entry.raw,
     )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _open_journal(url: str) -> Journal:

@@ -17,12 +17,16 @@ Journal URLs:
 ``sqlite:////absolute/path.db``
     A SQLite file at an absolute path (four slashes: the path's own ``/`` follows).
     Missing parent directories are created. The path is taken literally (no
-    ``%``-decoding, no ``~``, no query parameters).
+    ``%``-decoding, no ``~``, no query parameters). Only a path where nothing exists
+    is made a new journal: a file there that is empty, cut short, not SQLite, another
+    program's database or of a newer schema is a ``JournalError``, never replaced.
+    Every writer of one file must run on one machine: its clock is the journal's.
 ``sqlite://:memory:``
     An in-memory database that lives as long as the journal object: for tests.
 ``postgresql://user:password@host:port/dbname`` (or ``postgres://``)
     A PostgreSQL database, for several app servers or workers; libpq parameters may be
     added as query parameters (``?sslmode=require``). Needs ``refundcore[postgres]``.
+    The server's clock is the journal's, whatever the workers' clocks say.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .interface import Journal
 from .urls import USAGE, mask_url, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
+    Applied,
     BatchCounts,
     BatchDone,
     BatchEntry,
@@ -44,7 +49,9 @@ from .values import (
     BatchItemState,
     Claim,
     ClaimVerdict,
+    EventKind,
     JournalEntry,
+    JournalEvent,
     NewRefund,
     ResultRecord,
 )
@@ -80,6 +87,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_JOURNAL",
     "SETTLED_OUTCOMES",
+    "Applied",
     "BatchCounts",
     "BatchDone",
     "BatchEntry",
@@ -87,8 +95,10 @@ __all__ = [
     "BatchItemState",
     "Claim",
     "ClaimVerdict",
+    "EventKind",
     "Journal",
     "JournalEntry",
+    "JournalEvent",
     "JournalState",
     "NewRefund",
     "ResultRecord",

@@ -86,7 +86,7 @@ def test_password_never_shows(postgres_url: str, make_refund: MakeRefund) -> Non
         journal.claim(make_refund(), owner="A")
         shown = [journal.url, repr(journal), str(journal.entries())]
         with pytest.raises(JournalError) as caught:
-            journal.record("testpay", "R-404", owner="A", state=JournalState.FAILED)
+            journal.record("testpay", "R-404", owner="A", attempt=1, state=JournalState.FAILED)
     shown.append(str(caught.value))
     assert all(PASSWORD not in text for text in shown)
     assert journal.url == mask_url(url) and ":***@" in journal.url
@@ -156,7 +156,9 @@ def test_amounts_are_numeric_and_raw_is_jsonb(postgres_url: str, make_refund: Ma
         journal.claim(
             make_refund(amount="1.250", currency="KWD", original_amount="3.000"), owner="A"
         )
-        journal.record("testpay", "R-1", owner="A", state=JournalState.FAILED, raw={"a": [1]})
+        journal.record(
+            "testpay", "R-1", owner="A", attempt=1, state=JournalState.FAILED, raw={"a": [1]}
+        )
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute(
             "SELECT pg_typeof(amount)::text, amount::text, original_amount::text, "
