@@ -1,20 +1,81 @@
-"""The repository stays clean: a test run that leaves a file in the git checkout fails
-(the check is in the root conftest.py), and what it proves is tried here on a throwaway
-checkout."""
+"""The repository's own rules: the version is written once, every distribution
+declares the license it ships under, each plugin accepts one minor series of the core,
+and a test run that leaves a file in the git checkout fails (the check is in the root
+conftest.py; it is tried here on throwaway checkouts)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+import refundcore
+from refundcore.scaffold import core_requirement, create_plugin
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def _project_table(pyproject: Path) -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    return table
+
+
+# -- one version, one license, compatible plugins -----------------------------------------
+
+
+def test_the_version_is_read_from_the_installed_metadata() -> None:
+    written = _project_table(ROOT / "pyproject.toml")["version"]
+    assert refundcore.__version__ == importlib.metadata.version("refundcore") == written
+
+
+def test_the_license_file_is_the_one_pyproject_declares() -> None:
+    assert _project_table(ROOT / "pyproject.toml")["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "Copyright 2026 refundcore contributors" in text
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda path: path.name)
+def test_each_plugin_declares_the_license_and_a_compatible_core(plugin: Path) -> None:
+    project = _project_table(plugin / "pyproject.toml")
+    assert project["license"] == "Apache-2.0"
+    cores = [dep for dep in project["dependencies"] if dep.startswith("refundcore")]
+    assert cores == [core_requirement(refundcore.__version__)] == ["refundcore>=0.1,<0.2"]
+    assert project["version"] == importlib.metadata.version(project["name"])
+
+
+def test_a_scaffolded_plugin_requires_the_generating_core_series(tmp_path: Path) -> None:
+    project = _project_table(create_plugin("acme", tmp_path / "acme") / "pyproject.toml")
+    assert project["dependencies"] == [core_requirement(refundcore.__version__)]
+
+
+@pytest.mark.parametrize(
+    ("version", "requirement"),
+    [
+        ("0.1.0", "refundcore>=0.1,<0.2"),
+        ("0.2.0.dev1", "refundcore>=0.2,<0.3"),
+        ("1.4.2", "refundcore>=1.4,<2"),
+    ],
+)
+def test_core_requirement(version: str, requirement: str) -> None:
+    assert core_requirement(version) == requirement
+
+
+# -- a test run leaves the checkout as it found it ----------------------------------------
 
 
 def _project(where: Path, test_source: str, *, git: bool = True) -> Path:
@@ -46,6 +107,7 @@ _LEAVES_A_FILE = """
 """
 
 
+@needs_git
 def test_a_file_left_in_the_checkout_fails_the_run(tmp_path: Path) -> None:
     run = _pytest(_project(tmp_path / "p", _LEAVES_A_FILE))
     assert run.returncode == 1, run.stdout + run.stderr
@@ -54,6 +116,7 @@ def test_a_file_left_in_the_checkout_fails_the_run(tmp_path: Path) -> None:
     assert "1 passed" in run.stdout
 
 
+@needs_git
 def test_tmp_dirs_ignored_files_and_earlier_work_are_not_counted(tmp_path: Path) -> None:
     project = _project(
         tmp_path / "p",
