@@ -1,11 +1,13 @@
 """The repository's own rules: the version is written once, every distribution
-declares the license it ships under, each plugin accepts one minor series of the core,
-and a test run that leaves a file in the git checkout fails (the check is in the root
-conftest.py; it is tried here on throwaway checkouts)."""
+declares the license it ships under, each plugin accepts one minor series of the core
+and documents its protocol itself, nothing points at reference material outside the
+repository, and a test run that leaves a file in the git checkout fails (the check is in
+the root conftest.py; it is tried here on throwaway checkouts)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +75,37 @@ def test_a_scaffolded_plugin_requires_the_generating_core_series(tmp_path: Path)
 )
 def test_core_requirement(version: str, requirement: str) -> None:
     assert core_requirement(version) == requirement
+
+
+# -- self-contained: protocol notes and page examples live in the repository ------------
+
+# The project's reference notes sit beside the repository, not in it: a clean clone has
+# none of them, so no file may point there.
+_OUTSIDE = re.compile(r"\.\./shared\b|\bshared/specs\b|\bGATEWAYS\.md\b")
+
+
+@needs_git
+def test_no_file_cites_or_reads_material_outside_the_repository() -> None:
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True
+    )
+    names = [name for name in listed.stdout.decode().split("\0") if name]
+    this = Path(__file__).resolve().relative_to(ROOT).as_posix()
+    offending = []
+    for name in names:
+        path = ROOT / name
+        if name == this or not path.is_file():
+            continue
+        text = path.read_bytes().decode("utf-8", "replace")
+        offending += [f"{name}: {match.group()}" for match in _OUTSIDE.finditer(text)]
+    assert offending == []
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda path: path.name)
+def test_each_plugin_documents_its_protocol_and_links_it(plugin: Path) -> None:
+    protocol = (plugin / "PROTOCOL.md").read_text(encoding="utf-8")
+    assert "## Assumptions" in protocol and "ASSUMPTION" in protocol
+    assert "](PROTOCOL.md" in (plugin / "README.md").read_text(encoding="utf-8")
 
 
 # -- a test run leaves the checkout as it found it ----------------------------------------
