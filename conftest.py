@@ -52,6 +52,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.write_line("")  # ends the progress line
         reporter.write_sep("=", "tests left files in the working tree", red=True)
         for name in left:
             reporter.write_line(f"    {name}")
