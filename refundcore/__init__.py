@@ -14,15 +14,14 @@ A small core that knows no gateway, and one installable plugin per gateway::
     if result.status is refundcore.RefundStatus.UNKNOWN:
         ...  # query before trying again
 
-Names are imported on first use, so ``import refundcore`` stays cheap.
+Names are imported on first use, so ``import refundcore`` stays cheap. ``__version__``
+is the installed distribution's version: ``pyproject.toml`` is the one place it is written.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "RefundClient": "client",
@@ -98,6 +97,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    __version__: str
+
     from .client import RefundClient
     from .config import ProviderConfig, Secret
     from .crypto import PrivateKey, PublicKey
@@ -135,6 +136,12 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # Read on first use, like every other name: importlib.metadata costs milliseconds.
+        from importlib.metadata import version
+
+        globals()[name] = value = version("refundcore")
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'refundcore' has no attribute {name!r}")

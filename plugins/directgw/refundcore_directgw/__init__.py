@@ -13,7 +13,7 @@ flat JSON objects carrying a ``signature`` field made by BBMSL's own key over th
 fields written as sorted ``k=v`` pairs joined with ``&``.
 
 Each guess the public documentation forces is marked ASSUMPTION and lives in one small
-function named in the README.
+function named in PROTOCOL.md, beside this package, with its source.
 """
 
 from __future__ import annotations

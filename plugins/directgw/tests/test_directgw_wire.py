@@ -49,24 +49,12 @@ FIXED_SIGNATURE = (
     "Pd6beFg1OMXlUFoLYuD95wfTRll2cXuIrhq46PoD+Ox7pU6UlLL90wK8KTPSQI2bgY1xpgOL6DIT1GxF40Iv/EQI"
     "75UB2UjsRhLfI9LHyfb32i0awb+S8whwSo/D9VGTUiXynP11cOXkv8JpQvriVCelT8hi7nyc2gg1/A=="
 )
-# The page's own example reply, byte for byte: order.id is a string, there is no
+FIXTURES = Path(__file__).with_name("fixtures")
+# The page's own example reply, as printed: order.id is a string, there is no
 # transaction object, and the amount is a JSON number.
-DOCS_REPLY = b"""{
-"responseCode": "0000",
-"message": "SUCCESS",
-"order":{
-"id": "1076",
-"merchantReference": "s22tring",
-"currency": "HKD",
-"amount": 76.19,
-"status": "REFUNDED"
-}
-}"""
-# The page's example request, byte for byte.
-DOCS_REQUEST = b"""{
-"request": "{\\"merchantId\\":\\"3000001\\",\\"merchantReference\\":\\"s22tring\\",}",
-"signature":"c1hTR2RBNHRSNEIwd25GNk5yOFNocGZOTXRISVNXdXpMcGRLb05Xc2tJZ0Njc3BNVkZGemdrZXo0QnJtdFlYa01xWmgxdHl6LzhzTk5VM0YyVlR1MGZPeCtaUDRDbm1Wak51OGJjaXU0aFR0bnl0QTNZMUdaL3lYQVVEK21WWUdYZXlETzNmSHJxRGRJN2szeFYvUThGQ09kMGN1bFRzTjZSUk14TVpxK29xUjJ4K0VqT1hWb2ZwN0JaSndoUUU4VXM0QWw1NzNGUXo1RUhEdkNMeDM1bHEyaG9NaFhMQ1ZMVkRCSGNwQ2dvdHVZNG1nOTFNWGgvcXFjRkdZL2hRS2hHZFdBYlo5dGNwMlE1czJFU2gzN3JxeG5Pd1pycmVwSzhOQzZ2TUJQVWlTUHhRZWZwZXYybkcwSnpBSE9qUlBiQlhZdzFYQlM2UkJZS0FtdWZaWmlRPT0="
-}"""
+DOCS_REPLY = (FIXTURES / "refund-response-example.json").read_bytes()
+# The page's example request, as printed.
+DOCS_REQUEST = (FIXTURES / "refund-request-example.json").read_bytes()
 
 _SETTINGS = settings(
     max_examples=200,
@@ -265,7 +253,7 @@ def test_docs_example_request_artefacts() -> None:
     assert len(base64.b64decode(once, validate=True)) == 256
 
 
-# -- replies: the GATEWAYS.md status table ---------------------------------------------
+# -- replies: the status table in PROTOCOL.md ------------------------------------------
 
 
 def _reply(code: str | int | None = "0000", **extra: Any) -> bytes:

@@ -4,7 +4,7 @@ Everything this provider does is in this module: its config, how a refund or a s
 query becomes a signed request, how a reply becomes a result, and how a postback is
 verified. The gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
 
-The wire protocol, in short (see README.md for the whole story):
+The wire protocol, in short (PROTOCOL.md beside this package has the whole story):
 
 * refund: ``POST /api/v1/index.php/{ptxid}/refund``, form fields ``sid, hash,
   postback_url, timestamp, currency, amount, tx_action=REFUND`` in that order, with
@@ -524,7 +524,7 @@ def _raw(data: Mapping[str, Any]) -> dict[str, Any]:
 def refundcore_parse_response(
     provider: ProviderInfo, operation: Operation, response: HttpResponse
 ) -> RefundResult:
-    """Map the instant refund reply, or a getstatus reply, to a result (see README)."""
+    """Map the instant refund reply, or a getstatus reply, to a result (see PROTOCOL.md)."""
 
     def result(status: RefundStatus, message: str | None, **extra: Any) -> RefundResult:
         return RefundResult(

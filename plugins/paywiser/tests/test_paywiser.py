@@ -105,7 +105,8 @@ def api_requests(run: SandboxRun) -> list[RecordedRequest]:
 
 
 def test_refund_hash_matches_the_documented_example() -> None:
-    # GATEWAYS.md / the refund page: md5('22'.'1234568995265421'.'17.00'.'CNY'.'222b6c')
+    # The refund page's one worked example (it prints no example reply):
+    # md5('22'.'1234568995265421'.'17.00'.'CNY'.'222b6c')
     assert paywiser.refund_hash("22", "1234568995265421", "17.00", "CNY", "222b6c") == (
         "139d14fde947174e9c87fcc9297b22f2"
     )
@@ -232,6 +233,11 @@ def test_production_is_the_only_host() -> None:
     assert _config().base_url == "https://office.paywiser.com"
     assert _config().timestamp_format == "%H%M%S"
     assert "222b6c" not in repr(_config())
+
+
+def test_the_documented_host_is_the_only_environment() -> None:
+    environments = RefundClient(journal=None).provider("paywiser").environments
+    assert environments == {"production": "https://office.paywiser.com"}
 
 
 def test_sandbox_without_base_url_is_a_config_error_that_says_why() -> None:

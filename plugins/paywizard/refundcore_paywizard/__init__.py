@@ -5,7 +5,7 @@ Everything this provider does is in this module: its config, how an operation be
 signed request, how a reply becomes a result, and how a result push is verified. The
 gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
 
-Wire protocol (GATEWAYS.md § paywizard, the provider's APM pages):
+Wire protocol (PROTOCOL.md beside this package gives every detail and its source):
 
 * ``POST /ovstrade/openPay/refundOrder`` (refund), ``/reversalOrder`` (void),
   ``/queryOrder`` (query); compact JSON bodies, headers ``Content-Type``,
@@ -16,7 +16,7 @@ Wire protocol (GATEWAYS.md § paywizard, the provider's APM pages):
 * Result push: :func:`push_signature`, read by :func:`refundcore_verify_callback`.
 
 Each ASSUMPTION (a point the provider's documentation leaves open) sits in one small
-function whose docstring starts with "ASSUMPTION"; the README lists them.
+function whose docstring starts with "ASSUMPTION"; PROTOCOL.md lists them.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Everything this provider does is in this module: its config, how a refund or a q
 becomes a signed request, how a reply becomes a result, and how a webhook is verified.
 The gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
 
-Protocol sources: the project's gateway notes (GATEWAYS.md § wonder) and Wonder's
-refund page (API reference 15); the signature follows Wonder's official PHP SDK
-(``generateSignatureMessage`` / ``sign``). Choices the sources leave open are marked
-**ASSUMPTION** and each lives in one small function or config option below.
+Protocol sources: Wonder's developer pages (authentication, webhooks, API reference 13
+and 15); the signature follows Wonder's official PHP SDK (``generateSignatureMessage`` /
+``sign``). Choices the sources leave open are marked **ASSUMPTION** and each lives in
+one small function or config option below; PROTOCOL.md beside this package lists them
+with their sources.
 """
 
 from __future__ import annotations
@@ -562,7 +563,7 @@ def _sale_uuid(operation: Operation) -> str | None:
 def refundcore_parse_response(
     provider: ProviderInfo, config: WonderConfig, operation: Operation, response: HttpResponse
 ) -> RefundResult:
-    """Map Wonder's reply to a result (see the README's status table)."""
+    """Map Wonder's reply to a result (see the status table in PROTOCOL.md)."""
     is_query = isinstance(operation, RefundQuery)
 
     def result(status: RefundStatus, **extra: Any) -> RefundResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,79 +23,10 @@ from refundcore.plugins import PluginRegistry
 SALE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 PAYMENT = PaymentRef(payment_id="W1", merchant_reference="shop-1", transaction_id=SALE)
 
-# The 200 reply printed on Wonder's refund page (API reference 15), verbatim.
-PAGE_EXAMPLE = """{
-"error_code": "string",
-"error_message": "string",
-"data": {
-"order": {
-"source": "string",
-"type": "string",
-"number": "string",
-"reference_number": "string",
-"due_date": "string",
-"initial_total": 0,
-"initial_tips": 0,
-"subtotal": 0,
-"paid_total": "string",
-"unpaid_total": "string",
-"state": "string",
-"correspondence_state": "string",
-"currency": "string",
-"return_url": "string",
-"notify_url": "string",
-"line_items": [
-{
-"uuid": "string",
-"purchasable_type": "RearTips",
-"purchase_id": 0,
-"price": 0,
-"quantity": 0,
-"total": 0,
-"label": "string"
-}
-],
-"transactions": [
-{
-"type": "Sales",
-"uuid": "string",
-"currency": "string",
-"amount": "string",
-"success": true,
-"is_pending": true,
-"captured": true,
-"allow_void": true,
-"allow_refund": true,
-"void_is_pending": true,
-"payment_method": "string",
-"note": "string",
-"payment_data": {
-"acquirer_name": "string",
-"acquirer_type": "string",
-"auth_code": "string",
-"brn": "string",
-"card_id": "string",
-"card_number_len": 0,
-"card_read_mode": "string",
-"credit_card_type": "string",
-"first_6_digits": "string",
-"last_4_digits": "string",
-"merchant_id": "string",
-"new_gateway_txn_id": "string",
-"payment_method": "string",
-"receipt_id": "string",
-"rrn": "string",
-"transaction_state": "string"
-},
-"original_transaction_uuid": "string"
-}
-],
-"payment_method_option": {
-"online": {}
-}
-}
-}
-}"""
+# The 200 reply printed on Wonder's refund page (API reference 15), as printed.
+PAGE_EXAMPLE = (Path(__file__).with_name("fixtures") / "refund-response-example.json").read_text(
+    encoding="utf-8"
+)
 
 
 @pytest.fixture(scope="module")
