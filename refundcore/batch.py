@@ -1171,9 +1171,7 @@ class _Runner:
 
     def _redact(self, provider: str, text: str | None) -> str | None:
         # Messages come from gateways and plugins: mask any credential one echoes.
-        if text is None:
-            return None
-        return str(self._client._redact(provider, text))
+        return self._client.redactor.text(provider, text)
 
     def _collect(self, timeout: float) -> None:
         """Take in the outcomes of rows finished by now, waiting up to ``timeout`` for

@@ -28,14 +28,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .config import Secret, load_provider_config, read_toml
+from .config import load_provider_config, read_toml
 from .errors import (
     ConfigError,
     IdempotencyConflict,
@@ -73,6 +71,7 @@ from .models import (
 )
 from .money import Money
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
+from .redaction import Redactor
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
@@ -82,7 +81,6 @@ __all__ = ["RefundClient"]
 
 log = logging.getLogger("refundcore.client")
 
-_MASK = "********"
 _UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
 #: Callback bodies beyond this are refused before any parsing.
 MAX_CALLBACK_BYTES = 1024 * 1024
@@ -127,7 +125,7 @@ class RefundClient:
         self._raw_config = dict(config or {})
         self._config_dir = Path(config_dir) if config_dir is not None else None
         self._configs: dict[str, Any] = {}
-        self._secrets: dict[str, tuple[str, ...]] = {}
+        self._redactor = Redactor()
         self._lock = threading.Lock()
         self._registry = PluginRegistry(
             entry_points=entry_points,
@@ -200,7 +198,7 @@ class RefundClient:
                 loaded = load_provider_config(
                     info, self._raw_config[provider_id], base_dir=self._config_dir
                 )
-                self._secrets[provider_id] = _secret_values(loaded)
+                self._redactor.learn(provider_id, loaded)
                 self._configs[provider_id] = loaded
             return self._configs[provider_id]
 
@@ -212,7 +210,7 @@ class RefundClient:
         )
         with self._lock:
             self._raw_config[provider_id] = settings
-            self._secrets[provider_id] = _secret_values(loaded)
+            self._redactor.learn(provider_id, loaded)
             self._configs[provider_id] = loaded
         return loaded
 
@@ -662,6 +660,12 @@ class RefundClient:
         return outcomes
 
     @property
+    def redactor(self) -> Redactor:
+        """What masks this client's configured secrets (for code that reports what
+        gateways or plugins said, e.g. a batch's report)."""
+        return self._redactor
+
+    @property
     def journal(self) -> Journal | None:
         """The journal this client records refunds in (opened now if it is the default),
         or ``None``."""
@@ -700,7 +704,7 @@ class RefundClient:
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
         log.info("verified %s callback: %s %s", info.id, note.event, note.status)
-        raw = self._redact(info.id, note.raw)
+        raw = self._redactor.value(info.id, note.raw)
         if note.provider != info.id or raw is not note.raw:
             note = attrs.evolve(note, provider=info.id, raw=raw)
         self._settle(info, note)
@@ -729,7 +733,7 @@ class RefundClient:
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,
-            raw=self._redact(info.id, result.raw),
+            raw=self._redactor.value(info.id, result.raw),
         )
         log.info(
             "%s %s via %s: %s%s",
@@ -740,10 +744,6 @@ class RefundClient:
             f" ({result.error_code})" if result.error_code else "",
         )
         return result
-
-    def _redact(self, provider_id: str, value: Any) -> Any:
-        secrets = self._secrets.get(provider_id, ())
-        return _scrub(value, secrets) if secrets else value
 
     def close(self) -> None:
         """Release pooled connections (and the journal, if this client opened it)."""
@@ -798,50 +798,6 @@ def _missing_stage(info: ProviderInfo, hook: str, got: object) -> PluginError:
         "no implementation returned a value" if got is None else f"returned {type(got).__name__}"
     )
     return PluginError(info.id, hook, TypeError(problem))
-
-
-def _secret_values(config: Any) -> tuple[str, ...]:
-    values = []
-    for field in attrs.fields(type(config)):
-        value = getattr(config, field.name)
-        if isinstance(value, Secret) and len(value.reveal()) >= 4:
-            values.append(value.reveal())
-    return tuple(values)
-
-
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` with every secret masked: the same object when it holds none, so a
-    clean reply (nearly every reply) is not copied."""
-    kind = type(value)
-    if kind in _ATOMS:
-        return value
-    if kind is str or isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, _MASK)
-        return value
-    if kind in _PLAIN_MAPPINGS or isinstance(value, Mapping):
-        # Copied only from the first masked item on (always, for other mapping types).
-        scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
-        for key, item in value.items():
-            new = _scrub(item, secrets)
-            if scrubbed is None and new is not item:
-                scrubbed = dict(value)
-            if scrubbed is not None:
-                scrubbed[key] = new
-        return value if scrubbed is None else scrubbed
-    if isinstance(value, (list, tuple)):
-        items = [_scrub(item, secrets) for item in value]
-        same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
-        return value if same else items
-    return value
-
-
-# Values that cannot hold a secret, checked by exact type before anything slower.
-_ATOMS = frozenset({int, float, bool, type(None), Decimal})
-# Mappings handed back as they are when clean: a plain dict, and the read-only view every
-# model's ``raw`` is (returning the view itself spares the model a copy and a rebuild).
-_PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
 
 
 def _check_original_amount(operation: Operation, original: Money | None) -> None:
