@@ -70,6 +70,7 @@ from .journal.base import (
     JournalState,
     Outcome,
 )
+from .journal.records import payment_key
 from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
 from .money import Money
 
@@ -753,18 +754,12 @@ def derive_refund_ids(rows: Iterable[BatchRow]) -> list[BatchRow]:
     return derived
 
 
-def _payment_key(row: BatchRow) -> tuple[str, str, str]:
-    # As the journal counts a payment's refunds: by its first identifier.
-    name = next(name for name in _PAYMENT_COLUMNS if getattr(row, name) is not None)
-    return row.provider, name, str(getattr(row, name))
-
-
 def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
     """What is wrong with rows together: a refund id used twice, refunds of a payment
     adding up to more than its original amount."""
     errors = []
     first: dict[str, int] = {}
-    refunded: dict[tuple[tuple[str, str, str], str], Decimal] = {}
+    refunded: dict[tuple[str, str, str], Decimal] = {}
     for row in rows:
         line = row.line or 0
         if row.refund_id is not None:
@@ -778,7 +773,8 @@ def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
                 )
                 continue  # never sent, so it takes nothing from the payment
             first[row.refund_id] = line
-        key = (_payment_key(row), row.amount.currency)
+        # The payment as the journal counts its refunds.
+        key = (row.provider, payment_key(row.payment), row.amount.currency)
         total = refunded[key] = refunded.get(key, Decimal(0)) + row.amount.amount
         limit = row.original_amount
         # A row too large on its own is the client check's to report, not this one's.

@@ -18,8 +18,6 @@ never raises: an outcome it cannot know is a result with status ``UNKNOWN``.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -46,13 +44,13 @@ from .errors import (
     ValidationError,
 )
 from .journal import DEFAULT_JOURNAL, default_journal_url
-from .journal.base import (
-    ClaimOutcome,
-    Journal,
-    JournalEntry,
-    JournalState,
-    NewRefund,
-    Outcome,
+from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, Outcome
+from .journal.records import (
+    new_refund,
+    operation_for,
+    query_for,
+    result_from_entry,
+    result_record,
 )
 from .models import (
     Callback,
@@ -473,7 +471,7 @@ class RefundClient:
     ) -> RefundResult:
         journal = self._require_journal()
         request = self._prepare(info, config, operation)
-        new = _journal_row(info.id, operation, original_amount)
+        new = new_refund(info.id, operation, original_amount)
         deadline = time.monotonic() + self._journal_wait
         pause = 0.02
         while True:
@@ -485,7 +483,7 @@ class RefundClient:
             if claim.outcome is ClaimOutcome.TAKEOVER and entry is not None:
                 return self._reconcile_claimed(info, config, operation, owner, entry)
             if claim.outcome is ClaimOutcome.DONE and entry is not None:
-                return _result_from_entry(entry)
+                return result_from_entry(entry)
             if claim.outcome is ClaimOutcome.CONFLICT:
                 raise IdempotencyConflict(
                     f"{operation.refund_id!r} was already used for a different refund via "
@@ -542,14 +540,14 @@ class RefundClient:
         if defer is None:
             self._record(info, operation, owner, result)
         else:
-            defer(_outcome(info, operation, owner, result))
+            defer(result_record(info.id, operation, owner, result))
         return result
 
     def _record(
         self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
     ) -> None:
         try:
-            self._require_journal().record_many([_outcome(info, operation, owner, result)])
+            self._require_journal().record_many([result_record(info.id, operation, owner, result)])
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
@@ -647,16 +645,16 @@ class RefundClient:
                 config = self.config_for(entry.provider)
                 if entry.state is JournalState.PENDING:
                     if not info.capabilities.query:
-                        outcomes.append(_result_from_entry(entry))
+                        outcomes.append(result_from_entry(entry))
                         continue
-                    answer = self._run(info, config, _query_for(entry))
+                    answer = self._run(info, config, query_for(entry))
                     self._settle(info, answer)
                     outcomes.append(attrs.evolve(answer, operation=entry.operation))
                 else:
-                    outcomes.append(self.execute(entry.provider, _operation_for(entry)))
+                    outcomes.append(self.execute(entry.provider, operation_for(entry)))
             except RefundError as exc:
                 log.error("cannot reconcile %s via %s: %s", entry.refund_id, entry.provider, exc)
-                outcomes.append(_result_from_entry(entry, message=str(exc)))
+                outcomes.append(result_from_entry(entry, message=str(exc)))
         return outcomes
 
     @property
@@ -812,120 +810,6 @@ def _check_original_amount(operation: Operation, original: Money | None) -> None
         raise ValidationError(
             f"{original} cannot cover a refund of {amount}", field="original_amount"
         )
-
-
-def _fingerprint(operation: Refund | Void) -> str:
-    """What makes two requests with one refund id the same refund (the notify URL is
-    a delivery detail, not part of it)."""
-    amount = operation.amount
-    identity = [
-        operation.kind,
-        operation.payment.payment_id,
-        operation.payment.merchant_reference,
-        operation.payment.transaction_id,
-        None if amount is None else amount.to_wire(),
-        None if amount is None else amount.currency,
-        operation.reason,
-    ]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-
-
-def _payment_key(payment: PaymentRef) -> str:
-    for name in ("payment_id", "merchant_reference", "transaction_id"):
-        value = getattr(payment, name)
-        if value is not None:
-            return f"{name}:{value}"
-    raise ValidationError("give at least one identifier", field="payment")
-
-
-def _outcome(info: ProviderInfo, operation: Operation, owner: str, result: RefundResult) -> Outcome:
-    return Outcome(
-        info.id,
-        operation.refund_id,
-        owner,
-        JournalState(result.status.value),
-        result.provider_refund_id,
-        result.message,
-        result.error_code,
-        result.http_status,
-        result.raw,
-    )
-
-
-def _journal_row(provider: str, operation: Refund | Void, original: Money | None) -> NewRefund:
-    amount = operation.amount
-    return NewRefund(
-        provider=provider,
-        refund_id=operation.refund_id,
-        operation=operation.kind,
-        payment_id=operation.payment.payment_id,
-        merchant_reference=operation.payment.merchant_reference,
-        transaction_id=operation.payment.transaction_id,
-        amount=None if amount is None else amount.to_wire(),
-        currency=None if amount is None else amount.currency,
-        reason=operation.reason,
-        notify_url=operation.notify_url,
-        original_amount=None if original is None else original.to_wire(),
-        fingerprint=_fingerprint(operation),
-        payment_key=_payment_key(operation.payment),
-    )
-
-
-def _entry_payment(entry: JournalEntry) -> PaymentRef:
-    return PaymentRef(entry.payment_id, entry.merchant_reference, entry.transaction_id)
-
-
-def _entry_money(entry: JournalEntry) -> Money | None:
-    if entry.amount is None or entry.currency is None:
-        return None
-    return Money(entry.amount, entry.currency)
-
-
-def _operation_for(entry: JournalEntry) -> Refund | Void:
-    if entry.operation == "void":
-        return Void(
-            refund_id=entry.refund_id,
-            payment=_entry_payment(entry),
-            amount=_entry_money(entry),
-            reason=entry.reason,
-            notify_url=entry.notify_url,
-        )
-    money = _entry_money(entry)
-    if money is None:
-        raise ValidationError("journalled refund has no amount", field="amount")
-    return Refund(
-        refund_id=entry.refund_id,
-        payment=_entry_payment(entry),
-        amount=money,
-        reason=entry.reason,
-        notify_url=entry.notify_url,
-    )
-
-
-def _query_for(entry: JournalEntry) -> RefundQuery:
-    return RefundQuery(
-        refund_id=entry.refund_id,
-        payment=_entry_payment(entry),
-        provider_refund_id=entry.provider_refund_id,
-    )
-
-
-def _result_from_entry(entry: JournalEntry, message: str | None = None) -> RefundResult:
-    """A journalled outcome as a result (no network involved)."""
-    return RefundResult(
-        provider=entry.provider,
-        refund_id=entry.refund_id,
-        status=RefundStatus(entry.state.value)
-        if entry.state is not JournalState.SUBMITTING
-        else RefundStatus.UNKNOWN,
-        operation=entry.operation,
-        amount=_entry_money(entry),
-        provider_refund_id=entry.provider_refund_id,
-        message=message or entry.message,
-        error_code=entry.error_code,
-        http_status=entry.http_status,
-        raw=entry.raw,
-    )
 
 
 def _utcnow() -> datetime:
