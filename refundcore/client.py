@@ -36,10 +36,7 @@ from .errors import (
     ConfigError,
     IdempotencyConflict,
     JournalError,
-    OutcomeUnknown,
-    PluginError,
     RefundError,
-    SignatureError,
     TransportError,
     ValidationError,
 )
@@ -53,9 +50,7 @@ from .journal.records import (
     result_record,
 )
 from .models import (
-    Callback,
     HttpRequest,
-    HttpResponse,
     Operation,
     PaymentRef,
     ProviderInfo,
@@ -68,6 +63,7 @@ from .models import (
     new_refund_id,
 )
 from .money import Money
+from .pipeline import Pipeline, unknown_result
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
 from .redaction import Redactor
 from .transport import HttpTransport
@@ -78,10 +74,6 @@ if TYPE_CHECKING:
 __all__ = ["RefundClient"]
 
 log = logging.getLogger("refundcore.client")
-
-_UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
-#: Callback bodies beyond this are refused before any parsing.
-MAX_CALLBACK_BYTES = 1024 * 1024
 
 
 class RefundClient:
@@ -132,8 +124,9 @@ class RefundClient:
             strict=strict_plugins,
         )
         self._pool_size = pool_size
-        self._transport = HttpTransport(pool_size=pool_size)
-        self._registry.add_core_plugin(self._transport, name="refundcore.transport")
+        transport = HttpTransport(pool_size=pool_size)
+        self._registry.add_core_plugin(transport, name="refundcore.transport")
+        self._pipeline = Pipeline(self._registry, transport, self._redactor)
         # A journal the client opens is its own to close. The default one opens on first
         # use, so a client that only lists providers never touches a database.
         self._owns_journal = not isinstance(journal, Journal)
@@ -295,9 +288,7 @@ class RefundClient:
         """
         info = self.provider(provider)
         config = self.config_for(provider)
-        _check_capabilities(info, operation)
-        _check_original_amount(operation, original_amount)
-        self._build(info, config, operation)
+        self._pipeline.check(info, config, operation, original_amount)
 
     def refund_many(
         self,
@@ -365,99 +356,14 @@ class RefundClient:
         journalled later (with others, by :meth:`Journal.record_many`) instead of now."""
         info = self.provider(provider)
         config = self.config_for(provider)
-        _check_capabilities(info, operation)
-        _check_original_amount(operation, original_amount)
+        self._pipeline.validate(info, operation, original_amount)
         if self._current_journal() is None:
-            return self._run(info, config, operation)
+            return self._pipeline.run(info, config, operation)
         if isinstance(operation, RefundQuery):
-            result = self._run(info, config, operation)
+            result = self._pipeline.run(info, config, operation)
             self._settle(info, result)
             return result
         return self._run_journalled(info, config, operation, original_amount, defer)
-
-    def _run(self, info: ProviderInfo, config: Any, operation: Operation) -> RefundResult:
-        return self._deliver(info, config, operation, self._prepare(info, config, operation))
-
-    def _prepare(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
-        """Build and sign: every input error surfaces here, before anything is recorded."""
-        request = self._build(info, config, operation)
-        hooks = self._registry.hooks(info.id)
-        signed = self._stage(hooks.sign, "sign_request", info, config=config, request=request)
-        if signed is None:
-            return request
-        if not isinstance(signed, HttpRequest):
-            raise _missing_stage(info, "refundcore_sign_request", signed)
-        return signed
-
-    def _build(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
-        hooks = self._registry.hooks(info.id)
-        request = self._stage(
-            hooks.build, "build_request", info, config=config, operation=operation
-        )
-        if not isinstance(request, HttpRequest):
-            raise _missing_stage(info, "refundcore_build_request", request)
-        return request
-
-    def _deliver(
-        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
-    ) -> RefundResult:
-        """Send and parse. The request may reach the gateway: never raise, except for a
-        TransportError, which promises that nothing was sent."""
-        hooks = self._registry.hooks(info.id)
-        log.debug(
-            "%s %s via %s: %s %s (%d bytes)",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            signed.method,
-            signed.url.partition("?")[0],
-            len(signed.body),
-        )
-        try:
-            response = hooks.send(provider=info, config=config, request=signed)
-        except OutcomeUnknown as exc:
-            return self._finish(info, operation, _unknown(info, operation, str(exc), "no_reply"))
-        except TransportError:
-            raise
-        except Exception as exc:  # a custom transport or wrapper failed: it may have sent
-            log.error(
-                "send stage for %s failed after the request may have left: %s",
-                info.id,
-                type(exc).__name__,
-            )
-            return self._finish(
-                info,
-                operation,
-                _unknown(info, operation, f"send failed: {type(exc).__name__}", "send_error"),
-            )
-        if not isinstance(response, HttpResponse):
-            return self._finish(
-                info,
-                operation,
-                _unknown(info, operation, "no transport returned a response", "send_error"),
-            )
-
-        try:
-            result = hooks.parse(
-                provider=info, config=config, operation=operation, response=response
-            )
-        except Exception as exc:
-            log.error(
-                "%s could not parse a reply (HTTP %d): %s",
-                info.id,
-                response.status,
-                type(exc).__name__,
-            )
-            result = _unknown(
-                info, operation, f"unreadable reply (HTTP {response.status})", "unparseable"
-            )
-        if not isinstance(result, RefundResult):
-            result = _unknown(
-                info, operation, f"unreadable reply (HTTP {response.status})", "unparseable"
-            )
-        if result.http_status is None:
-            result = attrs.evolve(result, http_status=response.status)
-        return self._finish(info, operation, result)
 
     # -- the journal -------------------------------------------------------------------
 
@@ -470,7 +376,7 @@ class RefundClient:
         defer: Callable[[Outcome], None] | None,
     ) -> RefundResult:
         journal = self._require_journal()
-        request = self._prepare(info, config, operation)
+        request = self._pipeline.prepare(info, config, operation)
         new = new_refund(info.id, operation, original_amount)
         deadline = time.monotonic() + self._journal_wait
         pause = 0.02
@@ -498,13 +404,13 @@ class RefundClient:
                     field="amount",
                 )
             if time.monotonic() + pause > deadline:
-                busy = _unknown(
+                busy = unknown_result(
                     info,
                     operation,
                     "another worker is submitting this refund and has not finished",
                     "in_progress",
                 )
-                return self._finish(info, operation, busy)
+                return self._pipeline.finish(info, operation, busy)
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
@@ -532,7 +438,7 @@ class RefundClient:
     ) -> RefundResult:
         journal = self._require_journal()
         try:
-            result = self._deliver(info, config, operation, request)
+            result = self._pipeline.deliver(info, config, operation, request)
         except TransportError:
             # Nothing left the process: free the refund id for a retry.
             journal.abandon(info.id, operation.refund_id, owner=owner)
@@ -578,7 +484,7 @@ class RefundClient:
                 provider_refund_id=entry.provider_refund_id,
             )
             try:
-                answer: RefundResult | None = self._run(info, config, query)
+                answer: RefundResult | None = self._pipeline.run(info, config, query)
             except RefundError as exc:
                 log.warning(
                     "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
@@ -603,16 +509,16 @@ class RefundClient:
                 self._record(info, operation, owner, settled)
                 return settled
         if caps.idempotent_refund_id:
-            request = self._prepare(info, config, operation)
+            request = self._pipeline.prepare(info, config, operation)
             return self._send_and_record(info, config, operation, request, owner)
-        unknown = _unknown(
+        unknown = unknown_result(
             info,
             operation,
             f"an earlier attempt may have reached {info.name}, which could not confirm it",
             "unconfirmed",
         )
         self._record(info, operation, owner, unknown)
-        return self._finish(info, operation, unknown)
+        return self._pipeline.finish(info, operation, unknown)
 
     def _settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> None:
         """Let a query's or callback's word settle the journalled refund (the journal
@@ -647,7 +553,7 @@ class RefundClient:
                     if not info.capabilities.query:
                         outcomes.append(result_from_entry(entry))
                         continue
-                    answer = self._run(info, config, query_for(entry))
+                    answer = self._pipeline.run(info, config, query_for(entry))
                     self._settle(info, answer)
                     outcomes.append(attrs.evolve(answer, operation=entry.operation))
                 else:
@@ -685,67 +591,15 @@ class RefundClient:
         """
         info = self.provider(provider)
         config = self.config_for(provider)
-        if not info.capabilities.callbacks:
-            raise ValidationError(f"{info.name} sends no callbacks", field="provider")
-        if not isinstance(body, bytes):
-            raise ValidationError(f"must be bytes, got {type(body).__name__}", field="body")
-        if len(body) > MAX_CALLBACK_BYTES:
-            raise SignatureError(f"callback body of {len(body)} bytes is too large")
-        try:
-            callback = Callback(
-                method=str(method).upper(), path=str(path), headers=headers, body=body
-            )
-        except ValidationError as exc:
-            raise SignatureError(f"malformed callback: {exc}") from None
-        hooks = self._registry.hooks(provider)
-        note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
-        if not isinstance(note, RefundNotification):
-            raise _missing_stage(info, "refundcore_verify_callback", note)
-        log.info("verified %s callback: %s %s", info.id, note.event, note.status)
-        raw = self._redactor.value(info.id, note.raw)
-        if note.provider != info.id or raw is not note.raw:
-            note = attrs.evolve(note, provider=info.id, raw=raw)
+        note = self._pipeline.verify(
+            info, config, method=method, path=path, headers=headers, body=body
+        )
         self._settle(info, note)
         return note
 
-    # -- internals ---------------------------------------------------------------------
-
-    def _stage(self, caller: Any, stage: str, info: ProviderInfo, **kwargs: Any) -> Any:
-        try:
-            return caller(provider=info, **kwargs)
-        except RefundError:
-            raise
-        except Exception as exc:
-            log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
-            raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
-
-    def _finish(
-        self, info: ProviderInfo, operation: Operation, result: RefundResult
-    ) -> RefundResult:
-        message = result.message
-        if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
-            message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
-        result = attrs.evolve(
-            result,
-            message=message,
-            provider=info.id,
-            refund_id=operation.refund_id,
-            operation=operation.kind,
-            raw=self._redactor.value(info.id, result.raw),
-        )
-        log.info(
-            "%s %s via %s: %s%s",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            result.status.value,
-            f" ({result.error_code})" if result.error_code else "",
-        )
-        return result
-
     def close(self) -> None:
         """Release pooled connections (and the journal, if this client opened it)."""
-        self._transport.close()
+        self._pipeline.close()
         if self._journal is not None and self._owns_journal:
             self._journal.close()
 
@@ -757,59 +611,6 @@ class RefundClient:
 
     def __repr__(self) -> str:
         return f"RefundClient(configured={sorted(self._raw_config)!r})"
-
-
-def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
-    caps = info.capabilities
-    if isinstance(operation, RefundQuery) and not caps.query:
-        raise ValidationError(f"{info.name} cannot query refunds", field="operation")
-    if isinstance(operation, Void) and not caps.void:
-        raise ValidationError(f"{info.name} offers no void", field="operation")
-    amount = getattr(operation, "amount", None)
-    if (
-        amount is not None
-        and caps.currencies is not None
-        and amount.currency not in caps.currencies
-    ):
-        raise ValidationError(
-            f"{info.name} does not take {amount.currency} "
-            f"(takes {', '.join(sorted(caps.currencies))})",
-            field="amount",
-        )
-    if getattr(operation, "notify_url", None) and not caps.callbacks:
-        raise ValidationError(f"{info.name} sends no callbacks", field="notify_url")
-
-
-def _unknown(info: ProviderInfo, operation: Operation, message: str, code: str) -> RefundResult:
-    return RefundResult(
-        provider=info.id,
-        refund_id=operation.refund_id,
-        status=RefundStatus.UNKNOWN,
-        operation=operation.kind,
-        message=message,
-        error_code=code,
-    )
-
-
-def _missing_stage(info: ProviderInfo, hook: str, got: object) -> PluginError:
-    problem = (
-        "no implementation returned a value" if got is None else f"returned {type(got).__name__}"
-    )
-    return PluginError(info.id, hook, TypeError(problem))
-
-
-def _check_original_amount(operation: Operation, original: Money | None) -> None:
-    if original is None:
-        return
-    amount = getattr(operation, "amount", None)
-    if not isinstance(original, Money):
-        raise ValidationError(
-            f"must be refundcore.Money, got {type(original).__name__}", field="original_amount"
-        )
-    if amount is not None and (original.currency != amount.currency or original < amount):
-        raise ValidationError(
-            f"{original} cannot cover a refund of {amount}", field="original_amount"
-        )
 
 
 def _utcnow() -> datetime:
