@@ -1133,8 +1133,11 @@ class _Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return _skipped(row)
         try:
-            result = self._client._execute(
-                row.provider, row.operation(), row.original_amount, self._sent.put
+            result = self._client.execute(
+                row.provider,
+                row.operation(),
+                original_amount=row.original_amount,
+                defer_record=self._sent.put,
             )
         except (ValidationError, ConfigError) as exc:
             return self._not_sent(row, BatchStatus.INVALID, exc)
@@ -1377,12 +1380,12 @@ def run_batch(
         ]
         report = BatchReport(batch_id, tuple(sorted(refused, key=lambda o: o.line)))
         raise BatchInvalid(errors, report)
-    if workers > client._pool_size:
+    if workers > client.pool_size:
         log.warning(
             "%d workers share %d pooled connections per gateway: create the client with "
             "pool_size=%d or more",
             workers,
-            client._pool_size,
+            client.pool_size,
             workers,
         )
     return _Runner(

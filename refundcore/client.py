@@ -1,56 +1,43 @@
-"""``RefundClient``: the whole flow of a refund, in one place.
+"""``RefundClient``: the facade over the whole flow of a refund.
 
-    refund()/query()/void()  validate the caller's input → an operation value
-    execute()                provider + config + capability check, then the stages:
-        build   → the provider plugin turns the operation into an unsigned HttpRequest
-        sign    → the provider plugin adds credentials and the signature
-        send    → the transport (pooled keep-alive connections) puts the exact bytes on the wire
-        parse   → the provider plugin maps the reply to a RefundResult
-    verify_callback()        the provider plugin checks a callback and parses it
+    refund()/query()/void()  the caller's input → an operation value (checked as built)
+    execute()                the provider's info and config, then
+        Pipeline.validate    what the provider cannot do, the original amount
+        ExactlyOnce.execute  with a journal (the default): claim the refund id first;
+                             a refund already recorded is answered from the journal
+                             (never built or signed), an interrupted one is reconciled,
+                             a new one goes through the stages below and its finished
+                             result is recorded
+        Pipeline.run         the stages, run by the provider's plugin:
+            build → sign → send (the transport) → parse → finish
+                             (finish stamps the result's identity and masks secrets)
+    verify_callback()        the plugin verifies a callback; its word settles the journal
     check()                  everything execute() refuses before sending, up to build
+    reconcile()              settle every unsettled journalled refund
     refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
-Any stage may be wrapped by an app plugin (``register_plugin``). Input errors are
-raised before anything is sent; once a request may have left the process, the client
-never raises: an outcome it cannot know is a result with status ``UNKNOWN``.
+The pieces: :mod:`refundcore.pipeline` (the stages), :mod:`refundcore.exactly_once`
+(the journal protocol), :mod:`refundcore.journal.records` (rows ↔ values),
+:mod:`refundcore.redaction` (secrets). Any stage may be wrapped by an app plugin
+(``register_plugin``). Input errors are raised before anything is sent; once a request
+may have left the process, the client never raises: an outcome it cannot know is a
+result with status ``UNKNOWN``.
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
-import os
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from .config import load_provider_config, read_toml
-from .errors import (
-    ConfigError,
-    IdempotencyConflict,
-    JournalError,
-    RefundError,
-    TransportError,
-    ValidationError,
-)
-from .journal import DEFAULT_JOURNAL, default_journal_url
-from .journal.base import ClaimOutcome, Journal, JournalEntry, JournalState, Outcome
-from .journal.records import (
-    new_refund,
-    operation_for,
-    query_for,
-    result_from_entry,
-    result_record,
-)
+from .errors import ConfigError, RefundError
+from .exactly_once import DeferRecord, ExactlyOnce
+from .journal import DEFAULT_JOURNAL, default_journal_url, open_journal
+from .journal.base import Journal
 from .models import (
-    HttpRequest,
     Operation,
     PaymentRef,
     ProviderInfo,
@@ -58,12 +45,11 @@ from .models import (
     RefundNotification,
     RefundQuery,
     RefundResult,
-    RefundStatus,
     Void,
     new_refund_id,
 )
 from .money import Money
-from .pipeline import Pipeline, unknown_result
+from .pipeline import Pipeline
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
 from .redaction import Redactor
 from .transport import HttpTransport
@@ -72,8 +58,6 @@ if TYPE_CHECKING:
     from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
 
 __all__ = ["RefundClient"]
-
-log = logging.getLogger("refundcore.client")
 
 
 class RefundClient:
@@ -127,16 +111,17 @@ class RefundClient:
         transport = HttpTransport(pool_size=pool_size)
         self._registry.add_core_plugin(transport, name="refundcore.transport")
         self._pipeline = Pipeline(self._registry, transport, self._redactor)
+        self._journal_wait = journal_wait
+        self._lease_seconds = lease_seconds
         # A journal the client opens is its own to close. The default one opens on first
         # use, so a client that only lists providers never touches a database.
         self._owns_journal = not isinstance(journal, Journal)
-        self._journal_url = journal if isinstance(journal, str) else None
-        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
-        if self._journal_url is not None and self._journal_url != DEFAULT_JOURNAL:
-            self._journal = _open_journal(self._journal_url)
-        self._journal_wait = journal_wait
-        self._lease_seconds = lease_seconds
-        self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
+        self._default_journal = journal == DEFAULT_JOURNAL
+        self._exactly_once: ExactlyOnce | None = None
+        if isinstance(journal, Journal):
+            self._exactly_once = self._over(journal)
+        elif journal is not None and not self._default_journal:
+            self._exactly_once = self._over(open_journal(journal))
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> RefundClient:
@@ -340,240 +325,34 @@ class RefundClient:
         )
 
     def execute(
-        self, provider: str, operation: Operation, *, original_amount: Money | None = None
-    ) -> RefundResult:
-        """Run the pipeline for a ready operation value (through the journal, if any)."""
-        return self._execute(provider, operation, original_amount, None)
-
-    def _execute(
         self,
         provider: str,
         operation: Operation,
-        original_amount: Money | None,
-        defer: Callable[[Outcome], None] | None,
+        *,
+        original_amount: Money | None = None,
+        defer_record: DeferRecord | None = None,
     ) -> RefundResult:
-        """:meth:`execute`; with ``defer``, the outcome of a send is handed to it to be
-        journalled later (with others, by :meth:`Journal.record_many`) instead of now."""
+        """Run a ready operation value through the pipeline (and the journal, if any).
+
+        With ``defer_record``, the outcome of a request sent now is handed to it to be
+        journalled later (with others, by :meth:`Journal.record_many`) instead of at
+        once: how a batch journals its rows' outcomes together.
+        """
         info = self.provider(provider)
         config = self.config_for(provider)
         self._pipeline.validate(info, operation, original_amount)
-        if self._current_journal() is None:
+        protocol = self._protocol()
+        if protocol is None:
             return self._pipeline.run(info, config, operation)
-        if isinstance(operation, RefundQuery):
-            result = self._pipeline.run(info, config, operation)
-            self._settle(info, result)
-            return result
-        return self._run_journalled(info, config, operation, original_amount, defer)
-
-    # -- the journal -------------------------------------------------------------------
-
-    def _run_journalled(
-        self,
-        info: ProviderInfo,
-        config: Any,
-        operation: Refund | Void,
-        original_amount: Money | None,
-        defer: Callable[[Outcome], None] | None,
-    ) -> RefundResult:
-        journal = self._require_journal()
-        request = self._pipeline.prepare(info, config, operation)
-        new = new_refund(info.id, operation, original_amount)
-        deadline = time.monotonic() + self._journal_wait
-        pause = 0.02
-        while True:
-            owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
-            claim = journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
-            entry = claim.entry
-            if claim.outcome is ClaimOutcome.NEW:
-                return self._send_and_record(info, config, operation, request, owner, defer)
-            if claim.outcome is ClaimOutcome.TAKEOVER and entry is not None:
-                return self._reconcile_claimed(info, config, operation, owner, entry)
-            if claim.outcome is ClaimOutcome.DONE and entry is not None:
-                return result_from_entry(entry)
-            if claim.outcome is ClaimOutcome.CONFLICT:
-                raise IdempotencyConflict(
-                    f"{operation.refund_id!r} was already used for a different refund via "
-                    f"{info.id}; nothing was sent (use a new refund_id for a new refund)",
-                    field="refund_id",
-                )
-            if claim.outcome is ClaimOutcome.OVER_LIMIT:
-                raise ValidationError(
-                    f"refunds of this payment would exceed its original amount "
-                    f"{original_amount} ({claim.refunded} already sent or pending); "
-                    "nothing was sent",
-                    field="amount",
-                )
-            if time.monotonic() + pause > deadline:
-                busy = unknown_result(
-                    info,
-                    operation,
-                    "another worker is submitting this refund and has not finished",
-                    "in_progress",
-                )
-                return self._pipeline.finish(info, operation, busy)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-
-    def _current_journal(self) -> Journal | None:
-        if self._journal is None and self._journal_url is not None:
-            with self._lock:
-                if self._journal is None:
-                    self._journal = _open_journal(default_journal_url())
-        return self._journal
-
-    def _require_journal(self) -> Journal:
-        journal = self._current_journal()
-        if journal is None:
-            raise ConfigError("this client has no journal (journal=None)", field="journal")
-        return journal
-
-    def _send_and_record(
-        self,
-        info: ProviderInfo,
-        config: Any,
-        operation: Refund | Void,
-        request: HttpRequest,
-        owner: str,
-        defer: Callable[[Outcome], None] | None = None,
-    ) -> RefundResult:
-        journal = self._require_journal()
-        try:
-            result = self._pipeline.deliver(info, config, operation, request)
-        except TransportError:
-            # Nothing left the process: free the refund id for a retry.
-            journal.abandon(info.id, operation.refund_id, owner=owner)
-            raise
-        if defer is None:
-            self._record(info, operation, owner, result)
-        else:
-            defer(result_record(info.id, operation, owner, result))
-        return result
-
-    def _record(
-        self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
-    ) -> None:
-        try:
-            self._require_journal().record_many([result_record(info.id, operation, owner, result)])
-        except JournalError as exc:
-            # The request is out: report what happened; the row stays SUBMITTING and
-            # `refundcore journal reconcile` settles it once the journal is back.
-            log.error(
-                "%s %s via %s: outcome not journalled: %s",
-                operation.kind,
-                operation.refund_id,
-                info.id,
-                exc,
-            )
-
-    def _reconcile_claimed(
-        self,
-        info: ProviderInfo,
-        config: Any,
-        operation: Refund | Void,
-        owner: str,
-        entry: JournalEntry,
-    ) -> RefundResult:
-        """Settle a refund an earlier attempt may have sent: query where the provider
-        can; resend only where the provider deduplicates on the refund id; otherwise
-        keep it UNKNOWN. Never a blind second refund."""
-        caps = info.capabilities
-        if caps.query:
-            query = RefundQuery(
-                refund_id=operation.refund_id,
-                payment=operation.payment,
-                provider_refund_id=entry.provider_refund_id,
-            )
-            try:
-                answer: RefundResult | None = self._pipeline.run(info, config, query)
-            except RefundError as exc:
-                log.warning(
-                    "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
-                )
-                answer = None
-            if (
-                answer is not None
-                and answer.status is not RefundStatus.UNKNOWN
-                and not (answer.status is RefundStatus.FAILED and caps.idempotent_refund_id)
-            ):
-                note = (
-                    "the gateway has no completed refund under this id, so nothing was "
-                    "refunded; use a new refund_id to try again"
-                    if answer.status is RefundStatus.FAILED
-                    else "settled by a query after an interrupted attempt"
-                )
-                settled = attrs.evolve(
-                    answer,
-                    operation=operation.kind,
-                    message=f"{note} ({answer.message})" if answer.message else note,
-                )
-                self._record(info, operation, owner, settled)
-                return settled
-        if caps.idempotent_refund_id:
-            request = self._pipeline.prepare(info, config, operation)
-            return self._send_and_record(info, config, operation, request, owner)
-        unknown = unknown_result(
-            info,
-            operation,
-            f"an earlier attempt may have reached {info.name}, which could not confirm it",
-            "unconfirmed",
-        )
-        self._record(info, operation, owner, unknown)
-        return self._pipeline.finish(info, operation, unknown)
-
-    def _settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> None:
-        """Let a query's or callback's word settle the journalled refund (the journal
-        keeps it monotonic: nothing undoes a final state)."""
-        journal = self._current_journal()
-        if journal is None or word.status is RefundStatus.UNKNOWN:
-            return
-        journal.apply_notification(
-            info.id,
-            state=JournalState(word.status.value),
-            refund_id=word.refund_id,
-            provider_refund_id=word.provider_refund_id,
-            raw=word.raw,
-        )
+        return protocol.execute(info, config, operation, original_amount, defer_record=defer_record)
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
         settle what can be settled; returns each one's outcome now."""
-        journal = self._require_journal()
-        outcomes = []
-        for entry in journal.entries(unsettled=True, provider=provider):
-            if (
-                entry.state is JournalState.SUBMITTING
-                and entry.lease_until is not None
-                and (entry.lease_until > _utcnow())
-            ):
-                continue  # being sent right now
-            try:
-                info = self.provider(entry.provider)
-                config = self.config_for(entry.provider)
-                if entry.state is JournalState.PENDING:
-                    if not info.capabilities.query:
-                        outcomes.append(result_from_entry(entry))
-                        continue
-                    answer = self._pipeline.run(info, config, query_for(entry))
-                    self._settle(info, answer)
-                    outcomes.append(attrs.evolve(answer, operation=entry.operation))
-                else:
-                    outcomes.append(self.execute(entry.provider, operation_for(entry)))
-            except RefundError as exc:
-                log.error("cannot reconcile %s via %s: %s", entry.refund_id, entry.provider, exc)
-                outcomes.append(result_from_entry(entry, message=str(exc)))
-        return outcomes
-
-    @property
-    def redactor(self) -> Redactor:
-        """What masks this client's configured secrets (for code that reports what
-        gateways or plugins said, e.g. a batch's report)."""
-        return self._redactor
-
-    @property
-    def journal(self) -> Journal | None:
-        """The journal this client records refunds in (opened now if it is the default),
-        or ``None``."""
-        return self._current_journal()
+        protocol = self._protocol()
+        if protocol is None:
+            raise ConfigError("this client has no journal (journal=None)", field="journal")
+        return protocol.reconcile(self._resolve, provider)
 
     def verify_callback(
         self,
@@ -589,19 +368,39 @@ class RefundClient:
         ``path`` is the path plus ``?query`` exactly as received. Raises
         :class:`SignatureError` when the callback cannot be trusted.
         """
-        info = self.provider(provider)
-        config = self.config_for(provider)
+        info, config = self._resolve(provider)
         note = self._pipeline.verify(
             info, config, method=method, path=path, headers=headers, body=body
         )
-        self._settle(info, note)
+        protocol = self._protocol()
+        if protocol is not None:
+            protocol.settle(info, note)
         return note
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal this client records refunds in (opened now if it is the default),
+        or ``None``."""
+        protocol = self._protocol()
+        return None if protocol is None else protocol.journal
+
+    @property
+    def redactor(self) -> Redactor:
+        """What masks this client's configured secrets (for code that reports what
+        gateways or plugins said, e.g. a batch's report)."""
+        return self._redactor
+
+    @property
+    def pool_size(self) -> int:
+        """Pooled connections per gateway: how many requests can be in flight at once
+        without waiting for a connection."""
+        return self._pool_size
 
     def close(self) -> None:
         """Release pooled connections (and the journal, if this client opened it)."""
         self._pipeline.close()
-        if self._journal is not None and self._owns_journal:
-            self._journal.close()
+        if self._exactly_once is not None and self._owns_journal:
+            self._exactly_once.journal.close()
 
     def __enter__(self) -> RefundClient:
         return self
@@ -612,12 +411,17 @@ class RefundClient:
     def __repr__(self) -> str:
         return f"RefundClient(configured={sorted(self._raw_config)!r})"
 
+    def _resolve(self, provider_id: str) -> tuple[ProviderInfo, Any]:
+        return self.provider(provider_id), self.config_for(provider_id)
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    def _over(self, journal: Journal) -> ExactlyOnce:
+        return ExactlyOnce(
+            self._pipeline, journal, wait=self._journal_wait, lease_seconds=self._lease_seconds
+        )
 
-
-def _open_journal(url: str) -> Journal:
-    from .journal import open_journal
-
-    return open_journal(url)
+    def _protocol(self) -> ExactlyOnce | None:
+        if self._exactly_once is None and self._default_journal:
+            with self._lock:
+                if self._exactly_once is None:
+                    self._exactly_once = self._over(open_journal(default_journal_url()))
+        return self._exactly_once
