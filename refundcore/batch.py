@@ -49,7 +49,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import attrs
 
@@ -71,16 +71,24 @@ from .journal.base import (
     Outcome,
 )
 from .journal.records import payment_key
-from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
+from .models import (
+    REASON_MAX,
+    Operation,
+    PaymentRef,
+    ProviderInfo,
+    Refund,
+    RefundResult,
+    check_refund_id,
+    check_text,
+)
 from .money import Money
-
-if TYPE_CHECKING:
-    from .client import RefundClient
+from .redaction import Redactor
 
 __all__ = [
     "COLUMNS",
     "REPORT_COLUMNS",
     "SEVERITY",
+    "BatchClient",
     "BatchFile",
     "BatchInterrupted",
     "BatchInvalid",
@@ -121,6 +129,44 @@ DEFAULT_WORKERS = 8
 DEFAULT_LEASE_SECONDS = 120.0
 # Bounds one claim transaction (and its IN list) whatever the caller asks for.
 _MAX_CHUNK = 500
+
+
+class BatchClient(Protocol):
+    """What a batch needs of a client (:class:`~refundcore.RefundClient` is one): its
+    checks, its journalled refunds, its journal, its redactor and its pool size."""
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal refunds are recorded in, if any."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """What masks configured secrets in reported messages."""
+
+    @property
+    def pool_size(self) -> int:
+        """Pooled connections per gateway."""
+
+    def provider(self, provider_id: str) -> ProviderInfo:
+        """The provider's info (``ProviderNotInstalled`` if it is not)."""
+
+    def config_for(self, provider_id: str) -> Any:
+        """The provider's loaded config (``ConfigError`` if there is none)."""
+
+    def check(
+        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+    ) -> None:
+        """Raise what sending ``operation`` would refuse, without sending it."""
+
+    def execute(
+        self,
+        provider: str,
+        operation: Operation,
+        *,
+        original_amount: Money | None = None,
+        defer_record: Callable[[Outcome], None] | None = None,
+    ) -> RefundResult:
+        """Refund through the journal, handing the outcome to ``defer_record``."""
 
 
 class BatchStatus(str, enum.Enum):
@@ -794,7 +840,7 @@ def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
     return errors
 
 
-def _client_errors(client: RefundClient, rows: Sequence[BatchRow]) -> list[RowError]:
+def _client_errors(client: BatchClient, rows: Sequence[BatchRow]) -> list[RowError]:
     """What the client refuses without sending: provider missing or unconfigured,
     capabilities, the original amount, the provider's build stage."""
     errors = []
@@ -838,7 +884,7 @@ def _numbered(rows: Iterable[BatchRow]) -> list[BatchRow]:
     return numbered
 
 
-def check_rows(client: RefundClient, rows: Iterable[BatchRow]) -> list[RowError]:
+def check_rows(client: BatchClient, rows: Iterable[BatchRow]) -> list[RowError]:
     """Every problem of ``rows`` that can be known without sending anything, by line
     (rows without a line are numbered by position): what :func:`read_batch_file`
     checks across rows, and what ``client`` would refuse (provider not installed or
@@ -960,7 +1006,7 @@ class _Runner:
 
     def __init__(
         self,
-        client: RefundClient,
+        client: BatchClient,
         journal: Journal,
         batch_id: str,
         rows: Sequence[BatchRow],
@@ -1332,7 +1378,7 @@ class _Runner:
 
 
 def run_batch(
-    client: RefundClient,
+    client: BatchClient,
     rows: Iterable[BatchRow] | BatchFile,
     *,
     workers: int = DEFAULT_WORKERS,
