@@ -122,8 +122,6 @@ class ExactlyOnce:
             request = self._prepare(info, config, operation, owner, taken_over=None)
             return self._send_and_record(info, config, operation, request, owner, defer_record)
         busy = unknown_result(
-            info,
-            operation,
             "another worker is submitting this refund and has not finished",
             "in_progress",
         )
@@ -278,8 +276,6 @@ class ExactlyOnce:
             request = self._prepare(info, config, operation, owner, taken_over=entry)
             return self._send_and_record(info, config, operation, request, owner)
         unconfirmed = unknown_result(
-            info,
-            operation,
             f"an earlier attempt may have reached {info.name}, which could not confirm it",
             "unconfirmed",
         )

@@ -212,7 +212,7 @@ class Pipeline:
         try:
             response = hooks.send(provider=info, config=config, request=signed)
         except OutcomeUnknown as exc:
-            return unknown_result(info, operation, str(exc), "no_reply")
+            return unknown_result(str(exc), "no_reply")
         except TransportError:
             raise
         except Exception as exc:  # a custom transport or wrapper failed: it may have sent
@@ -221,11 +221,9 @@ class Pipeline:
                 info.id,
                 type(exc).__name__,
             )
-            return unknown_result(
-                info, operation, f"send failed: {type(exc).__name__}", "send_error"
-            )
+            return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
         if not isinstance(response, HttpResponse):
-            return unknown_result(info, operation, "no transport returned a response", "send_error")
+            return unknown_result("no transport returned a response", "send_error")
         return response
 
     def _parse(
@@ -246,9 +244,7 @@ class Pipeline:
             )
             result = None
         if not isinstance(result, RefundResult):
-            result = unknown_result(
-                info, operation, f"unreadable reply (HTTP {response.status})", "unparseable"
-            )
+            result = unknown_result(f"unreadable reply (HTTP {response.status})", "unparseable")
         if result.http_status is None:
             result = attrs.evolve(result, http_status=response.status)
         return result
@@ -263,18 +259,9 @@ class Pipeline:
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
 
 
-def unknown_result(
-    info: ProviderInfo, operation: Operation, message: str, code: str
-) -> RefundResult:
-    """An ``UNKNOWN`` result for ``operation`` (not finished yet)."""
-    return RefundResult(
-        provider=info.id,
-        refund_id=operation.refund_id,
-        status=RefundStatus.UNKNOWN,
-        operation=operation.kind,
-        message=message,
-        error_code=code,
-    )
+def unknown_result(message: str, code: str) -> RefundResult:
+    """An ``UNKNOWN`` result, for :meth:`Pipeline.finish` to complete."""
+    return RefundResult(status=RefundStatus.UNKNOWN, message=message, error_code=code)
 
 
 def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
