@@ -20,6 +20,7 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .table import format_table
 
 if TYPE_CHECKING:
     from .batch import BatchReport
@@ -350,16 +351,6 @@ def _note_data(note: RefundNotification) -> dict[str, Any]:
         else {"value": note.amount.to_wire(), "currency": note.amount.currency},
         "raw": dict(note.raw),
     }
-
-
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -766,13 +757,13 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .sandbox.demo import run_demo
 
     return run_demo(args.provider, as_json=args.json)
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from .demo import serve_sandboxes
+    from .sandbox.demo import serve_sandboxes
 
     return serve_sandboxes(args.provider, seed=args.seed, duration=args.duration, as_json=args.json)
 
