@@ -52,10 +52,6 @@ from .base import (
 if TYPE_CHECKING:
     from .sqlite import SqliteJournal
 
-# The client imports the journal types on every start; sqlite3 loads only when a SQLite
-# journal is opened.
-MEMORY = ":memory:"
-
 #: ``RefundClient(journal=DEFAULT_JOURNAL)`` (the default) journals to
 #: :func:`default_journal_url`, opened on first use.
 DEFAULT_JOURNAL = "default"
@@ -106,6 +102,10 @@ _USAGE = (
 
 
 def _sqlite_path(url: str) -> str:
+    # The client imports this package on every start; sqlite3 (which sqlite.py imports)
+    # loads only when a SQLite journal is opened.
+    from .sqlite import MEMORY
+
     rest = url[len("sqlite://") :]
     if rest in (MEMORY, f"/{MEMORY}"):
         return MEMORY

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JournalError
-from . import MEMORY
 from .base import (
     BATCH_TABLE,
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
@@ -42,7 +41,10 @@ from .base import (
     _states,
 )
 
-__all__ = ["SqliteJournal"]
+__all__ = ["MEMORY", "SqliteJournal"]
+
+#: The path of a database that lives as long as the journal object (sqlite3's name).
+MEMORY = ":memory:"
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
