@@ -49,7 +49,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import attrs
 
@@ -69,17 +69,26 @@ from .journal import (
     Journal,
     ResultRecord,
 )
-from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
+from .journal.records import payment_key
+from .models import (
+    REASON_MAX,
+    Operation,
+    PaymentRef,
+    ProviderInfo,
+    Refund,
+    RefundResult,
+    check_refund_id,
+    check_text,
+)
 from .money import Money
+from .redaction import Redactor
 from .status import RefundStatus
-
-if TYPE_CHECKING:
-    from .client import RefundClient
 
 __all__ = [
     "COLUMNS",
     "REPORT_COLUMNS",
     "SEVERITY",
+    "BatchClient",
     "BatchFile",
     "BatchInterrupted",
     "BatchInvalid",
@@ -120,6 +129,44 @@ DEFAULT_WORKERS = 8
 DEFAULT_LEASE_SECONDS = 120.0
 # Bounds one claim transaction (and its IN list) whatever the caller asks for.
 _MAX_CHUNK = 500
+
+
+class BatchClient(Protocol):
+    """What a batch needs of a client (:class:`~refundcore.RefundClient` is one): its
+    checks, its journalled refunds, its journal, its redactor and its pool size."""
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal refunds are recorded in, if any."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """What masks configured secrets in reported messages."""
+
+    @property
+    def pool_size(self) -> int:
+        """Pooled connections per gateway."""
+
+    def provider(self, provider_id: str) -> ProviderInfo:
+        """The provider's info (``ProviderNotInstalled`` if it is not)."""
+
+    def config_for(self, provider_id: str) -> Any:
+        """The provider's loaded config (``ConfigError`` if there is none)."""
+
+    def check(
+        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+    ) -> None:
+        """Raise what sending ``operation`` would refuse, without sending it."""
+
+    def execute(
+        self,
+        provider: str,
+        operation: Operation,
+        *,
+        original_amount: Money | None = None,
+        defer_record: Callable[[ResultRecord], None] | None = None,
+    ) -> RefundResult:
+        """Refund through the journal, handing the outcome to ``defer_record``."""
 
 
 class BatchStatus(str, enum.Enum):
@@ -758,18 +805,12 @@ def derive_refund_ids(rows: Iterable[BatchRow]) -> list[BatchRow]:
     return derived
 
 
-def _payment_key(row: BatchRow) -> tuple[str, str, str]:
-    # As the journal counts a payment's refunds: by its first identifier.
-    name = next(name for name in _PAYMENT_COLUMNS if getattr(row, name) is not None)
-    return row.provider, name, str(getattr(row, name))
-
-
 def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
     """What is wrong with rows together: a refund id used twice, refunds of a payment
     adding up to more than its original amount."""
     errors = []
     first: dict[str, int] = {}
-    refunded: dict[tuple[tuple[str, str, str], str], Decimal] = {}
+    refunded: dict[tuple[str, str, str], Decimal] = {}
     for row in rows:
         line = row.line or 0
         if row.refund_id is not None:
@@ -783,7 +824,8 @@ def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
                 )
                 continue  # never sent, so it takes nothing from the payment
             first[row.refund_id] = line
-        key = (_payment_key(row), row.amount.currency)
+        # The payment as the journal counts its refunds.
+        key = (row.provider, payment_key(row.payment), row.amount.currency)
         total = refunded[key] = refunded.get(key, Decimal(0)) + row.amount.amount
         limit = row.original_amount
         # A row too large on its own is the client check's to report, not this one's.
@@ -803,7 +845,7 @@ def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
     return errors
 
 
-def _client_errors(client: RefundClient, rows: Sequence[BatchRow]) -> list[RowError]:
+def _client_errors(client: BatchClient, rows: Sequence[BatchRow]) -> list[RowError]:
     """What the client refuses without sending: provider missing or unconfigured,
     capabilities, the original amount, the provider's build stage."""
     errors = []
@@ -847,7 +889,7 @@ def _numbered(rows: Iterable[BatchRow]) -> list[BatchRow]:
     return numbered
 
 
-def check_rows(client: RefundClient, rows: Iterable[BatchRow]) -> list[RowError]:
+def check_rows(client: BatchClient, rows: Iterable[BatchRow]) -> list[RowError]:
     """Every problem of ``rows`` that can be known without sending anything, by line
     (rows without a line are numbered by position): what :func:`read_batch_file`
     checks across rows, and what ``client`` would refuse (provider not installed or
@@ -969,7 +1011,7 @@ class _Runner:
 
     def __init__(
         self,
-        client: RefundClient,
+        client: BatchClient,
         journal: Journal,
         batch_id: str,
         rows: Sequence[BatchRow],
@@ -1142,8 +1184,11 @@ class _Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return _skipped(row)
         try:
-            result = self._client._execute(
-                row.provider, row.operation(), row.original_amount, self._sent.put
+            result = self._client.execute(
+                row.provider,
+                row.operation(),
+                original_amount=row.original_amount,
+                defer_record=self._sent.put,
             )
         except (ValidationError, ConfigError) as exc:
             return self._not_sent(row, BatchStatus.INVALID, exc)
@@ -1176,9 +1221,7 @@ class _Runner:
 
     def _redact(self, provider: str, text: str | None) -> str | None:
         # Messages come from gateways and plugins: mask any credential one echoes.
-        if text is None:
-            return None
-        return str(self._client._redact(provider, text))
+        return self._client.redactor.text(provider, text)
 
     def _collect(self, timeout: float) -> None:
         """Take in the outcomes of rows finished by now, waiting up to ``timeout`` for
@@ -1337,7 +1380,7 @@ class _Runner:
 
 
 def run_batch(
-    client: RefundClient,
+    client: BatchClient,
     rows: Iterable[BatchRow] | BatchFile,
     *,
     workers: int = DEFAULT_WORKERS,
@@ -1385,12 +1428,12 @@ def run_batch(
         ]
         report = BatchReport(batch_id, tuple(sorted(refused, key=lambda o: o.line)))
         raise BatchInvalid(errors, report)
-    if workers > client._pool_size:
+    if workers > client.pool_size:
         log.warning(
             "%d workers share %d pooled connections per gateway: create the client with "
             "pool_size=%d or more",
             workers,
-            client._pool_size,
+            client.pool_size,
             workers,
         )
     return _Runner(

@@ -21,9 +21,10 @@ from .errors import (
     ValidationError,
 )
 from .status import RefundStatus
+from .table import format_table
 
 if TYPE_CHECKING:
-    from .batch import BatchReport
+    from .batch import BatchInvalid, BatchReport
     from .client import RefundClient
     from .models import RefundNotification, RefundResult
 
@@ -97,80 +98,114 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"refundcore {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=EXIT_CODES_HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    _command(commands, "providers", "List installed providers, their capabilities and load errors.")
+    _add_refund(_command(commands, "refund", "Refund (part of) a payment."))
+    _add_query(_command(commands, "query", "Ask the gateway where a refund stands."))
+    _add_void(
+        _command(
+            commands, "void", "Reverse a whole unsettled payment, where the gateway offers it."
         )
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
-        return sub
-
-    def with_config(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--config",
-            type=Path,
-            help="TOML file with [providers.<id>] tables (default: $REFUNDCORE_CONFIG, "
-            "else ./refundcore.toml)",
+    )
+    _add_verify(_command(commands, "verify-callback", "Verify a callback a gateway delivered."))
+    _add_journal(commands)
+    demo = _command(
+        commands, "demo", "Refund through every installed provider against its emulator."
+    )
+    demo.add_argument("--provider", action="append", help="only these providers (repeatable)")
+    _add_sandbox(
+        _command(
+            commands, "sandbox", "Serve every installed provider's emulator until interrupted."
         )
+    )
+    _add_batch(commands)
+    new_plugin = _command(commands, "new-plugin", "Scaffold a provider plugin package.")
+    new_plugin.add_argument("name", help="the provider id, e.g. acme")
+    new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
+    return parser
 
-    def with_journal(sub: argparse.ArgumentParser) -> None:
-        group = sub.add_mutually_exclusive_group()
-        group.add_argument(
-            "--journal",
-            metavar="URL",
-            help="refund journal: sqlite:////path.db or postgresql://… (default: "
-            "$REFUNDCORE_JOURNAL, else a SQLite file in your data directory)",
-        )
-        group.add_argument(
-            "--no-journal", action="store_true", help="do not journal (no exactly-once guard)"
-        )
 
-    def with_payment(sub: argparse.ArgumentParser, required: bool) -> None:
-        sub.add_argument("--payment-id", help="the gateway's id of the payment")
-        sub.add_argument("--merchant-reference", help="your reference of the payment")
-        sub.add_argument("--transaction-id", help="the gateway's id of the sale transaction")
-        sub.set_defaults(payment_required=required)
+# What add_subparsers returns; argparse names the type privately.
+_Commands = argparse._SubParsersAction
 
-    command("providers", "List installed providers, their capabilities and load errors.")
 
-    refund = command("refund", "Refund (part of) a payment.")
+def _command(commands: _Commands[_Parser], name: str, help_text: str) -> argparse.ArgumentParser:
+    sub = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return sub
+
+
+def _with_config(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file with [providers.<id>] tables (default: $REFUNDCORE_CONFIG, "
+        "else ./refundcore.toml)",
+    )
+
+
+def _with_journal(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_mutually_exclusive_group()
+    group.add_argument(
+        "--journal",
+        metavar="URL",
+        help="refund journal: sqlite:////path.db or postgresql://… (default: "
+        "$REFUNDCORE_JOURNAL, else a SQLite file in your data directory)",
+    )
+    group.add_argument(
+        "--no-journal", action="store_true", help="do not journal (no exactly-once guard)"
+    )
+
+
+def _with_payment(sub: argparse.ArgumentParser, required: bool) -> None:
+    sub.add_argument("--payment-id", help="the gateway's id of the payment")
+    sub.add_argument("--merchant-reference", help="your reference of the payment")
+    sub.add_argument("--transaction-id", help="the gateway's id of the sale transaction")
+    sub.set_defaults(payment_required=required)
+
+
+def _add_refund(refund: argparse.ArgumentParser) -> None:
     refund.add_argument("provider")
     refund.add_argument("--amount", required=True, help="decimal amount, e.g. 10.00")
     refund.add_argument("--currency", required=True, help="ISO 4217 code, e.g. HKD")
-    with_payment(refund, required=True)
+    _with_payment(refund, required=True)
     refund.add_argument("--refund-id", help="idempotency key (generated when omitted)")
     refund.add_argument("--reason")
     refund.add_argument("--notify-url", help="where the gateway should send its callback")
     refund.add_argument(
         "--original-amount", help="the payment's total: refunds of it never add up to more"
     )
-    with_config(refund)
-    with_journal(refund)
+    _with_config(refund)
+    _with_journal(refund)
 
-    query = command("query", "Ask the gateway where a refund stands.")
+
+def _add_query(query: argparse.ArgumentParser) -> None:
     query.add_argument("provider")
     query.add_argument("--refund-id", required=True)
     query.add_argument("--provider-refund-id", help="the gateway's id of the refund, if known")
-    with_payment(query, required=False)
-    with_config(query)
-    with_journal(query)
+    _with_payment(query, required=False)
+    _with_config(query)
+    _with_journal(query)
 
-    void = command("void", "Reverse a whole unsettled payment, where the gateway offers it.")
+
+def _add_void(void: argparse.ArgumentParser) -> None:
     void.add_argument("provider")
-    with_payment(void, required=True)
+    _with_payment(void, required=True)
     void.add_argument("--refund-id", help="idempotency key (generated when omitted)")
     void.add_argument("--amount", help="the payment's amount, where the gateway wants it")
     void.add_argument("--currency")
     void.add_argument("--reason")
     void.add_argument("--notify-url")
-    with_config(void)
-    with_journal(void)
+    _with_config(void)
+    _with_journal(void)
 
-    verify = command("verify-callback", "Verify a callback a gateway delivered.")
+
+def _add_verify(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("provider")
     verify.add_argument("--path", required=True, help="path and query exactly as received")
     verify.add_argument("--method", default="POST")
@@ -178,9 +213,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable"
     )
     verify.add_argument("--body-file", required=True, type=Path, help="raw body ('-' = stdin)")
-    with_config(verify)
-    with_journal(verify)
+    _with_config(verify)
+    _with_journal(verify)
 
+
+def _add_journal(commands: _Commands[_Parser]) -> None:
     journal = commands.add_parser(
         "journal",
         help="Inspect and settle the refund journal.",
@@ -203,17 +240,17 @@ def _build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--provider")
     for sub in (listing, show, settle):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
-        with_config(sub)
+        _with_config(sub)
         sub.add_argument("--journal", metavar="URL", help="default: as for `refund`")
 
-    demo = command("demo", "Refund through every installed provider against its emulator.")
-    demo.add_argument("--provider", action="append", help="only these providers (repeatable)")
 
-    sandbox = command("sandbox", "Serve every installed provider's emulator until interrupted.")
+def _add_sandbox(sandbox: argparse.ArgumentParser) -> None:
     sandbox.add_argument("--provider", action="append", help="only these providers (repeatable)")
     sandbox.add_argument("--seed", type=int, default=3, help="payments to seed per provider")
     sandbox.add_argument("--duration", type=float, help="stop after this many seconds")
 
+
+def _add_batch(commands: _Commands[_Parser]) -> None:
     batch = commands.add_parser(
         "batch",
         help="Refund every row of a CSV or JSON Lines file.",
@@ -249,6 +286,21 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
     )
+    _add_batch_timing(batch)
+    batch.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _with_config(batch)
+    batch.add_argument(
+        "--journal",
+        metavar="URL",
+        help="refund journal, shared by every process running the batch: "
+        "postgresql://… for several machines (default: as for `refund`)",
+    )
+    batch.add_argument(
+        "--no-journal", action="store_true", help="refused: a batch needs the journal"
+    )
+
+
+def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--lease",
         type=float,
@@ -264,22 +316,6 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="when stderr is not a terminal: a progress line this often (default 5)",
     )
-    batch.add_argument("--json", action="store_true", help="print the summary as JSON")
-    with_config(batch)
-    batch.add_argument(
-        "--journal",
-        metavar="URL",
-        help="refund journal, shared by every process running the batch: "
-        "postgresql://… for several machines (default: as for `refund`)",
-    )
-    batch.add_argument(
-        "--no-journal", action="store_true", help="refused: a batch needs the journal"
-    )
-
-    new_plugin = command("new-plugin", "Scaffold a provider plugin package.")
-    new_plugin.add_argument("name", help="the provider id, e.g. acme")
-    new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
-    return parser
 
 
 def _whole_number(text: str) -> int:
@@ -351,16 +387,6 @@ def _note_data(note: RefundNotification) -> dict[str, Any]:
         else {"value": note.amount.to_wire(), "currency": note.amount.currency},
         "raw": dict(note.raw),
     }
-
-
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -711,27 +737,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         )
         status = _batch_exit(report)
     except BatchInvalid as refused:
-        for error in refused.errors:
-            print(error, file=sys.stderr)
-        if args.report is not None:
-            refused.report.write(args.report)
-        lines = len({error.line for error in refused.errors})
-        print(
-            f"refundcore: {lines} invalid row{'s' if lines != 1 else ''} in {args.file}: "
-            "nothing was sent; fix them, or pass --skip-invalid to send the valid rows",
-            file=sys.stderr,
-        )
-        if args.json:
-            summary = {
-                **refused.report.summary(),
-                "file": str(args.file),
-                "sent": False,
-                "errors": [error.as_dict() for error in refused.errors],
-                "report": None if args.report is None else str(args.report),
-                "exit_status": EXIT_USAGE,
-            }
-            print(json.dumps(summary, indent=2, ensure_ascii=False))
-        return EXIT_USAGE
+        return _batch_refused(refused, args)
     except BatchInterrupted as stopped:
         report, status = stopped.report, EXIT_INTERRUPTED
     for outcome in report.outcomes:
@@ -753,6 +759,31 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return status
 
 
+def _batch_refused(refused: BatchInvalid, args: argparse.Namespace) -> int:
+    """Say which rows are invalid (nothing was sent) and write the report."""
+    for error in refused.errors:
+        print(error, file=sys.stderr)
+    if args.report is not None:
+        refused.report.write(args.report)
+    lines = len({error.line for error in refused.errors})
+    print(
+        f"refundcore: {lines} invalid row{'s' if lines != 1 else ''} in {args.file}: "
+        "nothing was sent; fix them, or pass --skip-invalid to send the valid rows",
+        file=sys.stderr,
+    )
+    if args.json:
+        summary = {
+            **refused.report.summary(),
+            "file": str(args.file),
+            "sent": False,
+            "errors": [error.as_dict() for error in refused.errors],
+            "report": None if args.report is None else str(args.report),
+            "exit_status": EXIT_USAGE,
+        }
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return EXIT_USAGE
+
+
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
     from .scaffold import create_plugin
 
@@ -767,13 +798,13 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .sandbox.demo import run_demo
 
     return run_demo(args.provider, as_json=args.json)
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from .demo import serve_sandboxes
+    from .sandbox.demo import serve_sandboxes
 
     return serve_sandboxes(args.provider, seed=args.seed, duration=args.duration, as_json=args.json)
 

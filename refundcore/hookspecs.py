@@ -121,7 +121,9 @@ def refundcore_parse_response(
     Map the gateway's codes to ``SUCCEEDED`` / ``PENDING`` / ``FAILED`` / ``UNKNOWN``:
     a clear decline is ``FAILED``; a 5xx, an unreadable body or a reply that does not
     say is ``UNKNOWN`` (the refund may have happened). Never raise on a hostile or
-    garbled body. Put the parsed reply in ``raw`` without any secret.
+    garbled body. Put the parsed reply in ``raw`` without any secret. The client
+    stamps the result's ``provider``, ``refund_id`` and ``operation`` from the
+    operation, so the plugin need not set them.
     """
 
 

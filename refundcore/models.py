@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import Any, ClassVar, Union
 from urllib.parse import urlsplit
 
 import attrs
@@ -16,9 +16,6 @@ import attrs
 from .errors import ValidationError
 from .money import Money
 from .status import RefundStatus
-
-if TYPE_CHECKING:
-    from .sandbox.emulator import Emulator
 
 __all__ = [
     "Callback",
@@ -365,17 +362,19 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen(eq=False, kw_only=True)
 class RefundResult:
     """The normalised outcome of a refund, query or void.
 
-    ``raw`` is the provider's parsed reply with anything secret removed; keep it for
-    support tickets, never branch on it.
+    ``provider``, ``refund_id`` and ``operation`` say which request it answers: the
+    client stamps them from the operation on every result it returns, so a plugin's
+    parse stage need not set them. ``raw`` is the provider's parsed reply with
+    anything secret removed; keep it for support tickets, never branch on it.
     """
 
-    provider: str
-    refund_id: str
     status: RefundStatus
+    provider: str = ""
+    refund_id: str = ""
     operation: str = "refund"
     amount: Money | None = None
     provider_refund_id: str | None = None
@@ -457,7 +456,9 @@ class Capabilities:
         return data
 
 
-SandboxFactory = Callable[..., "Emulator"]
+#: Makes a provider's gateway emulator (a :class:`refundcore.sandbox.Emulator`), which
+#: the sandbox imports only when one is wanted.
+SandboxFactory = Callable[..., Any]
 
 
 @attrs.frozen(eq=False)

@@ -341,18 +341,18 @@ def test_scrubbing_masks_secrets_anywhere_and_leaves_clean_values_as_they_are() 
     from decimal import Decimal
     from types import MappingProxyType
 
-    from refundcore.client import _scrub
+    from refundcore.redaction import scrub
 
     class Text(str):
         pass
 
     clean = {"a": [1, Decimal("1.50"), None, True, {"b": "text"}], "c": "plain"}
-    assert _scrub(clean, ("s3cret",)) is clean
+    assert scrub(clean, ("s3cret",)) is clean
     frozen = MappingProxyType(clean)  # what every model's raw is
-    assert _scrub(frozen, ("s3cret",)) is frozen
-    assert _scrub(MappingProxyType({"k": "s3cret"}), ("s3cret",)) == {"k": "********"}
+    assert scrub(frozen, ("s3cret",)) is frozen
+    assert scrub(MappingProxyType({"k": "s3cret"}), ("s3cret",)) == {"k": "********"}
     dirty = {"a": [1, ("x", "has s3cret"), {"b": Text("s3cret!")}], "c": "plain"}
-    assert _scrub(dirty, ("s3cret",)) == {
+    assert scrub(dirty, ("s3cret",)) == {
         "a": [1, ["x", "has ********"], {"b": "********!"}],
         "c": "plain",
     }
@@ -371,12 +371,12 @@ _json_like = st.recursive(
 
 @given(value=_json_like, dirty=st.booleans())
 def test_scrubbing_never_leaks_and_never_changes_clean_data(value: object, dirty: bool) -> None:
-    from refundcore.client import _scrub
+    from refundcore.redaction import scrub
 
     if dirty:
         value = {"planted": [f"x{_SECRET}y"], "rest": value}
     before = repr(value)
-    scrubbed = _scrub(value, (_SECRET,))
+    scrubbed = scrub(value, (_SECRET,))
     assert repr(value) == before  # the caller's value is never changed
     if _SECRET not in before:
         assert scrubbed is value

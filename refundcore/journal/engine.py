@@ -251,19 +251,7 @@ class SqlJournal(SqlBatchQueue):
         """:meth:`record` for a row that is not, or no longer, its owner's SUBMITTING row:
         a final row stays, a live lease of another owner refuses, a less-informed state
         only gives the lease back."""
-        provider, refund_id, owner, state = (
-            outcome.provider,
-            outcome.refund_id,
-            outcome.owner,
-            outcome.state,
-        )
-        provider_refund_id, message, error_code, http_status, raw = (
-            outcome.provider_refund_id,
-            outcome.message,
-            outcome.error_code,
-            outcome.http_status,
-            outcome.raw,
-        )
+        provider, refund_id, owner, state = (o := outcome).provider, o.refund_id, o.owner, o.state
         with self._transaction(write=True) as tx:
             entry = self._fetch(tx, provider, refund_id, lock=True)
             if entry is None:
@@ -290,37 +278,44 @@ class SqlJournal(SqlBatchQueue):
                     (self._encode_time(now), provider, refund_id),
                 )
                 return self._refetch(tx, provider, refund_id)
-            kept_raw = entry.raw if raw is None else dict(raw)
-            tx.run(
-                f"UPDATE {TABLE} SET state = ?, "  # noqa: S608
-                "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, "
-                "error_code = ?, http_status = ?, raw = ?, owner = NULL, "
-                f"lease_until = NULL, updated_at = ? {_KEY}",
-                (
-                    state.value,
-                    provider_refund_id,
-                    message,
-                    error_code,
-                    http_status,
-                    self._encode_raw(kept_raw),
-                    self._encode_time(now),
-                    provider,
-                    refund_id,
-                ),
-            )
-            # What was just written, without reading the row back.
-            return attrs.evolve(
-                entry,
-                state=state,
-                provider_refund_id=provider_refund_id or entry.provider_refund_id,
-                message=message,
-                error_code=error_code,
-                http_status=http_status,
-                raw=json.loads(json.dumps(kept_raw, default=str)),
-                owner=None,
-                lease_until=None,
-                updated_at=now,
-            )
+            return self._write_outcome(tx, entry, o, now)
+
+    def _write_outcome(
+        self, tx: Transaction, entry: JournalEntry, o: ResultRecord, now: datetime
+    ) -> JournalEntry:
+        """Store ``o`` over ``entry`` (within ``tx``) and release the lease."""
+        provider, refund_id, state = o.provider, o.refund_id, o.state
+        kept_raw = entry.raw if o.raw is None else dict(o.raw)
+        tx.run(
+            f"UPDATE {TABLE} SET state = ?, "  # noqa: S608
+            "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, "
+            "error_code = ?, http_status = ?, raw = ?, owner = NULL, "
+            f"lease_until = NULL, updated_at = ? {_KEY}",
+            (
+                state.value,
+                o.provider_refund_id,
+                o.message,
+                o.error_code,
+                o.http_status,
+                self._encode_raw(kept_raw),
+                self._encode_time(now),
+                provider,
+                refund_id,
+            ),
+        )
+        # What was just written, without reading the row back.
+        return attrs.evolve(
+            entry,
+            state=state,
+            provider_refund_id=o.provider_refund_id or entry.provider_refund_id,
+            message=o.message,
+            error_code=o.error_code,
+            http_status=o.http_status,
+            raw=json.loads(json.dumps(kept_raw, default=str)),
+            owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
 
     def _own_outcome(self, outcome: ResultRecord, now: datetime) -> tuple[Any, ...]:
         """The values of :data:`_RECORD_OWN_ONLY` for ``outcome``."""

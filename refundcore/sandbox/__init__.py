@@ -1,6 +1,7 @@
 """Gateway sandboxes: a loopback HTTP server with fault injection, callback delivery
-and reception, the emulator contract plugins implement, and :class:`SandboxRun`, which
-wires one provider's emulator to a configured client.
+and reception, the emulator contract plugins implement, :class:`SandboxRun`, which
+wires one provider's emulator to a configured client, and the demo
+(:mod:`refundcore.sandbox.demo`: ``refundcore demo`` and ``refundcore sandbox``).
 
 Nothing here talks to a real gateway, and no key is stored: emulators generate their
 credentials when they start.

@@ -11,11 +11,13 @@ from typing import Any
 
 import attrs
 
-from .client import RefundClient
-from .errors import RefundError
-from .models import PaymentRef, ProviderInfo, RefundStatus
-from .money import Money
-from .sandbox import SandboxRun, SandboxServer, emulator_factory
+from ..client import RefundClient
+from ..errors import RefundError
+from ..models import PaymentRef, ProviderInfo, RefundStatus
+from ..money import Money
+from ..table import format_table
+from .run import SandboxRun, emulator_factory
+from .server import SandboxServer
 
 __all__ = ["DemoRow", "run_demo", "serve_sandboxes"]
 
@@ -108,8 +110,6 @@ def run_demo(only: list[str] | None = None, *, as_json: bool = False) -> int:
             )
         )
     else:
-        from .cli import format_table  # the same table layout as `refundcore providers`
-
         print(
             format_table(
                 [
