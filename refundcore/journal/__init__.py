@@ -46,8 +46,8 @@ from .base import (
     JournalState,
     NewRefund,
     Outcome,
-    mask_url,
 )
+from .dsn import mask_dsn
 
 if TYPE_CHECKING:
     from .sqlite import SqliteJournal
@@ -110,10 +110,12 @@ def _sqlite_path(url: str) -> str:
     if rest in (MEMORY, f"/{MEMORY}"):
         return MEMORY
     if "?" in rest:
-        raise ConfigError(f"{url!r}: query parameters are not supported; {_USAGE}", field="journal")
+        raise ConfigError(
+            f"{mask_dsn(url)!r}: query parameters are not supported; {_USAGE}", field="journal"
+        )
     # "sqlite://host/..." names no file: only an empty host (the third slash) does.
     if not rest.startswith("/") or len(rest) < 2:
-        raise ConfigError(f"{url!r} names no file; {_USAGE}", field="journal")
+        raise ConfigError(f"{mask_dsn(url)!r} names no file; {_USAGE}", field="journal")
     return rest[1:]
 
 
@@ -137,8 +139,8 @@ def open_journal(url: str) -> Journal:
             if not (exc.name or "").startswith("psycopg"):
                 raise
             raise ConfigError(
-                f"{mask_url(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                f"{mask_dsn(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
                 field="journal",
             ) from exc
         return PostgresJournal(url)
-    raise ConfigError(f"{mask_url(url)!r} is not a journal URL; {_USAGE}", field="journal")
+    raise ConfigError(f"{mask_dsn(url)!r} is not a journal URL; {_USAGE}", field="journal")

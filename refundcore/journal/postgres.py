@@ -44,8 +44,8 @@ from .base import (
     SqlJournal,
     Transaction,
     _states,
-    mask_url,
 )
+from .dsn import mask_dsn
 
 __all__ = ["PostgresJournal"]
 
@@ -157,7 +157,7 @@ class PostgresJournal(SqlJournal):
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, max_connections: int = 10, connect_timeout: int = 5) -> None:
-        self.url = mask_url(url)
+        self.url = mask_dsn(url)
         self._conninfo = url
         try:
             password = urlsplit(url).password or ""
