@@ -163,9 +163,9 @@ def test_plugin_url_fields_use_the_core_check() -> None:
 
     info = attrs.evolve(INFO, id="paywiser", config_class=PaywiserConfig)
     good = {"environment": "production", "sid": "S1", "rcode": "r"}
-    with pytest.raises(ConfigError, match="postback_url.*port"):
+    with pytest.raises(ConfigError, match=r"postback_url.*port"):
         load_provider_config(info, {**good, "postback_url": "https://shop.example:99999999/"})
-    with pytest.raises(ConfigError, match="postback_url.*IPv6"):
+    with pytest.raises(ConfigError, match=r"postback_url.*IPv6"):
         load_provider_config(info, {**good, "postback_url": "http://[::1"})
 
 
@@ -215,10 +215,15 @@ def test_toml_errors_name_the_file(case: str, tmp_path: Path, fifo: Path) -> Non
     assert str(path) in str(caught.value) and problem in str(caught.value)
 
 
+REFUND = (
+    *(CLI, "refund", "paywizard", "--amount", "1.00", "--currency", "HKD"),
+    *("--payment-id", "123", "--no-journal"),
+)
+
+
 def _refund_cli(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CLI, "refund", "paywizard", "--amount", "1.00", "--currency", "HKD"]
-        + ["--payment-id", "P1", "--no-journal", "--config", str(config)],
+        [*REFUND, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -278,9 +283,7 @@ def test_cli_refuses_a_notify_url_that_does_not_parse(tmp_path: Path) -> None:
     config = tmp_path / "refundcore.toml"
     config.write_text(_PAYWIZARD)
     done = subprocess.run(
-        [CLI, "refund", "paywizard", "--amount", "1.00", "--currency", "HKD"]
-        + ["--payment-id", "P1", "--no-journal", "--config", str(config)]
-        + ["--notify-url", "http://[::1"],
+        [*REFUND, "--config", str(config), "--notify-url", "http://[::1"],
         capture_output=True,
         text=True,
         timeout=60,
