@@ -240,3 +240,36 @@ def test_waitress_chunked_body_over_the_cap_is_413(waitress_port: int) -> None:
 def test_callback_app_refuses_insane_limits(option: str, value: object) -> None:
     with pytest.raises(ConfigError, match=option):
         callback_app(RefundClient(journal=None), lambda note: None, **{option: value})  # type: ignore[arg-type]
+
+
+# -- the project's loopback server (tests and demos) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox_port() -> Iterator[int]:
+    from refundcore.sandbox import SandboxServer
+
+    app = callback_app(RefundClient(journal=None), lambda note: None, body_timeout=BODY_TIMEOUT)
+    with SandboxServer(app) as server:
+        yield int(server.base_url.rsplit(":", 1)[1])
+
+
+def test_sandbox_server_answers_others_while_a_body_stalls(sandbox_port: int) -> None:
+    # It reads each body on the connection's own thread before calling the app: a stalled
+    # body holds that thread only, never the app or other clients.
+    with socket.create_connection(("127.0.0.1", sandbox_port), timeout=10) as stalled:
+        stalled.sendall(_head(1000).replace("\n", "\r\n").encode() + b"\r\n{")
+        time.sleep(0.2)
+        status, took = _request(sandbox_port, _head(2), b"{}")
+    assert status == "HTTP/1.1 400 Bad Request" and took < 1.0
+
+
+def test_sandbox_server_oversized_body_is_413(sandbox_port: int) -> None:
+    status, _ = _request(sandbox_port, _head(MAX_BODY + 1), b"x" * (MAX_BODY + 1))
+    assert status == "HTTP/1.1 413 Content Too Large"
+
+
+@pytest.mark.parametrize("length", ["12abc", "-1", "+5"])
+def test_sandbox_server_malformed_content_length_is_400(sandbox_port: int, length: str) -> None:
+    status, _ = _request(sandbox_port, _head(length), b"{}")
+    assert status.startswith("HTTP/1.1 400 "), status
