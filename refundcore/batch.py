@@ -39,6 +39,7 @@ import logging
 import os
 import queue
 import socket
+import stat
 import sys
 import threading
 import time
@@ -497,6 +498,39 @@ class _JsonFloat:
         self.text = text
 
 
+class _JsonLongInt:
+    """A JSON integer too long to be an amount or an id, kept as written: converting
+    thousands of digits costs time, and past 4,300 Python refuses (ValueError)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+# No amount or id has more digits than this (Money allows 18 before the point).
+_MAX_INT_DIGITS = 40
+
+
+def _json_int(text: str) -> int | _JsonLongInt:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else _JsonLongInt(text)
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` cut short for an error message: a hostile file may hold megabytes."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _undecodable(text: str) -> str | None:
+    """Why ``text`` (decoded with surrogateescape) is not UTF-8, if it is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00
+        return f"not UTF-8 text (byte {byte:#04x}); save the file as UTF-8"
+    return None
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -514,7 +548,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _json_type(value: object) -> str:
     if isinstance(value, _JsonFloat):
-        return f"the number {value.text}"
+        return f"the number {_shown(value.text)}"
+    if isinstance(value, _JsonLongInt):
+        return f"a number of {len(value.text)} digits"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -536,24 +572,29 @@ def read_batch_file(path: str | os.PathLike[str]) -> BatchFile:
     wrong): unknown or missing columns, malformed amounts and currencies (a JSON
     number with a fraction is refused: give amounts as strings or integers), payment
     identifiers, refund ids and reasons, refund ids used twice, and rows of one payment
-    adding up to more than its ``original_amount``. Rows without ``refund_id`` get a
+    adding up to more than its ``original_amount``, lines that are not UTF-8, nested too
+    deeply or hold numbers too long to be amounts. Rows without ``refund_id`` get a
     derived one (:func:`derive_refund_ids`). ``ValidationError`` only when the file
-    cannot be read at all.
+    cannot be read at all, or is not a regular file (a pipe or a device: a batch is
+    named by its file's hash and run again from the same file).
     """
     source = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            raise ValidationError(
+                f"{str(source)!r} is not a regular file (a batch is run again from the "
+                "same file: save it first)",
+                field="file",
+            )
         data = source.read_bytes()
-    except OSError as exc:
-        raise ValidationError(
-            f"cannot read {str(source)!r}: {exc.strerror or exc}", field="file"
-        ) from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValidationError(f"cannot read {str(source)!r}: {reason}", field="file") from None
     batch_id = hashlib.sha256(data).hexdigest()[:32]
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        problem = f"not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8"
-        return BatchFile(source, batch_id, (), (RowError(line, None, problem),))
+    # Lines that are not UTF-8 are reported one by one, like any other bad row.
+    text = data.decode("utf-8-sig", errors="surrogateescape")
     records, errors = (_json_records if _is_json_lines(source, text) else _csv_records)(text)
     parsed: list[BatchRow] = []
     for line, raw in records:
@@ -594,6 +635,12 @@ def _csv_records(text: str) -> tuple[list[_Record], list[RowError]]:
             line, last = last + 1, reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue
+            undecodable = _undecodable("".join(cells))
+            if undecodable is not None:
+                errors.append(RowError(line, None, undecodable))
+                if header is None:
+                    return [], errors
+                continue
             if header is None:
                 header, problems = _header(line, cells)
                 errors += problems
@@ -608,7 +655,15 @@ def _csv_records(text: str) -> tuple[list[_Record], list[RowError]]:
             values = zip(header, cells, strict=True)
             records.append((line, {name: cell for name, cell in values if name and cell}))
     except csv.Error as exc:
-        errors.append(RowError(last + 1, None, f"not readable as CSV: {exc}"))
+        # Where the next record starts is unknown (the bad one may be a quoted cell
+        # spanning lines): say so rather than guess, and read no further.
+        errors.append(
+            RowError(
+                last + 1,
+                None,
+                f"not readable as CSV: {exc}; the rest of the file was not read",
+            )
+        )
     if header is None and not errors:
         errors.append(RowError(1, None, "no header line: the file is empty"))
     return records, errors
@@ -651,15 +706,26 @@ def _json_records(text: str) -> tuple[list[_Record], list[RowError]]:
     for line, source in enumerate(text.split("\n"), start=1):
         if not source.strip():
             continue
+        undecodable = _undecodable(source)
+        if undecodable is not None:
+            errors.append(RowError(line, None, undecodable))
+            continue
         try:
             value = json.loads(
-                source, parse_float=_JsonFloat, parse_constant=_JsonFloat, object_pairs_hook=_object
+                source,
+                parse_float=_JsonFloat,
+                parse_int=_json_int,
+                parse_constant=_JsonFloat,
+                object_pairs_hook=_object,
             )
         except _DuplicateKey as exc:
-            errors.append(RowError(line, exc.key, "appears twice in the object"))
+            errors.append(RowError(line, _shown(exc.key), "appears twice in the object"))
             continue
         except json.JSONDecodeError as exc:
             errors.append(RowError(line, None, f"not JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        except RecursionError:
+            errors.append(RowError(line, None, "not a batch row: nested too deeply"))
             continue
         if not isinstance(value, dict):
             hint = " (JSON Lines: one object per line)" if isinstance(value, list) else ""
@@ -668,7 +734,7 @@ def _json_records(text: str) -> tuple[list[_Record], list[RowError]]:
             )
             continue
         errors += [
-            RowError(line, key, f"unknown field; use {_COLUMN_LIST}")
+            RowError(line, _shown(key), f"unknown field; use {_COLUMN_LIST}")
             for key in value
             if key not in COLUMNS
         ]
@@ -716,9 +782,12 @@ def _parse_row(line: int, raw: Mapping[str, object]) -> tuple[BatchRow | None, l
         if isinstance(value, _JsonFloat):
             refuse(
                 name,
-                f"{value.text} is a JSON number with a fraction or exponent, which cannot "
-                f'hold money exactly; write it as a string: "{value.text}"',
+                f"{_shown(value.text)} is a JSON number with a fraction or exponent, which "
+                f'cannot hold money exactly; write it as a string: "{_shown(value.text)}"',
             )
+            return None
+        if isinstance(value, _JsonLongInt):
+            refuse(name, f"a number of {len(value.text)} digits is no amount")
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             refuse(name, f'must be a string like "10.00" or an integer, got {_json_type(value)}')

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -246,8 +247,12 @@ def _add_journal(commands: _Commands[_Parser]) -> None:
 
 def _add_sandbox(sandbox: argparse.ArgumentParser) -> None:
     sandbox.add_argument("--provider", action="append", help="only these providers (repeatable)")
-    sandbox.add_argument("--seed", type=int, default=3, help="payments to seed per provider")
-    sandbox.add_argument("--duration", type=float, help="stop after this many seconds")
+    sandbox.add_argument(
+        "--seed", type=_count(1000, minimum=0), default=3, help="payments to seed per provider"
+    )
+    sandbox.add_argument(
+        "--duration", type=_seconds(_MAX_DURATION), help="stop after this many seconds"
+    )
 
 
 def _add_batch(commands: _Commands[_Parser]) -> None:
@@ -261,7 +266,7 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
     batch.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl)")
     batch.add_argument(
         "--workers",
-        type=_whole_number,
+        type=_count(_MAX_WORKERS),
         default=8,
         metavar="N",
         help="refunds in flight at once (default 8)",
@@ -282,7 +287,7 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
     )
     batch.add_argument(
         "--chunk",
-        type=_whole_number,
+        type=_count(_MAX_CHUNK),
         metavar="N",
         help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
     )
@@ -303,7 +308,7 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
 def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--lease",
-        type=float,
+        type=_seconds(_MAX_LEASE),
         default=120.0,
         metavar="SECONDS",
         help="how long the rows and refunds of a process that died stay reserved before "
@@ -311,21 +316,47 @@ def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
     )
     batch.add_argument(
         "--progress-interval",
-        type=float,
+        type=_seconds(_MAX_PROGRESS_INTERVAL),
         default=5.0,
         metavar="SECONDS",
         help="when stderr is not a terminal: a progress line this often (default 5)",
     )
 
 
-def _whole_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+# Bounds of the numeric options: past them a value is a typo, not a wish.
+_MAX_WORKERS = 256
+_MAX_CHUNK = 500
+_MAX_LEASE = 86_400.0
+_MAX_PROGRESS_INTERVAL = 3_600.0
+_MAX_DURATION = 7 * 86_400.0
+
+
+def _count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} to {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(maximum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+        if not (math.isfinite(value) and 0 < value <= maximum):
+            raise argparse.ArgumentTypeError(
+                f"must be more than 0 and at most {maximum:g} seconds, got {text[:40]}"
+            )
+        return value
+
+    return parse
 
 
 def _version() -> str:
@@ -524,14 +555,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise ValidationError(f"{header!r} is not 'Name: value'", field="header")
         headers.append((name.strip(), value.strip()))
+    from .wsgi import MAX_BODY
+
+    # Bounded: a callback is never larger than the WSGI app accepts (/dev/zero is not
+    # read to the end).
     try:
-        body = (
-            sys.stdin.buffer.read() if str(args.body_file) == "-" else args.body_file.read_bytes()
-        )
+        if str(args.body_file) == "-":
+            body = sys.stdin.buffer.read(MAX_BODY + 1)
+        else:
+            with args.body_file.open("rb") as handle:
+                body = handle.read(MAX_BODY + 1)
     except OSError as exc:
         raise ValidationError(
-            f"cannot read {str(args.body_file)!r}: {exc.strerror}", field="body-file"
+            f"cannot read {str(args.body_file)!r}: {exc.strerror or exc}", field="body-file"
         ) from None
+    if len(body) > MAX_BODY:
+        raise ValidationError(
+            f"more than {MAX_BODY} bytes: larger than any callback is accepted", field="body-file"
+        )
     from .models import Headers
 
     note = _client(args).verify_callback(

@@ -16,6 +16,7 @@ import attrs
 from .errors import ValidationError
 from .money import Money
 from .status import RefundStatus
+from .urls import parse_http_url
 
 __all__ = [
     "Callback",
@@ -270,16 +271,11 @@ def check_text(value: str | None, field: str, max_len: int) -> None:
 
 
 def check_url(value: str | None, field: str) -> None:
-    """Validate an absolute http(s) URL such as a notify_url."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ValidationError(f"must be a str, got {type(value).__name__}", field=field)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(f"{value[:80]!r} is not an absolute http(s) URL", field=field)
-    if len(value) > 2048 or not value.isprintable() or " " in value:
-        raise ValidationError("must be at most 2048 printable characters, no spaces", field=field)
+    """Validate an absolute http(s) URL such as a notify_url, whole (host, port, IPv6
+    brackets: see :func:`refundcore.urls.parse_http_url`); ``ValidationError`` naming
+    ``field`` if it is not one."""
+    if value is not None:
+        parse_http_url(value, field)
 
 
 def _check_refund_id_field(_: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..status import JournalState
+from .dsn import mask_dsn
 from .interface import Journal
-from .urls import USAGE, mask_url, sqlite_path
+from .urls import USAGE, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
     BatchCounts,
@@ -118,8 +119,8 @@ def open_journal(url: str) -> Journal:
             if not (exc.name or "").startswith("psycopg"):
                 raise
             raise ConfigError(
-                f"{mask_url(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                f"{mask_dsn(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
                 field="journal",
             ) from exc
         return PostgresJournal(url)
-    raise ConfigError(f"{mask_url(url)!r} is not a journal URL; {USAGE}", field="journal")
+    raise ConfigError(f"{mask_dsn(url)!r} is not a journal URL; {USAGE}", field="journal")

@@ -35,6 +35,7 @@ from psycopg.types.json import Jsonb
 from ..errors import ConfigError, JournalError
 from ..status import JournalState
 from .backend import UTC
+from .dsn import mask_dsn
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
 from .schema import (
@@ -44,7 +45,6 @@ from .schema import (
     UNSETTLED_STATES,
     sql_list,
 )
-from .urls import mask_url
 
 __all__ = ["PostgresJournal"]
 
@@ -156,7 +156,7 @@ class PostgresJournal(SqlJournal):
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, max_connections: int = 10, connect_timeout: int = 5) -> None:
-        self.url = mask_url(url)
+        self.url = mask_dsn(url)
         self._conninfo = url
         try:
             password = urlsplit(url).password or ""

@@ -13,7 +13,7 @@ import pytest
 
 from refundcore.errors import ConfigError, JournalError
 from refundcore.journal import JournalState, NewRefund, open_journal
-from refundcore.journal.urls import mask_url
+from refundcore.journal.dsn import mask_dsn
 
 MakeRefund = Callable[..., NewRefund]
 PASSWORD = "s3cr3t-Pa55"
@@ -89,17 +89,17 @@ def test_password_never_shows(postgres_url: str, make_refund: MakeRefund) -> Non
             journal.record("testpay", "R-404", owner="A", state=JournalState.FAILED)
     shown.append(str(caught.value))
     assert all(PASSWORD not in text for text in shown)
-    assert journal.url == mask_url(url) and ":***@" in journal.url
+    assert journal.url == mask_dsn(url) and ":***@" in journal.url
 
 
-def test_mask_url_masks_every_password_spelling() -> None:
-    assert mask_url("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+def test_mask_dsn_masks_every_password_spelling() -> None:
+    assert mask_dsn("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert (
-        mask_url("postgres://h/db?sslmode=require&password=pw&user=u")
+        mask_dsn("postgres://h/db?sslmode=require&password=pw&user=u")
         == "postgres://h/db?sslmode=require&password=***&user=u"
     )
-    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert mask_url("postgresql://u:pw@[::1/db") == "<malformed URL>"
+    assert mask_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_dsn("postgresql://u:pw@[::1/db") == "postgresql://u:***@[::1/db"
 
 
 @pytest.mark.parametrize(
