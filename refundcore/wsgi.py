@@ -3,9 +3,12 @@
 Mount ``callback_app(client, on_notification)`` under any prefix (say ``/hooks``) and
 give each gateway ``https://shop.example/hooks/<provider>`` as its notify URL. Each
 callback is verified by the provider's plugin; a genuine one is passed to
-``on_notification`` and answered the way that gateway expects. A callback that fails
-verification gets 400 (never a 500 for bad input); if ``on_notification`` itself
-raises, the answer is 500 so the gateway delivers it again later.
+``on_notification`` and answered the way that gateway expects. A genuine callback that
+is not about a refund (:class:`~refundcore.errors.NotARefund`: a payment completed) gets
+the same success answer, so the gateway stops delivering it, and is not passed on. A
+callback that fails verification gets 400 (never a 500 for bad input); if
+``on_notification`` itself raises, the answer is 500 so the gateway delivers it again
+later.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .errors import JournalError, ProviderNotInstalled, RefundError
-from .models import Headers, RefundNotification
+from .errors import JournalError, NotARefund, ProviderNotInstalled, RefundError
+from .models import CallbackAck, Headers, RefundNotification
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -71,6 +74,9 @@ def callback_app(
             )
             return [body]
 
+        def acknowledge(ack: CallbackAck) -> list[bytes]:
+            return answer(f"{ack.status} OK", ack.body, ack.content_type)
+
         provider = environ.get("PATH_INFO", "").strip("/")
         if environ.get("REQUEST_METHOD") != "POST":
             return answer("405 Method Not Allowed", b"callbacks are POSTed\n")
@@ -102,6 +108,11 @@ def callback_app(
             # Genuine or not, it could not be recorded: let the gateway deliver it again.
             log.error("%s callback not journalled: %s", provider, exc)
             return answer("503 Service Unavailable", b"try again later\n")
+        except NotARefund as exc:
+            # Refusing it would make the gateway deliver it again and again (and some
+            # disable an endpoint that keeps refusing); it is genuine, so it is taken.
+            log.info("acknowledged a %s %r callback: not about a refund", provider, exc.event)
+            return acknowledge(info.callback_ack)
         except RefundError as exc:
             log.warning("rejected %s callback: %s", provider, exc)
             return answer("400 Bad Request", b"callback rejected\n")
@@ -110,7 +121,6 @@ def callback_app(
         except Exception:
             log.exception("the application failed to handle a %s callback", provider)
             return answer("500 Internal Server Error", b"try again later\n")
-        ack = info.callback_ack
-        return answer(f"{ack.status} OK", ack.body, ack.content_type)
+        return acknowledge(info.callback_ack)
 
     return app
