@@ -83,6 +83,23 @@ class SignatureError(RefundError):
     """A callback's signature, timestamp or shape could not be verified: do not trust it."""
 
 
+class NotARefund(RefundError):
+    """A genuine callback (its signature verified) that is not about a refund: a payment
+    completed, an order created. ``event`` names what it is about, ``provider`` who sent it.
+
+    Never raised for a callback that failed verification (that is a
+    :class:`SignatureError`). :func:`refundcore.wsgi.callback_app` answers it the way the
+    gateway expects for success, so the gateway stops delivering it, and does not hand it
+    to the application.
+    """
+
+    def __init__(self, event: str, *, provider: str | None = None):
+        self.event = event
+        self.provider = provider
+        where = f"{provider}: " if provider else ""
+        super().__init__(f"{where}genuine {event!r} callback is not about a refund")
+
+
 class TransportError(RefundError):
     """Nothing could be sent: the request certainly did not reach the gateway.
 

@@ -443,6 +443,13 @@ class Capabilities:
     idempotent_refund_id: bool = False
     #: Callbacks carry a signed timestamp, so replays can be refused.
     callback_timestamps: bool = False
+    #: The refund request carries a notify URL. When False, the gateway notifies a URL
+    #: the merchant set elsewhere, and a ``notify_url`` given with a refund is refused
+    #: before sending (never silently dropped).
+    notify_url: bool = True
+    #: Where the merchant sets the callback URL instead, when ``notify_url`` is False
+    #: (named in the error that refuses a ``notify_url``).
+    notify_url_setting: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -281,8 +281,15 @@ def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
             f"(takes {', '.join(sorted(caps.currencies))})",
             field="amount",
         )
-    if getattr(operation, "notify_url", None) and not caps.callbacks:
+    notify_url = getattr(operation, "notify_url", None)
+    if notify_url and not caps.callbacks:
         raise ValidationError(f"{info.name} sends no callbacks", field="notify_url")
+    if notify_url and not caps.notify_url:
+        where = caps.notify_url_setting or "the gateway's own settings"
+        raise ValidationError(
+            f"{info.name} cannot carry a notify URL with a refund: set it in {where}",
+            field="notify_url",
+        )
 
 
 def _check_original_amount(operation: Operation, original: Money | None) -> None:

@@ -3,9 +3,12 @@
 Mount ``callback_app(client, on_notification)`` under any prefix (say ``/hooks``) and
 give each gateway ``https://shop.example/hooks/<provider>`` as its notify URL. Each
 callback is verified by the provider's plugin; a genuine one is passed to
-``on_notification`` and answered the way that gateway expects. A callback that fails
-verification gets 400 (never a 500 for bad input); if ``on_notification`` itself
-raises, the answer is 500 so the gateway delivers it again later.
+``on_notification`` and answered the way that gateway expects. A genuine callback that
+is not about a refund (:class:`~refundcore.errors.NotARefund`: a payment completed) gets
+the same success answer, so the gateway stops delivering it, and is not passed on. A
+callback that fails verification gets 400 (never a 500 for bad input); if
+``on_notification`` itself raises, the answer is 500 so the gateway delivers it again
+later.
 
 Bodies are read with a size cap and a deadline: 413 for a body larger than
 ``max_body``, 400 for a malformed Content-Length or a body that ends before it,
@@ -22,7 +25,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import re
 import socket
 import threading
@@ -32,7 +34,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .errors import ConfigError, JournalError, ProviderNotInstalled, RefundError
+from .callback_answers import Answer, check_limits, deliver, find_provider
 from .models import Headers, RefundNotification
 
 if TYPE_CHECKING:
@@ -49,7 +51,6 @@ MAX_BODY = 1024 * 1024
 #: Seconds a callback's body may take to arrive, by default: a gateway sends a few KiB
 #: at once; only a stalled or hostile client needs longer.
 BODY_TIMEOUT = 10.0
-_MAX_BODY_TIMEOUT = 300.0
 _CHUNK = 64 * 1024
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,15}")
 # Where servers hand the app its connection.
@@ -57,12 +58,11 @@ _SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
 
 
 class _Refused(Exception):
-    """The request is answered with ``status`` before it reaches a plugin."""
+    """The request is answered with ``answer`` before it reaches a plugin."""
 
-    def __init__(self, status: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.body = f"{message}\n".encode()
+        self.answer = Answer.text(status, reason, message)
 
 
 class _Watch:
@@ -138,10 +138,10 @@ def _declared_length(environ: WSGIEnvironment, max_body: int) -> int | None:
     if not text:
         return None if environ.get("wsgi.input_terminated") else 0
     if not _CONTENT_LENGTH.fullmatch(text):
-        raise _Refused("400 Bad Request", "bad Content-Length")
+        raise _Refused(400, "Bad Request", "bad Content-Length")
     length = int(text)
     if length > max_body:
-        raise _Refused("413 Content Too Large", "callback too large")
+        raise _Refused(413, "Content Too Large", "callback too large")
     return length
 
 
@@ -172,14 +172,14 @@ def _read_body(
     finally:
         cut = watch is not None and watchdog.release(watch)
     if cut or (received < wanted and time.monotonic() >= deadline):
-        raise _Refused("408 Request Timeout", "callback body did not arrive in time")
+        raise _Refused(408, "Request Timeout", "callback body did not arrive in time")
     if length is None:
         if received > max_body:
-            raise _Refused("413 Content Too Large", "callback too large")
+            raise _Refused(413, "Content Too Large", "callback too large")
         if failure is not None:
-            raise _Refused("400 Bad Request", "callback body cut short")
+            raise _Refused(400, "Bad Request", "callback body cut short")
     elif received < length:
-        raise _Refused("400 Bad Request", "callback body shorter than its Content-Length")
+        raise _Refused(400, "Bad Request", "callback body shorter than its Content-Length")
     return b"".join(chunks)
 
 
@@ -223,68 +223,35 @@ def callback_app(
     request may send and how long its body may take; :class:`ConfigError` if either is
     out of range.
     """
-    if isinstance(max_body, bool) or not isinstance(max_body, int) or not max_body > 0:
-        raise ConfigError(f"must be a positive number of bytes, got {max_body!r}", field="max_body")
-    if (
-        isinstance(body_timeout, bool)
-        or not isinstance(body_timeout, (int, float))
-        or not (math.isfinite(body_timeout) and 0 < body_timeout <= _MAX_BODY_TIMEOUT)
-    ):
-        raise ConfigError(
-            f"must be more than 0 and at most {_MAX_BODY_TIMEOUT:g} seconds, got {body_timeout!r}",
-            field="body_timeout",
-        )
+    check_limits(max_body, body_timeout)
     watchdog = _Watchdog()
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         deadline = time.monotonic() + body_timeout
-
-        def answer(
-            status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
-        ) -> list[bytes]:
-            start_response(
-                status, [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-            )
-            return [body]
-
-        provider = environ.get("PATH_INFO", "").strip("/")
-        if environ.get("REQUEST_METHOD") != "POST":
-            return answer("405 Method Not Allowed", b"callbacks are POSTed\n")
-        try:
-            info = client.provider(provider) if provider and "/" not in provider else None
-        except ProviderNotInstalled:
-            info = None
-        except RefundError as exc:
-            log.error("callback for %r: %s", provider, exc)
-            return answer("503 Service Unavailable", b"provider unavailable\n")
-        if info is None:
-            return answer("404 Not Found", b"no such provider\n")
-        try:
-            body = _read_body(environ, max_body, deadline, watchdog)
-        except _Refused as refused:
-            log.warning("refused %s callback: %s", provider, refused)
-            return answer(refused.status, refused.body)
-        try:
-            note = client.verify_callback(
-                provider,
-                method="POST",
-                path=_raw_target(environ),
-                headers=_headers(environ),
-                body=body,
-            )
-        except JournalError as exc:
-            # Genuine or not, it could not be recorded: let the gateway deliver it again.
-            log.error("%s callback not journalled: %s", provider, exc)
-            return answer("503 Service Unavailable", b"try again later\n")
-        except RefundError as exc:
-            log.warning("rejected %s callback: %s", provider, exc)
-            return answer("400 Bad Request", b"callback rejected\n")
-        try:
-            on_notification(note)
-        except Exception:
-            log.exception("the application failed to handle a %s callback", provider)
-            return answer("500 Internal Server Error", b"try again later\n")
-        ack = info.callback_ack
-        return answer(f"{ack.status} OK", ack.body, ack.content_type)
+        found = find_provider(
+            client, environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        )
+        if isinstance(found, Answer):
+            answer = found
+        else:
+            try:
+                body = _read_body(environ, max_body, deadline, watchdog)
+            except _Refused as refused:
+                log.warning("refused %s callback: %s", found.id, refused)
+                answer = refused.answer
+            else:
+                answer = deliver(
+                    client,
+                    found,
+                    target=_raw_target(environ),
+                    headers=_headers(environ),
+                    body=body,
+                    on_notification=on_notification,
+                )
+        start_response(
+            answer.status_line,
+            [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))],
+        )
+        return [answer.body]
 
     return app

@@ -41,8 +41,6 @@ LONG_FUNCTIONS = {
     "branch (issue 14) owns batch.py",
     "refundcore/batch.py:run_batch": "argument checks and the runner's set-up; the batch "
     "package branch (issue 14) owns batch.py",
-    "refundcore/wsgi.py:callback_app": "the callback answers move into one function the "
-    "ASGI app shares, with the gateway-fidelity merge",
     "refundcore/transport.py:HttpTransport.refundcore_send_request": "one request's "
     "socket life cycle; transport.py belongs to another task",
 }

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
-from refundcore.models import HttpRequest, RefundResult
+from refundcore.models import HttpRequest, Refund, RefundResult
 from refundcore.sandbox import Fault, SandboxRun
 
 HKD = "HKD"
@@ -180,6 +181,35 @@ def test_unsupported_currency_and_operation(testpay_variant: Callable[..., objec
         client.refund(
             "limited", payment=payment, amount=Money("1", HKD), notify_url="https://x.example/cb"
         )
+
+
+def test_notify_url_a_provider_cannot_carry_is_refused_naming_its_setting(
+    testpay_variant: Callable[..., object],
+) -> None:
+    setting = "the merchant console (Settings > Notifications)"
+    client = RefundClient(
+        {"fixedurl": {"api_key": "k", "secret": "s", "base_url": "http://127.0.0.1:9"}},
+        entry_points=False,
+        journal=None,
+    )
+    client.register_plugin(
+        testpay_variant("fixedurl", notify_url=False, notify_url_setting=setting, void=True)
+    )
+    payment = PaymentRef(payment_id="1")
+    refund = Refund(
+        refund_id="r-1", payment=payment, amount=Money("1", HKD), notify_url="https://x.example/cb"
+    )
+    for attempt in (
+        lambda: client.check("fixedurl", refund),
+        lambda: client.execute("fixedurl", refund),
+        lambda: client.void("fixedurl", payment=payment, notify_url="https://x.example/cb"),
+    ):
+        with pytest.raises(ValidationError) as error:
+            attempt()
+        assert error.value.field == "notify_url"
+        assert setting in str(error.value)
+    client.check("fixedurl", attrs.evolve(refund, notify_url=None))
+    assert client.provider("fixedurl").as_dict()["capabilities"]["notify_url"] is False
 
 
 @pytest.mark.parametrize(

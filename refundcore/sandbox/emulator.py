@@ -304,6 +304,10 @@ class Emulator(abc.ABC):
         self.callback_delay = callback_delay
         self.send_callbacks = send_callbacks
         self.sender = self.make_sender()
+        #: The callback URL the merchant set at the gateway itself (in its console, or
+        #: when the payment was made), for gateways whose refund request carries none
+        #: (``Capabilities.notify_url`` False). :class:`SandboxRun` sets it.
+        self.merchant_notify_url: str | None = None
 
     # -- what a provider implements ----------------------------------------------------
 
@@ -329,6 +333,14 @@ class Emulator(abc.ABC):
     def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
         """The callback the gateway sends about ``record``, signed as of ``at``, for a
         receiver at ``path`` (path plus query)."""
+
+    def signed_payment_callback(
+        self, payment: PaymentRef, *, path: str = "/callback"
+    ) -> Callback | None:
+        """A genuine callback the gateway sends about ``payment`` itself (the sale went
+        through), not about a refund, for a receiver at ``path``; ``None`` when the
+        gateway sends none. A receiver must acknowledge it and not take it for a refund."""
+        return None
 
     # -- shared behaviour ----------------------------------------------------------------
 

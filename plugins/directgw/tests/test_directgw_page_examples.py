@@ -40,7 +40,7 @@ def _refund_answered_with(reply: bytes, payment: PaymentRef) -> tuple[RefundResu
         "gateway_key": generate_rsa_keypair(),
     }
     with SandboxRun("directgw", credentials=credentials) as run:
-        run.server.inject(PATHS["refund"], Fault(status=200, body=reply, reach_app=False))
+        run.server.inject(PATHS["direct"]["refund"], Fault(status=200, body=reply, reach_app=False))
         result = run.client.refund(
             "directgw", payment=payment, amount=Money("76.19", "HKD"), refund_id="r-1"
         )

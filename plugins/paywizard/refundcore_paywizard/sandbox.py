@@ -11,8 +11,9 @@ signed result to ``notifyUrl``.
 Where the documentation is silent, the emulator makes these choices (the plugin does not
 depend on them): every answer is HTTP 200 with the outcome in ``code`` (401 bad token,
 403 bad signature or clientId, 400 bad parameters or a refused refund/void, 404 unknown
-original transaction); ``transType`` in pushes is ``REFUND`` or ``VOID``; ``tranTime``
-is UTC.
+original transaction); ``transType`` in pushes is ``REFUND`` or ``VOID``, and ``SALE``
+for the push about a payment (:meth:`PaywizardEmulator.signed_payment_callback`), which
+a receiver must acknowledge and not take for a refund; ``tranTime`` is UTC.
 """
 
 from __future__ import annotations
@@ -359,7 +360,31 @@ class PaywizardEmulator(Emulator):
     def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
         """The signed result push about ``record``: JSON body, signature in ``sign``.
         The push carries no signed time, so ``at`` does not change it."""
-        fields = self.push_fields(record)
+        return self.signed_push(self.push_fields(record), path=path)
+
+    def signed_payment_callback(
+        self, payment: PaymentRef, *, path: str = "/callback"
+    ) -> Callback | None:
+        """The result push about a seeded payment itself (``transType`` ``SALE``)."""
+        found = self.ledger.find_payment(payment_id=payment.payment_id)
+        if found is None:
+            raise KeyError(f"no payment {payment!r} in the ledger")
+        fields = {
+            "checkoutId": found.ref.payment_id,
+            "transIndexCode": found.ref.merchant_reference,
+            "paywizardId": self.paywizard_id,
+            "mid": self.mid,
+            "transType": "SALE",
+            "amount": found.amount.to_wire(),
+            "state": 2,
+            "currencyCode": numeric_currency_code(found.amount.currency),
+            "tranTime": f"{self.clock():{_TIME_FORMAT}}",
+            "transResult": 0,
+        }
+        return self.signed_push(fields, path=path)
+
+    def signed_push(self, fields: dict[str, Any], *, path: str) -> Callback:
+        """A push of ``fields``, signed as the platform signs (``sign`` header)."""
         signature = push_signature(
             fields, self.credentials["client_id"], self.credentials["client_secret"]
         )
