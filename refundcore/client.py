@@ -76,6 +76,8 @@ from .plugins import LoadFailure, PluginEntry, PluginRegistry
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
+    import requests
+
     from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
 
 __all__ = ["RefundClient"]
@@ -104,6 +106,11 @@ class RefundClient:
     ``journal_wait`` bounds how long a caller waits for another worker that is sending
     the same refund; ``lease_seconds`` is how long a sender may take before its refund
     counts as interrupted.
+
+    ``session`` is a ``requests.Session`` of the caller's to send through (its headers,
+    proxies, client certificate and mounted adapters apply; the caller closes it); one
+    that skips TLS verification or whose adapters retry is refused. Without one, the
+    client makes its own, keeping ``pool_size`` connections per gateway.
     """
 
     def __init__(
@@ -119,6 +126,7 @@ class RefundClient:
         journal: str | Journal | None = DEFAULT_JOURNAL,
         journal_wait: float = 30.0,
         lease_seconds: float = 120.0,
+        session: requests.Session | None = None,
     ) -> None:
         if config is not None and not isinstance(config, Mapping):
             raise ConfigError(
@@ -136,7 +144,7 @@ class RefundClient:
             strict=strict_plugins,
         )
         self._pool_size = pool_size
-        self._transport = HttpTransport(pool_size=pool_size)
+        self._transport = HttpTransport(pool_size=pool_size, session=session)
         self._registry.add_core_plugin(self._transport, name="refundcore.transport")
         # A journal the client opens is its own to close. The default one opens on first
         # use, so a client that only lists providers never touches a database.
