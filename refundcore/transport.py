@@ -72,10 +72,9 @@ class HttpTransport:
         # Retry policies of the caller's adapters found safe, kept by identity (checking
         # one takes about a millisecond; holding it keeps its id from being reused).
         self._safe_retries: dict[int, object] = {}
-        for name in ("urllib3.connectionpool", "urllib3.util.retry"):
-            logger = logging.getLogger(name)
-            if _REDACT_QUERIES not in logger.filters:
-                logger.addFilter(_REDACT_QUERIES)
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if _REDACT_QUERIES not in pool_log.filters:
+            pool_log.addFilter(_REDACT_QUERIES)
 
     def _own_session(self) -> requests.Session:
         with self._lock:
@@ -104,17 +103,33 @@ class HttpTransport:
             if problem is not None:
                 raise TransportError(f"cannot send to {provider.id}: {problem}; nothing was sent")
         try:
-            prepared = session.prepare_request(
-                requests.Request(
-                    request.method,
-                    request.url,
-                    headers=dict(request.headers),
-                    data=request.body or None,
-                    # The plugin signed these headers: no ~/.netrc entry may replace its
-                    # Authorization, as requests would do for a session without auth.
-                    auth=_as_signed if session.auth is None else None,
+            if self._given:
+                prepared = session.prepare_request(
+                    requests.Request(
+                        request.method,
+                        request.url,
+                        headers=dict(request.headers),
+                        data=request.body or None,
+                        # The plugin signed these headers: no ~/.netrc entry may replace
+                        # its Authorization, as requests would for a session without auth.
+                        auth=_as_signed if session.auth is None else None,
+                    )
                 )
-            )
+            else:
+                # The gateway sees the plugin's headers and a User-Agent, nothing of the
+                # session's (no cookies, no Accept-Encoding: replies arrive as the gateway
+                # wrote and signed them). Preparing directly skips requests' merging of
+                # session settings, ~1/5 of a send's CPU.
+                headers = dict(request.headers)
+                if "User-Agent" not in request.headers:
+                    headers["User-Agent"] = USER_AGENT
+                prepared = requests.PreparedRequest()
+                prepared.prepare(
+                    method=request.method,
+                    url=request.url,
+                    headers=headers,
+                    data=request.body or None,
+                )
             # What Session.request does: the environment's proxies and CA bundle, the
             # session's client certificate; the provider's ca_bundle comes first.
             settings = session.merge_environment_settings(
@@ -248,13 +263,10 @@ def _new_session(pool_size: int) -> requests.Session:
 
     import requests
     from requests.adapters import HTTPAdapter
-    from requests.structures import CaseInsensitiveDict
 
     session = requests.Session()
-    # The gateway sees the plugin's headers and a User-Agent; no Accept-Encoding, so
-    # replies arrive as the gateway wrote (and signed) them.
-    session.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT})
-    # Refunds are independent signed calls: no cookie carries from one to the next.
+    # Requests are prepared without the session's cookies; refusing every cookie keeps
+    # the jar from filling up with gateways' Set-Cookie all the same.
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     adapter = HTTPAdapter(pool_connections=MAX_POOLS, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)

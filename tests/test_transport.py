@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import io
 import ipaddress
+import logging
 import select
 import socket
 import ssl
@@ -656,6 +658,8 @@ def test_the_callers_session_is_used_as_given(plain_server: _Server) -> None:
     session = requests.Session()
     session.headers["X-Merchant"] = "shop-1"
     session.headers["Content-Type"] = "text/plain"
+    hooked: list[bytes] = []
+    session.hooks["response"].append(lambda response, **_: hooked.append(response.content))
     adapter = _CountingAdapter()
     base = f"http://127.0.0.1:{plain_server.port}"
     session.mount(base, adapter)
@@ -677,6 +681,7 @@ def test_the_callers_session_is_used_as_given(plain_server: _Server) -> None:
     assert headers["X-Merchant"] == "shop-1"
     assert headers["Content-Type"] == "application/json", "the plugin's header wins"
     assert body == b"{}"
+    assert hooked == [b'{"ok": true}'], "the session's hooks run, and see the body"
     assert session.cookies.get("session") == "abc", "the session's cookie jar is its own"
     assert session.get(f"{base}/x", timeout=5).status_code == 200, "still open after close()"
 
@@ -684,7 +689,7 @@ def test_the_callers_session_is_used_as_given(plain_server: _Server) -> None:
 def test_a_client_sends_through_the_callers_session(installed: Path) -> None:
     session = requests.Session()
     session.headers["X-Merchant"] = "shop-1"
-    client = RefundClient(entry_points=True, journal=None, session=session)
+    client = RefundClient(journal=None, session=session)
     with SandboxRun("testpay", client=client) as run:
         payment = run.emulator.seed_payment(Money("10.00", "HKD"))
         result = run.client.refund("testpay", payment=payment, amount=Money("1", "HKD"))
@@ -706,8 +711,6 @@ class _InMemoryAdapter(BaseAdapter):
         self.sent.append(request)
         if self.failure is not None:
             raise self.failure
-        import io
-
         response = requests.Response()
         response.status_code = 201
         response.headers["Content-Type"] = "application/json"
@@ -726,7 +729,7 @@ def test_an_adapter_without_a_network_serves_the_transport() -> None:
     session.mount("https://", adapter)
     reply = _send(
         HttpTransport(session=session),
-        "https://gateway.example/refunds?sig=SECRET",
+        "https://gateway.example/refunds",
         _config(),
         method="POST",
         body=b"{}",
@@ -831,3 +834,15 @@ def test_query_strings_stay_out_of_transport_errors() -> None:
         _send(HttpTransport(session=session), "https://gateway.example/x?sig=SECRET", _config())
     assert "SECRET" not in str(error.value)
     assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_query_strings_stay_out_of_urllib3s_log_lines(
+    plain_server: _Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    _send(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x?sig=SECRET", _config())
+    with pytest.raises(TransportError):
+        _send(HttpTransport(), f"http://127.0.0.1:{_free_port()}/x?sig=SECRET", _config())
+    lines = [(record.name, record.getMessage()) for record in caplog.records]
+    assert any(name == "urllib3.connectionpool" and "/x?…" in line for name, line in lines)
+    assert not [line for _, line in lines if "SECRET" in line]
