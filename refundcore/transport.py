@@ -160,7 +160,7 @@ class HttpTransport:
                 **settings,
             )
             # A tool that replaced Session.send may not have run the hooks.
-            reply = reader.reply or reader.read(returned)
+            reply = reader.reply if reader.reply is not None else reader.read(returned)
         except _CutShort as exc:
             raise OutcomeUnknown(f"reply from {provider.id} was cut short ({exc})") from None
         except Exception as exc:
@@ -190,8 +190,8 @@ class HttpTransport:
         now, before anything is sent, if it could skip verification or resend."""
         if not verify:
             raise TransportError(
-                f"the session's verify is {verify!r}: refundcore always verifies the "
-                "gateway's TLS certificate; nothing was sent"
+                f"session: verify is {verify!r}: refundcore always verifies the gateway's "
+                "TLS certificate; nothing was sent"
             )
         adapter = session.get_adapter(prepared.url or "")
         retries = getattr(adapter, "max_retries", None)
