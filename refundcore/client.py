@@ -54,6 +54,8 @@ from .redaction import Redactor
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
+    import requests
+
     from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
 
 __all__ = ["RefundClient"]
@@ -75,6 +77,11 @@ class RefundClient:
     ``journal_wait`` bounds how long a caller waits for another worker that is sending
     the same refund; ``lease_seconds`` is how long a sender may take before its refund
     counts as interrupted.
+
+    ``session`` is a ``requests.Session`` of the caller's to send through (its headers,
+    proxies, client certificate and mounted adapters apply; the caller closes it); one
+    that skips TLS verification or whose adapters retry is refused. Without one, the
+    client makes its own, keeping ``pool_size`` connections per gateway.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class RefundClient:
         journal: str | Journal | None = DEFAULT_JOURNAL,
         journal_wait: float = 30.0,
         lease_seconds: float = 120.0,
+        session: requests.Session | None = None,
     ) -> None:
         if config is not None and not isinstance(config, Mapping):
             raise ConfigError(
@@ -107,7 +115,7 @@ class RefundClient:
             strict=strict_plugins,
         )
         self._pool_size = pool_size
-        transport = HttpTransport(pool_size=pool_size)
+        transport = HttpTransport(pool_size=pool_size, session=session)
         self._registry.add_core_plugin(transport, name="refundcore.transport")
         self._pipeline = Pipeline(self._registry, transport, self._redactor)
         self._journal_wait = journal_wait

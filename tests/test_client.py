@@ -472,20 +472,3 @@ def test_query_strings_stay_out_of_logs_and_errors(
         r.name == "refundcore.transport" and "/v1/refunds?…" in r.getMessage() for r in client_side
     )
     assert not [r for r in client_side if "SECRETHASH" in r.getMessage()]
-
-
-def test_https_gateways_go_through_the_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from refundcore.transport import HttpTransport, proxy_for
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "direct.example,localhost")
-    assert proxy_for("https://api.gateway.example") == "http://proxy.internal:3128"
-    assert proxy_for("https://direct.example") is None
-    assert HttpTransport()._pool("https://api.gateway.example", None).proxy == (
-        "proxy.internal",
-        3128,
-    )
-    assert HttpTransport()._pool("https://direct.example", None).proxy is None
-    monkeypatch.delenv("HTTPS_PROXY")
-    assert proxy_for("https://api.gateway.example") is None
-    assert HttpTransport()._pool("https://api.gateway.example", None).proxy is None
