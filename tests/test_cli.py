@@ -151,7 +151,7 @@ def test_unconfigured_and_missing_providers(
     code, _, err = cli(
         capsys, "refund", "acme", "--amount", "1", "--currency", "HKD", "--payment-id", "1"
     )
-    assert code == 5 and "pip install refundcore-acme" in err
+    assert code == 5 and "pip install -e plugins/acme" in err
 
 
 def test_verify_callback(
