@@ -12,6 +12,9 @@ machines split one batch without doing a row twice.
 
 Journal URLs:
 
+``/absolute/path.db``, ``./relative/path.db``, ``~/path.db``
+    A SQLite file at that path (``~`` is the home directory), as with ``sqlite:///``: a
+    path that plainly is one needs no URL (``REFUNDCORE_JOURNAL=/var/lib/j.db``).
 ``sqlite:///relative/path.db``
     A SQLite file, relative to the current directory (three slashes).
 ``sqlite:////absolute/path.db``
@@ -22,7 +25,8 @@ Journal URLs:
     An in-memory database that lives as long as the journal object: for tests.
 ``postgresql://user:password@host:port/dbname`` (or ``postgres://``)
     A PostgreSQL database, for several app servers or workers; libpq parameters may be
-    added as query parameters (``?sslmode=require``). Needs ``refundcore[postgres]``.
+    added as query parameters (``?sslmode=require``). Needs psycopg 3 (the ``postgres``
+    extra).
 """
 
 from __future__ import annotations
@@ -100,9 +104,11 @@ __all__ = [
 ]
 
 _USAGE = (
-    "use sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite://:memory: "
-    "or postgresql://user@host/dbname"
+    "use a file path (/absolute/path.db, ./relative/path.db), sqlite:///relative/path.db, "
+    "sqlite:////absolute/path.db, sqlite://:memory: or postgresql://user@host/dbname"
 )
+# Paths that cannot be mistaken for a URL; a bare "journal.db" could be a mistyped one.
+_PLAIN_PATH_PREFIXES = ("/", "./", "../", "~/")
 
 
 def _sqlite_path(url: str) -> str:
@@ -125,6 +131,10 @@ def open_journal(url: str) -> Journal:
     """
     if not isinstance(url, str):
         raise ConfigError(f"must be a URL string, got {type(url).__name__}", field="journal")
+    if url.startswith(_PLAIN_PATH_PREFIXES):
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal(os.path.expanduser(url))
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         from .sqlite import SqliteJournal
@@ -137,7 +147,8 @@ def open_journal(url: str) -> Journal:
             if not (exc.name or "").startswith("psycopg"):
                 raise
             raise ConfigError(
-                f"{mask_url(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                f"{mask_url(url)} needs psycopg 3: pip install 'psycopg[binary]>=3.1' "
+                "(in a clone of refundcore: pip install -e '.[postgres]')",
                 field="journal",
             ) from exc
         return PostgresJournal(url)
