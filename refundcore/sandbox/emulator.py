@@ -6,6 +6,11 @@ test credentials. It checks request signatures with those credentials (a bad one
 the gateway's real rejection), keeps a :class:`Ledger` of the payments it was seeded
 with, enforces the gateway's rules, answers in the documented format, and sends signed
 callbacks to the ``notify_url`` it was given.
+
+For ``refundcore sandbox``, an emulator's state outlives the process
+(:meth:`Emulator.export_state`, :meth:`Emulator.restore_state`: the ledger as JSON, plus
+whatever a subclass keeps beside it), and the refunds to come can be given an outcome
+on demand (:meth:`Ledger.schedule`), or network faults on :attr:`Emulator.refund_paths`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import enum
-import itertools
 import json
 import logging
 import threading
@@ -108,6 +112,35 @@ class LedgerRefund:
     created: dt.datetime
     extra: dict[str, Any] = attrs.Factory(dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON-ready data (``extra`` values: see :meth:`Ledger.dump`)."""
+        return {
+            "refund_id": self.refund_id,
+            "provider_refund_id": self.provider_refund_id,
+            "payment_key": self.payment_key,
+            "amount": _to_json(self.amount),
+            "status": self.status.value,
+            "fingerprint": self.fingerprint,
+            "notify_url": self.notify_url,
+            "created": _to_json(self.created),
+            "extra": _to_json(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LedgerRefund:
+        """The record :meth:`to_json` described."""
+        return cls(
+            refund_id=data["refund_id"],
+            provider_refund_id=data["provider_refund_id"],
+            payment_key=data["payment_key"],
+            amount=_from_json(data["amount"]),
+            status=RefundStatus(data["status"]),
+            fingerprint=data["fingerprint"],
+            notify_url=data["notify_url"],
+            created=_from_json(data["created"]),
+            extra=_from_json(data["extra"]),
+        )
+
 
 @attrs.define
 class LedgerPayment:
@@ -134,6 +167,69 @@ class LedgerPayment:
         """What can still be refunded."""
         return Decimal(0) if self.voided else self.amount.amount - self.refunded
 
+    def to_json(self) -> dict[str, Any]:
+        """The payment, without its refunds, as JSON-ready data."""
+        return {
+            "key": self.key,
+            "ref": attrs.asdict(self.ref),
+            "amount": _to_json(self.amount),
+            "refund_outcome": self.refund_outcome.value,
+            "voided": self.voided,
+            "extra": _to_json(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LedgerPayment:
+        """The payment :meth:`to_json` described (refunds are added by the ledger)."""
+        return cls(
+            key=data["key"],
+            ref=PaymentRef(**data["ref"]),
+            amount=_from_json(data["amount"]),
+            refund_outcome=RefundStatus(data["refund_outcome"]),
+            voided=data["voided"],
+            extra=_from_json(data["extra"]),
+        )
+
+
+# Values of ``extra`` that JSON has no type for are written as one-key objects tagged so.
+_TAGS = ("$decimal", "$datetime", "$money")
+
+
+def _to_json(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, Money):
+        return {"$money": [value.to_wire(), value.currency]}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, Mapping) and all(
+        isinstance(key, str) and not key.startswith("$") for key in value
+    ):
+        return {key: _to_json(item) for key, item in value.items()}
+    raise TypeError(
+        f"a ledger cannot keep {type(value).__name__} {value!r}: use text, numbers, "
+        "Decimal, datetime, Money, and lists or str-keyed dicts of them"
+    )
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and next(iter(value)) in _TAGS:
+        tag, data = next(iter(value.items()))
+        if tag == "$decimal":
+            return Decimal(data)
+        if tag == "$datetime":
+            return dt.datetime.fromisoformat(data)
+        return Money(*data)
+    return {key: _from_json(item) for key, item in value.items()}
+
 
 class RefundDecision(str, enum.Enum):
     """Why the ledger accepted or refused a refund."""
@@ -151,16 +247,81 @@ class RefundDecision(str, enum.Enum):
 class Ledger:
     """Payments and refunds of one emulated gateway; thread-safe."""
 
+    #: The version of :meth:`dump`'s format.
+    FORMAT = 1
+
     def __init__(self, id_prefix: str = "") -> None:
         self._lock = threading.RLock()
         self._payments: dict[str, LedgerPayment] = {}
         self._refunds: dict[str, LedgerRefund] = {}
-        self._counter = itertools.count(1)
+        self._next = 1
         self._prefix = id_prefix
+        self._scheduled: tuple[RefundStatus, int | None] | None = None
 
     def next_id(self) -> str:
         """A fresh gateway-side identifier (digits, with the ledger's prefix)."""
-        return f"{self._prefix}{next(self._counter):06d}"
+        with self._lock:
+            number, self._next = self._next, self._next + 1
+        return f"{self._prefix}{number:06d}"
+
+    def dump(self) -> dict[str, Any]:
+        """Every payment and refund as JSON-ready data, for :meth:`load` after a restart.
+
+        ``extra`` values may be text, numbers, booleans, ``None``, ``Decimal``,
+        ``datetime``, ``Money``, and lists or str-keyed dicts of them (``TypeError``
+        otherwise). Scheduled outcomes are not kept.
+        """
+        with self._lock:
+            return {
+                "format": self.FORMAT,
+                "next_id": self._next,
+                "payments": [payment.to_json() for payment in self._payments.values()],
+                "refunds": [record.to_json() for record in self._refunds.values()],
+            }
+
+    def load(self, data: Any) -> None:
+        """Replace the ledger's content with what :meth:`dump` gave. ``ValueError`` if
+        ``data`` is not such a dump."""
+        if not isinstance(data, Mapping) or data.get("format") != self.FORMAT:
+            raise ValueError(f"not a ledger dump of format {self.FORMAT}")
+        try:
+            payments = {p.key: p for p in map(LedgerPayment.from_json, data["payments"])}
+            refunds = {r.refund_id: r for r in map(LedgerRefund.from_json, data["refunds"])}
+            for record in refunds.values():
+                payments[record.payment_key].refunds.append(record)
+            next_id = int(data["next_id"])
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise ValueError(f"not a usable ledger dump: {type(exc).__name__}: {exc}") from None
+        with self._lock:
+            self._payments, self._refunds, self._next = payments, refunds, next_id
+
+    def schedule(self, status: RefundStatus, count: int | None = 1) -> None:
+        """Give the next ``count`` accepted refunds (every one, with ``None``) ``status``
+        instead of their payment's ``refund_outcome``; replaces an earlier schedule."""
+        with self._lock:
+            self._scheduled = (status, count)
+
+    def clear_schedule(self) -> None:
+        """Refunds get their payment's ``refund_outcome`` again."""
+        with self._lock:
+            self._scheduled = None
+
+    @property
+    def scheduled(self) -> tuple[RefundStatus, int | None] | None:
+        """The scheduled status and how many refunds are left to get it, if any."""
+        with self._lock:
+            return self._scheduled
+
+    def take_outcome(self, payment: LedgerPayment) -> RefundStatus:
+        """The status an accepted refund of ``payment`` gets now: a scheduled one (which
+        counts as used), else the payment's ``refund_outcome``."""
+        with self._lock:
+            if self._scheduled is None:
+                return payment.refund_outcome
+            status, left = self._scheduled
+            if left is not None:
+                self._scheduled = (status, left - 1) if left > 1 else None
+            return status
 
     def add_payment(self, payment: LedgerPayment) -> LedgerPayment:
         """Seed a payment."""
@@ -205,11 +366,13 @@ class Ledger:
         notify_url: str | None = None,
         once: bool = False,
         now: dt.datetime | None = None,
+        status: RefundStatus | None = None,
     ) -> tuple[RefundDecision, LedgerRefund | None]:
         """Apply the gateway's refund rules atomically and record an accepted refund.
 
         ``fingerprint`` identifies the request's content, so a retry with the same
-        refund id is told apart from a different refund reusing it.
+        refund id is told apart from a different refund reusing it. An accepted refund
+        gets ``status``, or else :meth:`take_outcome`'s.
         """
         with self._lock:
             existing = self._refunds.get(refund_id)
@@ -232,7 +395,7 @@ class Ledger:
                 provider_refund_id=self.next_id(),
                 payment_key=payment.key,
                 amount=amount,
-                status=payment.refund_outcome,
+                status=self.take_outcome(payment) if status is None else status,
                 fingerprint=fingerprint,
                 notify_url=notify_url,
                 created=now or utcnow(),
@@ -287,6 +450,14 @@ class Emulator(abc.ABC):
     id_prefix: str = ""
     #: The currency of the payments ``refundcore demo`` and ``refundcore sandbox`` seed.
     currency: str = "HKD"
+    #: The paths (``fnmatch`` patterns) refund requests are sent to: where
+    #: ``refundcore sandbox scenario timeout|5xx`` injects its faults.
+    refund_paths: tuple[str, ...] = ("*",)
+    #: The statuses a refund can have at this gateway (what :meth:`Ledger.schedule`
+    #: may be asked for).
+    refund_statuses: frozenset[RefundStatus] = frozenset(
+        {RefundStatus.SUCCEEDED, RefundStatus.PENDING, RefundStatus.FAILED}
+    )
 
     def __init__(
         self,
@@ -304,6 +475,10 @@ class Emulator(abc.ABC):
         self.callback_delay = callback_delay
         self.send_callbacks = send_callbacks
         self.sender = self.make_sender()
+        #: The merchant's callback URL for this gateway, as given when payments are made:
+        #: :meth:`seed_payment` records it with each payment, and subclasses whose
+        #: merchant config names one default to it.
+        self.notify_url: str | None = None
 
     # -- what a provider implements ----------------------------------------------------
 
@@ -362,10 +537,27 @@ class Emulator(abc.ABC):
         """
         key = self.ledger.next_id()
         ref = self.new_payment_ref(key)
-        self.ledger.add_payment(
-            LedgerPayment(key=key, ref=ref, amount=amount, refund_outcome=refund_outcome)
-        )
+        payment = LedgerPayment(key=key, ref=ref, amount=amount, refund_outcome=refund_outcome)
+        if self.notify_url is not None:
+            payment.extra["notify_url"] = self.notify_url
+        self.ledger.add_payment(payment)
         return ref
+
+    def set_notify_url(self, ref: PaymentRef, url: str) -> None:
+        """Set the notify URL of a payment, as the merchant gave it when paying."""
+        payment = self.ledger.find_payment(**attrs.asdict(ref))
+        if payment is not None:
+            payment.extra["notify_url"] = url
+
+    def export_state(self) -> dict[str, Any]:
+        """What this emulator would need to carry on after a restart, as JSON-ready
+        data: the ledger's :meth:`~Ledger.dump`. A subclass that keeps state beside the
+        ledger adds it (and reads it back in :meth:`restore_state`)."""
+        return {"ledger": self.ledger.dump()}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Carry on from :meth:`export_state`'s data; ``ValueError`` if it is unusable."""
+        self.ledger.load(state.get("ledger"))
 
     def signed_callback(
         self,
