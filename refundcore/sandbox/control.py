@@ -19,6 +19,7 @@ A refused request gets 400 ``{"error": "…"}``.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 from ..errors import TransportError, ValidationError
 from .service import CONTROL_PREFIX, STATE_FILE, StateDir
 
-__all__ = ["control_url", "send"]
+__all__ = ["control_url", "send", "status"]
 
 
 def control_url(url: str | None, state_dir: Path | None) -> str:
@@ -78,3 +79,17 @@ def send(base_url: str, action: str, payload: Mapping[str, Any] | None = None) -
         raise TransportError(
             f"no sandbox answers at {base_url} ({reason}): is `refundcore sandbox` running?"
         ) from None
+
+
+def status(url: str | None, state_dir: Path | None, *, wait: float = 0.0) -> Any:
+    """What the sandbox found by ``url`` or ``state_dir`` serves (``GET /_sandbox``),
+    asking again for up to ``wait`` seconds while it is not up yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return send(control_url(url, state_dir), "")
+        except (TransportError, ValidationError) as exc:
+            starting = isinstance(exc, TransportError) or exc.field == "state-dir"
+            if not starting or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
