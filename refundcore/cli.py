@@ -372,7 +372,7 @@ knows the refunds made before.
 
 
 def _sandbox_parsers(commands: Any, command: Any) -> None:
-    from .sandbox.service import SCENARIOS, TIMEOUT_DELAY
+    from .sandbox.scenarios import SCENARIOS, TIMEOUT_DELAY
 
     sandbox = command(
         commands,

@@ -32,6 +32,7 @@ from ..models import ProviderInfo, RefundStatus
 from ..money import Money
 from .emulator import Emulator, LedgerPayment
 from .run import emulator_factory
+from .scenarios import READ_TIMEOUT, SCENARIOS, TIMEOUT_DELAY
 from .server import Fault, SandboxServer
 
 if TYPE_CHECKING:
@@ -39,10 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTROL_PREFIX",
-    "READ_TIMEOUT",
-    "SCENARIOS",
     "STATE_FILE",
-    "TIMEOUT_DELAY",
     "SandboxService",
     "StateDir",
     "control_app",
@@ -51,18 +49,6 @@ __all__ = [
 
 log = logging.getLogger("refundcore.sandbox")
 
-#: What ``refundcore sandbox scenario`` can ask for, and what it does to the next refunds.
-SCENARIOS: Mapping[str, str] = {
-    "pending": "accepted as PENDING; `refundcore sandbox settle` settles them (callbacks go out)",
-    "decline": "declined by the gateway (FAILED)",
-    "timeout": "processed, but answered after the client gave up (UNKNOWN; query settles it)",
-    "5xx": "answered 503 Service Unavailable, not processed",
-    "succeed": "succeed again: every scenario is cleared",
-}
-#: The read timeout written into the sandbox's config, in seconds.
-READ_TIMEOUT = 5.0
-#: How long the ``timeout`` scenario holds a reply by default: past :data:`READ_TIMEOUT`.
-TIMEOUT_DELAY = READ_TIMEOUT + 1.0
 #: What the ``5xx`` scenario answers.
 UNAVAILABLE = Fault(status=503, body=b'{"error":"sandbox: service unavailable"}', reach_app=False)
 #: The control API's paths start with this (see :mod:`refundcore.sandbox.control`).
