@@ -6,7 +6,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -90,36 +92,87 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+# The options every command that uses them takes before or after its name, with their
+# values when not given. Commands declare which they use (``uses``); the top-level
+# parser takes them all and refuses, after parsing, one the command does not use.
+_GLOBALS: dict[str, tuple[str, object]] = {
+    "config": ("--config", None),
+    "journal": ("--journal", None),
+    "no_journal": ("--no-journal", False),
+    "json": ("--json", False),
+}
+
+_GLOBAL_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "config": {
+        "type": Path,
+        "metavar": "FILE",
+        "help": "TOML file with [providers.<id>] tables (default: $REFUNDCORE_CONFIG, "
+        "else ./refundcore.toml)",
+    },
+    "journal": {
+        "metavar": "URL",
+        "help": "refund journal: a file path, sqlite:////path.db or postgresql://… "
+        "(default: $REFUNDCORE_JOURNAL, else a SQLite file in your data directory)",
+    },
+    "no_journal": {"action": "store_true", "help": "do not journal (no exactly-once guard)"},
+    "json": {"action": "store_true", "help": "machine-readable output"},
+}
+
+
+def _global_parent(name: str, *, top: bool) -> _Parser:
+    """A parent parser for one global option. Below the top level its default is
+    SUPPRESS, so an option given before the command is not reset by the command's
+    own parser."""
+    flag, unset = _GLOBALS[name]
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        flag, default=unset if top else argparse.SUPPRESS, **_GLOBAL_ARGUMENTS[name]
+    )
+    return parent
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="refundcore",
-        description="Issue refunds through payment gateways (one plugin per gateway).",
+        description="Issue refunds through payment gateways (one plugin per gateway). "
+        "--config, --journal, --no-journal and --json go before or after the command.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_parent(name, top=True) for name in _GLOBALS],
     )
     parser.add_argument("--version", action="version", version=f"refundcore {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _command(commands, "providers", "List installed providers, their capabilities and load errors.")
-    _add_refund(_command(commands, "refund", "Refund (part of) a payment."))
-    _add_query(_command(commands, "query", "Ask the gateway where a refund stands."))
+    _command(
+        commands,
+        "providers",
+        "List installed providers, their capabilities and load errors.",
+        ("config", "json"),
+    )
+    _add_refund(_command(commands, "refund", "Refund (part of) a payment.", _SENDING))
+    _add_query(_command(commands, "query", "Ask the gateway where a refund stands.", _SENDING))
     _add_void(
         _command(
-            commands, "void", "Reverse a whole unsettled payment, where the gateway offers it."
+            commands,
+            "void",
+            "Reverse a whole unsettled payment, where the gateway offers it.",
+            _SENDING,
         )
     )
-    _add_verify(_command(commands, "verify-callback", "Verify a callback a gateway delivered."))
+    _add_verify(
+        _command(commands, "verify-callback", "Verify a callback a gateway delivered.", _SENDING)
+    )
     _add_journal(commands)
+    _add_config(commands)
     demo = _command(
-        commands, "demo", "Refund through every installed provider against its emulator."
+        commands,
+        "demo",
+        "Refund through every installed provider against its emulator.",
+        ("json",),
     )
     demo.add_argument("--provider", action="append", help="only these providers (repeatable)")
-    _add_sandbox(
-        _command(
-            commands, "sandbox", "Serve every installed provider's emulator until interrupted."
-        )
-    )
+    _add_sandbox(commands)
     _add_batch(commands)
-    new_plugin = _command(commands, "new-plugin", "Scaffold a provider plugin package.")
+    new_plugin = _command(commands, "new-plugin", "Scaffold a provider plugin package.", ("json",))
     new_plugin.add_argument("name", help="the provider id, e.g. acme")
     new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
     return parser
@@ -128,39 +181,32 @@ def _build_parser() -> argparse.ArgumentParser:
 # What add_subparsers returns; argparse names the type privately.
 _Commands = argparse._SubParsersAction
 
+# The global options of the commands that send (or would send) a refund.
+_SENDING = ("config", "journal", "no_journal", "json")
+# Those of the journal's commands, which never send without the journal.
+_JOURNALLED = ("config", "journal", "json")
 
-def _command(commands: _Commands[_Parser], name: str, help_text: str) -> argparse.ArgumentParser:
-    sub = commands.add_parser(
+
+def _command(
+    group: _Commands[_Parser],
+    name: str,
+    help_text: str,
+    uses: tuple[str, ...],
+    *,
+    description: str | None = None,
+    epilog: str | None = EXIT_CODES_HELP,
+) -> argparse.ArgumentParser:
+    """A command (or action) of ``group`` taking the global options it ``uses``."""
+    sub = group.add_parser(
         name,
         help=help_text,
-        description=help_text,
-        epilog=EXIT_CODES_HELP,
+        description=description or help_text,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_parent(option, top=False) for option in uses],
     )
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(uses=frozenset(uses))
     return sub
-
-
-def _with_config(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--config",
-        type=Path,
-        help="TOML file with [providers.<id>] tables (default: $REFUNDCORE_CONFIG, "
-        "else ./refundcore.toml)",
-    )
-
-
-def _with_journal(sub: argparse.ArgumentParser) -> None:
-    group = sub.add_mutually_exclusive_group()
-    group.add_argument(
-        "--journal",
-        metavar="URL",
-        help="refund journal: sqlite:////path.db or postgresql://… (default: "
-        "$REFUNDCORE_JOURNAL, else a SQLite file in your data directory)",
-    )
-    group.add_argument(
-        "--no-journal", action="store_true", help="do not journal (no exactly-once guard)"
-    )
 
 
 def _with_payment(sub: argparse.ArgumentParser, required: bool) -> None:
@@ -181,8 +227,6 @@ def _add_refund(refund: argparse.ArgumentParser) -> None:
     refund.add_argument(
         "--original-amount", help="the payment's total: refunds of it never add up to more"
     )
-    _with_config(refund)
-    _with_journal(refund)
 
 
 def _add_query(query: argparse.ArgumentParser) -> None:
@@ -190,8 +234,6 @@ def _add_query(query: argparse.ArgumentParser) -> None:
     query.add_argument("--refund-id", required=True)
     query.add_argument("--provider-refund-id", help="the gateway's id of the refund, if known")
     _with_payment(query, required=False)
-    _with_config(query)
-    _with_journal(query)
 
 
 def _add_void(void: argparse.ArgumentParser) -> None:
@@ -202,8 +244,6 @@ def _add_void(void: argparse.ArgumentParser) -> None:
     void.add_argument("--currency")
     void.add_argument("--reason")
     void.add_argument("--notify-url")
-    _with_config(void)
-    _with_journal(void)
 
 
 def _add_verify(verify: argparse.ArgumentParser) -> None:
@@ -214,54 +254,199 @@ def _add_verify(verify: argparse.ArgumentParser) -> None:
         "--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable"
     )
     verify.add_argument("--body-file", required=True, type=Path, help="raw body ('-' = stdin)")
-    _with_config(verify)
-    _with_journal(verify)
 
 
 def _add_journal(commands: _Commands[_Parser]) -> None:
-    journal = commands.add_parser(
-        "journal",
-        help="Inspect and settle the refund journal.",
-        description="Inspect and settle the refund journal.",
+    journal = _command(
+        commands, "journal", "Inspect and settle the refund journal.", _JOURNALLED, epilog=None
     )
-    journal_commands = journal.add_subparsers(
+    actions = journal.add_subparsers(
         dest="journal_command", metavar="ACTION", parser_class=_Parser, required=True
     )
-    listing = journal_commands.add_parser("list", help="journalled refunds, oldest first")
+    listing = _command(
+        actions, "list", "journalled refunds, oldest first", _JOURNALLED, epilog=None
+    )
     listing.add_argument(
         "--unsettled", action="store_true", help="only SUBMITTING, PENDING, UNKNOWN"
     )
     listing.add_argument("--provider")
-    show = journal_commands.add_parser("show", help="one journalled refund")
+    show = _command(actions, "show", "one journalled refund", _JOURNALLED, epilog=None)
     show.add_argument("refund_id")
     show.add_argument("--provider", help="needed when several providers used the id")
-    settle = journal_commands.add_parser(
-        "reconcile", help="query every unsettled refund and settle what can be settled"
+    settle = _command(
+        actions,
+        "reconcile",
+        "query every unsettled refund and settle what can be settled",
+        _JOURNALLED,
+        epilog=None,
     )
     settle.add_argument("--provider")
-    for sub in (listing, show, settle):
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
-        _with_config(sub)
-        sub.add_argument("--journal", metavar="URL", help="default: as for `refund`")
 
 
-def _add_sandbox(sandbox: argparse.ArgumentParser) -> None:
+def _add_config(commands: _Commands[_Parser]) -> None:
+    config = _command(
+        commands, "config", "Check the configuration file.", ("config", "json"), epilog=None
+    )
+    actions = config.add_subparsers(
+        dest="config_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    _command(
+        actions,
+        "check",
+        "Validate every provider's table: unknown keys, missing or bad values "
+        "(exit 0 when all are usable, 2 otherwise).",
+        ("config", "json"),
+        epilog=None,
+    )
+
+
+SANDBOX_HELP = """\
+Serve every installed provider's gateway emulator on loopback until interrupted.
+
+Standard output gets only the config for it (a refundcore.toml: TOML, with the
+emulators' URLs and the payments you can refund as comments), or nothing with
+--config-out FILE; everything else goes to standard error.
+
+With --port PORT the control API listens on PORT and each installed provider on
+PORT+1, PORT+2, … in alphabetical order of id. With --state-dir DIR the ports, the
+test keys (made once, files 0600) and each emulator's ledger (saved after every
+request) are kept in DIR: restarted, the sandbox has the same config and payments and
+knows the refunds made before.
+
+`refundcore sandbox scenario` sets what the next refunds get, and
+`refundcore sandbox settle` settles PENDING ones, through the control API.
+"""
+
+
+def _add_sandbox(commands: _Commands[_Parser]) -> None:
+    sandbox = _command(
+        commands,
+        "sandbox",
+        "Serve every installed provider's emulator; its config goes to stdout.",
+        ("json",),
+        description=SANDBOX_HELP,
+        epilog=None,
+    )
     sandbox.add_argument("--provider", action="append", help="only these providers (repeatable)")
     sandbox.add_argument(
-        "--seed", type=_count(1000, minimum=0), default=3, help="payments to seed per provider"
+        "--seed",
+        type=_count(_MAX_SEED, minimum=0),
+        default=3,
+        metavar="N",
+        help="payments without refunds each provider has at start (seeded as needed; default 3)",
     )
     sandbox.add_argument(
-        "--duration", type=_seconds(_MAX_DURATION), help="stop after this many seconds"
+        "--duration",
+        type=_seconds(_MAX_DURATION, zero=True),
+        help="stop after this many seconds",
     )
+    sandbox.add_argument(
+        "--port",
+        type=_port,
+        help="the control API's port; providers on the ports after it (default: the ports "
+        "--state-dir recorded, else free ones)",
+    )
+    sandbox.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="keep ports, keys and ledgers here"
+    )
+    sandbox.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help="your app's callback endpoint (refundcore.wsgi.callback_app): callbacks of "
+        "gateways that take the URL from the payment or the merchant settings go to "
+        "URL/<provider>",
+    )
+    sandbox.add_argument(
+        "--config-out", type=Path, metavar="FILE", help="write the config to FILE, not stdout"
+    )
+    actions = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION", parser_class=_Parser)
+    _add_sandbox_scenario(actions)
+    _add_sandbox_settle(actions)
+    _add_sandbox_status(actions)
+
+
+def _where(sub: argparse.ArgumentParser) -> None:
+    """How a control subcommand finds the running sandbox."""
+    found = sub.add_mutually_exclusive_group()
+    found.add_argument("--url", help="the sandbox's control URL, http://127.0.0.1:PORT")
+    found.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="the running sandbox's --state-dir"
+    )
+
+
+def _add_sandbox_scenario(actions: _Commands[_Parser]) -> None:
+    # Not refundcore.sandbox itself: the command line starts without the sandbox.
+    from .sandbox.scenarios import MAX_DELAY, SCENARIOS, TIMEOUT_DELAY
+
+    scenario = _command(
+        actions,
+        "scenario",
+        "Set what the next refunds get.",
+        ("json",),
+        description="Set what the next refunds of a running sandbox get:\n"
+        + "".join(f"  {name:<8} {what}\n" for name, what in SCENARIOS.items()),
+        epilog=None,
+    )
+    scenario.add_argument("scenario", choices=list(SCENARIOS))
+    scenario.add_argument("--provider", help="only this provider (default: every one served)")
+    scenario.add_argument(
+        "--count",
+        type=_count(_MAX_SCENARIO_COUNT, minimum=0),
+        default=1,
+        metavar="N",
+        help="how many refunds get it (default 1; 0: every one until `scenario succeed`)",
+    )
+    scenario.add_argument(
+        "--delay",
+        type=_seconds(MAX_DELAY),
+        default=TIMEOUT_DELAY,
+        metavar="SECONDS",
+        help=f"timeout: how long replies are held (default {TIMEOUT_DELAY:g}, past the "
+        "read_timeout in the sandbox's config)",
+    )
+    _where(scenario)
+
+
+def _add_sandbox_settle(actions: _Commands[_Parser]) -> None:
+    settle = _command(
+        actions,
+        "settle",
+        "Settle PENDING refunds: SUCCEEDED, or FAILED with --fail; their callbacks go out.",
+        ("json",),
+        epilog=None,
+    )
+    settle.add_argument("--provider", help="only this provider's")
+    settle.add_argument("--refund-id", help="only this refund")
+    settle.add_argument("--fail", action="store_true", help="settle as FAILED")
+    _where(settle)
+
+
+def _add_sandbox_status(actions: _Commands[_Parser]) -> None:
+    status = _command(
+        actions,
+        "status",
+        "Show what a running sandbox serves (--wait: until it answers).",
+        ("json",),
+        epilog=None,
+    )
+    status.add_argument(
+        "--wait",
+        type=_seconds(_MAX_WAIT, zero=True),
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for the sandbox to answer (default: ask once)",
+    )
+    _where(status)
 
 
 def _add_batch(commands: _Commands[_Parser]) -> None:
-    batch = commands.add_parser(
+    batch = _command(
+        commands,
         "batch",
-        help="Refund every row of a CSV or JSON Lines file.",
+        "Refund every row of a CSV or JSON Lines file.",
+        _SENDING,
         description=BATCH_HELP,
         epilog=BATCH_EXIT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     batch.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl)")
     batch.add_argument(
@@ -292,17 +477,6 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
         help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
     )
     _add_batch_timing(batch)
-    batch.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _with_config(batch)
-    batch.add_argument(
-        "--journal",
-        metavar="URL",
-        help="refund journal, shared by every process running the batch: "
-        "postgresql://… for several machines (default: as for `refund`)",
-    )
-    batch.add_argument(
-        "--no-journal", action="store_true", help="refused: a batch needs the journal"
-    )
 
 
 def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
@@ -323,12 +497,33 @@ def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a global option the command does not use, and --journal with --no-journal."""
+    uses: frozenset[str] = getattr(args, "uses", frozenset())
+    for name, (flag, unset) in _GLOBALS.items():
+        if getattr(args, name, unset) != unset and name not in uses:
+            parser.error(f"{flag} does not apply to `refundcore {_command_name(args)}`")
+    if getattr(args, "journal", None) is not None and getattr(args, "no_journal", False):
+        parser.error("--journal and --no-journal exclude each other")
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    words = [args.command]
+    for sub in ("journal_command", "config_command", "sandbox_command"):
+        if getattr(args, sub, None):
+            words.append(getattr(args, sub))
+    return " ".join(words)
+
+
 # Bounds of the numeric options: past them a value is a typo, not a wish.
 _MAX_WORKERS = 256
 _MAX_CHUNK = 500
 _MAX_LEASE = 86_400.0
 _MAX_PROGRESS_INTERVAL = 3_600.0
 _MAX_DURATION = 7 * 86_400.0
+_MAX_SEED = 1000
+_MAX_SCENARIO_COUNT = 1000
+_MAX_WAIT = 3_600.0
 
 
 def _count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
@@ -344,19 +539,34 @@ def _count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(maximum: float) -> Callable[[str], float]:
+def _seconds(maximum: float, *, zero: bool = False) -> Callable[[str], float]:
+    """A number of seconds up to ``maximum``; above 0, or 0 too with ``zero``."""
+    least = "at least 0" if zero else "more than 0"
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-        if not (math.isfinite(value) and 0 < value <= maximum):
+        in_range = 0 <= value <= maximum and (zero or value > 0)
+        if not (math.isfinite(value) and in_range):
             raise argparse.ArgumentTypeError(
-                f"must be more than 0 and at most {maximum:g} seconds, got {text[:40]}"
+                f"must be {least} and at most {maximum:g} seconds, got {text[:40]}"
             )
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a port number") from None
+    # The providers take the ports after it.
+    if not 1 <= value <= 65000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65000, got {value}")
+    return value
 
 
 def _version() -> str:
@@ -423,14 +633,40 @@ def _note_data(note: RefundNotification) -> dict[str, Any]:
 # -- commands -----------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace, **options: Any) -> RefundClient:
+_CONFIG_ENV = "REFUNDCORE_CONFIG"
+_CONFIG_FILE = "refundcore.toml"
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """--config, else $REFUNDCORE_CONFIG, else ./refundcore.toml if there is one."""
+    if args.config is not None:
+        return Path(args.config)
+    if os.environ.get(_CONFIG_ENV):
+        return Path(os.environ[_CONFIG_ENV])
+    default = Path(_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _searched() -> str:
+    """Where a config file was looked for, when none was found."""
+    return (
+        f"no config file was found (searched: --config: not given; ${_CONFIG_ENV}: not set; "
+        f"{Path(_CONFIG_FILE).resolve()}: no such file)"
+    )
+
+
+def _client(
+    args: argparse.Namespace, *, provider: str | None = None, **options: Any
+) -> RefundClient:
+    """A client for ``args``. With no config file at all, a ``provider`` that the command
+    needs configured is refused now, saying where the file was looked for."""
     from .client import RefundClient
 
-    path = args.config
-    if path is None and os.environ.get("REFUNDCORE_CONFIG"):
-        path = Path(os.environ["REFUNDCORE_CONFIG"])
-    if path is None and Path("refundcore.toml").is_file():
-        path = Path("refundcore.toml")
+    path = _config_file(args)
+    if path is None and provider is not None:
+        with RefundClient(journal=None) as plain:
+            plain.provider(provider)  # not installed or broken: that is the news
+        raise ConfigError(f"no configuration for this provider: {_searched()}", provider=provider)
     from .journal import DEFAULT_JOURNAL
 
     journal: str | None = None
@@ -452,12 +688,16 @@ def _payment(args: argparse.Namespace) -> Any:
 
 def _cmd_providers(args: argparse.Namespace) -> int:
     from .client import RefundClient
+    from .config import read_toml
 
+    path = _config_file(args)
+    configured = set() if path is None else set(read_toml(path))
     client = RefundClient()
     infos = client.providers()
     failures = client.plugin_failures
     data = {
-        "providers": [info.as_dict() for info in infos],
+        "config_file": None if path is None else str(path),
+        "providers": [{**info.as_dict(), "configured": info.id in configured} for info in infos],
         "load_errors": [
             {"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error}
             for f in failures
@@ -483,13 +723,20 @@ def _cmd_providers(args: argparse.Namespace) -> int:
                 info.name,
                 f"{info.distribution or '-'} {info.version or ''}".strip(),
                 f"{', '.join(flags)}; refunds: {once}",
+                "yes" if info.id in configured else "no",
             ]
         )
-    human = (
-        format_table(rows, ["id", "name", "distribution", "capabilities"])
-        if rows
-        else ("No provider plugin is installed. Install one, e.g.: pip install refundcore-wonder")
-    )
+    if rows:
+        human = format_table(rows, ["id", "name", "distribution", "capabilities", "configured"])
+        human += "\n" + (f"config: {path}" if path is not None else _searched())
+    elif failures:
+        human = f"No provider plugin could be loaded ({len(failures)} failed):"
+    else:
+        human = (
+            "No provider plugin is installed. They are not on PyPI yet: in a clone of the "
+            "refundcore repository, `make setup` installs every bundled one, or "
+            "pip install -e plugins/<provider> one of them."
+        )
     for failure in failures:
         origin = f" ({failure.distribution} {failure.version})" if failure.distribution else ""
         human += f"\nfailed to load {failure.name}{origin}: {failure.error}"
@@ -505,23 +752,24 @@ def _finish(args: argparse.Namespace, result: RefundResult) -> int:
 def _cmd_refund(args: argparse.Namespace) -> int:
     from .money import Money
 
-    client = _client(args)
+    # The input is checked before the config, as it was when the config was read lazily.
+    payment, amount = _payment(args), Money(args.amount, args.currency)
+    original = None if args.original_amount is None else Money(args.original_amount, args.currency)
+    client = _client(args, provider=args.provider)
     result = client.refund(
         args.provider,
-        payment=_payment(args),
-        amount=Money(args.amount, args.currency),
+        payment=payment,
+        amount=amount,
         refund_id=args.refund_id,
         reason=args.reason,
         notify_url=args.notify_url,
-        original_amount=None
-        if args.original_amount is None
-        else Money(args.original_amount, args.currency),
+        original_amount=original,
     )
     return _finish(args, result)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = _client(args, provider=args.provider)
     result = client.query(
         args.provider,
         refund_id=args.refund_id,
@@ -536,12 +784,14 @@ def _cmd_void(args: argparse.Namespace) -> int:
 
     if (args.amount is None) != (args.currency is None):
         raise ValidationError("give --amount and --currency together", field="amount")
-    client = _client(args)
+    payment = _payment(args)
+    amount = Money(args.amount, args.currency) if args.amount is not None else None
+    client = _client(args, provider=args.provider)
     result = client.void(
         args.provider,
-        payment=_payment(args),
+        payment=payment,
         refund_id=args.refund_id,
-        amount=Money(args.amount, args.currency) if args.amount is not None else None,
+        amount=amount,
         reason=args.reason,
         notify_url=args.notify_url,
     )
@@ -575,7 +825,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         )
     from .models import Headers
 
-    note = _client(args).verify_callback(
+    note = _client(args, provider=args.provider).verify_callback(
         args.provider, method=args.method, path=args.path, headers=Headers(headers), body=body
     )
     _emit(
@@ -643,7 +893,11 @@ def _cmd_journal(args: argparse.Namespace) -> int:
             )
         entry = matches[0]
         data = _entry_data(entry)
-        human = "\n".join(f"{key:<20}{value}" for key, value in data.items() if key != "raw")
+        human = "\n".join(
+            f"{key:<20}{'-' if value is None else value}"
+            for key, value in data.items()
+            if key != "raw"
+        )
         _emit(args, data, human)
         return _STATUS_EXIT[entry.state.status or RefundStatus.UNKNOWN]
     results = client.reconcile(args.provider)
@@ -699,6 +953,11 @@ def _batch_exit(report: BatchReport) -> int:
 _LISTED = 20
 
 
+def _cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, an ellipsis showing where it was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
     from .batch import BatchStatus
 
@@ -718,7 +977,7 @@ def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
                         o.status.value,
                         o.refund_id or "",
                         o.error_code or "",
-                        (o.message or "")[:100],
+                        _cut(o.message or "", 100),
                     ]
                     for o in trouble[:_LISTED]
                 ],
@@ -751,6 +1010,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         BatchInvalid,
         BatchStatus,
         ProgressPrinter,
+        RowError,
+        group_errors,
         read_batch_file,
         report_format,
     )
@@ -781,9 +1042,13 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         return _batch_refused(refused, args)
     except BatchInterrupted as stopped:
         report, status = stopped.report, EXIT_INTERRUPTED
-    for outcome in report.outcomes:
-        if outcome.status is BatchStatus.INVALID and outcome.error_code == "invalid":
-            print(f"skipped line {outcome.line}: {outcome.message}", file=sys.stderr)
+    skipped = [
+        RowError(outcome.line, None, outcome.message or "invalid")
+        for outcome in report.outcomes
+        if outcome.status is BatchStatus.INVALID and outcome.error_code == "invalid"
+    ]
+    for line in group_errors(skipped):
+        print(f"skipped {line}", file=sys.stderr)
     if args.report is not None:
         report.write(args.report)
     _emit(
@@ -802,8 +1067,12 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 def _batch_refused(refused: BatchInvalid, args: argparse.Namespace) -> int:
     """Say which rows are invalid (nothing was sent) and write the report."""
-    for error in refused.errors:
-        print(error, file=sys.stderr)
+    from .batch import group_errors
+
+    for line in group_errors(refused.errors):
+        print(line, file=sys.stderr)
+    if _config_file(args) is None:
+        print(f"refundcore: {_searched()}", file=sys.stderr)
     if args.report is not None:
         refused.report.write(args.report)
     lines = len({error.line for error in refused.errors})
@@ -838,6 +1107,52 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    """``config check``: every provider's table, each problem with its table and key."""
+    from .client import RefundClient
+    from .config import read_toml
+
+    path = _config_file(args)
+    if path is None:
+        if args.json:
+            print(json.dumps({"file": None, "ok": False, "problem": _searched()}, indent=2))
+        print(f"refundcore: {_searched()}", file=sys.stderr)
+        return EXIT_USAGE
+    tables = read_toml(path)
+    problems: dict[str, str] = {}
+    with RefundClient.from_file(path, journal=None) as client:
+        for provider in tables:
+            try:
+                client.config_for(provider)
+            except ConfigError as exc:
+                problems[provider] = f"{exc.field}: {exc.problem}" if exc.field else exc.problem
+            except RefundError as exc:  # not installed, or its plugin is broken
+                problems[provider] = str(exc)
+        unconfigured = sorted({info.id for info in client.providers()} - set(tables))
+    lines = [f"config: {path.resolve()}"]
+    lines += [f"  [providers.{provider}] {problems.get(provider, 'ok')}" for provider in tables]
+    if not tables:
+        lines.append("  no [providers.<id>] table")
+    if unconfigured:
+        lines.append(f"installed but not configured: {', '.join(unconfigured)}")
+    lines.append(
+        f"{len(problems)} of {len(tables)} provider table(s) have problems"
+        if problems
+        else "every provider table is usable"
+    )
+    data = {
+        "file": str(path.resolve()),
+        "ok": not problems,
+        "providers": {
+            provider: {"ok": provider not in problems, "problem": problems.get(provider)}
+            for provider in tables
+        },
+        "unconfigured": unconfigured,
+    }
+    _emit(args, data, "\n".join(lines))
+    return EXIT_USAGE if problems else EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .sandbox.demo import run_demo
 
@@ -845,9 +1160,127 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.demo import serve_sandboxes
+    if args.sandbox_command is not None:
+        return _sandbox_control(args)
+    from .client import RefundClient
+    from .models import check_url
+    from .sandbox.service import SandboxService
 
-    return serve_sandboxes(args.provider, seed=args.seed, duration=args.duration, as_json=args.json)
+    if args.notify_url is not None:
+        check_url(args.notify_url, "notify-url")
+        if not args.notify_url.startswith("http://"):
+            raise ValidationError("the sandbox delivers callbacks over http://", field="notify-url")
+    with RefundClient(journal=None) as client:
+        infos = client.providers()
+    installed = [info.id for info in infos]
+    unknown = sorted(set(args.provider or ()) - set(installed))
+    if unknown:
+        raise ValidationError(
+            f"not installed: {', '.join(unknown)} (installed: {', '.join(installed) or 'none'})",
+            field="provider",
+        )
+    chosen = [info for info in infos if not args.provider or info.id in args.provider]
+    if not chosen:
+        print("refundcore: no provider plugin is installed", file=sys.stderr)
+        return EXIT_ERROR
+    service = SandboxService(
+        chosen,
+        installed=installed,
+        port=args.port,
+        state_dir=args.state_dir,
+        notify_url=args.notify_url,
+        seed=args.seed,
+    ).start()
+    # A sandbox in the background of a script ignores Ctrl-C's SIGINT: `kill` stops it.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _announce_sandbox(args, service)
+        threading.Event().wait(args.duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        service.stop()
+    return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _announce_sandbox(args: argparse.Namespace, service: Any) -> None:
+    """The config to stdout (or --config-out), the rest to stderr."""
+    from .sandbox.service import write_private
+
+    config = service.config_toml()
+    if args.config_out is not None:
+        write_private(args.config_out, config)
+    if args.json:
+        print(json.dumps(service.report(), indent=2, ensure_ascii=False), flush=True)
+    elif args.config_out is None:
+        print(config, end="", flush=True)
+    report = service.report()
+    rows = [
+        [
+            provider,
+            entry["base_url"],
+            str(len(entry["payments"])),
+            entry["notify_url"] or "-",
+        ]
+        for provider, entry in report["providers"].items()
+    ]
+    notes = [
+        format_table(rows, ["provider", "emulator", "payments", "payments' notify URL"]),
+        f"control API: {service.control_url}/_sandbox "
+        f"(refundcore sandbox scenario pending|decline|timeout|5xx|succeed "
+        f"--url {service.control_url})",
+    ]
+    if report["state_dir"] is not None:
+        notes.append(f"state (ports, keys, ledgers) kept in {report['state_dir']}")
+    if args.config_out is not None:
+        notes.append(f"config written to {args.config_out}")
+    notes.append("Serving; press Ctrl-C to stop.")
+    print("\n".join(notes), file=sys.stderr, flush=True)
+
+
+def _sandbox_control(args: argparse.Namespace) -> int:
+    from .sandbox.control import control_url, send, status
+
+    if args.sandbox_command == "status":
+        report = status(args.url, args.state_dir, wait=args.wait)
+        rows = [
+            [provider, entry["base_url"], str(len(entry["payments"])), entry["scenario"]]
+            for provider, entry in report["providers"].items()
+        ]
+        human = format_table(rows, ["provider", "emulator", "payments", "scenario"])
+        _emit(args, report, f"control API: {report['control_url']}/_sandbox\n{human}")
+        return EXIT_OK
+    base = control_url(args.url, args.state_dir)
+    if args.sandbox_command == "scenario":
+        payload: dict[str, Any] = {
+            "scenario": args.scenario,
+            "provider": args.provider,
+            "count": args.count,
+            "delay": args.delay,
+        }
+        answer = send(base, "scenario", payload)
+        human = "\n".join(f"{provider}: {what}" for provider, what in answer.items())
+    else:
+        payload = {
+            "provider": args.provider,
+            "refund_id": args.refund_id,
+            "status": "FAILED" if args.fail else "SUCCEEDED",
+        }
+        answer = send(base, "settle", payload)
+        human = (
+            "\n".join(
+                f"{item['provider']}: {item['refund_id']} settled {item['status']}"
+                for item in answer
+            )
+            or "No PENDING refund to settle."
+        )
+    _emit(args, answer, human)
+    return EXIT_OK
 
 
 _COMMANDS = {
@@ -858,6 +1291,7 @@ _COMMANDS = {
     "verify-callback": _cmd_verify,
     "demo": _cmd_demo,
     "sandbox": _cmd_sandbox,
+    "config": _cmd_config,
     "new-plugin": _cmd_new_plugin,
     "journal": _cmd_journal,
     "batch": _cmd_batch,
@@ -871,6 +1305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    _check_globals(parser, args)
     try:
         return _COMMANDS[args.command](args)
     except (ValidationError, ConfigError) as exc:

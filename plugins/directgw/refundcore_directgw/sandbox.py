@@ -50,8 +50,8 @@ from refundcore.sandbox import (
     LedgerRefund,
     RefundDecision,
     Reply,
+    utcnow,
 )
-from refundcore.sandbox.emulator import utcnow
 
 from . import PATHS, PROVIDER_ID, SUCCESS_CODE, json_text
 
@@ -96,6 +96,17 @@ class _Ledger(Ledger):
         with self._lock:
             self._aliases[refund_id] = key
 
+    def dump(self) -> dict[str, Any]:
+        """The ledger's dump, with the linked refund ids."""
+        with self._lock:
+            return {**super().dump(), "aliases": dict(self._aliases)}
+
+    def load(self, data: Any) -> None:
+        """Carry on from :meth:`dump`'s data."""
+        super().load(data)
+        with self._lock:
+            self._aliases = dict(data.get("aliases", {}))
+
     def find_refund(
         self, refund_id: str | None = None, provider_refund_id: str | None = None
     ) -> LedgerRefund | None:
@@ -123,6 +134,8 @@ class DirectgwEmulator(Emulator):
     provider_id = PROVIDER_ID
     # Ledger ids become order and transaction ids: JSON numbers, so no leading zero.
     id_prefix = "1"
+    refund_paths = (PATHS["refund"],)
+    refund_statuses = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
     def __init__(
         self,
@@ -301,7 +314,8 @@ class DirectgwEmulator(Emulator):
             money = Money(amount, payment.amount.currency)
         except ValidationError:
             return self._decline("1003")
-        if payment.refund_outcome is RefundStatus.FAILED:
+        outcome = self.ledger.take_outcome(payment)
+        if outcome is RefundStatus.FAILED:
             declined = self._transaction_json(self.ledger.next_id(), "REFUND", money, "DECLINED")
             return self._decline("2007", payment, transaction=declined)
         with self._lock:
@@ -317,6 +331,7 @@ class DirectgwEmulator(Emulator):
                 notify_url=payment.extra.get("notify_url"),
                 once=True,
                 now=self.clock(),
+                status=outcome,
             )
             if decision is not RefundDecision.ACCEPTED or record is None:
                 return self._decline("2002", payment)

@@ -16,7 +16,8 @@ What it does, as the gateway would:
   ``vrfy`` with ``check_field="vrfy"``) to the refund's postback URL; a ``PENDING`` seed
   answers ``PEND`` and posts back when :meth:`PaywiserEmulator.settle` is called.
 
-The client config points its default ``postback_url`` at the emulator's own sink,
+The client config points its default ``postback_url`` at the merchant's
+``notify_url`` when the emulator has one, else at the emulator's own sink,
 ``/sandbox/postbacks``, which records what it receives and answers ``OK``.
 """
 
@@ -136,6 +137,7 @@ class PaywiserEmulator(Emulator):
     provider_id = "paywiser"
     id_prefix = "7"
     currency = "USD"
+    refund_paths = (API_PREFIX + "/*/refund",)
 
     def __init__(
         self,
@@ -180,12 +182,13 @@ class PaywiserEmulator(Emulator):
         return str(self.credentials.get("timestamp_format", DEFAULT_TIMESTAMP_FORMAT))
 
     def client_config(self, base_url: str) -> dict[str, Any]:
-        """The merchant config for this site; default postbacks go to the emulator's sink."""
+        """The merchant config for this site; default postbacks go to :attr:`notify_url`,
+        else to the emulator's sink."""
         config = {
             "base_url": base_url,
             "sid": self.sid,
             "rcode": self.rcode,
-            "postback_url": base_url.rstrip("/") + SINK_PATH,
+            "postback_url": self.notify_url or base_url.rstrip("/") + SINK_PATH,
         }
         if "timestamp_format" in self.credentials:
             config["timestamp_format"] = self.timestamp_format
