@@ -735,7 +735,7 @@ def _batch_child(gateway: Gateway, *argv: str) -> subprocess.Popen[str]:
     """`refundcore batch` in a process of its own (testpay installed as in this one)."""
     env = {**os.environ, "PYTHONPATH": str(gateway.site), "REFUNDCORE_PLUGINS": "testpay"}
     return subprocess.Popen(
-        [sys.executable, "-m", "refundcore.cli", "batch", *argv],
+        [sys.executable, "-m", "refundcore", "batch", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
