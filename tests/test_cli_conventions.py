@@ -53,6 +53,33 @@ def test_python_m_refundcore(tmp_path: Path) -> None:
     ]
 
 
+def test_the_command_starts_without_the_sandbox_or_the_client() -> None:
+    """Parsing (even the sandbox's own subcommands) loads neither: every command would
+    pay for them at start-up."""
+    probe = (
+        "import sys\n"
+        "from refundcore.cli import main\n"
+        "try:\n"
+        "    main(['sandbox', 'scenario', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(done.stderr.split())
+    assert "refundcore.sandbox.scenarios" in loaded
+    heavy = {
+        "refundcore.client",
+        "refundcore.journal",
+        "refundcore.sandbox.emulator",
+        "refundcore.sandbox.server",
+        "refundcore.sandbox.service",
+    }
+    assert heavy & loaded == set()
+
+
 def test_global_options_go_before_or_after_the_command(
     tmp_path: Path, sandbox_config: Path
 ) -> None:
