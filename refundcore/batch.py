@@ -103,6 +103,7 @@ __all__ = [
     "check_rows",
     "derive_refund_ids",
     "format_progress",
+    "group_errors",
     "read_batch_file",
     "report_format",
 ]
@@ -283,6 +284,39 @@ class RowError:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"line": self.line, "field": self.field, "problem": self.problem}
+
+
+# Line ranges named in one grouped message; the report lists every row.
+_RANGES_SHOWN = 6
+
+
+def _line_ranges(lines: Sequence[int]) -> str:
+    ranges: list[list[int]] = []
+    for line in lines:
+        if ranges and line == ranges[-1][1] + 1:
+            ranges[-1][1] = line
+        else:
+            ranges.append([line, line])
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:_RANGES_SHOWN]]
+    return ", ".join(shown) + (", …" if len(ranges) > _RANGES_SHOWN else "")
+
+
+def group_errors(errors: Iterable[RowError]) -> list[str]:
+    """The errors as lines for people, in order of first appearance: a problem shared
+    by several rows is one line saying how many and which
+    (``150 rows (lines 2-151): provider: …``), any other as ``line 7: amount: …``."""
+    lines_of: dict[tuple[str | None, str], list[int]] = {}
+    for error in errors:
+        lines_of.setdefault((error.field, error.problem), []).append(error.line)
+    grouped = []
+    for (field, problem), lines in lines_of.items():
+        what = f"{field}: {problem}" if field else problem
+        rows = sorted(set(lines))
+        if len(rows) == 1:
+            grouped.append(f"line {rows[0]}: {what}")
+        else:
+            grouped.append(f"{len(rows)} rows (lines {_line_ranges(rows)}): {what}")
+    return grouped
 
 
 @attrs.frozen
@@ -468,10 +502,11 @@ class BatchInvalid(ValidationError):
         self.errors = tuple(errors)
         self.report = report
         lines = len({error.line for error in errors})
+        grouped = group_errors(errors)
         super().__init__(
             f"{lines} invalid row{'s' if lines != 1 else ''}, nothing was sent: "
-            + "; ".join(str(error) for error in errors[:3])
-            + ("; …" if len(errors) > 3 else "")
+            + "; ".join(grouped[:3])
+            + ("; …" if len(grouped) > 3 else "")
         )
 
 

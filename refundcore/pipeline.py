@@ -279,7 +279,7 @@ def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
         raise ValidationError(
             f"{info.name} does not take {amount.currency} "
             f"(takes {', '.join(sorted(caps.currencies))})",
-            field="amount",
+            field="currency",
         )
     notify_url = getattr(operation, "notify_url", None)
     if notify_url and not caps.callbacks:

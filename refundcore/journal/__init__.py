@@ -12,6 +12,9 @@ machines split one batch without doing a row twice.
 
 Journal URLs:
 
+``/absolute/path.db``, ``./relative/path.db``, ``~/path.db``
+    A SQLite file at that path (``~`` is the home directory), as with ``sqlite:///``: a
+    path that plainly is one needs no URL (``REFUNDCORE_JOURNAL=/var/lib/j.db``).
 ``sqlite:///relative/path.db``
     A SQLite file, relative to the current directory (three slashes).
 ``sqlite:////absolute/path.db``
@@ -22,7 +25,8 @@ Journal URLs:
     An in-memory database that lives as long as the journal object: for tests.
 ``postgresql://user:password@host:port/dbname`` (or ``postgres://``)
     A PostgreSQL database, for several app servers or workers; libpq parameters may be
-    added as query parameters (``?sslmode=require``). Needs ``refundcore[postgres]``.
+    added as query parameters (``?sslmode=require``). Needs psycopg 3 (the ``postgres``
+    extra).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ..errors import ConfigError
 from ..status import JournalState
 from .dsn import mask_dsn
 from .interface import Journal
-from .urls import USAGE, sqlite_path
+from .urls import PLAIN_PATH_PREFIXES, USAGE, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
     BatchCounts,
@@ -107,6 +111,10 @@ def open_journal(url: str) -> Journal:
     """
     if not isinstance(url, str):
         raise ConfigError(f"must be a URL string, got {type(url).__name__}", field="journal")
+    if url.startswith(PLAIN_PATH_PREFIXES):
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal(os.path.expanduser(url))
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         from .sqlite import SqliteJournal
@@ -119,7 +127,8 @@ def open_journal(url: str) -> Journal:
             if not (exc.name or "").startswith("psycopg"):
                 raise
             raise ConfigError(
-                f"{mask_dsn(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                f"{mask_dsn(url)} needs psycopg 3: pip install 'psycopg[binary]>=3.1' "
+                "(in a clone of refundcore: pip install -e '.[postgres]')",
                 field="journal",
             ) from exc
         return PostgresJournal(url)

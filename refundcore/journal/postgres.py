@@ -1,6 +1,6 @@
 """The PostgreSQL journal: one database shared by several app servers or workers.
 
-Needs psycopg 3 (``pip install 'refundcore[postgres]'``); this module is imported only
+Needs psycopg 3 (``pip install 'psycopg[binary]>=3.1'``); this module is imported only
 when a ``postgresql://`` journal is opened.
 
 Concurrency: every write is one transaction at READ COMMITTED. A claim first takes a

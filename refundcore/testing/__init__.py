@@ -9,7 +9,8 @@ In the plugin's tests::
 
 Each check runs the real pipeline against the plugin's own gateway emulator over
 loopback sockets. When one fails, its docstring says what a plugin author should look
-at. Needs ``pytest`` and ``hypothesis`` (``pip install refundcore[testing]``).
+at. Needs ``pytest`` and ``hypothesis`` (the ``testing`` extra: in a clone of refundcore,
+``pip install -e '.[testing]'``).
 
 Override :meth:`ProviderConformance.tamper_request_signature` or
 :meth:`ProviderConformance.tamper_callback_signature` when the gateway carries its

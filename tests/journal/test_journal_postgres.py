@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -125,7 +126,11 @@ def test_postgres_scheme_is_an_alias(postgres_url: str) -> None:
 def test_missing_psycopg_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
     monkeypatch.delitem(sys.modules, "refundcore.journal.postgres", raising=False)
-    with pytest.raises(ConfigError, match=r"pip install 'refundcore\[postgres\]'") as caught:
+    hint = (
+        "pip install 'psycopg[binary]>=3.1' "
+        "(in a clone of refundcore: pip install -e '.[postgres]')"
+    )
+    with pytest.raises(ConfigError, match=re.escape(hint)) as caught:
         open_journal(f"postgresql://u:{PASSWORD}@h/db")
     assert caught.value.field == "journal" and PASSWORD not in str(caught.value)
 

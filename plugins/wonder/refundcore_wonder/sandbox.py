@@ -110,6 +110,7 @@ class WonderEmulator(Emulator):
     page's shape, default) or ``"code"`` (the newer ``{code, message, data}``)."""
 
     provider_id = "wonder"
+    refund_paths = (REFUND_PATH,)
 
     def __init__(
         self,
