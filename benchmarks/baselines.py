@@ -2,9 +2,10 @@
 
 Each refund baseline builds the body, signs it inline with ``hmac`` / ``hashlib`` /
 ``cryptography``, sends it with ``requests.Session.post``, reads the reply with
-``json.loads`` and checks the success code. Written from GATEWAYS.md alone: nothing here
-imports a refundcore plugin, so the emulators accepting these requests (they verify
-every signature) shows each baseline is a faithful integration.
+``json.loads`` and checks the success code. Written from each plugin's PROTOCOL.md alone
+(the gateway's protocol, not the plugin's code): nothing here imports a refundcore
+plugin, so the emulators accepting these requests (they verify every signature) shows
+each baseline is a faithful integration.
 
 Two callback baselines: the raw cryptographic operations a callback check needs, on
 bytes prepared beforehand (the floor any verifier's rate is measured against), and a
@@ -264,7 +265,7 @@ def _raw_paywizard(
     config: Mapping[str, Any], path: str, headers: Mapping[str, str], body: bytes
 ) -> Callable[[], bool]:
     # Every non-empty top-level field but sign, sorted, k=v joined by & (values here are
-    # strings and integers), then the credentials: GATEWAYS.md § paywizard.
+    # strings and integers), then the credentials: plugins/paywizard/PROTOCOL.md.
     fields = json.loads(body)
     pairs = [f"{k}={v}" for k, v in sorted(fields.items()) if k != "sign" and v not in ("", None)]
     secret = str(config["client_secret"])
@@ -363,13 +364,14 @@ def handwritten_callback_check(
     body: bytes,
 ) -> Callable[[], object]:
     """A function verifying this callback the way a merchant's own endpoint, written from
-    GATEWAYS.md, would: parse the body (and the URL's query where the protocol puts data
-    there), rebuild the signed string, check the signature or check value, and read out
-    ``{"refund_id", "provider_refund_id", "status", "amount"}``: the merchant's own refund
-    id (None where the callback cannot carry it), the gateway's, ``"succeeded"`` /
-    ``"failed"`` / ``"pending"`` (``"unknown"`` for anything else), and a ``Decimal``. It
-    returns None for a callback whose signature, check value or (Wonder) credential time
-    does not hold; a malformed one raises, as it would in the merchant's endpoint.
+    the gateway's PROTOCOL.md, would: parse the body (and the URL's query where the
+    protocol puts data there), rebuild the signed string, check the signature or check
+    value, and read out ``{"refund_id", "provider_refund_id", "status", "amount"}``: the
+    merchant's own refund id (None where the callback cannot carry it), the gateway's,
+    ``"succeeded"`` / ``"failed"`` / ``"pending"`` (``"unknown"`` for anything else), and a
+    ``Decimal``. It returns None for a callback whose signature, check value or (Wonder)
+    credential time does not hold; a malformed one raises, as it would in the merchant's
+    endpoint.
 
     What is fair to both sides:
 

@@ -14,15 +14,14 @@ A small core that knows no gateway, and one installable plugin per gateway::
     if result.status is refundcore.RefundStatus.UNKNOWN:
         ...  # query before trying again
 
-Names are imported on first use, so ``import refundcore`` stays cheap.
+Names are imported on first use, so ``import refundcore`` stays cheap. ``__version__``
+is the installed distribution's version: ``pyproject.toml`` is the one place it is written.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "RefundClient": "client",
@@ -56,6 +55,7 @@ _EXPORTS = {
     "PluginLoadError": "errors",
     "PluginError": "errors",
     "SignatureError": "errors",
+    "NotARefund": "errors",
     "TransportError": "errors",
     "OutcomeUnknown": "errors",
     "JournalError": "errors",
@@ -75,6 +75,7 @@ __all__ = [
     "Lookup",
     "LookupKey",
     "Money",
+    "NotARefund",
     "OutcomeUnknown",
     "PaymentRef",
     "PluginError",
@@ -102,6 +103,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    __version__: str
+
     from .client import RefundClient
     from .config import ProviderConfig, Secret
     from .crypto import PrivateKey, PublicKey
@@ -109,6 +112,7 @@ if TYPE_CHECKING:
         ConfigError,
         IdempotencyConflict,
         JournalError,
+        NotARefund,
         OutcomeUnknown,
         PluginError,
         PluginLoadError,
@@ -141,6 +145,12 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # Read on first use, like every other name: importlib.metadata costs milliseconds.
+        from importlib.metadata import version
+
+        globals()[name] = value = version("refundcore")
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'refundcore' has no attribute {name!r}")

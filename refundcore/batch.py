@@ -39,6 +39,7 @@ import logging
 import os
 import queue
 import socket
+import stat
 import sys
 import threading
 import time
@@ -49,7 +50,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import attrs
 
@@ -69,17 +70,26 @@ from .journal import (
     Journal,
     ResultRecord,
 )
-from .models import REASON_MAX, PaymentRef, Refund, RefundResult, check_refund_id, check_text
+from .journal.records import payment_key
+from .models import (
+    REASON_MAX,
+    Operation,
+    PaymentRef,
+    ProviderInfo,
+    Refund,
+    RefundResult,
+    check_refund_id,
+    check_text,
+)
 from .money import Money
+from .redaction import Redactor
 from .status import RefundStatus
-
-if TYPE_CHECKING:
-    from .client import RefundClient
 
 __all__ = [
     "COLUMNS",
     "REPORT_COLUMNS",
     "SEVERITY",
+    "BatchClient",
     "BatchFile",
     "BatchInterrupted",
     "BatchInvalid",
@@ -93,6 +103,7 @@ __all__ = [
     "check_rows",
     "derive_refund_ids",
     "format_progress",
+    "group_errors",
     "read_batch_file",
     "report_format",
 ]
@@ -120,6 +131,44 @@ DEFAULT_WORKERS = 8
 DEFAULT_LEASE_SECONDS = 120.0
 # Bounds one claim transaction (and its IN list) whatever the caller asks for.
 _MAX_CHUNK = 500
+
+
+class BatchClient(Protocol):
+    """What a batch needs of a client (:class:`~refundcore.RefundClient` is one): its
+    checks, its journalled refunds, its journal, its redactor and its pool size."""
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal refunds are recorded in, if any."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """What masks configured secrets in reported messages."""
+
+    @property
+    def pool_size(self) -> int:
+        """Pooled connections per gateway."""
+
+    def provider(self, provider_id: str) -> ProviderInfo:
+        """The provider's info (``ProviderNotInstalled`` if it is not)."""
+
+    def config_for(self, provider_id: str) -> Any:
+        """The provider's loaded config (``ConfigError`` if there is none)."""
+
+    def check(
+        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+    ) -> None:
+        """Raise what sending ``operation`` would refuse, without sending it."""
+
+    def execute(
+        self,
+        provider: str,
+        operation: Operation,
+        *,
+        original_amount: Money | None = None,
+        defer_record: Callable[[ResultRecord], None] | None = None,
+    ) -> RefundResult:
+        """Refund through the journal, handing the outcome to ``defer_record``."""
 
 
 class BatchStatus(str, enum.Enum):
@@ -235,6 +284,39 @@ class RowError:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"line": self.line, "field": self.field, "problem": self.problem}
+
+
+# Line ranges named in one grouped message; the report lists every row.
+_RANGES_SHOWN = 6
+
+
+def _line_ranges(lines: Sequence[int]) -> str:
+    ranges: list[list[int]] = []
+    for line in lines:
+        if ranges and line == ranges[-1][1] + 1:
+            ranges[-1][1] = line
+        else:
+            ranges.append([line, line])
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:_RANGES_SHOWN]]
+    return ", ".join(shown) + (", …" if len(ranges) > _RANGES_SHOWN else "")
+
+
+def group_errors(errors: Iterable[RowError]) -> list[str]:
+    """The errors as lines for people, in order of first appearance: a problem shared
+    by several rows is one line saying how many and which
+    (``150 rows (lines 2-151): provider: …``), any other as ``line 7: amount: …``."""
+    lines_of: dict[tuple[str | None, str], list[int]] = {}
+    for error in errors:
+        lines_of.setdefault((error.field, error.problem), []).append(error.line)
+    grouped = []
+    for (field, problem), lines in lines_of.items():
+        what = f"{field}: {problem}" if field else problem
+        rows = sorted(set(lines))
+        if len(rows) == 1:
+            grouped.append(f"line {rows[0]}: {what}")
+        else:
+            grouped.append(f"{len(rows)} rows (lines {_line_ranges(rows)}): {what}")
+    return grouped
 
 
 @attrs.frozen
@@ -420,10 +502,11 @@ class BatchInvalid(ValidationError):
         self.errors = tuple(errors)
         self.report = report
         lines = len({error.line for error in errors})
+        grouped = group_errors(errors)
         super().__init__(
             f"{lines} invalid row{'s' if lines != 1 else ''}, nothing was sent: "
-            + "; ".join(str(error) for error in errors[:3])
-            + ("; …" if len(errors) > 3 else "")
+            + "; ".join(grouped[:3])
+            + ("; …" if len(grouped) > 3 else "")
         )
 
 
@@ -450,6 +533,39 @@ class _JsonFloat:
         self.text = text
 
 
+class _JsonLongInt:
+    """A JSON integer too long to be an amount or an id, kept as written: converting
+    thousands of digits costs time, and past 4,300 Python refuses (ValueError)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+# No amount or id has more digits than this (Money allows 18 before the point).
+_MAX_INT_DIGITS = 40
+
+
+def _json_int(text: str) -> int | _JsonLongInt:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else _JsonLongInt(text)
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` cut short for an error message: a hostile file may hold megabytes."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _undecodable(text: str) -> str | None:
+    """Why ``text`` (decoded with surrogateescape) is not UTF-8, if it is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00
+        return f"not UTF-8 text (byte {byte:#04x}); save the file as UTF-8"
+    return None
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -467,7 +583,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _json_type(value: object) -> str:
     if isinstance(value, _JsonFloat):
-        return f"the number {value.text}"
+        return f"the number {_shown(value.text)}"
+    if isinstance(value, _JsonLongInt):
+        return f"a number of {len(value.text)} digits"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -489,24 +607,29 @@ def read_batch_file(path: str | os.PathLike[str]) -> BatchFile:
     wrong): unknown or missing columns, malformed amounts and currencies (a JSON
     number with a fraction is refused: give amounts as strings or integers), payment
     identifiers, refund ids and reasons, refund ids used twice, and rows of one payment
-    adding up to more than its ``original_amount``. Rows without ``refund_id`` get a
+    adding up to more than its ``original_amount``, lines that are not UTF-8, nested too
+    deeply or hold numbers too long to be amounts. Rows without ``refund_id`` get a
     derived one (:func:`derive_refund_ids`). ``ValidationError`` only when the file
-    cannot be read at all.
+    cannot be read at all, or is not a regular file (a pipe or a device: a batch is
+    named by its file's hash and run again from the same file).
     """
     source = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            raise ValidationError(
+                f"{str(source)!r} is not a regular file (a batch is run again from the "
+                "same file: save it first)",
+                field="file",
+            )
         data = source.read_bytes()
-    except OSError as exc:
-        raise ValidationError(
-            f"cannot read {str(source)!r}: {exc.strerror or exc}", field="file"
-        ) from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValidationError(f"cannot read {str(source)!r}: {reason}", field="file") from None
     batch_id = hashlib.sha256(data).hexdigest()[:32]
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        problem = f"not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8"
-        return BatchFile(source, batch_id, (), (RowError(line, None, problem),))
+    # Lines that are not UTF-8 are reported one by one, like any other bad row.
+    text = data.decode("utf-8-sig", errors="surrogateescape")
     records, errors = (_json_records if _is_json_lines(source, text) else _csv_records)(text)
     parsed: list[BatchRow] = []
     for line, raw in records:
@@ -547,6 +670,12 @@ def _csv_records(text: str) -> tuple[list[_Record], list[RowError]]:
             line, last = last + 1, reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue
+            undecodable = _undecodable("".join(cells))
+            if undecodable is not None:
+                errors.append(RowError(line, None, undecodable))
+                if header is None:
+                    return [], errors
+                continue
             if header is None:
                 header, problems = _header(line, cells)
                 errors += problems
@@ -561,7 +690,15 @@ def _csv_records(text: str) -> tuple[list[_Record], list[RowError]]:
             values = zip(header, cells, strict=True)
             records.append((line, {name: cell for name, cell in values if name and cell}))
     except csv.Error as exc:
-        errors.append(RowError(last + 1, None, f"not readable as CSV: {exc}"))
+        # Where the next record starts is unknown (the bad one may be a quoted cell
+        # spanning lines): say so rather than guess, and read no further.
+        errors.append(
+            RowError(
+                last + 1,
+                None,
+                f"not readable as CSV: {exc}; the rest of the file was not read",
+            )
+        )
     if header is None and not errors:
         errors.append(RowError(1, None, "no header line: the file is empty"))
     return records, errors
@@ -604,15 +741,26 @@ def _json_records(text: str) -> tuple[list[_Record], list[RowError]]:
     for line, source in enumerate(text.split("\n"), start=1):
         if not source.strip():
             continue
+        undecodable = _undecodable(source)
+        if undecodable is not None:
+            errors.append(RowError(line, None, undecodable))
+            continue
         try:
             value = json.loads(
-                source, parse_float=_JsonFloat, parse_constant=_JsonFloat, object_pairs_hook=_object
+                source,
+                parse_float=_JsonFloat,
+                parse_int=_json_int,
+                parse_constant=_JsonFloat,
+                object_pairs_hook=_object,
             )
         except _DuplicateKey as exc:
-            errors.append(RowError(line, exc.key, "appears twice in the object"))
+            errors.append(RowError(line, _shown(exc.key), "appears twice in the object"))
             continue
         except json.JSONDecodeError as exc:
             errors.append(RowError(line, None, f"not JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        except RecursionError:
+            errors.append(RowError(line, None, "not a batch row: nested too deeply"))
             continue
         if not isinstance(value, dict):
             hint = " (JSON Lines: one object per line)" if isinstance(value, list) else ""
@@ -621,7 +769,7 @@ def _json_records(text: str) -> tuple[list[_Record], list[RowError]]:
             )
             continue
         errors += [
-            RowError(line, key, f"unknown field; use {_COLUMN_LIST}")
+            RowError(line, _shown(key), f"unknown field; use {_COLUMN_LIST}")
             for key in value
             if key not in COLUMNS
         ]
@@ -669,9 +817,12 @@ def _parse_row(line: int, raw: Mapping[str, object]) -> tuple[BatchRow | None, l
         if isinstance(value, _JsonFloat):
             refuse(
                 name,
-                f"{value.text} is a JSON number with a fraction or exponent, which cannot "
-                f'hold money exactly; write it as a string: "{value.text}"',
+                f"{_shown(value.text)} is a JSON number with a fraction or exponent, which "
+                f'cannot hold money exactly; write it as a string: "{_shown(value.text)}"',
             )
+            return None
+        if isinstance(value, _JsonLongInt):
+            refuse(name, f"a number of {len(value.text)} digits is no amount")
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             refuse(name, f'must be a string like "10.00" or an integer, got {_json_type(value)}')
@@ -758,18 +909,12 @@ def derive_refund_ids(rows: Iterable[BatchRow]) -> list[BatchRow]:
     return derived
 
 
-def _payment_key(row: BatchRow) -> tuple[str, str, str]:
-    # As the journal counts a payment's refunds: by its first identifier.
-    name = next(name for name in _PAYMENT_COLUMNS if getattr(row, name) is not None)
-    return row.provider, name, str(getattr(row, name))
-
-
 def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
     """What is wrong with rows together: a refund id used twice, refunds of a payment
     adding up to more than its original amount."""
     errors = []
     first: dict[str, int] = {}
-    refunded: dict[tuple[tuple[str, str, str], str], Decimal] = {}
+    refunded: dict[tuple[str, str, str], Decimal] = {}
     for row in rows:
         line = row.line or 0
         if row.refund_id is not None:
@@ -783,7 +928,8 @@ def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
                 )
                 continue  # never sent, so it takes nothing from the payment
             first[row.refund_id] = line
-        key = (_payment_key(row), row.amount.currency)
+        # The payment as the journal counts its refunds.
+        key = (row.provider, payment_key(row.payment), row.amount.currency)
         total = refunded[key] = refunded.get(key, Decimal(0)) + row.amount.amount
         limit = row.original_amount
         # A row too large on its own is the client check's to report, not this one's.
@@ -803,7 +949,7 @@ def _set_errors(rows: Sequence[BatchRow]) -> list[RowError]:
     return errors
 
 
-def _client_errors(client: RefundClient, rows: Sequence[BatchRow]) -> list[RowError]:
+def _client_errors(client: BatchClient, rows: Sequence[BatchRow]) -> list[RowError]:
     """What the client refuses without sending: provider missing or unconfigured,
     capabilities, the original amount, the provider's build stage."""
     errors = []
@@ -847,7 +993,7 @@ def _numbered(rows: Iterable[BatchRow]) -> list[BatchRow]:
     return numbered
 
 
-def check_rows(client: RefundClient, rows: Iterable[BatchRow]) -> list[RowError]:
+def check_rows(client: BatchClient, rows: Iterable[BatchRow]) -> list[RowError]:
     """Every problem of ``rows`` that can be known without sending anything, by line
     (rows without a line are numbered by position): what :func:`read_batch_file`
     checks across rows, and what ``client`` would refuse (provider not installed or
@@ -969,7 +1115,7 @@ class _Runner:
 
     def __init__(
         self,
-        client: RefundClient,
+        client: BatchClient,
         journal: Journal,
         batch_id: str,
         rows: Sequence[BatchRow],
@@ -1142,8 +1288,11 @@ class _Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return _skipped(row)
         try:
-            result = self._client._execute(
-                row.provider, row.operation(), row.original_amount, self._sent.put
+            result = self._client.execute(
+                row.provider,
+                row.operation(),
+                original_amount=row.original_amount,
+                defer_record=self._sent.put,
             )
         except (ValidationError, ConfigError) as exc:
             return self._not_sent(row, BatchStatus.INVALID, exc)
@@ -1176,9 +1325,7 @@ class _Runner:
 
     def _redact(self, provider: str, text: str | None) -> str | None:
         # Messages come from gateways and plugins: mask any credential one echoes.
-        if text is None:
-            return None
-        return str(self._client._redact(provider, text))
+        return self._client.redactor.text(provider, text)
 
     def _collect(self, timeout: float) -> None:
         """Take in the outcomes of rows finished by now, waiting up to ``timeout`` for
@@ -1337,7 +1484,7 @@ class _Runner:
 
 
 def run_batch(
-    client: RefundClient,
+    client: BatchClient,
     rows: Iterable[BatchRow] | BatchFile,
     *,
     workers: int = DEFAULT_WORKERS,
@@ -1385,12 +1532,12 @@ def run_batch(
         ]
         report = BatchReport(batch_id, tuple(sorted(refused, key=lambda o: o.line)))
         raise BatchInvalid(errors, report)
-    if workers > client._pool_size:
+    if workers > client.pool_size:
         log.warning(
             "%d workers share %d pooled connections per gateway: create the client with "
             "pool_size=%d or more",
             workers,
-            client._pool_size,
+            client.pool_size,
             workers,
         )
     return _Runner(

@@ -2,9 +2,11 @@
 
 A provider's config class subclasses :class:`ProviderConfig` (frozen, keyword-only).
 Any value may be given literally, as ``{env = "VAR"}`` (read from the environment) or
-as ``{file = "path"}`` (read from a file, relative to the TOML file). Unknown keys are
-errors — a typo never silently drops a setting — and every error names the provider,
-the field and the problem.
+as ``{file = "path"}`` (read from a regular file of at most :data:`MAX_FILE_BYTES`,
+relative to the TOML file). Unknown keys are errors — a typo never silently drops a
+setting — and every error names the provider, the field and the problem. Every value
+is checked to the range that makes sense (timeouts: :data:`MAX_CONNECT_TIMEOUT`,
+:data:`MAX_READ_TIMEOUT`; URLs parsed whole) when the config is loaded.
 
 Example ``refundcore.toml``::
 
@@ -20,25 +22,51 @@ from __future__ import annotations
 import difflib
 import functools
 import hmac
-import ipaddress
+import math
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import attrs
 
 from .errors import ConfigError
+from .urls import is_loopback, parse_http_url
 
 if TYPE_CHECKING:
     import cattrs
 
     from .models import ProviderInfo
 
-__all__ = ["ProviderConfig", "Secret", "load_provider_config", "read_toml"]
+__all__ = [
+    "MAX_CONNECT_TIMEOUT",
+    "MAX_FILE_BYTES",
+    "MAX_READ_TIMEOUT",
+    "MIN_TIMEOUT",
+    "ProviderConfig",
+    "Secret",
+    "http_url",
+    "load_provider_config",
+    "read_toml",
+    "seconds",
+]
 
 T = TypeVar("T")
+
+#: The most a config file or a ``{file = …}`` value may hold: keys and secrets are a
+#: few KiB; anything near this is not a config value.
+MAX_FILE_BYTES = 1024 * 1024
+#: A CA bundle may be larger than a key (certifi's is ~300 KiB), never this large.
+MAX_CA_BUNDLE_BYTES = 16 * 1024 * 1024
+#: Bounds of ``connect_timeout`` (seconds): TCP gives up retrying a SYN after ~130 s,
+#: so a longer wait only hides a dead gateway.
+MAX_CONNECT_TIMEOUT = 300.0
+#: Bounds of ``read_timeout`` (seconds): the slowest gateway refund API answers within
+#: a minute; ten minutes leaves room without letting a refund hang for ever.
+MAX_READ_TIMEOUT = 600.0
+#: The shortest timeout: anything shorter cannot even cover a loopback round trip.
+MIN_TIMEOUT = 0.001
 
 
 class Secret:
@@ -77,9 +105,82 @@ class Secret:
         raise TypeError("a Secret is not to be pickled or stored")
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"must be greater than zero, got {value}", field=attribute.name)
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def seconds(maximum: float, minimum: float = MIN_TIMEOUT) -> Validator:
+    """An attrs validator for a duration field: a finite number of seconds from
+    ``minimum`` to ``maximum``; :class:`ConfigError` naming the field otherwise (``inf``,
+    ``nan``, ``1e300``, zero and negatives are refused)."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(
+                f"expected a number of seconds, got {type(value).__name__}", field=attribute.name
+            )
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond any float
+            raise ConfigError(f"{str(value)[:20]}… is out of range", field=attribute.name) from None
+        if not finite:
+            raise ConfigError(
+                f"must be a finite number of seconds, got {value}", field=attribute.name
+            )
+        if value <= 0:
+            raise ConfigError(f"must be greater than zero, got {value}", field=attribute.name)
+        if not minimum <= value <= maximum:
+            raise ConfigError(
+                f"must be {minimum:g} to {maximum:g} seconds, got {value:g}", field=attribute.name
+            )
+
+    return check
+
+
+def http_url(*, base: bool = False) -> Validator:
+    """An attrs validator for an optional URL field: ``None`` or an absolute http(s) URL
+    parsed whole (host, port 1-65535, IPv6 brackets); :class:`ConfigError` naming the field
+    otherwise. ``base=True`` is for a gateway's base URL: https (plain http only to a
+    loopback host), no query, fragment or credentials."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            _check_url(value, attribute.name, base=base)
+
+    return check
+
+
+def _check_url(value: object, field: str, *, base: bool, provider: str | None = None) -> str:
+    try:
+        parts = parse_http_url(value, field, ConfigError)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, provider=provider, field=field) from None
+    assert isinstance(value, str)
+    if not base:
+        return value
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            "must use https (plain http is allowed only for a loopback sandbox)",
+            provider=provider,
+            field=field,
+        )
+    if parts.query or parts.fragment or "@" in parts.netloc or value.endswith(("?", "#")):
+        raise ConfigError(
+            "must be scheme://host[:port][/path] without query, fragment or credentials",
+            provider=provider,
+            field=field,
+        )
+    return value
+
+
+def _ca_bundle(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise ConfigError("expected the path of a PEM file", field=attribute.name)
+    try:
+        _check_regular_file(Path(value), MAX_CA_BUNDLE_BYTES)
+    except _Problem as exc:
+        raise ConfigError(f"cannot use {value!r}: {exc}", field=attribute.name) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -93,12 +194,14 @@ class ProviderConfig:
     """
 
     environment: str = "sandbox"
-    base_url: str | None = None
-    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
-    read_timeout: float = attrs.field(default=30.0, validator=_positive)
+    base_url: str | None = attrs.field(default=None, validator=http_url(base=True))
+    #: Seconds to wait for a connection (TCP and TLS), at most MAX_CONNECT_TIMEOUT.
+    connect_timeout: float = attrs.field(default=5.0, validator=seconds(MAX_CONNECT_TIMEOUT))
+    #: Seconds to wait for a reply once sent, at most MAX_READ_TIMEOUT.
+    read_timeout: float = attrs.field(default=30.0, validator=seconds(MAX_READ_TIMEOUT))
     #: A CA bundle file to verify the gateway's TLS certificate with. Verification
     #: itself cannot be switched off.
-    ca_bundle: str | None = None
+    ca_bundle: str | None = attrs.field(default=None, validator=_ca_bundle)
 
 
 class _Problem(ValueError):
@@ -110,7 +213,10 @@ def _strict(kind: type[T], label: str) -> Any:
         if isinstance(value, bool) and kind is not bool:
             raise _Problem(f"expected {label}, got a boolean")
         if kind is float and isinstance(value, int):
-            return float(value)  # type: ignore[return-value]
+            try:
+                return float(value)  # type: ignore[return-value]
+            except OverflowError:
+                raise _Problem(f"{str(value)[:20]}… is out of range") from None
         if not isinstance(value, kind):
             raise _Problem(f"expected {label}, got {type(value).__name__}")
         return value
@@ -185,16 +291,77 @@ def _read_reference(provider: str, key: str, ref: Mapping[str, Any], base_dir: P
                 f"environment variable {name!r} is not set", provider=provider, field=key
             )
         return os.environ[name]
-    path = Path(os.path.expanduser(str(ref["file"])))
+    name = ref["file"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError("{file = …} needs a path", provider=provider, field=key)
+    path = Path(os.path.expanduser(name))
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return _read_text(path, MAX_FILE_BYTES).rstrip("\r\n")
+    except _Problem as exc:
         raise ConfigError(
-            f"cannot read file {str(path)!r}: {reason}", provider=provider, field=key
+            f"cannot read file {str(path)!r}: {exc}", provider=provider, field=key
         ) from None
+
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular_file(path: Path, limit: int) -> os.stat_result:
+    # stat() opens nothing: a FIFO or a device is refused before it could block or
+    # stream for ever.
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _Problem(reason) from None
+    for test, kind in _NOT_REGULAR:
+        if test(info.st_mode):
+            raise _Problem(f"it is {kind}, not a regular file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _Problem("it is not a regular file")
+    if info.st_size > limit:
+        raise _Problem(f"it is {info.st_size} bytes, more than the {limit} allowed")
+    return info
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit``; :class:`_Problem` saying
+    why not for anything else (missing, a directory, a FIFO, a device, too large)."""
+    _check_regular_file(path, limit)
+    # O_NONBLOCK: should the path become a FIFO between stat() and open(), opening it
+    # does not wait for a writer.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _Problem(exc.strerror or str(exc)) from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise _Problem("it is not a regular file")
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise _Problem(exc.strerror or str(exc)) from None
+    if len(data) > limit:
+        raise _Problem(f"it holds more than the {limit} bytes allowed")
+    return data
+
+
+def _read_text(path: Path, limit: int) -> str:
+    data = _read_bytes(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _Problem(f"not UTF-8 text (byte {data[exc.start]:#04x} on line {line})") from None
 
 
 def _describe(exc: BaseException, _type: Any) -> str:
@@ -252,15 +419,6 @@ def _structure_errors(exc: Exception, provider: str, cls: type[Any]) -> ConfigEr
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _resolve_base_url(info: ProviderInfo, config: ProviderConfig) -> str:
     if config.base_url is not None:
         url = config.base_url
@@ -279,22 +437,7 @@ def _resolve_base_url(info: ProviderInfo, config: ProviderConfig) -> str:
             provider=info.id,
             field="environment",
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"{url!r} is not an absolute URL", provider=info.id, field="base_url")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ConfigError(
-            "must use https (plain http is allowed only for a loopback sandbox)",
-            provider=info.id,
-            field="base_url",
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(
-            "must be scheme://host[:port][/path] without query, fragment or credentials",
-            provider=info.id,
-            field="base_url",
-        )
-    return url.rstrip("/")
+    return _check_url(url, "base_url", base=True, provider=info.id).rstrip("/")
 
 
 def load_provider_config(
@@ -334,12 +477,15 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     file = Path(path)
     try:
-        with file.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(file)!r}: {exc.strerror}") from None
+        text = _read_text(file, MAX_FILE_BYTES)
+    except _Problem as exc:
+        raise ConfigError(f"cannot read config file {str(file)!r}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{str(file)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{str(file)!r} is not valid TOML: nested too deeply") from None
     unknown = set(data) - {"providers"}
     if unknown:
         raise ConfigError(

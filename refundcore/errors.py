@@ -41,10 +41,12 @@ class ProviderNotInstalled(RefundError, LookupError):
     def __init__(self, provider: str, *, available: list[str] | None = None):
         self.provider = provider
         self.distribution = f"refundcore-{provider}"
-        have = ", ".join(sorted(available or [])) or "none"
+        have = ", ".join(sorted(set(available or []))) or "none"
+        # Until the packages are on an index, a clone of the repository is what works.
         super().__init__(
-            f"provider {provider!r} is not installed (installed: {have}); "
-            f"install it with: pip install {self.distribution}"
+            f"provider {provider!r} is not installed (installed: {have}); install its "
+            f"plugin from a clone of the refundcore repository: pip install -e "
+            f"plugins/{provider} ({self.distribution} is not on PyPI yet)"
         )
 
 
@@ -81,6 +83,23 @@ class PluginError(RefundError):
 
 class SignatureError(RefundError):
     """A callback's signature, timestamp or shape could not be verified: do not trust it."""
+
+
+class NotARefund(RefundError):
+    """A genuine callback (its signature verified) that is not about a refund: a payment
+    completed, an order created. ``event`` names what it is about, ``provider`` who sent it.
+
+    Never raised for a callback that failed verification (that is a
+    :class:`SignatureError`). :func:`refundcore.wsgi.callback_app` answers it the way the
+    gateway expects for success, so the gateway stops delivering it, and does not hand it
+    to the application.
+    """
+
+    def __init__(self, event: str, *, provider: str | None = None):
+        self.event = event
+        self.provider = provider
+        where = f"{provider}: " if provider else ""
+        super().__init__(f"{where}genuine {event!r} callback is not about a refund")
 
 
 class TransportError(RefundError):

@@ -25,7 +25,8 @@ arguments by name, so a hook may declare a subset of them.
 
 Errors: raise :class:`~refundcore.errors.ValidationError` for inputs the gateway
 cannot take (before anything is sent), :class:`~refundcore.errors.SignatureError` for a
-callback that cannot be trusted. Any other exception is treated as a bug in the plugin.
+callback that cannot be trusted, :class:`~refundcore.errors.NotARefund` for a genuine
+callback about something else. Any other exception is treated as a bug in the plugin.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def refundcore_parse_response(
     Map the gateway's codes to ``SUCCEEDED`` / ``PENDING`` / ``FAILED`` / ``UNKNOWN``:
     a clear decline is ``FAILED``; a 5xx, an unreadable body or a reply that does not
     say is ``UNKNOWN`` (the refund may have happened). Never raise on a hostile or
-    garbled body. Put the parsed reply in ``raw`` without any secret.
+    garbled body. Put the parsed reply in ``raw`` without any secret. The client
+    stamps the result's ``provider``, ``refund_id`` and ``operation`` from the
+    operation, so the plugin need not set them.
     """
 
 
@@ -135,4 +138,12 @@ def refundcore_verify_callback(
     comparison, then parse. Raise :class:`~refundcore.errors.SignatureError` for a bad
     or missing signature, a stale timestamp, or a body that cannot be parsed; never any
     other exception, whatever the bytes.
+
+    Gateways also post genuine callbacks that are not about a refund (a sale completed,
+    an order created). Raise :class:`~refundcore.errors.NotARefund` (with the event's
+    name and ``provider=provider.id``) for those, and **only after the signature has
+    verified**: the WSGI app answers it as the gateway expects for success and does not
+    hand it to the application, whereas a ``SignatureError`` is refused. Decide what a
+    callback is about from signed bytes only; an unsigned header may choose how to read
+    the body, never the outcome.
     """

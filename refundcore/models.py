@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import Any, ClassVar, Union
 from urllib.parse import urlsplit
 
 import attrs
@@ -18,9 +18,7 @@ import attrs
 from .errors import ValidationError
 from .money import Money
 from .status import RefundStatus
-
-if TYPE_CHECKING:
-    from .sandbox.emulator import Emulator
+from .urls import parse_http_url
 
 __all__ = [
     "Callback",
@@ -277,16 +275,11 @@ def check_text(value: str | None, field: str, max_len: int) -> None:
 
 
 def check_url(value: str | None, field: str) -> None:
-    """Validate an absolute http(s) URL such as a notify_url."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ValidationError(f"must be a str, got {type(value).__name__}", field=field)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(f"{value[:80]!r} is not an absolute http(s) URL", field=field)
-    if len(value) > 2048 or not value.isprintable() or " " in value:
-        raise ValidationError("must be at most 2048 printable characters, no spaces", field=field)
+    """Validate an absolute http(s) URL such as a notify_url, whole (host, port, IPv6
+    brackets: see :func:`refundcore.urls.parse_http_url`); ``ValidationError`` naming
+    ``field`` if it is not one."""
+    if value is not None:
+        parse_http_url(value, field)
 
 
 def _check_refund_id_field(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -369,17 +362,19 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen(eq=False, kw_only=True)
 class RefundResult:
     """The normalised outcome of a refund, query or void.
 
-    ``raw`` is the provider's parsed reply with anything secret removed; keep it for
-    support tickets, never branch on it.
+    ``provider``, ``refund_id`` and ``operation`` say which request it answers: the
+    client stamps them from the operation on every result it returns, so a plugin's
+    parse stage need not set them. ``raw`` is the provider's parsed reply with
+    anything secret removed; keep it for support tickets, never branch on it.
     """
 
-    provider: str
-    refund_id: str
     status: RefundStatus
+    provider: str = ""
+    refund_id: str = ""
     operation: str = "refund"
     amount: Money | None = None
     provider_refund_id: str | None = None
@@ -531,6 +526,13 @@ class Capabilities:
     #: How a refund can be found again and what its absence proves (default: not at
     #: all, and absence proves nothing).
     lookup: Lookup = attrs.field(factory=Lookup)
+    #: The refund request carries a notify URL. When False, the gateway notifies a URL
+    #: the merchant set elsewhere, and a ``notify_url`` given with a refund is refused
+    #: before sending (never silently dropped).
+    notify_url: bool = True
+    #: Where the merchant sets the callback URL instead, when ``notify_url`` is False
+    #: (named in the error that refuses a ``notify_url``).
+    notify_url_setting: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -541,7 +543,9 @@ class Capabilities:
         return data
 
 
-SandboxFactory = Callable[..., "Emulator"]
+#: Makes a provider's gateway emulator (a :class:`refundcore.sandbox.Emulator`), which
+#: the sandbox imports only when one is wanted.
+SandboxFactory = Callable[..., Any]
 
 
 @attrs.frozen(eq=False)

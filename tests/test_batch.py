@@ -41,6 +41,7 @@ from refundcore.batch import (
     RowError,
     check_rows,
     derive_refund_ids,
+    group_errors,
     read_batch_file,
 )
 from refundcore.cli import main
@@ -175,6 +176,53 @@ def test_every_bad_row_is_listed_by_line_and_nothing_is_sent(
     assert report[3]["status"] == "INVALID" and "10,00" in report[3]["message"]
     with open_journal(gateway.journal) as journal:
         assert journal.entries() == []
+
+
+def test_a_problem_of_many_rows_is_one_line(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = rows_for(gateway.payments(2))
+    missing = [good[0] | {"provider": "paywizard", "refund_id": f"m-{n}"} for n in range(150)]
+    bad = [good[0], *missing[:100], good[1] | {"amount": "0"}, *missing[100:]]
+    file = write_csv(gateway.folder / "many.csv", bad)
+
+    code, out, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    problem = (
+        "provider: provider 'paywizard' is not installed (installed: testpay); install its "
+        "plugin from a clone of the refundcore repository: pip install -e plugins/paywizard "
+        "(refundcore-paywizard is not on PyPI yet)"
+    )
+    assert lines[0] == f"150 rows (lines 3-102, 104-153): {problem}"
+    assert lines[1] == "line 103: amount: must be positive, got 0"
+    assert lines[2].startswith("refundcore: 151 invalid rows in ")
+    with pytest.raises(BatchInvalid) as refused:
+        gateway_client = RefundClient.from_file(gateway.config, journal=gateway.journal)
+        gateway_client.refund_many(read_batch_file(file))
+    assert str(refused.value).startswith(
+        "151 invalid rows, nothing was sent: 150 rows (lines 3-102, 104-153): provider: "
+    )
+
+    code, out, err = cli(capsys, "batch", str(file), "--skip-invalid", *gateway.args())
+    assert code == 2
+    skipped = [line for line in err.splitlines() if line.startswith("skipped")]
+    assert skipped == [
+        f"skipped 150 rows (lines 3-102, 104-153): {problem}",
+        "skipped line 103: amount: must be positive, got 0",
+    ]
+    listed = [line for line in out.splitlines() if line.startswith("3 ")]
+    assert listed[0].endswith(f"  {problem[:99]}…"), "a cut cell ends with an ellipsis"
+
+
+def test_scattered_lines_are_named_up_to_a_few_ranges() -> None:
+    errors = [RowError(line, "provider", "same") for line in (2, 4, 6, 8, 10, 12, 13, 20)]
+    errors.append(RowError(5, None, "other"))
+    assert group_errors(errors) == [
+        "8 rows (lines 2, 4, 6, 8, 10, 12-13, …): provider: same",
+        "line 5: other",
+    ]
 
 
 def test_header_problems_name_the_column(tmp_path: Path) -> None:
@@ -687,7 +735,7 @@ def _batch_child(gateway: Gateway, *argv: str) -> subprocess.Popen[str]:
     """`refundcore batch` in a process of its own (testpay installed as in this one)."""
     env = {**os.environ, "PYTHONPATH": str(gateway.site), "REFUNDCORE_PLUGINS": "testpay"}
     return subprocess.Popen(
-        [sys.executable, "-m", "refundcore.cli", "batch", *argv],
+        [sys.executable, "-m", "refundcore", "batch", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

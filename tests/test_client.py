@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
-from refundcore.models import HttpRequest, RefundResult
+from refundcore.models import HttpRequest, Refund, RefundResult
 from refundcore.sandbox import Fault, SandboxRun
 
 HKD = "HKD"
@@ -180,6 +181,35 @@ def test_unsupported_currency_and_operation(testpay_variant: Callable[..., objec
         client.refund(
             "limited", payment=payment, amount=Money("1", HKD), notify_url="https://x.example/cb"
         )
+
+
+def test_notify_url_a_provider_cannot_carry_is_refused_naming_its_setting(
+    testpay_variant: Callable[..., object],
+) -> None:
+    setting = "the merchant console (Settings > Notifications)"
+    client = RefundClient(
+        {"fixedurl": {"api_key": "k", "secret": "s", "base_url": "http://127.0.0.1:9"}},
+        entry_points=False,
+        journal=None,
+    )
+    client.register_plugin(
+        testpay_variant("fixedurl", notify_url=False, notify_url_setting=setting, void=True)
+    )
+    payment = PaymentRef(payment_id="1")
+    refund = Refund(
+        refund_id="r-1", payment=payment, amount=Money("1", HKD), notify_url="https://x.example/cb"
+    )
+    for attempt in (
+        lambda: client.check("fixedurl", refund),
+        lambda: client.execute("fixedurl", refund),
+        lambda: client.void("fixedurl", payment=payment, notify_url="https://x.example/cb"),
+    ):
+        with pytest.raises(ValidationError) as error:
+            attempt()
+        assert error.value.field == "notify_url"
+        assert setting in str(error.value)
+    client.check("fixedurl", attrs.evolve(refund, notify_url=None))
+    assert client.provider("fixedurl").as_dict()["capabilities"]["notify_url"] is False
 
 
 @pytest.mark.parametrize(
@@ -341,18 +371,18 @@ def test_scrubbing_masks_secrets_anywhere_and_leaves_clean_values_as_they_are() 
     from decimal import Decimal
     from types import MappingProxyType
 
-    from refundcore.client import _scrub
+    from refundcore.redaction import scrub
 
     class Text(str):
         pass
 
     clean = {"a": [1, Decimal("1.50"), None, True, {"b": "text"}], "c": "plain"}
-    assert _scrub(clean, ("s3cret",)) is clean
+    assert scrub(clean, ("s3cret",)) is clean
     frozen = MappingProxyType(clean)  # what every model's raw is
-    assert _scrub(frozen, ("s3cret",)) is frozen
-    assert _scrub(MappingProxyType({"k": "s3cret"}), ("s3cret",)) == {"k": "********"}
+    assert scrub(frozen, ("s3cret",)) is frozen
+    assert scrub(MappingProxyType({"k": "s3cret"}), ("s3cret",)) == {"k": "********"}
     dirty = {"a": [1, ("x", "has s3cret"), {"b": Text("s3cret!")}], "c": "plain"}
-    assert _scrub(dirty, ("s3cret",)) == {
+    assert scrub(dirty, ("s3cret",)) == {
         "a": [1, ["x", "has ********"], {"b": "********!"}],
         "c": "plain",
     }
@@ -371,12 +401,12 @@ _json_like = st.recursive(
 
 @given(value=_json_like, dirty=st.booleans())
 def test_scrubbing_never_leaks_and_never_changes_clean_data(value: object, dirty: bool) -> None:
-    from refundcore.client import _scrub
+    from refundcore.redaction import scrub
 
     if dirty:
         value = {"planted": [f"x{_SECRET}y"], "rest": value}
     before = repr(value)
-    scrubbed = _scrub(value, (_SECRET,))
+    scrubbed = scrub(value, (_SECRET,))
     assert repr(value) == before  # the caller's value is never changed
     if _SECRET not in before:
         assert scrubbed is value
@@ -442,20 +472,3 @@ def test_query_strings_stay_out_of_logs_and_errors(
         r.name == "refundcore.transport" and "/v1/refunds?…" in r.getMessage() for r in client_side
     )
     assert not [r for r in client_side if "SECRETHASH" in r.getMessage()]
-
-
-def test_https_gateways_go_through_the_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from refundcore.transport import HttpTransport, proxy_for
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "direct.example,localhost")
-    assert proxy_for("https://api.gateway.example") == "http://proxy.internal:3128"
-    assert proxy_for("https://direct.example") is None
-    assert HttpTransport()._pool("https://api.gateway.example", None).proxy == (
-        "proxy.internal",
-        3128,
-    )
-    assert HttpTransport()._pool("https://direct.example", None).proxy is None
-    monkeypatch.delenv("HTTPS_PROXY")
-    assert proxy_for("https://api.gateway.example") is None
-    assert HttpTransport()._pool("https://api.gateway.example", None).proxy is None

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from refundcore import Money, RefundNotification
+from refundcore import Money, NotARefund, RefundError, RefundNotification, SignatureError, hookimpl
+from refundcore.models import ProviderInfo
 from refundcore.sandbox import SandboxRun, SandboxServer
 from refundcore.wsgi import callback_app
 
@@ -80,3 +81,34 @@ def test_oversized_callback_is_refused(run: SandboxRun) -> None:
         f"{run.receiver_server.base_url}/testpay", data=b"x" * (1024 * 1024 + 1), timeout=5
     )
     assert reply.status_code == 413
+
+
+class _SaleEvents:
+    """An app plugin that turns every verified testpay callback into NotARefund, as a
+    provider plugin does for a genuine callback about a sale."""
+
+    @hookimpl(wrapper=True)
+    def refundcore_verify_callback(self, provider: ProviderInfo) -> object:
+        yield
+        raise NotARefund("payment.succeeded", provider=provider.id)
+
+
+def test_not_a_refund_is_a_refund_error_but_never_a_signature_error() -> None:
+    error = NotARefund("order.paid", provider="wonder")
+    assert isinstance(error, RefundError) and not isinstance(error, SignatureError)
+    assert (error.event, error.provider) == ("order.paid", "wonder")
+    assert "order.paid" in str(error) and "wonder" in str(error)
+
+
+def test_genuine_callback_not_about_a_refund_is_acknowledged_and_not_handed_over(
+    run: SandboxRun,
+) -> None:
+    refund_id = _refund(run)
+    run.client.register_plugin(_SaleEvents())
+    callback = run.emulator.signed_callback(refund_id, path="/testpay")
+    reply = _post(f"{run.receiver_server.base_url}/testpay", callback)
+    assert (reply.status_code, reply.text) == (200, "OK")
+    assert run.notifications == []
+    forged = _post(f"{run.receiver_server.base_url}/testpay", callback, body=b'{"forged":1}')
+    assert forged.status_code == 400
+    assert run.notifications == []

@@ -12,6 +12,9 @@ machines split one batch without doing a row twice.
 
 Journal URLs:
 
+``/absolute/path.db``, ``./relative/path.db``, ``~/path.db``
+    A SQLite file at that path (``~`` is the home directory), as with ``sqlite:///``: a
+    path that plainly is one needs no URL (``REFUNDCORE_JOURNAL=/var/lib/j.db``).
 ``sqlite:///relative/path.db``
     A SQLite file, relative to the current directory (three slashes).
 ``sqlite:////absolute/path.db``
@@ -25,7 +28,8 @@ Journal URLs:
     An in-memory database that lives as long as the journal object: for tests.
 ``postgresql://user:password@host:port/dbname`` (or ``postgres://``)
     A PostgreSQL database, for several app servers or workers; libpq parameters may be
-    added as query parameters (``?sslmode=require``). Needs ``refundcore[postgres]``.
+    added as query parameters (``?sslmode=require``). Needs psycopg 3 (the ``postgres``
+    extra).
     The server's clock is the journal's, whatever the workers' clocks say.
 """
 
@@ -37,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..status import JournalState
+from .dsn import mask_dsn
 from .interface import Journal
-from .urls import USAGE, mask_url, sqlite_path
+from .urls import PLAIN_PATH_PREFIXES, USAGE, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
     Applied,
@@ -116,6 +121,10 @@ def open_journal(url: str) -> Journal:
     """
     if not isinstance(url, str):
         raise ConfigError(f"must be a URL string, got {type(url).__name__}", field="journal")
+    if url.startswith(PLAIN_PATH_PREFIXES):
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal(os.path.expanduser(url))
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         from .sqlite import SqliteJournal
@@ -128,8 +137,9 @@ def open_journal(url: str) -> Journal:
             if not (exc.name or "").startswith("psycopg"):
                 raise
             raise ConfigError(
-                f"{mask_url(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                f"{mask_dsn(url)} needs psycopg 3: pip install 'psycopg[binary]>=3.1' "
+                "(in a clone of refundcore: pip install -e '.[postgres]')",
                 field="journal",
             ) from exc
         return PostgresJournal(url)
-    raise ConfigError(f"{mask_url(url)!r} is not a journal URL; {USAGE}", field="journal")
+    raise ConfigError(f"{mask_dsn(url)!r} is not a journal URL; {USAGE}", field="journal")

@@ -104,13 +104,14 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def abandon(self, provider: str, refund_id: str, *, owner: str) -> bool:
-        """Mark NOT_SENT a SUBMITTING row whose request certainly never left the process
-        (the transport said nothing was sent), so the same refund can be sent again
-        under its id.
+        """Give back ``owner``'s claim of a refund whose request certainly never left
+        the process (a stage refused it, or the transport said nothing was sent).
 
         Only ``owner``'s own attempt, begun as a claim (not a takeover, which may
-        follow an attempt that sent it), is marked; anything else is left as it is.
-        True when the row was marked.
+        follow an attempt that sent it), is given back; anything else is left as it
+        is. A refund that is nothing but this claim is forgotten (its refund id free
+        for any refund); one with a history is marked NOT_SENT (the same refund may
+        be sent again). True when the claim was given back.
         """
 
     @abc.abstractmethod

@@ -1,6 +1,6 @@
 """The PostgreSQL journal: one database shared by several app servers or workers.
 
-Needs psycopg 3 (``pip install 'refundcore[postgres]'``); this module is imported only
+Needs psycopg 3 (``pip install 'psycopg[binary]>=3.1'``); this module is imported only
 when a ``postgresql://`` journal is opened.
 
 Concurrency: every write is one transaction at READ COMMITTED. A claim first takes a
@@ -39,6 +39,7 @@ from psycopg.types.json import Jsonb
 from ..errors import ConfigError, JournalError
 from ..status import JournalState
 from .backend import UTC
+from .dsn import mask_dsn
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
 from .schema import (
@@ -52,7 +53,6 @@ from .schema import (
     V4_STATE_CHECK,
     sql_list,
 )
-from .urls import mask_url
 
 __all__ = ["PostgresJournal"]
 
@@ -188,7 +188,7 @@ class PostgresJournal(SqlJournal):
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, max_connections: int = 10, connect_timeout: int = 5) -> None:
-        self.url = mask_url(url)
+        self.url = mask_dsn(url)
         self._conninfo = url
         try:
             password = urlsplit(url).password or ""

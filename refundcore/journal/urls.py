@@ -1,22 +1,22 @@
-"""Journal URLs: the forms :func:`~refundcore.journal.open_journal` takes, and how one
-is shown in messages (its password masked)."""
+"""Journal URLs: the forms :func:`~refundcore.journal.open_journal` takes."""
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit, urlunsplit
-
 from ..errors import ConfigError
+from .dsn import mask_dsn
 
-__all__ = ["MEMORY", "USAGE", "mask_url", "sqlite_path"]
+__all__ = ["MEMORY", "PLAIN_PATH_PREFIXES", "USAGE", "sqlite_path"]
 
 #: The SQLite "file" of a journal that lives as long as the journal object.
 MEMORY = ":memory:"
 
 #: The forms of a journal URL, for messages.
 USAGE = (
-    "use sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite://:memory: "
-    "or postgresql://user@host/dbname"
+    "use a file path (/absolute/path.db, ./relative/path.db), sqlite:///relative/path.db, "
+    "sqlite:////absolute/path.db, sqlite://:memory: or postgresql://user@host/dbname"
 )
+#: Paths that cannot be mistaken for a URL; a bare "journal.db" could be a mistyped one.
+PLAIN_PATH_PREFIXES = ("/", "./", "../", "~/")
 
 
 def sqlite_path(url: str) -> str:
@@ -28,23 +28,10 @@ def sqlite_path(url: str) -> str:
     if rest in (MEMORY, f"/{MEMORY}"):
         return MEMORY
     if "?" in rest:
-        raise ConfigError(f"{url!r}: query parameters are not supported; {USAGE}", field="journal")
+        raise ConfigError(
+            f"{mask_dsn(url)!r}: query parameters are not supported; {USAGE}", field="journal"
+        )
     # "sqlite://host/..." names no file: only an empty host (the third slash) does.
     if not rest.startswith("/") or len(rest) < 2:
-        raise ConfigError(f"{url!r} names no file; {USAGE}", field="journal")
+        raise ConfigError(f"{mask_dsn(url)!r} names no file; {USAGE}", field="journal")
     return rest[1:]
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` parameter) masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed URL>"
-    userinfo, at, host = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.partition(':')[0]}:***@{host}" if at and ":" in userinfo else parts.netloc
-    query = "&".join(
-        "password=***" if unquote(item.partition("=")[0]).lower() == "password" else item
-        for item in parts.query.split("&")
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -82,6 +82,10 @@ class SandboxRun:
         """Start both servers and configure the client for the emulator."""
         self.server.start()
         self.receiver_server.start()
+        if not self.info.capabilities.notify_url:
+            # The refund request cannot carry the URL: the merchant sets it at the
+            # gateway itself, as this does for the emulator.
+            self.emulator.notify_url = self.notify_url
         settings = dict(self.emulator.client_config(self.server.base_url))
         settings.setdefault("read_timeout", self._read_timeout)
         self.client.configure(self.provider, settings)

@@ -9,6 +9,7 @@ error statuses, and requests that were (or were not) processed before the failur
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import http.server
 import io
 import json
@@ -148,12 +149,20 @@ class _State:
         with self._lock:
             self._faults.clear()
 
+    def _route(self, path: str) -> str | None:
+        if path in self._faults:
+            return path
+        for pattern in self._faults:
+            if pattern != "*" and _is_pattern(pattern) and fnmatch.fnmatchcase(path, pattern):
+                return pattern
+        return "*" if "*" in self._faults else None
+
     def take_fault(self, path: str) -> Fault | None:
         """Return the fault for ``path`` and count this use against its ``times``."""
         with self._lock:
-            key = path if path in self._faults else "*"
-            entry = self._faults.get(key)
-            if entry is None:
+            key = self._route(path)
+            entry = None if key is None else self._faults.get(key)
+            if key is None or entry is None:
                 return None
             fault, remaining = entry
             if remaining is not None:
@@ -196,10 +205,11 @@ class _HTTPServer(socketserver.TCPServer):
         # Kept apart from the sockets: a thread drops its socket a moment before it ends,
         # and stop() must still wait for it.
         self._threads: list[threading.Thread] = []
+        # Written to by stop_serving() so the accept loop wakes at once instead of polling.
+        # Made first: a port that cannot be bound closes the server (server_close) at once.
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         super().__init__((host, port), _Handler)
         self.host, self.port = self.socket.getsockname()[:2]
-        # Written to by stop_serving() so the accept loop wakes at once instead of polling.
-        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
 
     def serve_until_stopped(self) -> None:
         """Accept connections until :meth:`stop_serving` is called."""
@@ -453,6 +463,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+def _is_pattern(path: str) -> bool:
+    return any(char in path for char in "*?[")
+
+
 def _split_target(target: str) -> tuple[str, str]:
     """Split a request target into its raw path and query string."""
     if target.startswith("/"):
@@ -579,10 +593,12 @@ class SandboxServer:
         self._state.clear_requests()
 
     def inject(self, path: str, fault: Fault) -> None:
-        """Apply ``fault`` to requests whose path (query excluded) is exactly ``path``.
+        """Apply ``fault`` to requests whose path (query excluded) is ``path``.
 
-        ``"*"`` matches every path that has no fault of its own. A later injection for the
-        same path replaces the earlier one.
+        A ``path`` with ``*``, ``?`` or ``[`` in it is an :mod:`fnmatch` pattern
+        (``/api/*/refund``; ``*`` matches ``/`` too); a path's own fault wins over a
+        pattern's, and ``"*"`` matches every path no other fault matches. A later
+        injection for the same path replaces the earlier one.
         """
         self._state.inject(path, fault)
 

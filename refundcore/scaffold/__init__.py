@@ -6,12 +6,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .. import __version__
 from ..errors import ValidationError
 
-__all__ = ["create_plugin"]
+__all__ = ["core_requirement", "create_plugin"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{1,30}\Z")
 _TEMPLATE = Path(__file__).parent / "template"
+
+
+def core_requirement(version: str) -> str:
+    """The core versions a plugin written against core ``version`` accepts: its minor
+    series while the core is 0.x (a minor release may change the plugin contract), its
+    major series from 1.0 on."""
+    major, minor = (int(part) for part in re.findall(r"[0-9]+", version)[:2])
+    if major == 0:
+        return f"refundcore>=0.{minor},<0.{minor + 1}"
+    return f"refundcore>={major}.{minor},<{major + 1}"
 
 
 def create_plugin(name: str, directory: str | Path | None = None) -> Path:
@@ -34,6 +45,7 @@ def create_plugin(name: str, directory: str | Path | None = None) -> Path:
         "Title": "".join(part.capitalize() for part in name.split("_")),
         "display": name.replace("_", " ").title(),
         "prefix": re.sub(r"[^A-Z]", "", name.upper())[:2] or "RC",
+        "core_requirement": core_requirement(__version__),
     }
     for source in sorted(_TEMPLATE.rglob("*.tmpl")):
         relative = source.relative_to(_TEMPLATE).with_suffix("")

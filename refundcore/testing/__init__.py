@@ -9,7 +9,8 @@ In the plugin's tests::
 
 Each check runs the real pipeline against the plugin's own gateway emulator over
 loopback sockets. When one fails, its docstring says what a plugin author should look
-at. Needs ``pytest`` and ``hypothesis`` (``pip install refundcore[testing]``).
+at. Needs ``pytest`` and ``hypothesis`` (the ``testing`` extra: in a clone of refundcore,
+``pip install -e '.[testing]'``).
 
 Override :meth:`ProviderConformance.tamper_request_signature` or
 :meth:`ProviderConformance.tamper_callback_signature` when the gateway carries its
@@ -31,7 +32,14 @@ from hypothesis import strategies as st
 
 from ..config import Secret
 from ..crypto import PrivateKey
-from ..errors import ConfigError, PluginError, RefundError, SignatureError, ValidationError
+from ..errors import (
+    ConfigError,
+    NotARefund,
+    PluginError,
+    RefundError,
+    SignatureError,
+    ValidationError,
+)
 from ..hookspecs import hookimpl
 from ..models import (
     Callback,
@@ -43,7 +51,7 @@ from ..models import (
     RefundStatus,
 )
 from ..money import Money
-from ..sandbox import Fault, SandboxRun
+from ..sandbox import Fault, OutgoingCallback, SandboxRun
 
 __all__ = ["ProviderConformance"]
 
@@ -171,6 +179,11 @@ class ProviderConformance:
         self, run: SandboxRun, payment: PaymentRef, amount: Money, **kw: Any
     ) -> RefundResult:
         return run.client.refund(self.provider, payment=payment, amount=amount, **kw)
+
+    def _notify_url(self, run: SandboxRun) -> str | None:
+        """The receiver's URL to pass with a refund, or ``None`` where the provider's
+        refund request cannot carry one (the sandbox then set it at the emulator)."""
+        return run.notify_url if run.info.capabilities.notify_url else None
 
     def _verify(self, run: SandboxRun, callback: Callback) -> Any:
         return run.client.verify_callback(
@@ -340,10 +353,54 @@ class ProviderConformance:
         if not run.info.capabilities.callbacks:
             pytest.skip("provider declares no callbacks")
         payment = self.seed(run)
-        result = self._refund(run, payment, self.partial(), notify_url=run.notify_url)
+        result = self._refund(run, payment, self.partial(), notify_url=self._notify_url(run))
         assert result.status is RefundStatus.SUCCEEDED
         notes = run.wait_for_notifications(1)
         assert notes[0].status is RefundStatus.SUCCEEDED
+
+    def test_notify_url_the_wire_cannot_carry_is_refused(self, run: SandboxRun) -> None:
+        """Where the provider declares ``notify_url=False`` (its refund request has no
+        notify URL), passing one must raise ValidationError naming ``notify_url`` and
+        where the merchant sets the URL instead, before anything is sent: never dropped
+        silently."""
+        caps = run.info.capabilities
+        if not caps.callbacks or caps.notify_url:
+            pytest.skip("provider carries a notify URL with a refund")
+        assert caps.notify_url_setting, "say where the merchant sets the callback URL"
+        payment = self.seed(run)
+        run.server.clear_requests()
+        with pytest.raises(ValidationError) as error:
+            self._refund(run, payment, self.partial(), notify_url=run.notify_url)
+        assert error.value.field == "notify_url"
+        assert caps.notify_url_setting in str(error.value)
+        assert run.server.requests == [], "a refused notify_url still reached the gateway"
+
+    def test_genuine_callback_not_about_a_refund_is_acknowledged(self, run: SandboxRun) -> None:
+        """A genuine callback about the payment itself (a sale) must raise NotARefund
+        from verify_callback (not SignatureError, not a notification), and the WSGI app
+        must answer it as the gateway expects for success without handing it to the
+        application: refusing it makes the gateway deliver it again and again."""
+        if not run.info.capabilities.callbacks:
+            pytest.skip("provider declares no callbacks")
+        payment = self.seed(run)
+        path = f"/{self.provider}"
+        callback = run.emulator.signed_payment_callback(payment, path=path)
+        if callback is None:
+            pytest.skip("the emulator sends no callback about a payment")
+        with pytest.raises(NotARefund) as error:
+            self._verify(run, callback)
+        assert error.value.event, "NotARefund must name the event"
+        delivery = run.emulator.sender.send_now(
+            OutgoingCallback(
+                url=run.receiver_server.base_url + path,
+                method=callback.method,
+                headers=tuple(callback.headers.items()),
+                body=callback.body,
+            )
+        )
+        ack = run.info.callback_ack
+        assert (delivery.status, delivery.body) == (ack.status, ack.body)
+        assert run.notifications == [], "a payment callback was handed over as a refund"
 
     def test_tampered_callback_body_is_refused(self, run: SandboxRun) -> None:
         """Changing a signed callback's body must raise SignatureError."""
@@ -444,6 +501,8 @@ class ProviderConformance:
             self._verify(run, Callback(method="POST", path="/" + path, headers=headers, body=body))
         except PluginError as exc:
             pytest.fail(f"verify_callback crashed on hostile input: {exc.__cause__!r}")
+        except NotARefund:
+            pytest.fail("an unsigned, random callback was taken for a genuine one")
         except RefundError:
             return
         pytest.fail("an unsigned, random callback was accepted")
@@ -486,7 +545,7 @@ class ProviderConformance:
         assert secrets, "the config declares no Secret/PrivateKey fields: type them"
         caplog.set_level(logging.DEBUG)
         payment = self.seed(run)
-        result = self._refund(run, payment, self.partial(), notify_url=run.notify_url)
+        result = self._refund(run, payment, self.partial(), notify_url=self._notify_url(run))
         texts = [repr(result), json.dumps(dict(result.raw), default=str)]
         texts.append(repr(run.client.config_for(self.provider)))
         texts.append(repr(run.client))

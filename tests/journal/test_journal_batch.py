@@ -359,7 +359,7 @@ def test_two_batch_processes_on_one_postgres_journal_split_the_rows(
             subprocess.Popen(
                 [
                     sys.executable,
-                    *("-m", "refundcore.cli", "batch", str(batch)),
+                    *("-m", "refundcore", "batch", str(batch)),
                     *("--config", str(toml), "--journal", postgres_url),
                     *("--workers", "2", "--chunk", "2", "--report", str(report)),
                 ],

@@ -102,30 +102,35 @@ def test_new_claim_records_the_refund_before_sending(
     assert (entry.provider_refund_id, entry.message, entry.raw) == (None, None, {})
 
 
-def test_abandon_marks_an_unsent_refund_not_sent_only(
-    backend: Any, make_refund: MakeRefund
-) -> None:
-    """A refund whose request never left is marked NOT_SENT by its own attempt (if that
-    attempt began as a claim), and the same refund may then be sent again under its id;
-    anything that may have been sent stays."""
+def test_abandon_gives_back_an_unsent_claim_only(backend: Any, make_refund: MakeRefund) -> None:
+    """A refund whose request never left is given back by its own attempt, if that
+    attempt began as a claim: forgotten if it is nothing but that claim, else marked
+    NOT_SENT; anything that may have been sent stays."""
     journal = backend.open()
     new = make_refund()
     journal.claim(new, owner="A", lease_seconds=30)
     assert journal.abandon("testpay", "R-1", owner="B") is False
     assert journal.abandon("testpay", "R-1", owner="A") is True
+    assert journal.get("testpay", "R-1") is None
+    assert journal.history("testpay", "R-1") == []
+    assert journal.claim(make_refund(amount="11.00"), owner="X").outcome is NEW, "free"
+    journal.abandon("testpay", "R-1", owner="X")
+
+    journal.claim(new, owner="C")
+    journal.record("testpay", "R-1", owner="C", attempt=1, state=S.NOT_SENT, sent=False)
+    again = journal.claim(new, owner="D")
+    assert (again.outcome, _entry(again).attempt) == (NEW, 2)
+    assert journal.abandon("testpay", "R-1", owner="D") is True, "attempt 2 began as a claim"
     unsent = journal.get("testpay", "R-1")
     assert unsent is not None
     assert (unsent.state, unsent.owner, unsent.lease_until) == (S.NOT_SENT, None, None)
     assert journal.claim(make_refund(amount="11.00"), owner="X").outcome is CONFLICT
-    again = journal.claim(new, owner="C")
-    assert (again.outcome, _entry(again).attempt, _entry(again).state) == (NEW, 2, S.SUBMITTING)
-    assert journal.abandon("testpay", "R-1", owner="C") is True, "attempt 2 began as a claim"
-    journal.claim(new, owner="C2")
 
-    journal.record("testpay", "R-1", owner="C2", attempt=3, state=S.UNKNOWN)
-    taken = journal.claim(new, owner="D")
+    journal.claim(new, owner="E")
+    journal.record("testpay", "R-1", owner="E", attempt=3, state=S.UNKNOWN)
+    taken = journal.claim(new, owner="F")
     assert taken.outcome is TAKEOVER
-    assert journal.abandon("testpay", "R-1", owner="D") is False, "a taken-over row may be sent"
+    assert journal.abandon("testpay", "R-1", owner="F") is False, "a taken-over row may be sent"
     assert _entry(taken) == journal.get("testpay", "R-1")
     kinds = [(e.kind.value, e.attempt) for e in journal.history("testpay", "R-1")]
     assert kinds == [

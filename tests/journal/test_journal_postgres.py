@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 
 from refundcore.errors import ConfigError, JournalError
 from refundcore.journal import JournalState, NewRefund, open_journal
-from refundcore.journal.urls import mask_url
+from refundcore.journal.dsn import mask_dsn
 
 MakeRefund = Callable[..., NewRefund]
 PASSWORD = "s3cr3t-Pa55"
@@ -89,17 +90,17 @@ def test_password_never_shows(postgres_url: str, make_refund: MakeRefund) -> Non
             journal.record("testpay", "R-404", owner="A", attempt=1, state=JournalState.FAILED)
     shown.append(str(caught.value))
     assert all(PASSWORD not in text for text in shown)
-    assert journal.url == mask_url(url) and ":***@" in journal.url
+    assert journal.url == mask_dsn(url) and ":***@" in journal.url
 
 
-def test_mask_url_masks_every_password_spelling() -> None:
-    assert mask_url("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+def test_mask_dsn_masks_every_password_spelling() -> None:
+    assert mask_dsn("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert (
-        mask_url("postgres://h/db?sslmode=require&password=pw&user=u")
+        mask_dsn("postgres://h/db?sslmode=require&password=pw&user=u")
         == "postgres://h/db?sslmode=require&password=***&user=u"
     )
-    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert mask_url("postgresql://u:pw@[::1/db") == "<malformed URL>"
+    assert mask_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_dsn("postgresql://u:pw@[::1/db") == "postgresql://u:***@[::1/db"
 
 
 @pytest.mark.parametrize(
@@ -125,7 +126,11 @@ def test_postgres_scheme_is_an_alias(postgres_url: str) -> None:
 def test_missing_psycopg_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
     monkeypatch.delitem(sys.modules, "refundcore.journal.postgres", raising=False)
-    with pytest.raises(ConfigError, match=r"pip install 'refundcore\[postgres\]'") as caught:
+    hint = (
+        "pip install 'psycopg[binary]>=3.1' "
+        "(in a clone of refundcore: pip install -e '.[postgres]')"
+    )
+    with pytest.raises(ConfigError, match=re.escape(hint)) as caught:
         open_journal(f"postgresql://u:{PASSWORD}@h/db")
     assert caught.value.field == "journal" and PASSWORD not in str(caught.value)
 

@@ -54,6 +54,33 @@ def test_memory_journal_is_shared_by_threads(url: str, make_refund: MakeRefund) 
 
 
 @pytest.mark.parametrize(
+    ("given", "where"),
+    [
+        ("{tmp}/plain/journal.db", "plain/journal.db"),
+        ("./here/journal.db", "here/journal.db"),
+        ("../up/journal.db", "up/journal.db"),
+        ("~/home.db", "home/home.db"),
+    ],
+)
+def test_a_plain_path_is_a_sqlite_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_refund: MakeRefund,
+    given: str,
+    where: str,
+) -> None:
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with open_journal(given.format(tmp=tmp_path)) as journal:
+        journal.claim(make_refund(), owner="A")
+    file = (tmp_path / "cwd" / where) if given.startswith("./") else tmp_path / where
+    assert file.is_file()
+    with open_journal(f"sqlite:///{file}") as journal:
+        assert len(journal.entries()) == 1
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "sqlite://",

@@ -1,4 +1,5 @@
-"""refundcore provider plugin for BBMSL PayAPI, "Online Direct" model (Hong Kong).
+"""refundcore provider plugin for BBMSL PayAPI (Hong Kong): payments made through
+"Online Direct" (the default) or "Hosted Checkout" (``checkout = "hosted"``).
 
 Everything this provider does is in this module: its config, how an operation becomes
 a signed request, how a reply becomes a result, and how a notification is verified. The
@@ -10,16 +11,18 @@ signature is RSASSA-PKCS1-v1_5 SHA-256 with the merchant's private key over the 
 bytes of the ``request`` string. The reply is plain JSON with ``responseCode``
 (``"0000"`` is success), ``message``, ``order`` and ``transaction``. Notifications are
 flat JSON objects carrying a ``signature`` field made by BBMSL's own key over the other
-fields written as sorted ``k=v`` pairs joined with ``&``.
+fields written as sorted ``k=v`` pairs joined with ``&``. The refund request carries
+no notify URL: BBMSL notifies the URL given when the payment was created.
 
 Each guess the public documentation forces is marked ASSUMPTION and lives in one small
-function named in the README.
+function named in PROTOCOL.md, beside this package, with its source.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -34,6 +37,7 @@ from refundcore import (
     HttpResponse,
     Lookup,
     LookupKey,
+    NotARefund,
     ProviderConfig,
     ProviderInfo,
     RefundNotification,
@@ -43,7 +47,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
-from refundcore.crypto import PrivateKey, PublicKey
+from refundcore.crypto import PrivateKey, PublicKey, b64decode_strict
 from refundcore.models import (
     Callback,
     CallbackAck,
@@ -56,19 +60,24 @@ from refundcore.models import (
 from refundcore.money import Money
 
 __all__ = [
+    "CHECKOUTS",
     "CURRENCIES",
+    "NOTIFY_URL_SETTING",
     "PATHS",
     "PROVIDER_ID",
     "SUCCESS_CODE",
     "DirectgwConfig",
     "JsonNumber",
+    "checkout_paths",
     "envelope",
     "json_text",
     "notification_event",
-    "notification_sign_text",
+    "notification_sign_texts",
     "notification_value_text",
     "order_id_number",
+    "order_identifiers",
     "parse_notification",
+    "php_value_text",
     "provider_refund_id",
     "query_identifiers",
     "query_outcome",
@@ -76,12 +85,24 @@ __all__ = [
 ]
 
 PROVIDER_ID = "directgw"
-#: One path per operation kind; every call is a POST of the signed envelope.
-PATHS: Mapping[str, str] = {
-    "refund": "/direct/refund",
-    "query": "/direct/query",
-    "void": "/direct/void",
+#: The checkout a payment was made through (``DirectgwConfig.checkout``).
+CHECKOUTS = ("direct", "hosted")
+#: One path per checkout and operation kind; every call is a POST of the signed
+#: envelope. Online Direct's are the API pages'; Hosted Checkout's are those BBMSL's
+#: production WooCommerce plugin calls (trailing slash included).
+PATHS: Mapping[str, Mapping[str, str]] = {
+    "direct": {"refund": "/direct/refund", "query": "/direct/query", "void": "/direct/void"},
+    "hosted": {
+        "refund": "/hosted-checkout/refund/",
+        "query": "/hosted-checkout/query/",
+        "void": "/hosted-checkout/void/",
+    },
 }
+#: Where a merchant sets the URL BBMSL notifies: a refund request cannot carry one.
+NOTIFY_URL_SETTING = (
+    "the order's callbackUrl.notify, given when the payment is created "
+    "(BBMSL notifies that URL about the order's refund too)"
+)
 #: The only ``responseCode`` that means success.
 SUCCESS_CODE = "0000"
 #: ASSUMPTION: the currencies BBMSL documents for orders (both have 2 decimals, which is
@@ -93,6 +114,11 @@ MERCHANT_REFERENCE_MAX = 64
 _ORDER_ID = re.compile(r"0|[1-9][0-9]{0,17}")
 _DIGITS = re.compile(r"[0-9]+")
 _MAX_ID_TEXT = 128
+
+
+def _check_checkout(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in CHECKOUTS:
+        raise ConfigError(f"{value!r} is not one of {', '.join(CHECKOUTS)}", field=attribute.name)
 
 
 def _check_merchant_id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -108,12 +134,15 @@ class DirectgwConfig(ProviderConfig):
 
     ``private_key`` is the merchant's RSA key (PEM PKCS#8 or PKCS#1, or bare base64)
     whose public half is registered with BBMSL; ``gateway_public_key`` is BBMSL's key,
-    used to verify notifications.
+    used to verify notifications. ``checkout`` is how the payments being refunded were
+    made: ``"direct"`` (Online Direct, the default) or ``"hosted"`` (Hosted Checkout);
+    each is refunded, queried and voided at its own paths (:func:`checkout_paths`).
     """
 
     merchant_id: str = attrs.field(validator=_check_merchant_id)
     private_key: PrivateKey
     gateway_public_key: PublicKey
+    checkout: str = attrs.field(default="direct", validator=_check_checkout)
 
 
 # -- JSON written exactly (no float anywhere) -------------------------------------------
@@ -219,10 +248,26 @@ def order_id_number(payment_id: str) -> int:
     return int(payment_id)
 
 
-def _order_identifiers(payment: PaymentRef) -> dict[str, Any]:
+def checkout_paths(checkout: str) -> Mapping[str, str]:
+    """ASSUMPTION (sources: the API pages for Online Direct; BBMSL's production
+    WooCommerce plugin for Hosted Checkout, which the pages do not cover): the refund,
+    query and void paths of the checkout a payment was made through. Hosted Checkout
+    payments are refunded at ``/hosted-checkout/refund/``, Online Direct ones at
+    ``/direct/refund``; each checkout's order is unknown at the other's paths."""
+    return PATHS[checkout]
+
+
+def order_identifiers(payment: PaymentRef, checkout: str) -> dict[str, Any]:
+    """ASSUMPTION, where BBMSL's sources disagree: how an order is named in a request.
+
+    ``orderId`` is a JSON number on Online Direct (the API page's type) and a JSON
+    string of the same digits on Hosted Checkout (what BBMSL's production plugin sends
+    there); either way it must be the digits of a BBMSL order id (:func:`order_id_number`).
+    ``merchantReference`` is a string of at most 64 characters on both."""
     ids: dict[str, Any] = {}
     if payment.payment_id is not None:
-        ids["orderId"] = order_id_number(payment.payment_id)
+        number = order_id_number(payment.payment_id)
+        ids["orderId"] = number if checkout == "direct" else str(number)
     if payment.merchant_reference is not None:
         if len(payment.merchant_reference) > MERCHANT_REFERENCE_MAX:
             raise ValidationError(
@@ -240,29 +285,32 @@ def _order_identifiers(payment: PaymentRef) -> dict[str, Any]:
     return ids
 
 
-def query_identifiers(ids: Mapping[str, Any]) -> dict[str, Any]:
+def query_identifiers(ids: Mapping[str, Any], checkout: str) -> dict[str, Any]:
     """ASSUMPTION: the query takes ``orderId`` *or* ``merchantReference`` (the docs say
-    "or"), so only one is sent: the order id when known, else the merchant reference."""
-    if "orderId" in ids:
-        return {"orderId": ids["orderId"]}
-    return {"merchantReference": ids["merchantReference"]}
+    "or"), so only one is sent. Online Direct: the order id when known, else the
+    merchant reference. Hosted Checkout: the merchant reference when known (BBMSL's
+    production plugin queries by it alone), else the order id."""
+    first = "orderId" if checkout == "direct" else "merchantReference"
+    name = first if first in ids else next(key for key in ids if key != first)
+    return {name: ids[name]}
 
 
 def _params(config: DirectgwConfig, operation: Operation) -> tuple[str, dict[str, Any]]:
+    paths = checkout_paths(config.checkout)
     if isinstance(operation, Refund):
-        ids = _order_identifiers(operation.payment)
+        ids = order_identifiers(operation.payment, config.checkout)
         # Money holds exactly the currency's 2 decimals, so the number is "76.19" or
         # "100.00"; the currency itself is not sent: the refund is in the order's.
-        return PATHS["refund"], {
+        return paths["refund"], {
             "merchantId": config.merchant_id,
             **ids,
             "amount": operation.amount.amount,
         }
     if isinstance(operation, Void):
         # A void reverses the whole order: BBMSL takes no amount for it.
-        return PATHS["void"], {
+        return paths["void"], {
             "merchantId": config.merchant_id,
-            **_order_identifiers(operation.payment),
+            **order_identifiers(operation.payment, config.checkout),
         }
     if isinstance(operation, RefundQuery):
         if operation.payment is None:
@@ -271,8 +319,10 @@ def _params(config: DirectgwConfig, operation: Operation) -> tuple[str, dict[str
                 "merchant_reference) the refund was made on",
                 field="payment",
             )
-        ids = query_identifiers(_order_identifiers(operation.payment))
-        return PATHS["query"], {"merchantId": config.merchant_id, **ids}
+        ids = query_identifiers(
+            order_identifiers(operation.payment, config.checkout), config.checkout
+        )
+        return paths["query"], {"merchantId": config.merchant_id, **ids}
     raise ValidationError(f"{operation.kind} is not supported", field="operation")
 
 
@@ -463,7 +513,7 @@ def parse_notification(body: bytes) -> dict[str, Any]:
 
 
 def notification_value_text(value: Any) -> str:
-    """ASSUMPTION: how one notification value is written in the signed ``k=v`` string.
+    """One notification value as its raw JSON text (the API pages' reading):
 
     * a string: its value, unescaped (``"a\\"b"`` on the wire → ``a"b``);
     * a number: its literal text exactly as received (``100.6``, ``699.00``, ``1076``,
@@ -477,32 +527,101 @@ def notification_value_text(value: Any) -> str:
     return json_text(value)
 
 
-def notification_sign_text(fields: Mapping[str, Any]) -> str:
-    """The text BBMSL signs: every top-level field but ``signature`` as ``k=v`` (value
-    per :func:`notification_value_text`), the strings sorted, joined with ``&``."""
-    pairs = [
-        f"{key}={notification_value_text(value)}"
-        for key, value in fields.items()
-        if key != "signature"
-    ]
+#: PHP's ``precision`` setting (default 14): the significant digits of a float printed.
+_PHP_PRECISION = 14
+_PHP_INT_MIN, _PHP_INT_MAX = -(2**63), 2**63 - 1
+
+
+def _php_float_text(value: float) -> str:
+    """A float as PHP prints it (``(string)$float``: ``%.14G`` in PHP's own layout)."""
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INF" if value > 0 else "-INF"
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    mantissa, _, exponent = f"{abs(value):.{_PHP_PRECISION - 1}e}".partition("e")
+    digits = mantissa.replace(".", "").rstrip("0")
+    point = int(exponent) + 1  # where the decimal point goes among the digits
+    if point < -3 or point > _PHP_PRECISION:
+        power = point - 1
+        return f"{sign}{digits[0]}.{digits[1:] or '0'}E{'-' if power < 0 else '+'}{abs(power)}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if len(digits) <= point:
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def php_value_text(value: Any) -> str:
+    """One notification value as BBMSL's production plugin (PHP) writes it in the
+    signed text: ``sprintf('%s=%s', $k, $v)`` over ``json_decode($body, true)``.
+
+    * a string: as it is;
+    * an integer that fits PHP's int (64 bits): its digits (``-0`` → ``0``);
+    * any other number is a PHP float, printed with 14 significant digits and no
+      trailing zeros: ``699.00`` → ``699``, ``0.10`` → ``0.1``, ``1e2`` → ``100``,
+      ``1e15`` → ``1.0E+15``, ``0.00001`` → ``1.0E-5``, ``1e999`` → ``INF``;
+    * ``true`` → ``1``; ``false`` and ``null`` → empty;
+    * an object or array → ``Array``.
+    """
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "1"
+    if value is False or value is None:
+        return ""
+    if isinstance(value, JsonNumber):
+        text = value.text
+        if not any(mark in text for mark in ".eE"):
+            number = int(text)
+            if _PHP_INT_MIN <= number <= _PHP_INT_MAX:
+                return str(number)
+        return _php_float_text(float(text))
+    if isinstance(value, (dict, list)):
+        return "Array"
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _sign_text(fields: Mapping[str, Any], value_text: Callable[[Any], str]) -> str:
+    pairs = [f"{key}={value_text(value)}" for key, value in fields.items() if key != "signature"]
     return "&".join(sorted(pairs))
 
 
-def notification_event(status: str | None) -> tuple[str, RefundStatus]:
+def notification_sign_texts(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    """ASSUMPTION, where BBMSL's sources disagree: the texts a notification's signature
+    may cover. Each is every top-level field but ``signature`` as ``k=v``, the strings
+    sorted (byte order), joined with ``&``; they differ in how a value is written:
+
+    1. as PHP prints the json-decoded value (:func:`php_value_text`), as BBMSL's
+       production plugin verifies: ``699.00`` → ``699``, ``true`` → ``1``;
+    2. the raw JSON text (:func:`notification_value_text`), as the API pages read.
+
+    A signature over either is accepted. Both are checked with BBMSL's key, so neither
+    lets anyone but BBMSL sign. The PHP text comes first (what the plugin that runs in
+    production accepts, so usually the one verify needed); when the two texts are the
+    same (every value a string) there is one."""
+    php = _sign_text(fields, php_value_text)
+    raw = _sign_text(fields, notification_value_text)
+    return (php,) if php == raw else (php, raw)
+
+
+def notification_event(status: str | None, provider: str) -> str:
     """ASSUMPTION: what a notification's ``status`` reports. BBMSL documents only
     payment-success notifications; a refund is taken to be reported with the order's
-    status REFUNDED and a void with VOIDED. Any other status (SUCCESS = a payment) is
-    not about a refund: the event says what it is and the refund status is UNKNOWN, so
-    an application that looks only at ``status`` never mistakes it for a refund."""
+    status REFUNDED (event ``refund``) and a void with VOIDED (event ``void``). Any
+    other status is not about a refund: :class:`NotARefund` (SUCCESS → ``payment``,
+    else ``order.<status>``), raised only once the signature has verified."""
     if status == "REFUNDED":
-        return "refund", RefundStatus.SUCCEEDED
+        return "refund"
     if status == "VOIDED":
-        return "void", RefundStatus.SUCCEEDED
+        return "void"
     if status == "SUCCESS":
-        return "payment", RefundStatus.UNKNOWN
+        raise NotARefund("payment", provider=provider)
     plain = status is not None and status.isascii() and status.isalnum() and len(status) <= 32
     label = status.lower() if plain and status else "unknown"
-    return f"order.{label}", RefundStatus.UNKNOWN
+    raise NotARefund(f"order.{label}", provider=provider)
 
 
 def _is_json_media_type(content_type: str | None) -> bool:
@@ -565,6 +684,8 @@ def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> N
                     settle_delay=60.0,
                     not_found_codes={"not_refunded"},
                 ),
+                notify_url=False,
+                notify_url_setting=NOTIFY_URL_SETTING,
             ),
             environments={
                 "sandbox": "https://payapi.sit.bbmsl.com",
@@ -582,8 +703,9 @@ def refundcore_build_request(config: DirectgwConfig, operation: Operation) -> Ht
     """Build the request string (the params as compact JSON, serialised once).
 
     The body returned here is the ``request`` string itself; the sign stage signs those
-    exact bytes and wraps them in the ``{"request", "signature"}`` envelope.
-    ``notify_url`` is not sent: BBMSL notifies the URL set when the payment was created.
+    exact bytes and wraps them in the ``{"request", "signature"}`` envelope. There is
+    no notify URL to send (``Capabilities.notify_url`` is False: the client refuses
+    one before this runs); BBMSL notifies the URL given when the payment was created.
     """
     path, params = _params(config, operation)
     return HttpRequest(
@@ -636,25 +758,28 @@ def refundcore_verify_callback(
     try:
         fields = parse_notification(callback.body)
         signature = fields.get("signature")
-        message = notification_sign_text(fields).encode("utf-8")
+        messages = [text.encode("utf-8") for text in notification_sign_texts(fields)]
     except (ValueError, TypeError, RecursionError):
         raise SignatureError(
             "notification body is not a JSON object BBMSL could have signed"
         ) from None
     if not isinstance(signature, str) or not signature:
         raise SignatureError("notification has no signature")
-    config.gateway_public_key.verify_sha256_b64(signature, message)
+    raw_signature = b64decode_strict(signature)
+    key = config.gateway_public_key
+    if not any(key.verify_sha256(raw_signature, message) for message in messages):
+        raise SignatureError("signature does not match")
 
     status_text = fields.get("status")
-    event, status = notification_event(status_text if isinstance(status_text, str) else None)
+    event = notification_event(status_text if isinstance(status_text, str) else None, provider.id)
     order_id = _id_text(fields.get("orderId"))
     return RefundNotification(
         provider=provider.id,
-        status=status,
+        status=RefundStatus.SUCCEEDED,
         event=event,
         # No transaction id in a notification: the order id identifies the refund (a
         # BBMSL order is refunded at most once).
-        provider_refund_id=order_id if event in ("refund", "void") else None,
+        provider_refund_id=order_id,
         payment=_payment_ref(order_id, fields.get("merchantReference")),
         # A notification names no currency, so its amount is left in raw.
         amount=_money(fields.get("amount"), fields.get("currency")),

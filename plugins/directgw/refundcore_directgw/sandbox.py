@@ -1,4 +1,4 @@
-"""An emulator of BBMSL PayAPI (Online Direct), for the sandbox, the demo and the tests.
+"""An emulator of BBMSL PayAPI, for the sandbox, the demo and the tests.
 
 It behaves like the gateway for one merchant: it reads the ``{"request", "signature"}``
 envelope, verifies the signature with the merchant's public key, keeps a ledger of the
@@ -6,12 +6,26 @@ seeded orders, refunds an order at most once and only within its unsettled balan
 voids unsettled orders, answers queries, and posts notifications signed with its own
 gateway key to the order's notify URL, retrying until the receiver answers ``OK``.
 
+Orders are made through one checkout (``checkout="direct"``, Online Direct, or
+``"hosted"``, Hosted Checkout) and are found only at that checkout's paths, with the
+``orderId`` type of its requests (a JSON number on Online Direct; a string of digits,
+as BBMSL's production plugin sends, on Hosted Checkout).
+
+Notifications carry ``amount`` and ``orderId`` as JSON numbers and are signed over
+the values as BBMSL's production plugin (PHP) prints them (``notification_values=
+"php"``, the default: ``40.00`` → ``40``); ``"json"`` signs the raw JSON text
+instead, and ``"strings"`` sends every value as a string (the pages' example), where
+the two agree. Besides refund (REFUNDED) and void (VOIDED) notifications it signs
+sale (SUCCESS) ones, which a receiver must acknowledge and not take for a refund.
+
 BBMSL publishes no list of ``responseCode`` values; the decline codes below are this
 emulator's own (the plugin treats every code but ``0000`` alike).
 
-Two things a merchant knows but a BBMSL refund request never carries — the notify URL
-(set when the payment was created) and the merchant's own refund id — reach the
-emulator through :class:`SandboxBridge`, an app plugin for the sandbox's client.
+The notify URL is the order's (set when the payment was created), else the one the
+merchant set at the gateway (``notify_url``, which :class:`SandboxRun` sets):
+a BBMSL refund request carries none. The merchant's own refund id, which BBMSL never
+sees, reaches the emulator through :class:`SandboxBridge`, an app plugin for the
+sandbox's client.
 """
 
 from __future__ import annotations
@@ -31,14 +45,12 @@ from refundcore.crypto import PrivateKey, generate_rsa_keypair
 from refundcore.errors import SignatureError, ValidationError
 from refundcore.models import (
     Callback,
-    HttpRequest,
     Operation,
     PaymentRef,
     ProviderInfo,
     Refund,
     RefundResult,
     RefundStatus,
-    Void,
 )
 from refundcore.money import Money
 from refundcore.sandbox import (
@@ -50,12 +62,24 @@ from refundcore.sandbox import (
     LedgerRefund,
     RefundDecision,
     Reply,
+    utcnow,
 )
-from refundcore.sandbox.emulator import utcnow
 
-from . import PATHS, PROVIDER_ID, SUCCESS_CODE, json_text
+from . import (
+    CHECKOUTS,
+    PATHS,
+    PROVIDER_ID,
+    SUCCESS_CODE,
+    JsonNumber,
+    json_text,
+    notification_value_text,
+    php_value_text,
+)
 
-__all__ = ["DECLINES", "DirectgwEmulator", "SandboxBridge"]
+__all__ = ["DECLINES", "NOTIFICATION_VALUES", "DirectgwEmulator", "SandboxBridge"]
+
+#: How the emulator writes and signs notification values (see the module).
+NOTIFICATION_VALUES = ("php", "json", "strings")
 
 #: The emulator's decline codes (its own choice: BBMSL publishes none).
 DECLINES: Mapping[str, str] = {
@@ -96,6 +120,17 @@ class _Ledger(Ledger):
         with self._lock:
             self._aliases[refund_id] = key
 
+    def dump(self) -> dict[str, Any]:
+        """The ledger's dump, with the linked refund ids."""
+        with self._lock:
+            return {**super().dump(), "aliases": dict(self._aliases)}
+
+    def load(self, data: Any) -> None:
+        """Carry on from :meth:`dump`'s data."""
+        super().load(data)
+        with self._lock:
+            self._aliases = dict(data.get("aliases", {}))
+
     def find_refund(
         self, refund_id: str | None = None, provider_refund_id: str | None = None
     ) -> LedgerRefund | None:
@@ -114,15 +149,18 @@ class DirectgwEmulator(Emulator):
     signs notifications; its public half is the client's ``gateway_public_key``).
 
     Orders are seeded with :meth:`seed_payment` (``orderId`` digits, a
-    ``merchantReference``); each has an unsettled balance (the order amount unless
-    :meth:`set_unsettled_balance` says otherwise) and can be :meth:`mark_settled`.
-    BBMSL has no pending refunds: a ``PENDING`` seed is refused; a ``FAILED`` one makes
-    its refunds declined.
+    ``merchantReference``) through the emulator's ``checkout``; each has an unsettled
+    balance (the order amount unless :meth:`set_unsettled_balance` says otherwise) and
+    can be :meth:`mark_settled`. BBMSL has no pending refunds: a ``PENDING`` seed is
+    refused; a ``FAILED`` one makes its refunds declined. ``notification_values`` is
+    how notifications are written and signed (:data:`NOTIFICATION_VALUES`).
     """
 
     provider_id = PROVIDER_ID
     # Ledger ids become order and transaction ids: JSON numbers, so no leading zero.
     id_prefix = "1"
+    refund_paths = tuple(paths["refund"] for paths in PATHS.values())
+    refund_statuses = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
     def __init__(
         self,
@@ -131,10 +169,21 @@ class DirectgwEmulator(Emulator):
         clock: Callable[[], dt.datetime] = utcnow,
         callback_delay: float = 0.0,
         send_callbacks: bool = True,
+        checkout: str = "direct",
+        notification_values: str = "php",
     ) -> None:
+        if checkout not in CHECKOUTS:
+            raise ValueError(f"checkout must be one of {CHECKOUTS}, not {checkout!r}")
+        if notification_values not in NOTIFICATION_VALUES:
+            raise ValueError(
+                f"notification_values must be one of {NOTIFICATION_VALUES}, "
+                f"not {notification_values!r}"
+            )
         super().__init__(
             credentials, clock=clock, callback_delay=callback_delay, send_callbacks=send_callbacks
         )
+        self.checkout = checkout
+        self.notification_values = notification_values
         self._ledger = _Ledger(self.id_prefix)
         self.ledger = self._ledger
         # Held across each rule check and the ledger write it leads to.
@@ -163,6 +212,7 @@ class DirectgwEmulator(Emulator):
             "merchant_id": self.credentials["merchant_id"],
             "private_key": self._private_key("private_key").to_pem(),
             "gateway_public_key": self._private_key("gateway_key").public_key().to_pem(),
+            "checkout": self.checkout,
         }
 
     def make_sender(self) -> CallbackSender:
@@ -196,6 +246,7 @@ class DirectgwEmulator(Emulator):
             unsettled=amount.amount,
             settled=False,
             sale_transaction_id=self.ledger.next_id(),
+            checkout=self.checkout,
         )
         return ref
 
@@ -233,11 +284,12 @@ class DirectgwEmulator(Emulator):
     # -- the gateway -----------------------------------------------------------------------
 
     def handle(self, request: Incoming) -> Reply:
-        """Answer one PayAPI call."""
+        """Answer one PayAPI call, at either checkout's paths."""
+        actions = {"refund": self._refund, "query": self._query, "void": self._void}
         routes = {
-            PATHS["refund"]: self._refund,
-            PATHS["query"]: self._query,
-            PATHS["void"]: self._void,
+            path: (checkout, actions[kind])
+            for checkout, paths in PATHS.items()
+            for kind, path in paths.items()
         }
         route = routes.get(request.path)
         if request.method != "POST" or route is None:
@@ -247,7 +299,8 @@ class DirectgwEmulator(Emulator):
         params = self._authenticated_params(request)
         if isinstance(params, Reply):
             return params
-        return route(params)
+        checkout, action = route
+        return action(params, checkout)
 
     def _authenticated_params(self, request: Incoming) -> dict[str, Any] | Reply:
         try:
@@ -275,11 +328,16 @@ class DirectgwEmulator(Emulator):
             body["order"] = self._order_json(payment)
         return _json_reply({**body, **extra})
 
-    def _payment_for(self, params: Mapping[str, Any]) -> LedgerPayment | Reply:
+    def _payment_for(self, params: Mapping[str, Any], checkout: str) -> LedgerPayment | Reply:
         order_id, reference = params.get("orderId"), params.get("merchantReference")
-        # Strict about types, as the documented ones: orderId a JSON integer,
+        # Strict about types, as each checkout's sources have them: orderId a JSON
+        # integer on Online Direct, a string of digits on Hosted Checkout;
         # merchantReference a string of at most 64 characters.
-        if order_id is not None and (isinstance(order_id, bool) or not isinstance(order_id, int)):
+        if checkout == "direct":
+            usable = isinstance(order_id, int) and not isinstance(order_id, bool)
+        else:
+            usable = isinstance(order_id, str) and order_id.isascii() and order_id.isdigit()
+        if order_id is not None and not usable:
             return self._decline("1003")
         if reference is not None and (not isinstance(reference, str) or len(reference) > 64):
             return self._decline("1003")
@@ -288,10 +346,13 @@ class DirectgwEmulator(Emulator):
         payment = self.ledger.find_payment(
             payment_id=None if order_id is None else str(order_id), merchant_reference=reference
         )
-        return self._decline("2001") if payment is None else payment
+        # An order is known only at the paths of the checkout it was made through.
+        if payment is None or payment.extra.get("checkout") != checkout:
+            return self._decline("2001")
+        return payment
 
-    def _refund(self, params: Mapping[str, Any]) -> Reply:
-        payment = self._payment_for(params)
+    def _refund(self, params: Mapping[str, Any], checkout: str) -> Reply:
+        payment = self._payment_for(params, checkout)
         if isinstance(payment, Reply):
             return payment
         amount = params.get("amount")
@@ -301,7 +362,8 @@ class DirectgwEmulator(Emulator):
             money = Money(amount, payment.amount.currency)
         except ValidationError:
             return self._decline("1003")
-        if payment.refund_outcome is RefundStatus.FAILED:
+        outcome = self.ledger.take_outcome(payment)
+        if outcome is RefundStatus.FAILED:
             declined = self._transaction_json(self.ledger.next_id(), "REFUND", money, "DECLINED")
             return self._decline("2007", payment, transaction=declined)
         with self._lock:
@@ -314,9 +376,10 @@ class DirectgwEmulator(Emulator):
                 refund_id=key,
                 amount=money,
                 fingerprint=hashlib.sha256(json_text(dict(params)).encode()).hexdigest(),
-                notify_url=payment.extra.get("notify_url"),
+                notify_url=payment.extra.get("notify_url") or self.notify_url,
                 once=True,
                 now=self.clock(),
+                status=outcome,
             )
             if decision is not RefundDecision.ACCEPTED or record is None:
                 return self._decline("2002", payment)
@@ -346,8 +409,8 @@ class DirectgwEmulator(Emulator):
             return "2004"
         return None
 
-    def _query(self, params: Mapping[str, Any]) -> Reply:
-        payment = self._payment_for(params)
+    def _query(self, params: Mapping[str, Any], checkout: str) -> Reply:
+        payment = self._payment_for(params, checkout)
         if isinstance(payment, Reply):
             return payment
         return _json_reply(
@@ -359,8 +422,8 @@ class DirectgwEmulator(Emulator):
             }
         )
 
-    def _void(self, params: Mapping[str, Any]) -> Reply:
-        payment = self._payment_for(params)
+    def _void(self, params: Mapping[str, Any], checkout: str) -> Reply:
+        payment = self._payment_for(params, checkout)
         if isinstance(payment, Reply):
             return payment
         with self._lock:
@@ -440,24 +503,35 @@ class DirectgwEmulator(Emulator):
 
     # -- notifications ---------------------------------------------------------------------
 
-    def sign_notification(self, fields: Mapping[str, str]) -> bytes:
+    def sign_notification(self, fields: Mapping[str, Any]) -> bytes:
         """A notification body: ``fields`` plus a ``signature`` made with the gateway
-        key over the sorted ``k=v`` strings joined with ``&`` (string values only)."""
-        text = "&".join(sorted(f"{key}={value}" for key, value in fields.items()))
+        key over the sorted ``k=v`` strings joined with ``&``, each value written as
+        ``notification_values`` says (a :class:`Decimal` or int is a JSON number)."""
+        if self.notification_values == "strings":
+            fields = {
+                key: value if isinstance(value, str) else str(value)
+                for key, value in fields.items()
+            }
+        write = php_value_text if self.notification_values == "php" else notification_value_text
+        as_received = {
+            key: JsonNumber(json_text(value)) if isinstance(value, (Decimal, int)) else value
+            for key, value in fields.items()
+        }
+        text = "&".join(sorted(f"{key}={write(value)}" for key, value in as_received.items()))
         signature = self._private_key("gateway_key").sign_sha256(text.encode("utf-8"))
         body = {**fields, "signature": base64.b64encode(signature).decode("ascii")}
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json_text(body).encode("utf-8")
 
-    def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
-        """The refund notification: the order's fields with status REFUNDED and the
-        refund's amount, as strings (as in BBMSL's current notification example)."""
-        payment = self.ledger.payment_of(record)
-        fields = {
-            "amount": record.amount.to_wire(),
+    def notification(
+        self, payment: LedgerPayment, status: str, amount: Money, *, path: str, at: dt.datetime
+    ) -> Callback:
+        """A signed notification about ``payment``'s order with ``status`` and ``amount``."""
+        fields: dict[str, Any] = {
+            "amount": amount.amount,
             "maskedPan": _MASKED_PAN,
-            "orderId": str(payment.ref.payment_id),
+            "orderId": int(str(payment.ref.payment_id)),
             "cardType": _CARD_TYPE,
-            "status": "REFUNDED",
+            "status": status,
             "merchantReference": str(payment.ref.merchant_reference),
             "updateTime": _time(at),
         }
@@ -468,34 +542,33 @@ class DirectgwEmulator(Emulator):
             body=self.sign_notification(fields),
         )
 
+    def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
+        """The refund notification: the order's fields with status REFUNDED and the
+        refund's amount."""
+        payment = self.ledger.payment_of(record)
+        return self.notification(payment, "REFUNDED", record.amount, path=path, at=at)
+
+    def signed_payment_callback(
+        self, payment: PaymentRef, *, path: str = "/callback"
+    ) -> Callback | None:
+        """The sale notification (status SUCCESS) about a seeded order."""
+        found = self._find(payment)
+        if found is None:
+            raise KeyError(f"no payment {payment!r}")
+        return self.notification(found, "SUCCESS", found.amount, path=path, at=self.clock())
+
 
 class SandboxBridge:
     """An app plugin for a client that talks to a :class:`DirectgwEmulator`.
 
-    It hands the emulator what a real merchant's BBMSL account learns by other means:
-    a refund's ``notify_url`` becomes the order's notify URL (on BBMSL it is set when the
-    payment is created), and each successful refund's ``refund_id`` is linked to the
-    emulator's record of it (BBMSL never sees refund ids), so
-    ``emulator.signed_callback(refund_id)`` finds it. Only this provider's calls are
-    touched; nothing on the wire changes.
+    It hands the emulator what a real merchant learns by other means: each successful
+    refund's ``refund_id`` is linked to the emulator's record of it (BBMSL never sees
+    refund ids), so ``emulator.signed_callback(refund_id)`` finds it. Only this
+    provider's calls are touched; nothing on the wire changes.
     """
 
     def __init__(self, emulator: DirectgwEmulator) -> None:
         self._emulator = emulator
-
-    @hookimpl(wrapper=True)
-    def refundcore_build_request(
-        self, provider: ProviderInfo, operation: Operation
-    ) -> Generator[None, HttpRequest, HttpRequest]:
-        """After a successful build, register the refund's notify URL for its order."""
-        request = yield
-        if (
-            provider.id == self._emulator.provider_id
-            and isinstance(operation, (Refund, Void))
-            and operation.notify_url
-        ):
-            self._emulator.set_notify_url(operation.payment, operation.notify_url)
-        return request
 
     @hookimpl(wrapper=True)
     def refundcore_parse_response(

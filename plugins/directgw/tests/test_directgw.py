@@ -1,20 +1,24 @@
-"""BBMSL PayAPI (Online Direct): the refundcore conformance suite.
+"""BBMSL PayAPI: the refundcore conformance suite, for Online Direct and for Hosted
+Checkout payments.
 
 The envelope and the notification carry their signatures in the body, so both tamper
-hooks are overridden. The ``run`` fixture also registers the emulator's
-:class:`~refundcore_directgw.sandbox.SandboxBridge`: a BBMSL refund request carries
-neither a notify URL nor the merchant's refund id, and the suite relies on both reaching
-the emulator.
+hooks are overridden. A BBMSL refund request carries neither a notify URL (declared:
+the sandbox sets the URL at the emulator, as a merchant sets it with BBMSL) nor the
+merchant's refund id (the ``run`` fixture registers the emulator's
+:class:`~refundcore_directgw.sandbox.SandboxBridge`, which links the two).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import attrs
+import pytest
 from refundcore_directgw import envelope
 
 from refundcore.models import Callback, HttpRequest
+from refundcore.sandbox import SandboxRun
 from refundcore.testing import ProviderConformance
 
 
@@ -34,7 +38,19 @@ class TestDirectgwConformance(ProviderConformance):
         )
 
     def tamper_callback_signature(self, callback: Callback) -> Callback:
-        fields = json.loads(callback.body)
-        fields["signature"] = _flip_first(fields["signature"])
-        body = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        signature = json.loads(callback.body)["signature"]
+        body = callback.body.replace(signature.encode(), _flip_first(signature).encode())
         return attrs.evolve(callback, body=body)
+
+
+class TestDirectgwHostedCheckoutConformance(TestDirectgwConformance):
+    """The same suite for Hosted Checkout payments (``checkout = "hosted"``)."""
+
+    @pytest.fixture
+    def run(self) -> Iterator[SandboxRun]:
+        options = {"checkout": "hosted"}
+        with SandboxRun(
+            self.provider, read_timeout=self.read_timeout, emulator_options=options
+        ) as run:
+            assert run.client.config_for(self.provider).checkout == "hosted"
+            yield run

@@ -1,14 +1,18 @@
-"""BBMSL PayAPI (Online Direct): notification verification and delivery.
+"""BBMSL PayAPI: notification verification and delivery.
 
 The signed text is every top-level field but ``signature`` as ``k=v``, sorted, joined
-with ``&``; how a value becomes text is the plugin's ASSUMPTION
-(:func:`refundcore_directgw.notification_value_text`): strings unescaped, numbers as
-their literal text, JSON literals as such, nested values as compact JSON.
+with ``&``. How a value becomes text is where BBMSL's sources disagree
+(:func:`refundcore_directgw.notification_sign_texts`): the raw JSON text (strings
+unescaped, numbers as their literal text, JSON literals as such, nested values as
+compact JSON), or the value as BBMSL's production plugin (PHP) prints it after
+``json_decode`` (``699.00`` → ``699``, ``true`` → ``1``, ``null`` → empty). A signature
+over either verifies.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -16,16 +20,19 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from refundcore_directgw import (
+    JsonNumber,
     notification_event,
-    notification_sign_text,
+    notification_sign_texts,
     parse_notification,
+    php_value_text,
 )
-from refundcore_directgw.sandbox import DirectgwEmulator
+from refundcore_directgw.sandbox import NOTIFICATION_VALUES, DirectgwEmulator
 
-from refundcore import RefundClient
+from refundcore import NotARefund, RefundClient, ValidationError
 from refundcore.crypto import PrivateKey, generate_rsa_keypair
 from refundcore.errors import SignatureError
 from refundcore.models import CallbackAck, PaymentRef, RefundNotification, RefundStatus
@@ -46,6 +53,13 @@ LITERAL_SIGN_TEXT = (
     "amount=100.60&big=123456789012345678901234567890&exp=1E+2&flag=true"
     '&merchantReference=a&b="c" \u00e9&neg=-0.50&nested={"x":[1,2.50,"y\u00e9"]}'
     "&none=null&off=false&orderId=1076&status=REFUNDED"
+)
+# The same body as BBMSL's PHP plugin writes it: floats with 14 significant digits and
+# no trailing zeros, an int beyond 64 bits as a float, true → 1, false/null → "".
+PHP_SIGN_TEXT = (
+    "amount=100.6&big=1.2345678901235E+29&exp=100&flag=1"
+    '&merchantReference=a&b="c" \u00e9&neg=-0.5&nested=Array'
+    "&none=&off=&orderId=1076&status=REFUNDED"
 )
 
 _SETTINGS = settings(
@@ -94,12 +108,68 @@ def body_of(members: Iterable[tuple[str, str]], signature: str) -> bytes:
 # -- the signed text ----------------------------------------------------------------------
 
 
-def test_sign_text_of_every_kind_of_value() -> None:
-    assert notification_sign_text(parse_notification(LITERAL_BODY.encode())) == LITERAL_SIGN_TEXT
+def test_sign_texts_of_every_kind_of_value() -> None:
+    texts = notification_sign_texts(parse_notification(LITERAL_BODY.encode()))
+    assert texts == (PHP_SIGN_TEXT, LITERAL_SIGN_TEXT)
 
 
-def test_literal_body_verifies_and_parses(client: RefundClient, gateway_key: PrivateKey) -> None:
-    body = LITERAL_BODY.replace("SIG", signed(gateway_key, LITERAL_SIGN_TEXT)).encode()
+def test_all_strings_give_one_sign_text() -> None:
+    fields = parse_notification(b'{"amount":"699.00","status":"REFUNDED","signature":"x"}')
+    assert notification_sign_texts(fields) == ("amount=699.00&status=REFUNDED",)
+
+
+# What PHP 8's (string) cast prints for json_decode's value of each JSON literal, with
+# the default precision of 14 (checked against PHP's own output).
+PHP_VECTORS = [
+    ("699.00", "699"),
+    ("0.10", "0.1"),
+    ("1e2", "100"),
+    ("1E+2", "100"),
+    ("-0.50", "-0.5"),
+    ("100.60", "100.6"),
+    ("0.5", "0.5"),
+    ("1.5e20", "1.5E+20"),
+    ("1e15", "1.0E+15"),
+    ("1e14", "1.0E+14"),
+    ("99999999999999", "99999999999999"),
+    ("99999999999999.0", "99999999999999"),
+    ("0.0001", "0.0001"),
+    ("0.00001", "1.0E-5"),
+    ("3.141592653589793", "3.1415926535898"),
+    ("123456789012345678", "123456789012345678"),
+    ("9223372036854775807", "9223372036854775807"),
+    ("9223372036854775808", "9.2233720368548E+18"),
+    ("-9223372036854775808", "-9223372036854775808"),
+    ("12345678901234567890", "1.2345678901235E+19"),
+    ("0", "0"),
+    ("-0", "0"),
+    ("0.0", "0"),
+    ("-0.0", "-0"),
+    ("5e-324", "4.9406564584125E-324"),
+    ("1.7976931348623157e308", "1.7976931348623E+308"),
+    ("1e999", "INF"),
+    ("-1e999", "-INF"),
+]
+
+
+@pytest.mark.parametrize(("literal", "text"), PHP_VECTORS)
+def test_php_prints_numbers_so(literal: str, text: str) -> None:
+    assert php_value_text(JsonNumber(literal)) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(True, "1"), (False, ""), (None, ""), ("0.10", "0.10"), ({}, "Array"), ([1], "Array")],
+)
+def test_php_prints_other_values_so(value: object, text: str) -> None:
+    assert php_value_text(value) == text
+
+
+@pytest.mark.parametrize("sign_text", [LITERAL_SIGN_TEXT, PHP_SIGN_TEXT], ids=["raw", "php"])
+def test_literal_body_verifies_and_parses(
+    client: RefundClient, gateway_key: PrivateKey, sign_text: str
+) -> None:
+    body = LITERAL_BODY.replace("SIG", signed(gateway_key, sign_text)).encode()
     note = verify(client, body)
     assert (note.event, note.status) == ("refund", RefundStatus.SUCCEEDED)
     assert note.provider_refund_id == "1076"
@@ -110,109 +180,140 @@ def test_literal_body_verifies_and_parses(client: RefundClient, gateway_key: Pri
     assert "signature" not in note.raw
 
 
-def test_normalised_number_text_does_not_verify(
+def test_number_text_verifies_as_either_reading_writes_it(
     client: RefundClient, gateway_key: PrivateKey
 ) -> None:
-    """Signed over 100.6, sent as 100.60: the same value, other text, so refused (the
-    signature covers the literal text, which is why numbers are never re-formatted)."""
-    body = body_of(
-        [("amount", "100.60"), ("orderId", '"1"')], signed(gateway_key, "amount=100.6&orderId=1")
-    )
+    """Signed over 100.6 and sent as 100.60 is what PHP's reading accepts (it prints
+    100.60 as 100.6); signed over 100.60 and sent as 100.6 matches neither reading."""
+    members = [("amount", "100.60"), ("orderId", '"1"'), ("status", '"REFUNDED"')]
+    php = signed(gateway_key, "amount=100.6&orderId=1&status=REFUNDED")
+    assert verify(client, body_of(members, php)).status is RefundStatus.SUCCEEDED
+    members[0] = ("amount", "100.6")
+    raw = signed(gateway_key, "amount=100.60&orderId=1&status=REFUNDED")
     with pytest.raises(SignatureError):
-        verify(client, body)
+        verify(client, body_of(members, raw))
 
 
 _NAMES = st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,11}", fullmatch=True).filter(
     lambda name: name != "signature"
 )
-_NUMBER = st.from_regex(
-    r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,8})?([eE][-+]?[0-9]{1,3})?", fullmatch=True
+# Decimals PHP prints in fixed point (at most 14 significant digits, 1e-4 <= |x| < 1e14),
+# whose PHP text is then, independently of the plugin, the normalised decimal.
+_PLAIN_DECIMAL = st.from_regex(r"-?(0|[1-9][0-9]{0,8})\.[0-9]{1,4}", fullmatch=True).filter(
+    lambda text: Decimal(text) == 0 or abs(Decimal(text)) >= Decimal("0.0001")
 )
+_INTEGER = st.from_regex(r"-?(0|[1-9][0-9]{0,17})", fullmatch=True)
 _TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
-# (JSON literal on the wire, text it is signed as)
+# (JSON literal on the wire, its raw text, the text PHP prints for it)
 _VALUES = st.one_of(
-    _NUMBER.map(lambda text: (text, text)),
+    _PLAIN_DECIMAL.map(lambda text: (text, text, format(Decimal(text).normalize(), "f"))),
+    _INTEGER.map(lambda text: (text, text, str(int(text)))),
     st.tuples(_TEXT, st.booleans()).map(
-        lambda pair: (json.dumps(pair[0], ensure_ascii=pair[1]), pair[0])
+        lambda pair: (json.dumps(pair[0], ensure_ascii=pair[1]), pair[0], pair[0])
     ),
-    st.sampled_from([("true", "true"), ("false", "false"), ("null", "null")]),
+    st.sampled_from([("true", "true", "1"), ("false", "false", ""), ("null", "null", "")]),
 )
 
 
 def _altered(literal: str) -> str:
-    """Another JSON literal whose signed text differs (for a number: often the same value
-    written differently, which must break the signature all the same)."""
+    """Another JSON literal with another value, so that neither of its texts is one of
+    the original's."""
     if literal.startswith('"'):
         return json.dumps(json.loads(literal) + "x")
-    swaps = {"true": "false", "false": "true", "null": '"nul"', "0": "1", "-0": "1"}
-    return swaps.get(literal, literal + "0")
+    swaps = {"true": "false", "false": "true", "null": '"nul"'}
+    if literal in swaps:
+        return swaps[literal]
+    sign = "-" if literal.startswith("-") else ""
+    return f"{sign}1{literal.removeprefix('-')}"
 
 
 @_SETTINGS
 @given(
     fields=st.dictionaries(_NAMES, _VALUES, min_size=1, max_size=8),
+    php=st.booleans(),
     target=st.integers(min_value=0),
+    change=st.sampled_from(["value", "drop", "add", "signature"]),
 )
-def test_random_flat_notifications(
+def test_random_notifications_signed_either_way(
     client: RefundClient,
     gateway_key: PrivateKey,
-    fields: dict[str, tuple[str, str]],
+    fields: dict[str, tuple[str, str, str]],
+    php: bool,
     target: int,
+    change: str,
 ) -> None:
-    """Integers, decimals (trailing zeros, exponents), strings (escaped or not) and JSON
-    literals all verify when signed as specified; changing any one value's text breaks it."""
-    sign_text = "&".join(sorted(f"{name}={text}" for name, (_, text) in fields.items()))
+    """Integers, decimals (trailing zeros), strings (escaped or not) and JSON literals
+    verify when signed over the raw JSON text and when signed as PHP prints them; a
+    changed value, a dropped or added field, or a changed signature is refused."""
+    texts = {name: (php_text if php else raw) for name, (_, raw, php_text) in fields.items()}
+    sign_text = "&".join(sorted(f"{name}={text}" for name, text in texts.items()))
     signature = signed(gateway_key, sign_text)
-    members = [(name, literal) for name, (literal, _) in fields.items()]
-    verify(client, body_of(members, signature))
+    members = [(name, literal) for name, (literal, _, _) in fields.items()]
+    # Verified; without status REFUNDED or VOIDED it is just not about a refund.
+    with contextlib.suppress(NotARefund):
+        verify(client, body_of(members, signature))
 
     index = target % len(members)
     name, literal = members[index]
-    members[index] = (name, _altered(literal))
+    if change == "value":
+        members[index] = (name, _altered(literal))
+    elif change == "drop" and len(members) > 1:
+        del members[index]
+    elif change == "signature":
+        raw = bytearray(base64.b64decode(signature))
+        raw[target % len(raw)] ^= 0x01
+        signature = base64.b64encode(bytes(raw)).decode()
+    else:
+        members.append((name + "x" if name + "x" not in fields else name + "y", '""'))
     with pytest.raises(SignatureError):
         verify(client, body_of(members, signature))
 
 
+@pytest.mark.parametrize(("status", "event"), [("REFUNDED", "refund"), ("VOIDED", "void")])
+def test_refund_and_void_events(status: str, event: str) -> None:
+    assert notification_event(status, "directgw") == event
+
+
 @pytest.mark.parametrize(
-    ("status", "event", "refund_status"),
+    ("status", "event"),
     [
-        ("REFUNDED", "refund", RefundStatus.SUCCEEDED),
-        ("VOIDED", "void", RefundStatus.SUCCEEDED),
-        ("SUCCESS", "payment", RefundStatus.UNKNOWN),
-        ("SETTLED", "order.settled", RefundStatus.UNKNOWN),
-        ("DECLINED", "order.declined", RefundStatus.UNKNOWN),
-        ("weird status!", "order.unknown", RefundStatus.UNKNOWN),
-        (None, "order.unknown", RefundStatus.UNKNOWN),
+        ("SUCCESS", "payment"),
+        ("SETTLED", "order.settled"),
+        ("DECLINED", "order.declined"),
+        ("weird status!", "order.unknown"),
+        (None, "order.unknown"),
     ],
 )
-def test_notification_events(status: str | None, event: str, refund_status: RefundStatus) -> None:
-    assert notification_event(status) == (event, refund_status)
+def test_other_statuses_are_not_about_a_refund(status: str | None, event: str) -> None:
+    with pytest.raises(NotARefund) as error:
+        notification_event(status, "directgw")
+    assert (error.value.event, error.value.provider) == (event, "directgw")
 
 
-def test_payment_notification_is_not_a_refund(
-    client: RefundClient, gateway_key: PrivateKey
+@pytest.mark.parametrize("php", [True, False], ids=["php", "raw"])
+def test_sale_notification_is_verified_then_not_a_refund(
+    client: RefundClient, gateway_key: PrivateKey, php: bool
 ) -> None:
-    # The shape of BBMSL's documented payment-success notification.
-    fields = {
+    # The shape of BBMSL's documented payment-success notification, amount a number.
+    literals = {
         "amount": "699.00",
-        "maskedPan": "400000XXXXXX1000",
+        "maskedPan": '"400000XXXXXX1000"',
         "orderId": "489825",
-        "cardType": "VISA",
-        "updateTime": "2022-08-01T10:00:00",
-        "status": "SUCCESS",
-        "merchantReference": "REF-2021120210310101",
+        "cardType": '"VISA"',
+        "updateTime": '"2022-08-01T10:00:00"',
+        "status": '"SUCCESS"',
+        "merchantReference": '"REF-2021120210310101"',
     }
-    sign_text = "&".join(sorted(f"{k}={v}" for k, v in fields.items()))
-    body = body_of(((k, json.dumps(v)) for k, v in fields.items()), signed(gateway_key, sign_text))
-    note = verify(client, body)
-    assert (note.event, note.status, note.provider_refund_id) == (
-        "payment",
-        RefundStatus.UNKNOWN,
-        None,
-    )
-    assert note.payment == PaymentRef(
-        payment_id="489825", merchant_reference="REF-2021120210310101"
-    )
+    fields = parse_notification(body_of(literals.items(), "x"))
+    sign_text = notification_sign_texts(fields)[0 if php else 1]
+    assert sign_text.startswith("amount=699&" if php else "amount=699.00&")
+    body = body_of(literals.items(), signed(gateway_key, sign_text))
+    with pytest.raises(NotARefund) as error:
+        verify(client, body)
+    assert error.value.event == "payment"
+    forged = body.replace(b"699.00", b"698.00")
+    with pytest.raises(SignatureError):
+        verify(client, forged)
 
 
 def test_amount_with_a_currency_field(client: RefundClient, gateway_key: PrivateKey) -> None:
@@ -292,15 +393,15 @@ def test_ack_is_plain_text_ok(run: SandboxRun) -> None:
 
 def test_refund_notification_is_delivered_and_acknowledged(run: SandboxRun) -> None:
     payment = run.emulator.seed_payment(Money("100.00", "HKD"))
-    result = run.client.refund(
-        "directgw", payment=payment, amount=Money("40.00", "HKD"), notify_url=run.notify_url
-    )
+    # No notify_url: BBMSL notifies the URL the merchant set for the order (the sandbox
+    # set the emulator's to its receiver).
+    result = run.client.refund("directgw", payment=payment, amount=Money("40.00", "HKD"))
     assert result.succeeded
     (note,) = run.wait_for_notifications(1)
     assert (note.event, note.status) == ("refund", RefundStatus.SUCCEEDED)
     assert note.payment == payment
     assert note.provider_refund_id == payment.payment_id
-    assert note.raw["amount"] == "40.00"
+    assert note.raw["amount"] == Decimal("40.00")
     (received,) = run.receiver.received
     assert received.header("Content-Type") == "application/json"
     assert set(json.loads(received.body)) == {
@@ -346,3 +447,58 @@ def test_emulator_retries_until_ok(run: SandboxRun) -> None:
         (200, b"received"),
         (200, b" OK\n"),
     ]
+
+
+def test_notify_url_is_refused_naming_where_bbmsl_takes_it(run: SandboxRun) -> None:
+    """BBMSL's refund request has no notify URL: one passed is refused before sending,
+    never dropped silently."""
+    payment = run.emulator.seed_payment(Money("100.00", "HKD"))
+    run.server.clear_requests()
+    for attempt in (
+        lambda: run.client.refund(
+            "directgw", payment=payment, amount=Money("1.00", "HKD"), notify_url=run.notify_url
+        ),
+        lambda: run.client.void("directgw", payment=payment, notify_url=run.notify_url),
+    ):
+        with pytest.raises(ValidationError) as error:
+            attempt()
+        assert error.value.field == "notify_url"
+        assert "callbackUrl.notify" in str(error.value)
+    assert run.server.requests == []
+    assert run.info.capabilities.notify_url is False
+
+
+@pytest.mark.parametrize("values", NOTIFICATION_VALUES)
+def test_each_way_the_emulator_signs_verifies_through_the_wsgi_app(values: str) -> None:
+    """The emulator signs as BBMSL's PHP plugin reads (php), over the raw JSON text
+    (json), or with string values only (strings): each is accepted, delivered once, and
+    a tampered copy is refused with 400."""
+    with SandboxRun("directgw", emulator_options={"notification_values": values}) as run:
+        payment = run.emulator.seed_payment(Money("100.00", "HKD"))
+        result = run.client.refund("directgw", payment=payment, amount=Money("40.00", "HKD"))
+        (note,) = run.wait_for_notifications(1)
+        assert (note.event, note.status) == ("refund", RefundStatus.SUCCEEDED)
+        (received,) = run.receiver.received
+        literal = b'"amount":"40.00"' if values == "strings" else b'"amount":40.00'
+        assert literal in received.body
+        genuine = run.emulator.signed_callback(result.refund_id, path="/directgw")
+        url = run.receiver_server.base_url + "/directgw"
+        tampered = genuine.body.replace(b"40.00", b"41.00")
+        for body, status in ((genuine.body, 200), (tampered, 400)):
+            reply = requests.post(url, data=body, headers=dict(genuine.headers), timeout=5)
+            assert reply.status_code == status
+        assert len(run.notifications) == 2
+
+
+def test_sale_notification_is_acknowledged_ok_and_not_delivered(run: SandboxRun) -> None:
+    payment = run.emulator.seed_payment(Money("100.00", "HKD"))
+    sale = run.emulator.signed_payment_callback(payment, path="/directgw")
+    assert sale is not None and b'"status":"SUCCESS"' in sale.body
+    reply = requests.post(
+        run.receiver_server.base_url + "/directgw",
+        data=sale.body,
+        headers=dict(sale.headers),
+        timeout=5,
+    )
+    assert (reply.status_code, reply.text) == (200, "OK")
+    assert run.notifications == []

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,24 +50,12 @@ FIXED_SIGNATURE = (
     "Pd6beFg1OMXlUFoLYuD95wfTRll2cXuIrhq46PoD+Ox7pU6UlLL90wK8KTPSQI2bgY1xpgOL6DIT1GxF40Iv/EQI"
     "75UB2UjsRhLfI9LHyfb32i0awb+S8whwSo/D9VGTUiXynP11cOXkv8JpQvriVCelT8hi7nyc2gg1/A=="
 )
-# The page's own example reply, byte for byte: order.id is a string, there is no
+FIXTURES = Path(__file__).with_name("fixtures")
+# The page's own example reply, as printed: order.id is a string, there is no
 # transaction object, and the amount is a JSON number.
-DOCS_REPLY = b"""{
-"responseCode": "0000",
-"message": "SUCCESS",
-"order":{
-"id": "1076",
-"merchantReference": "s22tring",
-"currency": "HKD",
-"amount": 76.19,
-"status": "REFUNDED"
-}
-}"""
-# The page's example request, byte for byte.
-DOCS_REQUEST = b"""{
-"request": "{\\"merchantId\\":\\"3000001\\",\\"merchantReference\\":\\"s22tring\\",}",
-"signature":"c1hTR2RBNHRSNEIwd25GNk5yOFNocGZOTXRISVNXdXpMcGRLb05Xc2tJZ0Njc3BNVkZGemdrZXo0QnJtdFlYa01xWmgxdHl6LzhzTk5VM0YyVlR1MGZPeCtaUDRDbm1Wak51OGJjaXU0aFR0bnl0QTNZMUdaL3lYQVVEK21WWUdYZXlETzNmSHJxRGRJN2szeFYvUThGQ09kMGN1bFRzTjZSUk14TVpxK29xUjJ4K0VqT1hWb2ZwN0JaSndoUUU4VXM0QWw1NzNGUXo1RUhEdkNMeDM1bHEyaG9NaFhMQ1ZMVkRCSGNwQ2dvdHVZNG1nOTFNWGgvcXFjRkdZL2hRS2hHZFdBYlo5dGNwMlE1czJFU2gzN3JxeG5Pd1pycmVwSzhOQzZ2TUJQVWlTUHhRZWZwZXYybkcwSnpBSE9qUlBiQlhZdzFYQlM2UkJZS0FtdWZaWmlRPT0="
-}"""
+DOCS_REPLY = (FIXTURES / "refund-response-example.json").read_bytes()
+# The page's example request, as printed.
+DOCS_REQUEST = (FIXTURES / "refund-request-example.json").read_bytes()
 
 _SETTINGS = settings(
     max_examples=200,
@@ -265,7 +254,7 @@ def test_docs_example_request_artefacts() -> None:
     assert len(base64.b64decode(once, validate=True)) == 256
 
 
-# -- replies: the GATEWAYS.md status table ---------------------------------------------
+# -- replies: the status table in PROTOCOL.md ------------------------------------------
 
 
 def _reply(code: str | int | None = "0000", **extra: Any) -> bytes:
@@ -546,8 +535,8 @@ def test_other_bad_input_is_refused_before_sending(run: SandboxRun) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"payment": PaymentRef(merchant_reference="x" * 65)}, "payment.merchant_reference"),
         ({"payment": PaymentRef(transaction_id="9001")}, "payment"),
-        ({"amount": Money("100", "JPY")}, "amount"),
-        ({"amount": Money("1.00", "EUR")}, "amount"),
+        ({"amount": Money("100", "JPY")}, "currency"),
+        ({"amount": Money("1.00", "EUR")}, "currency"),
     ]
     for change, field in cases:
         kwargs: dict[str, Any] = {"payment": PaymentRef(payment_id="1"), "amount": hkd("1.00")}
@@ -614,3 +603,78 @@ def test_bad_merchant_id_is_a_config_error(test_key: PrivateKey, merchant_id: st
     with pytest.raises(ConfigError) as error:
         client.config_for("directgw")
     assert (error.value.provider, error.value.field) == ("directgw", "merchant_id")
+
+
+# -- Hosted Checkout ---------------------------------------------------------------------
+
+
+def _request_text(body: bytes) -> str:
+    text: str = json.loads(body)["request"]
+    return text
+
+
+def test_hosted_checkout_paths_and_request_bytes(test_key: PrivateKey) -> None:
+    """A Hosted Checkout payment is refunded, queried and voided at the paths BBMSL's
+    own plugin calls, orderId a string of digits; Online Direct's stay as they were."""
+    credentials = {
+        "merchant_id": MERCHANT,
+        "private_key": test_key,
+        "gateway_key": generate_rsa_keypair(),
+    }
+    options = {"checkout": "hosted"}
+    with SandboxRun("directgw", credentials=credentials, emulator_options=options) as run:
+        assert run.client.config_for("directgw").checkout == "hosted"
+        refunded = run.emulator.seed_payment(hkd("100.00"))
+        voided = run.emulator.seed_payment(hkd("100.00"))
+        refund = run.client.refund("directgw", payment=refunded, amount=hkd("76.19"))
+        query = run.client.query("directgw", refund_id=refund.refund_id, payment=refunded)
+        void = run.client.void("directgw", payment=voided)
+        sent = run.server.requests
+    assert [r.status for r in (refund, query, void)] == [RefundStatus.SUCCEEDED] * 3
+    assert [(r.method, r.target) for r in sent] == [
+        ("POST", "/hosted-checkout/refund/"),
+        ("POST", "/hosted-checkout/query/"),
+        ("POST", "/hosted-checkout/void/"),
+    ]
+    texts = [_request_text(r.body) for r in sent]
+    assert texts == [
+        '{"merchantId":"3000001","orderId":"1000001","merchantReference":"SHOP-1000001",'
+        '"amount":76.19}',
+        '{"merchantId":"3000001","merchantReference":"SHOP-1000001"}',
+        '{"merchantId":"3000001","orderId":"1000003","merchantReference":"SHOP-1000003"}',
+    ]
+    for request, text in zip(sent, texts, strict=True):
+        signature = json.loads(request.body)["signature"]
+        test_key.public_key().verify_sha256_b64(signature, text.encode())
+
+
+@pytest.mark.parametrize(("emulated", "configured"), [("hosted", "direct"), ("direct", "hosted")])
+def test_a_payment_is_found_only_at_its_own_checkouts_paths(emulated: str, configured: str) -> None:
+    with SandboxRun("directgw", emulator_options={"checkout": emulated}) as run:
+        settings = dict(run.emulator.client_config(run.server.base_url))
+        run.client.configure("directgw", {**settings, "checkout": configured})
+        payment = run.emulator.seed_payment(hkd("100.00"))
+        result = run.client.refund("directgw", payment=payment, amount=hkd("1.00"))
+    assert (result.status, result.error_code) == (RefundStatus.FAILED, "2001")
+
+
+def test_hosted_query_by_order_id_when_no_reference(client: RefundClient) -> None:
+    info = client.provider("directgw")
+    config = attrs.evolve(client.config_for("directgw"), checkout="hosted")
+    build = client._registry.hooks("directgw").build
+    query = RefundQuery(refund_id="q", payment=PaymentRef(payment_id="7"))
+    built = build(provider=info, config=config, operation=query)
+    assert built.url.endswith("/hosted-checkout/query/")
+    assert built.body == b'{"merchantId":"3000001","orderId":"7"}'
+
+
+@pytest.mark.parametrize("checkout", ["Direct", "hosted-checkout", ""])
+def test_unknown_checkout_is_a_config_error(test_key: PrivateKey, checkout: str) -> None:
+    settings = {
+        "merchant_id": MERCHANT,
+        "private_key": test_key.to_pem(),
+        "gateway_public_key": test_key.public_key().to_pem(),
+        "checkout": checkout,
+    }
+    with pytest.raises(ConfigError, match="checkout"):
+        RefundClient(config={"directgw": settings}).config_for("directgw")

@@ -4,12 +4,13 @@ Everything this provider does is in this module: its config, how a refund or a s
 query becomes a signed request, how a reply becomes a result, and how a postback is
 verified. The gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
 
-The wire protocol, in short (see README.md for the whole story):
+The wire protocol, in short (PROTOCOL.md beside this package has the whole story):
 
 * refund: ``POST /api/v1/index.php/{ptxid}/refund``, form fields ``sid, hash,
   postback_url, timestamp, currency, amount, tx_action=REFUND`` in that order, with
-  ``hash = md5(sid + timestamp + amount + currency + rcode)``; the reply is JSON with
-  ``status`` ``OK`` / ``PEND`` / ``EXC``.
+  ``hash = md5(sid + timestamp + amount + currency + rcode)`` and the amount always
+  written with two decimals (:func:`wire_amount`); the reply is JSON with ``status``
+  ``OK`` / ``PEND`` / ``EXC``.
 * status: ``GET /api/v1/index.php/{ptxid}/getstatus?hash=md5(sid + rcode)``.
 * postback: a form POST to the postback URL carrying ``vry`` (or ``vrfy``) =
   ``sha256(sid;rcode;txid;status;amount;currency;tx_action)``.
@@ -30,6 +31,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -43,6 +45,7 @@ from refundcore import (
     HttpResponse,
     Lookup,
     LookupKey,
+    NotARefund,
     ProviderConfig,
     ProviderInfo,
     RefundNotification,
@@ -64,12 +67,14 @@ __all__ = [
     "current_time",
     "form_fields",
     "postback_check",
+    "postback_event",
     "postback_tag",
     "postback_url_for",
     "refund_hash",
     "status_hash",
     "status_record_problem",
     "timestamp_text",
+    "wire_amount",
     "wire_status",
 ]
 
@@ -273,6 +278,25 @@ def timestamp_text(config: PaywiserConfig, now: dt.datetime) -> str:
     return now.astimezone(dt.timezone.utc).strftime(config.timestamp_format)
 
 
+_CENT = Decimal("0.01")
+
+
+def wire_amount(amount: Money) -> str:
+    """The ``amount`` field: always two decimals, as PayWiser's refund page says
+    ("Refund amount with 2 decimals"), whatever the currency's own exponent: USD
+    ``17.00``, JPY 17 → ``17.00``, KWD 1.250 → ``1.25``. The hash signs this exact
+    text. An amount that cannot be written with two decimals (KWD 1.255) cannot be
+    refunded through PayWiser: :class:`ValidationError` on ``amount``, before sending.
+    """
+    cents = amount.amount.quantize(_CENT)
+    if cents != amount.amount:
+        raise ValidationError(
+            f"{amount} cannot be written with the two decimals PayWiser takes",
+            field="amount",
+        )
+    return f"{cents:f}"
+
+
 _WIRE_STATUSES = {
     "OK": RefundStatus.SUCCEEDED,
     "PEND": RefundStatus.PENDING,
@@ -385,7 +409,7 @@ def _build_refund(config: PaywiserConfig, operation: Refund) -> HttpRequest:
             "PayWiser requires a postback URL: pass notify_url or set postback_url in the config",
             field="notify_url",
         )
-    amount, currency = operation.amount.to_wire(), operation.amount.currency
+    amount, currency = wire_amount(operation.amount), operation.amount.currency
     postback = postback_url_for(
         notify, config, ptxid=ptxid, refund_id=operation.refund_id, amount=amount, currency=currency
     )
@@ -526,7 +550,7 @@ def _raw(data: Mapping[str, Any]) -> dict[str, Any]:
 def refundcore_parse_response(
     provider: ProviderInfo, operation: Operation, response: HttpResponse
 ) -> RefundResult:
-    """Map the instant refund reply, or a getstatus reply, to a result (see README)."""
+    """Map the instant refund reply, or a getstatus reply, to a result (see PROTOCOL.md)."""
 
     def result(status: RefundStatus, message: str | None, **extra: Any) -> RefundResult:
         return RefundResult(
@@ -592,6 +616,16 @@ def _postback_fields(callback: Callback) -> dict[str, str]:
     return fields
 
 
+def postback_event(tx_action: str, provider: str) -> str:
+    """ASSUMPTION (PayWiser's TxHandler posts back every transaction, sales included;
+    the refund page shows only ``tx_action`` REFUND): a verified postback with
+    ``tx_action`` REFUND is about a refund (event ``refund``); any other (a sale's
+    ``PAYMENT``, …) raises :class:`NotARefund` with that action, lower-cased."""
+    if tx_action == "REFUND":
+        return "refund"
+    raise NotARefund((_text(tx_action, 40) or "unknown").lower(), provider=provider)
+
+
 def _bound_refund_id(
     config: PaywiserConfig, path: str, fields: Mapping[str, str], amount: Money | None
 ) -> str | None:
@@ -603,13 +637,17 @@ def _bound_refund_id(
     except ValueError:
         raise SignatureError("postback path is malformed") from None
     refund_id, tag = query.get(REFUND_ID_PARAM), query.get(TAG_PARAM)
-    if (refund_id is None and tag is None) or fields["tx_action"] != "REFUND":
+    if refund_id is None and tag is None:
         return None
     ptxid = fields.get("parent_txid", "")
-    if refund_id is None or tag is None or amount is None:
+    try:
+        amount_text = wire_amount(amount) if amount is not None else None
+    except ValidationError:
+        amount_text = None
+    if refund_id is None or tag is None or amount is None or amount_text is None:
         raise SignatureError("postback URL's refund id cannot be checked")
     expected = postback_tag(
-        config.rcode.reveal(), config.sid, ptxid, refund_id, amount.to_wire(), amount.currency
+        config.rcode.reveal(), config.sid, ptxid, refund_id, amount_text, amount.currency
     )
     if not constant_time_equals(expected, tag):
         raise SignatureError("postback URL's refund id does not belong to this postback")
@@ -642,13 +680,13 @@ def refundcore_verify_callback(
         raise SignatureError("postback check value does not match")
     if fields["sid"] != config.sid:
         raise SignatureError("postback is for another site id")
+    event = postback_event(fields["tx_action"], provider.id)
     amount = _money(fields["amount"], fields["currency"])
     refund_id = _bound_refund_id(config, callback.path, fields, amount)
-    action = fields["tx_action"]
     return RefundNotification(
         provider=provider.id,
         status=wire_status(fields["status"]),
-        event="refund" if action == "REFUND" else (_text(action, 40) or "unknown").lower(),
+        event=event,
         refund_id=refund_id,
         provider_refund_id=_text(fields["txid"], 128),
         # parent_txid is outside PayWiser's check value; the URL tag covers it.

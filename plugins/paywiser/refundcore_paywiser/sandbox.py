@@ -5,18 +5,23 @@ What it does, as the gateway would:
 * ``POST /api/v1/index.php/{ptxid}/refund``: reads the form, checks the sid, the MD5
   ``hash`` and that the ``timestamp`` it was built from is in the configured format and
   recent (a window around the emulator's clock; time-of-day formats wrap at midnight),
-  checks the amount has exactly the currency's decimals, then refunds against the
-  ledger: an unknown parent or an over-refund is ``EXC`` with error fields. PayWiser
+  checks the amount is written with two decimals (the refund page's rule) and is a
+  valid amount of its currency, then refunds against the ledger: an unknown parent or
+  an over-refund is ``EXC`` with error fields. PayWiser
   takes no merchant reference for a refund, so it does **not** deduplicate: a second
   identical request is a second refund.
 * ``GET /api/v1/index.php/{ptxid}/getstatus?hash=md5(sid+rcode)``: the latest
   transaction under the parent, in PayShield's documented shape (numbers as JSON
   numbers).
 * Postbacks: a form POST with the check value (``vry`` as on the refund page, or
-  ``vrfy`` with ``check_field="vrfy"``) to the refund's postback URL; a ``PENDING`` seed
-  answers ``PEND`` and posts back when :meth:`PaywiserEmulator.settle` is called.
+  ``vrfy`` with ``check_field="vrfy"``) to the refund's postback URL, amounts with two
+  decimals; a ``PENDING`` seed answers ``PEND`` and posts back when
+  :meth:`PaywiserEmulator.settle` is called. The postback about a sale
+  (``tx_action=PAYMENT``, :meth:`PaywiserEmulator.signed_payment_callback`) is one a
+  receiver must acknowledge and not take for a refund.
 
-The client config points its default ``postback_url`` at the emulator's own sink,
+The client config points its default ``postback_url`` at the merchant's
+``notify_url`` when the emulator has one, else at the emulator's own sink,
 ``/sandbox/postbacks``, which records what it receives and answers ``OK``.
 """
 
@@ -31,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from refundcore.crypto import constant_time_equals
+from refundcore.errors import ValidationError
 from refundcore.models import Callback, PaymentRef, RefundStatus
 from refundcore.money import CURRENCY_EXPONENTS, Money
 from refundcore.sandbox import (
@@ -53,6 +59,7 @@ from . import (
     postback_check,
     refund_hash,
     status_hash,
+    wire_amount,
 )
 
 __all__ = ["SINK_PATH", "PaywiserEmulator"]
@@ -61,7 +68,7 @@ __all__ = ["SINK_PATH", "PaywiserEmulator"]
 SINK_PATH = "/sandbox/postbacks"
 
 _ROUTE = re.compile(re.escape(API_PREFIX) + r"/([^/]+)/(refund|getstatus)")
-_PLAIN_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_TWO_DECIMALS = re.compile(r"[0-9]+\.[0-9]{2}")
 
 _WIRE = {
     RefundStatus.SUCCEEDED: "OK",
@@ -136,6 +143,7 @@ class PaywiserEmulator(Emulator):
     provider_id = "paywiser"
     id_prefix = "7"
     currency = "USD"
+    refund_paths = (API_PREFIX + "/*/refund",)
 
     def __init__(
         self,
@@ -180,12 +188,13 @@ class PaywiserEmulator(Emulator):
         return str(self.credentials.get("timestamp_format", DEFAULT_TIMESTAMP_FORMAT))
 
     def client_config(self, base_url: str) -> dict[str, Any]:
-        """The merchant config for this site; default postbacks go to the emulator's sink."""
+        """The merchant config for this site; default postbacks go to :attr:`notify_url`,
+        else to the emulator's sink."""
         config = {
             "base_url": base_url,
             "sid": self.sid,
             "rcode": self.rcode,
-            "postback_url": base_url.rstrip("/") + SINK_PATH,
+            "postback_url": self.notify_url or base_url.rstrip("/") + SINK_PATH,
         }
         if "timestamp_format" in self.credentials:
             config["timestamp_format"] = self.timestamp_format
@@ -222,7 +231,7 @@ class PaywiserEmulator(Emulator):
             ("parent_txid", payment.key),
             ("txid", record.provider_refund_id),
             ("tx_action", "REFUND"),
-            ("amount", record.amount.to_wire()),
+            ("amount", wire_amount(record.amount)),
             ("currency", record.amount.currency),
             ("comment", _COMMENTS[record.status]),
             ("descriptor", "PAYWISER*SANDBOX"),
@@ -236,21 +245,45 @@ class PaywiserEmulator(Emulator):
                 ("error_info", "05 Do not honour"),
                 ("error_code", "PAYG_DECLINED"),
             ]
+        return self._postback(fields, path=path)
+
+    def signed_payment_callback(
+        self, payment: PaymentRef, *, path: str = "/callback"
+    ) -> Callback | None:
+        """The postback about a seeded payment itself: ``tx_action=PAYMENT``, status OK."""
+        found = self.ledger.find_payment(payment_id=payment.payment_id)
+        if found is None:
+            raise KeyError(f"no payment {payment!r} in the ledger")
+        fields = [
+            ("sid", self.sid),
+            ("status", "OK"),
+            ("txid", found.key),
+            ("tx_action", "PAYMENT"),
+            ("amount", wire_amount(found.amount)),
+            ("currency", found.amount.currency),
+            ("comment", "Transaction Approved"),
+            ("descriptor", "PAYWISER*SANDBOX"),
+            ("tid", found.ref.merchant_reference or ""),
+        ]
+        return self._postback(fields, path=path)
+
+    def _postback(self, fields: list[tuple[str, str]], *, path: str) -> Callback:
+        """A form postback of ``fields`` with its check value, as PayWiser computes it."""
+        values = dict(fields)
         check = postback_check(
             self.sid,
             self.rcode,
-            record.provider_refund_id,
-            status,
-            record.amount.to_wire(),
-            record.amount.currency,
-            "REFUND",
+            values["txid"],
+            values["status"],
+            values["amount"],
+            values["currency"],
+            values["tx_action"],
         )
-        fields.append((self.check_field, check))
         return Callback(
             method="POST",
             path=path,
             headers={"Content-Type": FORM_CONTENT_TYPE},
-            body=urlencode(fields).encode("ascii"),
+            body=urlencode([*fields, (self.check_field, check)]).encode("ascii"),
         )
 
     # -- the gateway's rules -----------------------------------------------------------------
@@ -265,14 +298,14 @@ class PaywiserEmulator(Emulator):
         return timestamp in written
 
     def _amount(self, amount: str, currency: str) -> Money | None:
-        """The amount, if written with exactly the currency's decimals."""
-        if currency not in CURRENCY_EXPONENTS or not _PLAIN_AMOUNT.fullmatch(amount):
+        """The amount, if written with two decimals and valid in its currency (JPY
+        ``17.00`` is 17 yen; ``17.50`` is no JPY amount)."""
+        if currency not in CURRENCY_EXPONENTS or not _TWO_DECIMALS.fullmatch(amount):
             return None
         try:
-            money = Money(amount, currency)
-        except ValueError:
+            return Money(amount, currency)
+        except ValidationError:
             return None
-        return money if money.to_wire() == amount else None
 
     def _refund(self, ptxid: str, request: Incoming) -> Reply:
         try:
@@ -383,7 +416,7 @@ class PaywiserEmulator(Emulator):
         else:
             txid, status, action, amount = payment.key, "OK", "PAYMENT", payment.amount
         check = postback_check(
-            self.sid, self.rcode, txid, status, amount.to_wire(), amount.currency, action
+            self.sid, self.rcode, txid, status, wire_amount(amount), amount.currency, action
         )
         body = _json(
             [
@@ -392,7 +425,7 @@ class PaywiserEmulator(Emulator):
                 ("parent_txid", _Number(payment.key)),
                 ("status", status),
                 ("tx_action", action),
-                ("amount", _Number(amount.to_wire())),
+                ("amount", _Number(wire_amount(amount))),
                 ("currency", amount.currency),
                 ("reference", payment.ref.merchant_reference or ""),
                 ("vrfy", check),

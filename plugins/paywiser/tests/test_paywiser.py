@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 import attrs
 import pytest
 import refundcore_paywiser as paywiser
+import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,7 +106,8 @@ def api_requests(run: SandboxRun) -> list[RecordedRequest]:
 
 
 def test_refund_hash_matches_the_documented_example() -> None:
-    # GATEWAYS.md / the refund page: md5('22'.'1234568995265421'.'17.00'.'CNY'.'222b6c')
+    # The refund page's one worked example (it prints no example reply):
+    # md5('22'.'1234568995265421'.'17.00'.'CNY'.'222b6c')
     assert paywiser.refund_hash("22", "1234568995265421", "17.00", "CNY", "222b6c") == (
         "139d14fde947174e9c87fcc9297b22f2"
     )
@@ -182,26 +184,61 @@ def test_status_query_exact_wire_bytes(fixed_run: SandboxRun) -> None:
 
 
 @pytest.mark.parametrize(
-    ("amount", "wire", "digest"),
+    ("amount", "wire"),
     [
-        (Money("17", "JPY"), b"&currency=JPY&amount=17&", b"351e3f57898abdaafbbe3c7e065d1850"),
-        (
-            Money("17.125", "BHD"),
-            b"&currency=BHD&amount=17.125&",
-            b"142f784918585216c6cd2aa8801d4687",
-        ),
+        (Money("17", "JPY"), "17.00"),
+        (Money("1.250", "KWD"), "1.25"),
+        (Money("17.1", "USD"), "17.10"),
+        (Money("0.5", "BHD"), "0.50"),
     ],
-    ids=["JPY-no-decimals", "BHD-three-decimals"],
+    ids=["JPY", "KWD", "USD", "BHD"],
 )
-def test_amount_has_exactly_the_currency_decimals(
-    fixed_run: SandboxRun, amount: Money, wire: bytes, digest: bytes
+def test_amount_is_sent_with_two_decimals_and_hashed_so(
+    fixed_run: SandboxRun, amount: Money, wire: str
 ) -> None:
+    """PayWiser's page: "Refund amount with 2 decimals", whatever the currency; the
+    hash signs exactly that text, and the emulator checks both."""
     payment = fixed_run.emulator.seed_payment(Money(amount.amount * 3, amount.currency))
     result = fixed_run.client.refund("paywiser", payment=payment, amount=amount, notify_url=SHOP)
     assert result.status is RefundStatus.SUCCEEDED, result.message
     (sent,) = api_requests(fixed_run)
-    assert wire in sent.body
-    assert b"&hash=" + digest + b"&" in sent.body
+    form = dict(parse_qsl(sent.body.decode()))
+    assert (form["amount"], form["currency"]) == (wire, amount.currency)
+    assert f"&currency={amount.currency}&amount={wire}&".encode() in sent.body
+    assert form["hash"] == paywiser.refund_hash("22", "123456", wire, amount.currency, "222b6c")
+    assert paywiser.wire_amount(amount) == wire
+
+
+@pytest.mark.parametrize(
+    "amount", [Money("1.255", "KWD"), Money("0.001", "BHD"), Money("1.0001", "CLF")]
+)
+def test_amount_without_two_decimals_is_refused_before_sending(
+    fixed_run: SandboxRun, amount: Money
+) -> None:
+    payment = fixed_run.emulator.seed_payment(Money("100", amount.currency))
+    with pytest.raises(ValidationError) as error:
+        fixed_run.client.refund("paywiser", payment=payment, amount=amount, notify_url=SHOP)
+    assert error.value.field == "amount"
+    assert "two decimals" in str(error.value)
+    assert api_requests(fixed_run) == []
+
+
+@pytest.mark.parametrize("text", ["17", "17.0", "17.000", "17.50"])
+def test_emulator_takes_only_two_decimal_amounts(fixed_run: SandboxRun, text: str) -> None:
+    """An amount not written with two decimals (or, for JPY, not whole) is refused."""
+    fixed_run.emulator.seed_payment(Money("100", "JPY"))
+    body = (
+        f"sid=22&hash={paywiser.refund_hash('22', '123456', text, 'JPY', '222b6c')}"
+        f"&postback_url=https%3A%2F%2Fshop.example%2Fp&timestamp=123456&currency=JPY"
+        f"&amount={text}&tx_action=REFUND"
+    )
+    reply = requests.post(
+        fixed_run.server.base_url + "/api/v1/index.php/7000001/refund",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    )
+    assert reply.json()["error_code"] == "INVALID_AMOUNT"
 
 
 def test_signing_twice_replaces_hash_and_timestamp(fixed_run: SandboxRun) -> None:
@@ -232,6 +269,11 @@ def test_production_is_the_only_host() -> None:
     assert _config().base_url == "https://office.paywiser.com"
     assert _config().timestamp_format == "%H%M%S"
     assert "222b6c" not in repr(_config())
+
+
+def test_the_documented_host_is_the_only_environment() -> None:
+    environments = RefundClient(journal=None).provider("paywiser").environments
+    assert environments == {"production": "https://office.paywiser.com"}
 
 
 def test_sandbox_without_base_url_is_a_config_error_that_says_why() -> None:

@@ -22,6 +22,7 @@ from refundcore import (
     Callback,
     HttpResponse,
     Money,
+    NotARefund,
     PaymentRef,
     RefundStatus,
     SignatureError,
@@ -237,11 +238,33 @@ def test_postback_url_tag_binds_the_amount(run: SandboxRun) -> None:
         verify(run, postback(run, resigned, path=genuine.path))
 
 
-def test_postback_about_another_action_at_a_refund_url_is_not_bound(run: SandboxRun) -> None:
+@pytest.mark.parametrize("action", ["CHARGEBACK", "PAYMENT", "refund"])
+def test_postback_about_another_action_is_not_a_refund(run: SandboxRun, action: str) -> None:
+    """Checked first (so a forgery stays a SignatureError), then reported as not about
+    a refund, even at a refund's tagged postback URL."""
     genuine, _ = _delivered_url_path(run)
-    fields = signed_fields(run, tx_action="CHARGEBACK")
-    note = verify(run, postback(run, fields, path=genuine.path))
-    assert note.event == "chargeback" and note.refund_id is None
+    fields = signed_fields(run, tx_action=action)
+    with pytest.raises(NotARefund) as error:
+        verify(run, postback(run, fields, path=genuine.path))
+    assert (error.value.event, error.value.provider) == (action.lower(), "paywiser")
+    forged = [(k, v) for k, v in fields if k != "vry"] + [("vry", "0" * 64)]
+    with pytest.raises(SignatureError):
+        verify(run, postback(run, forged, path=genuine.path))
+
+
+def test_sale_postback_is_acknowledged_ok_and_not_delivered(run: SandboxRun) -> None:
+    payment = run.emulator.seed_payment(Money("50.00", USD))
+    sale = run.emulator.signed_payment_callback(payment, path="/paywiser")
+    assert sale is not None and b"tx_action=PAYMENT" in sale.body
+    request = urllib.request.Request(
+        run.receiver_server.base_url + "/paywiser",
+        data=sale.body,
+        headers=dict(sale.headers),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        assert (reply.status, reply.read()) == (200, b"OK")
+    assert run.notifications == []
 
 
 # -- pending refunds, settled by postback --------------------------------------------------
@@ -629,3 +652,22 @@ def test_form_encode_writes_forms_as_urlencode_does(pairs: list[tuple[str, str]]
     """The plugin's fast form writer (the refund body, the postback URL) gives what
     ``urlencode`` gives, byte for byte."""
     assert paywiser.form_encode(pairs) == urlencode(pairs)
+
+
+@pytest.mark.parametrize(
+    ("amount", "posted"),
+    [(Money("17", "JPY"), b"amount=17.00"), (Money("1.25", "KWD"), b"amount=1.25")],
+)
+def test_two_decimal_postback_names_its_refund(amount: Money, posted: bytes) -> None:
+    """The postback echoes the two-decimal text; the URL tag, made over the same text,
+    still binds the refund id to it."""
+    with SandboxRun("paywiser", read_timeout=2.0) as run:
+        payment = run.emulator.seed_payment(Money(amount.amount * 2, amount.currency))
+        result = run.client.refund(
+            "paywiser", payment=payment, amount=amount, notify_url=run.notify_url
+        )
+        assert result.status is RefundStatus.SUCCEEDED, result.message
+        (note,) = run.wait_for_notifications(1)
+        (received,) = run.receiver.received
+    assert posted in received.body
+    assert (note.refund_id, note.amount) == (result.refund_id, amount)

@@ -5,7 +5,7 @@ Everything this provider does is in this module: its config, how an operation be
 signed request, how a reply becomes a result, and how a result push is verified. The
 gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
 
-Wire protocol (GATEWAYS.md § paywizard, the provider's APM pages):
+Wire protocol (PROTOCOL.md beside this package gives every detail and its source):
 
 * ``POST /ovstrade/openPay/refundOrder`` (refund), ``/reversalOrder`` (void),
   ``/queryOrder`` (query); compact JSON bodies, headers ``Content-Type``,
@@ -16,7 +16,7 @@ Wire protocol (GATEWAYS.md § paywizard, the provider's APM pages):
 * Result push: :func:`push_signature`, read by :func:`refundcore_verify_callback`.
 
 Each ASSUMPTION (a point the provider's documentation leaves open) sits in one small
-function whose docstring starts with "ASSUMPTION"; the README lists them.
+function whose docstring starts with "ASSUMPTION"; PROTOCOL.md lists them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from refundcore import (
     HttpResponse,
     Lookup,
     LookupKey,
+    NotARefund,
     ProviderConfig,
     ProviderInfo,
     RefundNotification,
@@ -70,6 +71,7 @@ __all__ = [
     "load_push_fields",
     "numeric_currency_code",
     "push_ack",
+    "push_event",
     "push_field_text",
     "push_signature",
     "push_signing_string",
@@ -711,6 +713,27 @@ def push_status(fields: Mapping[str, Any]) -> RefundStatus:
     return refund_status_from_state(_small_int(fields.get("state")))
 
 
+#: ``transType`` values of a push about a refund or a void (compared case-insensitively).
+REFUND_TRANS_TYPES: Mapping[str, str] = {"REFUND": "refund", "VOID": "void", "REVERSAL": "void"}
+
+
+def push_event(fields: Mapping[str, Any], provider: str) -> str:
+    """ASSUMPTION (the APM pages do not describe refund pushes; "Transaction Result
+    Push" pushes every transaction, sales included): what a verified push is about,
+    from its signed ``transType``. ``REFUND`` → ``refund``; ``VOID`` or ``REVERSAL`` →
+    ``void``; no ``transType`` → ``result_push`` (taken as about the transaction it
+    names, as the merchant's refund id when it is one); any other (``SALE``, ``PAY``,
+    …) is a sale: :class:`NotARefund` (``push.<transType>``)."""
+    kind = _text(fields.get("transType"))
+    if kind is None:
+        return "result_push"
+    event = REFUND_TRANS_TYPES.get(kind.upper())
+    if event is not None:
+        return event
+    plain = kind.isascii() and kind.replace("_", "").isalnum() and len(kind) <= 32
+    raise NotARefund(f"push.{kind.lower() if plain else 'unknown'}", provider=provider)
+
+
 def _plain(value: Any) -> Any:
     """``raw``-ready copy: numbers as int or Decimal (never float)."""
     if isinstance(value, JsonNumber):
@@ -757,10 +780,11 @@ def refundcore_verify_callback(
     provider_refund_id = _text(fields.get("checkoutId"))
     if refund_id is None and provider_refund_id is None:
         raise SignatureError("signed result push names no transaction")
+    event = push_event(fields, provider.id)
     return RefundNotification(
         provider=provider.id,
         status=push_status(fields),
-        event="result_push",
+        event=event,
         refund_id=refund_id,
         provider_refund_id=provider_refund_id,
         payment=_original_ref(fields),

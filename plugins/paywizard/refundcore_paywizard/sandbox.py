@@ -11,8 +11,9 @@ signed result to ``notifyUrl``.
 Where the documentation is silent, the emulator makes these choices (the plugin does not
 depend on them): every answer is HTTP 200 with the outcome in ``code`` (401 bad token,
 403 bad signature or clientId, 400 bad parameters or a refused refund/void, 404 unknown
-original transaction); ``transType`` in pushes is ``REFUND`` or ``VOID``; ``tranTime``
-is UTC.
+original transaction); ``transType`` in pushes is ``REFUND`` or ``VOID``, and ``SALE``
+for the push about a payment (:meth:`PaywizardEmulator.signed_payment_callback`), which
+a receiver must acknowledge and not take for a refund; ``tranTime`` is UTC.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import re
 import secrets
 import string
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from refundcore.crypto import constant_time_equals
@@ -79,6 +81,7 @@ class PaywizardEmulator(Emulator):
     id_prefix = "917121926164"
     mid = "007889-3-006"
     paywizard_id = "10280000002"
+    refund_paths = (REFUND_PATH,)
 
     def __init__(self, credentials: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(credentials, **options)
@@ -86,6 +89,22 @@ class PaywizardEmulator(Emulator):
         # ledger's refunds and this emulator's voids.
         self._lock = threading.RLock()
         self._voids: dict[str, LedgerRefund] = {}
+
+    def export_state(self) -> dict[str, Any]:
+        """The ledger's dump, and the voids kept beside it."""
+        with self._lock:
+            voids = [record.to_json() for record in self._voids.values()]
+        return {**super().export_state(), "voids": voids}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Carry on from :meth:`export_state`'s data."""
+        super().restore_state(state)
+        try:
+            voids = [LedgerRefund.from_json(record) for record in state.get("voids", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not usable voids: {type(exc).__name__}: {exc}") from None
+        with self._lock:
+            self._voids = {record.refund_id: record for record in voids}
 
     @classmethod
     def make_credentials(cls) -> dict[str, Any]:
@@ -359,7 +378,31 @@ class PaywizardEmulator(Emulator):
     def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
         """The signed result push about ``record``: JSON body, signature in ``sign``.
         The push carries no signed time, so ``at`` does not change it."""
-        fields = self.push_fields(record)
+        return self.signed_push(self.push_fields(record), path=path)
+
+    def signed_payment_callback(
+        self, payment: PaymentRef, *, path: str = "/callback"
+    ) -> Callback | None:
+        """The result push about a seeded payment itself (``transType`` ``SALE``)."""
+        found = self.ledger.find_payment(payment_id=payment.payment_id)
+        if found is None:
+            raise KeyError(f"no payment {payment!r} in the ledger")
+        fields = {
+            "checkoutId": found.ref.payment_id,
+            "transIndexCode": found.ref.merchant_reference,
+            "paywizardId": self.paywizard_id,
+            "mid": self.mid,
+            "transType": "SALE",
+            "amount": found.amount.to_wire(),
+            "state": 2,
+            "currencyCode": numeric_currency_code(found.amount.currency),
+            "tranTime": f"{self.clock():{_TIME_FORMAT}}",
+            "transResult": 0,
+        }
+        return self.signed_push(fields, path=path)
+
+    def signed_push(self, fields: dict[str, Any], *, path: str) -> Callback:
+        """A push of ``fields``, signed as the platform signs (``sign`` header)."""
         signature = push_signature(
             fields, self.credentials["client_id"], self.credentials["client_secret"]
         )

@@ -9,6 +9,7 @@ import hmac
 import json
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,7 +51,7 @@ class TestPaywizardConformance(ProviderConformance):
 
 
 def test_v3_signature_self_check_vector() -> None:
-    # GATEWAYS.md's self-check, computed from the Signature Guide V3 example.
+    # The self-check in PROTOCOL.md, computed from the Signature Guide V3 example.
     body = (
         b'{"clientId":"client12345","merchantId":"10800000003","posId":"D31231234567890",'
         b'"terminalId":"12345678","terminalSn":"WP123987987897"}'
@@ -227,22 +228,10 @@ def parse(operation: Any, body: Any, status: int = 200) -> RefundResult:
     return result
 
 
-# Verbatim from the provider's refund page ("Success Response Example").
-PAGE_SUCCESS_EXAMPLE = b"""{
-    "code": 200,
-    "msg": "success",
-    "timestamp": "2025-06-09 15:32:00",
-    "data": {
-        "mid": "007889-3-006",
-        "paywizardId": "10280000002",
-        "checkoutId": "917122074735149056",
-        "transIndexCode": "202506091432000000015",
-        "amount": "0.01",
-        "result": 0,
-        "oriCheckoutId": "917121926164512768",
-        "oriTransIndexCode": "202506091432000000012"
-    }
-}"""
+# The provider's refund page's "Success Response Example", as printed.
+PAGE_SUCCESS_EXAMPLE = (
+    Path(__file__).with_name("fixtures") / "refund-success-response-example.json"
+).read_bytes()
 
 
 def test_page_success_example_parses_to_succeeded() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from refundcore_paywizard import (
@@ -24,6 +25,7 @@ from refundcore_paywizard import (
 from refundcore import (
     Callback,
     Money,
+    NotARefund,
     PaymentRef,
     RefundClient,
     RefundStatus,
@@ -150,7 +152,7 @@ def test_pending_refund_settles_through_a_push(run: SandboxRun) -> None:
     assert note.refund_id == result.refund_id
     assert note.provider_refund_id == result.provider_refund_id
     assert note.amount == hkd("20.00")
-    assert note.event == "result_push"
+    assert note.event == "refund"
     queried = run.client.query(
         "paywizard", refund_id=result.refund_id, provider_refund_id=result.provider_refund_id
     )
@@ -218,7 +220,7 @@ def test_void_is_pushed(run: SandboxRun) -> None:
     (note,) = run.wait_for_notifications(1)
     assert note.status is RefundStatus.SUCCEEDED
     assert note.refund_id == voided.refund_id
-    assert note.raw["transType"] == "VOID"
+    assert note.raw["transType"] == "VOID" and note.event == "void"
 
 
 def test_capabilities_are_declared() -> None:
@@ -463,6 +465,53 @@ def test_push_currency_codes(code: str, amount: Money | None) -> None:
     body = json.dumps(fields).encode()
     sign = push_signature(load_push_fields(body), CLIENT_ID, CLIENT_SECRET)
     assert verify(body, {"sign": sign}).amount == amount
+
+
+@pytest.mark.parametrize(
+    ("trans_type", "event"),
+    [("REFUND", "refund"), ("refund", "refund"), ("VOID", "void"), ("Reversal", "void")],
+)
+def test_push_about_a_refund_or_void(trans_type: str, event: str) -> None:
+    fields = {"transIndexCode": "r1", "checkoutId": "1", "transType": trans_type, "state": 2}
+    body = json.dumps(fields).encode()
+    sign = push_signature(load_push_fields(body), CLIENT_ID, CLIENT_SECRET)
+    assert verify(body, {"sign": sign}).event == event
+
+
+@pytest.mark.parametrize(
+    ("trans_type", "event"),
+    [
+        ("SALE", "push.sale"),
+        ("PAY", "push.pay"),
+        ("PRE_AUTH", "push.pre_auth"),
+        ("§", "push.unknown"),
+    ],
+)
+def test_push_about_a_sale_is_verified_then_not_a_refund(trans_type: str, event: str) -> None:
+    fields = {"transIndexCode": "o1", "checkoutId": "9", "transType": trans_type, "state": 2}
+    body = json.dumps(fields).encode()
+    sign = push_signature(load_push_fields(body), CLIENT_ID, CLIENT_SECRET)
+    with pytest.raises(NotARefund) as error:
+        verify(body, {"sign": sign})
+    assert (error.value.event, error.value.provider) == (event, "paywizard")
+    # Only after the signature: the same push with a wrong sign is a forgery.
+    with pytest.raises(SignatureError):
+        verify(body, {"sign": "0" * 64})
+
+
+def test_sale_push_through_the_wsgi_app_is_acknowledged_not_delivered(run: SandboxRun) -> None:
+    payment = run.emulator.seed_payment(hkd("50.00"))
+    sale = run.emulator.signed_payment_callback(payment, path="/paywizard")
+    assert sale is not None and b'"transType":"SALE"' in sale.body
+    reply = requests.post(
+        run.receiver_server.base_url + "/paywizard",
+        data=sale.body,
+        headers=dict(sale.headers),
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    assert reply.json() == {"code": 200, "msg": "success"}
+    assert run.notifications == []
 
 
 def test_push_with_wrong_secret_is_refused() -> None:

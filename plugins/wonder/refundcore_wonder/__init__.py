@@ -4,10 +4,11 @@ Everything this provider does is in this module: its config, how a refund or a q
 becomes a signed request, how a reply becomes a result, and how a webhook is verified.
 The gateway emulator used by the sandbox and the tests is in ``sandbox.py``.
 
-Protocol sources: the project's gateway notes (GATEWAYS.md § wonder) and Wonder's
-refund page (API reference 15); the signature follows Wonder's official PHP SDK
-(``generateSignatureMessage`` / ``sign``). Choices the sources leave open are marked
-**ASSUMPTION** and each lives in one small function or config option below.
+Protocol sources: Wonder's developer pages (authentication, webhooks, API reference 13
+and 15); the signature follows Wonder's official PHP SDK (``generateSignatureMessage`` /
+``sign``). Choices the sources leave open are marked **ASSUMPTION** and each lives in
+one small function or config option below; PROTOCOL.md beside this package lists them
+with their sources.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from refundcore import (
     HttpResponse,
     Lookup,
     LookupKey,
+    NotARefund,
     ProviderConfig,
     ProviderInfo,
     RefundNotification,
@@ -59,21 +61,24 @@ __all__ = [
     "CREDENTIAL_WINDOW",
     "LANGUAGES",
     "REFUND_PATH",
+    "WebhookKey",
     "WonderConfig",
     "credential",
     "find_refund_transaction",
+    "lookup_outcome",
     "new_nonce",
-    "note_refund_id",
     "pre_sign_string",
     "query_body",
     "refund_body",
-    "refund_note",
+    "refund_fields",
     "refund_request_id",
     "refund_transaction_status",
+    "reply_request_id_problem",
     "request_time",
     "signature_message",
     "verify_wonder_signature",
-    "webhook_status",
+    "webhook_key_pem",
+    "webhook_refund",
     "wire_amount",
     "wonder_signature",
 ]
@@ -96,6 +101,8 @@ _UUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\Z")
 _APP_ID = re.compile(r"[!-.0-~]{1,128}\Z")  # printable ASCII, no space, no "/"
 _AMOUNT_TEXT = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,8})?\Z")
 _CENT = Decimal("0.01")
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+\Z")
+_PEM_PUBLIC = "-----BEGIN PUBLIC KEY-----"
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -116,24 +123,90 @@ def _check_language(_: object, attribute: attrs.Attribute[str | None], value: st
         raise ConfigError(f"{value!r} is not one of {', '.join(LANGUAGES)}", field=attribute.name)
 
 
+def webhook_key_pem(text: str) -> str:
+    """ASSUMPTION (source: Wonder's production WooCommerce plugin; the API pages say
+    only "PEM"): the webhook public key as PEM text, from any of the forms Wonder's own
+    plugin accepts, tried in its order:
+
+    1. PEM (any ``-----BEGIN …-----`` block) as it is;
+    2. base64 of a PEM text (what copying the key out of some consoles gives);
+    3. hex of the DER SubjectPublicKeyInfo (an even number of hex digits);
+    4. bare base64 of the DER (whitespace ignored), wrapped as a ``PUBLIC KEY`` PEM.
+
+    A hex text is also valid base64, which is why a base64 text is taken as a PEM only
+    when it decodes to one. ``ValueError`` for empty text.
+    """
+    key = text.strip()
+    if not key:
+        raise ValueError("the webhook public key is empty")
+    if "-----BEGIN " in key:
+        return key
+    compact = "".join(key.split())
+    try:
+        decoded = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if b"-----BEGIN " in decoded:
+        return decoded.decode("ascii", "replace").strip()
+    if _HEX.match(compact):
+        compact = base64.b64encode(bytes.fromhex(compact)).decode("ascii")
+    lines = "\n".join(compact[i : i + 64] for i in range(0, len(compact), 64))
+    return f"{_PEM_PUBLIC}\n{lines}\n-----END PUBLIC KEY-----\n"
+
+
+class WebhookKey:
+    """Wonder's webhook public key (``WonderConfig.webhook_public_key``), read from any
+    form :func:`webhook_key_pem` takes. ``public_key`` verifies the signatures."""
+
+    __slots__ = ("public_key",)
+
+    def __init__(self, public_key: PublicKey) -> None:
+        self.public_key = public_key
+
+    def __repr__(self) -> str:
+        return "WebhookKey(RSA)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WebhookKey) and self.public_key == other.public_key
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _webhook_key(value: object) -> WebhookKey:
+    if isinstance(value, WebhookKey):
+        return value
+    if isinstance(value, PublicKey):
+        return WebhookKey(value)
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"expected the key as text, got {type(value).__name__}", field="webhook_public_key"
+        )
+    try:
+        return WebhookKey(PublicKey.from_pem(webhook_key_pem(value)))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{exc} (give PEM, base64 of the PEM, base64 DER or hex DER)",
+            field="webhook_public_key",
+        ) from None
+
+
 @attrs.frozen(kw_only=True)
 class WonderConfig(ProviderConfig):
     """Settings for Wonder.
 
     ``private_key`` signs requests (Wonder holds its public half, uploaded in the
     portal); ``webhook_public_key`` is Wonder's key for webhooks, shown once when the
-    app id is created. Both are parsed once, when the config is loaded.
+    app id is created (PEM, base64 of the PEM, base64 DER or hex DER: see
+    :func:`webhook_key_pem`). Both are parsed once, when the config is loaded.
     """
 
     app_id: str = attrs.field(validator=_check_app_id)
     private_key: PrivateKey
-    webhook_public_key: PublicKey
+    # Its own converter reads the raw text: the forms Wonder's plugin takes go beyond
+    # the PEM the core's key type reads.
+    webhook_public_key: WebhookKey = attrs.field(converter=_webhook_key)
     #: Sent as ``x-i18n-lang``: the language of Wonder's messages.
     language: str | None = attrs.field(default=None, validator=_check_language)
-    #: ASSUMPTION: tag ``refund.note`` with the refund id (``"[<refund_id>] <reason>"``)
-    #: so a query finds this refund among several on the same order even when the
-    #: refund's own reply was lost. Off sends the reason alone.
-    note_refund_id: bool = True
 
 
 # -- signing -----------------------------------------------------------------------------
@@ -213,9 +286,9 @@ def _utcnow() -> dt.datetime:
 
 
 def wire_amount(amount: Money) -> str:
-    """ASSUMPTION: Wonder takes the amount as a decimal string with two decimals
-    (``"10.00"``), in the order's currency — the refund carries no currency of its own.
-    An amount that needs more than two decimals cannot be sent."""
+    """ASSUMPTION (source: Wonder's production plugin, which writes
+    ``number_format($amount, 2)``): the amount is a decimal string with two decimals
+    (``"10.00"``, JPY ``"17.00"``). An amount that needs more cannot be sent."""
     try:
         cents = amount.amount.quantize(_CENT)
     except InvalidOperation:
@@ -227,24 +300,22 @@ def wire_amount(amount: Money) -> str:
     return f"{cents:f}"
 
 
-def refund_note(refund_id: str, reason: str | None, *, tag: bool) -> str:
-    """``refund.note`` (required by Wonder, a string): the reason or ``""``, prefixed
-    with ``[<refund_id>]`` when ``tag`` is on (see ``WonderConfig.note_refund_id``)."""
+def refund_fields(amount: Money, reason: str | None) -> dict[str, str]:
+    """ASSUMPTION, where Wonder's sources disagree: the ``refund`` object sent.
+
+    The API page (reference 15) shows ``amount`` and ``note``; Wonder's production
+    WooCommerce plugin sends ``amount``, ``currency`` and ``reason`` and never
+    ``note``. Both are sent: ``amount`` (:func:`wire_amount`), ``currency`` (the
+    amount's), and the merchant's reason in both ``reason`` and ``note`` (``""`` when
+    there is none). Nothing of ours rides in the free text: a refund is found again
+    only through what the gateway returns (see :func:`find_refund_transaction`)."""
     text = reason or ""
-    if not tag:
-        return text
-    return f"[{refund_id}] {text}" if text else f"[{refund_id}]"
-
-
-def note_refund_id(note: object) -> str | None:
-    """The refund id a note made by :func:`refund_note` carries, if any. Refund ids
-    never contain spaces, so the tag is everything before the first space."""
-    if not isinstance(note, str) or not note.startswith("["):
-        return None
-    tag = note.split(" ", 1)[0]
-    if len(tag) < 3 or not tag.endswith("]"):
-        return None
-    return tag[1:-1]
+    return {
+        "amount": wire_amount(amount),
+        "currency": amount.currency,
+        "reason": text,
+        "note": text,
+    }
 
 
 def refund_request_id(refund_id: str) -> str:
@@ -253,6 +324,19 @@ def refund_request_id(refund_id: str) -> str:
     one request id; whether the live gateway does is not documented, hence
     ``idempotent_refund_id=False``). Queries get a fresh uuid4 each."""
     return refund_id
+
+
+def reply_request_id_problem(refund_id: str, response: HttpResponse) -> str | None:
+    """Why a refund's reply cannot be about that refund (``None`` when it can be).
+
+    ASSUMPTION (our decision; Wonder documents no reply headers): a reply that echoes
+    an ``X-Request-ID`` answers the request that carried it, so an echo of another id
+    means the reply belongs to another request; a reply without one is taken as ours.
+    """
+    echoed = response.headers.get("X-Request-ID")
+    if echoed is None or echoed.strip() == refund_request_id(refund_id):
+        return None
+    return "the reply echoes another X-Request-ID: it answers another request"
 
 
 def _check_uuid(value: str, field: str) -> None:
@@ -284,7 +368,7 @@ def _json_bytes(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode("ascii")
 
 
-def refund_body(operation: Refund, *, tag_note: bool) -> bytes:
+def refund_body(operation: Refund) -> bytes:
     """The refund request body. Needs the sale transaction's uuid and at least one of
     the order number / reference number; identifiers not given are left out."""
     payment = operation.payment
@@ -304,10 +388,7 @@ def refund_body(operation: Refund, *, tag_note: bool) -> bytes:
         {
             "order": order,
             "transaction": {"uuid": payment.transaction_id},
-            "refund": {
-                "amount": wire_amount(operation.amount),
-                "note": refund_note(operation.refund_id, operation.reason, tag=tag_note),
-            },
+            "refund": refund_fields(operation.amount, operation.reason),
         }
     )
 
@@ -367,7 +448,7 @@ def refundcore_register_providers(register: Any) -> None:
 def refundcore_build_request(config: WonderConfig, operation: Operation) -> HttpRequest:
     """A refund or an order check, unsigned."""
     if isinstance(operation, Refund):
-        path, body = REFUND_PATH, refund_body(operation, tag_note=config.note_refund_id)
+        path, body = REFUND_PATH, refund_body(operation)
         request_id = refund_request_id(operation.refund_id)
     elif isinstance(operation, RefundQuery):
         path, body = CHECK_PATH, query_body(operation)
@@ -480,20 +561,20 @@ def find_refund_transaction(
     transactions: Sequence[Mapping[str, Any]],
     *,
     provider_refund_id: str | None = None,
-    refund_id: str | None = None,
     amount: Decimal | None = None,
-    note: str | None = None,
     sale_uuid: str | None = None,
 ) -> Mapping[str, Any] | None:
-    """Pick *our* refund among the order's transactions (entries with type "Refund").
+    """Pick *our* refund among the order's transactions (entries with type "Refund"),
+    from what the gateway itself returns, never from free text we sent.
 
-    In order of preference: the one whose ``uuid`` is ``provider_refund_id`` (when
-    given, nothing else is tried); the newest whose note carries ``refund_id`` (see
-    :func:`refund_note`); with ``amount`` (a refund's own reply), the newest with that
-    amount and, where the entry has a note, that note. Refunds of another sale
-    transaction (``original_transaction_uuid``) are never picked.
+    With ``provider_refund_id`` (the refund transaction's uuid): the entry with that
+    uuid, nothing else. Else, with ``amount`` (a refund's own reply, already tied to our
+    request by :func:`reply_request_id_problem`): the newest refund of that amount.
+    Refunds of another sale transaction (``original_transaction_uuid``) are never
+    picked.
 
     ASSUMPTION: Wonder lists transactions oldest first, so "newest" is the last match.
+    The documented transaction shape carries no time, so time cannot narrow it further.
     """
     refunds = [
         item
@@ -508,17 +589,8 @@ def find_refund_transaction(
     if provider_refund_id is not None:
         found = [item for item in refunds if item.get("uuid") == provider_refund_id]
         return found[-1] if found else None
-    if refund_id is not None:
-        tagged = [item for item in refunds if note_refund_id(item.get("note")) == refund_id]
-        if tagged:
-            return tagged[-1]
     if amount is not None:
-        same = [
-            item
-            for item in refunds
-            if _amount(item.get("amount")) == amount
-            and (note is None or not isinstance(item.get("note"), str) or item["note"] == note)
-        ]
+        same = [item for item in refunds if _amount(item.get("amount")) == amount]
         if same:
             return same[-1]
     return None
@@ -571,9 +643,9 @@ def _sale_uuid(operation: Operation) -> str | None:
 
 @hookimpl
 def refundcore_parse_response(
-    provider: ProviderInfo, config: WonderConfig, operation: Operation, response: HttpResponse
+    provider: ProviderInfo, operation: Operation, response: HttpResponse
 ) -> RefundResult:
-    """Map Wonder's reply to a result (see the README's status table)."""
+    """Map Wonder's reply to a result (see the status table in PROTOCOL.md)."""
     is_query = isinstance(operation, RefundQuery)
 
     def result(status: RefundStatus, **extra: Any) -> RefundResult:
@@ -590,6 +662,13 @@ def refundcore_parse_response(
             error_code=f"http_{status_code}",
             message=f"Wonder server error (HTTP {status_code})",
         )
+    mismatch = (
+        reply_request_id_problem(operation.refund_id, response)
+        if isinstance(operation, Refund)
+        else None
+    )
+    if mismatch is not None:
+        return result(RefundStatus.UNKNOWN, error_code="mismatched_reply", message=mismatch)
     try:
         data = _load_json(response.body)
     except ValueError:
@@ -632,11 +711,7 @@ def refundcore_parse_response(
     transactions = _transactions(envelope.order)
     if isinstance(operation, Refund):
         found = find_refund_transaction(
-            transactions,
-            refund_id=operation.refund_id if config.note_refund_id else None,
-            amount=operation.amount.amount,
-            note=refund_note(operation.refund_id, operation.reason, tag=config.note_refund_id),
-            sale_uuid=_sale_uuid(operation),
+            transactions, amount=operation.amount.amount, sale_uuid=_sale_uuid(operation)
         )
         fallback_currency: str | None = operation.amount.currency
     else:
@@ -644,13 +719,12 @@ def refundcore_parse_response(
         found = find_refund_transaction(
             transactions,
             provider_refund_id=operation.provider_refund_id,
-            refund_id=operation.refund_id if config.note_refund_id else None,
             sale_uuid=_sale_uuid(operation),
         )
         fallback_currency = None
     if found is None:
-        status, code, explanation = _not_found(operation, config)
-        return result(status, error_code=code, message=explanation, raw=raw)
+        code, explanation = lookup_outcome(operation)
+        return result(RefundStatus.UNKNOWN, error_code=code, message=explanation, raw=raw)
     status = refund_transaction_status(found)
     return result(
         status,
@@ -662,24 +736,33 @@ def refundcore_parse_response(
     )
 
 
-def _not_found(operation: Operation, config: WonderConfig) -> tuple[RefundStatus, str, str]:
-    """Status, code and message when no refund transaction matched. Only a query that
-    looked for the refund id tag can say the refund does not exist (it never reached
-    Wonder); anything else is not known."""
-    if (
-        isinstance(operation, RefundQuery)
-        and operation.provider_refund_id is None
-        and config.note_refund_id
-    ):
+def lookup_outcome(operation: Operation) -> tuple[str, str]:
+    """Error code and message when no refund transaction matched; the status is always
+    UNKNOWN.
+
+    What a Wonder lookup proves (our decision, from the sources): finding the refund
+    transaction by its uuid (``provider_refund_id``) proves that refund and its
+    status. Not finding it proves nothing: the refund API has no merchant refund id,
+    so a refund whose reply was lost can only be matched by amount, which another
+    refund of the same amount (the portal's, say) also matches, and a refund still
+    being processed may not be listed yet. "Not found" is never taken as "never sent".
+    """
+    if isinstance(operation, RefundQuery) and operation.provider_refund_id is not None:
         return (
-            RefundStatus.FAILED,
             "refund_not_found",
-            "the order has no refund tagged with this refund id: it never reached Wonder",
+            "the order does not list refund transaction "
+            f"{operation.provider_refund_id} (yet): its outcome is unknown",
+        )
+    if isinstance(operation, RefundQuery):
+        return (
+            "refund_not_identified",
+            "a Wonder refund is found again only by its uuid: query with "
+            "provider_refund_id (the refund transaction's uuid)",
         )
     return (
-        RefundStatus.UNKNOWN,
         "refund_not_identified",
-        "the reply does not show this refund: query with provider_refund_id",
+        "the reply does not show a refund of this amount on this sale: "
+        "query with provider_refund_id",
     )
 
 
@@ -731,11 +814,15 @@ def _webhook_order(data: object) -> Mapping[str, Any]:
     raise SignatureError("signed webhook body carries no order")
 
 
-def _webhook_payment(
-    order: Mapping[str, Any], refund: Mapping[str, Any] | None
-) -> PaymentRef | None:
-    sale = refund.get("original_transaction_uuid") if refund is not None else None
-    if not isinstance(sale, str):
+def _action(header: str) -> str:
+    """The ``X-Action`` header as a short event name (lower-cased, bounded, printable)."""
+    action = header.strip().lower()[:64]
+    return action if action.isprintable() else "unprintable"
+
+
+def _webhook_payment(order: Mapping[str, Any], refund: Mapping[str, Any]) -> PaymentRef | None:
+    sale = refund.get("original_transaction_uuid")
+    if not isinstance(sale, str) or not sale:
         sales = [item for item in _transactions(order) if not _is_refund(item)]
         sale = sales[0].get("uuid") if sales else None
     try:
@@ -748,17 +835,33 @@ def _webhook_payment(
         return None
 
 
-def webhook_status(action: str, refund: Mapping[str, Any] | None) -> RefundStatus:
-    """ASSUMPTION: what each ``X-Action`` means for refunds. ``order.refunded`` takes
-    the status of the refund transaction; ``order.voided`` / ``transaction.voided``
-    report a completed reversal (SUCCEEDED); other events (``order.paid``,
-    ``order.created``, ``order.payment_failure``, …) are not about a refund: UNKNOWN,
-    and the application goes by ``event``."""
-    if action == "order.refunded":
-        return refund_transaction_status(refund) if refund is not None else RefundStatus.UNKNOWN
-    if action in ("order.voided", "transaction.voided"):
-        return RefundStatus.SUCCEEDED
-    return RefundStatus.UNKNOWN
+#: The ``X-Action`` that reads a webhook's body as a report on a refund.
+REFUND_ACTION = "order.refunded"
+
+
+def webhook_refund(action: str, order: Mapping[str, Any], provider: str) -> Mapping[str, Any]:
+    """ASSUMPTION (sources: Wonder's webhook page and production plugin; ``X-Action`` is
+    not covered by the signature): which refund transaction a verified webhook reports.
+    ``X-Action`` only chooses how the signed body is read, never the outcome: the
+    status always comes from the refund transaction's own signed fields.
+
+    * ``order.refunded``: the body's newest refund transaction. A body without one
+      contradicts the header: :class:`SignatureError` (a forged or mismatched header).
+    * no ``X-Action``: the body decides: its newest refund transaction if it has one,
+      else :class:`NotARefund` (``order.updated``).
+    * any other action (``order.paid``, ``order.created``, ``order.payment_failure``,
+      ``order.voided``, ``transaction.voided``, …): not about a refund refundcore made
+      (this plugin offers no void): :class:`NotARefund` under that action, whatever the
+      body holds, so nothing is settled from it.
+    """
+    if action and action != REFUND_ACTION:
+        raise NotARefund(action, provider=provider)
+    refunds = [item for item in _transactions(order) if _is_refund(item)]
+    if refunds:
+        return refunds[-1]  # the newest (see find_refund_transaction)
+    if action:
+        raise SignatureError(f"X-Action {action} but the signed body carries no refund")
+    raise NotARefund("order.updated", provider=provider)
 
 
 @hookimpl
@@ -784,7 +887,7 @@ def refundcore_verify_callback(
             nonce,
             time_text,
             signature,
-            config.webhook_public_key,
+            config.webhook_public_key.public_key,
         )
     except UnicodeError:
         genuine = False
@@ -795,19 +898,13 @@ def refundcore_verify_callback(
     except ValueError:
         raise SignatureError("signed webhook body is not JSON") from None
     order = _webhook_order(data)
-    # X-Action is not covered by the signature: the status comes from the signed body.
-    action = headers.get("X-Action", "").strip().lower()[:64] or "order.updated"
-    refunds = [item for item in _transactions(order) if _is_refund(item)]
-    refund = refunds[-1] if refunds else None  # the newest (see find_refund_transaction)
+    refund = webhook_refund(_action(headers.get("X-Action", "")), order, provider.id)
     return RefundNotification(
         provider=provider.id,
-        status=webhook_status(action, refund),
-        event=action,
-        refund_id=note_refund_id(refund.get("note"))
-        if refund is not None and config.note_refund_id
-        else None,
-        provider_refund_id=_uuid_text(refund.get("uuid")) if refund is not None else None,
+        status=refund_transaction_status(refund),
+        event=REFUND_ACTION,
+        provider_refund_id=_uuid_text(refund.get("uuid")),
         payment=_webhook_payment(order, refund),
-        amount=_money(refund, order, None) if refund is not None else None,
+        amount=_money(refund, order, None),
         raw=data if isinstance(data, dict) else {"order": order},
     )

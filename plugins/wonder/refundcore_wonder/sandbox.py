@@ -8,6 +8,13 @@ amount, answers in the ``{error_code, error_message, data: {order}}`` shape of W
 pages (or ``{code, message, data}`` with ``envelope="code"``), and posts webhooks
 signed with its own key (``webhook_private_key``; the merchant holds the public half).
 
+It takes the refund object in every shape Wonder's sources show: the API page's
+``{amount, note}``, the production plugin's ``{amount, currency, reason}``, and the
+plugin's ``{amount, currency, reason, note}`` (a ``currency`` must be the order's).
+Besides ``order.refunded`` webhooks it signs ``order.paid`` ones
+(:meth:`WonderEmulator.signed_payment_callback`), which a receiver must acknowledge
+and not take for a refund.
+
 ASSUMPTIONS of the emulator (the live gateway's behaviour is not documented there):
 a refund's ``X-Request-ID`` is treated as its idempotency key; an order's
 ``notify_url`` may be given with the refund; business refusals (unknown order, over-
@@ -103,6 +110,7 @@ class WonderEmulator(Emulator):
     page's shape, default) or ``"code"`` (the newer ``{code, message, data}``)."""
 
     provider_id = "wonder"
+    refund_paths = (REFUND_PATH,)
 
     def __init__(
         self,
@@ -174,7 +182,25 @@ class WonderEmulator(Emulator):
 
     def build_callback(self, record: LedgerRefund, *, path: str, at: dt.datetime) -> Callback:
         """An ``order.refunded`` webhook: the order-check body, signed with Wonder's key."""
-        payment = self.ledger.payment_of(record)
+        return self.webhook(self.ledger.payment_of(record), "order.refunded", path=path, at=at)
+
+    def signed_payment_callback(
+        self, payment: PaymentRef, *, path: str = "/callback"
+    ) -> Callback | None:
+        """The ``order.paid`` webhook about a seeded payment."""
+        found = self.ledger.find_payment(
+            payment_id=payment.payment_id, merchant_reference=payment.merchant_reference
+        )
+        if found is None:
+            raise KeyError(f"no payment {payment!r} in the ledger")
+        return self.webhook(found, "order.paid", path=path, at=self.clock())
+
+    def webhook(
+        self, payment: LedgerPayment, action: str, *, path: str, at: dt.datetime
+    ) -> Callback:
+        """A webhook about ``payment``'s order as it stands, with ``X-Action: action``,
+        signed with Wonder's key as of ``at`` (the order-check body; ``X-Action`` is not
+        signed, as at Wonder)."""
         body = self._envelope_bytes(self._order_json(payment))
         time_text = request_time(at)
         nonce = new_nonce()
@@ -188,7 +214,7 @@ class WonderEmulator(Emulator):
                 "Signature": wonder_signature(
                     "POST", path, body, nonce, time_text, self.webhook_key
                 ),
-                "X-Action": "order.refunded",
+                "X-Action": action,
             },
             body=body,
         )
@@ -255,11 +281,12 @@ class WonderEmulator(Emulator):
             return self._error("INVALID_PARAMS", "transaction.uuid is required")
         if not isinstance(refund, dict):
             return self._error("INVALID_PARAMS", "refund is required")
-        amount_text, note = refund.get("amount"), refund.get("note")
+        amount_text = refund.get("amount")
         if not isinstance(amount_text, str) or not _AMOUNT.match(amount_text):
             return self._error("INVALID_PARAMS", "refund.amount must be a decimal string")
-        if not isinstance(note, str):
-            return self._error("INVALID_PARAMS", "refund.note is required")
+        texts = {name: refund.get(name) for name in ("currency", "reason", "note")}
+        if not all(value is None or isinstance(value, str) for value in texts.values()):
+            return self._error("INVALID_PARAMS", "refund.currency, reason and note are strings")
         notify_url = data["order"].get("notify_url")
         if notify_url is not None:
             try:
@@ -274,6 +301,8 @@ class WonderEmulator(Emulator):
             return payment
         if transaction["uuid"] != payment.ref.transaction_id:
             return self._error("TRANSACTION_NOT_FOUND", "no such transaction in this order")
+        if texts["currency"] not in (None, payment.amount.currency):
+            return self._error("INVALID_PARAMS", "refund.currency is not the order's currency")
         try:
             amount = Money(amount_text, payment.amount.currency)
         except ValidationError:
@@ -289,7 +318,7 @@ class WonderEmulator(Emulator):
         if decision is RefundDecision.ACCEPTED and record is not None:
             with self._lock:
                 record.provider_refund_id = str(uuid.uuid4())
-                record.extra["note"] = note
+                record.extra["note"] = texts["note"] or texts["reason"] or ""
             if record.status is not RefundStatus.PENDING:
                 self.notify(record)
         if decision in (RefundDecision.ACCEPTED, RefundDecision.REPEATED):

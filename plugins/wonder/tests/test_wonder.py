@@ -3,6 +3,7 @@ wire bytes of a refund and a query."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -13,8 +14,14 @@ import refundcore_wonder as wonder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refundcore import ConfigError, Money, PaymentRef, RefundStatus
-from refundcore.crypto import PrivateKey, generate_rsa_keypair, hmac_sha256, hmac_sha256_hex
+from refundcore import ConfigError, Money, PaymentRef, RefundStatus, SignatureError
+from refundcore.crypto import (
+    PrivateKey,
+    PublicKey,
+    generate_rsa_keypair,
+    hmac_sha256,
+    hmac_sha256_hex,
+)
 from refundcore.sandbox import LedgerPayment, SandboxRun
 from refundcore.testing import ProviderConformance
 
@@ -25,10 +32,18 @@ NONCE = "Ab3dEf6hIj9kLm2n"
 TIME = "20240501120123"
 APP_ID = "d900da8b-6e16-4a85-8a66-05d29ac53f24"
 SALE_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
-REFUND_BODY = (
+#: A body in the API page's refund shape: the fixed input of the signature vectors.
+VECTOR_BODY = (
     b'{"order":{"number":"W000000000001","reference_number":"shop-order-1"},'
     b'"transaction":{"uuid":"0f8fad5b-d9cb-469f-a165-70867728950e"},'
     b'"refund":{"amount":"10.00","note":"[r-2026-0001] damaged"}}'
+)
+#: What the plugin sends: the page's ``amount`` and ``note`` plus the ``currency`` and
+#: ``reason`` of Wonder's production plugin, the merchant's reason in both.
+REFUND_BODY = (
+    b'{"order":{"number":"W000000000001","reference_number":"shop-order-1"},'
+    b'"transaction":{"uuid":"0f8fad5b-d9cb-469f-a165-70867728950e"},'
+    b'"refund":{"amount":"10.00","currency":"HKD","reason":"damaged","note":"damaged"}}'
 )
 # These four values were cross-checked against an independent implementation with
 # PHP's hash_hmac() and openssl_sign(OPENSSL_ALGO_SHA256), the calls Wonder's official
@@ -74,14 +89,14 @@ def test_signature_message_follows_the_hmac_chain() -> None:
     # The chain spelled out step by step, independently of the plugin's function.
     k1 = hmac_sha256(NONCE.encode(), TIME.encode())
     k2 = hmac_sha256(k1, b"Wonder-RSA-SHA256")
-    expected = hmac_sha256_hex(k2, b"POST\n" + wonder.REFUND_PATH.encode() + b"\n" + REFUND_BODY)
-    message = wonder.signature_message("post", wonder.REFUND_PATH, REFUND_BODY, NONCE, TIME)
+    expected = hmac_sha256_hex(k2, b"POST\n" + wonder.REFUND_PATH.encode() + b"\n" + VECTOR_BODY)
+    message = wonder.signature_message("post", wonder.REFUND_PATH, VECTOR_BODY, NONCE, TIME)
     assert message == expected == REFUND_MESSAGE
     assert re.fullmatch(r"[0-9a-f]{64}", message)
 
 
 def test_signature_exact_bytes(test_key: PrivateKey) -> None:
-    args = ("post", wonder.REFUND_PATH, REFUND_BODY, NONCE, TIME)
+    args = ("post", wonder.REFUND_PATH, VECTOR_BODY, NONCE, TIME)
     assert wonder.wonder_signature(*args, test_key) == REFUND_SIGNATURE
     # PKCS#1 v1.5 is deterministic: the same inputs give the same bytes every time.
     assert wonder.wonder_signature(*args, test_key) == REFUND_SIGNATURE
@@ -95,7 +110,7 @@ def test_signature_exact_bytes_without_body(test_key: PrivateKey) -> None:
 
 
 def test_verify_refuses_another_key_and_garbage(test_key: PrivateKey) -> None:
-    args = ("POST", wonder.REFUND_PATH, REFUND_BODY, NONCE, TIME)
+    args = ("POST", wonder.REFUND_PATH, VECTOR_BODY, NONCE, TIME)
     other = generate_rsa_keypair().public_key()
     assert not wonder.verify_wonder_signature(*args, REFUND_SIGNATURE, other)
     assert not wonder.verify_wonder_signature(*args, "not base64!", test_key.public_key())
@@ -159,7 +174,7 @@ def fixed_run(test_key: PrivateKey, monkeypatch: pytest.MonkeyPatch) -> Iterator
         yield run
 
 
-def test_refund_wire_bytes(fixed_run: SandboxRun) -> None:
+def test_refund_wire_bytes(fixed_run: SandboxRun, test_key: PrivateKey) -> None:
     ref = PaymentRef(
         payment_id="W000000000001", merchant_reference="shop-order-1", transaction_id=SALE_UUID
     )
@@ -179,7 +194,10 @@ def test_refund_wire_bytes(fixed_run: SandboxRun) -> None:
     assert sent.header("X-Request-ID") == "r-2026-0001"
     assert sent.header("Credential") == f"{APP_ID}/20240501120123/Wonder-RSA-SHA256"
     assert sent.header("Nonce") == NONCE
-    assert sent.header("Signature") == REFUND_SIGNATURE
+    expected = wonder.wonder_signature(
+        "POST", wonder.REFUND_PATH, REFUND_BODY, NONCE, TIME, test_key
+    )
+    assert sent.header("Signature") == expected
     assert sent.header("x-i18n-lang") is None
     assert result.amount == Money("10.00", "HKD")
     assert result.provider_refund_id
@@ -297,3 +315,81 @@ def test_config_repr_hides_the_key(test_key: PrivateKey) -> None:
     pem_line = test_key.to_pem().splitlines()[1]
     assert pem_line not in repr(config)
     assert "PrivateKey(<hidden>)" in repr(config)
+
+
+# -- the webhook key, in every form Wonder's plugin takes ---------------------------------------
+
+
+def key_forms(public: PublicKey) -> dict[str, str]:
+    """One public key written each way Wonder's production plugin reads it."""
+    pem = public.to_pem()
+    der_b64 = "".join(pem.splitlines()[1:-1])
+    der_hex = base64.b64decode(der_b64).hex()
+    return {
+        "pem": pem,
+        "pem-stripped": pem.strip(),
+        "base64-der": der_b64,
+        "base64-der-wrapped": "\n".join(der_b64[i : i + 64] for i in range(0, len(der_b64), 64)),
+        "base64-of-pem": base64.b64encode(pem.encode()).decode(),
+        "hex-der": der_hex,
+        "hex-der-upper": der_hex.upper(),
+    }
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "pem",
+        "pem-stripped",
+        "base64-der",
+        "base64-der-wrapped",
+        "base64-of-pem",
+        "hex-der",
+        "hex-der-upper",
+    ],
+)
+def test_webhook_key_in_every_form_verifies_a_genuine_webhook(form: str) -> None:
+    with SandboxRun("wonder") as run:
+        text = key_forms(run.emulator.webhook_key.public_key())[form]
+        settings = dict(run.emulator.client_config(run.server.base_url))
+        config = run.client.configure("wonder", {**settings, "webhook_public_key": text})
+        assert config.webhook_public_key.public_key == run.emulator.webhook_key.public_key()
+        payment = run.emulator.seed_payment(Money("100.00", "HKD"))
+        result = run.client.refund("wonder", payment=payment, amount=Money("5.00", "HKD"))
+        callback = run.emulator.signed_callback(result.refund_id, path="/hooks/wonder")
+        note = run.client.verify_callback(
+            "wonder",
+            method="POST",
+            path=callback.path,
+            headers=callback.headers,
+            body=callback.body,
+        )
+        assert note.status is RefundStatus.SUCCEEDED
+        # The same form of another key refuses the same webhook.
+        other = key_forms(generate_rsa_keypair().public_key())[form]
+        run.client.configure("wonder", {**settings, "webhook_public_key": other})
+        with pytest.raises(SignatureError):
+            run.client.verify_callback(
+                "wonder",
+                method="POST",
+                path=callback.path,
+                headers=callback.headers,
+                body=callback.body,
+            )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "abc", "0f" * 40, base64.b64encode(b"-----BEGIN PUBLIC KEY-----\nxx").decode()],
+)
+def test_unusable_webhook_key_is_a_config_error_naming_the_field(
+    test_key: PrivateKey, text: str
+) -> None:
+    with pytest.raises(ConfigError, match="webhook_public_key"):
+        _config(test_key, webhook_public_key=text)
+
+
+def test_webhook_key_pem_normalises_each_form(test_key: PrivateKey) -> None:
+    public = test_key.public_key()
+    for form, text in key_forms(public).items():
+        assert PublicKey.from_pem(wonder.webhook_key_pem(text)) == public, form

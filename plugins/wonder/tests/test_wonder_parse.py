@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import refundcore_wonder as wonder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refundcore import HttpResponse, Money, PaymentRef, ProviderInfo, RefundStatus
+from refundcore import HttpResponse, Money, PaymentRef, ProviderInfo, RefundStatus, ValidationError
 from refundcore.config import load_provider_config
 from refundcore.crypto import generate_rsa_keypair
 from refundcore.models import Refund, RefundQuery, RefundResult
@@ -22,79 +23,10 @@ from refundcore.plugins import PluginRegistry
 SALE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 PAYMENT = PaymentRef(payment_id="W1", merchant_reference="shop-1", transaction_id=SALE)
 
-# The 200 reply printed on Wonder's refund page (API reference 15), verbatim.
-PAGE_EXAMPLE = """{
-"error_code": "string",
-"error_message": "string",
-"data": {
-"order": {
-"source": "string",
-"type": "string",
-"number": "string",
-"reference_number": "string",
-"due_date": "string",
-"initial_total": 0,
-"initial_tips": 0,
-"subtotal": 0,
-"paid_total": "string",
-"unpaid_total": "string",
-"state": "string",
-"correspondence_state": "string",
-"currency": "string",
-"return_url": "string",
-"notify_url": "string",
-"line_items": [
-{
-"uuid": "string",
-"purchasable_type": "RearTips",
-"purchase_id": 0,
-"price": 0,
-"quantity": 0,
-"total": 0,
-"label": "string"
-}
-],
-"transactions": [
-{
-"type": "Sales",
-"uuid": "string",
-"currency": "string",
-"amount": "string",
-"success": true,
-"is_pending": true,
-"captured": true,
-"allow_void": true,
-"allow_refund": true,
-"void_is_pending": true,
-"payment_method": "string",
-"note": "string",
-"payment_data": {
-"acquirer_name": "string",
-"acquirer_type": "string",
-"auth_code": "string",
-"brn": "string",
-"card_id": "string",
-"card_number_len": 0,
-"card_read_mode": "string",
-"credit_card_type": "string",
-"first_6_digits": "string",
-"last_4_digits": "string",
-"merchant_id": "string",
-"new_gateway_txn_id": "string",
-"payment_method": "string",
-"receipt_id": "string",
-"rrn": "string",
-"transaction_state": "string"
-},
-"original_transaction_uuid": "string"
-}
-],
-"payment_method_option": {
-"online": {}
-}
-}
-}
-}"""
+# The 200 reply printed on Wonder's refund page (API reference 15), as printed.
+PAGE_EXAMPLE = (Path(__file__).with_name("fixtures") / "refund-response-example.json").read_text(
+    encoding="utf-8"
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +52,6 @@ def config(info: ProviderInfo) -> wonder.WonderConfig:
     return make_config(info)
 
 
-@pytest.fixture(scope="module")
-def untagged(info: ProviderInfo) -> wonder.WonderConfig:
-    return make_config(info, note_refund_id=False)
-
-
 REFUND = Refund(refund_id="r-1", payment=PAYMENT, amount=Money("40.00", "HKD"), reason="damaged")
 QUERY = RefundQuery(refund_id="r-1", payment=PAYMENT)
 
@@ -135,6 +62,7 @@ def parse(
     status: int,
     body: bytes | dict[str, Any] | str,
     operation: Refund | RefundQuery = REFUND,
+    headers: dict[str, str] | None = None,
 ) -> RefundResult:
     if isinstance(body, dict):
         body = json.dumps(body).encode()
@@ -142,9 +70,8 @@ def parse(
         body = body.encode()
     return wonder.refundcore_parse_response(
         provider=info,
-        config=config,
         operation=operation,
-        response=HttpResponse(status=status, body=body),
+        response=HttpResponse(status=status, headers=headers or {}, body=body),
     )
 
 
@@ -156,7 +83,7 @@ def refund_txn(**fields: Any) -> dict[str, Any]:
         "amount": "40.00",
         "success": True,
         "is_pending": False,
-        "note": "[r-1] damaged",
+        "note": "damaged",
         "original_transaction_uuid": SALE,
     }
     txn.update(fields)
@@ -231,7 +158,7 @@ def test_page_example_with_its_transaction_as_our_refund(
         type="Refund",
         amount="40.00",
         currency="HKD",
-        note="[r-1] damaged",
+        note="damaged",
         success=success,
         is_pending=pending,
         original_transaction_uuid=SALE,
@@ -333,47 +260,73 @@ def test_query_envelope_error_is_unknown(info: ProviderInfo, config: wonder.Wond
     assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "ORDER_NOT_FOUND")
 
 
-def test_query_finds_the_tagged_refund(info: ProviderInfo, config: wonder.WonderConfig) -> None:
-    other = refund_txn(uuid="other", note="[r-0] first", success=False)
-    result = parse(info, config, 200, reply(refund_txn(), other), QUERY)
-    assert result.status is RefundStatus.SUCCEEDED
-    assert result.provider_refund_id == "9b2c1d7e-1111-4222-8333-944455556666"
-
-
-def test_query_without_the_tag_says_the_refund_never_arrived(
-    info: ProviderInfo, config: wonder.WonderConfig
-) -> None:
-    result = parse(info, config, 200, reply(refund_txn(note="[r-0] other")), QUERY)
-    assert (result.status, result.error_code) == (RefundStatus.FAILED, "refund_not_found")
-
-
 def test_query_by_provider_refund_id(info: ProviderInfo, config: wonder.WonderConfig) -> None:
     query = RefundQuery(refund_id="r-1", payment=PAYMENT, provider_refund_id="second")
     body = reply(refund_txn(uuid="first"), refund_txn(uuid="second", is_pending=True))
-    assert parse(info, config, 200, body, query).status is RefundStatus.PENDING
+    result = parse(info, config, 200, body, query)
+    assert (result.status, result.provider_refund_id) == (RefundStatus.PENDING, "second")
+
+
+def test_a_refund_not_listed_is_unknown_never_failed(
+    info: ProviderInfo, config: wonder.WonderConfig
+) -> None:
+    """Absence proves nothing at Wonder: the refund may not be listed yet, and without
+    its uuid one refund of an amount cannot be told from another."""
+    body = reply(refund_txn(uuid="first"))
     missing = RefundQuery(refund_id="r-1", payment=PAYMENT, provider_refund_id="third")
     result = parse(info, config, 200, body, missing)
-    assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "refund_not_identified")
+    assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "refund_not_found")
+    for order in (body, reply()):
+        result = parse(info, config, 200, order, QUERY)
+        assert (result.status, result.error_code) == (
+            RefundStatus.UNKNOWN,
+            "refund_not_identified",
+        )
 
 
-def test_untagged_query_cannot_tell_refunds_apart(
-    info: ProviderInfo, untagged: wonder.WonderConfig
+def test_free_text_never_identifies_a_refund(
+    info: ProviderInfo, config: wonder.WonderConfig
 ) -> None:
-    result = parse(info, untagged, 200, reply(refund_txn(note="damaged")), QUERY)
-    assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "refund_not_identified")
+    """A note that happens to carry our refund id is not proof: only the uuid is."""
+    body = reply(refund_txn(note="[r-1] damaged"), refund_txn(uuid="x", note="r-1"))
+    result = parse(info, config, 200, body, QUERY)
+    assert (result.status, result.provider_refund_id) == (RefundStatus.UNKNOWN, None)
 
 
-def test_untagged_refund_reply_matches_amount_and_note_newest_last(
-    info: ProviderInfo, untagged: wonder.WonderConfig
+def test_refund_reply_picks_the_newest_refund_of_its_amount_on_its_sale(
+    info: ProviderInfo, config: wonder.WonderConfig
 ) -> None:
     body = reply(
-        refund_txn(uuid="older-same", note="damaged"),
-        refund_txn(uuid="other-amount", note="damaged", amount="10.00"),
-        refund_txn(uuid="other-note", note="late"),
-        refund_txn(uuid="newest-same", note="damaged", is_pending=True),
+        refund_txn(uuid="older-same"),
+        refund_txn(uuid="other-amount", amount="10.00"),
+        refund_txn(uuid="other-sale", original_transaction_uuid="another-sale"),
+        refund_txn(uuid="newest-same", note="something else", is_pending=True),
     )
-    result = parse(info, untagged, 200, body)
+    result = parse(info, config, 200, body)
     assert (result.provider_refund_id, result.status) == ("newest-same", RefundStatus.PENDING)
+
+
+@pytest.mark.parametrize(
+    ("echoed", "expected"),
+    [
+        (None, RefundStatus.SUCCEEDED),
+        ("r-1", RefundStatus.SUCCEEDED),
+        (" r-1 ", RefundStatus.SUCCEEDED),
+        ("r-2", RefundStatus.UNKNOWN),
+        ("", RefundStatus.UNKNOWN),
+    ],
+)
+def test_a_reply_echoing_another_request_id_is_not_about_our_refund(
+    info: ProviderInfo, config: wonder.WonderConfig, echoed: str | None, expected: RefundStatus
+) -> None:
+    headers = {} if echoed is None else {"X-Request-ID": echoed}
+    result = parse(info, config, 200, reply(refund_txn()), headers=headers)
+    assert result.status is expected
+    if expected is RefundStatus.UNKNOWN:
+        assert result.error_code == "mismatched_reply"
+        # A refusal about another request is not our refund's refusal either.
+        refused = parse(info, config, 400, {"error_code": "X"}, headers=headers)
+        assert refused.status is RefundStatus.UNKNOWN
 
 
 # -- finding our refund ------------------------------------------------------------------------
@@ -382,10 +335,10 @@ def test_untagged_refund_reply_matches_amount_and_note_newest_last(
 def test_find_refund_transaction_preferences() -> None:
     txns = [
         sale_txn(),
-        refund_txn(uuid="a", note="[r-1] x", amount="-40.00"),
-        refund_txn(uuid="b", note="[r-2] x"),
-        refund_txn(uuid="c", note="[r-1] x", original_transaction_uuid="another-sale"),
-        {"type": "Sales", "uuid": "d", "note": "[r-1] x", "amount": "40.00"},
+        refund_txn(uuid="a", amount="-40.00"),
+        refund_txn(uuid="b", amount="10.00"),
+        refund_txn(uuid="c", original_transaction_uuid="another-sale"),
+        {"type": "Sales", "uuid": "d", "amount": "40.00"},
     ]
 
     def found(**kwargs: Any) -> object:
@@ -394,42 +347,44 @@ def test_find_refund_transaction_preferences() -> None:
 
     assert found(provider_refund_id="b") == "b"
     assert found(provider_refund_id="zz") is None
-    # The sale filter drops "c"; the tag finds "a" (its negative amount is fine).
-    assert found(refund_id="r-1", sale_uuid=SALE) == "a"
-    assert found(refund_id="r-1") == "c"
-    assert found(amount=Decimal("40.00"), note="[r-1] x", sale_uuid=SALE) == "a"
-    assert found(refund_id="r-9") is None
+    # The sale filter drops "c"; "a" matches by magnitude (refunds may come negative).
+    assert found(amount=Decimal("40.00"), sale_uuid=SALE) == "a"
+    assert found(amount=Decimal("40.00")) == "c"
+    assert found(amount=Decimal("1.00")) is None
+    assert found() is None
     assert wonder.find_refund_transaction([], amount=Decimal(1)) is None
 
 
 @pytest.mark.parametrize(
-    ("note", "refund_id"),
+    ("amount", "reason", "fields"),
     [
-        ("[r-1] damaged", "r-1"),
-        ("[r-1]", "r-1"),
-        ("[a]] b", "a]"),
-        ("[x:y] [z] w", "x:y"),
-        ("damaged", None),
-        ("[] x", None),
-        ("[r-1 x", None),
-        (None, None),
-        (12, None),
+        (
+            Money("10", "HKD"),
+            "damaged",
+            {"amount": "10.00", "currency": "HKD", "reason": "damaged", "note": "damaged"},
+        ),
+        (
+            Money("17", "JPY"),
+            None,
+            {"amount": "17.00", "currency": "JPY", "reason": "", "note": ""},
+        ),
+        (
+            Money("1.250", "KWD"),
+            "退款 café",
+            {"amount": "1.25", "currency": "KWD", "reason": "退款 café", "note": "退款 café"},
+        ),
     ],
 )
-def test_note_tag_round_trip(note: object, refund_id: str | None) -> None:
-    assert wonder.note_refund_id(note) == refund_id
+def test_refund_fields_carry_both_sources_shapes(
+    amount: Money, reason: str | None, fields: dict[str, str]
+) -> None:
+    assert wonder.refund_fields(amount, reason) == fields
 
 
-@given(
-    refund_id=st.text(
-        alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64
-    ),
-    reason=st.one_of(st.none(), st.text(max_size=40)),
-)
-def test_note_tag_always_recovers_the_refund_id(refund_id: str, reason: str | None) -> None:
-    note = wonder.refund_note(refund_id, reason, tag=True)
-    assert wonder.note_refund_id(note) == refund_id
-    assert wonder.refund_note(refund_id, reason, tag=False) == (reason or "")
+def test_an_amount_wonder_cannot_take_is_refused() -> None:
+    with pytest.raises(ValidationError) as error:
+        wonder.refund_fields(Money("1.255", "KWD"), None)
+    assert error.value.field == "amount"
 
 
 # -- hostile replies ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,8 +20,11 @@ from refundcore_wonder.sandbox import WonderEmulator, json_bytes
 
 from refundcore import (
     Callback,
+    HttpRequest,
     Money,
+    NotARefund,
     PaymentRef,
+    RefundClient,
     RefundNotification,
     RefundStatus,
     SignatureError,
@@ -97,7 +101,8 @@ def test_genuine_webhook_names_refund_payment_and_amount(run: SandboxRun) -> Non
     note = verify(run, run.emulator.signed_callback(refund_id, path="/hooks/wonder?shop=1"))
     assert note.status is RefundStatus.SUCCEEDED
     assert note.event == "order.refunded"
-    assert note.refund_id == "r-1"
+    # Wonder's webhook carries no merchant refund id: the uuid identifies the refund.
+    assert note.refund_id is None
     assert note.provider_refund_id == record.provider_refund_id
     assert note.payment == payment
     assert note.amount == hkd("40.00")
@@ -172,30 +177,108 @@ def test_other_nonce_breaks_the_signature(run: SandboxRun) -> None:
         verify(run, attrs.evolve(genuine, headers=genuine.headers.set("Nonce", "A" * 16)))
 
 
+def with_action(callback: Callback, action: str | None) -> Callback:
+    """``callback`` with its unsigned ``X-Action`` header replaced (or removed)."""
+    headers = {k: v for k, v in callback.headers.items() if k.lower() != "x-action"}
+    if action is not None:
+        headers["X-Action"] = action
+    return attrs.evolve(callback, headers=headers)
+
+
+@pytest.mark.parametrize("action", ["order.refunded", "ORDER.REFUNDED", " order.refunded "])
+def test_order_refunded_reads_the_refund_from_the_signed_body(run: SandboxRun, action: str) -> None:
+    _, refund_id = refunded(run)
+    note = verify(run, with_action(run.emulator.signed_callback(refund_id), action))
+    assert (note.event, note.status) == ("order.refunded", RefundStatus.SUCCEEDED)
+
+
 @pytest.mark.parametrize(
-    ("action", "status"),
-    [
-        ("order.refunded", RefundStatus.SUCCEEDED),
-        ("order.voided", RefundStatus.SUCCEEDED),
-        ("transaction.voided", RefundStatus.SUCCEEDED),
-        ("order.paid", RefundStatus.UNKNOWN),
-        ("order.payment_failure", RefundStatus.UNKNOWN),
-        ("ORDER.REFUNDED", RefundStatus.SUCCEEDED),
-    ],
+    "action",
+    ["order.voided", "transaction.voided", "order.paid", "order.payment_failure", "x.other"],
 )
-def test_x_action_sets_the_event(run: SandboxRun, action: str, status: RefundStatus) -> None:
-    _, refund_id = refunded(run)
+def test_another_x_action_never_turns_a_refund_body_into_an_outcome(
+    run: SandboxRun, action: str
+) -> None:
+    """X-Action is unsigned: it chooses how the body is read, never the outcome. Read
+    as anything but a refund, a refund's body settles nothing."""
+    _, refund_id = refunded(run, refund_outcome=RefundStatus.PENDING)
     genuine = run.emulator.signed_callback(refund_id)
-    note = verify(run, attrs.evolve(genuine, headers=genuine.headers.set("X-Action", action)))
-    assert (note.event, note.status) == (action.lower(), status)
+    assert verify(run, genuine).status is RefundStatus.PENDING
+    with pytest.raises(NotARefund) as error:
+        verify(run, with_action(genuine, action))
+    assert (error.value.event, error.value.provider) == (action, "wonder")
 
 
-def test_webhook_without_x_action_is_an_order_update(run: SandboxRun) -> None:
+def test_order_refunded_on_a_body_without_a_refund_is_refused(run: SandboxRun) -> None:
+    payment = run.emulator.seed_payment(hkd("100.00"))
+    paid = run.emulator.signed_payment_callback(payment, path="/hooks/wonder")
+    assert paid is not None and paid.headers["X-Action"] == "order.paid"
+    with pytest.raises(NotARefund):
+        verify(run, paid)
+    with pytest.raises(SignatureError, match="X-Action"):
+        verify(run, with_action(paid, "order.refunded"))
+
+
+def test_without_x_action_the_signed_body_decides(run: SandboxRun) -> None:
     _, refund_id = refunded(run)
-    genuine = run.emulator.signed_callback(refund_id)
-    headers = {k: v for k, v in genuine.headers.items() if k != "X-Action"}
-    note = verify(run, attrs.evolve(genuine, headers=headers))
-    assert (note.event, note.status) == ("order.updated", RefundStatus.UNKNOWN)
+    note = verify(run, with_action(run.emulator.signed_callback(refund_id), None))
+    assert (note.event, note.status) == ("order.refunded", RefundStatus.SUCCEEDED)
+    other = run.emulator.seed_payment(hkd("100.00"))
+    paid = run.emulator.signed_payment_callback(other, path="/hooks/wonder")
+    assert paid is not None
+    with pytest.raises(NotARefund) as error:
+        verify(run, with_action(paid, None))
+    assert error.value.event == "order.updated"
+
+
+def test_forged_x_action_is_refused_and_the_genuine_webhook_still_settles() -> None:
+    """The replay attack: a genuine, fresh webhook about a PENDING refund, replayed with
+    a forged ``X-Action: order.voided``, once settled the journal as SUCCEEDED, and the
+    genuine FAILED webhook that followed could not change it. Through the WSGI app and
+    a journalled client: the forged copy is acknowledged (it is genuine bytes) but not
+    handed over and settles nothing; a header claiming a refund the body does not show
+    is refused; the genuine webhooks settle the refund."""
+    with SandboxRun("wonder", client=RefundClient()) as run:
+        journal = run.client.journal
+        assert journal is not None
+        payment = run.emulator.seed_payment(hkd("100.00"), refund_outcome=RefundStatus.PENDING)
+        result = run.client.refund("wonder", payment=payment, amount=hkd("25.00"))
+        assert result.status is RefundStatus.PENDING
+
+        def post(callback: Callback) -> requests.Response:
+            return requests.post(
+                run.receiver_server.base_url + callback.path,
+                data=callback.body,
+                headers=dict(callback.headers),
+                timeout=5,
+            )
+
+        def state() -> str:
+            entry = journal.get("wonder", result.refund_id)
+            assert entry is not None
+            return entry.state.value
+
+        pending = run.emulator.signed_callback(result.refund_id, path="/wonder")
+        assert post(pending).status_code == 200
+        [note] = run.wait_for_notifications(1)
+        assert note.status is RefundStatus.PENDING and state() == "PENDING"
+
+        forged = post(with_action(pending, "order.voided"))
+        assert (forged.status_code, forged.text) == (200, "OK")
+        assert len(run.notifications) == 1 and state() == "PENDING"
+
+        paid = run.emulator.signed_payment_callback(payment, path="/wonder")
+        assert paid is not None
+        payment_only = run.emulator.seed_payment(hkd("50.00"))
+        lying = run.emulator.signed_payment_callback(payment_only, path="/wonder")
+        assert lying is not None
+        assert post(with_action(lying, "order.refunded")).status_code == 400
+
+        run.emulator.settle(result.refund_id, RefundStatus.FAILED)
+        failed = run.emulator.signed_callback(result.refund_id, path="/wonder")
+        assert post(failed).status_code == 200
+        notes = run.wait_for_notifications(2)
+        assert notes[-1].status is RefundStatus.FAILED and state() == "FAILED"
 
 
 def test_duplicate_delivery_verifies_again(run: SandboxRun) -> None:
@@ -239,7 +322,7 @@ def test_webhook_body_shapes(run: SandboxRun, shape: Any) -> None:
     body = json.dumps(shape(_order())).encode()
     note = verify(run, signed_webhook(run, body))
     assert note.status is RefundStatus.PENDING
-    assert (note.refund_id, note.provider_refund_id) == ("r-7", "ref-1")
+    assert (note.refund_id, note.provider_refund_id) == (None, "ref-1")
     assert note.amount == hkd("12.50")
     assert note.payment == PaymentRef(
         payment_id="W9",
@@ -262,13 +345,6 @@ def test_webhook_with_odd_identifiers_still_verifies(run: SandboxRun) -> None:
     note = verify(run, signed_webhook(run, json.dumps(order).encode()))
     assert note.amount is None and note.provider_refund_id is None
     assert note.payment is not None and note.payment.payment_id is None
-
-
-def test_untagged_config_leaves_refund_id_out(run: SandboxRun) -> None:
-    settings = run.emulator.client_config(run.server.base_url)
-    run.client.configure("wonder", {**settings, "note_refund_id": False})
-    note = verify(run, signed_webhook(run, json.dumps(_order()).encode()))
-    assert note.refund_id is None and note.provider_refund_id == "ref-1"
 
 
 @settings(
@@ -309,14 +385,15 @@ def test_pending_refund_settles_by_webhook_and_query(run: SandboxRun, final: Ref
         "wonder", payment=payment, amount=hkd("25.00"), notify_url=run.notify_url
     )
     assert result.status is RefundStatus.PENDING
-    queried = run.client.query("wonder", refund_id=result.refund_id, payment=payment)
+    ids = {"payment": payment, "provider_refund_id": result.provider_refund_id}
+    queried = run.client.query("wonder", refund_id=result.refund_id, **ids)
     assert queried.status is RefundStatus.PENDING
     assert run.notifications == []
     run.emulator.settle(result.refund_id, final)
     [note] = run.wait_for_notifications(1)
-    assert (note.status, note.refund_id) == (final, result.refund_id)
+    assert note.status is final
     assert note.provider_refund_id == result.provider_refund_id
-    queried = run.client.query("wonder", refund_id=result.refund_id, payment=payment)
+    queried = run.client.query("wonder", refund_id=result.refund_id, **ids)
     assert queried.status is final
 
 
@@ -398,7 +475,12 @@ def test_newer_code_envelope_end_to_end() -> None:
         payment = run.emulator.seed_payment(hkd("100.00"))
         ok = run.client.refund("wonder", payment=payment, amount=hkd("60.00"))
         over = run.client.refund("wonder", payment=payment, amount=hkd("60.00"))
-        queried = run.client.query("wonder", refund_id=ok.refund_id, payment=payment)
+        queried = run.client.query(
+            "wonder",
+            refund_id=ok.refund_id,
+            payment=payment,
+            provider_refund_id=ok.provider_refund_id,
+        )
         assert json.loads(run.server.requests[0].body)["refund"]["amount"] == "60.00"
     assert ok.status is RefundStatus.SUCCEEDED and ok.raw["code"] == 200
     assert (over.status, over.error_code) == (RefundStatus.FAILED, "42201")
@@ -415,41 +497,91 @@ def test_emulator_writes_totals_as_exact_json_numbers() -> None:
 # -- our refund among several ------------------------------------------------------------------
 
 
-def test_identical_refunds_are_told_apart_by_the_note_tag(run: SandboxRun) -> None:
+def test_identical_refunds_are_told_apart_by_their_uuid(run: SandboxRun) -> None:
     payment = run.emulator.seed_payment(hkd("100.00"))
     first = run.client.refund("wonder", payment=payment, amount=hkd("10.00"), reason="x")
     second = run.client.refund("wonder", payment=payment, amount=hkd("10.00"), reason="x")
-    assert first.provider_refund_id != second.provider_refund_id
+    assert None is not first.provider_refund_id != second.provider_refund_id
     for result in (first, second):
-        queried = run.client.query("wonder", refund_id=result.refund_id, payment=payment)
+        queried = run.client.query(
+            "wonder",
+            refund_id=result.refund_id,
+            payment=payment,
+            provider_refund_id=result.provider_refund_id,
+        )
         assert queried.status is RefundStatus.SUCCEEDED
         assert queried.provider_refund_id == result.provider_refund_id
-
-
-def test_without_the_tag_the_newest_match_is_ours(run: SandboxRun) -> None:
-    settings = run.emulator.client_config(run.server.base_url)
-    run.client.configure("wonder", {**settings, "note_refund_id": False})
-    payment = run.emulator.seed_payment(hkd("100.00"))
-    first = run.client.refund("wonder", payment=payment, amount=hkd("10.00"), reason="x")
-    second = run.client.refund("wonder", payment=payment, amount=hkd("10.00"), reason="x")
-    assert json.loads(run.server.requests[0].body)["refund"]["note"] == "x"
-    assert None is not first.provider_refund_id != second.provider_refund_id
     blind = run.client.query("wonder", refund_id=second.refund_id, payment=payment)
     assert (blind.status, blind.error_code) == (RefundStatus.UNKNOWN, "refund_not_identified")
-    exact = run.client.query(
-        "wonder",
-        refund_id=first.refund_id,
-        payment=payment,
-        provider_refund_id=first.provider_refund_id,
-    )
-    assert exact.status is RefundStatus.SUCCEEDED
 
 
-def test_query_for_a_refund_that_never_arrived(run: SandboxRun) -> None:
+def test_a_refund_wonder_does_not_list_is_never_called_failed(run: SandboxRun) -> None:
+    """ "Not found" proves nothing: the result stays UNKNOWN, never a FAILED that would
+    invite a second refund."""
     payment = run.emulator.seed_payment(hkd("100.00"))
     run.client.refund("wonder", payment=payment, amount=hkd("10.00"), refund_id="sent")
     result = run.client.query("wonder", refund_id="lost", payment=payment)
-    assert (result.status, result.error_code) == (RefundStatus.FAILED, "refund_not_found")
+    assert result.status is RefundStatus.UNKNOWN
+    unknown_uuid = "5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    result = run.client.query(
+        "wonder", refund_id="lost", payment=payment, provider_refund_id=unknown_uuid
+    )
+    assert (result.status, result.error_code) == (RefundStatus.UNKNOWN, "refund_not_found")
+
+
+# -- the request shapes of Wonder's sources ------------------------------------------------
+
+
+def post_refund_object(run: SandboxRun, payment: PaymentRef, refund: dict[str, Any]) -> Any:
+    """POST a refund whose ``refund`` object is ``refund``, signed as the plugin signs."""
+    body = json.dumps(
+        {
+            "order": {"number": payment.payment_id},
+            "transaction": {"uuid": payment.transaction_id},
+            "refund": refund,
+        }
+    ).encode()
+    request = HttpRequest(
+        "POST",
+        run.server.base_url + wonder.REFUND_PATH,
+        headers={"Content-Type": "application/json", "X-Request-ID": str(uuid.uuid4())},
+        body=body,
+    )
+    signed = wonder.refundcore_sign_request(config=run.client.config_for("wonder"), request=request)
+    reply = requests.post(signed.url, data=body, headers=dict(signed.headers), timeout=5)
+    return reply.status_code, reply.json()
+
+
+@pytest.mark.parametrize(
+    "refund",
+    [
+        {"amount": "10.00", "note": "page shape"},
+        {"amount": "10.00", "currency": "HKD", "reason": "plugin shape"},
+        {"amount": "10.00", "currency": "HKD", "reason": "both", "note": "both"},
+    ],
+    ids=["api-page", "production-plugin", "refundcore"],
+)
+def test_emulator_takes_every_documented_refund_shape(
+    run: SandboxRun, refund: dict[str, Any]
+) -> None:
+    payment = run.emulator.seed_payment(hkd("100.00"))
+    status, body = post_refund_object(run, payment, refund)
+    assert (status, body["error_code"]) == (200, "0")
+    [txn] = [t for t in body["data"]["order"]["transactions"] if t["type"] == "Refund"]
+    assert txn["note"] == refund.get("note", refund.get("reason"))
+
+
+@pytest.mark.parametrize(
+    "refund",
+    [{"amount": "10.00", "currency": "USD"}, {"amount": "10.00", "note": 3}, {"note": "x"}],
+)
+def test_emulator_refuses_a_refund_object_wonder_would_not_take(
+    run: SandboxRun, refund: dict[str, Any]
+) -> None:
+    payment = run.emulator.seed_payment(hkd("100.00"))
+    status, body = post_refund_object(run, payment, refund)
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMS")
+    assert run.emulator.ledger.payments()[0].refunds == []
 
 
 # -- refused before sending ----------------------------------------------------------------

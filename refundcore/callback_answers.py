@@ -1,0 +1,127 @@
+"""What a callback endpoint answers, whatever serves it (the WSGI and the ASGI app).
+
+The servers differ only in how they read a request; from the provider named in the path
+and the body on, every answer is decided here, so the gateways get the same replies from
+either app.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .errors import ConfigError, JournalError, NotARefund, ProviderNotInstalled, RefundError
+from .models import CallbackAck, ProviderInfo, RefundNotification
+
+if TYPE_CHECKING:
+    from .client import RefundClient
+
+__all__ = ["Answer", "check_limits", "deliver", "find_provider"]
+
+log = logging.getLogger("refundcore.callbacks")
+
+_MAX_BODY_TIMEOUT = 300.0
+
+
+@attrs.frozen
+class Answer:
+    """One HTTP answer: ``status`` with its reason phrase, and the body."""
+
+    status: int
+    reason: str
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+    @property
+    def status_line(self) -> str:
+        """``"200 OK"``: the status as WSGI's ``start_response`` takes it."""
+        return f"{self.status} {self.reason}"
+
+    @classmethod
+    def text(cls, status: int, reason: str, message: str) -> Answer:
+        """A plain-text answer of one line."""
+        return cls(status, reason, f"{message}\n".encode())
+
+    @classmethod
+    def ack(cls, ack: CallbackAck) -> Answer:
+        """The success answer the gateway expects."""
+        return cls(ack.status, "OK", ack.body, ack.content_type)
+
+
+def check_limits(max_body: int, body_timeout: float) -> None:
+    """``ConfigError`` naming the field unless ``max_body`` is a positive number of bytes
+    and ``body_timeout`` a number of seconds above 0 and at most 300."""
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or not max_body > 0:
+        raise ConfigError(f"must be a positive number of bytes, got {max_body!r}", field="max_body")
+    if (
+        isinstance(body_timeout, bool)
+        or not isinstance(body_timeout, (int, float))
+        or not (math.isfinite(body_timeout) and 0 < body_timeout <= _MAX_BODY_TIMEOUT)
+    ):
+        raise ConfigError(
+            f"must be more than 0 and at most {_MAX_BODY_TIMEOUT:g} seconds, got {body_timeout!r}",
+            field="body_timeout",
+        )
+
+
+def find_provider(client: RefundClient, method: str, path: str) -> ProviderInfo | Answer:
+    """The provider a callback at ``path`` (below the mount point) is for, or the answer
+    that ends the request before its body is read."""
+    provider = path.strip("/")
+    if method != "POST":
+        return Answer.text(405, "Method Not Allowed", "callbacks are POSTed")
+    try:
+        info = client.provider(provider) if provider and "/" not in provider else None
+    except ProviderNotInstalled:
+        info = None
+    except RefundError as exc:
+        log.error("callback for %r: %s", provider, exc)
+        return Answer.text(503, "Service Unavailable", "provider unavailable")
+    if info is None:
+        return Answer.text(404, "Not Found", "no such provider")
+    return info
+
+
+def deliver(
+    client: RefundClient,
+    info: ProviderInfo,
+    *,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    on_notification: Callable[[RefundNotification], object],
+) -> Answer:
+    """Verify the callback and hand a genuine refund notification to ``on_notification``.
+
+    ``target`` is the path and query exactly as received. A forgery gets 400 (never a
+    500 for bad input); a genuine event that is not about a refund gets the gateway's
+    success answer and is not handed on, so the gateway stops delivering it; 503 when
+    the journal could not record it and 500 when ``on_notification`` raised, so that the
+    gateway delivers it again later.
+    """
+    try:
+        note = client.verify_callback(
+            info.id, method="POST", path=target, headers=headers, body=body
+        )
+    except JournalError as exc:
+        # Genuine or not, it could not be recorded: let the gateway deliver it again.
+        log.error("%s callback not journalled: %s", info.id, exc)
+        return Answer.text(503, "Service Unavailable", "try again later")
+    except NotARefund as exc:
+        # Refusing it would make the gateway deliver it again and again (and some
+        # disable an endpoint that keeps refusing); it is genuine, so it is taken.
+        log.info("acknowledged a %s %r callback: not about a refund", info.id, exc.event)
+        return Answer.ack(info.callback_ack)
+    except RefundError as exc:
+        log.warning("rejected %s callback: %s", info.id, exc)
+        return Answer.text(400, "Bad Request", "callback rejected")
+    try:
+        on_notification(note)
+    except Exception:
+        log.exception("the application failed to handle a %s callback", info.id)
+        return Answer.text(500, "Internal Server Error", "try again later")
+    return Answer.ack(info.callback_ack)

@@ -1,0 +1,101 @@
+"""``refundcore journal``: list, show and reconcile the refunds the journal holds."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ValidationError
+from ..status import RefundStatus
+from ..table import format_table
+from .context import client_for
+from .exits import EXIT_OK, EXIT_UNKNOWN, STATUS_EXIT
+from .output import emit, result_data, result_text
+
+if TYPE_CHECKING:
+    from ..client import RefundClient
+    from ..journal import Journal, JournalEntry
+
+__all__ = ["cmd_journal"]
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    client = client_for(args)
+    journal = client.journal
+    assert journal is not None
+    if args.journal_command == "list":
+        return _list(args, journal)
+    if args.journal_command == "show":
+        return _show(args, journal)
+    return _reconcile(args, client)
+
+
+def _list(args: argparse.Namespace, journal: Journal) -> int:
+    entries = journal.entries(unsettled=args.unsettled, provider=args.provider)
+    rows = [
+        [
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.provider,
+            e.refund_id,
+            e.operation,
+            f"{e.amount or ''} {e.currency or ''}".strip(),
+            e.state.value,
+            e.provider_refund_id or "",
+        ]
+        for e in entries
+    ]
+    human = (
+        format_table(
+            rows,
+            ["created (UTC)", "provider", "refund id", "op", "amount", "state", "provider id"],
+        )
+        if rows
+        else "No journalled refunds" + (" left unsettled." if args.unsettled else ".")
+    )
+    emit(args, [_entry_data(e) for e in entries], human)
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, journal: Journal) -> int:
+    matches = [e for e in journal.entries(provider=args.provider) if e.refund_id == args.refund_id]
+    if not matches:
+        raise ValidationError(f"no journalled refund {args.refund_id!r}", field="refund_id")
+    if len(matches) > 1:
+        raise ValidationError(
+            f"{args.refund_id!r} was used with {', '.join(e.provider for e in matches)}: "
+            "give --provider",
+            field="provider",
+        )
+    entry = matches[0]
+    data = _entry_data(entry)
+    human = "\n".join(
+        f"{key:<20}{'-' if value is None else value}" for key, value in data.items() if key != "raw"
+    )
+    emit(args, data, human)
+    return STATUS_EXIT[entry.state.status or RefundStatus.UNKNOWN]
+
+
+def _reconcile(args: argparse.Namespace, client: RefundClient) -> int:
+    results = client.reconcile(args.provider)
+    emit(
+        args,
+        [result_data(r) for r in results],
+        "\n".join(result_text(r) for r in results) or "Nothing to reconcile.",
+    )
+    unsettled = [r for r in results if not r.status.is_final]
+    return EXIT_OK if not unsettled else EXIT_UNKNOWN
+
+
+def _entry_data(entry: JournalEntry) -> dict[str, Any]:
+    """An entry as JSON-ready data, without what only the journal's own rules need."""
+    import attrs
+
+    data = attrs.asdict(entry)
+    for key, value in data.items():
+        if hasattr(value, "isoformat"):
+            data[key] = value.isoformat()
+        elif hasattr(value, "value"):
+            data[key] = value.value
+    data.pop("fingerprint", None)
+    data.pop("owner", None)
+    return data

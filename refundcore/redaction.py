@@ -1,0 +1,100 @@
+"""Secret scrubbing: the one place that keeps configured credentials out of whatever
+refundcore hands back, logs or stores.
+
+A provider's config names its secrets (its :class:`~refundcore.config.Secret`
+fields). A :class:`Redactor` learns them as each config is loaded and masks them
+wherever a gateway or a plugin could echo them: a result's reply and message (the
+journal stores the finished result, so its rows are clean too), a verified callback,
+a batch report's messages, an error's text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from .config import Secret
+
+__all__ = ["MASK", "Redactor", "scrub", "secret_values"]
+
+#: What a secret is replaced with.
+MASK = "********"
+
+# Shorter values are too likely to occur by chance in a reply to be masked in it.
+_MIN_SECRET = 4
+
+
+class Redactor:
+    """Masks each provider's configured secrets; shared by every path of one client.
+
+    Thread-safe: a provider's secrets are replaced as a whole when its config is
+    (re)loaded, and read without a lock.
+    """
+
+    def __init__(self) -> None:
+        self._secrets: dict[str, tuple[str, ...]] = {}
+
+    def learn(self, provider_id: str, config: Any) -> None:
+        """Mask ``config``'s secrets in what ``provider_id`` produces from now on
+        (replacing those of the provider's previous config)."""
+        self._secrets[provider_id] = secret_values(config)
+
+    def value(self, provider_id: str, value: Any) -> Any:
+        """``value`` (a reply: text, mappings, lists) with ``provider_id``'s secrets
+        masked; the same object when it holds none (see :func:`scrub`)."""
+        secrets = self._secrets.get(provider_id, ())
+        return scrub(value, secrets) if secrets else value
+
+    def text(self, provider_id: str, text: str | None) -> str | None:
+        """A message or an error's text with ``provider_id``'s secrets masked."""
+        return None if text is None else str(self.value(provider_id, text))
+
+
+def secret_values(config: Any) -> tuple[str, ...]:
+    """The revealed values of ``config``'s :class:`Secret` fields (an attrs class)."""
+    values = []
+    for field in attrs.fields(type(config)):
+        value = getattr(config, field.name)
+        if isinstance(value, Secret) and len(value.reveal()) >= _MIN_SECRET:
+            values.append(value.reveal())
+    return tuple(values)
+
+
+def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every secret masked: the same object when it holds none, so a
+    clean reply (nearly every reply) is not copied. The caller's value is never
+    changed; masked containers come back as plain dicts and lists."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is str or isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if kind in _PLAIN_MAPPINGS or isinstance(value, Mapping):
+        # Copied only from the first masked item on (always, for other mapping types).
+        scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
+        for key, item in value.items():
+            new = scrub(item, secrets)
+            if scrubbed is None and new is not item:
+                scrubbed = dict(value)
+            if scrubbed is not None:
+                scrubbed[key] = new
+        return value if scrubbed is None else scrubbed
+    if isinstance(value, (list, tuple)):
+        items = [scrub(item, secrets) for item in value]
+        same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
+        return value if same else items
+    return value
+
+
+# Values that cannot hold a secret, checked by exact type before anything slower.
+_ATOMS = frozenset({int, float, bool, type(None), Decimal})
+# Mappings handed back as they are when clean: a plain dict, and the read-only view every
+# model's ``raw`` is (returning the view itself spares the model a copy and a rebuild).
+_PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
