@@ -14,6 +14,7 @@
     verify_callback()        the plugin verifies a callback; its word settles the journal
     check()                  everything execute() refuses before sending, up to build
     reconcile()              settle every unsettled journalled refund
+    resolve()                an operator's decision about a refund nothing else settles
     refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
 The pieces: :mod:`refundcore.pipeline` (the stages), :mod:`refundcore.exactly_once`
@@ -35,7 +36,15 @@ from typing import TYPE_CHECKING, Any
 from .config import load_provider_config, read_toml
 from .errors import ConfigError, RefundError
 from .exactly_once import DeferRecord, ExactlyOnce
-from .journal import DEFAULT_JOURNAL, Journal, default_journal_url, open_journal
+from .journal import (
+    DEFAULT_JOURNAL,
+    Journal,
+    JournalEntry,
+    JournalState,
+    decided_state,
+    default_journal_url,
+    open_journal,
+)
 from .models import (
     Operation,
     PaymentRef,
@@ -44,6 +53,7 @@ from .models import (
     RefundNotification,
     RefundQuery,
     RefundResult,
+    RefundStatus,
     Void,
     new_refund_id,
 )
@@ -383,6 +393,32 @@ class RefundClient:
         if protocol is not None:
             protocol.settle(info, note)
         return note
+
+    def resolve(
+        self,
+        provider: str,
+        refund_id: str,
+        *,
+        as_: JournalState | RefundStatus | str,
+        reason: str,
+        by: str,
+    ) -> JournalEntry:
+        """Record an operator's decision about a journalled refund the gateway's word
+        cannot settle (an UNKNOWN whose provider's lookup proves nothing): it
+        ``SUCCEEDED``, ``FAILED``, or was ``NOT_SENT`` (then the same refund id may be
+        sent again). ``as_`` takes those states or ``"succeeded"``, ``"failed"``,
+        ``"not-sent"``; ``reason`` and ``by`` (who decides) are required.
+
+        The decision is kept in the refund's history beside the evidence; a later
+        gateway answer that disagrees with it is recorded as a contradiction and
+        logged, never applied. Returns the refund as recorded. ``ValidationError`` for
+        a missing reason or name, or a refund the gateway's own answer settled;
+        ``JournalError`` for an unknown refund or one being sent right now.
+        """
+        journal = self.journal
+        if journal is None:
+            raise ConfigError("this client has no journal (journal=None)", field="journal")
+        return journal.resolve(provider, refund_id, state=decided_state(as_), reason=reason, by=by)
 
     @property
     def journal(self) -> Journal | None:

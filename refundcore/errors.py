@@ -129,5 +129,6 @@ class JournalError(RefundError):
 
 class IdempotencyConflict(ValidationError):
     """A refund id was reused with different parameters (another payment, amount,
-    currency or reason): nothing was sent. Use a new refund id for a new refund.
+    currency or reason): nothing was sent. A different refund needs a refund id of its
+    own.
     """

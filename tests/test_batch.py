@@ -81,11 +81,12 @@ class Gateway:
 @pytest.fixture
 def gateway(installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
     monkeypatch.setenv("REFUNDCORE_PLUGINS", "testpay")
-    with SandboxRun("testpay", read_timeout=5) as run:
+    with SandboxRun("testpay", read_timeout=2) as run:
         config = run.emulator.client_config(run.server.base_url)
         lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
         file = tmp_path / "refundcore.toml"
-        file.write_text(f"[providers.testpay]\nread_timeout = 5\n{lines}")
+        # Timeouts short enough for a short lease (--lease must outlast them).
+        file.write_text(f"[providers.testpay]\nread_timeout = 2\nconnect_timeout = 0.5\n{lines}")
         yield Gateway(run, file, f"sqlite:///{tmp_path / 'journal.db'}", tmp_path, installed)
 
 
@@ -620,8 +621,8 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=0.5)
-    with SandboxRun("testpay", client=client) as run:
+    client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=1.2)
+    with SandboxRun("testpay", client=client, read_timeout=0.5, connect_timeout=0.2) as run:
         journal = run.client.journal
         assert journal is not None
 
@@ -642,7 +643,7 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
         assert "outcomes of" in caplog.text and "not journalled" in caplog.text
         assert {entry.state for entry in journal.entries()} == {JournalState.SUBMITTING}
         monkeypatch.undo()
-        time.sleep(0.5)  # the senders' leases run out: nobody is sending them any more
+        time.sleep(1.2)  # the senders' leases run out: nobody is sending them any more
         settled = run.client.reconcile()
         assert [result.status for result in settled] == [RefundStatus.SUCCEEDED] * 3
         assert {entry.state for entry in journal.entries()} == {JournalState.SUCCEEDED}
@@ -756,7 +757,7 @@ def test_a_killed_batch_run_again_refunds_every_row_once(
     payments = gateway.payments(12)
     file = write_csv(gateway.folder / "b.csv", rows_for(payments))
     gateway.run.server.inject("/v1/refunds", Fault(delay=0.3))
-    child = _batch_child(gateway, str(file), *gateway.args("--workers", "2", "--lease", "1"))
+    child = _batch_child(gateway, str(file), *gateway.args("--workers", "2", "--lease", "3"))
     _wait_for_refunds(gateway, 5)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
@@ -765,7 +766,7 @@ def test_a_killed_batch_run_again_refunds_every_row_once(
 
     report = gateway.folder / "r.json"
     code, _, _ = cli(
-        capsys, "batch", str(file), *gateway.args("--lease", "1", "--report", str(report))
+        capsys, "batch", str(file), *gateway.args("--lease", "3", "--report", str(report))
     )
 
     assert code == 0

@@ -1,4 +1,5 @@
-"""``refundcore journal``: list, show and reconcile the refunds the journal holds."""
+"""``refundcore journal``: list, show (with its history), reconcile and resolve the
+refunds the journal holds."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
-from ..status import RefundStatus
+from ..status import JournalState, RefundStatus
 from ..table import format_table
 from .context import client_for
 from .exits import EXIT_OK, EXIT_UNKNOWN, STATUS_EXIT
@@ -14,7 +15,7 @@ from .output import emit, result_data, result_text
 
 if TYPE_CHECKING:
     from ..client import RefundClient
-    from ..journal import Journal, JournalEntry
+    from ..journal import Journal, JournalEntry, JournalEvent
 
 __all__ = ["cmd_journal"]
 
@@ -27,6 +28,8 @@ def cmd_journal(args: argparse.Namespace) -> int:
         return _list(args, journal)
     if args.journal_command == "show":
         return _show(args, journal)
+    if args.journal_command == "resolve":
+        return _resolve(args, client, journal)
     return _reconcile(args, client)
 
 
@@ -56,7 +59,8 @@ def _list(args: argparse.Namespace, journal: Journal) -> int:
     return EXIT_OK
 
 
-def _show(args: argparse.Namespace, journal: Journal) -> int:
+def _find(args: argparse.Namespace, journal: Journal) -> JournalEntry:
+    """The refund ``args.refund_id`` names (of ``args.provider``, when given)."""
     matches = [e for e in journal.entries(provider=args.provider) if e.refund_id == args.refund_id]
     if not matches:
         raise ValidationError(f"no journalled refund {args.refund_id!r}", field="refund_id")
@@ -66,13 +70,49 @@ def _show(args: argparse.Namespace, journal: Journal) -> int:
             "give --provider",
             field="provider",
         )
-    entry = matches[0]
+    return matches[0]
+
+
+def _show(args: argparse.Namespace, journal: Journal) -> int:
+    entry = _find(args, journal)
+    history = journal.history(entry.provider, entry.refund_id)
     data = _entry_data(entry)
-    human = "\n".join(
+    fields = "\n".join(
         f"{key:<20}{'-' if value is None else value}" for key, value in data.items() if key != "raw"
     )
+    human = f"{fields}\n\nhistory ({len(history)} events):\n{_history_text(history)}"
+    emit(args, {**data, "history": [event.as_dict() for event in history]}, human)
+    return STATUS_EXIT[_shown_status(entry)]
+
+
+def _shown_status(entry: JournalEntry) -> RefundStatus:
+    # NOT_SENT refunded nothing but is not final: it may be sent again.
+    if entry.state is JournalState.NOT_SENT or entry.state.status is None:
+        return RefundStatus.UNKNOWN
+    return entry.state.status
+
+
+def _history_text(history: list[JournalEvent]) -> str:
+    if not history:
+        return "  (none: recorded before refundcore kept histories)"
+    return "\n".join(
+        f"  {event.at.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}  #{event.attempt}  "
+        f"{event.kind.value:<13} {event.detail}"
+        for event in history
+    )
+
+
+def _resolve(args: argparse.Namespace, client: RefundClient, journal: Journal) -> int:
+    entry = _find(args, journal)
+    decided = client.resolve(
+        entry.provider, entry.refund_id, as_=args.decision, reason=args.reason, by=args.by
+    )
+    data = _entry_data(decided)
+    human = f"{decided.refund_id} via {decided.provider}: {decided.state.value}, {decided.message}"
+    if decided.state is JournalState.NOT_SENT:
+        human += "\n(the same refund id may be sent again: nothing was refunded under it)"
     emit(args, data, human)
-    return STATUS_EXIT[entry.state.status or RefundStatus.UNKNOWN]
+    return EXIT_OK
 
 
 def _reconcile(args: argparse.Namespace, client: RefundClient) -> int:

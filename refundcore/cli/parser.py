@@ -200,17 +200,40 @@ def _add_journal(commands: _Commands[_Parser]) -> None:
         "--unsettled", action="store_true", help="only SUBMITTING, PENDING, UNKNOWN"
     )
     listing.add_argument("--provider")
-    show = _command(actions, "show", "one journalled refund", _JOURNALLED, epilog=None)
+    show = _command(
+        actions, "show", "one journalled refund and its whole history", _JOURNALLED, epilog=None
+    )
     show.add_argument("refund_id")
     show.add_argument("--provider", help="needed when several providers used the id")
     settle = _command(
         actions,
         "reconcile",
-        "query every unsettled refund and settle what can be settled",
+        "query every unsettled refund and settle what can be settled (safe beside a "
+        "live sender: what it is sending is left to it)",
         _JOURNALLED,
         epilog=None,
     )
     settle.add_argument("--provider")
+    resolve = _command(
+        actions,
+        "resolve",
+        "record an operator's decision about a refund nothing else settles",
+        _JOURNALLED,
+        description=RESOLVE_HELP,
+        epilog=None,
+    )
+    resolve.add_argument("refund_id")
+    resolve.add_argument(
+        "--as",
+        dest="decision",
+        required=True,
+        choices=["succeeded", "failed", "not-sent"],
+        help="what the refund is (not-sent: it never reached the gateway, and the same "
+        "refund id may be sent again)",
+    )
+    resolve.add_argument("--reason", required=True, help="why: the evidence you relied on")
+    resolve.add_argument("--by", required=True, metavar="NAME", help="who decides")
+    resolve.add_argument("--provider", help="needed when several providers used the id")
 
 
 def _add_config(commands: _Commands[_Parser]) -> None:
@@ -228,6 +251,15 @@ def _add_config(commands: _Commands[_Parser]) -> None:
         ("config", "json"),
         epilog=None,
     )
+
+
+RESOLVE_HELP = """\
+Record an operator's decision about a journalled refund: it succeeded, failed, or
+was never sent. For a refund the gateway's word cannot settle (UNKNOWN, and its
+provider's lookup proves nothing): check the gateway's back office or the bank
+statement first. The decision is kept in the refund's history beside the evidence
+(refundcore journal show REFUND_ID); a later gateway answer that disagrees is
+recorded as a contradiction and reported, never applied over it."""
 
 
 SANDBOX_HELP = """\

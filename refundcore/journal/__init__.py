@@ -59,6 +59,7 @@ from .values import (
     JournalEvent,
     NewRefund,
     ResultRecord,
+    decided_state,
 )
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ __all__ = [
     "NewRefund",
     "ResultRecord",
     "SqliteJournal",
+    "decided_state",
     "default_journal_url",
     "open_journal",
 ]

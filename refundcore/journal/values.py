@@ -32,6 +32,7 @@ __all__ = [
     "JournalEvent",
     "NewRefund",
     "ResultRecord",
+    "decided_state",
 ]
 
 
@@ -397,3 +398,24 @@ class BatchEntry:
     message: str | None
     updated_at: datetime
     refund: JournalEntry | None
+
+
+#: What an operator may decide a refund is (:meth:`Journal.resolve`), by the words a
+#: person types.
+_DECISION_WORDS = {
+    "succeeded": JournalState.SUCCEEDED,
+    "failed": JournalState.FAILED,
+    "not-sent": JournalState.NOT_SENT,
+    "not_sent": JournalState.NOT_SENT,
+}
+
+
+def decided_state(value: JournalState | RefundStatus | str) -> JournalState:
+    """An operator's decision as a state: ``SUCCEEDED``, ``FAILED`` or ``NOT_SENT``,
+    given as one of those states or statuses or as ``"succeeded"``, ``"failed"``,
+    ``"not-sent"`` (any case). ``ValidationError`` (field ``as``) otherwise."""
+    word = value.value if isinstance(value, enum.Enum) else value
+    state = _DECISION_WORDS.get(word.lower()) if isinstance(word, str) else None
+    if state is None:
+        raise ValidationError(f"must be succeeded, failed or not-sent, got {value!r}", field="as")
+    return state
