@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import load_provider_config, read_toml
 from .errors import ConfigError, RefundError
+from .evidence import check_lease
 from .exactly_once import DeferRecord, ExactlyOnce
 from .journal import (
     DEFAULT_JOURNAL,
@@ -284,12 +285,15 @@ class RefundClient:
         """Everything :meth:`execute` would refuse before sending, without sending.
 
         Loads the provider and its config, runs the capability and original-amount
-        checks and the provider plugin's build stage; nothing is signed, sent or
-        journalled. Raises what a refund would (``ValidationError``, ``ConfigError``,
+        checks, the journal's lease against the provider's timeouts (with a journal)
+        and the provider plugin's build stage; nothing is signed, sent or journalled.
+        Raises what a refund would (``ValidationError``, ``ConfigError``,
         ``ProviderNotInstalled``, ``PluginError``).
         """
         info = self.provider(provider)
         config = self.config_for(provider)
+        if self._exactly_once is not None or self._default_journal:
+            check_lease(info, config, self._lease_seconds)
         self._pipeline.check(info, config, operation, original_amount)
 
     def refund_many(

@@ -60,8 +60,8 @@ def test_an_unknown_lookup_key_is_refused() -> None:
     [
         # transIndexCode is our refund id, and "no transaction" means none was taken.
         ("paywizard", LookupKey.REFUND_ID, True),
-        # Only the note tag, which the live gateway is not known to keep.
-        ("wonder", LookupKey.TAG, False),
+        # Only by the refund transaction's uuid, which a lost reply took with it.
+        ("wonder", LookupKey.PROVIDER_REFUND_ID, False),
         # BBMSL never sees the refund id; the order's status is read by assumption.
         ("directgw", LookupKey.PAYMENT, False),
         # Only the latest transaction of the payment, by the gateway's own txid.

@@ -4,8 +4,11 @@ each row, as a summary, a report and the exit status."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
@@ -23,7 +26,8 @@ from .exits import (
 from .output import emit
 
 if TYPE_CHECKING:
-    from ..batch import BatchInvalid, BatchOutcome, BatchReport
+    from ..batch import BatchFile, BatchInvalid, BatchOutcome, BatchReport
+    from ..client import RefundClient
 
 __all__ = ["cmd_batch"]
 
@@ -49,6 +53,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         report_format(args.report)  # refuse a bad name before anything is sent
     parsed = read_batch_file(args.file)
     client = client_for(args, pool_size=max(10, args.workers), lease_seconds=args.lease)
+    if args.report is not None and _journal_forgot_the_batch(args, parsed, client):
+        return EXIT_USAGE
     try:
         report = client.refund_many(
             parsed,
@@ -78,6 +84,62 @@ def cmd_batch(args: argparse.Namespace) -> int:
         _batch_text(report, args),
     )
     return status
+
+
+# Report statuses of rows whose refund request went out (or may have).
+_SENT_STATUSES = frozenset({"SUCCEEDED", "FAILED", "PENDING", "UNKNOWN"})
+
+
+def _journal_forgot_the_batch(
+    args: argparse.Namespace, parsed: BatchFile, client: RefundClient
+) -> bool:
+    """True (and why, on stderr) when the report of an earlier run says rows of this
+    batch were sent but the journal holds nothing of the batch: it is not the journal
+    that ran it, and running the batch against it could refund those rows again."""
+    sent = _sent_rows(args.report, {(row.provider, row.refund_id) for row in parsed.rows})
+    journal = client.journal
+    if not sent or journal is None:
+        return False
+    counts = journal.count_batch(parsed.batch_id)
+    if counts.open + counts.claimed + counts.done:
+        return False
+    shown = ", ".join(
+        f"line {line} ({refund_id}: {status})" for line, refund_id, status in sent[:3]
+    )
+    more = f" and {len(sent) - 3} more" if len(sent) > 3 else ""
+    print(
+        f"refundcore: the report {args.report} says {len(sent)} row(s) of {args.file} were "
+        f"sent ({shown}{more}), but the journal {journal.url} has no record of this batch: "
+        "it is not the journal that ran it, or that journal was lost. Nothing was sent: "
+        "running the batch against it could refund those rows again. Give --journal the "
+        "journal that ran the batch (or restore it from a backup); only if you know none "
+        "of those refunds happened, move the report aside and run again.",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _sent_rows(
+    path: Path, refunds: set[tuple[str | None, str | None]]
+) -> list[tuple[int, str, str]]:
+    """The rows of this batch a report (CSV or JSON) says were sent: line, refund id and
+    status. A report that cannot be read, or is of another batch, says none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            rows = json.loads(text).get("rows", [])
+        else:
+            rows = list(csv.DictReader(io.StringIO(text)))
+    except (OSError, ValueError, AttributeError):
+        return []
+    sent = []
+    for row in rows:
+        if not isinstance(row, dict) or row.get("status") not in _SENT_STATUSES:
+            continue
+        if (row.get("provider"), row.get("refund_id")) in refunds:
+            line = str(row.get("line"))
+            sent.append((int(line) if line.isdigit() else 0, str(row["refund_id"]), row["status"]))
+    return sent
 
 
 def _print_skipped(report: BatchReport) -> None:

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import closing, contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -254,6 +254,7 @@ class SqliteJournal(SqlJournal):
             if not os.path.lexists(path):
                 self._create(path)
             self._check_file(path)
+            self._check_journal()
         # Every connection to ":memory:" is a database of its own: keep exactly one.
         self._pool: Pool[sqlite3.Connection] = Pool(
             self.url,
@@ -274,8 +275,6 @@ class SqliteJournal(SqlJournal):
             )
         )
         try:
-            if not memory:
-                self._check_journal()
             self._migrate()
         except BaseException:
             self.close()
@@ -358,17 +357,22 @@ class SqliteJournal(SqlJournal):
             )
 
     def _check_journal(self) -> None:
-        """Refuse a SQLite database that holds no journal: another program's data."""
-        with self._transaction(write=False) as tx:
-            if self._has_table(tx, SCHEMA_TABLE):
-                return
-            tables = [
-                row["name"]
-                for row in tx.all(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-                )
-            ]
-        found = f"other tables ({', '.join(tables)})" if tables else "no tables"
+        """Refuse a SQLite database that holds no journal: another program's data. Read
+        over a plain connection, which changes nothing in the file (the journal's own
+        would switch it to WAL first)."""
+        try:
+            with closing(sqlite3.connect(self._path, timeout=self._busy_timeout)) as conn:
+                names = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                    )
+                ]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        if SCHEMA_TABLE in names:
+            return
+        found = f"other tables ({', '.join(names)})" if names else "no tables"
         raise JournalError(
             f"journal {self.url} is a SQLite database with {found} and no refundcore "
             "journal in it: point the journal at another path, or restore the journal "

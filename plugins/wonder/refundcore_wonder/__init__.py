@@ -422,14 +422,12 @@ def refundcore_register_providers(register: Any) -> None:
                 currencies=None,
                 idempotent_refund_id=False,
                 callback_timestamps=True,
-                # Found again only by the note tag, which Wonder's own plugin never
-                # sends: nothing says the live gateway keeps it, so not finding it proves
-                # nothing.
+                # Found again only by the refund transaction's uuid, which a lost reply
+                # took with it; not finding it proves nothing (lookup_outcome).
                 lookup=Lookup(
-                    by=LookupKey.TAG,
+                    by=LookupKey.PROVIDER_REFUND_ID,
                     absence_authoritative=False,
                     settle_delay=60.0,
-                    not_found_codes={"refund_not_found"},
                 ),
             ),
             environments={
