@@ -100,22 +100,24 @@ def read_answer(
         return Reading(True, False, False, f"{info.name} answered {answer.status.value}")
     if not lookup.absence_authoritative:
         note = (
-            f"{info.name} does not show it, which proves nothing: finding a refund again "
-            f"(by {lookup.by.value}) is not authoritative at {info.name}"
+            "the gateway does not show it, which proves nothing: its lookup "
+            f"(by {lookup.by.value}) is not declared authoritative"
         )
         return Reading(False, True, False, note)
     if counts_from is None:
         note = "no record of when it was last sent, so its absence proves nothing"
         return Reading(False, True, False, note)
     if asked_at < counts_from:
+        # Rounded up: "before 12:00:11" must not read as over at 12:00:10.5.
+        shown = counts_from.replace(microsecond=0) + timedelta(seconds=counts_from.microsecond > 0)
         note = (
-            f"{info.name} does not show it yet, which proves nothing before "
-            f"{counts_from.isoformat(timespec='seconds')} (the last send's lease plus "
-            f"{lookup.settle_delay:g} s to settle)"
+            "the gateway does not show it yet, which proves nothing before "
+            f"{shown.isoformat()} (the last send's lease plus {lookup.settle_delay:g} s "
+            "to settle)"
         )
         return Reading(False, True, False, note)
     note = (
-        f"{info.name} has no such refund, asked {lookup.settle_delay:g} s or more after "
+        f"the gateway has no such refund, asked {lookup.settle_delay:g} s or more after "
         "the last request could have arrived: it never reached the gateway"
     )
     return Reading(False, True, True, note)

@@ -374,7 +374,9 @@ class ExactlyOnce:
             http_status=answer.http_status,
             raw=answer.raw,
             actor=claimed.owner,
-            note=reading.note,
+            # What a "not found" proves is the journal's reading, worth keeping; any
+            # other answer speaks for itself.
+            note=reading.note if reading.absent else None,
         )
         if not reading.settles:
             return None, reading.proven, reading.note
@@ -406,9 +408,9 @@ class ExactlyOnce:
         """Keep the refund UNKNOWN, saying what is known and what settles it."""
         refund_id = operation.refund_id
         unconfirmed = unknown_result(
-            f"an earlier attempt may have reached {info.name}: {why}; its history has the "
-            f"evidence (refundcore journal show {refund_id}); a later query, a callback or "
-            f"an operator's decision (refundcore journal resolve {refund_id}) settles it",
+            f"an earlier attempt may have reached {info.name}, and {why}: it stays UNKNOWN "
+            f"(evidence: refundcore journal show {refund_id}) until a query or a callback "
+            f"settles it, or an operator does (refundcore journal resolve {refund_id})",
             "unconfirmed",
         )
         unknown = self._pipeline.finish(info, operation, unconfirmed)
@@ -431,7 +433,7 @@ class ExactlyOnce:
             error_code=answer.error_code,
             http_status=answer.http_status,
             raw=answer.raw,
-            note=reading.note,
+            note=reading.note if reading.absent else None,
         )
 
     def _reconcile_entry(

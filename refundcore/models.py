@@ -498,6 +498,13 @@ class Lookup:
     #: opposed to a refund the gateway has and declined.
     not_found_codes: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_codes)
 
+    def __attrs_post_init__(self) -> None:
+        if self.absence_authoritative and self.by is LookupKey.NONE:
+            raise ValidationError(
+                "a refund that cannot be found again (by NONE) proves nothing by its absence",
+                field="absence_authoritative",
+            )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {

@@ -49,6 +49,12 @@ def test_a_settle_delay_is_a_number_of_seconds(delay: Any) -> None:
     assert caught.value.field == "settle_delay"
 
 
+def test_absence_of_what_cannot_be_found_proves_nothing() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Lookup(by=LookupKey.NONE, absence_authoritative=True)
+    assert caught.value.field == "absence_authoritative"
+
+
 def test_an_unknown_lookup_key_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"REFUND_ID, TAG.*got 'BY_MAGIC'") as caught:
         Lookup(by="BY_MAGIC")  # type: ignore[arg-type]

@@ -142,8 +142,8 @@ class SqlAnswers(SqlHistory):
             assert entry is not None  # checked above
             message = f"decided {decided.value} by {by}: {reason}"
             tx.run(
-                f"UPDATE {TABLE} SET state = ?, decided_by = ?, message = ?, owner = NULL, "  # noqa: S608
-                f"lease_until = NULL, updated_at = ? {_KEY}",
+                f"UPDATE {TABLE} SET state = ?, decided_by = ?, message = ?, error_code = NULL, "  # noqa: S608
+                f"owner = NULL, lease_until = NULL, updated_at = ? {_KEY}",
                 (decided.value, by, message, self._encode_time(now), provider, refund_id),
             )
             facts = {"reason": reason, "by": by, "previous_state": entry.state.value}
@@ -167,6 +167,7 @@ class SqlAnswers(SqlHistory):
                 state=decided,
                 decided_by=by,
                 message=message,
+                error_code=None,
                 owner=None,
                 lease_until=None,
                 updated_at=now,

@@ -543,8 +543,9 @@ def test_sigkill_between_claim_and_send_is_resent_with_its_refund_id_once_proven
 def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
     journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """wonder's lookup (a tag in a note the live gateway may drop) proves nothing: the
-    refund stays UNKNOWN however long one waits, until an operator decides."""
+    """wonder finds a refund again only by the uuid of its reply, which a refund never
+    sent has not got: the refund stays UNKNOWN however long one waits, until an
+    operator decides."""
     with gateway("wonder", journal_url) as run:
         payment = seed(run)
         killed_between_claim_and_send(run, journal_url, payment)
@@ -568,6 +569,20 @@ def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
         assert code == 0, err
         sent = refund(run, payment, "r-kill")
         shown, history, _ = cli(capsys, "journal", "show", "r-kill", *options)
+        _, as_json, _ = cli(capsys, "journal", "show", "r-kill", *options, "--json")
+        unexplained = cli(
+            capsys,
+            "journal",
+            "resolve",
+            "r-kill",
+            "--as",
+            "failed",
+            "--reason",
+            " ",
+            "--by",
+            "x",
+            *options,
+        )
 
     assert waiting.status is RefundStatus.UNKNOWN
     assert "refund_not_identified" in (waiting.message or "")
@@ -579,6 +594,22 @@ def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
     assert refund_posts(run) == 1
     assert shown == 0
     assert "decision      decided NOT_SENT by alice: Wonder support" in history
+    data = json.loads(as_json)
+    assert data["state"] == "SUCCEEDED" and data["attempt"] == 3
+    assert [event["kind"] for event in data["history"]] == [
+        "claim",
+        "takeover",
+        "query",
+        "answer",
+        "decision",
+        "claim",
+        "send",
+        "answer",
+    ]
+    decision = data["history"][4]
+    assert (decision["actor"], decision["state"]) == ("alice", "NOT_SENT")
+    assert decision["data"]["reason"] == "Wonder support: no refund under this order"
+    assert unexplained[0] == 2 and "reason: must be a non-empty string" in unexplained[2]
 
 
 # -- a provider whose lookup is not authoritative, settled by the operator ----------------
