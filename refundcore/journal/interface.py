@@ -114,7 +114,9 @@ class Journal(abc.ABC):
 
         Monotonic and idempotent: SUBMITTING, UNKNOWN and PENDING move to PENDING or a
         final state, PENDING only to a final state, a final row never changes. A
-        missing ``provider_refund_id`` is filled in.
+        missing ``provider_refund_id`` is filled in. The row returned says whether this
+        call changed it: its ``updated_at`` is ``now`` exactly when it did (a repeated
+        or stale callback leaves the row, and its ``updated_at``, as they were).
         """
 
     @abc.abstractmethod

@@ -640,6 +640,35 @@ def test_late_callback_never_overwrites_a_final_state(
     assert after is not None and after.state is settled
 
 
+def test_the_row_says_whether_a_callback_changed_it(pending: Journal) -> None:
+    # updated_at is the `now` given exactly when the call changed the row: how the client
+    # tells a duplicate callback from one that settled something.
+    moments = [T0 + timedelta(seconds=n) for n in range(1, 5)]
+    settles = pending.apply_notification(
+        "testpay", state=S.SUCCEEDED, refund_id="R-1", now=moments[0]
+    )
+    repeat = pending.apply_notification(
+        "testpay", state=S.SUCCEEDED, refund_id="R-1", now=moments[1]
+    )
+    late = pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1", now=moments[2])
+    assert settles is not None and settles.updated_at == moments[0]
+    assert repeat is not None and repeat.updated_at == moments[0]
+    assert late is not None and late.updated_at == moments[0]
+
+
+def test_a_callback_that_only_fills_the_provider_id_changes_the_row(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A", now=T0)
+    journal.record("testpay", "R-1", owner="A", state=S.PENDING, now=T0)
+    later = T0 + timedelta(seconds=1, microseconds=123457)
+    entry = journal.apply_notification(
+        "testpay", state=S.PENDING, refund_id="R-1", provider_refund_id="GW-9", now=later
+    )
+    assert entry is not None and (entry.provider_refund_id, entry.updated_at) == ("GW-9", later)
+
+
 def test_repeated_pending_callback_changes_nothing(pending: Journal) -> None:
     before = pending.get("testpay", "R-1")
     assert pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1") == before
