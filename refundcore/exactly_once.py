@@ -22,7 +22,6 @@ or a verified callback's word settles a recorded refund (:meth:`ExactlyOnce.sett
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import socket
 import time
@@ -42,6 +41,7 @@ from .journal.records import (
     result_from_entry,
     result_record,
 )
+from .logs import EventLogger
 from .models import (
     HttpRequest,
     Operation,
@@ -61,7 +61,7 @@ from .status import JournalState
 __all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup"]
 
 # The protocol logs as the client it serves: one logger for users to configure.
-log = logging.getLogger("refundcore.client")
+log = EventLogger("refundcore.client")
 
 #: Takes the outcome of a request sent now, for the caller to journal later (a batch
 #: journals its rows' outcomes together with :meth:`Journal.record_many`).
@@ -179,7 +179,12 @@ class ExactlyOnce:
             except RefundError as exc:
                 problem = self._pipeline.redactor.text(entry.provider, str(exc))
                 log.error(
-                    "cannot reconcile %s via %s: %s", entry.refund_id, entry.provider, problem
+                    "cannot reconcile",
+                    provider=entry.provider,
+                    operation=entry.operation,
+                    refund_id=entry.refund_id,
+                    error_code=type(exc).__name__,
+                    error=problem,
                 )
                 outcomes.append(result_from_entry(entry, message=problem))
         return outcomes
@@ -279,11 +284,10 @@ class ExactlyOnce:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
             log.error(
-                "%s %s via %s: outcome not journalled: %s",
-                operation.kind,
-                operation.refund_id,
-                info.id,
-                exc,
+                "outcome not journalled",
+                status=result.status.value,
+                error_code=type(exc).__name__,
+                error=self._pipeline.redactor.text(info.id, str(exc)),
             )
 
     def _reconcile_claimed(
@@ -328,7 +332,9 @@ class ExactlyOnce:
             answer = self._pipeline.run(info, config, query)
         except RefundError as exc:
             log.warning(
-                "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
+                "reconcile query failed",
+                error_code=type(exc).__name__,
+                error=self._pipeline.redactor.text(info.id, str(exc)),
             )
             return None
         if answer.status is RefundStatus.UNKNOWN or (

@@ -48,6 +48,7 @@ __all__ = [
     "milliseconds",
     "note_attempt",
     "operation_scope",
+    "record_fields",
 ]
 
 #: The fields every record carries.
@@ -109,21 +110,21 @@ class EventLogger:
         """Whether a record at ``level`` would be handled (skip costly fields if not)."""
         return self.logger.isEnabledFor(level)
 
-    def debug(self, message: str, **fields: Any) -> None:
-        """Log an event at DEBUG."""
-        self._emit(logging.DEBUG, message, fields, False)
+    def debug(self, message: str, *, exc_info: bool = False, **fields: Any) -> None:
+        """Log an event at DEBUG (with the exception being handled if ``exc_info``)."""
+        self._emit(logging.DEBUG, message, fields, exc_info)
 
-    def info(self, message: str, **fields: Any) -> None:
-        """Log an event at INFO."""
-        self._emit(logging.INFO, message, fields, False)
+    def info(self, message: str, *, exc_info: bool = False, **fields: Any) -> None:
+        """Log an event at INFO (with the exception being handled if ``exc_info``)."""
+        self._emit(logging.INFO, message, fields, exc_info)
 
-    def warning(self, message: str, **fields: Any) -> None:
-        """Log an event at WARNING."""
-        self._emit(logging.WARNING, message, fields, False)
+    def warning(self, message: str, *, exc_info: bool = False, **fields: Any) -> None:
+        """Log an event at WARNING (with the exception being handled if ``exc_info``)."""
+        self._emit(logging.WARNING, message, fields, exc_info)
 
-    def error(self, message: str, **fields: Any) -> None:
-        """Log an event at ERROR."""
-        self._emit(logging.ERROR, message, fields, False)
+    def error(self, message: str, *, exc_info: bool = False, **fields: Any) -> None:
+        """Log an event at ERROR (with the exception being handled if ``exc_info``)."""
+        self._emit(logging.ERROR, message, fields, exc_info)
 
     def exception(self, message: str, **fields: Any) -> None:
         """Log an event at ERROR with the exception being handled."""
@@ -147,6 +148,24 @@ class EventLogger:
         extra.update(fields)
         # stacklevel 3: the record names the line that called debug()/info()/…
         self.logger.log(level, message, exc_info=exc_info, extra=extra, stacklevel=3)
+
+
+# What every LogRecord has: anything else on a record came in through ``extra``.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record carries in ``extra`` that are set (not ``None``): what a
+    JSON formatter adds to the message, level and logger name."""
+    return {
+        name: value
+        for name, value in record.__dict__.items()
+        if name not in _STANDARD and value is not None
+    }
 
 
 def milliseconds(seconds: float) -> float:

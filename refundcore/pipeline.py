@@ -260,10 +260,6 @@ class Pipeline:
         provider, secrets masked, ``duplicate`` when ``settle`` says so, and shown to
         every ``refundcore_notification`` hook. ``SignatureError`` when the callback
         cannot be trusted."""
-        if not info.capabilities.callbacks:
-            raise ValidationError(f"{info.name} sends no callbacks", field="provider")
-        if not isinstance(body, bytes):
-            raise ValidationError(f"must be bytes, got {type(body).__name__}", field="body")
 
         def proceed() -> RefundNotification:
             return self._verify(info, config, method, path, headers, body, settle)
@@ -280,6 +276,10 @@ class Pipeline:
         body: bytes,
         settle: Settle | None,
     ) -> RefundNotification:
+        if not info.capabilities.callbacks:
+            raise ValidationError(f"{info.name} sends no callbacks", field="provider")
+        if not isinstance(body, bytes):
+            raise ValidationError(f"must be bytes, got {type(body).__name__}", field="body")
         if len(body) > MAX_CALLBACK_BYTES:
             raise SignatureError(f"callback body of {len(body)} bytes is too large")
         try:

@@ -25,7 +25,6 @@ socket reads as ready: an end of file or stray bytes) and replaced by a new one.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from .errors import OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
+from .logs import EventLogger, milliseconds
 from .models import Headers, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpTransport"]
 
-log = logging.getLogger(__name__)
+log = EventLogger(__name__)
 
 #: Cap on a gateway reply: refund replies are small; a huge one is hostile or broken.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -142,12 +142,12 @@ class HttpTransport:
         else:
             pool.give(conn)
         log.debug(
-            "%s %s %s: HTTP %d (%d bytes)",
-            request.method,
-            origin,
-            _without_queries(target),
-            reply.status,
-            len(body),
+            "http exchange",
+            method=request.method,
+            url=origin + _without_queries(target),
+            http_status=reply.status,
+            response_bytes=len(body),
+            duration_ms=milliseconds(time.perf_counter() - started),
         )
         return HttpResponse(
             status=reply.status,
@@ -238,7 +238,7 @@ class _Pool:
                 proxy_host, proxy_port, timeout=timeout, context=self._context
             )
             conn.set_tunnel(self._host, self._port, headers=proxy_headers)
-        log.debug("new connection to %s", self.origin)
+        log.debug("new connection", origin=_without_queries(self.origin))
         try:
             conn.connect()
         except BaseException:

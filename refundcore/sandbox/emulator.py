@@ -15,7 +15,6 @@ import datetime as dt
 import enum
 import itertools
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -25,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
+from ..logs import EventLogger
 from ..models import Callback, Headers, PaymentRef, RefundStatus
 from ..money import Money
 from .callbacks import CallbackSender, OutgoingCallback
@@ -43,7 +43,7 @@ __all__ = [
     "utcnow",
 ]
 
-log = logging.getLogger("refundcore.sandbox")
+log = EventLogger("refundcore.sandbox")
 
 
 def utcnow() -> dt.datetime:
@@ -415,7 +415,11 @@ class Emulator(abc.ABC):
             # A sandbox only delivers to plain-http receivers (on loopback); the refund
             # itself stands, as at the real gateway when a callback cannot be delivered.
             log.warning(
-                "%s emulator cannot deliver to %s: %s", self.provider_id, record.notify_url, exc
+                "emulator cannot deliver a callback",
+                provider=self.provider_id,
+                refund_id=record.refund_id,
+                url=record.notify_url,
+                error=str(exc),
             )
 
     def settle(self, refund_id: str, status: RefundStatus = RefundStatus.SUCCEEDED) -> None:
@@ -450,7 +454,10 @@ class Emulator(abc.ABC):
             reply = self.handle(request)
         except Exception:
             log.exception(
-                "%s emulator failed on %s %s", self.provider_id, request.method, request.path
+                "emulator failed",
+                provider=self.provider_id,
+                method=request.method,
+                path=request.path,
             )
             reply = Reply.json({"error": "emulator failure"}, status=500)
         start_response(
