@@ -441,7 +441,14 @@ def test_import_is_lazy() -> None:
     )
     imported = set(probe.stdout.split())
     assert "refundcore.client" in imported
-    for heavy in ("requests", "cryptography", "cattrs", "urllib3", "importlib_metadata"):
+    for heavy in (
+        "requests",
+        "cryptography",
+        "cattrs",
+        "urllib3",
+        "importlib_metadata",
+        "opentelemetry",
+    ):
         assert heavy not in imported, f"import refundcore imported {heavy}"
     assert not [name for name in imported if name.startswith("refundcore_")]
 

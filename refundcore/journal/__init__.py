@@ -38,6 +38,7 @@ from .interface import Journal
 from .urls import USAGE, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
+    Backlog,
     BatchCounts,
     BatchDone,
     BatchEntry,
@@ -81,6 +82,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_JOURNAL",
     "SETTLED_OUTCOMES",
+    "Backlog",
     "BatchCounts",
     "BatchDone",
     "BatchEntry",

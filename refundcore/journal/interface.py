@@ -16,6 +16,7 @@ from typing import Any
 
 from ..status import JournalState
 from .values import (
+    Backlog,
     BatchCounts,
     BatchDone,
     BatchEntry,
@@ -135,6 +136,12 @@ class Journal(abc.ABC):
     ) -> list[JournalEntry]:
         """Rows ordered by creation time; ``unsettled`` keeps SUBMITTING, PENDING and
         UNKNOWN ones (what a reconciler has to look at)."""
+
+    @abc.abstractmethod
+    def backlog(self) -> list[Backlog]:
+        """What is left to settle: for each provider and unsettled state (SUBMITTING,
+        PENDING, UNKNOWN) that has refunds, how many and the oldest's creation time;
+        ordered by provider and state. One aggregate query, for monitoring."""
 
     # -- batches: a work queue of rows shared by every worker of the journal ----------
 
