@@ -181,8 +181,9 @@ def refundcore_notification(provider: ProviderInfo, notification: RefundNotifica
 
     :param provider: the provider that sent the callback.
     :param notification: what it says, secrets masked; ``notification.duplicate`` is
-        True when the journal already had it (the gateway delivered it again, or it
-        is older news than the journal has).
+        True when the journal already had what it says, so it changed nothing (the
+        gateway delivered it again, it confirms the outcome the reply gave, or it is
+        older news than the journal has).
 
     Called before the notification is handed to the application. For observing only,
     like :func:`refundcore_result`. A callback that fails verification never reaches

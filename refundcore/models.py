@@ -429,9 +429,10 @@ class Callback:
 class RefundNotification:
     """A verified callback about a refund (or another event the gateway reports).
 
-    ``duplicate`` is True when the journal already had what it says (the gateway
-    delivered it again, or it is older news than the journal has): it changed nothing.
-    Without a journal it is always False.
+    ``duplicate`` is True when the journal already had what it says, so applying it
+    changed nothing: the gateway delivered it again, it confirms an outcome already
+    recorded (from the refund's reply or an earlier callback), or it is older news than
+    the journal has. Without a journal it is always False.
     """
 
     provider: str

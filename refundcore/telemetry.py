@@ -33,8 +33,9 @@ Metrics:
     every result, by provider, operation, status and source (``sent``, ``replayed``,
     ``reconciled``, …); the queries a reconcile sends count as queries
 ``refundcore.callbacks`` (counter)
-    every callback, by provider and verdict: ``verified``, ``duplicate``, ``forged``,
-    ``not_a_refund`` or ``error``
+    every callback, by provider and verdict: ``verified`` (it settled something),
+    ``duplicate`` (the journal already had what it says), ``forged``, ``not_a_refund``
+    or ``error``
 ``refundcore.operation.duration``, ``refundcore.stage.duration`` (histograms, s)
     by provider and operation (and status or ``error.type``), by provider and stage
 ``refundcore.unsettled.count``, ``refundcore.unsettled.oldest_age`` (gauges)
