@@ -36,8 +36,8 @@ Metrics:
     every callback, by provider and verdict: ``verified`` (it settled something),
     ``duplicate`` (the journal already had what it says), ``forged``, ``not_a_refund``
     or ``error``
-``refundcore.operation.duration``, ``refundcore.stage.duration`` (histograms, s)
-    by provider and operation (and status or ``error.type``), by provider and stage
+``refundcore.stage.duration`` (histogram, s)
+    by provider and stage (an operation's own duration is its span's)
 ``refundcore.unsettled.count``, ``refundcore.unsettled.oldest_age`` (gauges)
     read from ``journal`` when the metrics are collected: how many refunds of each
     provider are ``UNKNOWN``, ``PENDING`` or ``SUBMITTING``, and how old (seconds since
@@ -108,19 +108,14 @@ class Telemetry:
             unit="{callback}",
             description="Callbacks received, by verdict",
         )
-        self._operation_duration = meter.create_histogram(
-            "refundcore.operation.duration",
-            unit="s",
-            description="Time of a whole refund, query, void or callback",
-        )
         self._stage_duration = meter.create_histogram(
             "refundcore.stage.duration",
             unit="s",
             description="Time of one stage or journal step of an operation",
         )
-        # Attribute maps are built once per provider and stage, not per call: the SDK
-        # copies what it keeps.
-        self._stage_attributes: dict[tuple[str, str], Attributes] = {}
+        # Span names and attribute maps are made once per provider and stage, not per
+        # call (the SDK copies what it keeps).
+        self._stages: dict[tuple[str, str], tuple[str, Attributes]] = {}
         self._backlog = None if journal is None else _Backlog(journal)
         if self._backlog is not None:
             meter.create_observable_gauge(
@@ -142,73 +137,55 @@ class Telemetry:
     def refundcore_operation(
         self, provider: ProviderInfo, kind: str, refund_id: str | None
     ) -> Generator[None, Any, Any]:
-        attributes: dict[str, Any] = {
-            "refundcore.provider": provider.id,
-            "refundcore.operation": kind,
-        }
+        attributes = {"refundcore.provider": provider.id, "refundcore.operation": kind}
         if refund_id is not None:
             attributes["refundcore.refund_id"] = refund_id
-        span = self._tracer.start_span(
-            _OPERATION_SPANS.get(kind, "refundcore"), None, attributes=attributes
-        )
+        name = _OPERATION_SPANS.get(kind) or f"refundcore {kind}"
+        span = self._tracer.start_span(name, None, attributes=attributes)
         token = context.attach(trace.set_span_in_context(span))
-        started = time.perf_counter()
         try:
             outcome = yield
+            if isinstance(outcome, RefundResult):
+                self._finished(span, outcome)
+            elif isinstance(outcome, RefundNotification):
+                self._notified(span, provider, outcome)
         except BaseException as exc:
-            self._refused(span, provider, kind, exc, time.perf_counter() - started)
+            self._refused(span, provider, kind, exc)
             raise
-        else:
-            self._finished(span, provider, kind, outcome, time.perf_counter() - started)
         finally:
             context.detach(token)
             span.end()
         return outcome
 
-    def _finished(
-        self, span: trace.Span, provider: ProviderInfo, kind: str, outcome: Any, seconds: float
-    ) -> None:
-        measured: dict[str, Any] = {
-            "refundcore.provider": provider.id,
-            "refundcore.operation": kind,
-        }
-        if isinstance(outcome, RefundResult):
-            status = outcome.status.value
-            span.set_attributes(
-                {
-                    "refundcore.status": status,
-                    "refundcore.source": outcome.source.value,
-                    "refundcore.replayed": outcome.source is ResultSource.REPLAYED,
-                }
-            )
-            if outcome.error_code is not None:
-                span.set_attribute("refundcore.error_code", outcome.error_code)
-            measured["refundcore.status"] = status
-        elif isinstance(outcome, RefundNotification):
-            verdict = "duplicate" if outcome.duplicate else "verified"
-            status = outcome.status.value
-            span.set_attributes(
-                {
-                    "refundcore.status": status,
-                    "refundcore.duplicate": outcome.duplicate,
-                    "refundcore.callback.verdict": verdict,
-                }
-            )
-            if outcome.refund_id is not None:
-                span.set_attribute("refundcore.refund_id", outcome.refund_id)
-            self._callbacks.add(
-                1, {"refundcore.provider": provider.id, "refundcore.callback.verdict": verdict}
-            )
-            measured["refundcore.status"] = status
-        self._operation_duration.record(seconds, measured)
+    @staticmethod
+    def _finished(span: trace.Span, result: RefundResult) -> None:
+        span.set_attributes(
+            {
+                "refundcore.status": result.status.value,
+                "refundcore.source": result.source.value,
+                "refundcore.replayed": result.source is ResultSource.REPLAYED,
+            }
+        )
+        if result.error_code is not None:
+            span.set_attribute("refundcore.error_code", result.error_code)
+
+    def _notified(self, span: trace.Span, provider: ProviderInfo, note: RefundNotification) -> None:
+        verdict = "duplicate" if note.duplicate else "verified"
+        span.set_attributes(
+            {
+                "refundcore.status": note.status.value,
+                "refundcore.duplicate": note.duplicate,
+                "refundcore.callback.verdict": verdict,
+            }
+        )
+        if note.refund_id is not None:
+            span.set_attribute("refundcore.refund_id", note.refund_id)
+        self._callbacks.add(
+            1, {"refundcore.provider": provider.id, "refundcore.callback.verdict": verdict}
+        )
 
     def _refused(
-        self,
-        span: trace.Span,
-        provider: ProviderInfo,
-        kind: str,
-        exc: BaseException,
-        seconds: float,
+        self, span: trace.Span, provider: ProviderInfo, kind: str, exc: BaseException
     ) -> None:
         error = type(exc).__name__
         span.set_attribute("error.type", error)
@@ -216,21 +193,16 @@ class Telemetry:
         if not isinstance(exc, NotARefund):
             span.set_status(Status(StatusCode.ERROR, error))
         if kind == "callback":
-            verdict = (
-                "forged"
-                if isinstance(exc, SignatureError)
-                else "not_a_refund"
-                if isinstance(exc, NotARefund)
-                else "error"
-            )
+            if isinstance(exc, SignatureError):
+                verdict = "forged"
+            elif isinstance(exc, NotARefund):
+                verdict = "not_a_refund"
+            else:
+                verdict = "error"
             span.set_attribute("refundcore.callback.verdict", verdict)
             self._callbacks.add(
                 1, {"refundcore.provider": provider.id, "refundcore.callback.verdict": verdict}
             )
-        self._operation_duration.record(
-            seconds,
-            {"refundcore.provider": provider.id, "refundcore.operation": kind, "error.type": error},
-        )
 
     @hookimpl
     def refundcore_result(self, provider: ProviderInfo, result: RefundResult) -> None:
@@ -275,14 +247,21 @@ class Telemetry:
         return (yield from self._stage(provider, "verify"))
 
     def _stage(self, provider: ProviderInfo, stage: str) -> Generator[None, Any, Any]:
-        """A child span of the operation, current while the stage runs, and the
-        stage's duration."""
-        key = (provider.id, stage)
-        attributes = self._stage_attributes.get(key)
-        if attributes is None:
-            attributes = {"refundcore.provider": provider.id, "refundcore.stage": stage}
-            self._stage_attributes[key] = attributes
-        span = self._tracer.start_span(f"refundcore {stage}", None, attributes=attributes)
+        """A child span of the operation, current while the stage runs (whatever the
+        stage does, an HTTP request or a call to a key service, nests under it), and
+        the stage's duration."""
+        known = self._stages.get((provider.id, stage))
+        if known is None:
+            known = (
+                f"refundcore {stage}",
+                {
+                    "refundcore.provider": provider.id,
+                    "refundcore.stage": stage,
+                },
+            )
+            self._stages[provider.id, stage] = known
+        name, attributes = known
+        span = self._tracer.start_span(name, None, attributes=attributes)
         token = context.attach(trace.set_span_in_context(span))
         started = time.perf_counter()
         try:
