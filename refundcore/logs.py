@@ -23,7 +23,7 @@ message of an event never changes (``"operation finished"``, ``"stage finished"`
 group and filter on it, read the rest from the fields. One record per operation is
 logged at INFO, each stage, journal step and HTTP exchange at DEBUG.
 
-An operation's records are logged on its thread, inside its :func:`operation_scope`,
+An operation's records are logged on its thread, inside its :class:`OperationScope`,
 which fills in the operation's fields: even the transport's records name the refund
 they belong to. Messages are constant and never carry values; free text in a field (an
 error's text) is masked with the client's :class:`~refundcore.redaction.Redactor`
@@ -43,11 +43,11 @@ import attrs
 __all__ = [
     "FIELDS",
     "EventLogger",
+    "OperationScope",
     "Scope",
     "batch_line",
     "milliseconds",
     "note_attempt",
-    "operation_scope",
     "record_fields",
 ]
 
@@ -69,15 +69,21 @@ _scope: ContextVar[Scope | None] = ContextVar("refundcore_log_scope", default=No
 _batch_line: ContextVar[int | None] = ContextVar("refundcore_log_batch_line", default=None)
 
 
-@contextmanager
-def operation_scope(provider: str, operation: str, refund_id: str | None) -> Iterator[Scope]:
-    """Records logged inside carry the operation's provider, kind and refund id."""
-    scope = Scope(provider, operation, refund_id)
-    token = _scope.set(scope)
-    try:
-        yield scope
-    finally:
-        _scope.reset(token)
+class OperationScope:
+    """A context manager: records logged inside carry the operation's provider, kind
+    and refund id. (A class, not a generator: every operation enters one.)"""
+
+    __slots__ = ("_token", "scope")
+
+    def __init__(self, provider: str, operation: str, refund_id: str | None) -> None:
+        self.scope = Scope(provider, operation, refund_id)
+
+    def __enter__(self) -> Scope:
+        self._token = _scope.set(self.scope)
+        return self.scope
+
+    def __exit__(self, *exc_info: object) -> None:
+        _scope.reset(self._token)
 
 
 def note_attempt(attempt: int) -> None:

@@ -40,7 +40,7 @@ from .errors import (
     ValidationError,
 )
 from .journal.values import Claim
-from .logs import EventLogger, milliseconds, note_attempt, operation_scope
+from .logs import EventLogger, OperationScope, milliseconds, note_attempt
 from .models import (
     Callback,
     HttpRequest,
@@ -118,7 +118,7 @@ class Pipeline:
         refusal) with its duration. Returns or raises what ``proceed`` does."""
         hooks = self._registry.hooks(info.id)
         started = time.perf_counter()
-        with operation_scope(info.id, kind, refund_id):
+        with OperationScope(info.id, kind, refund_id):
             try:
                 outcome = self._around(
                     hooks.operation,
@@ -131,23 +131,8 @@ class Pipeline:
             except BaseException as exc:
                 self._log_refused(info, exc, started)
                 raise
-            if isinstance(outcome, RefundResult):
-                log.info(
-                    "operation finished",
-                    status=outcome.status.value,
-                    source=outcome.source.value,
-                    error_code=outcome.error_code,
-                    duration_ms=milliseconds(time.perf_counter() - started),
-                )
-            elif isinstance(outcome, RefundNotification):
-                log.info(
-                    "operation finished",
-                    refund_id=outcome.refund_id,
-                    status=outcome.status.value,
-                    event=outcome.event,
-                    duplicate=outcome.duplicate,
-                    duration_ms=milliseconds(time.perf_counter() - started),
-                )
+            if log.enabled(logging.INFO):
+                _log_finished(outcome, time.perf_counter() - started)
         return outcome
 
     def journal(
@@ -232,14 +217,15 @@ class Pipeline:
             raw=self._redactor.value(info.id, result.raw),
             source=source,
         )
-        log.debug(
-            "result completed",
-            operation=operation.kind,
-            refund_id=operation.refund_id,
-            status=result.status.value,
-            source=source.value,
-            error_code=result.error_code,
-        )
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "result completed",
+                operation=operation.kind,
+                refund_id=operation.refund_id,
+                status=result.status.value,
+                source=source.value,
+                error_code=result.error_code,
+            )
         hooks = self._registry.hooks(info.id)
         self._observe(hooks.result, "refundcore_result", info, result=result)
         return result
@@ -402,7 +388,10 @@ class Pipeline:
         **kwargs: Any,
     ) -> T:
         """Call a wrapper point whose own implementation runs ``proceed``: its outcome,
-        whatever the app plugins' wrappers return or raise once it has run."""
+        whatever the app plugins' wrappers return or raise once it has run. Without
+        wrappers (``caller`` is ``None``), ``proceed`` runs directly."""
+        if caller is None:
+            return proceed()
         ran: list[tuple[bool, Any]] = []
 
         def run() -> T:
@@ -432,7 +421,10 @@ class Pipeline:
         return result
 
     def _observe(self, caller: Any, hook: str, info: ProviderInfo, **kwargs: Any) -> None:
-        """Show a finished value to an observing hook; a failure there changes nothing."""
+        """Show a finished value to an observing hook (``None``: nobody observes); a
+        failure there changes nothing."""
+        if caller is None:
+            return
         try:
             caller(provider=info, **kwargs)
         except Exception as exc:
@@ -452,6 +444,27 @@ class Pipeline:
             error_code=type(exc).__name__,
             error=self._redactor.text(info.id, str(exc)) if isinstance(exc, RefundError) else None,
             duration_ms=milliseconds(time.perf_counter() - started),
+        )
+
+
+def _log_finished(outcome: object, seconds: float) -> None:
+    """The one INFO record of an operation that gave a result or a notification."""
+    if isinstance(outcome, RefundResult):
+        log.info(
+            "operation finished",
+            status=outcome.status.value,
+            source=outcome.source.value,
+            error_code=outcome.error_code,
+            duration_ms=milliseconds(seconds),
+        )
+    elif isinstance(outcome, RefundNotification):
+        log.info(
+            "operation finished",
+            refund_id=outcome.refund_id,
+            status=outcome.status.value,
+            event=outcome.event,
+            duplicate=outcome.duplicate,
+            duration_ms=milliseconds(seconds),
         )
 
 

@@ -82,7 +82,12 @@ class LoadFailure:
 
 @attrs.frozen
 class ProviderHooks:
-    """The hooks as seen by one provider: its own plugin plus every app plugin."""
+    """The hooks as seen by one provider: its own plugin plus every app plugin.
+
+    ``operation``, ``journal``, ``result`` and ``notification`` are ``None`` when no
+    plugin implements them (beyond refundcore's own implementation of the wrapper
+    points): the work then runs directly, and nobody is shown the outcome.
+    """
 
     build: Any
     sign: Any
@@ -160,7 +165,8 @@ class PluginRegistry:
     ) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
-        self._pm.register(_WrapperPoints(), name="refundcore.wrapper_points")
+        self._wrapper_points = _WrapperPoints()
+        self._pm.register(self._wrapper_points, name="refundcore.wrapper_points")
         self._use_entry_points = entry_points
         self._allow = (
             frozenset(allow) if allow is not None else _names_from_env("REFUNDCORE_PLUGINS")
@@ -348,9 +354,18 @@ class PluginRegistry:
             others = {id(p) for pid, p in self._owner.items() if p is not owner}
             remove = [p for p in self._pm.get_plugins() if id(p) in others]
             callers = [self._pm.subset_hook_caller(name, remove) for name in PROVIDER_HOOKS]
-            hooks = ProviderHooks(*callers)
+            stages = len(STAGE_HOOKS)
+            hooks = ProviderHooks(
+                *callers[:stages], *(self._if_used(caller) for caller in callers[stages:])
+            )
             self._hooks[provider_id] = hooks
             return hooks
+
+    def _if_used(self, caller: Any) -> Any:
+        """``caller``, or ``None`` when only refundcore's own implementation (if any)
+        would answer it: calling pluggy for nothing costs every refund."""
+        used = any(impl.plugin is not self._wrapper_points for impl in caller.get_hookimpls())
+        return caller if used else None
 
     def known_ids(self) -> list[str]:
         """Provider ids available here: loaded ones plus installed, not yet imported ones."""

@@ -25,6 +25,7 @@ socket reads as ready: an end of file or stray bytes) and replaced by a new one.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -141,14 +142,15 @@ class HttpTransport:
             conn.close()
         else:
             pool.give(conn)
-        log.debug(
-            "http exchange",
-            method=request.method,
-            url=origin + _without_queries(target),
-            http_status=reply.status,
-            response_bytes=len(body),
-            duration_ms=milliseconds(time.perf_counter() - started),
-        )
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "http exchange",
+                method=request.method,
+                url=origin + _without_queries(target),
+                http_status=reply.status,
+                response_bytes=len(body),
+                duration_ms=milliseconds(time.perf_counter() - started),
+            )
         return HttpResponse(
             status=reply.status,
             headers=_reply_headers(reply),
