@@ -33,6 +33,7 @@ _EXPORTS = {
     "RefundResult": "models",
     "RefundStatus": "status",
     "RefundNotification": "models",
+    "ResultSource": "models",
     "Callback": "models",
     "CallbackAck": "models",
     "Capabilities": "models",
@@ -88,6 +89,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Secret",
     "SignatureError",
     "TransportError",
@@ -132,6 +134,7 @@ if TYPE_CHECKING:
         RefundNotification,
         RefundQuery,
         RefundResult,
+        ResultSource,
         Void,
     )
     from .money import Money

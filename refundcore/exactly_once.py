@@ -21,7 +21,7 @@ or a verified callback's word settles a recorded refund (:meth:`ExactlyOnce.sett
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import socket
 import time
@@ -41,6 +41,7 @@ from .journal.records import (
     result_from_entry,
     result_record,
 )
+from .logs import EventLogger
 from .models import (
     HttpRequest,
     Operation,
@@ -50,6 +51,7 @@ from .models import (
     RefundQuery,
     RefundResult,
     RefundStatus,
+    ResultSource,
     Void,
 )
 from .money import Money
@@ -59,7 +61,7 @@ from .status import JournalState
 __all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup"]
 
 # The protocol logs as the client it serves: one logger for users to configure.
-log = logging.getLogger("refundcore.client")
+log = EventLogger("refundcore.client")
 
 #: Takes the outcome of a request sent now, for the caller to journal later (a batch
 #: journals its rows' outcomes together with :meth:`Journal.record_many`).
@@ -116,7 +118,8 @@ class ExactlyOnce:
             return result
         verdict, owner, entry = self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.DONE:
-            return self._pipeline.finish(info, operation, result_from_entry(entry))
+            replayed = result_from_entry(entry)
+            return self._pipeline.finish(info, operation, replayed, ResultSource.REPLAYED)
         if verdict is ClaimVerdict.TAKEOVER:
             return self._reconcile_claimed(info, config, operation, owner, entry)
         if verdict is ClaimVerdict.NEW:
@@ -126,20 +129,30 @@ class ExactlyOnce:
             "another worker is submitting this refund and has not finished",
             "in_progress",
         )
-        return self._pipeline.finish(info, operation, busy)
+        return self._pipeline.finish(info, operation, busy, ResultSource.REPLAYED)
 
-    def settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> None:
+    def settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> bool:
         """Let a query's or callback's word settle the journalled refund (the journal
-        keeps it monotonic: nothing undoes a final state)."""
+        keeps it monotonic: nothing undoes a final state). True when the journal
+        already had it: the row was left as it was."""
         if word.status is RefundStatus.UNKNOWN:
-            return
-        self._journal.apply_notification(
-            info.id,
-            state=JournalState.of(word.status),
-            refund_id=word.refund_id,
-            provider_refund_id=word.provider_refund_id,
-            raw=word.raw,
+            return False
+        now = _utcnow()
+        entry = self._pipeline.journal(
+            info,
+            "apply",
+            word.refund_id,
+            lambda: self._journal.apply_notification(
+                info.id,
+                state=JournalState.of(word.status),
+                refund_id=word.refund_id,
+                provider_refund_id=word.provider_refund_id,
+                raw=word.raw,
+                now=now,
+            ),
         )
+        # The journal stamps a row it changes with the `now` it was given.
+        return entry is not None and entry.updated_at != now
 
     def reconcile(self, lookup: ProviderLookup, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
@@ -155,11 +168,23 @@ class ExactlyOnce:
                 continue
             try:
                 info, config = lookup(entry.provider)
-                outcomes.append(self._reconcile_entry(info, config, entry))
+                outcomes.append(
+                    self._pipeline.operate(
+                        info,
+                        entry.operation,
+                        entry.refund_id,
+                        functools.partial(self._reconcile_entry, info, config, entry),
+                    )
+                )
             except RefundError as exc:
                 problem = self._pipeline.redactor.text(entry.provider, str(exc))
                 log.error(
-                    "cannot reconcile %s via %s: %s", entry.refund_id, entry.provider, problem
+                    "cannot reconcile",
+                    provider=entry.provider,
+                    operation=entry.operation,
+                    refund_id=entry.refund_id,
+                    error_code=type(exc).__name__,
+                    error=problem,
                 )
                 outcomes.append(result_from_entry(entry, message=problem))
         return outcomes
@@ -174,7 +199,14 @@ class ExactlyOnce:
         pause = _FIRST_PAUSE
         while True:
             owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
-            claim = self._journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
+            claim = self._pipeline.journal(
+                info,
+                "claim",
+                operation.refund_id,
+                functools.partial(
+                    self._journal.claim, new, owner=owner, lease_seconds=self._lease_seconds
+                ),
+            )
             if claim.outcome is ClaimVerdict.CONFLICT:
                 raise IdempotencyConflict(
                     f"{operation.refund_id!r} was already used for a different refund via "
@@ -243,17 +275,19 @@ class ExactlyOnce:
     def _record(
         self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
     ) -> None:
+        record = result_record(info.id, operation, owner, result)
         try:
-            self._journal.record_many([result_record(info.id, operation, owner, result)])
+            self._pipeline.journal(
+                info, "record", operation.refund_id, lambda: self._journal.record_many([record])
+            )
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
             log.error(
-                "%s %s via %s: outcome not journalled: %s",
-                operation.kind,
-                operation.refund_id,
-                info.id,
-                exc,
+                "outcome not journalled",
+                status=result.status.value,
+                error_code=type(exc).__name__,
+                error=self._pipeline.redactor.text(info.id, str(exc)),
             )
 
     def _reconcile_claimed(
@@ -280,7 +314,7 @@ class ExactlyOnce:
             f"an earlier attempt may have reached {info.name}, which could not confirm it",
             "unconfirmed",
         )
-        unknown = self._pipeline.finish(info, operation, unconfirmed)
+        unknown = self._pipeline.finish(info, operation, unconfirmed, ResultSource.RECONCILED)
         self._record(info, operation, owner, unknown)
         return unknown
 
@@ -298,7 +332,9 @@ class ExactlyOnce:
             answer = self._pipeline.run(info, config, query)
         except RefundError as exc:
             log.warning(
-                "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
+                "reconcile query failed",
+                error_code=type(exc).__name__,
+                error=self._pipeline.redactor.text(info.id, str(exc)),
             )
             return None
         if answer.status is RefundStatus.UNKNOWN or (
@@ -312,21 +348,23 @@ class ExactlyOnce:
             else "settled by a query after an interrupted attempt"
         )
         message = f"{note} ({answer.message})" if answer.message else note
-        return self._pipeline.finish(info, operation, attrs.evolve(answer, message=message))
+        settled = attrs.evolve(answer, message=message)
+        return self._pipeline.finish(info, operation, settled, ResultSource.RECONCILED)
 
     def _reconcile_entry(
         self, info: ProviderInfo, config: Any, entry: JournalEntry
     ) -> RefundResult:
         """One unsettled row of the sweep: a PENDING one is asked about, any other is
         claimed and reconciled as a retry of it would be."""
+        operation = operation_for(entry)
         if entry.state is JournalState.PENDING:
             if not info.capabilities.query:
-                return result_from_entry(entry)
+                stored = result_from_entry(entry)
+                return self._pipeline.finish(info, operation, stored, ResultSource.REPLAYED)
             answer = self._pipeline.run(info, config, query_for(entry))
             self.settle(info, answer)
             # Reported as the refund or void it settles, not as the query that asked.
-            return attrs.evolve(answer, operation=entry.operation)
-        operation = operation_for(entry)
+            return self._pipeline.finish(info, operation, answer, ResultSource.RECONCILED)
         self._pipeline.validate(info, operation)
         return self.execute(info, config, operation)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Void",
     "new_refund_id",
 ]
@@ -358,14 +360,35 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+class ResultSource(str, enum.Enum):
+    """What produced a :class:`RefundResult`."""
+
+    #: The gateway's reply to a request sent now.
+    SENT = "sent"
+    #: Answered from the journal, nothing sent: the refund id was already recorded
+    #: (or another worker is sending it right now).
+    REPLAYED = "replayed"
+    #: The outcome of reconciling a refund an earlier attempt may have sent: settled
+    #: by a query, or kept ``UNKNOWN`` when the gateway cannot confirm it.
+    RECONCILED = "reconciled"
+    #: Settled by a verified callback from the gateway.
+    CALLBACK = "callback"
+    #: Decided by an operator.
+    DECIDED = "decided"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @attrs.frozen(eq=False, kw_only=True)
 class RefundResult:
     """The normalised outcome of a refund, query or void.
 
-    ``provider``, ``refund_id`` and ``operation`` say which request it answers: the
-    client stamps them from the operation on every result it returns, so a plugin's
-    parse stage need not set them. ``raw`` is the provider's parsed reply with
-    anything secret removed; keep it for support tickets, never branch on it.
+    ``provider``, ``refund_id`` and ``operation`` say which request it answers, and
+    ``source`` what produced it (a fresh reply, the journal's record, a reconcile):
+    the client stamps them on every result it returns, so a plugin's parse stage need
+    not set them. ``raw`` is the provider's parsed reply with anything secret removed;
+    keep it for support tickets, never branch on it.
     """
 
     status: RefundStatus
@@ -378,6 +401,7 @@ class RefundResult:
     error_code: str | None = None
     http_status: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    source: ResultSource = ResultSource.SENT
 
     @property
     def succeeded(self) -> bool:
@@ -403,7 +427,13 @@ class Callback:
 
 @attrs.frozen(eq=False)
 class RefundNotification:
-    """A verified callback about a refund (or another event the gateway reports)."""
+    """A verified callback about a refund (or another event the gateway reports).
+
+    ``duplicate`` is True when the journal already had what it says, so applying it
+    changed nothing: the gateway delivered it again, it confirms an outcome already
+    recorded (from the refund's reply or an earlier callback), or it is older news than
+    the journal has. Without a journal it is always False.
+    """
 
     provider: str
     status: RefundStatus
@@ -413,6 +443,7 @@ class RefundNotification:
     payment: PaymentRef | None = None
     amount: Money | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    duplicate: bool = False
 
 
 @attrs.frozen

@@ -42,6 +42,7 @@ from .interface import Journal
 from .urls import PLAIN_PATH_PREFIXES, USAGE, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
+    Backlog,
     BatchCounts,
     BatchDone,
     BatchEntry,
@@ -85,6 +86,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_JOURNAL",
     "SETTLED_OUTCOMES",
+    "Backlog",
     "BatchCounts",
     "BatchDone",
     "BatchEntry",

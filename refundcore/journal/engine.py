@@ -23,7 +23,7 @@ from .backend import utc_now
 from .batch_queue import SqlBatchQueue
 from .pool import Transaction
 from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, sql_list
-from .values import Claim, ClaimVerdict, JournalEntry, NewRefund, ResultRecord
+from .values import Backlog, Claim, ClaimVerdict, JournalEntry, NewRefund, ResultRecord
 
 __all__ = ["SqlJournal"]
 
@@ -80,6 +80,15 @@ _COMMITTED = (
     f"SELECT amount, original_amount, currency FROM {TABLE} "  # noqa: S608 - constant names
     "WHERE provider = ? AND payment_key = ? "
     f"AND state IN ({sql_list(JournalState, COMMITTED_STATES)})"
+)
+
+# Its WHERE is the predicate of the partial index on unsettled rows, so only those are
+# read, however many settled ones the journal holds. (Grouped by provider first, SQLite
+# would rather walk the whole (provider, payment_key) index for the grouping's order.)
+_BACKLOG = (
+    "SELECT provider, state, COUNT(*) AS refunds, MIN(created_at) AS oldest "  # noqa: S608
+    f"FROM {TABLE} WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)}) "
+    "GROUP BY state, provider ORDER BY provider, state"
 )
 
 
@@ -428,6 +437,19 @@ class SqlJournal(SqlBatchQueue):
                 (provider, provider_refund_id),
             )
             return None if row is None else self._entry(row)
+
+    def backlog(self) -> list[Backlog]:
+        with self._transaction(write=False) as tx:
+            rows = tx.all(_BACKLOG, ())
+        return [
+            Backlog(
+                provider=row["provider"],
+                state=JournalState(row["state"]),
+                count=int(row["refunds"]),
+                oldest=self._decode_time(row["oldest"]),
+            )
+            for row in rows
+        ]
 
     def entries(
         self, *, unsettled: bool = False, provider: str | None = None, limit: int | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..status import JournalState
 from .values import (
+    Backlog,
     BatchCounts,
     BatchDone,
     BatchEntry,
@@ -114,7 +115,9 @@ class Journal(abc.ABC):
 
         Monotonic and idempotent: SUBMITTING, UNKNOWN and PENDING move to PENDING or a
         final state, PENDING only to a final state, a final row never changes. A
-        missing ``provider_refund_id`` is filled in.
+        missing ``provider_refund_id`` is filled in. The row returned says whether this
+        call changed it: its ``updated_at`` is ``now`` exactly when it did (a repeated
+        or stale callback leaves the row, and its ``updated_at``, as they were).
         """
 
     @abc.abstractmethod
@@ -133,6 +136,12 @@ class Journal(abc.ABC):
     ) -> list[JournalEntry]:
         """Rows ordered by creation time; ``unsettled`` keeps SUBMITTING, PENDING and
         UNKNOWN ones (what a reconciler has to look at)."""
+
+    @abc.abstractmethod
+    def backlog(self) -> list[Backlog]:
+        """What is left to settle: for each provider and unsettled state (SUBMITTING,
+        PENDING, UNKNOWN) that has refunds, how many and the oldest's creation time;
+        ordered by provider and state. One aggregate query, for monitoring."""
 
     # -- batches: a work queue of rows shared by every worker of the journal ----------
 

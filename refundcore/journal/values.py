@@ -19,6 +19,7 @@ from ..status import JournalState, RefundStatus
 
 __all__ = [
     "SETTLED_OUTCOMES",
+    "Backlog",
     "BatchCounts",
     "BatchDone",
     "BatchEntry",
@@ -105,6 +106,17 @@ class JournalEntry:
     lease_until: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+@attrs.frozen
+class Backlog:
+    """The unsettled refunds of one provider in one state (:meth:`Journal.backlog`):
+    how many, and when the oldest of them was recorded (timezone-aware UTC)."""
+
+    provider: str
+    state: JournalState
+    count: int
+    oldest: datetime
 
 
 class ClaimVerdict(str, enum.Enum):

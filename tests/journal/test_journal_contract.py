@@ -640,9 +640,70 @@ def test_late_callback_never_overwrites_a_final_state(
     assert after is not None and after.state is settled
 
 
+def test_the_row_says_whether_a_callback_changed_it(pending: Journal) -> None:
+    # updated_at is the `now` given exactly when the call changed the row: how the client
+    # tells a duplicate callback from one that settled something.
+    moments = [T0 + timedelta(seconds=n) for n in range(1, 5)]
+    settles = pending.apply_notification(
+        "testpay", state=S.SUCCEEDED, refund_id="R-1", now=moments[0]
+    )
+    repeat = pending.apply_notification(
+        "testpay", state=S.SUCCEEDED, refund_id="R-1", now=moments[1]
+    )
+    late = pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1", now=moments[2])
+    assert settles is not None and settles.updated_at == moments[0]
+    assert repeat is not None and repeat.updated_at == moments[0]
+    assert late is not None and late.updated_at == moments[0]
+
+
+def test_a_callback_that_only_fills_the_provider_id_changes_the_row(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A", now=T0)
+    journal.record("testpay", "R-1", owner="A", state=S.PENDING, now=T0)
+    later = T0 + timedelta(seconds=1, microseconds=123457)
+    entry = journal.apply_notification(
+        "testpay", state=S.PENDING, refund_id="R-1", provider_refund_id="GW-9", now=later
+    )
+    assert entry is not None and (entry.provider_refund_id, entry.updated_at) == ("GW-9", later)
+
+
 def test_repeated_pending_callback_changes_nothing(pending: Journal) -> None:
     before = pending.get("testpay", "R-1")
     assert pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1") == before
+
+
+def test_backlog_counts_unsettled_refunds_per_provider_and_state(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal: Journal = backend.open()
+    assert journal.backlog() == []
+    plan = [
+        ("testpay", "R-1", S.UNKNOWN, 0),
+        ("testpay", "R-2", S.UNKNOWN, 5),
+        ("testpay", "R-3", S.PENDING, 7),
+        ("testpay", "R-4", S.SUCCEEDED, -60),  # settled: not part of the backlog
+        ("otherpay", "R-1", S.PENDING, 3),
+        ("otherpay", "R-2", S.SUBMITTING, 9),
+    ]
+    for provider, refund_id, state, seconds in plan:
+        created = T0 + timedelta(seconds=seconds, microseconds=250)
+        journal.claim(
+            make_refund(provider=provider, refund_id=refund_id, payment_key=refund_id),
+            owner="A",
+            now=created,
+        )
+        if state is not S.SUBMITTING:
+            journal.record(provider, refund_id, owner="A", state=state, now=created)
+    backlog = journal.backlog()
+    assert [(b.provider, b.state, b.count, b.oldest) for b in backlog] == [
+        ("otherpay", S.PENDING, 1, T0 + timedelta(seconds=3, microseconds=250)),
+        ("otherpay", S.SUBMITTING, 1, T0 + timedelta(seconds=9, microseconds=250)),
+        ("testpay", S.PENDING, 1, T0 + timedelta(seconds=7, microseconds=250)),
+        ("testpay", S.UNKNOWN, 2, T0 + timedelta(microseconds=250)),
+    ]
+    assert all(b.oldest.tzinfo is not None for b in backlog)
 
 
 def test_callback_can_arrive_before_the_reply(backend: Any, make_refund: MakeRefund) -> None:
