@@ -7,9 +7,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .durations import format_age, parse_duration, parse_since
 from .errors import (
     ConfigError,
     PluginError,
@@ -20,11 +22,12 @@ from .errors import (
     TransportError,
     ValidationError,
 )
-from .status import RefundStatus
+from .status import JournalState, RefundStatus
 
 if TYPE_CHECKING:
     from .batch import BatchReport
     from .client import RefundClient
+    from .journal import JournalStats
     from .models import RefundNotification, RefundResult
 
 EXIT_OK = 0
@@ -194,6 +197,26 @@ def _build_parser() -> argparse.ArgumentParser:
         "--unsettled", action="store_true", help="only SUBMITTING, PENDING, UNKNOWN"
     )
     listing.add_argument("--provider")
+    listing.add_argument(
+        "--status",
+        action="append",
+        metavar="STATE[,STATE]",
+        help="only these states: SUBMITTING, PENDING, SUCCEEDED, FAILED, UNKNOWN (repeatable)",
+    )
+    listing.add_argument(
+        "--older-than", metavar="SPAN", help="only refunds recorded longer ago (90m, 1h, 2d)"
+    )
+    listing.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only refunds recorded since a date (2026-03-01), a UTC time (2026-03-01T14:30) "
+        "or a span ago (2h)",
+    )
+    listing.add_argument("--limit", type=_whole_number, metavar="N", help="at most N refunds")
+    stats = journal_commands.add_parser(
+        "stats", help="refunds per provider and state, and the oldest unsettled"
+    )
+    stats.add_argument("--provider")
     show = journal_commands.add_parser("show", help="one journalled refund")
     show.add_argument("refund_id")
     show.add_argument("--provider", help="needed when several providers used the id")
@@ -201,7 +224,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "reconcile", help="query every unsettled refund and settle what can be settled"
     )
     settle.add_argument("--provider")
-    for sub in (listing, show, settle):
+    for sub in (listing, stats, show, settle):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         with_config(sub)
         sub.add_argument("--journal", metavar="URL", help="default: as for `refund`")
@@ -539,7 +562,19 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     journal = client.journal
     assert journal is not None
     if args.journal_command == "list":
-        entries = journal.entries(unsettled=args.unsettled, provider=args.provider)
+        now = datetime.now(timezone.utc)
+        entries = journal.entries(
+            unsettled=args.unsettled,
+            provider=args.provider,
+            states=_states(args.status),
+            created_before=None
+            if args.older_than is None
+            else now - parse_duration(args.older_than, field="older-than"),
+            created_since=None
+            if args.since is None
+            else parse_since(args.since, field="since", now=now),
+            limit=args.limit,
+        )
         rows = [
             [
                 e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -558,9 +593,14 @@ def _cmd_journal(args: argparse.Namespace) -> int:
                 ["created (UTC)", "provider", "refund id", "op", "amount", "state", "provider id"],
             )
             if rows
-            else "No journalled refunds" + (" left unsettled." if args.unsettled else ".")
+            else "No journalled refunds"
+            + (" left unsettled" if args.unsettled else "")
+            + (" match." if _filtered(args) else ".")
         )
         _emit(args, [_entry_data(e) for e in entries], human)
+        return EXIT_OK
+    if args.journal_command == "stats":
+        _emit_stats(args, journal.stats())
         return EXIT_OK
     if args.journal_command == "show":
         matches = [
@@ -587,6 +627,69 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     )
     unsettled = [r for r in results if not r.status.is_final]
     return EXIT_OK if not unsettled else EXIT_UNKNOWN
+
+
+def _states(specs: list[str] | None) -> set[JournalState] | None:
+    if not specs:
+        return None
+    states = set()
+    for spec in specs:
+        for word in spec.split(","):
+            try:
+                states.add(JournalState(word.strip().upper()))
+            except ValueError:
+                known = ", ".join(state.value for state in JournalState)
+                raise ValidationError(
+                    f"{spec!r}: {word.strip()!r} is not one of {known}", field="status"
+                ) from None
+    return states
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return any(
+        value is not None
+        for value in (args.provider, args.status, args.older_than, args.since, args.limit)
+    )
+
+
+def _emit_stats(args: argparse.Namespace, stats: JournalStats) -> None:
+    now = datetime.now(timezone.utc)
+    groups = [g for g in stats.groups if args.provider in (None, g.provider)]
+    data = {
+        "total": sum(group.count for group in groups),
+        "counts": [
+            {
+                "provider": group.provider,
+                "state": group.state.value,
+                "count": group.count,
+                "oldest": None
+                if group.oldest is None
+                else {
+                    "refund_id": group.oldest.refund_id,
+                    "created_at": group.oldest.created_at.isoformat(),
+                    "age_seconds": int((now - group.oldest.created_at).total_seconds()),
+                },
+            }
+            for group in groups
+        ],
+    }
+    rows = [
+        [
+            group.provider,
+            group.state.value,
+            str(group.count),
+            "" if group.oldest is None else group.oldest.refund_id,
+            "" if group.oldest is None else format_age(now - group.oldest.created_at),
+        ]
+        for group in groups
+    ]
+    human = (
+        format_table(rows, ["provider", "state", "refunds", "oldest unsettled", "age"])
+        + f"\n{data['total']} refund{'s' if data['total'] != 1 else ''}"
+        if rows
+        else "No journalled refunds."
+    )
+    _emit(args, data, human)
 
 
 _PER = {"s": 1.0, "m": 60.0, "min": 60.0}
