@@ -299,6 +299,25 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-journal", action="store_true", help="refused: a batch needs the journal"
     )
 
+    console = commands.add_parser(
+        "console",
+        help="Serve the operator console (needs refundcore[console]).",
+        description="Serve the operator console in a browser: what is stuck, why, and "
+        "query or settle it. Prints the address with a fresh access token.",
+    )
+    console.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback)")
+    console.add_argument(
+        "--port", type=_port, default=8765, metavar="N", help="default 8765; 0: any free port"
+    )
+    console.add_argument("--read-only", action="store_true", help="show, never act")
+    console.add_argument(
+        "--operator",
+        metavar="NAME",
+        help="who acts, as recorded with every decision (default: your login name)",
+    )
+    with_config(console)
+    console.add_argument("--journal", metavar="URL", help="default: as for `refund`")
+
     new_plugin = command("new-plugin", "Scaffold a provider plugin package.")
     new_plugin.add_argument("name", help="the provider id, e.g. acme")
     new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
@@ -312,6 +331,16 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
     return value
 
 
@@ -881,6 +910,38 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return serve_sandboxes(args.provider, seed=args.seed, duration=args.duration, as_json=args.json)
 
 
+def _cmd_console(args: argparse.Namespace) -> int:
+    try:
+        from .web.serve import serve_console
+    except ImportError as exc:
+        if exc.name != "jinja2":
+            raise
+        raise ConfigError(
+            "the console needs Jinja2: pip install 'refundcore[console]'", field="console"
+        ) from None
+    import getpass
+
+    operator = args.operator
+    if operator is None:
+        try:
+            operator = getpass.getuser()
+        except (KeyError, OSError):
+            operator = ""
+    if not operator.strip():
+        raise ValidationError("give a name", field="operator")
+    client = _client(args)
+    journal = client.journal
+    assert journal is not None
+    return serve_console(
+        journal,
+        client,
+        host=args.host,
+        port=args.port,
+        read_only=args.read_only,
+        operator=operator.strip(),
+    )
+
+
 _COMMANDS = {
     "providers": _cmd_providers,
     "refund": _cmd_refund,
@@ -892,6 +953,7 @@ _COMMANDS = {
     "new-plugin": _cmd_new_plugin,
     "journal": _cmd_journal,
     "batch": _cmd_batch,
+    "console": _cmd_console,
 }
 
 
