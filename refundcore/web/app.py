@@ -49,6 +49,7 @@ _BATCH_PAGE = 100
 _STATIC = {
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 # The ?done= notes a page shows after an action redirected to it: fixed texts only.
 _DONE = {"queried"}
@@ -294,8 +295,8 @@ class _Console:
         provider = provider_param(request.param("provider"))
         rows, more = self._attention(datetime.now(timezone.utc), threshold, provider)
         acted = None
-        if request.param("done") in _DONE and request.param("id"):
-            acted = self._journal.get(request.param("provider"), request.param("id"))
+        if request.param("done") in _DONE and request.param("refund_id"):
+            acted = self._journal.get(request.param("refund_provider"), request.param("refund_id"))
         return self._render(
             visit,
             "attention.html",
@@ -382,6 +383,7 @@ class _Console:
 
     def _query(self, visit: _Visit, form: dict[str, list[str]]) -> Response:
         entry = self._entry(_first(form, "provider"), _first(form, "refund_id"), "refund_id")
+        self._check_back(form)
         client = self._client
         if client is None or not self._queryable(entry.provider):
             raise HttpError(
@@ -457,14 +459,27 @@ class _Console:
         rows = sorted(unknown + stale, key=lambda e: (e.created_at, e.provider, e.refund_id))
         return rows[:_ATTENTION_MAX], len(rows) > _ATTENTION_MAX
 
+    def _check_back(self, form: dict[str, list[str]]) -> None:
+        """Refuse (400) a form whose way back is not a valid view, before acting."""
+        provider_param(_first(form, "view_provider"), "view_provider")
+        span_param(_first(form, "pending_over"), self._pending_after, "pending_over")
+
     def _back(
         self, visit: _Visit, form: dict[str, list[str]], entry: JournalEntry, params: dict[str, str]
     ) -> str:
         """Where an action sends the browser: back to the attention queue if it came
         from there, else to the refund's page (never to an address from the form)."""
         if _first(form, "back") == "attention":
+            # The queue as the operator was looking at it, and which refund was acted on.
             return visit.request.url(
-                "/attention", {"provider": entry.provider, "id": entry.refund_id, **params}
+                "/attention",
+                {
+                    "provider": _first(form, "view_provider"),
+                    "pending_over": _first(form, "pending_over"),
+                    "refund_provider": entry.provider,
+                    "refund_id": entry.refund_id,
+                    **params,
+                },
             )
         return visit.request.url(
             "/refund", {"provider": entry.provider, "id": entry.refund_id, **params}

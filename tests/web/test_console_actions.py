@@ -89,10 +89,26 @@ def test_query_from_the_attention_queue_comes_back_to_it(gateway: SandboxRun, ws
 
     assert done.status == 303
     location = done.header("Location")
-    assert location.startswith("/attention?provider=testpay&id=lost-1&done=queried")
+    assert location == (
+        "/attention?refund_provider=testpay&refund_id=lost-1&done=queried&answer=SUCCEEDED"
+    )
     after = browser.get(location)
     assert "Asked the gateway about" in after.text and "<strong>SUCCEEDED</strong>" in after.text
     assert 'id="nothing">Nothing needs attention.' in after.text
+
+    # The queue comes back as it was shown: its filters are kept.
+    _lost_refund(gateway, "lost-2")
+    filtered = browser.get("/attention", {"provider": "testpay", "pending_over": "2d"})
+    done = browser.post(
+        "/refund/query",
+        _form(filtered, "lost-2", back="attention", view_provider="testpay", pending_over="2d"),
+    )
+    assert done.header("Location").startswith("/attention?provider=testpay&pending_over=2d&")
+    _lost_refund(gateway, "lost-3")
+    asked = _queries(gateway)
+    bad_view = _form(filtered, "lost-3", back="attention", pending_over="soon")
+    assert browser.post("/refund/query", bad_view).status == 400
+    assert _queries(gateway) == asked, "refused before the gateway was asked"
 
 
 def test_an_unreachable_gateway_is_reported(gateway: SandboxRun, wsgi: Any) -> None:
