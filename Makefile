@@ -58,9 +58,13 @@ browser:
 unit: setup postgres browser
 	$(BIN)/python -m pytest
 
-# The README's console screenshots (docs/images/), taken by the browser test.
+# The README's console screenshots (docs/images/), taken by the browser test in a
+# scratch folder (a test run never writes into the checkout) and copied here.
 screenshots: setup browser
-	REFUNDCORE_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/web/test_browser.py
+	@shots=$$(mktemp -d) && \
+		REFUNDCORE_SCREENSHOTS=$$shots $(BIN)/python -m pytest -q -p no:randomly tests/web/test_browser.py && \
+		mkdir -p docs/images && cp $$shots/console-*.png docs/images/ && rm -rf $$shots && \
+		ls -l docs/images/console-*.png
 
 test: lint typecheck unit
 
