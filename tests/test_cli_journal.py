@@ -14,7 +14,6 @@ from refundcore.cli import main
 from refundcore.journal import JournalState, NewRefund, open_journal
 
 S = JournalState
-NOW = datetime.now(timezone.utc)
 
 
 def _refund(provider: str, refund_id: str) -> NewRefund:
@@ -36,7 +35,12 @@ def _refund(provider: str, refund_id: str) -> NewRefund:
 
 
 @pytest.fixture
-def journal_url(tmp_path: Path) -> str:
+def filled_at() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def journal_url(tmp_path: Path, filled_at: datetime) -> str:
     url = f"sqlite:///{tmp_path / 'ops.db'}"
     rows = [
         # provider, refund id, state (None: still SUBMITTING), age
@@ -49,7 +53,7 @@ def journal_url(tmp_path: Path) -> str:
     ]
     with open_journal(url) as journal:
         for provider, refund_id, state, age in rows:
-            journal.claim(_refund(provider, refund_id), owner="t", now=NOW - age)
+            journal.claim(_refund(provider, refund_id), owner="t", now=filled_at - age)
             if state is not None:
                 journal.record(provider, refund_id, owner="t", state=state)
     return url
@@ -70,7 +74,9 @@ def _listed(capsys: pytest.CaptureFixture[str], url: str, *filters: str) -> list
     return [entry["refund_id"] for entry in data]
 
 
-def test_list_filters(journal_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_filters(
+    journal_url: str, filled_at: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
     def listed(*filters: str) -> list[str]:
         return _listed(capsys, journal_url, *filters)
 
@@ -85,7 +91,7 @@ def test_list_filters(journal_url: str, capsys: pytest.CaptureFixture[str]) -> N
     assert listed("--older-than", "1h") == ["w-old-unknown", "w-pending", "w-ok"]
     assert listed("--older-than", "1d") == ["w-old-unknown"]
     assert listed("--since", "45m") == ["p-unknown", "p-failed", "p-sending"]
-    since = (NOW - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    since = (filled_at - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S")
     assert listed("--since", since) == ["w-ok", "p-unknown", "p-failed", "p-sending"]
     assert listed("--since", "6h", "--older-than", "20m", "--unsettled") == [
         "w-pending",

@@ -19,7 +19,6 @@ import pytest
 from refundcore.journal import BatchDone, BatchItem, Journal, JournalState, NewRefund, open_journal
 
 S = JournalState
-NOW = datetime.now(timezone.utc)
 
 
 @attrs.frozen
@@ -146,9 +145,10 @@ ROWS = [
 ]
 
 
-def fill(journal: Journal) -> None:
+def fill(journal: Journal, now: datetime) -> None:
+    """The rows of :data:`ROWS`, their ages counted back from ``now``, and two batches."""
     for provider, refund_id, state, age in ROWS:
-        journal.claim(new_refund(provider, refund_id), owner="t", now=NOW - age)
+        journal.claim(new_refund(provider, refund_id), owner="t", now=now - age)
         if state is not None:
             journal.record(
                 provider,
@@ -159,31 +159,37 @@ def fill(journal: Journal) -> None:
                 message=f"<b>{refund_id}</b> said so",
                 error_code="declined" if state is S.FAILED else None,
                 raw={"status": state.value.lower(), "access_token": "tok-LEAK", "id": refund_id},
-                now=NOW - age + timedelta(seconds=1),
+                now=now - age + timedelta(seconds=1),
             )
     journal.open_batch(
         "batch-one",
         [BatchItem(1, "wonder", "w-ok"), BatchItem(2, "wonder", "w-failed")],
-        now=NOW - timedelta(hours=3),
+        now=now - timedelta(hours=3),
     )
-    journal.claim_batch("batch-one", owner="w", limit=2, now=NOW - timedelta(hours=3))
+    journal.claim_batch("batch-one", owner="w", limit=2, now=now - timedelta(hours=3))
     journal.finish_batch(
         "batch-one",
         owner="w",
         done=[BatchDone(1, "SUCCEEDED"), BatchDone(2, "FAILED", "declined", "no")],
-        now=NOW - timedelta(hours=3),
+        now=now - timedelta(hours=3),
     )
     journal.open_batch(
         "batch-two",
         [BatchItem(1, "paywizard", "p-unknown"), BatchItem(2, "paywizard", "not-sent")],
-        now=NOW - timedelta(minutes=1),
+        now=now - timedelta(minutes=1),
     )
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
+def filled_at() -> datetime:
+    """The moment the filled journal's ages count from."""
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def journal(tmp_path: Path, filled_at: datetime) -> Iterator[Journal]:
     with open_journal(f"sqlite:///{tmp_path / 'console.db'}") as opened:
-        fill(opened)
+        fill(opened, filled_at)
         yield opened
 
 
@@ -206,9 +212,3 @@ def console(journal: Journal) -> AppFactory:
 def wsgi() -> type[WsgiClient]:
     """The WSGI test client class, for apps built in a test."""
     return WsgiClient
-
-
-@pytest.fixture
-def filled_at() -> datetime:
-    """The moment the filled journal's ages count from."""
-    return NOW

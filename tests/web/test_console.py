@@ -146,14 +146,15 @@ def test_refunds_filter_and_search(
 
 
 def test_refunds_filter_by_date(console: AppFactory, journal: Journal, filled_at: Any) -> None:
-    NOW = filled_at
-    today = NOW.date().isoformat()
+    today = filled_at.date().isoformat()
     page = console().get("/refunds", {"since": today, "until": today})
     created_today = [
-        e.refund_id for e in journal.entries(newest_first=True) if e.created_at.date() == NOW.date()
+        e.refund_id
+        for e in journal.entries(newest_first=True)
+        if e.created_at.date() == filled_at.date()
     ]
     assert _refund_ids(page) == created_today
-    before = (NOW - timedelta(days=2)).date().isoformat()
+    before = (filled_at - timedelta(days=2)).date().isoformat()
     page = console().get("/refunds", {"until": before})
     assert _refund_ids(page) == ["w-unknown-old"]
     # The form keeps what was asked.
