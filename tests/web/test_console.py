@@ -340,8 +340,17 @@ def test_static_files(console: AppFactory) -> None:
     js = client.get("/static/console.js")
     assert js.status == 200 and js.header("Content-Type") == "text/javascript; charset=utf-8"
     assert "innerHTML" not in js.text
+    icon = client.get("/static/favicon.svg")
+    assert icon.status == 200 and icon.header("Content-Type") == "image/svg+xml"
     assert client.get("/static/../app.py").status == 404
     assert client.get("/static/templates/base.html").status == 404
+
+
+def test_an_address_that_is_not_utf8_is_refused(console: AppFactory) -> None:
+    # PEP 3333: PATH_INFO carries the raw bytes as latin-1 code points; \xff is no UTF-8.
+    page = console().get("/refund\xff")
+    assert page.status == 400 and page.text == "the address is not valid UTF-8"
+    assert page.header("Content-Security-Policy") == CSP
 
 
 def test_unknown_paths_and_wrong_methods(console: AppFactory) -> None:
