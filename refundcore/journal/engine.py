@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,17 @@ from .backend import utc_now
 from .batch_queue import SqlBatchQueue
 from .pool import Transaction
 from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, sql_list
-from .values import Backlog, Claim, ClaimVerdict, JournalEntry, NewRefund, ResultRecord
+from .values import (
+    Backlog,
+    Claim,
+    ClaimVerdict,
+    JournalEntry,
+    JournalStats,
+    NewRefund,
+    OldestRefund,
+    ResultRecord,
+    StateCount,
+)
 
 __all__ = ["SqlJournal"]
 
@@ -50,6 +60,16 @@ _KEY = "WHERE provider = ? AND refund_id = ?"
 _new_values = operator.attrgetter(*_NEW_COLUMNS)
 _AMOUNT = _NEW_COLUMNS.index("amount")
 _ORIGINAL = _NEW_COLUMNS.index("original_amount")
+# OFFSET needs a LIMIT; SQLite knows no LIMIT ALL, and both take a 64-bit bound.
+_NO_LIMIT = 2**63 - 1
+# The ids an operator may have in hand for a refund: what Journal.entries(search=) matches.
+_SEARCHED = (
+    "refund_id",
+    "payment_id",
+    "merchant_reference",
+    "transaction_id",
+    "provider_refund_id",
+)
 _INSERTED = (
     *_NEW_COLUMNS,
     "state",
@@ -452,21 +472,77 @@ class SqlJournal(SqlBatchQueue):
         ]
 
     def entries(
-        self, *, unsettled: bool = False, provider: str | None = None, limit: int | None = None
+        self,
+        *,
+        unsettled: bool = False,
+        provider: str | None = None,
+        limit: int | None = None,
+        states: Collection[JournalState] | None = None,
+        created_before: datetime | None = None,
+        created_since: datetime | None = None,
+        search: str | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[JournalEntry]:
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
+        if offset < 0:
+            raise ValueError("offset must not be negative")
         where: list[str] = []
         params: list[Any] = []
         if unsettled:
             where.append(f"state IN ({sql_list(JournalState, UNSETTLED_STATES)})")
+        if states is not None:
+            # Only members of JournalState reach the SQL text: a stray string is refused.
+            wanted = frozenset(JournalState(state) for state in states)
+            where.append(f"state IN ({sql_list(JournalState, wanted) or 'NULL'})")
         if provider is not None:
             where.append("provider = ?")
             params.append(provider)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(self._encode_time(_aware(created_before, "created_before")))
+        if created_since is not None:
+            where.append("created_at >= ?")
+            params.append(self._encode_time(_aware(created_since, "created_since")))
+        if search is not None:
+            where.append(f"({' OR '.join(f'{column} = ?' for column in _SEARCHED)})")
+            params += [search] * len(_SEARCHED)
         sql = SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at, provider, refund_id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        order = " DESC" if newest_first else ""
+        sql += f" ORDER BY created_at{order}, provider{order}, refund_id{order}"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [_NO_LIMIT if limit is None else limit, offset]
         with self._transaction(write=False) as tx:
             return [self._entry(row) for row in tx.all(sql, params)]
+
+    def stats(self) -> JournalStats:
+        groups = []
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT provider, state, COUNT(*) AS n FROM {TABLE} "  # noqa: S608 - constant
+                "GROUP BY provider, state"
+            )
+            order = {state: rank for rank, state in enumerate(JournalState)}
+            for row in sorted(rows, key=lambda r: (r["provider"], order[JournalState(r["state"])])):
+                state = JournalState(row["state"])
+                oldest = None
+                if state in UNSETTLED_STATES:
+                    first = tx.one(
+                        f"SELECT refund_id, created_at FROM {TABLE} "  # noqa: S608 - constant
+                        "WHERE provider = ? AND state = ? ORDER BY created_at, refund_id LIMIT 1",
+                        (row["provider"], state.value),
+                    )
+                    if first is not None:
+                        oldest = OldestRefund(
+                            first["refund_id"], self._decode_time(first["created_at"])
+                        )
+                groups.append(StateCount(row["provider"], state, int(row["n"]), oldest))
+        return JournalStats(tuple(groups))
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return value

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,11 +25,15 @@ __all__ = [
     "BatchEntry",
     "BatchItem",
     "BatchItemState",
+    "BatchSummary",
     "Claim",
     "ClaimVerdict",
     "JournalEntry",
+    "JournalStats",
     "NewRefund",
+    "OldestRefund",
     "ResultRecord",
+    "StateCount",
 ]
 
 
@@ -238,3 +242,65 @@ class BatchEntry:
     message: str | None
     updated_at: datetime
     refund: JournalEntry | None
+
+
+@attrs.frozen
+class BatchSummary:
+    """One batch as the work queue holds it, for a list of batches.
+
+    ``outcomes`` counts the DONE rows by outcome (``SUCCEEDED``, ``UNKNOWN``,
+    ``ERROR``, ...); ``updated_at`` is when any of its rows last changed.
+    """
+
+    batch_id: str
+    counts: BatchCounts
+    outcomes: Mapping[str, int]
+    updated_at: datetime
+
+    @property
+    def rows(self) -> int:
+        """How many rows the batch has."""
+        return self.counts.open + self.counts.claimed + self.counts.done
+
+
+@attrs.frozen
+class OldestRefund:
+    """The refund that has waited longest in its state: its id and when it was recorded."""
+
+    refund_id: str
+    created_at: datetime
+
+
+@attrs.frozen
+class StateCount:
+    """How many refunds of one provider are in one state; for the states still to be
+    settled (SUBMITTING, PENDING, UNKNOWN), also the oldest of them."""
+
+    provider: str
+    state: JournalState
+    count: int
+    oldest: OldestRefund | None
+
+
+@attrs.frozen
+class JournalStats:
+    """What :meth:`Journal.stats` counts: one :class:`StateCount` per provider and
+    state that has refunds, ordered by provider and then state."""
+
+    groups: tuple[StateCount, ...]
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The providers that have refunds in the journal, sorted."""
+        return tuple(sorted({group.provider for group in self.groups}))
+
+    def count(
+        self, *, provider: str | None = None, states: Collection[JournalState] | None = None
+    ) -> int:
+        """How many refunds (of ``provider``, in one of ``states``; all by default)."""
+        return sum(
+            group.count
+            for group in self.groups
+            if (provider is None or group.provider == provider)
+            and (states is None or group.state in states)
+        )
