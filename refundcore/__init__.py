@@ -33,14 +33,15 @@ _EXPORTS = {
     "RefundResult": "models",
     "RefundStatus": "status",
     "RefundNotification": "models",
+    "ResultSource": "models",
     "Callback": "models",
     "CallbackAck": "models",
     "Capabilities": "models",
     "Headers": "models",
     "HttpRequest": "models",
     "HttpResponse": "models",
-    "Lookup": "models",
-    "LookupKey": "models",
+    "Lookup": "lookup",
+    "LookupKey": "lookup",
     "ProviderInfo": "models",
     "ProviderConfig": "config",
     "Secret": "config",
@@ -92,6 +93,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Secret",
     "SignatureError",
     "TransportError",
@@ -123,6 +125,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from .hookspecs import hookimpl, hookspec
+    from .lookup import Lookup, LookupKey
     from .models import (
         Callback,
         CallbackAck,
@@ -130,14 +133,13 @@ if TYPE_CHECKING:
         Headers,
         HttpRequest,
         HttpResponse,
-        Lookup,
-        LookupKey,
         PaymentRef,
         ProviderInfo,
         Refund,
         RefundNotification,
         RefundQuery,
         RefundResult,
+        ResultSource,
         Void,
     )
     from .money import Money

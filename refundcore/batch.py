@@ -35,7 +35,6 @@ import enum
 import hashlib
 import io
 import json
-import logging
 import os
 import queue
 import socket
@@ -71,6 +70,7 @@ from .journal import (
     ResultRecord,
 )
 from .journal.records import payment_key
+from .logs import EventLogger, batch_line
 from .models import (
     REASON_MAX,
     Operation,
@@ -108,7 +108,7 @@ __all__ = [
     "report_format",
 ]
 
-log = logging.getLogger("refundcore.batch")
+log = EventLogger("refundcore.batch")
 
 #: The columns of a batch file (a CSV header may list them in any order).
 COLUMNS = (
@@ -1288,12 +1288,13 @@ class _Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return _skipped(row)
         try:
-            result = self._client.execute(
-                row.provider,
-                row.operation(),
-                original_amount=row.original_amount,
-                defer_record=self._sent.put,
-            )
+            with batch_line(row.line):
+                result = self._client.execute(
+                    row.provider,
+                    row.operation(),
+                    original_amount=row.original_amount,
+                    defer_record=self._sent.put,
+                )
         except (ValidationError, ConfigError) as exc:
             return self._not_sent(row, BatchStatus.INVALID, exc)
         except RefundError as exc:
@@ -1370,10 +1371,11 @@ class _Runner:
                 # The refunds are out: their rows stay SUBMITTING, and a reconcile (or
                 # the next run of the batch) settles them once the journal is back.
                 log.error(
-                    "batch %s: outcomes of %d refunds not journalled: %s",
-                    self._batch_id,
-                    len(sent),
-                    exc,
+                    "outcomes of refunds not journalled",
+                    batch_id=self._batch_id,
+                    refunds=len(sent),
+                    error_code=type(exc).__name__,
+                    error=str(exc),
                 )
         if self._unrecorded:
             self._recorded += self._journal.finish_batch(
@@ -1400,7 +1402,10 @@ class _Runner:
                 )
             except RefundError as exc:
                 log.warning(
-                    "batch %s: cannot renew the lease on claimed rows: %s", self._batch_id, exc
+                    "cannot renew the lease on claimed rows",
+                    batch_id=self._batch_id,
+                    error_code=type(exc).__name__,
+                    error=str(exc),
                 )
 
     def _from_entry(self, entry: BatchEntry, row: BatchRow) -> BatchOutcome:
@@ -1534,11 +1539,10 @@ def run_batch(
         raise BatchInvalid(errors, report)
     if workers > client.pool_size:
         log.warning(
-            "%d workers share %d pooled connections per gateway: create the client with "
-            "pool_size=%d or more",
-            workers,
-            client.pool_size,
-            workers,
+            "more workers than pooled connections per gateway: give the client a pool_size "
+            "of at least workers",
+            workers=workers,
+            pool_size=client.pool_size,
         )
     return _Runner(
         client,

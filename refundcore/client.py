@@ -361,11 +361,17 @@ class RefundClient:
         """
         info = self.provider(provider)
         config = self.config_for(provider)
-        self._pipeline.validate(info, operation, original_amount)
-        protocol = self._protocol()
-        if protocol is None:
-            return self._pipeline.run(info, config, operation)
-        return protocol.execute(info, config, operation, original_amount, defer_record=defer_record)
+
+        def proceed() -> RefundResult:
+            self._pipeline.validate(info, operation, original_amount)
+            protocol = self._protocol()
+            if protocol is None:
+                return self._pipeline.run(info, config, operation)
+            return protocol.execute(
+                info, config, operation, original_amount, defer_record=defer_record
+            )
+
+        return self._pipeline.operate(info, operation.kind, operation.refund_id, proceed)
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
@@ -387,16 +393,21 @@ class RefundClient:
         """Verify a callback the gateway sent and return what it says.
 
         ``path`` is the path plus ``?query`` exactly as received. Raises
-        :class:`SignatureError` when the callback cannot be trusted.
+        :class:`SignatureError` when the callback cannot be trusted. With a journal,
+        the notification settles the refund it names; ``duplicate`` says whether the
+        journal already had it.
         """
         info, config = self._resolve(provider)
-        note = self._pipeline.verify(
-            info, config, method=method, path=path, headers=headers, body=body
-        )
         protocol = self._protocol()
-        if protocol is not None:
-            protocol.settle(info, note)
-        return note
+        return self._pipeline.verify(
+            info,
+            config,
+            method=method,
+            path=path,
+            headers=headers,
+            body=body,
+            settle=None if protocol is None else protocol.settle,
+        )
 
     def resolve(
         self,

@@ -2,7 +2,7 @@
 
 "The gateway does not know this refund *now*" proves nothing by itself. It proves
 that the refund never reached the gateway only when the provider declares its lookup
-authoritative (:class:`~refundcore.models.Lookup`) and the lookup was made after the
+authoritative (:class:`~refundcore.lookup.Lookup`) and the lookup was made after the
 last moment a request of an earlier attempt could still have been on its way (that
 attempt's lease) plus the provider's settle delay, all measured on the journal's
 clock. Anything less leaves the refund ``UNKNOWN``, with the answer kept as evidence.

@@ -34,7 +34,7 @@ query's is kept as evidence and settles it when it can.
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import socket
 import time
@@ -54,6 +54,7 @@ from .journal.records import (
     result_from_entry,
     result_record,
 )
+from .logs import EventLogger
 from .models import (
     HttpRequest,
     Operation,
@@ -63,6 +64,7 @@ from .models import (
     RefundQuery,
     RefundResult,
     RefundStatus,
+    ResultSource,
     Void,
 )
 from .money import Money
@@ -72,7 +74,7 @@ from .status import JournalState
 __all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup"]
 
 # The protocol logs as the client it serves: one logger for users to configure.
-log = logging.getLogger("refundcore.client")
+log = EventLogger("refundcore.client")
 
 #: Takes the outcome of a request sent now, for the caller to journal later (a batch
 #: journals its rows' outcomes together with :meth:`Journal.record_many`).
@@ -145,16 +147,28 @@ class ExactlyOnce:
         check_lease(info, config, self._lease_seconds)
         return self._once(info, config, operation, original_amount, defer_record, send=True)
 
-    def settle(self, info: ProviderInfo, word: RefundNotification) -> Applied | None:
+    def settle(self, info: ProviderInfo, word: RefundNotification) -> bool:
         """Let a verified callback's word settle the journalled refund it names (the
-        journal keeps it monotonic and never moves a decided refund); ``None`` when
-        the journal holds no such refund."""
-        return self._journal.apply_notification(
-            info.id,
-            state=JournalState.of(word.status),
-            refund_id=word.refund_id,
-            provider_refund_id=word.provider_refund_id,
-            raw=word.raw,
+        journal keeps it monotonic and never moves a decided refund; it keeps every
+        callback in the refund's history). True when the journal already had what it
+        says: the row was left as it was, and the callback does not contradict it."""
+        applied: Applied | None = self._pipeline.journal(
+            info,
+            "apply",
+            word.refund_id,
+            lambda: self._journal.apply_notification(
+                info.id,
+                state=JournalState.of(word.status),
+                refund_id=word.refund_id,
+                provider_refund_id=word.provider_refund_id,
+                raw=word.raw,
+            ),
+        )
+        return (
+            applied is not None
+            and word.status is not RefundStatus.UNKNOWN
+            and not applied.changed
+            and not applied.contradiction
         )
 
     def reconcile(self, lookup: ProviderLookup, provider: str | None = None) -> list[RefundResult]:
@@ -168,11 +182,23 @@ class ExactlyOnce:
                 continue
             try:
                 info, config = lookup(entry.provider)
-                outcomes.append(self._reconcile_entry(info, config, entry))
+                outcomes.append(
+                    self._pipeline.operate(
+                        info,
+                        entry.operation,
+                        entry.refund_id,
+                        functools.partial(self._reconcile_entry, info, config, entry),
+                    )
+                )
             except RefundError as exc:
                 problem = self._pipeline.redactor.text(entry.provider, str(exc))
                 log.error(
-                    "cannot reconcile %s via %s: %s", entry.refund_id, entry.provider, problem
+                    "cannot reconcile",
+                    provider=entry.provider,
+                    operation=entry.operation,
+                    refund_id=entry.refund_id,
+                    error_code=type(exc).__name__,
+                    error=problem,
                 )
                 outcomes.append(result_from_entry(entry, message=problem))
         return outcomes
@@ -198,7 +224,8 @@ class ExactlyOnce:
                 return settled
             verdict, claimed = self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.DONE:
-            return self._pipeline.finish(info, operation, result_from_entry(claimed.entry))
+            replayed = result_from_entry(claimed.entry)
+            return self._pipeline.finish(info, operation, replayed, ResultSource.REPLAYED)
         if verdict is ClaimVerdict.NEW:
             request = self._prepare(info, config, operation, claimed, taken_over=False)
             return self._send_and_record(info, config, operation, request, claimed, defer_record)
@@ -206,7 +233,7 @@ class ExactlyOnce:
         busy = unknown_result(
             "another worker is submitting this refund and has not finished", "in_progress"
         )
-        return self._pipeline.finish(info, operation, busy)
+        return self._pipeline.finish(info, operation, busy, ResultSource.REPLAYED)
 
     def _claim(
         self, info: ProviderInfo, operation: Refund | Void, original_amount: Money | None
@@ -218,7 +245,14 @@ class ExactlyOnce:
         pause = _FIRST_PAUSE
         while True:
             owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
-            claim = self._journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
+            claim = self._pipeline.journal(
+                info,
+                "claim",
+                operation.refund_id,
+                functools.partial(
+                    self._journal.claim, new, owner=owner, lease_seconds=self._lease_seconds
+                ),
+            )
             if claim.outcome is ClaimVerdict.CONFLICT:
                 raise IdempotencyConflict(
                     f"{operation.refund_id!r} was already used for a different refund via "
@@ -303,16 +337,17 @@ class ExactlyOnce:
         if state is not None:
             outcome = attrs.evolve(outcome, state=state)
         try:
-            self._journal.record_many([outcome])
+            self._pipeline.journal(
+                info, "record", operation.refund_id, lambda: self._journal.record_many([outcome])
+            )
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
             log.error(
-                "%s %s via %s: outcome not journalled: %s",
-                operation.kind,
-                operation.refund_id,
-                info.id,
-                exc,
+                "outcome not journalled",
+                status=result.status.value,
+                error_code=type(exc).__name__,
+                error=self._pipeline.redactor.text(info.id, str(exc)),
             )
 
     # -- reconciling ---------------------------------------------------------------
@@ -358,32 +393,37 @@ class ExactlyOnce:
             answer = self._pipeline.run(info, config, query)
         except RefundError as exc:
             problem = self._pipeline.redactor.text(info.id, str(exc))
-            log.warning(
-                "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, problem
-            )
+            log.warning("reconcile query failed", error_code=type(exc).__name__, error=problem)
             answer = unknown_result(f"the query could not be made: {problem}", type(exc).__name__)
         reading = read_answer(info, answer, counts_from=counts_from, asked_at=asked_at)
-        self._journal.record_query(
-            info.id,
+        self._pipeline.journal(
+            info,
+            "query",
             operation.refund_id,
-            state=JournalState.of(answer.status),
-            settles=reading.settles,
-            provider_refund_id=answer.provider_refund_id,
-            message=answer.message,
-            error_code=answer.error_code,
-            http_status=answer.http_status,
-            raw=answer.raw,
-            actor=claimed.owner,
-            # What a "not found" proves is the journal's reading, worth keeping; any
-            # other answer speaks for itself.
-            note=reading.note if reading.absent else None,
+            functools.partial(
+                self._journal.record_query,
+                info.id,
+                operation.refund_id,
+                state=JournalState.of(answer.status),
+                settles=reading.settles,
+                provider_refund_id=answer.provider_refund_id,
+                message=answer.message,
+                error_code=answer.error_code,
+                http_status=answer.http_status,
+                raw=answer.raw,
+                actor=claimed.owner,
+                # What a "not found" proves is the journal's reading, worth keeping; any
+                # other answer speaks for itself.
+                note=reading.note if reading.absent else None,
+            ),
         )
         if not reading.settles:
             return None, reading.proven, reading.note
         note = "settled by a query after an interrupted attempt"
         message = f"{note} ({answer.message})" if answer.message else note
-        settled = self._pipeline.finish(info, operation, attrs.evolve(answer, message=message))
-        return settled, False, reading.note
+        settled = attrs.evolve(answer, message=message)
+        finished = self._pipeline.finish(info, operation, settled, ResultSource.RECONCILED)
+        return finished, False, reading.note
 
     def _not_sent(
         self, info: ProviderInfo, operation: Refund | Void, claimed: _Claimed, why: str
@@ -398,6 +438,7 @@ class ExactlyOnce:
                 error_code="not_sent",
                 message=f"{why}; nothing was refunded, and this refund id can be sent again",
             ),
+            ResultSource.RECONCILED,
         )
         self._record(info, operation, claimed, result, sent=False, state=JournalState.NOT_SENT)
         return result
@@ -413,7 +454,7 @@ class ExactlyOnce:
             f"settles it, or an operator does (refundcore journal resolve {refund_id})",
             "unconfirmed",
         )
-        unknown = self._pipeline.finish(info, operation, unconfirmed)
+        unknown = self._pipeline.finish(info, operation, unconfirmed, ResultSource.RECONCILED)
         self._record(info, operation, claimed, unknown, sent=False)
         return unknown
 
@@ -423,17 +464,23 @@ class ExactlyOnce:
         if self._journal.get(info.id, refund_id) is None:
             return
         reading = read_answer(info, answer, counts_from=None, asked_at=self._journal.now())
-        self._journal.record_query(
-            info.id,
+        self._pipeline.journal(
+            info,
+            "query",
             refund_id,
-            state=JournalState.of(answer.status),
-            settles=reading.settles,
-            provider_refund_id=answer.provider_refund_id,
-            message=answer.message,
-            error_code=answer.error_code,
-            http_status=answer.http_status,
-            raw=answer.raw,
-            note=reading.note if reading.absent else None,
+            functools.partial(
+                self._journal.record_query,
+                info.id,
+                refund_id,
+                state=JournalState.of(answer.status),
+                settles=reading.settles,
+                provider_refund_id=answer.provider_refund_id,
+                message=answer.message,
+                error_code=answer.error_code,
+                http_status=answer.http_status,
+                raw=answer.raw,
+                note=reading.note if reading.absent else None,
+            ),
         )
 
     def _reconcile_entry(
@@ -442,14 +489,15 @@ class ExactlyOnce:
         """One unsettled row of the sweep: a PENDING one is asked about, any other is
         claimed and reconciled as a retry of it would be, without sending a refund
         proven never sent (a caller asking for it again does)."""
+        operation = operation_for(entry)
         if entry.state is JournalState.PENDING:
             if not info.capabilities.query:
-                return result_from_entry(entry)
+                stored = result_from_entry(entry)
+                return self._pipeline.finish(info, operation, stored, ResultSource.REPLAYED)
             answer = self._pipeline.run(info, config, query_for(entry))
             self._keep_query(info, answer, entry.refund_id)
             # Reported as the refund or void it settles, not as the query that asked.
-            return attrs.evolve(answer, operation=entry.operation)
-        operation = operation_for(entry)
+            return self._pipeline.finish(info, operation, answer, ResultSource.RECONCILED)
         self._pipeline.validate(info, operation)
         check_lease(info, config, self._lease_seconds)
         return self._once(info, config, operation, None, None, send=False)

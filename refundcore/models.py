@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import enum
-import math
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import ValidationError
+from .lookup import Lookup
 from .money import Money
 from .status import RefundStatus
 from .urls import parse_http_url
@@ -27,8 +27,6 @@ __all__ = [
     "Headers",
     "HttpRequest",
     "HttpResponse",
-    "Lookup",
-    "LookupKey",
     "Operation",
     "PaymentRef",
     "ProviderInfo",
@@ -37,6 +35,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Void",
     "new_refund_id",
 ]
@@ -362,14 +361,35 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+class ResultSource(str, enum.Enum):
+    """What produced a :class:`RefundResult`."""
+
+    #: The gateway's reply to a request sent now.
+    SENT = "sent"
+    #: Answered from the journal, nothing sent: the refund id was already recorded
+    #: (or another worker is sending it right now).
+    REPLAYED = "replayed"
+    #: The outcome of reconciling a refund an earlier attempt may have sent: settled
+    #: by a query, or kept ``UNKNOWN`` when the gateway cannot confirm it.
+    RECONCILED = "reconciled"
+    #: Settled by a verified callback from the gateway.
+    CALLBACK = "callback"
+    #: Decided by an operator.
+    DECIDED = "decided"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @attrs.frozen(eq=False, kw_only=True)
 class RefundResult:
     """The normalised outcome of a refund, query or void.
 
-    ``provider``, ``refund_id`` and ``operation`` say which request it answers: the
-    client stamps them from the operation on every result it returns, so a plugin's
-    parse stage need not set them. ``raw`` is the provider's parsed reply with
-    anything secret removed; keep it for support tickets, never branch on it.
+    ``provider``, ``refund_id`` and ``operation`` say which request it answers, and
+    ``source`` what produced it (a fresh reply, the journal's record, a reconcile):
+    the client stamps them on every result it returns, so a plugin's parse stage need
+    not set them. ``raw`` is the provider's parsed reply with anything secret removed;
+    keep it for support tickets, never branch on it.
     """
 
     status: RefundStatus
@@ -382,6 +402,7 @@ class RefundResult:
     error_code: str | None = None
     http_status: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    source: ResultSource = ResultSource.SENT
 
     @property
     def succeeded(self) -> bool:
@@ -407,7 +428,13 @@ class Callback:
 
 @attrs.frozen(eq=False)
 class RefundNotification:
-    """A verified callback about a refund (or another event the gateway reports)."""
+    """A verified callback about a refund (or another event the gateway reports).
+
+    ``duplicate`` is True when the journal already had what it says, so applying it
+    changed nothing: the gateway delivered it again, it confirms an outcome already
+    recorded (from the refund's reply or an earlier callback), or it is older news than
+    the journal has. Without a journal it is always False.
+    """
 
     provider: str
     status: RefundStatus
@@ -417,6 +444,7 @@ class RefundNotification:
     payment: PaymentRef | None = None
     amount: Money | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    duplicate: bool = False
 
 
 @attrs.frozen
@@ -430,89 +458,6 @@ class CallbackAck:
 
 def _frozenset_or_none(value: Iterable[str] | None) -> frozenset[str] | None:
     return None if value is None else frozenset(value)
-
-
-class LookupKey(str, enum.Enum):
-    """By what a refund can be found again at the gateway, after a reply was lost."""
-
-    #: The gateway stores the merchant's refund id and finds the refund by it.
-    REFUND_ID = "REFUND_ID"
-    #: The refund id travels in a field the gateway is not known to keep for lookups
-    #: (a free-text note, a URL), and a query looks for it there.
-    TAG = "TAG"
-    #: Only by the gateway's own id, which is known once a reply or callback gave it.
-    PROVIDER_REFUND_ID = "PROVIDER_REFUND_ID"
-    #: Through the payment: the gateway reports the payment's refund(s), and which one
-    #: is ours follows from the provider's rules (e.g. one refund per payment).
-    PAYMENT = "PAYMENT"
-    #: Not at all: the gateway offers no way to find a refund again.
-    NONE = "NONE"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def _check_settle_delay(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(
-            f"must be a number of seconds, got {type(value).__name__}", field=attribute.name
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValidationError(f"must be zero or more seconds, got {value!r}", field=attribute.name)
-
-
-def _lookup_key(value: LookupKey | str) -> LookupKey:
-    try:
-        return LookupKey(value)
-    except ValueError:
-        keys = ", ".join(key.value for key in LookupKey)
-        raise ValidationError(f"must be one of {keys}, got {value!r}", field="by") from None
-
-
-def _frozen_codes(value: Iterable[str]) -> frozenset[str]:
-    return frozenset(value)
-
-
-@attrs.frozen
-class Lookup:
-    """How a refund whose reply was lost can be found again, and what "not found" proves.
-
-    The journal's reconciler concludes that a refund never reached the gateway only
-    when ``absence_authoritative`` is true, the lookup was made at least the sender's
-    lease plus ``settle_delay`` after the last time its request may have left, and the
-    answer is one of ``not_found_codes``. Anything less keeps the refund ``UNKNOWN``
-    until the gateway, or an operator, settles it. When in doubt, a provider declares
-    absence not authoritative: that costs an operator's look, never a double refund.
-    """
-
-    #: How a query finds the refund (:class:`LookupKey`).
-    by: LookupKey = attrs.field(default=LookupKey.NONE, converter=_lookup_key)
-    #: True only if the gateway's "no such refund" means it never received the
-    #: request: it keeps every refund it received under the key, and a query by the key
-    #: sees all of them.
-    absence_authoritative: bool = False
-    #: Seconds after a request arrives before a query can be relied on to see it (how
-    #: long the gateway may take to make a received refund visible to its queries).
-    settle_delay: float = attrs.field(default=0.0, validator=_check_settle_delay)
-    #: ``error_code`` values of a FAILED query answer that mean "no such refund", as
-    #: opposed to a refund the gateway has and declined.
-    not_found_codes: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_codes)
-
-    def __attrs_post_init__(self) -> None:
-        if self.absence_authoritative and self.by is LookupKey.NONE:
-            raise ValidationError(
-                "a refund that cannot be found again (by NONE) proves nothing by its absence",
-                field="absence_authoritative",
-            )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "by": self.by.value,
-            "absence_authoritative": self.absence_authoritative,
-            "settle_delay": self.settle_delay,
-            "not_found_codes": sorted(self.not_found_codes),
-        }
 
 
 @attrs.frozen

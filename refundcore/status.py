@@ -52,11 +52,11 @@ class JournalState(str, enum.Enum):
     """
 
     SUBMITTING = "SUBMITTING"
-    NOT_SENT = "NOT_SENT"
     PENDING = RefundStatus.PENDING.value
     SUCCEEDED = RefundStatus.SUCCEEDED.value
     FAILED = RefundStatus.FAILED.value
     UNKNOWN = RefundStatus.UNKNOWN.value
+    NOT_SENT = "NOT_SENT"
 
     @classmethod
     def of(cls, status: RefundStatus) -> JournalState:

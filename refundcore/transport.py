@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
+from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpTransport"]
 
-log = logging.getLogger(__name__)
+log = EventLogger(__name__)
 
 #: Cap on a gateway reply: refund replies are small; a huge one is hostile or broken.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -168,18 +169,14 @@ class HttpTransport:
                 raise _classified(exc, provider, config) from None
             # Raised after the whole reply was read (requests' redirect bookkeeping on
             # an odd Location, a session's own hook): the gateway's answer is known.
-            log.warning(
-                "%s: %s after the reply was read; the reply is used",
-                provider.id,
-                type(exc).__name__,
-            )
+            log.warning("error after the reply was read", error=type(exc).__name__)
             reply = reader.reply
         log.debug(
-            "%s %s: HTTP %d (%d bytes)",
-            request.method,
-            _without_queries(request.url),
-            reply.status,
-            len(reply.body),
+            "http exchange",
+            method=request.method,
+            url=_without_queries(request.url),
+            http_status=reply.status,
+            response_bytes=len(reply.body),
         )
         return reply
 

@@ -24,6 +24,7 @@ from ..errors import (
     ValidationError,
 )
 from .batch import cmd_batch
+from .console import cmd_console
 from .exits import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from .journal import cmd_journal
 from .parser import build_parser, check_globals
@@ -45,6 +46,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "new-plugin": cmd_new_plugin,
     "journal": cmd_journal,
     "batch": cmd_batch,
+    "console": cmd_console,
 }
 
 

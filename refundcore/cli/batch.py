@@ -94,23 +94,24 @@ def _journal_forgot_the_batch(
     args: argparse.Namespace, parsed: BatchFile, client: RefundClient
 ) -> bool:
     """True (and why, on stderr) when the report of an earlier run says rows of this
-    batch were sent but the journal holds nothing of the batch: it is not the journal
-    that ran it, and running the batch against it could refund those rows again."""
-    sent = _sent_rows(args.report, {(row.provider, row.refund_id) for row in parsed.rows})
+    file were sent but the journal has no record of those refunds: it is not the
+    journal that ran them (or it was lost), and running them again could refund them
+    twice."""
     journal = client.journal
-    if not sent or journal is None:
+    if journal is None:
         return False
-    counts = journal.count_batch(parsed.batch_id)
-    if counts.open + counts.claimed + counts.done:
+    sent = _sent_rows(args.report, {(row.provider, row.refund_id) for row in parsed.rows})
+    forgotten = [row for row in sent if journal.get(row[0], row[2]) is None]
+    if not forgotten:
         return False
     shown = ", ".join(
-        f"line {line} ({refund_id}: {status})" for line, refund_id, status in sent[:3]
+        f"line {line} ({refund_id}: {status})" for _, line, refund_id, status in forgotten[:3]
     )
-    more = f" and {len(sent) - 3} more" if len(sent) > 3 else ""
+    more = f" and {len(forgotten) - 3} more" if len(forgotten) > 3 else ""
     print(
-        f"refundcore: the report {args.report} says {len(sent)} row(s) of {args.file} were "
-        f"sent ({shown}{more}), but the journal {journal.url} has no record of this batch: "
-        "it is not the journal that ran it, or that journal was lost. Nothing was sent: "
+        f"refundcore: the report {args.report} says {len(forgotten)} row(s) of {args.file} "
+        f"were sent ({shown}{more}), but the journal {journal.url} has no record of them: it "
+        "is not the journal that ran the batch, or that journal was lost. Nothing was sent: "
         "running the batch against it could refund those rows again. Give --journal the "
         "journal that ran the batch (or restore it from a backup); only if you know none "
         "of those refunds happened, move the report aside and run again.",
@@ -121,9 +122,9 @@ def _journal_forgot_the_batch(
 
 def _sent_rows(
     path: Path, refunds: set[tuple[str | None, str | None]]
-) -> list[tuple[int, str, str]]:
-    """The rows of this batch a report (CSV or JSON) says were sent: line, refund id and
-    status. A report that cannot be read, or is of another batch, says none."""
+) -> list[tuple[str, int, str, str]]:
+    """The rows of this file a report (CSV or JSON) says were sent: provider, line,
+    refund id and status. A report that cannot be read says none."""
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
@@ -136,9 +137,11 @@ def _sent_rows(
     for row in rows:
         if not isinstance(row, dict) or row.get("status") not in _SENT_STATUSES:
             continue
-        if (row.get("provider"), row.get("refund_id")) in refunds:
+        provider, refund_id = row.get("provider"), row.get("refund_id")
+        if (provider, refund_id) in refunds:
             line = str(row.get("line"))
-            sent.append((int(line) if line.isdigit() else 0, str(row["refund_id"]), row["status"]))
+            number = int(line) if line.isdigit() else 0
+            sent.append((str(provider), number, str(refund_id), str(row["status"])))
     return sent
 
 

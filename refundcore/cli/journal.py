@@ -4,8 +4,10 @@ refunds the journal holds."""
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..durations import format_age, parse_duration, parse_since
 from ..errors import ValidationError
 from ..status import JournalState, RefundStatus
 from ..table import format_table
@@ -15,7 +17,7 @@ from .output import emit, result_data, result_text
 
 if TYPE_CHECKING:
     from ..client import RefundClient
-    from ..journal import Journal, JournalEntry, JournalEvent
+    from ..journal import Journal, JournalEntry, JournalEvent, JournalStats
 
 __all__ = ["cmd_journal"]
 
@@ -26,6 +28,9 @@ def cmd_journal(args: argparse.Namespace) -> int:
     assert journal is not None
     if args.journal_command == "list":
         return _list(args, journal)
+    if args.journal_command == "stats":
+        _emit_stats(args, journal.stats())
+        return EXIT_OK
     if args.journal_command == "show":
         return _show(args, journal)
     if args.journal_command == "resolve":
@@ -34,7 +39,19 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, journal: Journal) -> int:
-    entries = journal.entries(unsettled=args.unsettled, provider=args.provider)
+    now = datetime.now(timezone.utc)
+    entries = journal.entries(
+        unsettled=args.unsettled,
+        provider=args.provider,
+        states=_states(args.status),
+        created_before=None
+        if args.older_than is None
+        else now - parse_duration(args.older_than, field="older-than"),
+        created_since=None
+        if args.since is None
+        else parse_since(args.since, field="since", now=now),
+        limit=args.limit,
+    )
     rows = [
         [
             e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -53,7 +70,9 @@ def _list(args: argparse.Namespace, journal: Journal) -> int:
             ["created (UTC)", "provider", "refund id", "op", "amount", "state", "provider id"],
         )
         if rows
-        else "No journalled refunds" + (" left unsettled." if args.unsettled else ".")
+        else "No journalled refunds"
+        + (" left unsettled" if args.unsettled else "")
+        + (" match." if _filtered(args) else ".")
     )
     emit(args, [_entry_data(e) for e in entries], human)
     return EXIT_OK
@@ -139,3 +158,67 @@ def _entry_data(entry: JournalEntry) -> dict[str, Any]:
     data.pop("fingerprint", None)
     data.pop("owner", None)
     return data
+
+
+def _states(specs: list[str] | None) -> set[JournalState] | None:
+    if not specs:
+        return None
+    states = set()
+    for spec in specs:
+        for word in spec.split(","):
+            try:
+                states.add(JournalState(word.strip().upper()))
+            except ValueError:
+                known = ", ".join(state.value for state in JournalState)
+                raise ValidationError(
+                    f"{spec!r}: {word.strip()!r} is not one of {known}", field="status"
+                ) from None
+    return states
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return any(
+        value is not None
+        for value in (args.provider, args.status, args.older_than, args.since, args.limit)
+    )
+
+
+def _emit_stats(args: argparse.Namespace, stats: JournalStats) -> None:
+    now = datetime.now(timezone.utc)
+    groups = [g for g in stats.groups if args.provider in (None, g.provider)]
+    total = sum(group.count for group in groups)
+    data = {
+        "total": total,
+        "counts": [
+            {
+                "provider": group.provider,
+                "state": group.state.value,
+                "count": group.count,
+                "oldest": None
+                if group.oldest is None
+                else {
+                    "refund_id": group.oldest.refund_id,
+                    "created_at": group.oldest.created_at.isoformat(),
+                    "age_seconds": int((now - group.oldest.created_at).total_seconds()),
+                },
+            }
+            for group in groups
+        ],
+    }
+    rows = [
+        [
+            group.provider,
+            group.state.value,
+            str(group.count),
+            "" if group.oldest is None else group.oldest.refund_id,
+            "" if group.oldest is None else format_age(now - group.oldest.created_at),
+        ]
+        for group in groups
+    ]
+    human = (
+        format_table(rows, ["provider", "state", "refunds", "oldest unsettled", "age"])
+        + f"\n{total} refund{'s' if total != 1 else ''}"
+        if rows
+        else "No journalled refunds."
+    )
+    emit(args, data, human)

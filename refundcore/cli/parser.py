@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--provider", action="append", help="only these providers (repeatable)")
     _add_sandbox(commands)
     _add_batch(commands)
+    _add_console(commands)
     new_plugin = _command(commands, "new-plugin", "Scaffold a provider plugin package.", ("json",))
     new_plugin.add_argument("name", help="the provider id, e.g. acme")
     new_plugin.add_argument("--dir", type=Path, help="target folder (default ./refundcore-NAME)")
@@ -115,6 +116,11 @@ _Commands = argparse._SubParsersAction
 _SENDING = ("config", "journal", "no_journal", "json")
 # Those of the journal's commands: not --no-journal, as the journal is what they read.
 _JOURNALLED = ("config", "journal", "json")
+_DECISIONS = ("succeeded", "failed", "not-sent")
+_RESOLVE_HELP = (
+    "record an operator's decision about a refund the gateway's word cannot settle "
+    "(not-sent: it never reached the gateway, and may be sent again)"
+)
 
 
 def _command(
@@ -200,6 +206,15 @@ def _add_journal(commands: _Commands[_Parser]) -> None:
         "--unsettled", action="store_true", help="only SUBMITTING, PENDING, UNKNOWN"
     )
     listing.add_argument("--provider")
+    _add_journal_filters(listing)
+    stats = _command(
+        actions,
+        "stats",
+        "refunds per provider and state, and the oldest unsettled",
+        _JOURNALLED,
+        epilog=None,
+    )
+    stats.add_argument("--provider")
     show = _command(
         actions, "show", "one journalled refund and its whole history", _JOURNALLED, epilog=None
     )
@@ -208,32 +223,63 @@ def _add_journal(commands: _Commands[_Parser]) -> None:
     settle = _command(
         actions,
         "reconcile",
-        "query every unsettled refund and settle what can be settled (safe beside a "
-        "live sender: what it is sending is left to it)",
+        "settle every unsettled refund (beside live senders too)",
         _JOURNALLED,
         epilog=None,
     )
     settle.add_argument("--provider")
-    resolve = _command(
-        actions,
-        "resolve",
-        "record an operator's decision about a refund nothing else settles",
-        _JOURNALLED,
-        description=RESOLVE_HELP,
-        epilog=None,
-    )
+    resolve = _command(actions, "resolve", _RESOLVE_HELP, _JOURNALLED, epilog=None)
     resolve.add_argument("refund_id")
-    resolve.add_argument(
-        "--as",
-        dest="decision",
-        required=True,
-        choices=["succeeded", "failed", "not-sent"],
-        help="what the refund is (not-sent: it never reached the gateway, and the same "
-        "refund id may be sent again)",
-    )
+    resolve.add_argument("--as", dest="decision", required=True, choices=_DECISIONS)
     resolve.add_argument("--reason", required=True, help="why: the evidence you relied on")
     resolve.add_argument("--by", required=True, metavar="NAME", help="who decides")
     resolve.add_argument("--provider", help="needed when several providers used the id")
+
+
+def _add_journal_filters(listing: argparse.ArgumentParser) -> None:
+    listing.add_argument(
+        "--status",
+        action="append",
+        metavar="STATE[,STATE]",
+        help="only these states: SUBMITTING, PENDING, SUCCEEDED, FAILED, UNKNOWN, NOT_SENT "
+        "(repeatable)",
+    )
+    listing.add_argument(
+        "--older-than", metavar="SPAN", help="only refunds recorded longer ago (90m, 1h, 2d)"
+    )
+    listing.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only refunds recorded since a date (2026-03-01), a UTC time (2026-03-01T14:30) "
+        "or a span ago (2h)",
+    )
+    listing.add_argument("--limit", type=_positive, metavar="N", help="at most N refunds")
+
+
+def _add_console(commands: _Commands[_Parser]) -> None:
+    console = _command(
+        commands,
+        "console",
+        "Serve the operator console (needs refundcore[console]).",
+        ("config", "journal"),
+        description="Serve the operator console in a browser: what is stuck, why, and "
+        "query or settle it. Prints the address with a fresh access token.",
+        epilog=None,
+    )
+    console.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback)")
+    console.add_argument(
+        "--port",
+        type=_count(65535, minimum=0),
+        default=8765,
+        metavar="N",
+        help="default 8765; 0: any free port",
+    )
+    console.add_argument("--read-only", action="store_true", help="show, never act")
+    console.add_argument(
+        "--operator",
+        metavar="NAME",
+        help="who acts, as recorded with every decision (default: your login name)",
+    )
 
 
 def _add_config(commands: _Commands[_Parser]) -> None:
@@ -251,15 +297,6 @@ def _add_config(commands: _Commands[_Parser]) -> None:
         ("config", "json"),
         epilog=None,
     )
-
-
-RESOLVE_HELP = """\
-Record an operator's decision about a journalled refund: it succeeded, failed, or
-was never sent. For a refund the gateway's word cannot settle (UNKNOWN, and its
-provider's lookup proves nothing): check the gateway's back office or the bank
-statement first. The decision is kept in the refund's history beside the evidence
-(refundcore journal show REFUND_ID); a later gateway answer that disagrees is
-recorded as a contradiction and reported, never applied over it."""
 
 
 SANDBOX_HELP = """\
@@ -501,6 +538,16 @@ _MAX_DURATION = 7 * 86_400.0
 _MAX_SEED = 1000
 _MAX_SCENARIO_COUNT = 1000
 _MAX_WAIT = 3_600.0
+
+
+def _positive(text: str) -> int:
+    """A whole number of 1 or more: a bound above would mean nothing for a limit."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number")
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _count(maximum: int, minimum: int = 1) -> Callable[[str], int]:

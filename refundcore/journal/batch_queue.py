@@ -4,14 +4,23 @@ row twice."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..status import RefundStatus
 from .backend import SqlBackend
 from .schema import BATCH_TABLE, COLUMNS, TABLE, sql_list
-from .values import SETTLED_OUTCOMES, BatchCounts, BatchDone, BatchEntry, BatchItem, BatchItemState
+from .values import (
+    SETTLED_OUTCOMES,
+    BatchCounts,
+    BatchDone,
+    BatchEntry,
+    BatchItem,
+    BatchItemState,
+    BatchSummary,
+)
 
 __all__ = ["SqlBatchQueue"]
 
@@ -206,3 +215,37 @@ class SqlBatchQueue(SqlBackend):
                 )
             )
         return entries
+
+    def batches(self, *, limit: int | None = None) -> list[BatchSummary]:
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT batch_id, state, outcome, COUNT(*) AS n, MAX(updated_at) AS latest "  # noqa: S608
+                f"FROM {BATCH_TABLE} GROUP BY batch_id, state, outcome"
+            )
+        states: dict[str, Counter[str]] = {}
+        outcomes: dict[str, Counter[str]] = {}
+        latest: dict[str, datetime] = {}
+        for row in rows:
+            batch_id, count = str(row["batch_id"]), int(row["n"])
+            states.setdefault(batch_id, Counter())[str(row["state"])] += count
+            tally = outcomes.setdefault(batch_id, Counter())
+            if row["state"] == BatchItemState.DONE.value and row["outcome"] is not None:
+                tally[str(row["outcome"])] += count
+            updated = self._decode_time(row["latest"])
+            if batch_id not in latest or updated > latest[batch_id]:
+                latest[batch_id] = updated
+        summaries = [
+            BatchSummary(
+                batch_id=batch_id,
+                counts=BatchCounts(
+                    open=counted["OPEN"], claimed=counted["CLAIMED"], done=counted["DONE"]
+                ),
+                outcomes=dict(outcomes[batch_id]),
+                updated_at=latest[batch_id],
+            )
+            for batch_id, counted in states.items()
+        ]
+        summaries.sort(key=lambda summary: (summary.updated_at, summary.batch_id), reverse=True)
+        return summaries if limit is None else summaries[:limit]

@@ -25,8 +25,15 @@ from ..status import JournalState
 from .answers import ANSWERED, RANK, SqlAnswers, contradicts
 from .history import SENT, Event, answer_data
 from .pool import Transaction
-from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, sql_list
-from .values import Claim, ClaimVerdict, EventKind, JournalEntry, NewRefund, ResultRecord
+from .schema import COLUMNS, TABLE, sql_list
+from .values import (
+    Claim,
+    ClaimVerdict,
+    EventKind,
+    JournalEntry,
+    NewRefund,
+    ResultRecord,
+)
 
 __all__ = ["COMMITTED_STATES", "SqlJournal"]
 
@@ -477,43 +484,6 @@ class SqlJournal(SqlAnswers):
                 ],
             )
         return True
-
-    # -- reading ----------------------------------------------------------------------
-
-    def get(self, provider: str, refund_id: str) -> JournalEntry | None:
-        with self._transaction(write=False) as tx:
-            return self._fetch(tx, provider, refund_id, lock=False)
-
-    def find_by_provider_refund_id(
-        self, provider: str, provider_refund_id: str
-    ) -> JournalEntry | None:
-        with self._transaction(write=False) as tx:
-            row = tx.one(
-                f"{SELECT} WHERE provider = ? AND provider_refund_id = ? "
-                "ORDER BY created_at, refund_id LIMIT 1",
-                (provider, provider_refund_id),
-            )
-            return None if row is None else self._entry(row)
-
-    def entries(
-        self, *, unsettled: bool = False, provider: str | None = None, limit: int | None = None
-    ) -> list[JournalEntry]:
-        if limit is not None and limit < 0:
-            raise ValueError("limit must not be negative")
-        where: list[str] = []
-        params: list[Any] = []
-        if unsettled:
-            where.append(f"state IN ({sql_list(JournalState, UNSETTLED_STATES)})")
-        if provider is not None:
-            where.append("provider = ?")
-            params.append(provider)
-        sql = SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at, provider, refund_id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        with self._transaction(write=False) as tx:
-            return [self._entry(row) for row in tx.all(sql, params)]
 
 
 def _check_outcome(outcome: ResultRecord) -> None:

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 import attrs
 
 from ..status import JournalState
-from .batch_queue import SqlBatchQueue
 from .pool import Transaction
+from .reading import SqlReading
 from .schema import EVENT_COLUMNS, EVENTS_TABLE
 from .values import EventKind, JournalEntry, JournalEvent
 
@@ -71,7 +71,7 @@ def answer_data(
     return data
 
 
-class SqlHistory(SqlBatchQueue):
+class SqlHistory(SqlReading):
     """Appends to and reads refunds' histories; the rules above it record every change."""
 
     def history(self, provider: str, refund_id: str) -> list[JournalEvent]:

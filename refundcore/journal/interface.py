@@ -15,7 +15,7 @@ agree on whose turn it is.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -23,13 +23,16 @@ from typing import Any
 from ..status import JournalState
 from .values import (
     Applied,
+    Backlog,
     BatchCounts,
     BatchDone,
     BatchEntry,
     BatchItem,
+    BatchSummary,
     Claim,
     JournalEntry,
     JournalEvent,
+    JournalStats,
     NewRefund,
     ResultRecord,
 )
@@ -189,10 +192,39 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def entries(
-        self, *, unsettled: bool = False, provider: str | None = None, limit: int | None = None
+        self,
+        *,
+        unsettled: bool = False,
+        provider: str | None = None,
+        limit: int | None = None,
+        states: Collection[JournalState] | None = None,
+        created_before: datetime | None = None,
+        created_since: datetime | None = None,
+        search: str | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[JournalEntry]:
-        """Rows ordered by creation time; ``unsettled`` keeps SUBMITTING, PENDING and
-        UNKNOWN ones (what a reconciler has to look at)."""
+        """Rows ordered by creation time, oldest first (``newest_first`` reverses it).
+
+        Every filter given must hold: ``unsettled`` keeps SUBMITTING, PENDING and
+        UNKNOWN rows (what a reconciler has to look at), ``states`` the rows in one of
+        those states, ``created_before`` / ``created_since`` the rows recorded before /
+        at or after that instant (timezone-aware), and ``search`` the rows whose refund
+        id, payment id, merchant reference, transaction id or provider refund id is
+        exactly that text. ``offset`` skips that many rows first, for paging.
+        ``ValueError`` for a negative ``limit`` or ``offset`` or a naive datetime.
+        """
+
+    @abc.abstractmethod
+    def stats(self) -> JournalStats:
+        """How many refunds each provider has in each state, and for the states still
+        to be settled the oldest refund in it: what an operator looks at first."""
+
+    @abc.abstractmethod
+    def backlog(self) -> list[Backlog]:
+        """What is left to settle: for each provider and unsettled state (SUBMITTING,
+        PENDING, UNKNOWN) that has refunds, how many and the oldest's creation time;
+        ordered by provider and state. One aggregate query, for monitoring."""
 
     # -- batches: a work queue of rows shared by every worker of the journal ----------
 
@@ -253,6 +285,11 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def batch_entries(self, batch_id: str) -> list[BatchEntry]:
         """Every row of the batch in line order, each with its journalled refund."""
+
+    @abc.abstractmethod
+    def batches(self, *, limit: int | None = None) -> list[BatchSummary]:
+        """The batches in the journal, the most recently active first (their rows
+        counted by state and by outcome); at most ``limit`` of them."""
 
     @abc.abstractmethod
     def close(self) -> None:

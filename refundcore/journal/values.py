@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,18 +20,23 @@ from ..status import JournalState, RefundStatus
 __all__ = [
     "SETTLED_OUTCOMES",
     "Applied",
+    "Backlog",
     "BatchCounts",
     "BatchDone",
     "BatchEntry",
     "BatchItem",
     "BatchItemState",
+    "BatchSummary",
     "Claim",
     "ClaimVerdict",
     "EventKind",
     "JournalEntry",
     "JournalEvent",
+    "JournalStats",
     "NewRefund",
+    "OldestRefund",
     "ResultRecord",
+    "StateCount",
     "decided_state",
 ]
 
@@ -115,6 +120,17 @@ class JournalEntry:
     lease_until: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+@attrs.frozen
+class Backlog:
+    """The unsettled refunds of one provider in one state (:meth:`Journal.backlog`):
+    how many, and when the oldest of them was recorded (timezone-aware UTC)."""
+
+    provider: str
+    state: JournalState
+    count: int
+    oldest: datetime
 
 
 class ClaimVerdict(str, enum.Enum):
@@ -419,3 +435,65 @@ def decided_state(value: JournalState | RefundStatus | str) -> JournalState:
     if state is None:
         raise ValidationError(f"must be succeeded, failed or not-sent, got {value!r}", field="as")
     return state
+
+
+@attrs.frozen
+class BatchSummary:
+    """One batch as the work queue holds it, for a list of batches.
+
+    ``outcomes`` counts the DONE rows by outcome (``SUCCEEDED``, ``UNKNOWN``,
+    ``ERROR``, ...); ``updated_at`` is when any of its rows last changed.
+    """
+
+    batch_id: str
+    counts: BatchCounts
+    outcomes: Mapping[str, int]
+    updated_at: datetime
+
+    @property
+    def rows(self) -> int:
+        """How many rows the batch has."""
+        return self.counts.open + self.counts.claimed + self.counts.done
+
+
+@attrs.frozen
+class OldestRefund:
+    """The refund that has waited longest in its state: its id and when it was recorded."""
+
+    refund_id: str
+    created_at: datetime
+
+
+@attrs.frozen
+class StateCount:
+    """How many refunds of one provider are in one state; for the states still to be
+    settled (SUBMITTING, PENDING, UNKNOWN), also the oldest of them."""
+
+    provider: str
+    state: JournalState
+    count: int
+    oldest: OldestRefund | None
+
+
+@attrs.frozen
+class JournalStats:
+    """What :meth:`Journal.stats` counts: one :class:`StateCount` per provider and
+    state that has refunds, ordered by provider and then state."""
+
+    groups: tuple[StateCount, ...]
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The providers that have refunds in the journal, sorted."""
+        return tuple(sorted({group.provider for group in self.groups}))
+
+    def count(
+        self, *, provider: str | None = None, states: Collection[JournalState] | None = None
+    ) -> int:
+        """How many refunds (of ``provider``, in one of ``states``; all by default)."""
+        return sum(
+            group.count
+            for group in self.groups
+            if (provider is None or group.provider == provider)
+            and (states is None or group.state in states)
+        )

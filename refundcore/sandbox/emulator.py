@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import json
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
+from ..logs import EventLogger
 from ..models import Callback, Headers, PaymentRef, RefundStatus
 from ..money import Money
 from .callbacks import CallbackSender, OutgoingCallback
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Emulator", "Incoming", "Reply"]
 
-log = logging.getLogger("refundcore.sandbox")
+log = EventLogger("refundcore.sandbox")
 
 
 @attrs.frozen
@@ -250,7 +250,11 @@ class Emulator(abc.ABC):
             # A sandbox only delivers to plain-http receivers (on loopback); the refund
             # itself stands, as at the real gateway when a callback cannot be delivered.
             log.warning(
-                "%s emulator cannot deliver to %s: %s", self.provider_id, record.notify_url, exc
+                "emulator cannot deliver a callback",
+                provider=self.provider_id,
+                refund_id=record.refund_id,
+                url=record.notify_url,
+                error=str(exc),
             )
 
     def settle(self, refund_id: str, status: RefundStatus = RefundStatus.SUCCEEDED) -> None:
@@ -285,7 +289,10 @@ class Emulator(abc.ABC):
             reply = self.handle(request)
         except Exception:
             log.exception(
-                "%s emulator failed on %s %s", self.provider_id, request.method, request.path
+                "emulator failed",
+                provider=self.provider_id,
+                method=request.method,
+                path=request.path,
             )
             reply = Reply.json({"error": "emulator failure"}, status=500)
         start_response(

@@ -13,7 +13,6 @@ import fnmatch
 import http.server
 import io
 import json
-import logging
 import os
 import re
 import selectors
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
+from ..logs import EventLogger
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Fault", "RecordedRequest", "SandboxServer", "buffer_app", "serve"]
 
-_logger = logging.getLogger("refundcore.sandbox")
+_logger = EventLogger("refundcore.sandbox")
 
 # Mirrors the request-line limit of http.server, applied to chunk-size and trailer lines.
 _MAX_LINE = 65536
@@ -260,7 +261,9 @@ class _HTTPServer(socketserver.TCPServer):
         except Exception:
             # Resets and shutdowns are routine when tests inject faults or stop the server;
             # socketserver's handle_error() would print each one to stderr.
-            _logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+            _logger.debug(
+                "connection ended with an error", client=str(client_address), exc_info=True
+            )
         finally:
             with self._lock:
                 self._connections.discard(connection)
@@ -289,7 +292,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return cast(_HTTPServer, self.server)
 
     def log_message(self, format: str, *args: Any) -> None:
-        _logger.debug("%s - %s", self.address_string(), format % args)
+        _logger.debug("request served", client=self.address_string(), request=format % args)
 
     def handle_one_request(self) -> None:
         # Replaces the superclass version so that any method reaches the app instead of
@@ -433,7 +436,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             reply = _call_app(self._server.state.app, environ)
         except Exception:
-            _logger.exception("WSGI app failed on %s %s", self.command, target)
+            _logger.exception("WSGI app failed", method=self.command, target=target)
             reply = _Reply(
                 status=HTTPStatus.INTERNAL_SERVER_ERROR,
                 reason=None,
@@ -441,7 +444,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 body=_ERROR_BODY,
             )
         if errors.getvalue():
-            _logger.warning("WSGI app wrote to wsgi.errors: %s", errors.getvalue().rstrip())
+            _logger.warning("WSGI app wrote to wsgi.errors", errors=errors.getvalue().rstrip())
         return reply
 
     def _send(self, reply: _Reply, *, truncate: bool) -> None:

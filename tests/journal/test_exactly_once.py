@@ -723,7 +723,7 @@ def test_a_batch_whose_journal_forgot_it_is_not_sent_again(tmp_path: Path) -> No
 
     assert first.returncode == 0, first.stderr
     assert again.returncode == 2
-    assert "says 3 row(s) of" in again.stderr and "has no record of this batch" in again.stderr
+    assert "says 3 row(s) of" in again.stderr and "has no record of them" in again.stderr
     assert "Nothing was sent" in again.stderr
     assert [refunds_at_the_gateway(run, p) for p in payments] == [1] * 3
     no_new_id_advice(again.stderr)

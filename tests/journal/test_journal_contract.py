@@ -956,10 +956,69 @@ def test_late_callback_never_overwrites_a_final_state(
     assert (kinds[-1] is EventKind.CONTRADICTION) is contradiction
 
 
+def test_a_callback_says_whether_it_changed_the_row(pending: Journal) -> None:
+    settles = _applied(pending.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1"))
+    repeat = _applied(pending.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1"))
+    late = _applied(pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1"))
+    assert [a.changed for a in (settles, repeat, late)] == [True, False, False]
+    assert [a.duplicate for a in (settles, repeat, late)] == [False, True, False]
+    # A row left as it was keeps its time of the change that made it so.
+    assert repeat.entry.updated_at == late.entry.updated_at == settles.entry.updated_at
+
+
+def test_a_callback_that_only_fills_the_provider_id_changes_the_row(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    pending = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.PENDING)
+    applied = _applied(
+        journal.apply_notification(
+            "testpay", state=S.PENDING, refund_id="R-1", provider_refund_id="GW-9"
+        )
+    )
+    assert applied.changed and applied.entry.provider_refund_id == "GW-9"
+    assert applied.entry.updated_at >= pending.updated_at
+
+
 def test_repeated_pending_callback_changes_nothing(pending: Journal) -> None:
     before = pending.get("testpay", "R-1")
     applied = _applied(pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1"))
     assert applied.entry == before and not applied.changed
+
+
+def test_backlog_counts_unsettled_refunds_per_provider_and_state(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal: Journal = backend.open()
+    assert journal.backlog() == []
+    plan = [
+        ("testpay", "R-1", S.UNKNOWN),
+        ("otherpay", "R-1", S.PENDING),
+        ("testpay", "R-2", S.UNKNOWN),
+        ("testpay", "R-3", S.PENDING),
+        ("otherpay", "R-2", S.SUBMITTING),
+        ("testpay", "R-4", S.SUCCEEDED),  # settled: not part of the backlog
+        ("testpay", "R-5", S.NOT_SENT),  # nothing left to settle either
+    ]
+    created = {}
+    for provider, refund_id, state in plan:
+        time.sleep(0.002)  # the journal's clock counts milliseconds on SQLite
+        claim = journal.claim(
+            make_refund(provider=provider, refund_id=refund_id, payment_key=refund_id),
+            owner="A",
+        )
+        created[provider, refund_id] = _entry(claim).created_at
+        if state is not S.SUBMITTING:
+            journal.record(provider, refund_id, owner="A", attempt=1, state=state, sent=False)
+    backlog = journal.backlog()
+    assert [(b.provider, b.state, b.count, b.oldest) for b in backlog] == [
+        ("otherpay", S.PENDING, 1, created["otherpay", "R-1"]),
+        ("otherpay", S.SUBMITTING, 1, created["otherpay", "R-2"]),
+        ("testpay", S.PENDING, 1, created["testpay", "R-3"]),
+        ("testpay", S.UNKNOWN, 2, created["testpay", "R-1"]),
+    ]
+    assert all(b.oldest.tzinfo is not None for b in backlog)
 
 
 def test_callback_can_arrive_before_the_reply(backend: Any, make_refund: MakeRefund) -> None:
