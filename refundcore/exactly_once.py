@@ -225,7 +225,9 @@ class ExactlyOnce:
             verdict, claimed = self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.DONE:
             replayed = result_from_entry(claimed.entry)
-            return self._pipeline.finish(info, operation, replayed, ResultSource.REPLAYED)
+            decided = claimed.entry.decided_by is not None
+            source = ResultSource.DECIDED if decided else ResultSource.REPLAYED
+            return self._pipeline.finish(info, operation, replayed, source)
         if verdict is ClaimVerdict.NEW:
             request = self._prepare(info, config, operation, claimed, taken_over=False)
             return self._send_and_record(info, config, operation, request, claimed, defer_record)

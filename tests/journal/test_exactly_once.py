@@ -30,6 +30,7 @@ from refundcore import (
     RefundClient,
     RefundResult,
     RefundStatus,
+    ResultSource,
     hookimpl,
 )
 from refundcore.cli import main
@@ -648,7 +649,7 @@ def test_an_unknown_refund_is_settled_by_the_operator_and_a_contradiction_report
     assert lost.status is RefundStatus.UNKNOWN and still.status is RefundStatus.UNKNOWN
     assert "refundcore journal resolve r-op" in (still.message or "")
     assert (decided.state, decided.decided_by) == (JournalState.FAILED, "bob")
-    assert repeat.status is RefundStatus.FAILED
+    assert (repeat.status, repeat.source) == (RefundStatus.FAILED, ResultSource.DECIDED)
     assert "decided FAILED by bob: not on the statement yet" in (repeat.message or "")
     assert note.status is RefundStatus.SUCCEEDED and note.refund_id == "r-op"
     with open_journal(journal_url) as journal:
