@@ -713,6 +713,8 @@ def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> N
                 callbacks=True,
                 idempotent_refund_id=False,
                 callback_timestamps=False,
+                # See wire_amount: two decimals, whatever the currency.
+                wire_decimals={"*": 2},
             ),
             # No sandbox host: the core then asks for base_url when environment = "sandbox".
             environments={"production": PRODUCTION_URL},

@@ -420,6 +420,8 @@ def refundcore_register_providers(register: Any) -> None:
                 currencies=None,
                 idempotent_refund_id=False,
                 callback_timestamps=True,
+                # See wire_amount: two decimals, whatever the currency.
+                wire_decimals={"*": 2},
             ),
             environments={
                 "sandbox": "https://gateway-stg.wonder.today",
