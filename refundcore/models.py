@@ -16,7 +16,7 @@ import attrs
 
 from .errors import ValidationError
 from .lookup import Lookup
-from .money import Money
+from .money import Money, currency_exponent
 from .status import RefundStatus
 from .urls import parse_http_url
 
@@ -460,6 +460,18 @@ def _frozenset_or_none(value: Iterable[str] | None) -> frozenset[str] | None:
     return None if value is None else frozenset(value)
 
 
+def _wire_decimals(value: Mapping[str, int] | None) -> Mapping[str, int]:
+    rules = dict(value or {})
+    for currency, decimals in rules.items():
+        if currency != "*":
+            currency_exponent(currency)
+        if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 4:
+            raise ValidationError(
+                f"decimals for {currency} must be an int from 0 to 4", field="wire_decimals"
+            )
+    return MappingProxyType(rules)
+
+
 @attrs.frozen
 class Capabilities:
     """What a provider can do, honestly stated. ``None`` means "no limit"."""
@@ -485,6 +497,18 @@ class Capabilities:
     #: Where the merchant sets the callback URL instead, when ``notify_url`` is False
     #: (named in the error that refuses a ``notify_url``).
     notify_url_setting: str | None = None
+    #: Decimals the gateway wants in an amount where they differ from the currency's
+    #: ISO 4217 exponent: currency code → decimals, ``"*"`` for every currency not
+    #: named (``{"ISK": 2}``, or ``{"*": 2}`` for a gateway that always writes two).
+    wire_decimals: Mapping[str, int] = attrs.field(
+        factory=dict, converter=_wire_decimals, hash=False
+    )
+
+    def decimals_for(self, currency: str) -> int:
+        """How many decimals the gateway wants in an amount of ``currency``."""
+        if currency in self.wire_decimals:
+            return self.wire_decimals[currency]
+        return self.wire_decimals.get("*", currency_exponent(currency))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -492,6 +516,7 @@ class Capabilities:
         if self.currencies is not None:
             data["currencies"] = sorted(self.currencies)
         data["lookup"] = self.lookup.as_dict()
+        data["wire_decimals"] = dict(self.wire_decimals)
         return data
 
 

@@ -181,6 +181,9 @@ class Ledger:
         self._lock = threading.RLock()
         self._payments: dict[str, LedgerPayment] = {}
         self._refunds: dict[str, LedgerRefund] = {}
+        # The merchant's refund ids a gateway never sees, to the keys their refunds are
+        # filed under (see link_refund_id).
+        self._links: dict[str, str] = {}
         self._next = 1
         self._prefix = id_prefix
         self._scheduled: tuple[RefundStatus, int | None] | None = None
@@ -204,6 +207,7 @@ class Ledger:
                 "next_id": self._next,
                 "payments": [payment.to_json() for payment in self._payments.values()],
                 "refunds": [record.to_json() for record in self._refunds.values()],
+                "links": dict(self._links),
             }
 
     def load(self, data: Any) -> None:
@@ -217,10 +221,12 @@ class Ledger:
             for record in refunds.values():
                 payments[record.payment_key].refunds.append(record)
             next_id = int(data["next_id"])
+            links = {str(k): str(v) for k, v in dict(data.get("links", {})).items()}
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ValueError(f"not a usable ledger dump: {type(exc).__name__}: {exc}") from None
         with self._lock:
             self._payments, self._refunds, self._next = payments, refunds, next_id
+            self._links = links
 
     def schedule(self, status: RefundStatus, count: int | None = 1) -> None:
         """Give the next ``count`` accepted refunds (every one, with ``None``) ``status``
@@ -339,13 +345,22 @@ class Ledger:
             payment.voided = True
             return True
 
+    def link_refund_id(self, refund_id: str, record: LedgerRefund) -> None:
+        """Let the merchant's ``refund_id`` find ``record`` (filed under another key),
+        for a gateway whose wire never carries the merchant's refund id."""
+        with self._lock:
+            self._links[refund_id] = record.refund_id
+
     def find_refund(
         self, refund_id: str | None = None, provider_refund_id: str | None = None
     ) -> LedgerRefund | None:
-        """A recorded refund by the merchant's or the gateway's id."""
+        """A recorded refund by the merchant's (or a linked) refund id, or the gateway's
+        id."""
         with self._lock:
             if refund_id is not None:
-                return self._refunds.get(refund_id)
+                return self._refunds.get(refund_id) or self._refunds.get(
+                    self._links.get(refund_id, "")
+                )
             for record in self._refunds.values():
                 if record.provider_refund_id == provider_refund_id:
                     return record
