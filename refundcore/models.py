@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import threading
 import time
@@ -483,8 +484,13 @@ class Capabilities:
     callbacks: bool = True
     currencies: frozenset[str] | None = attrs.field(default=None, converter=_frozenset_or_none)
     #: The gateway itself refuses a second refund with the same refund id, so resending
-    #: after an UNKNOWN outcome is safe.
+    #: after an UNKNOWN outcome is safe (within :attr:`idempotency_window`).
     idempotent_refund_id: bool = False
+    #: Seconds the gateway remembers a refund id after first receiving it (``None``:
+    #: for ever). Past it a resend could refund again, so the journal resends an
+    #: ``UNKNOWN`` refund only while the first claim is younger than this, less the
+    #: provider's timeouts. Only with ``idempotent_refund_id``.
+    idempotency_window: float | None = attrs.field(default=None)
     #: Callbacks carry a signed timestamp, so replays can be refused.
     callback_timestamps: bool = False
     #: How a refund can be found again and what its absence proves (default: not at
@@ -503,6 +509,25 @@ class Capabilities:
     wire_decimals: Mapping[str, int] = attrs.field(
         factory=dict, converter=_wire_decimals, hash=False
     )
+
+    def __attrs_post_init__(self) -> None:
+        window = self.idempotency_window
+        if window is None:
+            return
+        if isinstance(window, bool) or not isinstance(window, (int, float)):
+            raise ValidationError(
+                f"must be a number of seconds or None, got {type(window).__name__}",
+                field="idempotency_window",
+            )
+        if not math.isfinite(window) or window <= 0:
+            raise ValidationError(
+                f"must be more than zero seconds, got {window!r}", field="idempotency_window"
+            )
+        if not self.idempotent_refund_id:
+            raise ValidationError(
+                "a window for remembering refund ids needs idempotent_refund_id=True",
+                field="idempotency_window",
+            )
 
     def decimals_for(self, currency: str) -> int:
         """How many decimals the gateway wants in an amount of ``currency``."""

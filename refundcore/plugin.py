@@ -42,6 +42,7 @@ from .errors import (
 from .formencode import FORM_CONTENT_TYPE, form_decode, form_encode, form_fields
 from .hookspecs import hookimpl
 from .jsonutil import JsonNumber, dump_json, load_json
+from .lookup import Lookup, LookupKey
 from .models import (
     Callback,
     CallbackAck,
@@ -73,6 +74,8 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "JsonNumber",
+    "Lookup",
+    "LookupKey",
     "Money",
     "NotARefund",
     "Operation",

@@ -74,6 +74,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "pending-never-succeeded",
     ),
     _scaffold(
+        "idempotency-for-ever",
+        "refund ids declared remembered for ever; the gateway forgets them after a day",
+        [
+            (
+                "idempotency_window=IDEMPOTENCY_WINDOW_SECONDS,",
+                "idempotency_window=None,",
+            )
+        ],
+        "idempotent-refund-id",
+    ),
+    _scaffold(
         "decline-as-unknown",
         "the gateway's failed mapped to UNKNOWN",
         [('"failed": RefundStatus.FAILED,', '"failed": RefundStatus.UNKNOWN,')],

@@ -222,6 +222,17 @@ class Emulator(abc.ABC):
             "return a genuine callback about a payment, or None if there is none",
         )
 
+    def idempotency_window(self) -> float | None:
+        """For a gateway that deduplicates refund ids: how many seconds it remembers
+        one (``None``: for ever). The kit fails a plugin that declares a longer
+        ``Capabilities.idempotency_window``, on which the journal would resend into a
+        gateway that no longer deduplicates."""
+        raise EmulatorUndeclared(
+            self,
+            "idempotency_window()",
+            "return how long the gateway remembers a refund id (None: for ever)",
+        )
+
     # -- shared behaviour ----------------------------------------------------------------
 
     def link_refund_id(self, refund_id: str, ref: PaymentRef) -> None:

@@ -300,15 +300,27 @@ class Ledger:
         once: bool = False,
         now: dt.datetime | None = None,
         status: RefundStatus | None = None,
+        remember: float | None = None,
     ) -> tuple[RefundDecision, LedgerRefund | None]:
         """Apply the gateway's refund rules atomically and record an accepted refund.
 
         ``fingerprint`` identifies the request's content, so a retry with the same
-        refund id is told apart from a different refund reusing it. An accepted refund
-        gets ``status``, or else :meth:`take_outcome`'s.
+        refund id is told apart from a different refund reusing it, for ``remember``
+        seconds after the first (``None``: for ever); later the id is new again, as at
+        a gateway whose idempotency keys expire. An accepted refund gets ``status``, or
+        else :meth:`take_outcome`'s.
         """
+        now = now or utcnow()
         with self._lock:
             existing = self._refunds.get(refund_id)
+            if (
+                existing is not None
+                and remember is not None
+                and (now - existing.created).total_seconds() > remember
+            ):
+                # Forgotten: the old refund stays on its payment under a key of its own.
+                self._refunds[f"{refund_id}#{existing.provider_refund_id}"] = existing
+                existing = None
             if existing is not None:
                 if existing.fingerprint == fingerprint:
                     return RefundDecision.REPEATED, existing
@@ -331,7 +343,7 @@ class Ledger:
                 status=self.take_outcome(payment) if status is None else status,
                 fingerprint=fingerprint,
                 notify_url=notify_url,
-                created=now or utcnow(),
+                created=now,
             )
             payment.refunds.append(record)
             self._refunds[refund_id] = record

@@ -278,6 +278,23 @@ class RefundChecks(KitBase):
             f"one refund id, sent three times: the gateway refunded {len(refunds)} times",
         )
 
+    def test_idempotency_window_is_the_gateways(self, run: SandboxRun) -> None:
+        """A declared ``idempotency_window`` is no longer than the gateway's own (as the
+        emulator declares it): the journal resends an UNKNOWN refund while it believes
+        the gateway still deduplicates, so a longer claim is a double refund."""
+        caps = run.info.capabilities
+        if not caps.idempotent_refund_id:
+            pytest.skip("provider does not declare idempotent refund ids")
+        truth = self.declared(run, run.emulator.idempotency_window)
+        declared = caps.idempotency_window
+        if truth is not None and (declared is None or declared > truth):
+            claim = "for ever" if declared is None else f"for {declared:g} s"
+            broken(
+                "idempotent-refund-id",
+                f"the plugin declares refund ids remembered {claim}, the gateway "
+                f"forgets them after {truth:g} s",
+            )
+
     def test_altered_signature_is_rejected(self, run: SandboxRun) -> None:
         """A request whose signature was changed after signing is refused by the
         emulator (FAILED) and moves no money: proof the signature is really checked."""

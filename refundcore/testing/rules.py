@@ -29,16 +29,16 @@ RULES: Mapping[str, str] = MappingProxyType(
         "right-refund": "A lookup finds the refund asked about or says it cannot: never "
         "another refund of the same payment, never one that was not made.",
         "absence-proven": "A query answers one of the declared not_found_codes only for a "
-        "refund the gateway never received: a refund it has, in any state and also after "
-        "its reply was lost, is found by the declared lookup key (where absence is "
-        "authoritative) and never reported absent; a refund it never received is never "
+        "refund the gateway never received: a refund it holds, in any state and also after "
+        "its reply was lost, is never reported absent; a refund it never received is never "
         "reported as a decline, which would settle it.",
         "amount-exact": "The gateway records exactly the amount asked for; an amount the "
         "gateway cannot take exactly is refused before sending, never rounded.",
         "capability-honoured": "Every declared capability works as declared, and an "
         "operation not declared is refused before sending.",
         "idempotent-refund-id": "Where refund ids are declared idempotent, sending one twice "
-        "(also after an UNKNOWN) refunds once.",
+        "(also after an UNKNOWN) refunds once, and no longer is claimed for it than the "
+        "gateway remembers a refund id.",
         "request-signed": "A request whose signature was altered after signing is refused "
         "by the gateway and moves no money.",
         "refused-before-sending": "Bad input raises ValidationError and nothing reaches the "
