@@ -28,7 +28,7 @@ from ..models import (
 from ..money import Money
 from ..sandbox import EmulatorUndeclared, LedgerPayment, LedgerRefund, SandboxRun
 from .rules import broken, expect
-from .transcript import Transcript, secret_texts
+from .transcript import StageWitness, Transcript, secret_texts
 
 __all__ = ["KitBase", "Report", "report"]
 
@@ -81,6 +81,7 @@ class KitBase:
             entry_points=self.plugin is None,
             journal=f"sqlite:///{tmp_path / 'kit-journal.db'}",
         )
+        client.register_plugin(StageWitness(self._transcript))
         with SandboxRun(
             self.provider,
             plugin=self.plugin,

@@ -1,7 +1,8 @@
 """What a merchant could see of a kit run, searched for the provider's secrets.
 
 Everything a check produces through the client is added here: results (their repr,
-``message`` and ``raw``), notifications, every exception and its cause. At the end of
+``message`` and ``raw``), notifications, every exception and its cause, and every error a
+plugin's stage raised (:class:`StageWitness`). At the end of
 the check the log records (DEBUG included) and the journal's rows are added, and every
 configured secret is looked for in all of it.
 """
@@ -10,18 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import attrs
 
 from ..config import Secret
 from ..crypto import PrivateKey
+from ..hookspecs import hookimpl
 from ..journal.interface import Journal
 from ..logs import record_fields
 from ..models import RefundNotification, RefundResult
 
-__all__ = ["Transcript", "secret_texts"]
+__all__ = ["StageWitness", "Transcript", "secret_texts"]
 
 # Shorter values would match by chance (and cannot be worth stealing).
 _MIN_SECRET = 4
@@ -106,3 +108,25 @@ class Transcript:
                     excerpt = text[start:at] + "<SECRET>" + text[at + len(secret) : end]
                     return where, excerpt
         return None
+
+
+class StageWitness:
+    """An app plugin that records every exception a plugin's stage raises, as raised:
+    refundcore masks configured secrets in errors before anyone sees them, and the kit
+    holds the plugin to the rule on its own (a secret it derives, or one the core does
+    not know of, would not be masked)."""
+
+    def __init__(self, transcript: Transcript) -> None:
+        self._transcript = transcript
+
+    def _witness(self) -> Generator[None, Any, Any]:
+        try:
+            return (yield)
+        except Exception as exc:
+            self._transcript.add("an error a plugin raised", f"{type(exc).__name__}: {exc}")
+            raise
+
+    refundcore_build_request = hookimpl(wrapper=True)(_witness)
+    refundcore_sign_request = hookimpl(wrapper=True)(_witness)
+    refundcore_parse_response = hookimpl(wrapper=True)(_witness)
+    refundcore_verify_callback = hookimpl(wrapper=True)(_witness)
