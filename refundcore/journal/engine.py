@@ -76,11 +76,11 @@ _RECORD_OWN_ONLY = (
 )
 _RECORD_OWN = f"{_RECORD_OWN_ONLY} RETURNING {', '.join(COLUMNS)}"
 _RECORD_OWN_ACK = f"{_RECORD_OWN_ONLY} RETURNING 1"
-_COMMITTED = (
-    f"SELECT amount, original_amount, currency FROM {TABLE} "  # noqa: S608 - constant names
+_COMMITTED_WHERE = (
     "WHERE provider = ? AND payment_key = ? "
     f"AND state IN ({sql_list(JournalState, COMMITTED_STATES)})"
 )
+_COMMITTED = f"SELECT amount, original_amount, currency FROM {TABLE} {_COMMITTED_WHERE}"  # noqa: S608
 
 
 def _inserted_entry(
@@ -428,6 +428,14 @@ class SqlJournal(SqlBatchQueue):
                 (provider, provider_refund_id),
             )
             return None if row is None else self._entry(row)
+
+    def committed_refunds(self, provider: str, payment_key: str) -> list[JournalEntry]:
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                f"{SELECT} {_COMMITTED_WHERE} ORDER BY created_at, refund_id",
+                (provider, payment_key),
+            )
+        return [self._entry(row) for row in rows]
 
     def entries(
         self, *, unsettled: bool = False, provider: str | None = None, limit: int | None = None
