@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -704,10 +705,13 @@ def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
 
     rows = [[status, str(count)] for status, count in report.counts.items() if count]
     lines = [
-        f"batch {report.batch_id[:12]}: {len(report.outcomes)} rows in {report.elapsed:.1f} s",
+        f"batch {report.batch_id[:12]}: {report.total} rows in {report.elapsed:.1f} s",
         format_table(rows, ["status", "rows"]) if rows else "no rows",
     ]
-    trouble = [o for o in report.outcomes if o.status is not BatchStatus.SUCCEEDED]
+    unsucceeded = report.total - report.counts[BatchStatus.SUCCEEDED.value]
+    # The first few from the report's store: a batch of a million rows is not read whole.
+    troubled = (o for o in report.outcomes if o.status is not BatchStatus.SUCCEEDED)
+    trouble = list(itertools.islice(troubled, _LISTED))
     if trouble:
         lines.append("")
         lines.append(
@@ -720,14 +724,14 @@ def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
                         o.error_code or "",
                         (o.message or "")[:100],
                     ]
-                    for o in trouble[:_LISTED]
+                    for o in trouble
                 ],
                 ["line", "status", "refund id", "code", "message"],
             )
         )
-        if len(trouble) > _LISTED:
+        if unsucceeded > _LISTED:
             lines.append(
-                f"… and {len(trouble) - _LISTED} more"
+                f"… and {unsucceeded - _LISTED} more"
                 + ("" if args.report else " (--report FILE lists every row)")
             )
     counts = report.counts
@@ -806,7 +810,7 @@ def _batch_refused(refused: BatchInvalid, args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
     if args.report is not None:
         refused.report.write(args.report)
-    lines = len({error.line for error in refused.errors})
+    lines = refused.report.counts["INVALID"]
     print(
         f"refundcore: {lines} invalid row{'s' if lines != 1 else ''} in {args.file}: "
         "nothing was sent; fix them, or pass --skip-invalid to send the valid rows",

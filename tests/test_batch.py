@@ -5,12 +5,14 @@ processes splitting one batch on PostgreSQL: tests/journal/test_journal_batch.py
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,13 +34,11 @@ from refundcore import (
 )
 from refundcore.batch import (
     COLUMNS,
-    BatchFile,
     BatchInvalid,
     BatchProgress,
     BatchRow,
     BatchStatus,
     ProgressPrinter,
-    RowError,
     check_rows,
     derive_refund_ids,
     read_batch_file,
@@ -185,7 +185,7 @@ def test_header_problems_name_the_column(tmp_path: Path) -> None:
         "line 1: currency: missing column",
         "line 1: payment_id: missing column: give payment_id, merchant_reference or transaction_id",
     ]
-    assert parsed.rows == ()
+    assert list(parsed.rows) == []
     (tmp_path / "short.csv").write_text("provider,payment_id,amount,currency\ntestpay,P1,10\n")
     assert [str(e) for e in read_batch_file(tmp_path / "short.csv").errors] == [
         "line 2: has 3 fields, the header has 4"
@@ -303,6 +303,8 @@ def test_derived_refund_ids_depend_on_the_row_alone(
     assert ids == [row.refund_id for row in read_batch_file(file).rows]
     assert ids[2] is not None and ids[2].endswith("-1") and ids[3] == ids[2][:-1] + "2"
     assert all(i is not None and len(i) <= 64 and i.startswith("b-") for i in ids)
+    anonymous = [attrs.evolve(row, refund_id=None) for row in first.rows]
+    assert [row.refund_id for row in derive_refund_ids(anonymous)] == ids
 
     code, _, _ = cli(capsys, "batch", str(file), *gateway.args())
     assert code == 0 and gateway.refunds_per_payment(payments) == [1, 1, 2]
@@ -516,9 +518,7 @@ def test_refund_many_from_code(installed: Path, tmp_path: Path) -> None:
         )
         assert [o.line for o in report.outcomes] == [1, 2, 3, 4, 5]
         assert report.outcomes[0].refund_id == "mine-1"
-        assert all(
-            o.ran_here and o.result is not None and o.result.succeeded for o in report.outcomes
-        )
+        assert all(o.ran_here and o.status is BatchStatus.SUCCEEDED for o in report.outcomes)
         assert seen[-1].finished and seen[-1].done == 5
         again = run.client.refund_many(rows)
         assert again.batch_id == report.batch_id
@@ -653,31 +653,71 @@ def test_a_row_invalid_for_one_worker_is_left_to_a_worker_that_can_send_it(
     journal = f"sqlite:///{tmp_path / 'j.db'}"
     with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
         payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(3)]
-        rows = derive_refund_ids(
-            BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("10", HKD), line=n)
-            for n, p in enumerate(payments, start=2)
-        )
-        everything = BatchFile(tmp_path / "b.csv", "same-file", tuple(rows), ())
-        # Another worker's configuration refuses line 4.
-        partial = BatchFile(
-            tmp_path / "b.csv", "same-file", tuple(rows[:2]), (RowError(4, "provider", "no"),)
-        )
+        everything = read_batch_file(write_csv(tmp_path / "b.csv", rows_for(payments, "10")))
+        # Another worker on the same journal, whose configuration refuses line 4.
+        elsewhere = RefundClient(journal=journal)
+        elsewhere.configure("testpay", run.emulator.client_config(run.server.base_url))
+        elsewhere.register_plugin(_Refusing(str(payments[2].payment_id)))
         stopped = threading.Event()
         stopped.set()
         assert run.client.refund_many(everything, stop=stopped).interrupted
 
-        other = run.client.refund_many(partial, skip_invalid=True)
+        other = elsewhere.refund_many(everything, skip_invalid=True)
 
         assert [o.status for o in other.outcomes] == [
             BatchStatus.SUCCEEDED,
             BatchStatus.SUCCEEDED,
             BatchStatus.INVALID,
         ]
-        held = run.client.journal.batch_entries("same-file")[2]  # type: ignore[union-attr]
+        held = run.client.journal.batch_entries(everything.batch_id)[2]  # type: ignore[union-attr]
         assert (held.line, held.outcome, held.error_code) == (4, "INVALID", "invalid_elsewhere")
         again = run.client.refund_many(everything)
         assert again.succeeded and [o.ran_here for o in again.outcomes] == [False, False, True]
         assert len([r for r in run.server.requests if r.method == "POST"]) == 3
+        elsewhere.close()
+
+
+class _Refusing:
+    """An app plugin whose build stage refuses one payment (a worker configured so)."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+
+    @hookimpl(wrapper=True)
+    def refundcore_build_request(self, operation: Any) -> Any:
+        if operation.payment.payment_id == self.payment_id:
+            raise ValidationError("not for this worker", field="provider")
+        return (yield)
+
+
+def test_rows_and_results_kept_on_disk_are_removed_with_their_owner(
+    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch file's rows and a report's results live in a scratch folder of their own
+    while they are needed: closed, or dropped, and the folder is gone."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    rows = [{"provider": "acme", "payment_id": "P1", "amount": "1.00", "currency": HKD}]
+    file = write_csv(tmp_path / "b.csv", rows * 2)
+
+    with read_batch_file(file) as parsed:
+        assert [row.line for row in parsed.rows] == [2, 3] and len(list(scratch.iterdir())) == 1
+    assert list(scratch.iterdir()) == []
+    parsed = read_batch_file(file)
+    client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
+    with pytest.raises(BatchInvalid) as refused:
+        client.refund_many(parsed)
+    assert refused.value.report.counts["INVALID"] == 2 and len(list(scratch.iterdir())) == 2
+    refused.value.report.write(tmp_path / "r.json")
+    assert [row["status"] for row in json.loads((tmp_path / "r.json").read_text())["rows"]] == [
+        "INVALID",
+        "INVALID",
+    ]
+    del parsed, refused
+    gc.collect()
+    assert list(scratch.iterdir()) == []
+    client.close()
 
 
 # -- processes: killed, interrupted (two sharing PostgreSQL: tests/journal/) ------------

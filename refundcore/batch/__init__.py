@@ -29,10 +29,11 @@ other rows.
 
 The package, one idea per module: :mod:`.rows` (a row, its columns, derived refund
 ids), :mod:`.parsing` (one record's columns to a row), :mod:`.reading` (files),
-:mod:`.checks` (what is refused before sending), :mod:`.runner` (the journal's work
-queue and the thread pool), :mod:`.limits` (rates), :mod:`.progress`, :mod:`.results`
-and :mod:`.report` (what became of each row), :mod:`.protocol` (what a batch needs of
-a client).
+:mod:`.intake` and :mod:`.checks` (what is refused before sending), :mod:`.store`
+(the rows, problems and results on disk), :mod:`.run` and :mod:`.runner` (the journal's
+work queue and the thread pool), :mod:`.limits` (rates), :mod:`.progress`,
+:mod:`.results` and :mod:`.report` (what became of each row), :mod:`.protocol` (what a
+batch needs of a client).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .reading import BatchFile, read_batch_file
 from .report import BatchInterrupted, BatchInvalid, BatchReport, report_format
 from .results import REPORT_COLUMNS, SEVERITY, BatchStatus, RowResult
 from .rows import COLUMNS, BatchRow, RowError, derive_refund_ids
-from .runner import run_batch
+from .run import run_batch
 
 __all__ = [
     "COLUMNS",

@@ -4,15 +4,15 @@ report lists it."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from ..models import RefundResult
+from ..journal import BatchEntry
 from ..money import Money
 from ..status import RefundStatus
-from .rows import BatchRow, RowError
+from .rows import BatchRow
 
 __all__ = [
     "REFUND_OUTCOMES",
@@ -20,8 +20,8 @@ __all__ = [
     "SEVERITY",
     "BatchStatus",
     "RowResult",
-    "invalid_results",
-    "skipped",
+    "from_journal",
+    "row_result",
 ]
 
 
@@ -29,9 +29,10 @@ class BatchStatus(str, enum.Enum):
     """A batch row's outcome: a refund status, or why the row was not sent.
 
     ``ERROR``: nothing could be sent (unreachable gateway, unusable journal, broken
-    plugin); a re-run sends it. ``INVALID``: refused before sending (validation, a
-    refund id reused for another refund, a payment's original amount exceeded).
-    ``SKIPPED``: not attempted because the batch was interrupted.
+    plugin); a re-run sends it. ``INVALID``: refused before sending (validation, the
+    provider's rules, a refund id reused for another refund, a payment's original
+    amount exceeded). ``SKIPPED``: not attempted, because the batch was interrupted
+    or had invalid rows.
     """
 
     SUCCEEDED = RefundStatus.SUCCEEDED.value
@@ -73,7 +74,7 @@ class RowResult:
     refund the journal already has, that returns the recorded outcome without
     network); false when another process or an earlier run had finished the row and
     its outcome was read from the journal, or when it was never attempted (INVALID,
-    SKIPPED). ``result`` is the refund's full result when this process has one.
+    SKIPPED). The refund's full result, with the gateway's reply, is in the journal.
     """
 
     line: int
@@ -85,7 +86,6 @@ class RowResult:
     error_code: str | None = None
     message: str | None = None
     ran_here: bool = False
-    result: RefundResult | None = attrs.field(default=None, eq=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a report entry (JSON-ready; nothing secret, no raw reply)."""
@@ -118,38 +118,33 @@ REPORT_COLUMNS = (
 )
 
 
-def invalid_results(rows: Iterable[BatchRow], errors: Sequence[RowError]) -> list[RowResult]:
-    """One INVALID result per line of ``errors``, naming every problem of the line."""
-    known = {row.line: row for row in rows}
-    by_line: dict[int, list[RowError]] = {}
-    for error in errors:
-        by_line.setdefault(error.line, []).append(error)
-    outcomes = []
-    for line, problems in by_line.items():
-        row = known.get(line)
-        outcomes.append(
-            RowResult(
-                line=line,
-                status=BatchStatus.INVALID,
-                provider=None if row is None else row.provider,
-                refund_id=None if row is None else row.refund_id,
-                amount=None if row is None else row.amount,
-                error_code="invalid",
-                message="; ".join(
-                    f"{p.field}: {p.problem}" if p.field else p.problem for p in problems
-                ),
-            )
-        )
-    return outcomes
-
-
-def skipped(row: BatchRow, message: str | None = None) -> RowResult:
-    """``row`` as not attempted."""
+def row_result(row: BatchRow, status: BatchStatus, **details: Any) -> RowResult:
+    """The result of ``row``: its line, provider, refund id and amount, ``status`` and
+    ``details`` (any other field of :class:`RowResult`)."""
     return RowResult(
         line=row.line or 0,
-        status=BatchStatus.SKIPPED,
+        status=status,
         provider=row.provider,
         refund_id=row.refund_id,
         amount=row.amount,
-        message=message,
+        **details,
     )
+
+
+def from_journal(
+    entry: BatchEntry, row: BatchRow, redact: Callable[[str | None], str | None]
+) -> RowResult:
+    """The result of a row another worker (or an earlier run) finished, as the journal
+    has it now; ``redact`` masks secrets in its message."""
+    refund = entry.refund
+    recorded = BatchStatus.__members__.get(entry.outcome or "", BatchStatus.ERROR)
+    if refund is not None and recorded in REFUND_OUTCOMES:
+        # The journal's word, which callbacks and reconciles may have moved on since.
+        return row_result(
+            row,
+            BatchStatus.of(refund.state.status or RefundStatus.UNKNOWN),
+            provider_refund_id=refund.provider_refund_id,
+            error_code=refund.error_code,
+            message=redact(refund.message),
+        )
+    return row_result(row, recorded, error_code=entry.error_code, message=redact(entry.message))

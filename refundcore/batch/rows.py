@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -23,7 +23,7 @@ __all__ = [
     "BatchRow",
     "RowError",
     "derive_refund_ids",
-    "numbered",
+    "derived_id",
     "row_content",
 ]
 
@@ -133,15 +133,22 @@ def derive_refund_ids(rows: Iterable[BatchRow]) -> list[BatchRow]:
     ``refund_id`` explicitly to refund a payment the same amount again.
     """
     seen: Counter[str] = Counter()
-    derived = []
-    for row in rows:
-        if row.refund_id is None:
-            identity = row_content(row)
-            digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
-            seen[digest] += 1
-            row = attrs.evolve(row, refund_id=f"b-{digest}-{seen[digest]}")
-        derived.append(row)
-    return derived
+
+    def count(digest: str) -> int:
+        seen[digest] += 1
+        return seen[digest]
+
+    return [
+        row if row.refund_id is not None else attrs.evolve(row, refund_id=derived_id(row, count))
+        for row in rows
+    ]
+
+
+def derived_id(row: BatchRow, count: Callable[[str], int]) -> str:
+    """The refund id :func:`derive_refund_ids` gives ``row``; ``count`` takes the
+    digest of the row's content and says how many rows have had it, this one included."""
+    digest = hashlib.sha256(json.dumps(row_content(row)).encode()).hexdigest()[:24]
+    return f"b-{digest}-{count(digest)}"
 
 
 def row_content(row: BatchRow) -> list[str | None]:
@@ -156,17 +163,3 @@ def row_content(row: BatchRow) -> list[str | None]:
         row.reason,
         None if row.original_amount is None else row.original_amount.to_wire(),
     ]
-
-
-def numbered(rows: Iterable[BatchRow]) -> list[BatchRow]:
-    """``rows``, each without a line given its position (from 1); ``ValidationError``
-    when two rows have one line."""
-    numbered = [
-        row if row.line is not None else attrs.evolve(row, line=index)
-        for index, row in enumerate(rows, start=1)
-    ]
-    lines = Counter(row.line for row in numbered)
-    repeated = sorted(line for line, count in lines.items() if line is not None and count > 1)
-    if repeated:
-        raise ValidationError(f"line {repeated[0]} is given to more than one row", field="line")
-    return numbered

@@ -1,10 +1,12 @@
-"""Running a batch: the rows checked, put in the journal's work queue, claimed a chunk
-at a time and refunded on a thread pool, each outcome journalled and reported."""
+"""Running a batch: its rows put in the journal's work queue, claimed a chunk at a time
+and refunded on a thread pool, each outcome journalled, and each result stored for the
+report.
+
+Only the rows in flight and the results of the last second are in memory: rows come
+from the batch's store as they are claimed, results go back to it as they finish."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import queue
@@ -13,30 +15,23 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
 from ..errors import ConfigError, JournalError, RefundError, ValidationError
 from ..journal import BatchDone, BatchEntry, BatchItem, BatchItemState, Journal, ResultRecord
-from ..status import RefundStatus
-from .checks import client_errors, set_errors
 from .limits import RateLimits
 from .progress import PROGRESS_SECONDS, BatchProgress
 from .protocol import BatchClient
-from .reading import BatchFile
-from .report import BatchInterrupted, BatchInvalid, BatchReport
-from .results import REFUND_OUTCOMES, BatchStatus, RowResult, invalid_results, skipped
-from .rows import BatchRow, derive_refund_ids, numbered, row_content
+from .report import BatchInterrupted, BatchReport, complete
+from .results import BatchStatus, RowResult, from_journal, row_result
+from .rows import BatchRow
+from .store import PAGE, RowStore
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_WORKERS", "run_batch"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("refundcore.batch")
-
-DEFAULT_WORKERS = 8
-DEFAULT_LEASE_SECONDS = 120.0
-# Bounds one claim transaction (and its IN list) whatever the caller asks for.
-_MAX_CHUNK = 500
 
 # How often a worker writes finished rows to the journal between chunk claims, and how
 # often it counts what other workers finished (both for progress, not correctness).
@@ -50,18 +45,18 @@ _IDLE_SECONDS = 0.5
 _POLL_SECONDS = 0.25
 
 
-class _Runner:
-    """One process's share of a batch: claims chunks of rows, refunds them on a thread
-    pool, records them done, and assembles the report. Journal calls all happen on the
-    calling thread (plus a lease-renewing one); refunds on the pool."""
+class Runner:
+    """One process's share of a batch: claims chunks of the valid rows of ``store``,
+    refunds them on a thread pool, records them done, and assembles the report. Journal
+    and store calls all happen on the calling thread (plus a lease-renewing one);
+    refunds on the pool."""
 
     def __init__(
         self,
         client: BatchClient,
         journal: Journal,
+        store: RowStore,
         batch_id: str,
-        rows: Sequence[BatchRow],
-        invalid: Sequence[RowResult],
         *,
         workers: int,
         limits: RateLimits,
@@ -72,9 +67,9 @@ class _Runner:
     ) -> None:
         self._client = client
         self._journal = journal
+        self._store = store
         self._batch_id = batch_id
-        self._rows = {row.line or 0: row for row in rows}
-        self._invalid = list(invalid)
+        self._total = store.row_count()
         self._workers = workers
         self._limits = limits
         self._on_progress = on_progress
@@ -92,7 +87,8 @@ class _Runner:
         # rather than one commit each: a row's outcome is in here before its future
         # is done, so it is journalled no later than the row.
         self._sent: queue.SimpleQueue[ResultRecord] = queue.SimpleQueue()
-        self._outcomes: dict[int, RowResult] = {}
+        # Results of rows finished since the last flush, on their way to the store.
+        self._results: list[RowResult] = []
         self._unrecorded: list[BatchDone] = []
         self._counts: Counter[BatchStatus] = Counter()
         self._finished_here = 0
@@ -104,27 +100,11 @@ class _Runner:
         self._last_progress = float("-inf")
 
     def run(self) -> BatchReport:
-        journal = self._journal
-        journal.open_batch(
-            self._batch_id,
-            [
-                BatchItem(line, row.provider, row.refund_id or "")
-                for line, row in self._rows.items()
-            ],
-        )
-        # Rows earlier runs finished are read only when there are any: a fresh batch of
-        # thousands of rows need not decode them all.
-        earlier = (
-            journal.batch_entries(self._batch_id)
-            if journal.count_batch(self._batch_id).done
-            else []
-        )
-        for entry in earlier:
-            if entry.state is BatchItemState.DONE:
-                self._done_before += 1
-                row = self._rows.get(entry.line)
-                if row is not None:
-                    self._counts[self._from_entry(entry, row).status] += 1
+        """Run this process's share; the report of every row. ``BatchInterrupted``
+        (carrying the report) after Ctrl-C."""
+        items = self._store.queue_items()
+        self._journal.open_batch(self._batch_id, (BatchItem(*item) for item in items))
+        self._count_earlier()
         renewer = threading.Thread(target=self._renew, name="refundcore-batch-lease", daemon=True)
         renewer.start()
         interrupted = False
@@ -139,11 +119,32 @@ class _Runner:
                 self._wind_down(executor)
             finally:
                 self._renewal_over.set()
+                renewer.join()
         report = self._report(interrupted)
         self._progress(finished=True)
         if interrupted:
             raise BatchInterrupted(report)
         return report
+
+    def _count_earlier(self) -> None:
+        """Count the rows earlier runs finished, for progress. Read only when there are
+        any: a fresh batch of thousands of rows need not decode them all."""
+        if not self._journal.count_batch(self._batch_id).done:
+            return
+        for entries in self._journal_pages():
+            done = [entry for entry in entries if entry.state is BatchItemState.DONE]
+            self._done_before += len(done)
+            rows = self._store.rows_at([entry.line for entry in done])
+            for entry in done:
+                row = rows.get(entry.line)
+                if row is not None:
+                    self._counts[self._from_journal(entry, row).status] += 1
+
+    def _journal_pages(self) -> Iterator[list[BatchEntry]]:
+        after = 0
+        while entries := self._journal.batch_entries(self._batch_id, after_line=after, limit=PAGE):
+            yield entries
+            after = entries[-1].line
 
     def _halted(self) -> bool:
         """Whether to start no more rows (the caller's stop, Ctrl-C); any thread."""
@@ -152,7 +153,7 @@ class _Runner:
         return self._halt.is_set()
 
     def _loop(self, executor: ThreadPoolExecutor) -> None:
-        queue: deque[int] = deque()
+        claimed: deque[BatchRow] = deque()
         exhausted = False
         recorded_at = counted_at = time.monotonic()
         while not self._halted():
@@ -160,19 +161,19 @@ class _Runner:
             # already queued instead of waiting for this thread to hand it over. A
             # queued row not started when the batch stops is skipped, never sent.
             while len(self._in_flight) < 2 * self._workers and not self._halted():
-                if not queue:
+                if not claimed:
                     if exhausted:
                         break
                     self._record()
-                    queue.extend(self._claim())
+                    claimed.extend(self._claim())
                     self._waiting = 0
                     recorded_at = time.monotonic()
-                    if not queue:
+                    if not claimed:
                         exhausted = True
                         break
-                line = queue.popleft()
-                future = executor.submit(self._refund, self._rows[line])
-                self._in_flight[future] = line
+                row = claimed.popleft()
+                future = executor.submit(self._refund, row)
+                self._in_flight[future] = row.line or 0
                 future.add_done_callback(self._finished.put)
             now = time.monotonic()
             if self._in_flight:
@@ -183,27 +184,31 @@ class _Runner:
                 if self._on_progress is not None and now - counted_at >= _COUNT_SECONDS:
                     self._count_elsewhere()
                     counted_at = now
+            elif self._idle():
+                return
             else:
-                # Nothing left to claim here: finished, unless rows are still held by
-                # other workers (which may die and leave them to be taken over).
-                self._record()
-                self._waiting = self._count_elsewhere()
-                if self._waiting == 0:
-                    return
-                self._progress()
-                if self._halt.wait(_IDLE_SECONDS):
-                    return
                 exhausted = False
             self._progress()
 
-    def _claim(self) -> list[int]:
+    def _idle(self) -> bool:
+        """Nothing left to claim here: True when the batch is done (or stopped), False
+        when rows held by other workers (which may die and leave them to be taken over)
+        are worth looking at again."""
+        self._record()
+        self._waiting = self._count_elsewhere()
+        if self._waiting == 0:
+            return True
+        self._progress()
+        return self._halt.wait(_IDLE_SECONDS)
+
+    def _claim(self) -> list[BatchRow]:
         while True:
             lines = self._journal.claim_batch(
                 self._batch_id, owner=self._owner, limit=self._chunk, lease_seconds=self._lease
             )
             if not lines:
                 return []
-            mine = [line for line in lines if line in self._rows]
+            rows = self._store.rows_at(lines)
             # Rows another worker offered that this one found invalid (its configuration
             # differs): say so; the next run of the batch, where they are valid, sends them.
             self._unrecorded += [
@@ -214,10 +219,10 @@ class _Runner:
                     f"not sent: invalid for the worker {self._owner}; run the batch again",
                 )
                 for line in lines
-                if line not in self._rows
+                if line not in rows
             ]
-            if mine:
-                return mine
+            if rows:
+                return [rows[line] for line in lines if line in rows]
 
     def _count_elsewhere(self) -> int:
         """Refresh what other workers finished; returns the rows not done yet."""
@@ -228,7 +233,7 @@ class _Runner:
     def _refund(self, row: BatchRow) -> RowResult:
         """One row, on a pool thread. Never raises for a refund's own reasons."""
         if not self._limits.wait(row.provider, self._halt) or self._halted():
-            return skipped(row)
+            return row_result(row, BatchStatus.SKIPPED)
         try:
             result = self._client.execute(
                 row.provider,
@@ -236,38 +241,30 @@ class _Runner:
                 original_amount=row.original_amount,
                 defer_record=self._sent.put,
             )
-        except (ValidationError, ConfigError) as exc:
-            return self._not_sent(row, BatchStatus.INVALID, exc)
         except RefundError as exc:
-            return self._not_sent(row, BatchStatus.ERROR, exc)
-        return RowResult(
-            line=row.line or 0,
-            status=BatchStatus.of(result.status),
-            provider=row.provider,
-            refund_id=result.refund_id,
-            amount=row.amount,
+            refused = isinstance(exc, (ValidationError, ConfigError))
+            return row_result(
+                row,
+                BatchStatus.INVALID if refused else BatchStatus.ERROR,
+                error_code=type(exc).__name__,
+                message=self._redact(row.provider, str(exc)),
+                ran_here=True,
+            )
+        return row_result(
+            row,
+            BatchStatus.of(result.status),
             provider_refund_id=result.provider_refund_id,
             error_code=result.error_code,
             message=self._redact(row.provider, result.message),
-            ran_here=True,
-            result=result,
-        )
-
-    def _not_sent(self, row: BatchRow, status: BatchStatus, exc: RefundError) -> RowResult:
-        return RowResult(
-            line=row.line or 0,
-            status=status,
-            provider=row.provider,
-            refund_id=row.refund_id,
-            amount=row.amount,
-            error_code=type(exc).__name__,
-            message=self._redact(row.provider, str(exc)),
             ran_here=True,
         )
 
     def _redact(self, provider: str, text: str | None) -> str | None:
         # Messages come from gateways and plugins: mask any credential one echoes.
         return self._client.redactor.text(provider, text)
+
+    def _from_journal(self, entry: BatchEntry, row: BatchRow) -> RowResult:
+        return from_journal(entry, row, lambda text: self._redact(row.provider, text))
 
     def _collect(self, timeout: float) -> None:
         """Take in the outcomes of rows finished by now, waiting up to ``timeout`` for
@@ -286,12 +283,13 @@ class _Runner:
             if line is None:
                 continue
             outcome = future.result()
+            if outcome.status is BatchStatus.SKIPPED:
+                del self._in_flight[future]
+                continue
             # Kept before the future is let go: a Ctrl-C between the two must not lose
             # the outcome of a refund that was sent (the wind-down collects it again).
-            self._outcomes[line] = outcome
+            self._results.append(outcome)
             del self._in_flight[future]
-            if outcome.status is BatchStatus.SKIPPED:
-                continue
             self._counts[outcome.status] += 1
             self._finished_here += 1
             self._unrecorded.append(
@@ -300,7 +298,7 @@ class _Runner:
 
     def _record(self) -> None:
         """Journal the outcomes of refunds sent, then mark finished rows done: one
-        transaction for each."""
+        transaction for each; and store their results."""
         sent = []
         with suppress(queue.Empty):
             while True:
@@ -317,6 +315,9 @@ class _Runner:
                     len(sent),
                     exc,
                 )
+        if self._results:
+            self._store.put_results(self._results)
+            self._results = []
         if self._unrecorded:
             self._recorded += self._journal.finish_batch(
                 self._batch_id, owner=self._owner, done=self._unrecorded
@@ -345,59 +346,26 @@ class _Runner:
                     "batch %s: cannot renew the lease on claimed rows: %s", self._batch_id, exc
                 )
 
-    def _from_entry(self, entry: BatchEntry, row: BatchRow) -> RowResult:
-        """A row another worker (or an earlier run) finished, as the journal has it now."""
-        refund = entry.refund
-        recorded = BatchStatus.__members__.get(entry.outcome or "", BatchStatus.ERROR)
-        if refund is not None and recorded in REFUND_OUTCOMES:
-            # The journal's word, which callbacks and reconciles may have moved on since.
-            return RowResult(
-                line=entry.line,
-                status=BatchStatus.of(refund.state.status or RefundStatus.UNKNOWN),
-                provider=row.provider,
-                refund_id=row.refund_id,
-                amount=row.amount,
-                provider_refund_id=refund.provider_refund_id,
-                error_code=refund.error_code,
-                message=self._redact(row.provider, refund.message),
-            )
-        return RowResult(
-            line=entry.line,
-            status=recorded,
-            provider=row.provider,
-            refund_id=row.refund_id,
-            amount=row.amount,
-            error_code=entry.error_code,
-            message=self._redact(row.provider, entry.message),
-        )
-
     def _report(self, interrupted: bool) -> BatchReport:
-        ran_here = all(
-            line in self._outcomes and self._outcomes[line].status is not BatchStatus.SKIPPED
-            for line in self._rows
-        )
-        entries = (
-            {}
-            if ran_here
-            else {entry.line: entry for entry in self._journal.batch_entries(self._batch_id)}
-        )
-        outcomes = list(self._invalid)
-        for line, row in self._rows.items():
-            mine = self._outcomes.get(line)
-            entry = entries.get(line)
-            if mine is not None and mine.status is not BatchStatus.SKIPPED:
-                outcomes.append(mine)
-            elif entry is not None and entry.state is BatchItemState.DONE:
-                outcomes.append(self._from_entry(entry, row))
-            else:
-                outcomes.append(skipped(row, "not attempted: the batch was stopped"))
-        stopped = any(outcome.status is BatchStatus.SKIPPED for outcome in outcomes)
-        return BatchReport(
-            batch_id=self._batch_id,
-            outcomes=tuple(sorted(outcomes, key=lambda outcome: outcome.line)),
-            interrupted=interrupted or stopped,
+        """Every row's result: its own for the rows this process ran, the journal's for
+        the rows done elsewhere, SKIPPED for the rest."""
+        if self._store.unfinished_count():
+            for entries in self._journal_pages():
+                done = {e.line: e for e in entries if e.state is BatchItemState.DONE}
+                rows = self._store.rows_at(list(done), unfinished=True)
+                self._store.put_results(
+                    self._from_journal(done[line], row) for line, row in rows.items()
+                )
+        complete(self._store, "not attempted: the batch was stopped")
+        report = BatchReport(
+            self._batch_id,
+            self._store,
+            interrupted=interrupted,
             elapsed=time.monotonic() - self._started,
         )
+        if report.counts[BatchStatus.SKIPPED.value]:
+            report.interrupted = True
+        return report
 
     def _progress(self, *, finished: bool = False) -> None:
         if self._on_progress is None:
@@ -409,10 +377,10 @@ class _Runner:
         elapsed = now - self._started
         rate = self._finished_here / elapsed if self._finished_here and elapsed > 0 else None
         known = sum(self._counts.values())
-        left = max(0, len(self._rows) - known - self._elsewhere)
+        left = max(0, self._total - known - self._elsewhere)
         self._on_progress(
             BatchProgress(
-                total=len(self._rows),
+                total=self._total,
                 counts={status.value: self._counts[status] for status in BatchStatus},
                 elsewhere=self._elsewhere,
                 in_flight=len(self._in_flight),
@@ -423,101 +391,3 @@ class _Runner:
                 waiting=self._waiting,
             )
         )
-
-
-def run_batch(
-    client: BatchClient,
-    rows: Iterable[BatchRow] | BatchFile,
-    *,
-    workers: int = DEFAULT_WORKERS,
-    rate: float | Mapping[str, float] | None = None,
-    on_progress: Callable[[BatchProgress], None] | None = None,
-    skip_invalid: bool = False,
-    chunk_size: int | None = None,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    stop: threading.Event | None = None,
-) -> BatchReport:
-    """What :meth:`RefundClient.refund_many` does; see there."""
-    journal = _journal_of(client)
-    chunk = _check_arguments(workers, chunk_size, lease_seconds)
-    limits = RateLimits(rate)
-    batch_id, runnable, invalid = _checked(client, rows, skip_invalid)
-    if workers > client.pool_size:
-        log.warning(
-            "%d workers share %d pooled connections per gateway: create the client with "
-            "pool_size=%d or more",
-            workers,
-            client.pool_size,
-            workers,
-        )
-    return _Runner(
-        client,
-        journal,
-        batch_id,
-        runnable,
-        invalid,
-        workers=workers,
-        limits=limits,
-        on_progress=on_progress,
-        chunk_size=chunk,
-        lease_seconds=lease_seconds,
-        stop=stop,
-    ).run()
-
-
-def _journal_of(client: BatchClient) -> Journal:
-    journal = client.journal
-    if journal is None:
-        raise ConfigError(
-            "a batch needs a journal: it is what lets a batch be run again without "
-            "refunding a row twice (RefundClient(journal=...))",
-            field="journal",
-        )
-    return journal
-
-
-def _check_arguments(workers: int, chunk_size: int | None, lease_seconds: float) -> int:
-    """Refuse unusable arguments; returns the chunk size to claim rows by."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValidationError(
-            f"must be a whole number of 1 or more, got {workers!r}", field="workers"
-        )
-    chunk = max(2 * workers, 8) if chunk_size is None else chunk_size
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= _MAX_CHUNK:
-        raise ValidationError(f"must be 1 to {_MAX_CHUNK}, got {chunk!r}", field="chunk_size")
-    if not lease_seconds > 0:
-        raise ValidationError(f"must be positive, got {lease_seconds!r}", field="lease_seconds")
-    return chunk
-
-
-def _checked(
-    client: BatchClient, rows: Iterable[BatchRow] | BatchFile, skip_invalid: bool
-) -> tuple[str, list[BatchRow], list[RowResult]]:
-    """The batch id, the rows to send and the INVALID results of the others;
-    :class:`BatchInvalid` if some row is invalid and they are not to be skipped."""
-    if isinstance(rows, BatchFile):
-        batch_id = rows.batch_id
-        # As read_batch_file made them, unless the caller built the BatchFile itself.
-        prepared = derive_refund_ids(numbered(rows.rows))
-        errors = list(rows.errors) + client_errors(client, prepared)
-    else:
-        prepared = derive_refund_ids(numbered(rows))
-        batch_id = _rows_digest(prepared)
-        errors = set_errors(prepared) + client_errors(client, prepared)
-    errors.sort(key=lambda error: error.line)
-    invalid = invalid_results(prepared, errors)
-    bad = {error.line for error in errors}
-    runnable = [row for row in prepared if row.line not in bad]
-    if errors and not skip_invalid:
-        refused = invalid + [
-            skipped(row, "not sent: the batch has invalid rows") for row in runnable
-        ]
-        report = BatchReport(batch_id, tuple(sorted(refused, key=lambda o: o.line)))
-        raise BatchInvalid(errors, report)
-    return batch_id, runnable, invalid
-
-
-def _rows_digest(rows: Sequence[BatchRow]) -> str:
-    """A batch id for rows built in code: the same rows, the same batch."""
-    canonical = [[row.line, row.refund_id, *row_content(row)] for row in rows]
-    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:32]
