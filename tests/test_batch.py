@@ -5,6 +5,7 @@ processes splitting one batch on PostgreSQL: tests/journal/test_journal_batch.py
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import io
 import json
@@ -77,15 +78,26 @@ class Gateway:
         return ["--config", str(self.config), "--journal", self.journal, *extra]
 
 
+def _gateway(provider: str, site: Path, folder: Path) -> Iterator[Gateway]:
+    with SandboxRun(provider, read_timeout=5) as run:
+        config = run.emulator.client_config(run.server.base_url)
+        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
+        file = folder / "refundcore.toml"
+        file.write_text(f"[providers.{provider}]\nread_timeout = 5\n{lines}")
+        yield Gateway(run, file, f"sqlite:///{folder / 'journal.db'}", folder, site)
+
+
 @pytest.fixture
 def gateway(installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
     monkeypatch.setenv("REFUNDCORE_PLUGINS", "testpay")
-    with SandboxRun("testpay", read_timeout=5) as run:
-        config = run.emulator.client_config(run.server.base_url)
-        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
-        file = tmp_path / "refundcore.toml"
-        file.write_text(f"[providers.testpay]\nread_timeout = 5\n{lines}")
-        yield Gateway(run, file, f"sqlite:///{tmp_path / 'journal.db'}", tmp_path, installed)
+    yield from _gateway("testpay", installed, tmp_path)
+
+
+@pytest.fixture
+def refund_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """BBMSL (directgw), which refunds a payment once, and its emulator."""
+    monkeypatch.setenv("REFUNDCORE_PLUGINS", "directgw")
+    yield from _gateway("directgw", tmp_path, tmp_path)
 
 
 def rows_for(
@@ -409,6 +421,165 @@ def test_usage_errors(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> N
         main(["batch", str(file), "--workers", "0"])
     assert stop.value.code == 2
     assert gateway.run.server.requests == []
+
+
+# Each exit status as the README defines it ("the most serious row decides") and what it
+# promises about what was sent: rows of each kind, options, the status, the rows'
+# statuses, refund requests sent. 130 (interrupted): the Ctrl-C test below.
+EXIT_CASES = {
+    "0-every-row-succeeded": (["ok", "ok"], [], 0, ["SUCCEEDED"] * 2, 2),
+    "1-a-row-declined": (["ok", "declined"], [], 1, ["SUCCEEDED", "FAILED"], 2),
+    "2-invalid-rows-nothing-sent": (["ok", "bad"], [], 2, ["SKIPPED", "INVALID"], 0),
+    "2-invalid-rows-skipped": (["ok", "bad"], ["--skip-invalid"], 2, ["SUCCEEDED", "INVALID"], 1),
+    "3-a-row-pending": (["ok", "pending"], [], 3, ["SUCCEEDED", "PENDING"], 2),
+    "4-a-row-unknown": (["lost", "ok"], ["--workers", "1"], 4, ["UNKNOWN", "SUCCEEDED"], 2),
+    "5-rows-not-sent": (["ok", "ok"], ["--down"], 5, ["ERROR"] * 2, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(EXIT_CASES))
+def test_each_exit_status_means_what_the_readme_says(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    kinds, options, expected, statuses, sent = EXIT_CASES[case]
+    rows = []
+    for kind in kinds:
+        outcome = RefundStatus.PENDING if kind == "pending" else RefundStatus.SUCCEEDED
+        row = rows_for(gateway.payments(1, refund_outcome=outcome))[0]
+        rows.append(
+            row | {"declined": {"amount": "150.00"}, "bad": {"currency": "XYZ"}}.get(kind, {})
+        )
+    if "lost" in kinds:
+        gateway.run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    config = gateway.config
+    if "--down" in options:
+        config = gateway.folder / "down.toml"
+        config.write_text(
+            gateway.config.read_text().replace(gateway.run.server.base_url, "http://127.0.0.1:9")
+        )
+    file = write_csv(gateway.folder / "b.csv", rows)
+    report = gateway.folder / "r.json"
+    extra = [option for option in options if option != "--down"]
+
+    code, _, err = cli(
+        capsys,
+        *("batch", str(file), "--config", str(config), "--journal", gateway.journal),
+        *("--report", str(report), *extra),
+    )
+
+    assert code == expected, err
+    assert [row["status"] for row in json.loads(report.read_text())["rows"]] == statuses
+    assert gateway.refunds_sent() == sent
+    if sent == 0 and expected == 2:
+        assert "nothing was sent" in err
+
+
+# -- rules of the provider and the journal, checked before anything is sent --------------
+
+
+def test_a_second_refund_of_a_payment_to_a_refund_once_gateway_is_refused_first(
+    refund_once: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = refund_once
+    payments = gateway.payments(2)
+    rows = rows_for(payments, provider="directgw")
+    file = write_csv(gateway.folder / "b.csv", [rows[0], rows[0] | {"amount": "5.00"}, rows[1]])
+
+    code, _, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and "nothing was sent" in err
+    assert (
+        "line 3: payment_id: BBMSL PayAPI (Online Direct) refunds a payment once: it has line 2"
+        in err
+    )
+    assert gateway.refunds_per_payment(payments) == [0, 0]
+    code, _, _ = cli(capsys, "batch", str(file), *gateway.args("--skip-invalid"))
+    assert code == 2 and gateway.refunds_per_payment(payments) == [1, 1]
+
+    # A later file: the journal has the payment's refund, so a new one is refused first.
+    later = write_csv(gateway.folder / "later.csv", [rows[0] | {"amount": "7.00"}])
+    code, _, err = cli(capsys, "batch", str(later), *gateway.args())
+    assert code == 2 and "refunds a payment once: it has refund 'b-" in err
+    assert "in the journal" in err and gateway.refunds_per_payment(payments) == [1, 1]
+
+
+def test_refunds_in_the_journal_count_toward_a_payments_original_amount(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payments = gateway.payments(2)
+    first = write_csv(
+        gateway.folder / "first.csv", rows_for(payments[:1], "60.00", original_amount="100.00")
+    )
+    assert cli(capsys, "batch", str(first), *gateway.args())[0] == 0
+    rows = [
+        *rows_for(payments[:1], "50.00", original_amount="100.00"),
+        *rows_for(payments[1:], "10.00"),
+    ]
+    file = write_csv(gateway.folder / "b.csv", rows)
+
+    code, _, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and "nothing was sent" in err
+    assert (
+        "line 2: amount: 60.00 HKD of this payment is refunded already (the journal has "
+        "it): with this payment's rows up to here that makes 110.00 HKD, more than its "
+        "original_amount 100.00 HKD"
+    ) in err
+    assert gateway.refunds_sent() == 1
+    # Running the first file again is not refused: its own refund is its row's.
+    assert cli(capsys, "batch", str(first), *gateway.args())[0] == 0
+    assert gateway.refunds_sent() == 1
+
+
+def test_a_refund_id_the_journal_has_for_another_refund_is_refused_first(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payments = gateway.payments(2)
+    first = write_csv(gateway.folder / "first.csv", rows_for(payments[:1], refund_id="r-1"))
+    assert cli(capsys, "batch", str(first), *gateway.args())[0] == 0
+    rows = [*rows_for(payments[1:], refund_id="r-1"), *rows_for(payments[1:], refund_id="r-2")]
+    file = write_csv(gateway.folder / "b.csv", rows)
+
+    code, _, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and "nothing was sent" in err
+    assert "line 2: refund_id: 'r-1' was used for a different refund via testpay" in err
+    assert gateway.refunds_sent() == 1
+
+
+def test_check_rows_applies_each_providers_rules(
+    installed: Path, tmp_path: Path, testpay_variant: Callable[..., object]
+) -> None:
+    with SandboxRun("testpay") as run:
+        client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
+        config = run.emulator.client_config(run.server.base_url)
+        for name, caps in {
+            "once": {"refunds_per_payment": 1},
+            "whole": {"partial_refunds": False},
+            "hkd": {"currencies": {"HKD"}},
+        }.items():
+            client.register_plugin(testpay_variant(name, **caps), name=name)
+            client.configure(name, config)
+        row = functools.partial(BatchRow, payment_id="P1", amount=Money("5", HKD))
+        rows = [
+            row(provider="once"),
+            row(provider="once", reason="again"),  # 2: a second refund of P1
+            row(provider="once", payment_id="P2"),
+            row(provider="whole", original_amount=Money("5", HKD)),
+            row(provider="whole", payment_id="P2", original_amount=Money("9", HKD)),  # 5
+            row(provider="hkd", amount=Money("5", "USD")),  # 6
+        ]
+
+        problems = [str(error) for error in check_rows(client, rows)]
+
+        assert problems == [
+            "line 2: payment_id: Testpay refunds a payment once: it has line 1",
+            "line 5: amount: Testpay refunds only whole payments: 5.00 HKD is less than "
+            "the payment's original amount 9.00 HKD",
+            "line 6: amount: Testpay does not take USD (takes HKD)",
+        ]
+        assert run.server.requests == []
+        client.close()
 
 
 # -- concurrency and rate ---------------------------------------------------------------
