@@ -8,10 +8,13 @@ client and its journal.
 A batch runs in three steps:
 
 1. **Validation**, before anything is sent: each row is parsed (columns
-   :data:`COLUMNS`), then checked by the client the way a refund would be, up to the
-   provider plugin's build stage (:meth:`RefundClient.check`), without signing,
-   sending or journalling. Every bad row is reported as ``line N: field: problem``;
-   nothing is sent unless the caller skips invalid rows.
+   :data:`COLUMNS`) and checked against the rows before it (a refund id used twice, a
+   payment's rows adding up past its original amount), then by the client the way a
+   refund would be, up to the provider plugin's build stage (:meth:`RefundClient.check`),
+   and with the refunds the journal already holds for each payment (the provider's
+   refunds per payment, the original amount, a refund id used for another refund),
+   without signing, sending or journalling. Every bad row is reported as ``line N:
+   field: problem``; nothing is sent unless the caller skips invalid rows.
 2. **Claiming**: the rows are put in the journal as a work queue keyed by the batch id
    (a hash of the file, or of the rows). Each worker process claims chunks of rows in
    one transaction and leases them while it works, so processes sharing a journal —
@@ -20,6 +23,10 @@ A batch runs in three steps:
    ``rate`` requests a second per provider. Each refund goes through the journal as
    usual, which is what makes a batch safe to run again: a row already refunded
    returns its recorded outcome without network, an interrupted one is reconciled.
+
+A batch of any size takes the same memory: the file is read as a stream, and the rows,
+their problems and their results are kept in a scratch SQLite file (:mod:`.store`),
+read back a page at a time.
 
 Running a batch again retries the rows without a settled outcome (UNKNOWN ones are
 reconciled, rows that could not be sent are sent) and reports the rest from the

@@ -41,20 +41,19 @@ class Intake:
             self._store.commit()
         line = self._position if row.line is None else row.line
         explicit = row.refund_id is not None
-        refund_id = row.refund_id if explicit else derived_id(row, self._count)
+        refund_id = row.refund_id if row.refund_id is not None else derived_id(row, self._count)
         row = attrs.evolve(row, line=line, refund_id=refund_id)
-        earlier = None if refund_id is None else self._store.first_line_of(refund_id)
+        earlier = self._store.first_line_of(refund_id)
         key = payment_key(row.payment)
-        if not self._store.add_row(row, line=line, payment_key=key, explicit_id=explicit):
+        if not self._store.add_row(row, payment_key=key, explicit_id=explicit):
             raise ValidationError(f"line {line} is given to more than one row", field="line")
         if self._hash is not None:
             separator = b", " if self._position > 1 else b""
             self._hash.update(separator + json.dumps([line, refund_id, *row_content(row)]).encode())
         if earlier is not None:
             # Never sent, so it takes nothing from the payment either.
-            self._store.add_errors(
-                [RowError(line, "refund_id", f"{refund_id!r} is also on line {earlier}")]
-            )
+            problem = f"{refund_id!r} is also on line {earlier}"
+            self._store.add_errors([RowError(line, "refund_id", problem)])
             return
         self._check_total(row, line, key)
 

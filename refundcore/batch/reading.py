@@ -15,14 +15,13 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 from ..errors import ValidationError
 from .intake import Intake
 from .parsing import DuplicateKey, json_type, json_value, parse_row, shown, undecodable
 from .rows import COLUMNS, PAYMENT_COLUMNS, REQUIRED_COLUMNS, BatchRow, RowError
-from .store import RowStore, Stored
+from .store import OnDisk, RowStore, Stored
 
 __all__ = ["BatchFile", "read_batch_file"]
 
@@ -34,20 +33,20 @@ _MAX_LINE = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
-class BatchFile:
+class BatchFile(OnDisk):
     """A batch file as :func:`read_batch_file` read and checked it.
 
     ``batch_id`` is a hash of the file's bytes that names the batch in the journal
     (the same file is the same batch, on every machine). ``rows`` are its valid rows
     (refund ids filled in) and ``errors`` the problems of the others, both in line
-    order and kept on disk, not in memory: :meth:`close` (or ``with``) removes them,
-    as garbage collection does.
+    order and kept on disk (``store``), not in memory: :meth:`close` (or ``with``)
+    removes them, as garbage collection does.
     """
 
     def __init__(self, path: Path, batch_id: str, store: RowStore) -> None:
+        super().__init__(store)
         self.path = path
         self.batch_id = batch_id
-        self.store = store
 
     @property
     def rows(self) -> Stored[BatchRow]:
@@ -58,21 +57,6 @@ class BatchFile:
     def errors(self) -> Stored[RowError]:
         """Every problem of the other rows, by line."""
         return self.store.errors()
-
-    def close(self) -> None:
-        """Remove the rows kept for the file."""
-        self.store.close()
-
-    def __enter__(self) -> BatchFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"BatchFile({str(self.path)!r}, batch_id={self.batch_id!r})"
@@ -113,7 +97,7 @@ def read_batch_file(path: str | os.PathLike[str]) -> BatchFile:
     except BaseException:
         store.close()
         raise
-    store.commit()
+    store.commit(idle=True)
     return BatchFile(source, hashing.digest.hexdigest()[:32], store)
 
 

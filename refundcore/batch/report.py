@@ -12,18 +12,17 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from ..errors import ValidationError
 from .results import REPORT_COLUMNS, SEVERITY, BatchStatus, RowResult, row_result
 from .rows import RowError
-from .store import PAGE, RowStore
+from .store import PAGE, OnDisk, RowStore
 
 __all__ = ["BatchInterrupted", "BatchInvalid", "BatchReport", "complete", "report_format"]
 
 
-class BatchReport:
+class BatchReport(OnDisk):
     """Every row's result, in line order (:attr:`outcomes`), and their counts.
 
     ``interrupted`` says the run was stopped before every row was done (the rows it
@@ -34,17 +33,17 @@ class BatchReport:
     def __init__(
         self, batch_id: str, store: RowStore, *, interrupted: bool = False, elapsed: float = 0.0
     ) -> None:
+        super().__init__(store)
         self.batch_id = batch_id
         self.interrupted = interrupted
         self.elapsed = elapsed
-        self._store = store
         found = store.result_counts()
         self._counts = {status: found.get(status, 0) for status in BatchStatus}
 
     @property
     def outcomes(self) -> Sequence[RowResult]:
         """Every row's result, in line order, read from disk as it is iterated."""
-        return self._store.results()
+        return self.store.results()
 
     @property
     def total(self) -> int:
@@ -93,21 +92,6 @@ class BatchReport:
             raise ValidationError(
                 f"cannot write {str(target)!r}: {exc.strerror or exc}", field="report"
             ) from None
-
-    def close(self) -> None:
-        """Remove the results kept on disk."""
-        self._store.close()
-
-    def __enter__(self) -> BatchReport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"BatchReport({self.batch_id!r}, {self.counts})"

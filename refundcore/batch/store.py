@@ -20,30 +20,20 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from ..money import Money
 from .results import BatchStatus, RowResult
-from .rows import BatchRow, RowError
+from .rows import COLUMNS, BatchRow, RowError
 
-__all__ = ["PAGE", "RowStore", "Stored"]
+__all__ = ["PAGE", "OnDisk", "RowStore", "Stored"]
 
 #: Rows read or written at a time.
 PAGE = 500
 
-_ROW_COLUMNS = (
-    "line",
-    "provider",
-    "payment_id",
-    "merchant_reference",
-    "transaction_id",
-    "amount",
-    "currency",
-    "refund_id",
-    "reason",
-    "original_amount",
-    "original_currency",
-)
+# A row as a file gives it, with its line and the original amount's own currency.
+_ROW_COLUMNS = ("line", *COLUMNS, "original_currency")
 _RESULT_COLUMNS = (
     "line",
     "status",
@@ -74,8 +64,8 @@ _ROW_SELECT = f"SELECT {', '.join(_ROW_COLUMNS)} FROM rows"  # noqa: S608
 _ROW_INSERT = f"INSERT INTO rows VALUES ({', '.join('?' * (len(_ROW_COLUMNS) + 2))})"  # noqa: S608
 _RESULT_INSERT = f"INSERT OR REPLACE INTO results VALUES ({', '.join('?' * len(_RESULT_COLUMNS))})"  # noqa: S608
 
-K = TypeVar("K")
 T = TypeVar("T")
+Owner = TypeVar("Owner", bound="OnDisk")
 
 
 class RowStore:
@@ -89,7 +79,8 @@ class RowStore:
         # Removes the directory even when nobody calls close(): a report dropped on
         # the floor, an exception, the interpreter exiting.
         self._finalizer = weakref.finalize(self, _discard, self._db, self._dir)
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -4096"):
+        # A small page cache: what is not in it is in the system's file cache anyway.
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2048"):
             self._db.execute(f"PRAGMA {pragma}")
         for statement in _SCHEMA:
             self._db.execute(statement)
@@ -101,12 +92,14 @@ class RowStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def add_row(self, row: BatchRow, *, line: int, payment_key: str, explicit_id: bool) -> bool:
-        """Store ``row`` as line ``line``; False if the line is taken already."""
+    def add_row(self, row: BatchRow, *, payment_key: str, explicit_id: bool) -> bool:
+        """Store ``row`` (its line and refund id known by now); False if its line is taken
+        already. ``payment_key`` is its payment as the journal counts refunds;
+        ``explicit_id`` says the batch gave its refund id (it was not derived)."""
         amount = row.amount
         original = row.original_amount
         values = (
-            line,
+            row.line,
             row.provider,
             row.payment_id,
             row.merchant_reference,
@@ -165,10 +158,13 @@ class RowStore:
             )
             self._db.commit()
 
-    def commit(self) -> None:
-        """Let what was written so far leave the store's memory."""
+    def commit(self, *, idle: bool = False) -> None:
+        """Let what was written so far leave the store's memory (``idle``: its page cache
+        too, for a store that is only read now and then from here on)."""
         with self._lock:
             self._db.commit()
+            if idle:
+                self._db.execute("PRAGMA shrink_memory")
 
     def copy_from(self, other: RowStore) -> None:
         """Take ``other``'s rows and problems (a batch file's, for one run of it)."""
@@ -324,6 +320,29 @@ class RowStore:
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[BatchRow]:
         return [_row(values) for values in self._all(sql, params)]
+
+
+class OnDisk:
+    """What keeps its data in a :class:`RowStore`: :meth:`close` (or ``with``) removes
+    it, as garbage collection does."""
+
+    def __init__(self, store: RowStore) -> None:
+        self.store = store
+
+    def close(self) -> None:
+        """Remove the data kept on disk."""
+        self.store.close()
+
+    def __enter__(self: Owner) -> Owner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class Stored(Sequence[T]):
