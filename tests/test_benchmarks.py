@@ -48,6 +48,8 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "client CPU per refund: paywiser",
         "client CPU per refund + SQLite journal: directgw",
         "batch of 20, 4 workers",
+        "batch peak RSS growth per row, 200→1,000 rows",
+        "batch fds + threads, 200→1,000 rows",
         "start-up: `refundcore providers`",
         "callbacks verified per second: wonder",
         "callbacks verified per second: paywiser",
@@ -61,4 +63,4 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 18  # one table row per figure
+    assert verdicts == 20  # one table row per figure
