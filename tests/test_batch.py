@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import csv
 import functools
-import gc
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -861,34 +859,63 @@ class _Refusing:
         return (yield)
 
 
-def test_rows_and_results_kept_on_disk_are_removed_with_their_owner(
-    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch file's rows and a report's results live in a scratch folder of their own
-    while they are needed: closed, or dropped, and the folder is gone."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+def test_a_batch_file_and_a_report_close_with_with(installed: Path, tmp_path: Path) -> None:
     rows = [{"provider": "acme", "payment_id": "P1", "amount": "1.00", "currency": HKD}]
     file = write_csv(tmp_path / "b.csv", rows * 2)
-
     with read_batch_file(file) as parsed:
-        assert [row.line for row in parsed.rows] == [2, 3] and len(list(scratch.iterdir())) == 1
-    assert list(scratch.iterdir()) == []
-    parsed = read_batch_file(file)
+        assert [row.line for row in parsed.rows] == [2, 3]
     client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
     with pytest.raises(BatchInvalid) as refused:
-        client.refund_many(parsed)
-    assert refused.value.report.counts["INVALID"] == 2 and len(list(scratch.iterdir())) == 2
-    refused.value.report.write(tmp_path / "r.json")
-    assert [row["status"] for row in json.loads((tmp_path / "r.json").read_text())["rows"]] == [
-        "INVALID",
-        "INVALID",
-    ]
-    del parsed, refused
-    gc.collect()
-    assert list(scratch.iterdir()) == []
+        client.refund_many(read_batch_file(file))
+    with refused.value.report as report:
+        assert report.counts["INVALID"] == 2 == report.total
+        report.write(tmp_path / "r.json")
+    statuses = [row["status"] for row in json.loads((tmp_path / "r.json").read_text())["rows"]]
+    assert statuses == ["INVALID", "INVALID"]
     client.close()
+
+
+_SPILLING_STORE = """
+import sys
+from refundcore import Money
+from refundcore.batch.rows import BatchRow
+from refundcore.batch.store import RowStore
+store = RowStore()
+for line in range(1, 30_001):
+    row = BatchRow(provider="p", payment_id=str(line), amount=Money("1", "HKD"), line=line,
+                   refund_id=f"b-{line:024x}-1", reason="x" * 100)
+    store.add_row(row, payment_key=f"payment_id:{line}", explicit_id=False)
+store.commit()
+print("stored", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/PID/fd")
+def test_a_batchs_scratch_data_leaves_nothing_on_disk_even_when_killed(tmp_path: Path) -> None:
+    """The store outgrows its page cache and spills to a file in the temporary
+    directory, which SQLite unlinks as soon as it creates it: a process killed with
+    its store open leaves nothing behind."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "SQLITE_TMPDIR": str(scratch)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SPILLING_STORE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "stored\n"
+    opened = [os.readlink(fd) for fd in Path(f"/proc/{child.pid}/fd").iterdir()]
+    spilled = [name for name in opened if name.startswith(str(scratch))]
+
+    assert spilled and all(name.endswith(" (deleted)") for name in spilled), opened
+    assert list(scratch.iterdir()) == []
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    child.stdout.close()
+    assert list(scratch.iterdir()) == []
 
 
 # -- processes: killed, interrupted (two sharing PostgreSQL: tests/journal/) ------------

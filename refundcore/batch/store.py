@@ -1,25 +1,25 @@
-"""A batch's working store: its rows, their problems and their results, in a SQLite file
-of a private temporary directory.
+"""A batch's working store: its rows, their problems and their results, in a temporary
+SQLite database.
 
 The checks that need the whole batch look rows up in it (a refund id used twice, a
 payment's rows adding up), the runner takes the rows it claims from it, and the report
 is read back from it, a page at a time: a batch of a million rows takes the memory of a
-batch of ten. The file is a scratch copy, never the record of what was sent (that is
-the journal): it is written without syncing and removed with the store (:meth:`close`,
-or when the store is garbage collected, or at exit).
+batch of ten. It is a scratch copy, never the record of what was sent (that is the
+journal): SQLite's anonymous temporary database, which keeps a small page cache in
+memory and spills the rest to a file in the temporary directory (``$SQLITE_TMPDIR``,
+else ``$TMPDIR``) that it unlinks as soon as it creates it, so the space goes back to
+the system when the store is closed (:meth:`close`, garbage collection, exit) and
+nothing is left behind even by a process that is killed.
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
 import sqlite3
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -57,6 +57,8 @@ _SCHEMA = (
     "CREATE TABLE totals (key TEXT PRIMARY KEY, total TEXT NOT NULL) WITHOUT ROWID",
     f"CREATE TABLE results ({', '.join(_RESULT_COLUMNS)}, PRIMARY KEY (line)) WITHOUT ROWID",
 )
+# The columns each copied table is read in the order of.
+_KEYS = {"rows": "line", "errors": "seq"}
 _VALID = "NOT EXISTS (SELECT 1 FROM errors e WHERE e.line = rows.line)"
 _UNFINISHED = "NOT EXISTS (SELECT 1 FROM results r WHERE r.line = rows.line)"
 # The SQL is built from the constants above only; values are always bound.
@@ -73,12 +75,12 @@ class RowStore:
     one lock); every method takes a bounded amount of memory."""
 
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="refundcore-batch-"))
-        self._db = sqlite3.connect(self._dir / "batch.db", check_same_thread=False)
+        # The empty name: a private temporary database, on disk once it outgrows the cache.
+        self._db = sqlite3.connect("", check_same_thread=False)
         self._lock = threading.Lock()
-        # Removes the directory even when nobody calls close(): a report dropped on
-        # the floor, an exception, the interpreter exiting.
-        self._finalizer = weakref.finalize(self, _discard, self._db, self._dir)
+        # Closes the database even when nobody calls close(): a report dropped on the
+        # floor, an exception, the interpreter exiting.
+        self._finalizer = weakref.finalize(self, self._db.close)
         # A small page cache: what is not in it is in the system's file cache anyway.
         for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2048"):
             self._db.execute(f"PRAGMA {pragma}")
@@ -87,7 +89,7 @@ class RowStore:
         self._db.commit()
 
     def close(self) -> None:
-        """Remove the store's file; the store cannot be used afterwards."""
+        """Close the store, giving its space back; it cannot be used afterwards."""
         self._finalizer()
 
     # -- writing ------------------------------------------------------------------------
@@ -168,19 +170,23 @@ class RowStore:
 
     def copy_from(self, other: RowStore) -> None:
         """Take ``other``'s rows and problems (a batch file's, for one run of it)."""
-        other.commit()
-        with self._lock:
-            self._db.commit()  # SQLite attaches a database only outside a transaction
-            self._db.execute("ATTACH DATABASE ? AS other", (str(other._dir / "batch.db"),))
-            try:
-                self._db.execute("INSERT INTO rows SELECT * FROM other.rows")
-                self._db.execute("INSERT INTO errors SELECT * FROM other.errors")
-                self._db.commit()
-            except BaseException:
-                self._db.rollback()
-                raise
-            finally:
-                self._db.execute("DETACH DATABASE other")
+        for table in ("rows", "errors"):
+            after: Any = None
+            while page := other._page_of(table, after):
+                with self._lock:
+                    self._db.executemany(
+                        f"INSERT INTO {table} VALUES ({', '.join('?' * len(page[0]))})",  # noqa: S608
+                        page,
+                    )
+                after = page[-1][0]
+        self.commit()
+
+    def _page_of(self, table: str, after: Any) -> list[Any]:
+        """Up to :data:`PAGE` rows of ``table`` (every column, in its key's order) after
+        the one whose key is ``after``."""
+        where = "" if after is None else f" WHERE {_KEYS[table]} > ?"
+        sql = f"SELECT * FROM {table}{where} ORDER BY {_KEYS[table]} LIMIT {PAGE}"  # noqa: S608
+        return self._all(sql, () if after is None else (after,))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -436,8 +442,3 @@ def _result(values: Sequence[Any]) -> RowResult:
         message=message,
         ran_here=bool(ran_here),
     )
-
-
-def _discard(db: sqlite3.Connection, folder: Path) -> None:
-    db.close()
-    shutil.rmtree(folder, ignore_errors=True)
