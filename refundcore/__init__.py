@@ -33,12 +33,15 @@ _EXPORTS = {
     "RefundResult": "models",
     "RefundStatus": "status",
     "RefundNotification": "models",
+    "ResultSource": "models",
     "Callback": "models",
     "CallbackAck": "models",
     "Capabilities": "models",
     "Headers": "models",
     "HttpRequest": "models",
     "HttpResponse": "models",
+    "Lookup": "lookup",
+    "LookupKey": "lookup",
     "ProviderInfo": "models",
     "ProviderConfig": "config",
     "Secret": "config",
@@ -70,6 +73,8 @@ __all__ = [
     "HttpResponse",
     "IdempotencyConflict",
     "JournalError",
+    "Lookup",
+    "LookupKey",
     "Money",
     "NotARefund",
     "OutcomeUnknown",
@@ -88,6 +93,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Secret",
     "SignatureError",
     "TransportError",
@@ -119,6 +125,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from .hookspecs import hookimpl, hookspec
+    from .lookup import Lookup, LookupKey
     from .models import (
         Callback,
         CallbackAck,
@@ -132,6 +139,7 @@ if TYPE_CHECKING:
         RefundNotification,
         RefundQuery,
         RefundResult,
+        ResultSource,
         Void,
     )
     from .money import Money

@@ -7,7 +7,6 @@ either app.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import ConfigError, JournalError, NotARefund, ProviderNotInstalled, RefundError
+from .logs import EventLogger
 from .models import CallbackAck, ProviderInfo, RefundNotification
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Answer", "check_limits", "deliver", "find_provider"]
 
-log = logging.getLogger("refundcore.callbacks")
+log = EventLogger("refundcore.callbacks")
 
 _MAX_BODY_TIMEOUT = 300.0
 
@@ -79,7 +79,13 @@ def find_provider(client: RefundClient, method: str, path: str) -> ProviderInfo 
     except ProviderNotInstalled:
         info = None
     except RefundError as exc:
-        log.error("callback for %r: %s", provider, exc)
+        log.error(
+            "provider unavailable for a callback",
+            provider=provider,
+            operation="callback",
+            error_code=type(exc).__name__,
+            error=str(exc),
+        )
         return Answer.text(503, "Service Unavailable", "provider unavailable")
     if info is None:
         return Answer.text(404, "Not Found", "no such provider")
@@ -103,25 +109,39 @@ def deliver(
     the journal could not record it and 500 when ``on_notification`` raised, so that the
     gateway delivers it again later.
     """
+    # The callback operation logs its own outcome; what is left here is how to answer.
     try:
         note = client.verify_callback(
             info.id, method="POST", path=target, headers=headers, body=body
         )
-    except JournalError as exc:
+    except ConfigError as exc:
+        # Before the callback operation began: the provider's config is unusable.
+        log.error(
+            "provider not configured for a callback",
+            provider=info.id,
+            operation="callback",
+            error_code=type(exc).__name__,
+            error=str(exc),
+        )
+        return Answer.text(400, "Bad Request", "callback rejected")
+    except JournalError:
         # Genuine or not, it could not be recorded: let the gateway deliver it again.
-        log.error("%s callback not journalled: %s", info.id, exc)
         return Answer.text(503, "Service Unavailable", "try again later")
-    except NotARefund as exc:
+    except NotARefund:
         # Refusing it would make the gateway deliver it again and again (and some
         # disable an endpoint that keeps refusing); it is genuine, so it is taken.
-        log.info("acknowledged a %s %r callback: not about a refund", info.id, exc.event)
         return Answer.ack(info.callback_ack)
-    except RefundError as exc:
-        log.warning("rejected %s callback: %s", info.id, exc)
+    except RefundError:
         return Answer.text(400, "Bad Request", "callback rejected")
     try:
         on_notification(note)
     except Exception:
-        log.exception("the application failed to handle a %s callback", info.id)
+        log.exception(
+            "the application failed to handle a callback",
+            provider=info.id,
+            operation="callback",
+            refund_id=note.refund_id,
+            status=note.status.value,
+        )
         return Answer.text(500, "Internal Server Error", "try again later")
     return Answer.ack(info.callback_ack)

@@ -14,6 +14,7 @@
     verify_callback()        the plugin verifies a callback; its word settles the journal
     check()                  everything execute() refuses before sending, up to build
     reconcile()              settle every unsettled journalled refund
+    resolve()                an operator's decision about a refund nothing else settles
     refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
 The pieces: :mod:`refundcore.pipeline` (the stages), :mod:`refundcore.exactly_once`
@@ -34,8 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 from .config import load_provider_config, read_toml
 from .errors import ConfigError, RefundError
+from .evidence import check_lease
 from .exactly_once import DeferRecord, ExactlyOnce
-from .journal import DEFAULT_JOURNAL, Journal, default_journal_url, open_journal
+from .journal import (
+    DEFAULT_JOURNAL,
+    Journal,
+    JournalEntry,
+    JournalState,
+    decided_state,
+    default_journal_url,
+    open_journal,
+)
 from .models import (
     Operation,
     PaymentRef,
@@ -44,6 +54,7 @@ from .models import (
     RefundNotification,
     RefundQuery,
     RefundResult,
+    RefundStatus,
     Void,
     new_refund_id,
 )
@@ -54,6 +65,8 @@ from .redaction import Redactor
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
+    import requests
+
     from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
 
 __all__ = ["RefundClient"]
@@ -75,6 +88,11 @@ class RefundClient:
     ``journal_wait`` bounds how long a caller waits for another worker that is sending
     the same refund; ``lease_seconds`` is how long a sender may take before its refund
     counts as interrupted.
+
+    ``session`` is a ``requests.Session`` of the caller's to send through (its headers,
+    proxies, client certificate and mounted adapters apply; the caller closes it); one
+    that skips TLS verification or whose adapters retry is refused. Without one, the
+    client makes its own, keeping ``pool_size`` connections per gateway.
     """
 
     def __init__(
@@ -90,6 +108,7 @@ class RefundClient:
         journal: str | Journal | None = DEFAULT_JOURNAL,
         journal_wait: float = 30.0,
         lease_seconds: float = 120.0,
+        session: requests.Session | None = None,
     ) -> None:
         if config is not None and not isinstance(config, Mapping):
             raise ConfigError(
@@ -107,7 +126,7 @@ class RefundClient:
             strict=strict_plugins,
         )
         self._pool_size = pool_size
-        transport = HttpTransport(pool_size=pool_size)
+        transport = HttpTransport(pool_size=pool_size, session=session)
         self._registry.add_core_plugin(transport, name="refundcore.transport")
         self._pipeline = Pipeline(self._registry, transport, self._redactor)
         self._journal_wait = journal_wait
@@ -266,12 +285,15 @@ class RefundClient:
         """Everything :meth:`execute` would refuse before sending, without sending.
 
         Loads the provider and its config, runs the capability and original-amount
-        checks and the provider plugin's build stage; nothing is signed, sent or
-        journalled. Raises what a refund would (``ValidationError``, ``ConfigError``,
+        checks, the journal's lease against the provider's timeouts (with a journal)
+        and the provider plugin's build stage; nothing is signed, sent or journalled.
+        Raises what a refund would (``ValidationError``, ``ConfigError``,
         ``ProviderNotInstalled``, ``PluginError``).
         """
         info = self.provider(provider)
         config = self.config_for(provider)
+        if self._exactly_once is not None or self._default_journal:
+            check_lease(info, config, self._lease_seconds)
         self._pipeline.check(info, config, operation, original_amount)
 
     def refund_many(
@@ -340,11 +362,17 @@ class RefundClient:
         """
         info = self.provider(provider)
         config = self.config_for(provider)
-        self._pipeline.validate(info, operation, original_amount)
-        protocol = self._protocol()
-        if protocol is None:
-            return self._pipeline.run(info, config, operation)
-        return protocol.execute(info, config, operation, original_amount, defer_record=defer_record)
+
+        def proceed() -> RefundResult:
+            self._pipeline.validate(info, operation, original_amount)
+            protocol = self._protocol()
+            if protocol is None:
+                return self._pipeline.run(info, config, operation)
+            return protocol.execute(
+                info, config, operation, original_amount, defer_record=defer_record
+            )
+
+        return self._pipeline.operate(info, operation.kind, operation.refund_id, proceed)
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
@@ -366,16 +394,47 @@ class RefundClient:
         """Verify a callback the gateway sent and return what it says.
 
         ``path`` is the path plus ``?query`` exactly as received. Raises
-        :class:`SignatureError` when the callback cannot be trusted.
+        :class:`SignatureError` when the callback cannot be trusted. With a journal,
+        the notification settles the refund it names; ``duplicate`` says whether the
+        journal already had it.
         """
         info, config = self._resolve(provider)
-        note = self._pipeline.verify(
-            info, config, method=method, path=path, headers=headers, body=body
-        )
         protocol = self._protocol()
-        if protocol is not None:
-            protocol.settle(info, note)
-        return note
+        return self._pipeline.verify(
+            info,
+            config,
+            method=method,
+            path=path,
+            headers=headers,
+            body=body,
+            settle=None if protocol is None else protocol.settle,
+        )
+
+    def resolve(
+        self,
+        provider: str,
+        refund_id: str,
+        *,
+        as_: JournalState | RefundStatus | str,
+        reason: str,
+        by: str,
+    ) -> JournalEntry:
+        """Record an operator's decision about a journalled refund the gateway's word
+        cannot settle (an UNKNOWN whose provider's lookup proves nothing): it
+        ``SUCCEEDED``, ``FAILED``, or was ``NOT_SENT`` (then the same refund id may be
+        sent again). ``as_`` takes those states or ``"succeeded"``, ``"failed"``,
+        ``"not-sent"``; ``reason`` and ``by`` (who decides) are required.
+
+        The decision is kept in the refund's history beside the evidence; a later
+        gateway answer that disagrees with it is recorded as a contradiction and
+        logged, never applied. Returns the refund as recorded. ``ValidationError`` for
+        a missing reason or name, or a refund the gateway's own answer settled;
+        ``JournalError`` for an unknown refund or one being sent right now.
+        """
+        journal = self.journal
+        if journal is None:
+            raise ConfigError("this client has no journal (journal=None)", field="journal")
+        return journal.resolve(provider, refund_id, state=decided_state(as_), reason=reason, by=by)
 
     @property
     def journal(self) -> Journal | None:

@@ -6,23 +6,32 @@ wrapping it):
     sign      the plugin adds credentials and the signature
     send      the transport (pooled keep-alive connections) puts the exact bytes on the wire
     parse     the plugin maps the reply to a RefundResult
-    finish    the core stamps the result's identity, masks secrets and logs it
+    finish    the core stamps the result's identity and source, masks secrets, and
+              shows it to every ``refundcore_result`` hook
 
 :meth:`Pipeline.prepare` (build and sign) raises every input error. Once a request
 may have left the process, :meth:`Pipeline.deliver` never raises except
 ``TransportError``, which promises nothing was sent: an outcome it cannot know is an
 ``UNKNOWN`` result.
+
+Around the stages, :meth:`Pipeline.operate` frames one whole operation (the
+``refundcore_operation`` wrapper point, the operation's log scope and its INFO record)
+and :meth:`Pipeline.journal` one journal step (``refundcore_journal``): the client and
+the exactly-once protocol run their work through them, so app plugins can time and
+trace it without knowing either.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 
 from .errors import (
+    JournalError,
     OutcomeUnknown,
     PluginError,
     RefundError,
@@ -30,6 +39,8 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .journal.values import Claim
+from .logs import EventLogger, OperationScope, milliseconds, note_attempt
 from .models import (
     Callback,
     HttpRequest,
@@ -41,6 +52,7 @@ from .models import (
     RefundQuery,
     RefundResult,
     RefundStatus,
+    ResultSource,
     Void,
 )
 from .money import Money
@@ -48,10 +60,15 @@ from .plugins import PluginRegistry
 from .redaction import Redactor
 from .transport import HttpTransport
 
-__all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "unknown_result"]
+__all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "Settle", "unknown_result"]
 
 # The stages log as the client they serve: one logger for users to configure.
-log = logging.getLogger("refundcore.client")
+log = EventLogger("refundcore.client")
+
+T = TypeVar("T")
+#: Lets a verified callback's word settle the journal; True when the journal already
+#: had it (a duplicate).
+Settle = Callable[[ProviderInfo, RefundNotification], bool]
 
 _UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
 #: Callback bodies beyond this are refused before any parsing.
@@ -96,6 +113,55 @@ class Pipeline:
         self.validate(info, operation, original_amount)
         self.build(info, config, operation)
 
+    def operate(
+        self, info: ProviderInfo, kind: str, refund_id: str | None, proceed: Callable[[], T]
+    ) -> T:
+        """Run one whole operation (``proceed``) inside the ``refundcore_operation``
+        wrapper point and the operation's log scope; log its one INFO record (or the
+        refusal) with its duration. Returns or raises what ``proceed`` does."""
+        hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
+        with OperationScope(info.id, kind, refund_id):
+            try:
+                outcome = self._around(
+                    hooks.operation,
+                    "refundcore_operation",
+                    info,
+                    proceed,
+                    kind=kind,
+                    refund_id=refund_id,
+                )
+            except BaseException as exc:
+                self._log_refused(info, exc, started)
+                raise
+            if log.enabled(logging.INFO):
+                _log_finished(outcome, time.perf_counter() - started)
+        return outcome
+
+    def journal(
+        self, info: ProviderInfo, action: str, refund_id: str | None, proceed: Callable[[], T]
+    ) -> T:
+        """Run one journal step (``proceed``) inside the ``refundcore_journal`` wrapper
+        point. A claim's attempt count is noted for the operation's log records."""
+        hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
+        try:
+            outcome = self._around(
+                hooks.journal,
+                "refundcore_journal",
+                info,
+                proceed,
+                action=action,
+                refund_id=refund_id,
+            )
+        except BaseException as exc:
+            self._stage_done(f"journal {action}", started, error=exc)
+            raise
+        if isinstance(outcome, Claim) and outcome.entry is not None:
+            note_attempt(outcome.entry.attempt)
+        self._stage_done(f"journal {action}", started)
+        return outcome
+
     def build(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
         """The unsigned request for ``operation``."""
         hooks = self._registry.hooks(info.id)
@@ -132,11 +198,16 @@ class Pipeline:
         return self.finish(info, operation, self._parse(info, config, operation, reply))
 
     def finish(
-        self, info: ProviderInfo, operation: Operation, result: RefundResult
+        self,
+        info: ProviderInfo,
+        operation: Operation,
+        result: RefundResult,
+        source: ResultSource = ResultSource.SENT,
     ) -> RefundResult:
         """The one place a result is completed, whichever path it came by: identity
-        (provider, refund id, operation) stamped from ``operation``, the query-first
-        advice on an ``UNKNOWN`` refund or void, secrets masked, the outcome logged."""
+        (provider, refund id, operation) stamped from ``operation`` and ``source``
+        from the caller, the query-first advice on an ``UNKNOWN`` refund or void,
+        secrets masked; then every ``refundcore_result`` hook sees it."""
         message = result.message
         if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
@@ -147,15 +218,19 @@ class Pipeline:
             refund_id=operation.refund_id,
             operation=operation.kind,
             raw=self._redactor.value(info.id, result.raw),
+            source=source,
         )
-        log.info(
-            "%s %s via %s: %s%s",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            result.status.value,
-            f" ({result.error_code})" if result.error_code else "",
-        )
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "result completed",
+                operation=operation.kind,
+                refund_id=operation.refund_id,
+                status=result.status.value,
+                source=source.value,
+                error_code=result.error_code,
+            )
+        hooks = self._registry.hooks(info.id)
+        self._observe(hooks.result, "refundcore_result", info, result=result)
         return result
 
     def verify(
@@ -167,10 +242,29 @@ class Pipeline:
         path: str,
         headers: Mapping[str, str],
         body: bytes,
+        settle: Settle | None = None,
     ) -> RefundNotification:
-        """Check a callback's input and have the plugin verify and parse it: the
-        notification, stamped with the provider and with secrets masked.
-        ``SignatureError`` when the callback cannot be trusted."""
+        """Check a callback's input, have the plugin verify and parse it and let
+        ``settle`` apply it (a callback operation): the notification, stamped with the
+        provider, secrets masked, ``duplicate`` when ``settle`` says so, and shown to
+        every ``refundcore_notification`` hook. ``SignatureError`` when the callback
+        cannot be trusted."""
+
+        def proceed() -> RefundNotification:
+            return self._verify(info, config, method, path, headers, body, settle)
+
+        return self.operate(info, "callback", None, proceed)
+
+    def _verify(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        settle: Settle | None,
+    ) -> RefundNotification:
         if not info.capabilities.callbacks:
             raise ValidationError(f"{info.name} sends no callbacks", field="provider")
         if not isinstance(body, bytes):
@@ -187,10 +281,13 @@ class Pipeline:
         note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
-        log.info("verified %s callback: %s %s", info.id, note.event, note.status)
         raw = self._redactor.value(info.id, note.raw)
         if note.provider != info.id or raw is not note.raw:
             note = attrs.evolve(note, provider=info.id, raw=raw)
+        duplicate = settle is not None and settle(info, note)
+        if note.duplicate is not duplicate:
+            note = attrs.evolve(note, duplicate=duplicate)
+        self._observe(hooks.notification, "refundcore_notification", info, notification=note)
         return note
 
     def close(self) -> None:
@@ -202,31 +299,35 @@ class Pipeline:
     ) -> HttpResponse | RefundResult:
         """The gateway's reply, or the UNKNOWN result of a send that may have gone out
         but brought no reply."""
-        log.debug(
-            "%s %s via %s: %s %s (%d bytes)",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            signed.method,
-            signed.url.partition("?")[0],
-            len(signed.body),
-        )
         hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
         try:
             response = hooks.send(provider=info, config=config, request=signed)
         except OutcomeUnknown as exc:
+            self._stage_done("send", started, error=exc)
             return unknown_result(str(exc), "no_reply")
-        except TransportError:
+        except TransportError as exc:
+            self._stage_done("send", started, error=exc)
             raise
         except Exception as exc:  # a custom transport or wrapper failed: it may have sent
             log.error(
-                "send stage for %s failed after the request may have left: %s",
-                info.id,
-                type(exc).__name__,
+                "stage failed after the request may have left",
+                stage="send",
+                error_code=type(exc).__name__,
             )
             return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
         if not isinstance(response, HttpResponse):
             return unknown_result("no transport returned a response", "send_error")
+        if log.enabled(logging.DEBUG):
+            self._stage_done(
+                "send",
+                started,
+                method=signed.method,
+                url=signed.url.partition("?")[0],
+                request_bytes=len(signed.body),
+                http_status=response.status,
+                response_bytes=len(response.body),
+            )
         return response
 
     def _parse(
@@ -234,18 +335,21 @@ class Pipeline:
     ) -> RefundResult:
         """The plugin's reading of the reply; UNKNOWN when it cannot read it."""
         hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
         try:
             result = hooks.parse(
                 provider=info, config=config, operation=operation, response=response
             )
         except Exception as exc:
             log.error(
-                "%s could not parse a reply (HTTP %d): %s",
-                info.id,
-                response.status,
-                type(exc).__name__,
+                "stage failed",
+                stage="parse",
+                http_status=response.status,
+                error_code=type(exc).__name__,
             )
             result = None
+        else:
+            self._stage_done("parse", started)
         if not isinstance(result, RefundResult):
             result = unknown_result(f"unreadable reply (HTTP {response.status})", "unparseable")
         if result.http_status is None:
@@ -253,13 +357,125 @@ class Pipeline:
         return result
 
     def _stage(self, caller: Any, stage: str, info: ProviderInfo, **kwargs: Any) -> Any:
+        started = time.perf_counter()
         try:
-            return caller(provider=info, **kwargs)
-        except RefundError:
+            outcome = caller(provider=info, **kwargs)
+        except RefundError as exc:
+            self._stage_done(_STAGE_NAMES[stage], started, error=exc)
             raise
         except Exception as exc:
-            log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
+            log.error("stage failed", stage=_STAGE_NAMES[stage], error_code=type(exc).__name__)
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
+        self._stage_done(_STAGE_NAMES[stage], started)
+        return outcome
+
+    def _stage_done(
+        self, stage: str, started: float, error: BaseException | None = None, **fields: Any
+    ) -> None:
+        """The DEBUG record of a stage, with its duration."""
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "stage finished",
+                stage=stage,
+                duration_ms=milliseconds(time.perf_counter() - started),
+                error_code=None if error is None else type(error).__name__,
+                **fields,
+            )
+
+    def _around(
+        self,
+        caller: Any,
+        hook: str,
+        info: ProviderInfo,
+        proceed: Callable[[], T],
+        **kwargs: Any,
+    ) -> T:
+        """Call a wrapper point whose own implementation runs ``proceed``: its outcome,
+        whatever the app plugins' wrappers return or raise once it has run. Without
+        wrappers (``caller`` is ``None``), ``proceed`` runs directly."""
+        if caller is None:
+            return proceed()
+        ran: list[tuple[bool, Any]] = []
+
+        def run() -> T:
+            try:
+                value = proceed()
+            except BaseException as exc:
+                ran.append((False, exc))
+                raise
+            ran.append((True, value))
+            return value
+
+        try:
+            caller(provider=info, proceed=run, **kwargs)
+        except Exception as exc:
+            if not ran:
+                if isinstance(exc, RefundError):
+                    raise
+                raise PluginError(info.id, hook, exc) from exc
+            if ran[0][1] is not exc:
+                log.error("app plugin failed", hook=hook, error_code=type(exc).__name__)
+        if not ran:
+            raise PluginError(info.id, hook, RuntimeError("no implementation ran the work"))
+        completed, outcome = ran[0]
+        if not completed:
+            raise outcome
+        result: T = outcome
+        return result
+
+    def _observe(self, caller: Any, hook: str, info: ProviderInfo, **kwargs: Any) -> None:
+        """Show a finished value to an observing hook (``None``: nobody observes); a
+        failure there changes nothing."""
+        if caller is None:
+            return
+        try:
+            caller(provider=info, **kwargs)
+        except Exception as exc:
+            log.error("app plugin failed", hook=hook, error_code=type(exc).__name__)
+
+    def _log_refused(self, info: ProviderInfo, exc: BaseException, started: float) -> None:
+        """The one record of an operation that raised, at a level fit for the cause."""
+        if isinstance(exc, (JournalError, PluginError)) or not isinstance(exc, RefundError):
+            level = logging.ERROR
+        elif isinstance(exc, (SignatureError, TransportError)):
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        log.log(
+            level,
+            "operation refused",
+            error_code=type(exc).__name__,
+            error=self._redactor.text(info.id, str(exc)) if isinstance(exc, RefundError) else None,
+            duration_ms=milliseconds(time.perf_counter() - started),
+        )
+
+
+def _log_finished(outcome: object, seconds: float) -> None:
+    """The one INFO record of an operation that gave a result or a notification."""
+    if isinstance(outcome, RefundResult):
+        log.info(
+            "operation finished",
+            status=outcome.status.value,
+            source=outcome.source.value,
+            error_code=outcome.error_code,
+            duration_ms=milliseconds(seconds),
+        )
+    elif isinstance(outcome, RefundNotification):
+        log.info(
+            "operation finished",
+            refund_id=outcome.refund_id,
+            status=outcome.status.value,
+            event=outcome.event,
+            duplicate=outcome.duplicate,
+            duration_ms=milliseconds(seconds),
+        )
+
+
+_STAGE_NAMES = {
+    "build_request": "build",
+    "sign_request": "sign",
+    "verify_callback": "verify",
+}
 
 
 def unknown_result(message: str, code: str) -> RefundResult:
@@ -282,7 +498,7 @@ def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
         raise ValidationError(
             f"{info.name} does not take {amount.currency} "
             f"(takes {', '.join(sorted(caps.currencies))})",
-            field="amount",
+            field="currency",
         )
     notify_url = getattr(operation, "notify_url", None)
     if notify_url and not caps.callbacks:

@@ -25,8 +25,8 @@ A batch runs in three steps:
    returns its recorded outcome without network, an interrupted one is reconciled.
 
 A batch of any size takes the same memory: the file is read as a stream, and the rows,
-their problems and their results are kept in a scratch SQLite file (:mod:`.store`),
-read back a page at a time.
+their problems and their results are kept in a scratch SQLite database on disk
+(:mod:`.store`), read back a page at a time.
 
 Running a batch again retries the rows without a settled outcome (UNKNOWN ones are
 reconciled, rows that could not be sent are sent) and reports the rest from the
@@ -39,13 +39,15 @@ ids), :mod:`.parsing` (one record's columns to a row), :mod:`.reading` (files),
 :mod:`.intake` and :mod:`.checks` (what is refused before sending), :mod:`.store`
 (the rows, problems and results on disk), :mod:`.run` and :mod:`.runner` (the journal's
 work queue and the thread pool), :mod:`.limits` (rates), :mod:`.progress`,
-:mod:`.results` and :mod:`.report` (what became of each row), :mod:`.protocol` (what a
-batch needs of a client).
+:mod:`.results` and :mod:`.report` (what became of each row), :mod:`.problems` (the
+problems as lines for people), :mod:`.earlier` (what an earlier run's report says was
+sent), :mod:`.protocol` (what a batch needs of a client).
 """
 
 from __future__ import annotations
 
 from .checks import check_rows
+from .problems import group_errors
 from .progress import BatchProgress, ProgressPrinter, format_progress
 from .protocol import BatchClient
 from .reading import BatchFile, read_batch_file
@@ -72,6 +74,7 @@ __all__ = [
     "check_rows",
     "derive_refund_ids",
     "format_progress",
+    "group_errors",
     "read_batch_file",
     "report_format",
     "run_batch",

@@ -7,7 +7,6 @@ rows back a page at a time and writes its file as it reads them."""
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ValidationError
+from .problems import group_errors
 from .results import REPORT_COLUMNS, SEVERITY, BatchStatus, RowResult, row_result
 from .rows import RowError
 from .store import PAGE, OnDisk, RowStore
@@ -156,11 +156,11 @@ class BatchInvalid(ValidationError):
     def __init__(self, errors: Sequence[RowError], report: BatchReport, lines: int) -> None:
         self.errors = errors
         self.report = report
-        first = list(itertools.islice(iter(errors), 4))
+        grouped = group_errors(errors)
         super().__init__(
             f"{lines} invalid row{'s' if lines != 1 else ''}, nothing was sent: "
-            + "; ".join(str(error) for error in first[:3])
-            + ("; …" if len(first) > 3 else "")
+            + "; ".join(grouped[:3])
+            + ("; …" if len(grouped) > 3 else "")
         )
 
 

@@ -3,12 +3,12 @@ the rows stored and checked, and either the batch refused (nothing sent) or run.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, ValidationError
 from ..journal import Journal
+from ..logs import EventLogger
 from .checks import check_batch
 from .intake import Intake
 from .limits import RateLimits
@@ -22,7 +22,7 @@ from .store import RowStore
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_WORKERS", "run_batch"]
 
-log = logging.getLogger("refundcore.batch")
+log = EventLogger("refundcore.batch")
 
 DEFAULT_WORKERS = 8
 DEFAULT_LEASE_SECONDS = 120.0
@@ -55,11 +55,10 @@ def run_batch(
             raise BatchInvalid(store.errors(), BatchReport(batch_id, store), invalid)
         if workers > client.pool_size:
             log.warning(
-                "%d workers share %d pooled connections per gateway: create the client "
-                "with pool_size=%d or more",
-                workers,
-                client.pool_size,
-                workers,
+                "more workers than pooled connections per gateway: give the client a "
+                "pool_size of at least workers",
+                workers=workers,
+                pool_size=client.pool_size,
             )
         runner = Runner(
             client,

@@ -7,7 +7,6 @@ from the batch's store as they are claimed, results go back to it as they finish
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import socket
@@ -21,6 +20,7 @@ from contextlib import suppress
 
 from ..errors import ConfigError, JournalError, RefundError, ValidationError
 from ..journal import BatchDone, BatchEntry, BatchItem, BatchItemState, Journal, ResultRecord
+from ..logs import EventLogger, batch_line
 from .limits import RateLimits
 from .progress import PROGRESS_SECONDS, BatchProgress
 from .protocol import BatchClient
@@ -31,7 +31,7 @@ from .store import PAGE, RowStore
 
 __all__ = ["Runner"]
 
-log = logging.getLogger("refundcore.batch")
+log = EventLogger("refundcore.batch")
 
 # How often a worker writes finished rows to the journal between chunk claims, and how
 # often it counts what other workers finished (both for progress, not correctness).
@@ -235,12 +235,13 @@ class Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return row_result(row, BatchStatus.SKIPPED)
         try:
-            result = self._client.execute(
-                row.provider,
-                row.operation(),
-                original_amount=row.original_amount,
-                defer_record=self._sent.put,
-            )
+            with batch_line(row.line):
+                result = self._client.execute(
+                    row.provider,
+                    row.operation(),
+                    original_amount=row.original_amount,
+                    defer_record=self._sent.put,
+                )
         except RefundError as exc:
             refused = isinstance(exc, (ValidationError, ConfigError))
             return row_result(
@@ -310,10 +311,11 @@ class Runner:
                 # The refunds are out: their rows stay SUBMITTING, and a reconcile (or
                 # the next run of the batch) settles them once the journal is back.
                 log.error(
-                    "batch %s: outcomes of %d refunds not journalled: %s",
-                    self._batch_id,
-                    len(sent),
-                    exc,
+                    "outcomes of refunds not journalled",
+                    batch_id=self._batch_id,
+                    refunds=len(sent),
+                    error_code=type(exc).__name__,
+                    error=str(exc),
                 )
         if self._results:
             self._store.put_results(self._results)
@@ -343,7 +345,10 @@ class Runner:
                 )
             except RefundError as exc:
                 log.warning(
-                    "batch %s: cannot renew the lease on claimed rows: %s", self._batch_id, exc
+                    "cannot renew the lease on claimed rows",
+                    batch_id=self._batch_id,
+                    error_code=type(exc).__name__,
+                    error=str(exc),
                 )
 
     def _report(self, interrupted: bool) -> BatchReport:

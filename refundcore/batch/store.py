@@ -199,6 +199,11 @@ class RowStore:
         """Whether a row of the batch has ``refund_id``."""
         return self.first_line_of(refund_id) is not None
 
+    def has_refund(self, provider: str, refund_id: str) -> bool:
+        """Whether a valid row of the batch is refund ``refund_id`` of ``provider``."""
+        sql = f"SELECT COUNT(*) FROM rows WHERE refund_id = ? AND provider = ? AND {_VALID}"  # noqa: S608
+        return bool(self._one(sql, (refund_id, provider)))
+
     def row_count(self, *, valid: bool = True) -> int:
         """How many rows there are (``valid``: without a problem)."""
         where = f" WHERE {_VALID}" if valid else ""
