@@ -44,6 +44,7 @@ from refundcore.batch import (
     group_errors,
     read_batch_file,
 )
+from refundcore.batch.earlier import Forgotten, forgotten_rows
 from refundcore.cli import main
 from refundcore.journal import JournalState, open_journal
 from refundcore.sandbox import Fault, SandboxRun
@@ -229,7 +230,8 @@ def test_a_problem_of_many_rows_is_one_line(
 
 
 def test_scattered_lines_are_named_up_to_a_few_ranges() -> None:
-    errors = [RowError(line, "provider", "same") for line in (2, 4, 6, 8, 10, 12, 13, 20)]
+    lines = (2, 4, 6, 8, 10, 12, 13, 20, 20)  # one row may have a problem twice
+    errors = [RowError(line, "provider", "same") for line in lines]
     errors.append(RowError(5, None, "other"))
     assert group_errors(errors) == [
         "8 rows (lines 2, 4, 6, 8, 10, 12-13, …): provider: same",
@@ -400,6 +402,72 @@ def test_running_the_same_file_again_sends_nothing(
     rows = json.loads(report.read_text())["rows"]
     assert {row["ran_here"] for row in rows} == {False}
     assert all(row["provider_refund_id"] for row in rows)
+
+
+def test_a_report_of_rows_the_journal_does_not_know_refuses_the_batch(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report of an earlier run (CSV here; JSON in tests/journal/test_exactly_once.py)
+    says rows were sent; a journal without them is not the one that ran the batch."""
+    file = write_csv(gateway.folder / "b.csv", rows_for(gateway.payments(5)))
+    report = gateway.folder / "r.csv"
+    assert cli(capsys, "batch", str(file), *gateway.args("--report", str(report)))[0] == 0
+    other = f"sqlite:///{gateway.folder / 'other.db'}"
+    elsewhere = ["--config", str(gateway.config), "--journal", other, "--report", str(report)]
+
+    code, out, err = cli(capsys, "batch", str(file), *elsewhere)
+
+    assert code == 2 and out == "" and gateway.refunds_sent() == 5
+    assert f"the report {report} says 5 row(s) of {file} were sent (line 2 (b-" in err
+    assert ": SUCCEEDED) and 2 more), but the journal" in err and "Nothing was sent" in err
+    # Against the journal that ran it: every row from the journal, nothing sent again.
+    assert cli(capsys, "batch", str(file), *gateway.args("--report", str(report)))[0] == 0
+    assert gateway.refunds_sent() == 5
+
+
+def test_an_earlier_report_is_read_a_row_at_a_time(tmp_path: Path) -> None:
+    """Only rows of this batch that the report says went out count; a JSON report is
+    read a line at a time as BatchReport.write lays it out (any other layout whole),
+    and what cannot be read says nothing was sent."""
+    row = {"provider": "acme", "amount": "1.00", "currency": HKD}
+    rows = [row | {"payment_id": f"P{n}", "refund_id": f"r-{n}"} for n in range(1, 4)]
+    said = [
+        {"line": 2, "provider": "acme", "refund_id": "r-1", "status": "SUCCEEDED"},
+        {"line": 3, "provider": "acme", "refund_id": "r-2", "status": "UNKNOWN"},
+        {"line": 4, "provider": "acme", "refund_id": "r-3", "status": "ERROR"},
+        {"line": 5, "provider": "other", "refund_id": "r-1", "status": "SUCCEEDED"},
+        {"line": 6, "provider": "acme", "refund_id": "r-9", "status": "FAILED"},
+    ]
+    written = tmp_path / "written.json"
+    entries = ",\n".join(f"    {json.dumps(row)}" for row in said)
+    written.write_text(f'{{\n  "batch_id": "x",\n  "rows": [\n{entries}\n  ]\n}}\n')
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(written.read_text().replace('"UNKNOWN"}', '"UNKNOWN"'))
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps({"rows": said}))
+    table = tmp_path / "table.csv"
+    with table.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(said[0]))
+        writer.writeheader()
+        writer.writerows(said)
+    both = ((2, "r-1", "SUCCEEDED"), (3, "r-2", "UNKNOWN"))
+
+    with (
+        read_batch_file(write_csv(tmp_path / "b.csv", rows)) as batch,
+        open_journal(f"sqlite:///{tmp_path / 'j.db'}") as journal,
+    ):
+        found = {
+            path.name: forgotten_rows(path, batch, journal)
+            for path in (written, compact, table, damaged, tmp_path / "missing.json")
+        }
+
+    assert found == {
+        "written.json": Forgotten(2, both),
+        "compact.json": Forgotten(2, both),
+        "table.csv": Forgotten(2, both),
+        "damaged.json": Forgotten(1, both[:1]),
+        "missing.json": Forgotten(),
+    }
 
 
 def test_report_contents_and_exit_status_precedence(
