@@ -527,10 +527,12 @@ def test_committed_refunds_are_a_payments_rows_that_took_or_may_take_money(
     backend: Any, make_refund: MakeRefund
 ) -> None:
     journal: Journal = backend.open()
-    for refund_id in ("R-1", "R-2", "R-3", "R-4"):
+    for refund_id in ("R-1", "R-2", "R-3", "R-4", "R-7"):
         journal.claim(make_refund(refund_id=refund_id), owner="A")
-    journal.record("testpay", "R-2", owner="A", state=S.FAILED)
-    journal.record("testpay", "R-3", owner="A", state=S.SUCCEEDED)
+    journal.record("testpay", "R-2", owner="A", attempt=1, state=S.FAILED)
+    journal.record("testpay", "R-3", owner="A", attempt=1, state=S.SUCCEEDED)
+    # Proven never sent: no money left, whatever a later resend does.
+    journal.record("testpay", "R-7", owner="A", attempt=1, state=S.NOT_SENT, sent=False)
     journal.claim(make_refund(refund_id="R-5", payment_id="PAY-2", payment_key="pk2"), owner="A")
     journal.claim(make_refund(refund_id="R-6", provider="otherpay"), owner="A")
 
