@@ -1,6 +1,7 @@
 """Run every benchmark, print the table and write ``docs/performance.md``.
 
-    python -m benchmarks                 # what ``make bench`` runs (a few minutes)
+    python -m benchmarks                 # what ``make bench`` runs (about 15 minutes,
+                                         # most of it the batch of a million rows)
     python -m benchmarks --quick --output -    # tiny sizes: proves the harness works
 
 Exit status: 0 when every benchmark ran (a missed target is reported, not an error;
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import callbacks, client_cpu, report, startup, telemetry, throughput
+from . import batch_memory, callbacks, client_cpu, report, startup, telemetry, throughput
 from .common import PROVIDERS, REPO, BenchmarkError, Figure, loopback_only
 
 DEFAULT_OUTPUT = REPO / "docs" / "performance.md"
@@ -37,6 +38,7 @@ class Sizes:
     startup_rounds: int
     callback_rounds: int
     callback_seconds: float
+    memory_rows: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -50,6 +52,7 @@ FULL = Sizes(
     startup_rounds=15,
     callback_rounds=9,
     callback_seconds=0.05,
+    memory_rows=batch_memory.SIZES,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -62,9 +65,10 @@ QUICK = Sizes(
     startup_rounds=1,
     callback_rounds=2,
     callback_seconds=0.002,
+    memory_rows=(200, 1000),
 )
 
-KINDS = ("cpu", "journal", "telemetry", "batch", "startup", "callbacks")
+KINDS = ("cpu", "journal", "telemetry", "batch", "memory", "startup", "callbacks")
 #: The telemetry plugin's cost is measured with every trace sampled for each provider,
 #: and with a production-style share for the cheapest refund (where it weighs most).
 TELEMETRY_SAMPLED = ((1.0, PROVIDERS), (0.1, ("paywizard",)))
@@ -124,6 +128,9 @@ def plan(
             rounds=sizes.batch_rounds,
         )
         jobs.append(("batch", batch))
+    if "memory" in kinds:
+        memory = functools.partial(batch_memory.measure, sizes.memory_rows)
+        jobs.append((f"memory: batches of {', '.join(map(str, sizes.memory_rows))} rows", memory))
     if "startup" in kinds:
         jobs.append(("startup", functools.partial(_startup_figure, sizes.startup_rounds)))
     if "callbacks" in kinds:

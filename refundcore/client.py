@@ -335,7 +335,8 @@ class RefundClient:
 
         ``rows`` are :class:`~refundcore.batch.BatchRow` values or a file parsed by
         :func:`~refundcore.batch.read_batch_file`. Every row is checked first (as
-        :meth:`check` does); if any is invalid, nothing is sent and
+        :meth:`check` does, and each payment's rows with the refunds the journal holds
+        for it); if any is invalid, nothing is sent and
         :class:`~refundcore.batch.BatchInvalid` lists them by line, unless
         ``skip_invalid`` (they are then reported INVALID).
 

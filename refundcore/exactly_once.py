@@ -26,10 +26,12 @@ Reconciling a refund an earlier attempt may have sent:
    operator's decision (:meth:`~refundcore.journal.Journal.resolve`).
 
 Input errors come first: the caller runs :meth:`Pipeline.validate` before
-:meth:`ExactlyOnce.execute`, and a build or sign stage that refuses a claimed refund
-gives the claim back (nothing was sent), so a corrected retry is not blocked. A
-verified callback's word settles a recorded refund (:meth:`ExactlyOnce.settle`), a
-query's is kept as evidence and settles it when it can.
+:meth:`ExactlyOnce.execute`, which refuses a refund the provider's refunds per payment
+leave no room for, counted in the journal (:func:`check_refunds_per_payment`); a build
+or sign stage that refuses a claimed refund gives the claim back (nothing was sent),
+so a corrected retry is not blocked. A verified callback's word settles a recorded
+refund (:meth:`ExactlyOnce.settle`), a query's is kept as evidence and settles it when
+it can.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
     new_refund,
     operation_for,
+    payment_key,
     query_for,
     result_from_entry,
     result_record,
@@ -71,7 +74,7 @@ from .money import Money
 from .pipeline import Pipeline, unknown_result
 from .status import JournalState
 
-__all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup"]
+__all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup", "check_refunds_per_payment"]
 
 # The protocol logs as the client it serves: one logger for users to configure.
 log = EventLogger("refundcore.client")
@@ -145,6 +148,8 @@ class ExactlyOnce:
             self._keep_query(info, result, result.refund_id)
             return result
         check_lease(info, config, self._lease_seconds)
+        if isinstance(operation, Refund):
+            check_refunds_per_payment(self._journal, info, operation)
         return self._once(info, config, operation, original_amount, defer_record, send=True)
 
     def settle(self, info: ProviderInfo, word: RefundNotification) -> bool:
@@ -510,3 +515,30 @@ class ExactlyOnce:
         self._pipeline.validate(info, operation)
         check_lease(info, config, self._lease_seconds)
         return self._once(info, config, operation, None, None, send=False)
+
+
+def check_refunds_per_payment(journal: Journal, info: ProviderInfo, refund: Refund) -> None:
+    """Refuse ``refund`` when the journal already holds as many refunds of its payment as
+    the provider takes (``Capabilities.refunds_per_payment``: one for a refund-once
+    gateway), counting every refund that took or may take money, other than ``refund``
+    itself (a retry of it is answered as usual). ``ValidationError`` before anything
+    is built or sent.
+
+    A check before the claim, not part of it: two first refunds of one payment sent at
+    the same moment by two workers both pass, and the gateway declines the second.
+    """
+    limit = info.capabilities.refunds_per_payment
+    if limit is None:
+        return
+    earlier = [
+        entry.refund_id
+        for entry in journal.committed_refunds(info.id, payment_key(refund.payment))
+        if entry.operation == "refund" and entry.refund_id != refund.refund_id
+    ]
+    if len(earlier) >= limit:
+        times = "once" if limit == 1 else f"{limit} times"
+        raise ValidationError(
+            f"{info.name} refunds a payment {times}: the journal has refund "
+            f"{earlier[0]!r} of it already; nothing was sent",
+            field="payment",
+        )

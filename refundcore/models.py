@@ -477,7 +477,11 @@ def _wire_decimals(value: Mapping[str, int] | None) -> Mapping[str, int]:
 class Capabilities:
     """What a provider can do, honestly stated. ``None`` means "no limit"."""
 
+    #: False: a refund smaller than the ``original_amount`` given with it is refused
+    #: before sending.
     partial_refunds: bool = True
+    #: Refunds of one payment the gateway takes; with a journal, one more is refused
+    #: before sending (counted in the journal; a batch counts its own rows too).
     refunds_per_payment: int | None = None
     query: bool = True
     void: bool = False

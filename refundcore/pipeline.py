@@ -47,6 +47,7 @@ from .models import (
     HttpResponse,
     Operation,
     ProviderInfo,
+    Refund,
     RefundNotification,
     RefundQuery,
     RefundResult,
@@ -93,10 +94,12 @@ class Pipeline:
     def validate(
         self, info: ProviderInfo, operation: Operation, original_amount: Money | None = None
     ) -> None:
-        """Refuse what the provider cannot do and an ``original_amount`` that cannot
+        """Refuse what the provider cannot do (a partial refund to a provider without
+        them, when ``original_amount`` tells) and an ``original_amount`` that cannot
         cover the refund: ``ValidationError`` naming the field."""
         _check_capabilities(info, operation)
         _check_original_amount(operation, original_amount)
+        _check_partial(info, operation, original_amount)
 
     def check(
         self,
@@ -523,6 +526,19 @@ def _check_original_amount(operation: Operation, original: Money | None) -> None
     if amount is not None and (original.currency != amount.currency or original < amount):
         raise ValidationError(
             f"{original} cannot cover a refund of {amount}", field="original_amount"
+        )
+
+
+def _check_partial(info: ProviderInfo, operation: Operation, original: Money | None) -> None:
+    """A provider without partial refunds takes only a refund of the whole payment:
+    known to be partial when the payment's original amount is given."""
+    if info.capabilities.partial_refunds or original is None or not isinstance(operation, Refund):
+        return
+    if operation.amount.currency == original.currency and operation.amount < original:
+        raise ValidationError(
+            f"{info.name} refunds only whole payments: {operation.amount} is less than the "
+            f"payment's original amount {original}",
+            field="amount",
         )
 
 

@@ -5,6 +5,7 @@ processes splitting one batch on PostgreSQL: tests/journal/test_journal_batch.py
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -32,7 +33,6 @@ from refundcore import (
 )
 from refundcore.batch import (
     COLUMNS,
-    BatchFile,
     BatchInvalid,
     BatchProgress,
     BatchRow,
@@ -44,6 +44,7 @@ from refundcore.batch import (
     group_errors,
     read_batch_file,
 )
+from refundcore.batch.earlier import Forgotten, forgotten_rows
 from refundcore.cli import main
 from refundcore.journal import JournalState, open_journal
 from refundcore.sandbox import Fault, SandboxRun
@@ -78,16 +79,27 @@ class Gateway:
         return ["--config", str(self.config), "--journal", self.journal, *extra]
 
 
+def _gateway(provider: str, site: Path, folder: Path) -> Iterator[Gateway]:
+    with SandboxRun(provider, read_timeout=2) as run:
+        config = run.emulator.client_config(run.server.base_url)
+        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
+        file = folder / "refundcore.toml"
+        # Timeouts short enough for a short lease (--lease must outlast them).
+        file.write_text(f"[providers.{provider}]\nread_timeout = 2\nconnect_timeout = 0.5\n{lines}")
+        yield Gateway(run, file, f"sqlite:///{folder / 'journal.db'}", folder, site)
+
+
 @pytest.fixture
 def gateway(installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
     monkeypatch.setenv("REFUNDCORE_PLUGINS", "testpay")
-    with SandboxRun("testpay", read_timeout=2) as run:
-        config = run.emulator.client_config(run.server.base_url)
-        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
-        file = tmp_path / "refundcore.toml"
-        # Timeouts short enough for a short lease (--lease must outlast them).
-        file.write_text(f"[providers.testpay]\nread_timeout = 2\nconnect_timeout = 0.5\n{lines}")
-        yield Gateway(run, file, f"sqlite:///{tmp_path / 'journal.db'}", tmp_path, installed)
+    yield from _gateway("testpay", installed, tmp_path)
+
+
+@pytest.fixture
+def refund_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """BBMSL (directgw), which refunds a payment once, and its emulator."""
+    monkeypatch.setenv("REFUNDCORE_PLUGINS", "directgw")
+    yield from _gateway("directgw", tmp_path, tmp_path)
 
 
 def rows_for(
@@ -218,7 +230,8 @@ def test_a_problem_of_many_rows_is_one_line(
 
 
 def test_scattered_lines_are_named_up_to_a_few_ranges() -> None:
-    errors = [RowError(line, "provider", "same") for line in (2, 4, 6, 8, 10, 12, 13, 20)]
+    lines = (2, 4, 6, 8, 10, 12, 13, 20, 20)  # one row may have a problem twice
+    errors = [RowError(line, "provider", "same") for line in lines]
     errors.append(RowError(5, None, "other"))
     assert group_errors(errors) == [
         "8 rows (lines 2, 4, 6, 8, 10, 12-13, …): provider: same",
@@ -234,7 +247,7 @@ def test_header_problems_name_the_column(tmp_path: Path) -> None:
         "line 1: currency: missing column",
         "line 1: payment_id: missing column: give payment_id, merchant_reference or transaction_id",
     ]
-    assert parsed.rows == ()
+    assert list(parsed.rows) == []
     (tmp_path / "short.csv").write_text("provider,payment_id,amount,currency\ntestpay,P1,10\n")
     assert [str(e) for e in read_batch_file(tmp_path / "short.csv").errors] == [
         "line 2: has 3 fields, the header has 4"
@@ -352,6 +365,8 @@ def test_derived_refund_ids_depend_on_the_row_alone(
     assert ids == [row.refund_id for row in read_batch_file(file).rows]
     assert ids[2] is not None and ids[2].endswith("-1") and ids[3] == ids[2][:-1] + "2"
     assert all(i is not None and len(i) <= 64 and i.startswith("b-") for i in ids)
+    anonymous = [attrs.evolve(row, refund_id=None) for row in first.rows]
+    assert [row.refund_id for row in derive_refund_ids(anonymous)] == ids
 
     code, _, _ = cli(capsys, "batch", str(file), *gateway.args())
     assert code == 0 and gateway.refunds_per_payment(payments) == [1, 1, 2]
@@ -387,6 +402,72 @@ def test_running_the_same_file_again_sends_nothing(
     rows = json.loads(report.read_text())["rows"]
     assert {row["ran_here"] for row in rows} == {False}
     assert all(row["provider_refund_id"] for row in rows)
+
+
+def test_a_report_of_rows_the_journal_does_not_know_refuses_the_batch(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report of an earlier run (CSV here; JSON in tests/journal/test_exactly_once.py)
+    says rows were sent; a journal without them is not the one that ran the batch."""
+    file = write_csv(gateway.folder / "b.csv", rows_for(gateway.payments(5)))
+    report = gateway.folder / "r.csv"
+    assert cli(capsys, "batch", str(file), *gateway.args("--report", str(report)))[0] == 0
+    other = f"sqlite:///{gateway.folder / 'other.db'}"
+    elsewhere = ["--config", str(gateway.config), "--journal", other, "--report", str(report)]
+
+    code, out, err = cli(capsys, "batch", str(file), *elsewhere)
+
+    assert code == 2 and out == "" and gateway.refunds_sent() == 5
+    assert f"the report {report} says 5 row(s) of {file} were sent (line 2 (b-" in err
+    assert ": SUCCEEDED) and 2 more), but the journal" in err and "Nothing was sent" in err
+    # Against the journal that ran it: every row from the journal, nothing sent again.
+    assert cli(capsys, "batch", str(file), *gateway.args("--report", str(report)))[0] == 0
+    assert gateway.refunds_sent() == 5
+
+
+def test_an_earlier_report_is_read_a_row_at_a_time(tmp_path: Path) -> None:
+    """Only rows of this batch that the report says went out count; a JSON report is
+    read a line at a time as BatchReport.write lays it out (any other layout whole),
+    and what cannot be read says nothing was sent."""
+    row = {"provider": "acme", "amount": "1.00", "currency": HKD}
+    rows = [row | {"payment_id": f"P{n}", "refund_id": f"r-{n}"} for n in range(1, 4)]
+    said = [
+        {"line": 2, "provider": "acme", "refund_id": "r-1", "status": "SUCCEEDED"},
+        {"line": 3, "provider": "acme", "refund_id": "r-2", "status": "UNKNOWN"},
+        {"line": 4, "provider": "acme", "refund_id": "r-3", "status": "ERROR"},
+        {"line": 5, "provider": "other", "refund_id": "r-1", "status": "SUCCEEDED"},
+        {"line": 6, "provider": "acme", "refund_id": "r-9", "status": "FAILED"},
+    ]
+    written = tmp_path / "written.json"
+    entries = ",\n".join(f"    {json.dumps(row)}" for row in said)
+    written.write_text(f'{{\n  "batch_id": "x",\n  "rows": [\n{entries}\n  ]\n}}\n')
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(written.read_text().replace('"UNKNOWN"}', '"UNKNOWN"'))
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps({"rows": said}))
+    table = tmp_path / "table.csv"
+    with table.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(said[0]))
+        writer.writeheader()
+        writer.writerows(said)
+    both = ((2, "r-1", "SUCCEEDED"), (3, "r-2", "UNKNOWN"))
+
+    with (
+        read_batch_file(write_csv(tmp_path / "b.csv", rows)) as batch,
+        open_journal(f"sqlite:///{tmp_path / 'j.db'}") as journal,
+    ):
+        found = {
+            path.name: forgotten_rows(path, batch, journal)
+            for path in (written, compact, table, damaged, tmp_path / "missing.json")
+        }
+
+    assert found == {
+        "written.json": Forgotten(2, both),
+        "compact.json": Forgotten(2, both),
+        "table.csv": Forgotten(2, both),
+        "damaged.json": Forgotten(1, both[:1]),
+        "missing.json": Forgotten(),
+    }
 
 
 def test_report_contents_and_exit_status_precedence(
@@ -456,6 +537,165 @@ def test_usage_errors(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> N
         main(["batch", str(file), "--workers", "0"])
     assert stop.value.code == 2
     assert gateway.run.server.requests == []
+
+
+# Each exit status as the README defines it ("the most serious row decides") and what it
+# promises about what was sent: rows of each kind, options, the status, the rows'
+# statuses, refund requests sent. 130 (interrupted): the Ctrl-C test below.
+EXIT_CASES = {
+    "0-every-row-succeeded": (["ok", "ok"], [], 0, ["SUCCEEDED"] * 2, 2),
+    "1-a-row-declined": (["ok", "declined"], [], 1, ["SUCCEEDED", "FAILED"], 2),
+    "2-invalid-rows-nothing-sent": (["ok", "bad"], [], 2, ["SKIPPED", "INVALID"], 0),
+    "2-invalid-rows-skipped": (["ok", "bad"], ["--skip-invalid"], 2, ["SUCCEEDED", "INVALID"], 1),
+    "3-a-row-pending": (["ok", "pending"], [], 3, ["SUCCEEDED", "PENDING"], 2),
+    "4-a-row-unknown": (["lost", "ok"], ["--workers", "1"], 4, ["UNKNOWN", "SUCCEEDED"], 2),
+    "5-rows-not-sent": (["ok", "ok"], ["--down"], 5, ["ERROR"] * 2, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(EXIT_CASES))
+def test_each_exit_status_means_what_the_readme_says(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    kinds, options, expected, statuses, sent = EXIT_CASES[case]
+    rows = []
+    for kind in kinds:
+        outcome = RefundStatus.PENDING if kind == "pending" else RefundStatus.SUCCEEDED
+        row = rows_for(gateway.payments(1, refund_outcome=outcome))[0]
+        rows.append(
+            row | {"declined": {"amount": "150.00"}, "bad": {"currency": "XYZ"}}.get(kind, {})
+        )
+    if "lost" in kinds:
+        gateway.run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    config = gateway.config
+    if "--down" in options:
+        config = gateway.folder / "down.toml"
+        config.write_text(
+            gateway.config.read_text().replace(gateway.run.server.base_url, "http://127.0.0.1:9")
+        )
+    file = write_csv(gateway.folder / "b.csv", rows)
+    report = gateway.folder / "r.json"
+    extra = [option for option in options if option != "--down"]
+
+    code, _, err = cli(
+        capsys,
+        *("batch", str(file), "--config", str(config), "--journal", gateway.journal),
+        *("--report", str(report), *extra),
+    )
+
+    assert code == expected, err
+    assert [row["status"] for row in json.loads(report.read_text())["rows"]] == statuses
+    assert gateway.refunds_sent() == sent
+    if sent == 0 and expected == 2:
+        assert "nothing was sent" in err
+
+
+# -- rules of the provider and the journal, checked before anything is sent --------------
+
+
+def test_a_second_refund_of_a_payment_to_a_refund_once_gateway_is_refused_first(
+    refund_once: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = refund_once
+    payments = gateway.payments(2)
+    rows = rows_for(payments, provider="directgw")
+    file = write_csv(gateway.folder / "b.csv", [rows[0], rows[0] | {"amount": "5.00"}, rows[1]])
+
+    code, _, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and "nothing was sent" in err
+    assert (
+        "line 3: payment_id: BBMSL PayAPI (Online Direct) refunds a payment once: it has line 2"
+        in err
+    )
+    assert gateway.refunds_per_payment(payments) == [0, 0]
+    code, _, _ = cli(capsys, "batch", str(file), *gateway.args("--skip-invalid"))
+    assert code == 2 and gateway.refunds_per_payment(payments) == [1, 1]
+
+    # A later file: the journal has the payment's refund, so a new one is refused first.
+    later = write_csv(gateway.folder / "later.csv", [rows[0] | {"amount": "7.00"}])
+    code, _, err = cli(capsys, "batch", str(later), *gateway.args())
+    assert code == 2 and "refunds a payment once: it has refund 'b-" in err
+    assert "in the journal" in err and gateway.refunds_per_payment(payments) == [1, 1]
+
+
+def test_refunds_in_the_journal_count_toward_a_payments_original_amount(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payments = gateway.payments(2)
+    first = write_csv(
+        gateway.folder / "first.csv", rows_for(payments[:1], "60.00", original_amount="100.00")
+    )
+    assert cli(capsys, "batch", str(first), *gateway.args())[0] == 0
+    rows = [
+        *rows_for(payments[:1], "50.00", original_amount="100.00"),
+        *rows_for(payments[1:], "10.00"),
+    ]
+    file = write_csv(gateway.folder / "b.csv", rows)
+
+    code, _, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and "nothing was sent" in err
+    assert (
+        "line 2: amount: 60.00 HKD of this payment is refunded already (the journal has "
+        "it): with this payment's rows up to here that makes 110.00 HKD, more than its "
+        "original_amount 100.00 HKD"
+    ) in err
+    assert gateway.refunds_sent() == 1
+    # Running the first file again is not refused: its own refund is its row's.
+    assert cli(capsys, "batch", str(first), *gateway.args())[0] == 0
+    assert gateway.refunds_sent() == 1
+
+
+def test_a_refund_id_the_journal_has_for_another_refund_is_refused_first(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payments = gateway.payments(2)
+    first = write_csv(gateway.folder / "first.csv", rows_for(payments[:1], refund_id="r-1"))
+    assert cli(capsys, "batch", str(first), *gateway.args())[0] == 0
+    rows = [*rows_for(payments[1:], refund_id="r-1"), *rows_for(payments[1:], refund_id="r-2")]
+    file = write_csv(gateway.folder / "b.csv", rows)
+
+    code, _, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and "nothing was sent" in err
+    assert "line 2: refund_id: 'r-1' was used for a different refund via testpay" in err
+    assert gateway.refunds_sent() == 1
+
+
+def test_check_rows_applies_each_providers_rules(
+    installed: Path, tmp_path: Path, testpay_variant: Callable[..., object]
+) -> None:
+    with SandboxRun("testpay") as run:
+        client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
+        config = run.emulator.client_config(run.server.base_url)
+        for name, caps in {
+            "once": {"refunds_per_payment": 1},
+            "whole": {"partial_refunds": False},
+            "hkd": {"currencies": {"HKD"}},
+        }.items():
+            client.register_plugin(testpay_variant(name, **caps), name=name)
+            client.configure(name, config)
+        row = functools.partial(BatchRow, payment_id="P1", amount=Money("5", HKD))
+        rows = [
+            row(provider="once"),
+            row(provider="once", reason="again"),  # 2: a second refund of P1
+            row(provider="once", payment_id="P2"),
+            row(provider="whole", original_amount=Money("5", HKD)),
+            row(provider="whole", payment_id="P2", original_amount=Money("9", HKD)),  # 5
+            row(provider="hkd", amount=Money("5", "USD")),  # 6
+        ]
+
+        problems = [str(error) for error in check_rows(client, rows)]
+
+        assert problems == [
+            "line 2: payment_id: Testpay refunds a payment once: it has line 1",
+            "line 5: amount: Testpay refunds only whole payments: 5.00 HKD is less than "
+            "the payment's original amount 9.00 HKD",
+            "line 6: currency: Testpay does not take USD (takes HKD)",
+        ]
+        assert run.server.requests == []
+        client.close()
 
 
 # -- concurrency and rate ---------------------------------------------------------------
@@ -565,9 +805,7 @@ def test_refund_many_from_code(installed: Path, tmp_path: Path) -> None:
         )
         assert [o.line for o in report.outcomes] == [1, 2, 3, 4, 5]
         assert report.outcomes[0].refund_id == "mine-1"
-        assert all(
-            o.ran_here and o.result is not None and o.result.succeeded for o in report.outcomes
-        )
+        assert all(o.ran_here and o.status is BatchStatus.SUCCEEDED for o in report.outcomes)
         assert seen[-1].finished and seen[-1].done == 5
         again = run.client.refund_many(rows)
         assert again.batch_id == report.batch_id
@@ -702,31 +940,100 @@ def test_a_row_invalid_for_one_worker_is_left_to_a_worker_that_can_send_it(
     journal = f"sqlite:///{tmp_path / 'j.db'}"
     with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
         payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(3)]
-        rows = derive_refund_ids(
-            BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("10", HKD), line=n)
-            for n, p in enumerate(payments, start=2)
-        )
-        everything = BatchFile(tmp_path / "b.csv", "same-file", tuple(rows), ())
-        # Another worker's configuration refuses line 4.
-        partial = BatchFile(
-            tmp_path / "b.csv", "same-file", tuple(rows[:2]), (RowError(4, "provider", "no"),)
-        )
+        everything = read_batch_file(write_csv(tmp_path / "b.csv", rows_for(payments, "10")))
+        # Another worker on the same journal, whose configuration refuses line 4.
+        elsewhere = RefundClient(journal=journal)
+        elsewhere.configure("testpay", run.emulator.client_config(run.server.base_url))
+        elsewhere.register_plugin(_Refusing(str(payments[2].payment_id)))
         stopped = threading.Event()
         stopped.set()
         assert run.client.refund_many(everything, stop=stopped).interrupted
 
-        other = run.client.refund_many(partial, skip_invalid=True)
+        other = elsewhere.refund_many(everything, skip_invalid=True)
 
         assert [o.status for o in other.outcomes] == [
             BatchStatus.SUCCEEDED,
             BatchStatus.SUCCEEDED,
             BatchStatus.INVALID,
         ]
-        held = run.client.journal.batch_entries("same-file")[2]  # type: ignore[union-attr]
+        held = run.client.journal.batch_entries(everything.batch_id)[2]  # type: ignore[union-attr]
         assert (held.line, held.outcome, held.error_code) == (4, "INVALID", "invalid_elsewhere")
         again = run.client.refund_many(everything)
         assert again.succeeded and [o.ran_here for o in again.outcomes] == [False, False, True]
         assert len([r for r in run.server.requests if r.method == "POST"]) == 3
+        elsewhere.close()
+
+
+class _Refusing:
+    """An app plugin whose build stage refuses one payment (a worker configured so)."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+
+    @hookimpl(wrapper=True)
+    def refundcore_build_request(self, operation: Any) -> Any:
+        if operation.payment.payment_id == self.payment_id:
+            raise ValidationError("not for this worker", field="provider")
+        return (yield)
+
+
+def test_a_batch_file_and_a_report_close_with_with(installed: Path, tmp_path: Path) -> None:
+    rows = [{"provider": "acme", "payment_id": "P1", "amount": "1.00", "currency": HKD}]
+    file = write_csv(tmp_path / "b.csv", rows * 2)
+    with read_batch_file(file) as parsed:
+        assert [row.line for row in parsed.rows] == [2, 3]
+    client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
+    with pytest.raises(BatchInvalid) as refused:
+        client.refund_many(read_batch_file(file))
+    with refused.value.report as report:
+        assert report.counts["INVALID"] == 2 == report.total
+        report.write(tmp_path / "r.json")
+    statuses = [row["status"] for row in json.loads((tmp_path / "r.json").read_text())["rows"]]
+    assert statuses == ["INVALID", "INVALID"]
+    client.close()
+
+
+_SPILLING_STORE = """
+import sys
+from refundcore import Money
+from refundcore.batch.rows import BatchRow
+from refundcore.batch.store import RowStore
+store = RowStore()
+for line in range(1, 30_001):
+    row = BatchRow(provider="p", payment_id=str(line), amount=Money("1", "HKD"), line=line,
+                   refund_id=f"b-{line:024x}-1", reason="x" * 100)
+    store.add_row(row, payment_key=f"payment_id:{line}", explicit_id=False)
+store.commit()
+print("stored", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/PID/fd")
+def test_a_batchs_scratch_data_leaves_nothing_on_disk_even_when_killed(tmp_path: Path) -> None:
+    """The store outgrows its page cache and spills to a file in the temporary
+    directory, which SQLite unlinks as soon as it creates it: a process killed with
+    its store open leaves nothing behind."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "SQLITE_TMPDIR": str(scratch)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SPILLING_STORE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "stored\n"
+    opened = [os.readlink(fd) for fd in Path(f"/proc/{child.pid}/fd").iterdir()]
+    spilled = [name for name in opened if name.startswith(str(scratch))]
+
+    assert spilled and all(name.endswith(" (deleted)") for name in spilled), opened
+    assert list(scratch.iterdir()) == []
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    child.stdout.close()
+    assert list(scratch.iterdir()) == []
 
 
 # -- processes: killed, interrupted (two sharing PostgreSQL: tests/journal/) ------------

@@ -99,7 +99,7 @@ def test_a_non_utf8_header_is_a_line_one_error(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes(b"provider,payment_id,amount,currency,r\xe9ason\npaywizard,123,1,HKD,x\n")
     parsed = read_batch_file(path)
-    assert parsed.rows == ()
+    assert list(parsed.rows) == []
     assert [str(error) for error in parsed.errors] == [
         "line 1: not UTF-8 text (byte 0xe9); save the file as UTF-8"
     ]

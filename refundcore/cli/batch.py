@@ -4,11 +4,9 @@ each row, as a summary, a report and the exit status."""
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import itertools
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
@@ -26,7 +24,7 @@ from .exits import (
 from .output import emit
 
 if TYPE_CHECKING:
-    from ..batch import BatchFile, BatchInvalid, BatchOutcome, BatchReport
+    from ..batch import BatchFile, BatchInvalid, BatchReport, RowResult
     from ..client import RefundClient
 
 __all__ = ["cmd_batch"]
@@ -86,10 +84,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return status
 
 
-# Report statuses of rows whose refund request went out (or may have).
-_SENT_STATUSES = frozenset({"SUCCEEDED", "FAILED", "PENDING", "UNKNOWN"})
-
-
 def _journal_forgot_the_batch(
     args: argparse.Namespace, parsed: BatchFile, client: RefundClient
 ) -> bool:
@@ -97,19 +91,20 @@ def _journal_forgot_the_batch(
     file were sent but the journal has no record of those refunds: it is not the
     journal that ran them (or it was lost), and running them again could refund them
     twice."""
+    from ..batch.earlier import forgotten_rows
+
     journal = client.journal
     if journal is None:
         return False
-    sent = _sent_rows(args.report, {(row.provider, row.refund_id) for row in parsed.rows})
-    forgotten = [row for row in sent if journal.get(row[0], row[2]) is None]
-    if not forgotten:
+    forgotten = forgotten_rows(args.report, parsed, journal)
+    if not forgotten.count:
         return False
     shown = ", ".join(
-        f"line {line} ({refund_id}: {status})" for _, line, refund_id, status in forgotten[:3]
+        f"line {line} ({refund_id}: {status})" for line, refund_id, status in forgotten.first
     )
-    more = f" and {len(forgotten) - 3} more" if len(forgotten) > 3 else ""
+    more = f" and {forgotten.count - len(forgotten.first)} more" if forgotten.count > 3 else ""
     print(
-        f"refundcore: the report {args.report} says {len(forgotten)} row(s) of {args.file} "
+        f"refundcore: the report {args.report} says {forgotten.count} row(s) of {args.file} "
         f"were sent ({shown}{more}), but the journal {journal.url} has no record of them: it "
         "is not the journal that ran the batch, or that journal was lost. Nothing was sent: "
         "running the batch against it could refund those rows again. Give --journal the "
@@ -120,40 +115,15 @@ def _journal_forgot_the_batch(
     return True
 
 
-def _sent_rows(
-    path: Path, refunds: set[tuple[str | None, str | None]]
-) -> list[tuple[str, int, str, str]]:
-    """The rows of this file a report (CSV or JSON) says were sent: provider, line,
-    refund id and status. A report that cannot be read says none."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            rows = json.loads(text).get("rows", [])
-        else:
-            rows = list(csv.DictReader(io.StringIO(text)))
-    except (OSError, ValueError, AttributeError):
-        return []
-    sent = []
-    for row in rows:
-        if not isinstance(row, dict) or row.get("status") not in _SENT_STATUSES:
-            continue
-        provider, refund_id = row.get("provider"), row.get("refund_id")
-        if (provider, refund_id) in refunds:
-            line = str(row.get("line"))
-            number = int(line) if line.isdigit() else 0
-            sent.append((str(provider), number, str(refund_id), str(row["status"])))
-    return sent
-
-
 def _print_skipped(report: BatchReport) -> None:
     """With --skip-invalid, the rows skipped, grouped by problem."""
     from ..batch import BatchStatus, RowError, group_errors
 
-    skipped = [
+    skipped = (
         RowError(outcome.line, None, outcome.message or "invalid")
         for outcome in report.outcomes
         if outcome.status is BatchStatus.INVALID and outcome.error_code == "invalid"
-    ]
+    )
     for line in group_errors(skipped):
         print(f"skipped {line}", file=sys.stderr)
 
@@ -206,15 +176,18 @@ def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
 
     rows = [[status, str(count)] for status, count in report.counts.items() if count]
     lines = [
-        f"batch {report.batch_id[:12]}: {len(report.outcomes)} rows in {report.elapsed:.1f} s",
+        f"batch {report.batch_id[:12]}: {report.total} rows in {report.elapsed:.1f} s",
         format_table(rows, ["status", "rows"]) if rows else "no rows",
     ]
-    trouble = [o for o in report.outcomes if o.status is not BatchStatus.SUCCEEDED]
+    unsucceeded = report.total - report.counts[BatchStatus.SUCCEEDED.value]
+    # The first few from the report's store: a batch of a million rows is not read whole.
+    troubled = (o for o in report.outcomes if o.status is not BatchStatus.SUCCEEDED)
+    trouble = list(itertools.islice(troubled, _LISTED))
     if trouble:
         lines += ["", _trouble_table(trouble)]
-        if len(trouble) > _LISTED:
+        if unsucceeded > _LISTED:
             lines.append(
-                f"… and {len(trouble) - _LISTED} more"
+                f"… and {unsucceeded - _LISTED} more"
                 + ("" if args.report else " (--report FILE lists every row)")
             )
     counts = report.counts
@@ -232,7 +205,7 @@ def _batch_text(report: BatchReport, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _trouble_table(trouble: list[BatchOutcome]) -> str:
+def _trouble_table(trouble: list[RowResult]) -> str:
     """The first rows that did not succeed, each message cut to a line's width."""
     return format_table(
         [
@@ -243,7 +216,7 @@ def _trouble_table(trouble: list[BatchOutcome]) -> str:
                 o.error_code or "",
                 cut(o.message or "", 100),
             ]
-            for o in trouble[:_LISTED]
+            for o in trouble
         ],
         ["line", "status", "refund id", "code", "message"],
     )
@@ -259,7 +232,7 @@ def _batch_refused(refused: BatchInvalid, args: argparse.Namespace) -> int:
         print(f"refundcore: {searched()}", file=sys.stderr)
     if args.report is not None:
         refused.report.write(args.report)
-    lines = len({error.line for error in refused.errors})
+    lines = refused.report.counts["INVALID"]
     print(
         f"refundcore: {lines} invalid row{'s' if lines != 1 else ''} in {args.file}: "
         "nothing was sent; fix them, or pass --skip-invalid to send the valid rows",

@@ -4,8 +4,9 @@ row twice."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ _BATCH_SELECT = (
     f"{', '.join(f'j.{name} AS j_{name}' for name in COLUMNS)} "
     f"FROM {BATCH_TABLE} b LEFT JOIN {TABLE} j "
     "ON j.provider = b.provider AND j.refund_id = b.refund_id "
-    "WHERE b.batch_id = ? ORDER BY b.line"
+    "WHERE b.batch_id = ? AND b.line > ? ORDER BY b.line"
 )
 _SETTLED = sql_list(RefundStatus, SETTLED_OUTCOMES)
 # Rows per INSERT or UPDATE of batch rows: few statements, far below SQLite's limit of
@@ -54,13 +55,13 @@ _INSERT_ROWS = 200
 class SqlBatchQueue(SqlBackend):
     """The batch methods of :class:`~refundcore.journal.interface.Journal`, over SQL."""
 
-    def open_batch(self, batch_id: str, items: Sequence[BatchItem]) -> None:
+    def open_batch(self, batch_id: str, items: Iterable[BatchItem]) -> None:
         # Serialised per batch, so workers opening it together neither deadlock on
         # each other's inserts nor reopen what another has just reopened.
         with self._transaction(write=True, lock=f"batch\0{batch_id}") as tx:
             stamp = self._encode_time(self._clock(tx))
-            for start in range(0, len(items), _INSERT_ROWS):
-                part = items[start : start + _INSERT_ROWS]
+            rows = iter(items)
+            while part := list(itertools.islice(rows, _INSERT_ROWS)):
                 params: list[Any] = []
                 for item in part:
                     params += [batch_id, item.line, item.provider, item.refund_id, stamp]
@@ -189,9 +190,17 @@ class SqlBatchQueue(SqlBackend):
             done=counts.get("DONE", 0),
         )
 
-    def batch_entries(self, batch_id: str) -> list[BatchEntry]:
+    def batch_entries(
+        self, batch_id: str, *, after_line: int = 0, limit: int | None = None
+    ) -> list[BatchEntry]:
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        sql, params = _BATCH_SELECT, [batch_id, after_line]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         with self._transaction(write=False) as tx:
-            rows = tx.all(_BATCH_SELECT, (batch_id,))
+            rows = tx.all(sql, params)
         entries = []
         for row in rows:
             refund = None

@@ -25,7 +25,7 @@ from ..status import JournalState
 from .answers import ANSWERED, RANK, SqlAnswers, contradicts
 from .history import SENT, Event, answer_data
 from .pool import Transaction
-from .schema import COLUMNS, TABLE, sql_list
+from .schema import COLUMNS, SELECT, TABLE, sql_list
 from .values import (
     Claim,
     ClaimVerdict,
@@ -73,11 +73,11 @@ _RECORD_OWN = (
     f"updated_at = ? {_KEY} AND owner = ? AND attempt = ? AND state = 'SUBMITTING'"
 )
 _RECORD_OWN_ROW = f"{_RECORD_OWN} RETURNING {', '.join(COLUMNS)}"
-_COMMITTED = (
-    f"SELECT amount, original_amount, currency FROM {TABLE} "  # noqa: S608 - constant names
+_COMMITTED_WHERE = (
     "WHERE provider = ? AND payment_key = ? "
     f"AND state IN ({sql_list(JournalState, COMMITTED_STATES)})"
 )
+_COMMITTED = f"SELECT amount, original_amount, currency FROM {TABLE} {_COMMITTED_WHERE}"  # noqa: S608
 
 
 def _inserted_entry(
@@ -484,6 +484,14 @@ class SqlJournal(SqlAnswers):
                 ],
             )
         return True
+
+    def committed_refunds(self, provider: str, payment_key: str) -> list[JournalEntry]:
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                f"{SELECT} {_COMMITTED_WHERE} ORDER BY created_at, refund_id",
+                (provider, payment_key),
+            )
+        return [self._entry(row) for row in rows]
 
 
 def _check_outcome(outcome: ResultRecord) -> None:

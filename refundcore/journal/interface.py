@@ -15,7 +15,7 @@ agree on whose turn it is.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -191,6 +191,13 @@ class Journal(abc.ABC):
         """The row the gateway knows as ``provider_refund_id`` (the oldest, if several)."""
 
     @abc.abstractmethod
+    def committed_refunds(self, provider: str, payment_key: str) -> list[JournalEntry]:
+        """The refunds and voids of one payment (its ``payment_key``, as
+        :func:`~refundcore.journal.records.payment_key` makes it) whose money has left
+        or may have left: every state but FAILED. What a claim adds up against the
+        payment's original amount, oldest first."""
+
+    @abc.abstractmethod
     def entries(
         self,
         *,
@@ -229,8 +236,9 @@ class Journal(abc.ABC):
     # -- batches: a work queue of rows shared by every worker of the journal ----------
 
     @abc.abstractmethod
-    def open_batch(self, batch_id: str, items: Sequence[BatchItem]) -> None:
-        """Make ``items`` the rows of batch ``batch_id``, ready to be claimed.
+    def open_batch(self, batch_id: str, items: Iterable[BatchItem]) -> None:
+        """Make ``items`` the rows of batch ``batch_id``, ready to be claimed (read
+        as they come, so a batch of any size takes the same memory).
 
         Rows already there are kept as they are, except that a row an earlier run left
         DONE without a settled outcome (anything but :data:`SETTLED_OUTCOMES`) before
@@ -283,8 +291,12 @@ class Journal(abc.ABC):
         """How many rows of the batch are OPEN, CLAIMED and DONE."""
 
     @abc.abstractmethod
-    def batch_entries(self, batch_id: str) -> list[BatchEntry]:
-        """Every row of the batch in line order, each with its journalled refund."""
+    def batch_entries(
+        self, batch_id: str, *, after_line: int = 0, limit: int | None = None
+    ) -> list[BatchEntry]:
+        """The rows of the batch after line ``after_line`` in line order (at most
+        ``limit`` of them, to page through a large batch), each with its journalled
+        refund."""
 
     @abc.abstractmethod
     def batches(self, *, limit: int | None = None) -> list[BatchSummary]:

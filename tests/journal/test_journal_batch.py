@@ -70,6 +70,22 @@ def test_opening_a_batch_offers_its_rows_once(backend: Any) -> None:
     assert journal.batch_entries("other") == []
 
 
+def test_a_large_batch_opens_from_a_stream_and_is_read_a_page_at_a_time(backend: Any) -> None:
+    journal = backend.open()
+    stream = (BatchItem(line, "testpay", f"R-{line}") for line in range(1, 1002))
+    journal.open_batch("B", stream)
+
+    first = journal.batch_entries("B", limit=400)
+    rest = journal.batch_entries("B", after_line=first[-1].line)
+
+    assert [e.line for e in first] == list(range(1, 401))
+    assert [e.line for e in rest] == list(range(401, 1002))
+    assert journal.batch_entries("B", after_line=1001) == []
+    assert journal.count_batch("B") == BatchCounts(open=1001, claimed=0, done=0)
+    with pytest.raises(ValueError, match="limit"):
+        journal.batch_entries("B", limit=0)
+
+
 def test_rows_added_later_join_the_batch(backend: Any) -> None:
     journal = backend.open()
     journal.open_batch("B", items(2))

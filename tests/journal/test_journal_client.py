@@ -3,6 +3,7 @@ testpay emulator: retries, crashes, threads, processes and callbacks."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -122,6 +123,67 @@ def test_a_declined_refund_does_not_count_toward_the_limit(run: SandboxRun) -> N
         "testpay", payment=payment, amount=Money("50", HKD), original_amount=original
     )
     assert ok.succeeded
+
+
+def _variant_client(
+    run: SandboxRun, journal_url: str, testpay_variant: Callable[..., object], **caps: Any
+) -> RefundClient:
+    client = RefundClient(entry_points=False, journal=journal_url)
+    client.register_plugin(testpay_variant("limited", **caps))
+    client.configure("limited", run.emulator.client_config(run.server.base_url))
+    return client
+
+
+def test_a_refund_once_provider_gets_one_refund_of_a_payment(
+    run: SandboxRun, journal_url: str, testpay_variant: Callable[..., object]
+) -> None:
+    client = _variant_client(run, journal_url, testpay_variant, refunds_per_payment=1)
+    payment, other = seed(run), seed(run)
+    first = client.refund("limited", payment=payment, amount=Money("10", HKD), refund_id="r-1")
+    assert first.succeeded
+
+    with pytest.raises(
+        ValidationError, match="refunds a payment once: the journal has refund 'r-1'"
+    ) as error:
+        client.refund("limited", payment=payment, amount=Money("5", HKD), refund_id="r-2")
+
+    assert error.value.field == "payment" and refunds_sent(run) == 1
+    again = client.refund("limited", payment=payment, amount=Money("10", HKD), refund_id="r-1")
+    assert again.provider_refund_id == first.provider_refund_id and refunds_sent(run) == 1
+    assert client.refund("limited", payment=other, amount=Money("5", HKD)).succeeded
+    client.close()
+
+
+def test_a_declined_refund_leaves_room_for_another(
+    run: SandboxRun, journal_url: str, testpay_variant: Callable[..., object]
+) -> None:
+    client = _variant_client(run, journal_url, testpay_variant, refunds_per_payment=2)
+    payment = seed(run, "20.00")
+    refund = functools.partial(client.refund, "limited", payment=payment)
+    assert refund(amount=Money("30", HKD)).status is RefundStatus.FAILED  # over the payment
+    assert refund(amount=Money("5", HKD)).succeeded
+    assert refund(amount=Money("5", HKD)).succeeded
+    with pytest.raises(ValidationError, match="refunds a payment 2 times"):
+        refund(amount=Money("5", HKD))
+    assert refunds_sent(run) == 3
+    client.close()
+
+
+def test_a_provider_without_partial_refunds_takes_whole_payments_only(
+    run: SandboxRun, journal_url: str, testpay_variant: Callable[..., object]
+) -> None:
+    client = _variant_client(run, journal_url, testpay_variant, partial_refunds=False)
+    payment = seed(run, "20.00")
+    with pytest.raises(ValidationError, match="refunds only whole payments") as error:
+        client.refund(
+            "limited", payment=payment, amount=Money("5", HKD), original_amount=Money("20", HKD)
+        )
+    assert error.value.field == "amount" and refunds_sent(run) == 0
+    whole = client.refund(
+        "limited", payment=payment, amount=Money("20", HKD), original_amount=Money("20", HKD)
+    )
+    assert whole.succeeded and refunds_sent(run) == 1
+    client.close()
 
 
 def test_nothing_sent_frees_the_refund_id(installed: Path, tmp_path: Path) -> None:

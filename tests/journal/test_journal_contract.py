@@ -523,6 +523,29 @@ def test_a_void_without_amount_counts_as_the_whole_payment(
     assert journal.claim(refund, owner="A").refunded == "100.00"
 
 
+def test_committed_refunds_are_a_payments_rows_that_took_or_may_take_money(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal: Journal = backend.open()
+    for refund_id in ("R-1", "R-2", "R-3", "R-4", "R-7"):
+        journal.claim(make_refund(refund_id=refund_id), owner="A")
+    journal.record("testpay", "R-2", owner="A", attempt=1, state=S.FAILED)
+    journal.record("testpay", "R-3", owner="A", attempt=1, state=S.SUCCEEDED)
+    # Proven never sent: no money left, whatever a later resend does.
+    journal.record("testpay", "R-7", owner="A", attempt=1, state=S.NOT_SENT, sent=False)
+    journal.claim(make_refund(refund_id="R-5", payment_id="PAY-2", payment_key="pk2"), owner="A")
+    journal.claim(make_refund(refund_id="R-6", provider="otherpay"), owner="A")
+
+    found = journal.committed_refunds("testpay", "payment_id=PAY-1")
+
+    assert [(e.refund_id, e.state) for e in found] == [
+        ("R-1", S.SUBMITTING),
+        ("R-3", S.SUCCEEDED),
+        ("R-4", S.SUBMITTING),
+    ]
+    assert journal.committed_refunds("testpay", "payment_id=PAY-9") == []
+
+
 def test_concurrent_refunds_of_one_payment_never_exceed_it(
     backend: Any, make_refund: MakeRefund
 ) -> None:
