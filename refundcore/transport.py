@@ -26,7 +26,6 @@ socket reads as ready: an end of file or stray bytes) and replaced by a new one.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 from .errors import OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
 from .models import Headers, HttpRequest, HttpResponse
+from .redaction import error_reason, without_queries
 
 if TYPE_CHECKING:
     import http.client
@@ -111,12 +111,12 @@ class HttpTransport:
             conn.close()
             raise TransportError(
                 f"cannot send to {provider.id}: the request cannot be written; nothing was "
-                f"sent ({_reason(exc)})"
+                f"sent ({error_reason(exc)})"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise OutcomeUnknown(
-                f"connection to {provider.id} dropped while sending ({_reason(exc)})"
+                f"connection to {provider.id} dropped while sending ({error_reason(exc)})"
             ) from None
         try:
             reply = conn.getresponse()
@@ -128,14 +128,14 @@ class HttpTransport:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise OutcomeUnknown(
-                f"connection to {provider.id} dropped after sending ({_reason(exc)})"
+                f"connection to {provider.id} dropped after sending ({error_reason(exc)})"
             ) from None
         try:
             body = _read_limited(reply)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()  # the connection is in an unknown state: never reuse it
             raise OutcomeUnknown(
-                f"reply from {provider.id} was cut short ({_reason(exc)})"
+                f"reply from {provider.id} was cut short ({error_reason(exc)})"
             ) from None
         if reply.will_close:
             conn.close()
@@ -145,7 +145,7 @@ class HttpTransport:
             "%s %s %s: HTTP %d (%d bytes)",
             request.method,
             origin,
-            _without_queries(target),
+            without_queries(target),
             reply.status,
             len(body),
         )
@@ -172,11 +172,11 @@ class HttpTransport:
             ) from None
         except ssl.SSLError as exc:
             raise TransportError(
-                f"TLS handshake with {provider.id} failed; nothing was sent ({_reason(exc)})"
+                f"TLS handshake with {provider.id} failed; nothing was sent ({error_reason(exc)})"
             ) from None
         except OSError as exc:
             raise TransportError(
-                f"could not connect to {provider.id}; nothing was sent ({_reason(exc)})"
+                f"could not connect to {provider.id}; nothing was sent ({error_reason(exc)})"
             ) from None
 
 
@@ -189,7 +189,7 @@ class _Pool:
 
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"unusable URL {_without_queries(origin)!r}: not http(s)")
+            raise ValueError(f"unusable URL {without_queries(origin)!r}: not http(s)")
         self.origin = origin
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -290,7 +290,7 @@ def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=ca_bundle or certifi.where())
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"ca_bundle {ca_bundle!r} cannot be used ({_reason(exc)})") from None
+        raise ValueError(f"ca_bundle {ca_bundle!r} cannot be used ({error_reason(exc)})") from None
 
 
 def _proxy_address(proxy: str) -> tuple[str, int, dict[str, str]]:
@@ -369,18 +369,3 @@ def _read_limited(reply: http.client.HTTPResponse) -> bytes:
             raise OSError(f"reply larger than {MAX_RESPONSE_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-_QUERY = re.compile(r"\?[^\s'\")]*")
-
-
-def _without_queries(text: str) -> str:
-    # Query strings can carry credentials (one gateway puts a hash of its secret there).
-    return _QUERY.sub("?…", text)
-
-
-def _reason(exc: BaseException) -> str:
-    # The original exception is not chained (it may hold the full URL), so this is all
-    # that is kept of it.
-    text = _without_queries(str(exc)).strip("()'\" ")
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
