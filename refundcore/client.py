@@ -26,20 +26,18 @@ result with status ``UNKNOWN``.
 
 from __future__ import annotations
 
-import difflib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import load_provider_config, read_toml
-from .errors import ConfigError, RefundError
-from .exactly_once import DeferRecord, ExactlyOnce
-from .journal import DEFAULT_JOURNAL, Journal, default_journal_url, open_journal
+from .client_base import ClientBase
+from .errors import ConfigError
+from .exactly_once import DeferRecord
+from .journal import DEFAULT_JOURNAL, Journal
 from .models import (
     Operation,
     PaymentRef,
-    ProviderInfo,
     Refund,
     RefundNotification,
     RefundQuery,
@@ -48,9 +46,6 @@ from .models import (
     new_refund_id,
 )
 from .money import Money
-from .pipeline import Pipeline
-from .plugins import LoadFailure, PluginEntry, PluginRegistry
-from .redaction import Redactor
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
@@ -59,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["RefundClient"]
 
 
-class RefundClient:
+class RefundClient(ClientBase):
     """Issue refunds through any installed provider.
 
     ``config`` maps provider ids to their settings (a dict each, or a ready config
@@ -91,114 +86,19 @@ class RefundClient:
         journal_wait: float = 30.0,
         lease_seconds: float = 120.0,
     ) -> None:
-        if config is not None and not isinstance(config, Mapping):
-            raise ConfigError(
-                f"config must be a mapping of provider id → settings, got {type(config).__name__}"
-            )
-        self._raw_config = dict(config or {})
-        self._config_dir = Path(config_dir) if config_dir is not None else None
-        self._configs: dict[str, Any] = {}
-        self._redactor = Redactor()
-        self._lock = threading.Lock()
-        self._registry = PluginRegistry(
-            entry_points=entry_points,
-            allow=allow_plugins,
-            block=disable_plugins,
-            strict=strict_plugins,
-        )
         self._pool_size = pool_size
-        transport = HttpTransport(pool_size=pool_size)
-        self._registry.add_core_plugin(transport, name="refundcore.transport")
-        self._pipeline = Pipeline(self._registry, transport, self._redactor)
-        self._journal_wait = journal_wait
-        self._lease_seconds = lease_seconds
-        # A journal the client opens is its own to close. The default one opens on first
-        # use, so a client that only lists providers never touches a database.
-        self._owns_journal = not isinstance(journal, Journal)
-        self._default_journal = journal == DEFAULT_JOURNAL
-        self._exactly_once: ExactlyOnce | None = None
-        if isinstance(journal, Journal):
-            self._exactly_once = self._over(journal)
-        elif journal is not None and not self._default_journal:
-            self._exactly_once = self._over(open_journal(journal))
-
-    @classmethod
-    def from_file(cls, path: str | Path, **kwargs: Any) -> RefundClient:
-        """A client configured from a TOML file (``[providers.<id>]`` tables)."""
-        return cls(read_toml(path), config_dir=Path(path).resolve().parent, **kwargs)
-
-    # -- plugins and providers ---------------------------------------------------------
-
-    def register_plugin(self, plugin: object, name: str | None = None) -> list[ProviderInfo]:
-        """Add a plugin object to this client.
-
-        An *app plugin* (one that registers no provider) sees every call for every
-        provider; use ``@hookimpl(wrapper=True)`` to inspect or change requests and
-        results. A plugin that registers providers serves only those.
-        """
-        return self._registry.register(plugin, name=name)
-
-    def provider(self, provider_id: str) -> ProviderInfo:
-        """One provider's info (loads its plugin on first use)."""
-        return self._registry.provider(provider_id)
-
-    def providers(self) -> list[ProviderInfo]:
-        """Every usable provider, loading all plugins; see :attr:`plugin_failures`."""
-        return self._registry.load_all()
-
-    def installed(self) -> list[PluginEntry]:
-        """Installed provider plugins from metadata alone (nothing imported)."""
-        return self._registry.entries()
-
-    @property
-    def plugin_failures(self) -> list[LoadFailure]:
-        """Plugins that could not be loaded, with their distribution and error."""
-        return self._registry.failures
-
-    def config_for(self, provider_id: str) -> Any:
-        """The provider's parsed config (validated on first use, then cached)."""
-        config = self._configs.get(provider_id)
-        if config is not None:
-            return config
-        info = self.provider(provider_id)
-        with self._lock:
-            if provider_id not in self._configs:
-                if provider_id not in self._raw_config:
-                    hint = difflib.get_close_matches(provider_id, list(self._raw_config), n=1)
-                    raise ConfigError(
-                        "no configuration for this provider"
-                        + (f" (did you mean [{hint[0]}]?)" if hint else ""),
-                        provider=provider_id,
-                    )
-                loaded = load_provider_config(
-                    info, self._raw_config[provider_id], base_dir=self._config_dir
-                )
-                self._redactor.learn(provider_id, loaded)
-                self._configs[provider_id] = loaded
-            return self._configs[provider_id]
-
-    def configure(self, provider_id: str, settings: Mapping[str, Any]) -> Any:
-        """Set (or replace) one provider's settings now; returns the parsed config.
-        :class:`ConfigError` if they are unusable, and the old settings stay."""
-        loaded = load_provider_config(
-            self.provider(provider_id), settings, base_dir=self._config_dir
+        super().__init__(
+            config,
+            transport=HttpTransport(pool_size=pool_size),
+            entry_points=entry_points,
+            allow_plugins=allow_plugins,
+            disable_plugins=disable_plugins,
+            strict_plugins=strict_plugins,
+            config_dir=config_dir,
+            journal=journal,
+            journal_wait=journal_wait,
+            lease_seconds=lease_seconds,
         )
-        with self._lock:
-            self._raw_config[provider_id] = settings
-            self._redactor.learn(provider_id, loaded)
-            self._configs[provider_id] = loaded
-        return loaded
-
-    def validate_config(self) -> None:
-        """Load every configured provider's config now; :class:`ConfigError` on the first
-        problem (including a configured provider that is not installed)."""
-        for provider_id in self._raw_config:
-            try:
-                self.config_for(provider_id)
-            except RefundError as exc:
-                if isinstance(exc, ConfigError):
-                    raise
-                raise ConfigError(str(exc), provider=provider_id) from exc
 
     # -- the operations ----------------------------------------------------------------
 
@@ -259,20 +159,6 @@ class RefundClient:
             notify_url=notify_url,
         )
         return self.execute(provider, operation)
-
-    def check(
-        self, provider: str, operation: Operation, *, original_amount: Money | None = None
-    ) -> None:
-        """Everything :meth:`execute` would refuse before sending, without sending.
-
-        Loads the provider and its config, runs the capability and original-amount
-        checks and the provider plugin's build stage; nothing is signed, sent or
-        journalled. Raises what a refund would (``ValidationError``, ``ConfigError``,
-        ``ProviderNotInstalled``, ``PluginError``).
-        """
-        info = self.provider(provider)
-        config = self.config_for(provider)
-        self._pipeline.check(info, config, operation, original_amount)
 
     def refund_many(
         self,
@@ -377,19 +263,6 @@ class RefundClient:
         return note
 
     @property
-    def journal(self) -> Journal | None:
-        """The journal this client records refunds in (opened now if it is the default),
-        or ``None``."""
-        protocol = self._protocol()
-        return None if protocol is None else protocol.journal
-
-    @property
-    def redactor(self) -> Redactor:
-        """What masks this client's configured secrets (for code that reports what
-        gateways or plugins said, e.g. a batch's report)."""
-        return self._redactor
-
-    @property
     def pool_size(self) -> int:
         """Pooled connections per gateway: how many requests can be in flight at once
         without waiting for a connection."""
@@ -398,29 +271,10 @@ class RefundClient:
     def close(self) -> None:
         """Release pooled connections (and the journal, if this client opened it)."""
         self._pipeline.close()
-        if self._exactly_once is not None and self._owns_journal:
-            self._exactly_once.journal.close()
+        self._close_journal()
 
     def __enter__(self) -> RefundClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"RefundClient(configured={sorted(self._raw_config)!r})"
-
-    def _resolve(self, provider_id: str) -> tuple[ProviderInfo, Any]:
-        return self.provider(provider_id), self.config_for(provider_id)
-
-    def _over(self, journal: Journal) -> ExactlyOnce:
-        return ExactlyOnce(
-            self._pipeline, journal, wait=self._journal_wait, lease_seconds=self._lease_seconds
-        )
-
-    def _protocol(self) -> ExactlyOnce | None:
-        if self._exactly_once is None and self._default_journal:
-            with self._lock:
-                if self._exactly_once is None:
-                    self._exactly_once = self._over(open_journal(default_journal_url()))
-        return self._exactly_once

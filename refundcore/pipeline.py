@@ -12,6 +12,12 @@ wrapping it):
 may have left the process, :meth:`Pipeline.deliver` never raises except
 ``TransportError``, which promises nothing was sent: an outcome it cannot know is an
 ``UNKNOWN`` result.
+
+Every stage but the send is one piece of code for the sync and the async client: a
+client that sends by other means (``AsyncRefundClient`` awaits httpx) calls
+:meth:`Pipeline.prepare`, then :meth:`Pipeline.sending` before its send,
+:meth:`Pipeline.send_failed` for what its send raised, and :meth:`Pipeline.finish_reply`
+with what came back.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ class Pipeline:
     :meth:`close`) and its :class:`~refundcore.redaction.Redactor`. Thread-safe."""
 
     def __init__(
-        self, registry: PluginRegistry, transport: HttpTransport, redactor: Redactor
+        self, registry: PluginRegistry, transport: HttpTransport | None, redactor: Redactor
     ) -> None:
         self._registry = registry
         self._transport = transport
@@ -123,7 +129,19 @@ class Pipeline:
     ) -> RefundResult:
         """Send and parse: the finished result. The request may reach the gateway: never
         raises, except ``TransportError``, which promises that nothing was sent."""
-        reply = self._send(info, config, operation, signed)
+        return self.finish_reply(
+            info, config, operation, self.send(info, config, operation, signed)
+        )
+
+    def finish_reply(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Operation,
+        reply: HttpResponse | RefundResult,
+    ) -> RefundResult:
+        """Parse and finish what a send brought back: the gateway's reply, or the
+        ``UNKNOWN`` result of a send that brought none. Never raises."""
         if isinstance(reply, RefundResult):
             return self.finish(info, operation, reply)
         return self.finish(info, operation, self._parse(info, config, operation, reply))
@@ -191,14 +209,34 @@ class Pipeline:
         return note
 
     def close(self) -> None:
-        """Release the transport's pooled connections."""
-        self._transport.close()
+        """Release the sync transport's pooled connections."""
+        if self._transport is not None:
+            self._transport.close()
 
-    def _send(
+    def send(
         self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
     ) -> HttpResponse | RefundResult:
-        """The gateway's reply, or the UNKNOWN result of a send that may have gone out
-        but brought no reply."""
+        """The sync send stage (the transport, and any app plugin wrapping it): the
+        gateway's reply, or the UNKNOWN result of a send that may have gone out but
+        brought no reply. Raises only ``TransportError`` (nothing was sent)."""
+        self.sending(info, operation, signed)
+        hooks = self._registry.hooks(info.id)
+        try:
+            response = hooks.send(provider=info, config=config, request=signed)
+        except Exception as exc:
+            return self.send_failed(info, exc)
+        if not isinstance(response, HttpResponse):
+            return unknown_result("no transport returned a response", "send_error")
+        return response
+
+    def send_plugins(self, info: ProviderInfo) -> list[str]:
+        """The plugins that implement or wrap the sync send stage for ``info``'s
+        provider (refundcore's own transport among them, on a sync client)."""
+        hooks = self._registry.hooks(info.id)
+        return [impl.plugin_name for impl in hooks.send.get_hookimpls()]
+
+    def sending(self, info: ProviderInfo, operation: Operation, signed: HttpRequest) -> None:
+        """Log the request about to be sent (without its query string)."""
         log.debug(
             "%s %s via %s: %s %s (%d bytes)",
             operation.kind,
@@ -208,23 +246,22 @@ class Pipeline:
             signed.url.partition("?")[0],
             len(signed.body),
         )
-        hooks = self._registry.hooks(info.id)
-        try:
-            response = hooks.send(provider=info, config=config, request=signed)
-        except OutcomeUnknown as exc:
+
+    def send_failed(self, info: ProviderInfo, exc: Exception) -> RefundResult:
+        """What a send that raised ``exc`` means: ``TransportError`` is raised again
+        (nothing was sent); anything else may have sent the request, so it is an
+        UNKNOWN result, for :meth:`finish_reply`."""
+        if isinstance(exc, OutcomeUnknown):
             return unknown_result(str(exc), "no_reply")
-        except TransportError:
-            raise
-        except Exception as exc:  # a custom transport or wrapper failed: it may have sent
-            log.error(
-                "send stage for %s failed after the request may have left: %s",
-                info.id,
-                type(exc).__name__,
-            )
-            return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
-        if not isinstance(response, HttpResponse):
-            return unknown_result("no transport returned a response", "send_error")
-        return response
+        if isinstance(exc, TransportError):
+            raise exc
+        # A custom transport or wrapper failed: it may have sent.
+        log.error(
+            "send stage for %s failed after the request may have left: %s",
+            info.id,
+            type(exc).__name__,
+        )
+        return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
 
     def _parse(
         self, info: ProviderInfo, config: Any, operation: Operation, response: HttpResponse
