@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "RefundClient": "client",
+    "AsyncRefundClient": "async_client",
     "Money": "money",
     "PaymentRef": "models",
     "Refund": "models",
@@ -61,6 +62,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AsyncRefundClient",
     "Callback",
     "CallbackAck",
     "Capabilities",
@@ -101,6 +103,7 @@ __all__ = [
 if TYPE_CHECKING:
     __version__: str
 
+    from .async_client import AsyncRefundClient
     from .client import RefundClient
     from .config import ProviderConfig, Secret
     from .crypto import PrivateKey, PublicKey

@@ -8,14 +8,20 @@ deliberately broken plugins.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import inspect
+import ipaddress
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from refundcore import AsyncRefundClient, RefundClient
 from refundcore.scaffold import create_plugin
 
 
@@ -121,3 +127,112 @@ def testpay_variant(installed: Path) -> TestpayVariant:
         return Variant()
 
     return variant
+
+
+class AsyncAsSync:
+    """An :class:`AsyncRefundClient` driven from sync test code: each of its coroutines
+    runs on an event loop of its own thread, its plain methods are called as they are.
+    How the client tests run, unchanged, against both clients."""
+
+    def __init__(self, client: AsyncRefundClient) -> None:
+        self.wrapped = client
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.wrapped, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        return lambda *args, **kwargs: self.run(attribute(*args, **kwargs))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self.run(self.wrapped.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> AsyncAsSync:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self.wrapped)
+
+
+MakeClient = Callable[..., Any]
+
+
+@pytest.fixture(params=["sync", "async"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    """Which client a test runs against: every test using it runs with both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_client(client_kind: str) -> Iterator[MakeClient]:
+    """``make_client(config, **kwargs)``: a :class:`RefundClient`, or an
+    :class:`AsyncRefundClient` behind :class:`AsyncAsSync`, as ``client_kind`` says;
+    each is closed after the test."""
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        client: Any = (
+            RefundClient(*args, **kwargs)
+            if client_kind == "sync"
+            else AsyncAsSync(AsyncRefundClient(*args, **kwargs))
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, and its key (TEST-ONLY)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
