@@ -2,25 +2,35 @@
 
 The servers differ only in how they read a request; from the provider named in the path
 and the body on, every answer is decided here, so the gateways get the same replies from
-either app.
+either app. :func:`deliver` (WSGI) and :func:`deliver_async` (ASGI) differ only in how
+they call the client and ``on_notification``; what each outcome is answered with is
+:func:`_refused` and :func:`_handler_failed`, one table for both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import logging
 import math
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Union
 
 import attrs
 
+from .client import RefundClient
 from .errors import ConfigError, JournalError, NotARefund, ProviderNotInstalled, RefundError
 from .models import CallbackAck, ProviderInfo, RefundNotification
 
 if TYPE_CHECKING:
-    from .client import RefundClient
+    from .async_client import AsyncRefundClient
+    from .client_base import ClientBase
 
-__all__ = ["Answer", "check_limits", "deliver", "find_provider"]
+__all__ = ["Answer", "OnNotification", "check_limits", "deliver", "deliver_async", "find_provider"]
+
+#: What the ASGI app hands a genuine notification to: a function, or a coroutine function.
+OnNotification = Callable[[RefundNotification], Union[object, Awaitable[object]]]  # noqa: UP007
 
 log = logging.getLogger("refundcore.callbacks")
 
@@ -68,7 +78,7 @@ def check_limits(max_body: int, body_timeout: float) -> None:
         )
 
 
-def find_provider(client: RefundClient, method: str, path: str) -> ProviderInfo | Answer:
+def find_provider(client: ClientBase, method: str, path: str) -> ProviderInfo | Answer:
     """The provider a callback at ``path`` (below the mount point) is for, or the answer
     that ends the request before its body is read."""
     provider = path.strip("/")
@@ -107,21 +117,73 @@ def deliver(
         note = client.verify_callback(
             info.id, method="POST", path=target, headers=headers, body=body
         )
-    except JournalError as exc:
+    except RefundError as exc:
+        return _refused(info, exc)
+    try:
+        on_notification(note)
+    except Exception:
+        return _handler_failed(info)
+    return Answer.ack(info.callback_ack)
+
+
+async def deliver_async(
+    client: RefundClient | AsyncRefundClient,
+    info: ProviderInfo,
+    *,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    on_notification: OnNotification,
+) -> Answer:
+    """:func:`deliver` for an event loop, answering the same. An
+    :class:`~refundcore.AsyncRefundClient`'s verification is awaited; a sync client's,
+    which may write its journal, runs in a worker thread, and so does a plain-function
+    ``on_notification`` (it may block); a coroutine function is awaited."""
+    try:
+        if isinstance(client, RefundClient):
+            note = await asyncio.to_thread(
+                functools.partial(
+                    client.verify_callback,
+                    info.id,
+                    method="POST",
+                    path=target,
+                    headers=headers,
+                    body=body,
+                )
+            )
+        else:
+            note = await client.verify_callback(
+                info.id, method="POST", path=target, headers=headers, body=body
+            )
+    except RefundError as exc:
+        return _refused(info, exc)
+    try:
+        if inspect.iscoroutinefunction(on_notification):
+            await on_notification(note)
+        else:
+            outcome = await asyncio.to_thread(on_notification, note)
+            if inspect.isawaitable(outcome):
+                await outcome
+    except Exception:
+        return _handler_failed(info)
+    return Answer.ack(info.callback_ack)
+
+
+def _refused(info: ProviderInfo, exc: RefundError) -> Answer:
+    """The answer to a callback the client would not take."""
+    if isinstance(exc, JournalError):
         # Genuine or not, it could not be recorded: let the gateway deliver it again.
         log.error("%s callback not journalled: %s", info.id, exc)
         return Answer.text(503, "Service Unavailable", "try again later")
-    except NotARefund as exc:
+    if isinstance(exc, NotARefund):
         # Refusing it would make the gateway deliver it again and again (and some
         # disable an endpoint that keeps refusing); it is genuine, so it is taken.
         log.info("acknowledged a %s %r callback: not about a refund", info.id, exc.event)
         return Answer.ack(info.callback_ack)
-    except RefundError as exc:
-        log.warning("rejected %s callback: %s", info.id, exc)
-        return Answer.text(400, "Bad Request", "callback rejected")
-    try:
-        on_notification(note)
-    except Exception:
-        log.exception("the application failed to handle a %s callback", info.id)
-        return Answer.text(500, "Internal Server Error", "try again later")
-    return Answer.ack(info.callback_ack)
+    log.warning("rejected %s callback: %s", info.id, exc)
+    return Answer.text(400, "Bad Request", "callback rejected")
+
+
+def _handler_failed(info: ProviderInfo) -> Answer:
+    log.exception("the application failed to handle a %s callback", info.id)
+    return Answer.text(500, "Internal Server Error", "try again later")

@@ -9,12 +9,15 @@ deliberately broken plugins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import ipaddress
+import socket
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +239,32 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
+
+
+@contextlib.contextmanager
+def _serve_asgi(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture
+def serve_asgi() -> Callable[[Any], contextlib.AbstractContextManager[str]]:
+    """``with serve_asgi(app) as base_url:`` serves an ASGI app with uvicorn on loopback."""
+    return _serve_asgi
