@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import callbacks, client_cpu, report, startup, throughput
+from . import asgi_endpoint, async_refunds, callbacks, client_cpu, report, startup, throughput
 from .common import PROVIDERS, REPO, BenchmarkError, Figure, loopback_only
 
 DEFAULT_OUTPUT = REPO / "docs" / "performance.md"
@@ -37,6 +37,10 @@ class Sizes:
     startup_rounds: int
     callback_rounds: int
     callback_seconds: float
+    async_refunds: int
+    async_in_flight: int
+    async_delay: float
+    asgi_seconds: float
 
 
 FULL = Sizes(
@@ -50,6 +54,10 @@ FULL = Sizes(
     startup_rounds=15,
     callback_rounds=9,
     callback_seconds=0.05,
+    async_refunds=2000,
+    async_in_flight=200,
+    async_delay=0.2,
+    asgi_seconds=3.0,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -62,9 +70,13 @@ QUICK = Sizes(
     startup_rounds=1,
     callback_rounds=2,
     callback_seconds=0.002,
+    async_refunds=20,
+    async_in_flight=10,
+    async_delay=0.01,
+    asgi_seconds=0.2,
 )
 
-KINDS = ("cpu", "journal", "batch", "startup", "callbacks")
+KINDS = ("cpu", "journal", "batch", "async", "startup", "callbacks", "asgi")
 
 
 def _startup_figure(rounds: int) -> Figure:
@@ -107,6 +119,14 @@ def plan(
             rounds=sizes.batch_rounds,
         )
         jobs.append(("batch", batch))
+    if "async" in kinds:
+        concurrent = functools.partial(
+            async_refunds.measure,
+            refunds=sizes.async_refunds,
+            in_flight=sizes.async_in_flight,
+            delay=sizes.async_delay,
+        )
+        jobs.append(("async", concurrent))
     if "startup" in kinds:
         jobs.append(("startup", functools.partial(_startup_figure, sizes.startup_rounds)))
     if "callbacks" in kinds:
@@ -118,6 +138,8 @@ def plan(
                 seconds=sizes.callback_seconds,
             )
             jobs.append((f"callbacks: {provider}", verify))
+    if "asgi" in kinds:
+        jobs.append(("asgi", functools.partial(asgi_endpoint.measure, seconds=sizes.asgi_seconds)))
     return jobs
 
 

@@ -48,6 +48,8 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "client CPU per refund: paywiser",
         "client CPU per refund + SQLite journal: directgw",
         "batch of 20, 4 workers",
+        "async: 20 refunds, 10 in flight",
+        "callback endpoint under uvicorn (ASGI) vs a hand-written endpoint: paywizard",
         "start-up: `refundcore providers`",
         "callbacks verified per second: wonder",
         "callbacks verified per second: paywiser",
@@ -61,4 +63,4 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 18  # one table row per figure
+    assert verdicts == 20  # one table row per figure
