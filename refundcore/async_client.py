@@ -17,16 +17,19 @@ for seeing each request is httpx's own (``event_hooks``, or a transport, on the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .async_transport import AsyncHttpTransport
 from .client_base import ClientBase
+from .effects import Send, drive_async
 from .errors import ConfigError
+from .exactly_once import DeferRecord
 from .journal import DEFAULT_JOURNAL, Journal
 from .models import (
-    HttpRequest,
     HttpResponse,
     Operation,
     PaymentRef,
@@ -42,6 +45,10 @@ from .money import Money
 
 if TYPE_CHECKING:
     import httpx
+
+    from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
+    from .journal import ResultRecord
+    from .redaction import Redactor
 
 __all__ = ["AsyncRefundClient"]
 
@@ -60,6 +67,11 @@ class AsyncRefundClient(ClientBase):
     retry (:class:`ConfigError` otherwise), and it stays open when this client closes.
     Without it, the client keeps its own, with up to ``pool_size`` idle keep-alive
     connections; the number of refunds in flight is the caller's to bound.
+
+    The journal (``journal``, default as for :class:`~refundcore.RefundClient`) keeps
+    every exactly-once guarantee: the protocol is the sync client's own code, its
+    journal calls run in worker threads. A task cancelled while its request may be on
+    the wire is recorded ``UNKNOWN`` and left for reconciliation, never sent again.
     """
 
     def __init__(
@@ -150,18 +162,22 @@ class AsyncRefundClient(ClientBase):
         return await self.execute(provider, operation)
 
     async def execute(
-        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+        self,
+        provider: str,
+        operation: Operation,
+        *,
+        original_amount: Money | None = None,
+        defer_record: DeferRecord | None = None,
     ) -> RefundResult:
         """Run a ready operation value through the pipeline (and the journal, if any);
         see :meth:`RefundClient.execute`."""
-        info, config = self._resolve(provider)
-        self._check_sendable(info, config)
-        self._pipeline.validate(info, operation, original_amount)
-        if self._protocol() is not None:
-            raise ConfigError("not yet: AsyncRefundClient(journal=None)", field="journal")
-        signed = self._pipeline.prepare(info, config, operation)
-        reply = await self._send(info, config, operation, signed)
-        return self._pipeline.finish_reply(info, config, operation, reply)
+        steps = self._execute_steps(provider, operation, original_amount, defer_record)
+        return await drive_async(steps, self._send)
+
+    async def reconcile(self, provider: str | None = None) -> list[RefundResult]:
+        """Query every unsettled journalled refund (of ``provider``, or of all) and
+        settle what can be settled; returns each one's outcome now."""
+        return await drive_async(self._reconcile_steps(provider), self._send)
 
     async def verify_callback(
         self,
@@ -174,10 +190,59 @@ class AsyncRefundClient(ClientBase):
     ) -> RefundNotification:
         """Verify a callback the gateway sent and return what it says; see
         :meth:`RefundClient.verify_callback`."""
-        info, config = self._resolve(provider)
-        return self._pipeline.verify(
-            info, config, method=method, path=path, headers=headers, body=body
+        steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
+        return await drive_async(steps, self._send)
+
+    async def refund_many(
+        self,
+        rows: Iterable[BatchRow] | BatchFile,
+        *,
+        workers: int = 8,
+        rate: float | Mapping[str, float] | None = None,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+        skip_invalid: bool = False,
+        chunk_size: int | None = None,
+        lease_seconds: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> BatchReport:
+        """Refund every row of a batch, through the journal; see
+        :meth:`RefundClient.refund_many` for the arguments and the report.
+
+        The batch runner (its journal work queue, rate limits and report) runs in
+        ``workers`` threads that hand each refund to this event loop, where it is sent
+        as :meth:`execute` sends it. ``on_progress`` is called on the event loop.
+        Cancelling the task stops starting rows, lets those in flight finish, then
+        raises ``CancelledError``.
+        """
+        from .batch import run_batch
+
+        loop = asyncio.get_running_loop()
+        stop = stop or threading.Event()
+
+        def progress(update: BatchProgress) -> None:
+            if on_progress is not None:
+                loop.call_soon_threadsafe(on_progress, update)
+
+        job = asyncio.ensure_future(
+            asyncio.to_thread(
+                run_batch,
+                _BatchBridge(self, loop),
+                rows,
+                workers=workers,
+                rate=rate,
+                on_progress=progress,
+                skip_invalid=skip_invalid,
+                chunk_size=chunk_size,
+                lease_seconds=self._lease_seconds if lease_seconds is None else lease_seconds,
+                stop=stop,
+            )
         )
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([job])
+            raise
 
     @property
     def pool_size(self) -> int:
@@ -198,7 +263,6 @@ class AsyncRefundClient(ClientBase):
     # -- sending -----------------------------------------------------------------------
 
     def _check_sendable(self, info: ProviderInfo, config: Any) -> None:
-        """Refuse, before anything is sent, what this client cannot send as asked."""
         wrapping = self._pipeline.send_plugins(info)
         if wrapping:
             raise ConfigError(
@@ -209,13 +273,58 @@ class AsyncRefundClient(ClientBase):
             )
         self._transport.check(info, config)
 
-    async def _send(
-        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
-    ) -> HttpResponse | RefundResult:
+    async def _send(self, effect: Send) -> HttpResponse | RefundResult:
         """The reply, or the UNKNOWN result of a send that may have gone out; raises only
         ``TransportError`` (nothing was sent)."""
-        self._pipeline.sending(info, operation, signed)
+        info, request = effect.info, effect.request
+        self._pipeline.sending(info, effect.operation, request)
         try:
-            return await self._transport.send(info, config, signed)
+            return await self._transport.send(info, effect.config, request)
         except Exception as exc:
             return self._pipeline.send_failed(info, exc)
+
+
+class _BatchBridge:
+    """The batch runner's client (its ``BatchClient``): the async client's checks as
+    they are, its :meth:`~AsyncRefundClient.execute` run on ``loop`` for a batch
+    worker thread that waits for it."""
+
+    def __init__(self, client: AsyncRefundClient, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._client.journal
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._client.redactor
+
+    @property
+    def pool_size(self) -> int:
+        return self._client.pool_size
+
+    def provider(self, provider_id: str) -> ProviderInfo:
+        return self._client.provider(provider_id)
+
+    def config_for(self, provider_id: str) -> Any:
+        return self._client.config_for(provider_id)
+
+    def check(
+        self, provider: str, operation: Operation, *, original_amount: Money | None = None
+    ) -> None:
+        self._client.check(provider, operation, original_amount=original_amount)
+
+    def execute(
+        self,
+        provider: str,
+        operation: Operation,
+        *,
+        original_amount: Money | None = None,
+        defer_record: Callable[[ResultRecord], None] | None = None,
+    ) -> RefundResult:
+        running = self._client.execute(
+            provider, operation, original_amount=original_amount, defer_record=defer_record
+        )
+        return asyncio.run_coroutine_threadsafe(running, self._loop).result()

@@ -8,7 +8,7 @@
                              (never built or signed), an interrupted one is reconciled,
                              a new one goes through the stages below and its finished
                              result is recorded
-        Pipeline.run         the stages, run by the provider's plugin:
+        the stages           run by the provider's plugin:
             build → sign → send (the transport) → parse → finish
                              (finish stamps the result's identity and masks secrets)
     verify_callback()        the plugin verifies a callback; its word settles the journal
@@ -17,11 +17,14 @@
     refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
 The pieces: :mod:`refundcore.pipeline` (the stages), :mod:`refundcore.exactly_once`
-(the journal protocol), :mod:`refundcore.journal.records` (rows ↔ values),
-:mod:`refundcore.redaction` (secrets). Any stage may be wrapped by an app plugin
-(``register_plugin``). Input errors are raised before anything is sent; once a request
-may have left the process, the client never raises: an outcome it cannot know is a
-result with status ``UNKNOWN``.
+(the journal protocol, written as a flow of effects that :mod:`refundcore.effects`
+drives: here in the calling thread, for :class:`~refundcore.AsyncRefundClient` on an
+event loop), :mod:`refundcore.client_base` (what both clients share),
+:mod:`refundcore.journal.records` (rows ↔ values), :mod:`refundcore.redaction`
+(secrets). Any stage may be wrapped by an app plugin (``register_plugin``). Input
+errors are raised before anything is sent; once a request may have left the process,
+the client never raises: an outcome it cannot know is a result with status
+``UNKNOWN``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .client_base import ClientBase
-from .errors import ConfigError
+from .effects import drive
 from .exactly_once import DeferRecord
 from .journal import DEFAULT_JOURNAL, Journal
 from .models import (
@@ -223,21 +226,13 @@ class RefundClient(ClientBase):
         journalled later (with others, by :meth:`Journal.record_many`) instead of at
         once: how a batch journals its rows' outcomes together.
         """
-        info = self.provider(provider)
-        config = self.config_for(provider)
-        self._pipeline.validate(info, operation, original_amount)
-        protocol = self._protocol()
-        if protocol is None:
-            return self._pipeline.run(info, config, operation)
-        return protocol.execute(info, config, operation, original_amount, defer_record=defer_record)
+        steps = self._execute_steps(provider, operation, original_amount, defer_record)
+        return drive(steps, self._pipeline)
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
         settle what can be settled; returns each one's outcome now."""
-        protocol = self._protocol()
-        if protocol is None:
-            raise ConfigError("this client has no journal (journal=None)", field="journal")
-        return protocol.reconcile(self._resolve, provider)
+        return drive(self._reconcile_steps(provider), self._pipeline)
 
     def verify_callback(
         self,
@@ -253,14 +248,8 @@ class RefundClient(ClientBase):
         ``path`` is the path plus ``?query`` exactly as received. Raises
         :class:`SignatureError` when the callback cannot be trusted.
         """
-        info, config = self._resolve(provider)
-        note = self._pipeline.verify(
-            info, config, method=method, path=path, headers=headers, body=body
-        )
-        protocol = self._protocol()
-        if protocol is not None:
-            protocol.settle(info, note)
-        return note
+        steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
+        return drive(steps, self._pipeline)
 
     @property
     def pool_size(self) -> int:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import load_provider_config, read_toml
+from .effects import Steps
 from .errors import ConfigError, RefundError
-from .exactly_once import ExactlyOnce
+from .exactly_once import DeferRecord, ExactlyOnce, plain
 from .journal import DEFAULT_JOURNAL, Journal, default_journal_url, open_journal
-from .models import Operation, ProviderInfo
+from .models import Operation, ProviderInfo, RefundNotification, RefundResult
 from .money import Money
 from .pipeline import Pipeline
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
@@ -168,9 +169,51 @@ class ClientBase:
         journalled. Raises what a refund would (``ValidationError``, ``ConfigError``,
         ``ProviderNotInstalled``, ``PluginError``).
         """
-        info = self.provider(provider)
-        config = self.config_for(provider)
+        info, config = self._resolve(provider)
+        self._check_sendable(info, config)
         self._pipeline.check(info, config, operation, original_amount)
+
+    # -- the flows both clients drive ----------------------------------------------------
+
+    def _execute_steps(
+        self,
+        provider: str,
+        operation: Operation,
+        original_amount: Money | None,
+        defer_record: DeferRecord | None = None,
+    ) -> Steps[RefundResult]:
+        info, config = self._resolve(provider)
+        self._check_sendable(info, config)
+        self._pipeline.validate(info, operation, original_amount)
+        protocol = self._protocol()
+        if protocol is None:
+            return (yield from plain(self._pipeline, info, config, operation))
+        return (
+            yield from protocol.execute(
+                info, config, operation, original_amount, defer_record=defer_record
+            )
+        )
+
+    def _reconcile_steps(self, provider: str | None) -> Steps[list[RefundResult]]:
+        protocol = self._protocol()
+        if protocol is None:
+            raise ConfigError("this client has no journal (journal=None)", field="journal")
+        return (yield from protocol.reconcile(self._resolve, provider))
+
+    def _verify_steps(
+        self, provider: str, *, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Steps[RefundNotification]:
+        info, config = self._resolve(provider)
+        note = self._pipeline.verify(
+            info, config, method=method, path=path, headers=headers, body=body
+        )
+        protocol = self._protocol()
+        if protocol is not None:
+            yield from protocol.settle(info, note)
+        return note
+
+    def _check_sendable(self, info: ProviderInfo, config: Any) -> None:
+        """Refuse, before anything is sent, what this client cannot send as asked."""
 
     # -- the journal and the rest ------------------------------------------------------
 

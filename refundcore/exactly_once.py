@@ -17,6 +17,12 @@ Input errors come first: the caller runs :meth:`Pipeline.validate` before
 gives the claim back (nothing was sent), so a corrected retry is not blocked. A query's
 or a verified callback's word settles a recorded refund (:meth:`ExactlyOnce.settle`);
 :meth:`ExactlyOnce.reconcile` sweeps every unsettled one.
+
+The protocol is written once for both clients, without I/O of its own: each method is
+a flow (:mod:`refundcore.effects`) that yields the sends, journal calls and pauses it
+needs, carried out by :func:`~refundcore.effects.drive` (``RefundClient``) or
+:func:`~refundcore.effects.drive_async` (``AsyncRefundClient``). :func:`plain` is the
+flow without a journal.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from typing import Any
 
 import attrs
 
+from .effects import Call, Pause, Send, Steps
 from .errors import IdempotencyConflict, JournalError, RefundError, TransportError, ValidationError
-from .journal import ClaimVerdict, Journal, JournalEntry, ResultRecord
+from .journal import Claim, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
     new_refund,
     operation_for,
@@ -56,7 +63,7 @@ from .money import Money
 from .pipeline import Pipeline, unknown_result
 from .status import JournalState
 
-__all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup"]
+__all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup", "plain"]
 
 # The protocol logs as the client it serves: one logger for users to configure.
 log = logging.getLogger("refundcore.client")
@@ -70,6 +77,27 @@ ProviderLookup = Callable[[str], tuple[ProviderInfo, Any]]
 
 _FIRST_PAUSE = 0.02
 _LONGEST_PAUSE = 0.5
+
+
+def plain(
+    pipeline: Pipeline, info: ProviderInfo, config: Any, operation: Operation
+) -> Steps[RefundResult]:
+    """The flow without a journal: prepare, send, finish."""
+    return _run(pipeline, info, config, operation)
+
+
+def _run(
+    pipeline: Pipeline, info: ProviderInfo, config: Any, operation: Operation
+) -> Steps[RefundResult]:
+    return _deliver(pipeline, info, config, operation, pipeline.prepare(info, config, operation))
+
+
+def _deliver(
+    pipeline: Pipeline, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
+) -> Steps[RefundResult]:
+    """Send and finish: never raises, except ``TransportError`` (nothing was sent)."""
+    reply = yield Send(info, config, operation, signed)
+    return pipeline.finish_reply(info, config, operation, reply)
 
 
 class ExactlyOnce:
@@ -102,7 +130,7 @@ class ExactlyOnce:
         original_amount: Money | None = None,
         *,
         defer_record: DeferRecord | None = None,
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Run a validated ``operation`` once: a query is sent and settles what it
         answers; a refund or void goes through the claim (see the module's doc).
 
@@ -111,42 +139,52 @@ class ExactlyOnce:
         of being recorded at once.
         """
         if isinstance(operation, RefundQuery):
-            result = self._pipeline.run(info, config, operation)
-            self.settle(info, result)
+            result = yield from _run(self._pipeline, info, config, operation)
+            yield from self.settle(info, result)
             return result
-        verdict, owner, entry = self._claim(info, operation, original_amount)
+        verdict, owner, entry = yield from self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.DONE:
             return self._pipeline.finish(info, operation, result_from_entry(entry))
         if verdict is ClaimVerdict.TAKEOVER:
-            return self._reconcile_claimed(info, config, operation, owner, entry)
+            return (yield from self._reconcile_claimed(info, config, operation, owner, entry))
         if verdict is ClaimVerdict.NEW:
-            request = self._prepare(info, config, operation, owner, taken_over=None)
-            return self._send_and_record(info, config, operation, request, owner, defer_record)
+            request = yield from self._prepare(info, config, operation, owner, taken_over=None)
+            return (
+                yield from self._send_and_record(
+                    info, config, operation, request, owner, defer_record
+                )
+            )
         busy = unknown_result(
             "another worker is submitting this refund and has not finished",
             "in_progress",
         )
         return self._pipeline.finish(info, operation, busy)
 
-    def settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> None:
+    def settle(self, info: ProviderInfo, word: RefundResult | RefundNotification) -> Steps[None]:
         """Let a query's or callback's word settle the journalled refund (the journal
         keeps it monotonic: nothing undoes a final state)."""
         if word.status is RefundStatus.UNKNOWN:
             return
-        self._journal.apply_notification(
-            info.id,
-            state=JournalState.of(word.status),
-            refund_id=word.refund_id,
-            provider_refund_id=word.provider_refund_id,
-            raw=word.raw,
+        yield Call(
+            self._journal.apply_notification,
+            (info.id,),
+            {
+                "state": JournalState.of(word.status),
+                "refund_id": word.refund_id,
+                "provider_refund_id": word.provider_refund_id,
+                "raw": word.raw,
+            },
         )
 
-    def reconcile(self, lookup: ProviderLookup, provider: str | None = None) -> list[RefundResult]:
+    def reconcile(
+        self, lookup: ProviderLookup, provider: str | None = None
+    ) -> Steps[list[RefundResult]]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
         settle what can be settled; returns each one's outcome now. A refund being
         sent right now is left to its sender."""
         outcomes = []
-        for entry in self._journal.entries(unsettled=True, provider=provider):
+        entries = yield Call(self._journal.entries, (), {"unsettled": True, "provider": provider})
+        for entry in entries:
             if (
                 entry.state is JournalState.SUBMITTING
                 and entry.lease_until is not None
@@ -155,7 +193,7 @@ class ExactlyOnce:
                 continue
             try:
                 info, config = lookup(entry.provider)
-                outcomes.append(self._reconcile_entry(info, config, entry))
+                outcomes.append((yield from self._reconcile_entry(info, config, entry)))
             except RefundError as exc:
                 problem = self._pipeline.redactor.text(entry.provider, str(exc))
                 log.error(
@@ -166,7 +204,7 @@ class ExactlyOnce:
 
     def _claim(
         self, info: ProviderInfo, operation: Refund | Void, original_amount: Money | None
-    ) -> tuple[ClaimVerdict, str, JournalEntry]:
+    ) -> Steps[tuple[ClaimVerdict, str, JournalEntry]]:
         """Claim the refund, waiting while another worker holds it: the verdict (NEW,
         TAKEOVER, DONE; BUSY when the wait ran out), this attempt's owner, the row."""
         new = new_refund(info.id, operation, original_amount)
@@ -174,7 +212,9 @@ class ExactlyOnce:
         pause = _FIRST_PAUSE
         while True:
             owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
-            claim = self._journal.claim(new, owner=owner, lease_seconds=self._lease_seconds)
+            claim: Claim = yield Call(
+                self._journal.claim, (new,), {"owner": owner, "lease_seconds": self._lease_seconds}
+            )
             if claim.outcome is ClaimVerdict.CONFLICT:
                 raise IdempotencyConflict(
                     f"{operation.refund_id!r} was already used for a different refund via "
@@ -195,7 +235,7 @@ class ExactlyOnce:
                         "without returning its row"
                     )
                 return claim.outcome, owner, claim.entry
-            time.sleep(pause)
+            yield Pause(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
 
     def _prepare(
@@ -206,7 +246,7 @@ class ExactlyOnce:
         owner: str,
         *,
         taken_over: JournalEntry | None,
-    ) -> HttpRequest:
+    ) -> Steps[HttpRequest]:
         """Build and sign a claimed refund. If a stage refuses it, nothing was sent:
         the claim is given back (a new row forgotten, a taken-over one put back as it
         was found, unleased) before the error is raised, so a retry is not blocked."""
@@ -214,9 +254,9 @@ class ExactlyOnce:
             return self._pipeline.prepare(info, config, operation)
         except BaseException:
             if taken_over is None:
-                self._journal.abandon(info.id, operation.refund_id, owner=owner)
+                yield Call(self._journal.abandon, (info.id, operation.refund_id), {"owner": owner})
             else:
-                self._record(info, operation, owner, result_from_entry(taken_over))
+                yield from self._record(info, operation, owner, result_from_entry(taken_over))
             raise
 
     def _send_and_record(
@@ -227,24 +267,26 @@ class ExactlyOnce:
         request: HttpRequest,
         owner: str,
         defer_record: DeferRecord | None = None,
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         try:
-            result = self._pipeline.deliver(info, config, operation, request)
+            result = yield from _deliver(self._pipeline, info, config, operation, request)
         except TransportError:
             # Nothing left the process: free the refund id for a retry.
-            self._journal.abandon(info.id, operation.refund_id, owner=owner)
+            yield Call(self._journal.abandon, (info.id, operation.refund_id), {"owner": owner})
             raise
         if defer_record is None:
-            self._record(info, operation, owner, result)
+            yield from self._record(info, operation, owner, result)
         else:
             defer_record(result_record(info.id, operation, owner, result))
         return result
 
     def _record(
         self, info: ProviderInfo, operation: Operation, owner: str, result: RefundResult
-    ) -> None:
+    ) -> Steps[None]:
         try:
-            self._journal.record_many([result_record(info.id, operation, owner, result)])
+            yield Call(
+                self._journal.record_many, ([result_record(info.id, operation, owner, result)],)
+            )
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
             # `refundcore journal reconcile` settles it once the journal is back.
@@ -263,30 +305,30 @@ class ExactlyOnce:
         operation: Refund | Void,
         owner: str,
         entry: JournalEntry,
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Settle a refund an earlier attempt may have sent: query where the provider
         can; resend only where the provider deduplicates on the refund id; otherwise
         keep it UNKNOWN. Never a blind second refund."""
         caps = info.capabilities
         if caps.query:
-            settled = self._settled_by_query(info, config, operation, entry)
+            settled = yield from self._settled_by_query(info, config, operation, entry)
             if settled is not None:
-                self._record(info, operation, owner, settled)
+                yield from self._record(info, operation, owner, settled)
                 return settled
         if caps.idempotent_refund_id:
-            request = self._prepare(info, config, operation, owner, taken_over=entry)
-            return self._send_and_record(info, config, operation, request, owner)
+            request = yield from self._prepare(info, config, operation, owner, taken_over=entry)
+            return (yield from self._send_and_record(info, config, operation, request, owner))
         unconfirmed = unknown_result(
             f"an earlier attempt may have reached {info.name}, which could not confirm it",
             "unconfirmed",
         )
         unknown = self._pipeline.finish(info, operation, unconfirmed)
-        self._record(info, operation, owner, unknown)
+        yield from self._record(info, operation, owner, unknown)
         return unknown
 
     def _settled_by_query(
         self, info: ProviderInfo, config: Any, operation: Refund | Void, entry: JournalEntry
-    ) -> RefundResult | None:
+    ) -> Steps[RefundResult | None]:
         """What the gateway's answer to a query settles the refund as, finished; None
         when it settles nothing (no answer, UNKNOWN, or FAILED where a resend is safe)."""
         query = RefundQuery(
@@ -295,7 +337,7 @@ class ExactlyOnce:
             provider_refund_id=entry.provider_refund_id,
         )
         try:
-            answer = self._pipeline.run(info, config, query)
+            answer = yield from _run(self._pipeline, info, config, query)
         except RefundError as exc:
             log.warning(
                 "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
@@ -316,19 +358,19 @@ class ExactlyOnce:
 
     def _reconcile_entry(
         self, info: ProviderInfo, config: Any, entry: JournalEntry
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """One unsettled row of the sweep: a PENDING one is asked about, any other is
         claimed and reconciled as a retry of it would be."""
         if entry.state is JournalState.PENDING:
             if not info.capabilities.query:
                 return result_from_entry(entry)
-            answer = self._pipeline.run(info, config, query_for(entry))
-            self.settle(info, answer)
+            answer = yield from _run(self._pipeline, info, config, query_for(entry))
+            yield from self.settle(info, answer)
             # Reported as the refund or void it settles, not as the query that asked.
             return attrs.evolve(answer, operation=entry.operation)
         operation = operation_for(entry)
         self._pipeline.validate(info, operation)
-        return self.execute(info, config, operation)
+        return (yield from self.execute(info, config, operation))
 
 
 def _utcnow() -> datetime:

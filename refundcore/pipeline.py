@@ -9,15 +9,15 @@ wrapping it):
     finish    the core stamps the result's identity, masks secrets and logs it
 
 :meth:`Pipeline.prepare` (build and sign) raises every input error. Once a request
-may have left the process, :meth:`Pipeline.deliver` never raises except
-``TransportError``, which promises nothing was sent: an outcome it cannot know is an
-``UNKNOWN`` result.
+may have left the process, nothing raises except ``TransportError``, which promises
+nothing was sent: :meth:`Pipeline.send` turns any other failure into an ``UNKNOWN``
+result and :meth:`Pipeline.finish_reply` (parse and finish) never raises.
 
 Every stage but the send is one piece of code for the sync and the async client: a
 client that sends by other means (``AsyncRefundClient`` awaits httpx) calls
-:meth:`Pipeline.prepare`, then :meth:`Pipeline.sending` before its send,
-:meth:`Pipeline.send_failed` for what its send raised, and :meth:`Pipeline.finish_reply`
-with what came back.
+:meth:`Pipeline.sending` before its send and :meth:`Pipeline.send_failed` for what its
+send raised. The order of the stages, and the journal around them, is
+:mod:`refundcore.exactly_once`'s.
 """
 
 from __future__ import annotations
@@ -119,19 +119,6 @@ class Pipeline:
         if not isinstance(signed, HttpRequest):
             raise _missing_stage(info, "refundcore_sign_request", signed)
         return signed
-
-    def run(self, info: ProviderInfo, config: Any, operation: Operation) -> RefundResult:
-        """Prepare, send and parse ``operation``: its finished result."""
-        return self.deliver(info, config, operation, self.prepare(info, config, operation))
-
-    def deliver(
-        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
-    ) -> RefundResult:
-        """Send and parse: the finished result. The request may reach the gateway: never
-        raises, except ``TransportError``, which promises that nothing was sent."""
-        return self.finish_reply(
-            info, config, operation, self.send(info, config, operation, signed)
-        )
 
     def finish_reply(
         self,
