@@ -8,17 +8,15 @@ deliberately broken plugins.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-import inspect
 import ipaddress
 import socket
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pytest
 
 from refundcore import AsyncRefundClient, RefundClient
 from refundcore.scaffold import create_plugin
+from refundcore.testing import AsyncAsSync
 
 
 def _install_dist(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> None:
@@ -130,44 +129,6 @@ def testpay_variant(installed: Path) -> TestpayVariant:
         return Variant()
 
     return variant
-
-
-class AsyncAsSync:
-    """An :class:`AsyncRefundClient` driven from sync test code: each of its coroutines
-    runs on an event loop of its own thread, its plain methods are called as they are.
-    How the client tests run, unchanged, against both clients."""
-
-    def __init__(self, client: AsyncRefundClient) -> None:
-        self.wrapped = client
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.wrapped, name)
-        if not inspect.iscoroutinefunction(attribute):
-            return attribute
-        return lambda *args, **kwargs: self.run(attribute(*args, **kwargs))
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self.run(self.wrapped.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def __enter__(self) -> AsyncAsSync:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return repr(self.wrapped)
 
 
 MakeClient = Callable[..., Any]
