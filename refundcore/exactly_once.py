@@ -82,13 +82,8 @@ _LONGEST_PAUSE = 0.5
 def plain(
     pipeline: Pipeline, info: ProviderInfo, config: Any, operation: Operation
 ) -> Steps[RefundResult]:
-    """The flow without a journal: prepare, send, finish."""
-    return _run(pipeline, info, config, operation)
-
-
-def _run(
-    pipeline: Pipeline, info: ProviderInfo, config: Any, operation: Operation
-) -> Steps[RefundResult]:
+    """The flow without a journal (a query's, or any operation's on a client without
+    one): prepare, send, finish."""
     return _deliver(pipeline, info, config, operation, pipeline.prepare(info, config, operation))
 
 
@@ -139,7 +134,7 @@ class ExactlyOnce:
         of being recorded at once.
         """
         if isinstance(operation, RefundQuery):
-            result = yield from _run(self._pipeline, info, config, operation)
+            result = yield from plain(self._pipeline, info, config, operation)
             yield from self.settle(info, result)
             return result
         verdict, owner, entry = yield from self._claim(info, operation, original_amount)
@@ -337,7 +332,7 @@ class ExactlyOnce:
             provider_refund_id=entry.provider_refund_id,
         )
         try:
-            answer = yield from _run(self._pipeline, info, config, query)
+            answer = yield from plain(self._pipeline, info, config, query)
         except RefundError as exc:
             log.warning(
                 "reconciling %s via %s: query failed: %s", operation.refund_id, info.id, exc
@@ -364,7 +359,7 @@ class ExactlyOnce:
         if entry.state is JournalState.PENDING:
             if not info.capabilities.query:
                 return result_from_entry(entry)
-            answer = yield from _run(self._pipeline, info, config, query_for(entry))
+            answer = yield from plain(self._pipeline, info, config, query_for(entry))
             yield from self.settle(info, answer)
             # Reported as the refund or void it settles, not as the query that asked.
             return attrs.evolve(answer, operation=entry.operation)
