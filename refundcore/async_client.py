@@ -18,8 +18,10 @@ for seeing each request is httpx's own (``event_hooks``, or a transport, on the
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -223,26 +225,30 @@ class AsyncRefundClient(ClientBase):
             if on_progress is not None:
                 loop.call_soon_threadsafe(on_progress, update)
 
-        job = asyncio.ensure_future(
-            asyncio.to_thread(
-                run_batch,
-                _BatchBridge(self, loop),
-                rows,
-                workers=workers,
-                rate=rate,
-                on_progress=progress,
-                skip_invalid=skip_invalid,
-                chunk_size=chunk_size,
-                lease_seconds=self._lease_seconds if lease_seconds is None else lease_seconds,
-                stop=stop,
-            )
+        batch = functools.partial(
+            run_batch,
+            _BatchBridge(self, loop),
+            rows,
+            workers=workers,
+            rate=rate,
+            on_progress=progress,
+            skip_invalid=skip_invalid,
+            chunk_size=chunk_size,
+            lease_seconds=self._lease_seconds if lease_seconds is None else lease_seconds,
+            stop=stop,
         )
+        # A thread of its own, not the loop's default executor: the journal calls of the
+        # refunds it waits for run there, and batches in flight must not fill it.
+        runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refundcore-batch")
+        job = loop.run_in_executor(runner, batch)
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
             stop.set()
             await asyncio.wait([job])
             raise
+        finally:
+            runner.shutdown(wait=False)
 
     @property
     def pool_size(self) -> int:

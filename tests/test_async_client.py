@@ -210,3 +210,28 @@ def test_from_file_as_an_async_context_manager(run: SandboxRun, tmp_path: Path) 
             return result.status.value
 
     assert asyncio.run(scenario()) == "SUCCEEDED"
+
+
+def test_batches_in_flight_together_do_not_starve_the_journal(
+    run: SandboxRun, tmp_path: Path
+) -> None:
+    """More batches at once than the event loop's default executor has threads: each
+    batch runner has a thread of its own, so the journal calls they wait for still run."""
+    from refundcore.batch import BatchRow
+
+    payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(10)]
+
+    async def scenario() -> list[bool]:
+        async with _client(run, journal=f"sqlite:///{tmp_path / 'j.db'}") as client:
+            batches = [
+                client.refund_many(
+                    [BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("1", HKD))],
+                    workers=1,
+                )
+                for p in payments
+            ]
+            reports = await asyncio.wait_for(asyncio.gather(*batches), timeout=60)
+            return [report.succeeded for report in reports]
+
+    assert asyncio.run(scenario()) == [True] * 10
+    assert _refunds_sent(run) == 10
