@@ -51,6 +51,7 @@ OPTIONAL = {
     "refundcore.async_transport": "httpx",
     "refundcore.journal.postgres": "psycopg",
     "refundcore.testing": "hypothesis",
+    "refundcore.testing.clients": "pytest",
 }
 
 

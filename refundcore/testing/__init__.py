@@ -22,14 +22,11 @@ is not installed): the same plugin hooks serve both.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -58,9 +55,7 @@ from ..models import (
 )
 from ..money import Money
 from ..sandbox import Fault, OutgoingCallback, SandboxRun
-
-if TYPE_CHECKING:
-    from ..async_client import AsyncRefundClient
+from .clients import AsyncAsSync, sandbox_client
 
 __all__ = ["AsyncAsSync", "ProviderConformance"]
 
@@ -76,46 +71,6 @@ _HOSTILE = settings(
         HealthCheck.differing_executors,
     ],
 )
-
-
-class AsyncAsSync:
-    """An :class:`AsyncRefundClient` driven from sync test code: each of its coroutines
-    runs on an event loop of its own thread, its plain methods are called as they are.
-    How the client tests run, unchanged, against both clients."""
-
-    def __init__(self, client: AsyncRefundClient) -> None:
-        self.wrapped = client
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coroutine`` on the client's loop; its result (or exception) here."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.wrapped, name)
-        if not inspect.iscoroutinefunction(attribute):
-            return attribute
-        return lambda *args, **kwargs: self.run(attribute(*args, **kwargs))
-
-    def close(self) -> None:
-        """Close the client (``aclose``) and stop its loop; closing twice does nothing."""
-        if self._loop.is_closed():
-            return
-        self.run(self.wrapped.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def __enter__(self) -> AsyncAsSync:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return repr(self.wrapped)
 
 
 class _TamperSignature:
@@ -161,17 +116,9 @@ class ProviderConformance:
         """The provider's emulator, served on loopback, with a client configured for it:
         a RefundClient, then an AsyncRefundClient."""
         assert self.provider, 'set `provider = "<id>"` on your conformance class'
-        client = None
-        if request.param == "async":
-            pytest.importorskip("httpx", reason="the async client needs refundcore[async]")
-            from ..async_client import AsyncRefundClient
-
-            client = AsyncAsSync(AsyncRefundClient(entry_points=self.plugin is None, journal=None))
+        client = sandbox_client(request.param, entry_points=self.plugin is None)
         with SandboxRun(
-            self.provider,
-            plugin=self.plugin,
-            read_timeout=self.read_timeout,
-            client=client,  # type: ignore[arg-type]  # it stands in for a RefundClient
+            self.provider, plugin=self.plugin, read_timeout=self.read_timeout, client=client
         ) as run:
             yield run
 
