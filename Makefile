@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGIN_DIRS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench sandbox postgres clean
+.PHONY: setup demo test lint typecheck unit bench sandbox postgres browser screenshots clean
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,30 @@ postgres:
 		fi; \
 	fi
 
-unit: setup postgres
+# The console's browser test drives Debian's headless Chromium through its chromedriver
+# (never a downloaded browser); on a fresh machine (as root) both are installed here.
+# REFUNDCORE_SKIP_BROWSER=1 skips that test.
+browser:
+	@if [ "$${REFUNDCORE_SKIP_BROWSER:-}" != 1 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "Chromium is needed for the console's browser test:" \
+			     "sudo apt-get install chromium chromium-driver, or set REFUNDCORE_SKIP_BROWSER=1"; exit 1; \
+		fi; \
+	fi
+
+unit: setup postgres browser
 	$(BIN)/python -m pytest
+
+# The README's console screenshots (docs/images/), taken by the browser test in a
+# scratch folder (a test run never writes into the checkout) and copied here.
+screenshots: setup browser
+	@shots=$$(mktemp -d) && \
+		REFUNDCORE_SCREENSHOTS=$$shots $(BIN)/python -m pytest -q -p no:randomly tests/web/test_browser.py && \
+		mkdir -p docs/images && cp $$shots/console-*.png docs/images/ && rm -rf $$shots && \
+		ls -l docs/images/console-*.png
 
 test: lint typecheck unit
 

@@ -17,7 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import asgi_endpoint, async_refunds, callbacks, client_cpu, report, startup, throughput
+from . import (
+    asgi_endpoint,
+    async_refunds,
+    callbacks,
+    client_cpu,
+    report,
+    startup,
+    telemetry,
+    throughput,
+)
 from .common import PROVIDERS, REPO, BenchmarkError, Figure, loopback_only
 
 DEFAULT_OUTPUT = REPO / "docs" / "performance.md"
@@ -76,7 +85,10 @@ QUICK = Sizes(
     asgi_seconds=0.2,
 )
 
-KINDS = ("cpu", "journal", "batch", "async", "startup", "callbacks", "asgi")
+KINDS = ("cpu", "journal", "telemetry", "batch", "async", "startup", "callbacks", "asgi")
+#: The telemetry plugin's cost is measured with every trace sampled for each provider,
+#: and with a production-style share for the cheapest refund (where it weighs most).
+TELEMETRY_SAMPLED = ((1.0, PROVIDERS), (0.1, ("paywizard",)))
 
 
 def _startup_figure(rounds: int) -> Figure:
@@ -110,6 +122,20 @@ def plan(
                     warmup=sizes.cpu_warmup,
                 )
                 jobs.append((f"{kind}: {provider}", cpu))
+    if "telemetry" in kinds:
+        for sampled, sampled_providers in TELEMETRY_SAMPLED:
+            for provider in providers:
+                if provider not in sampled_providers:
+                    continue
+                overhead = functools.partial(
+                    telemetry.measure,
+                    provider,
+                    sampled=sampled,
+                    rounds=sizes.cpu_rounds,
+                    per_round=sizes.cpu_per_round,
+                    warmup=sizes.cpu_warmup,
+                )
+                jobs.append((f"telemetry ({sampled:.0%} sampled): {provider}", overhead))
     if "batch" in kinds:
         batch = functools.partial(
             throughput.measure,

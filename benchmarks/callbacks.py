@@ -61,8 +61,9 @@ def _calls_for(check: Callable[[], object], seconds: float) -> int:
         n *= 4
 
 
-#: The hand-written BBMSL verifier reads string values (GATEWAYS.md's example), so its
-#: emulator sends those; its default numbers would need the PHP reading as well.
+#: The hand-written BBMSL verifier reads string values (as BBMSL's notification example
+#: shows them), so its emulator sends those; its default numbers would need the PHP
+#: reading as well.
 _EMULATOR_OPTIONS: dict[str, dict[str, str]] = {"directgw": {"notification_values": "strings"}}
 
 

@@ -34,12 +34,15 @@ _EXPORTS = {
     "RefundResult": "models",
     "RefundStatus": "status",
     "RefundNotification": "models",
+    "ResultSource": "models",
     "Callback": "models",
     "CallbackAck": "models",
     "Capabilities": "models",
     "Headers": "models",
     "HttpRequest": "models",
     "HttpResponse": "models",
+    "Lookup": "lookup",
+    "LookupKey": "lookup",
     "ProviderInfo": "models",
     "ProviderConfig": "config",
     "Secret": "config",
@@ -72,6 +75,8 @@ __all__ = [
     "HttpResponse",
     "IdempotencyConflict",
     "JournalError",
+    "Lookup",
+    "LookupKey",
     "Money",
     "NotARefund",
     "OutcomeUnknown",
@@ -90,6 +95,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Secret",
     "SignatureError",
     "TransportError",
@@ -122,6 +128,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from .hookspecs import hookimpl, hookspec
+    from .lookup import Lookup, LookupKey
     from .models import (
         Callback,
         CallbackAck,
@@ -135,6 +142,7 @@ if TYPE_CHECKING:
         RefundNotification,
         RefundQuery,
         RefundResult,
+        ResultSource,
         Void,
     )
     from .money import Money

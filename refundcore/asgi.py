@@ -23,7 +23,6 @@ connection. How long the request line and headers may take is the server's setti
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .callback_answers import Answer, OnNotification, check_limits, deliver_async, find_provider
+from .logs import EventLogger
 from .models import Headers
 from .wsgi import BODY_TIMEOUT, MAX_BODY
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ASGIApp", "callback_app"]
 
-log = logging.getLogger("refundcore.asgi")
+log = EventLogger("refundcore.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -178,7 +178,13 @@ def callback_app(
         except _Gone:
             return
         except _Refused as refused:
-            log.warning("refused %s callback: %s", found.id, refused)
+            log.warning(
+                "callback refused before verifying",
+                provider=found.id,
+                operation="callback",
+                http_status=refused.answer.status,
+                error=str(refused),
+            )
             await _answer(send, refused.answer, close=True)
             return
         answer = await deliver_async(

@@ -8,11 +8,15 @@ every stage but the send (:class:`~refundcore.pipeline.Pipeline`: validate, buil
 sign, parse, finish, redaction), so a provider plugin serves both clients unchanged.
 
 Plugin stages run on the event loop: they are short CPU work (building, signing,
-parsing). App plugins that wrap ``refundcore_send_request`` wrap the sync send and
-cannot wrap an awaited one, so a provider served by such a plugin is refused with a
+parsing). App plugins see what they see on the sync client: the stage wrappers (the
+wrappers of ``refundcore_send_request`` around the awaited send, in the sending
+task), the ``refundcore_operation`` and ``refundcore_journal`` wrapper points and the
+``refundcore_result`` and ``refundcore_notification`` hooks, so
+:class:`refundcore.telemetry.Telemetry` and structured logs serve both clients. A
+plugin that *implements* ``refundcore_send_request`` (a transport of its own) is sync
+code that would hold the event loop: a provider it serves is refused with a
 :class:`~refundcore.errors.ConfigError` rather than sent without it; the async seam
-for seeing each request is httpx's own (``event_hooks``, or a transport, on the
-``http_client`` given).
+for that is httpx's own (a transport on the ``http_client`` given).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .client_base import ClientBase
 from .effects import Send, drive_async
 from .errors import ConfigError
 from .exactly_once import DeferRecord
-from .journal import DEFAULT_JOURNAL, Journal
+from .journal import DEFAULT_JOURNAL, Journal, JournalEntry, JournalState
 from .models import (
     HttpResponse,
     Operation,
@@ -40,6 +44,7 @@ from .models import (
     RefundNotification,
     RefundQuery,
     RefundResult,
+    RefundStatus,
     Void,
     new_refund_id,
 )
@@ -195,6 +200,20 @@ class AsyncRefundClient(ClientBase):
         steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
         return await drive_async(steps, self._send)
 
+    async def resolve(
+        self,
+        provider: str,
+        refund_id: str,
+        *,
+        as_: JournalState | RefundStatus | str,
+        reason: str,
+        by: str,
+    ) -> JournalEntry:
+        """Record an operator's decision about a journalled refund; see
+        :meth:`RefundClient.resolve`. The journal call runs in a worker thread."""
+        decision = self._decision(provider, refund_id, as_=as_, reason=reason, by=by)
+        return await asyncio.to_thread(decision)
+
     async def refund_many(
         self,
         rows: Iterable[BatchRow] | BatchFile,
@@ -269,12 +288,12 @@ class AsyncRefundClient(ClientBase):
     # -- sending -----------------------------------------------------------------------
 
     def _check_sendable(self, info: ProviderInfo, config: Any) -> None:
-        wrapping = self._pipeline.send_plugins(info)
-        if wrapping:
+        replacing = self._pipeline.send_replacements(info)
+        if replacing:
             raise ConfigError(
-                f"plugin(s) {', '.join(wrapping)} implement refundcore_send_request, which "
-                "wraps the sync send only: use RefundClient with them, or see requests "
-                "through httpx's event_hooks or a transport on http_client",
+                f"plugin(s) {', '.join(replacing)} implement refundcore_send_request, a "
+                "sync transport: use RefundClient with them, or a transport on "
+                "http_client (wrapping the hook, @hookimpl(wrapper=True), works on both)",
                 provider=info.id,
             )
         self._transport.check(info, config)
@@ -282,12 +301,10 @@ class AsyncRefundClient(ClientBase):
     async def _send(self, effect: Send) -> HttpResponse | RefundResult:
         """The reply, or the UNKNOWN result of a send that may have gone out; raises only
         ``TransportError`` (nothing was sent)."""
-        info, request = effect.info, effect.request
-        self._pipeline.sending(info, effect.operation, request)
-        try:
-            return await self._transport.send(info, effect.config, request)
-        except Exception as exc:
-            return self._pipeline.send_failed(info, exc)
+        return await self._pipeline.send_awaited(
+            effect,
+            functools.partial(self._transport.send, effect.info, effect.config, effect.request),
+        )
 
 
 class _BatchBridge:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .errors import ConfigError, OutcomeUnknown, TransportError
+from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
 from .redaction import error_reason, without_queries
 from .transport import MAX_RESPONSE_BYTES, USER_AGENT
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncHttpTransport", "check_http_client"]
 
 # The sync and async sends log as one transport: one logger for users to configure.
-log = logging.getLogger("refundcore.transport")
+log = EventLogger("refundcore.transport")
 
 # httpx logs each request's full URL; while refundcore sends, the query is masked.
 _SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("refundcore_sending", default=False)
@@ -181,11 +182,11 @@ class AsyncHttpTransport:
         finally:
             _SENDING.reset(token)
         log.debug(
-            "%s %s: HTTP %d (%d bytes)",
-            request.method,
-            without_queries(request.url),
-            reply.status_code,
-            len(body),
+            "http exchange",
+            method=request.method,
+            url=without_queries(request.url),
+            http_status=reply.status_code,
+            response_bytes=len(body),
         )
         return HttpResponse(
             status=reply.status_code,

@@ -35,7 +35,6 @@ import enum
 import hashlib
 import io
 import json
-import logging
 import os
 import queue
 import socket
@@ -71,6 +70,7 @@ from .journal import (
     ResultRecord,
 )
 from .journal.records import payment_key
+from .logs import EventLogger, batch_line
 from .models import (
     REASON_MAX,
     Operation,
@@ -103,11 +103,12 @@ __all__ = [
     "check_rows",
     "derive_refund_ids",
     "format_progress",
+    "group_errors",
     "read_batch_file",
     "report_format",
 ]
 
-log = logging.getLogger("refundcore.batch")
+log = EventLogger("refundcore.batch")
 
 #: The columns of a batch file (a CSV header may list them in any order).
 COLUMNS = (
@@ -283,6 +284,39 @@ class RowError:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"line": self.line, "field": self.field, "problem": self.problem}
+
+
+# Line ranges named in one grouped message; the report lists every row.
+_RANGES_SHOWN = 6
+
+
+def _line_ranges(lines: Sequence[int]) -> str:
+    ranges: list[list[int]] = []
+    for line in lines:
+        if ranges and line == ranges[-1][1] + 1:
+            ranges[-1][1] = line
+        else:
+            ranges.append([line, line])
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:_RANGES_SHOWN]]
+    return ", ".join(shown) + (", …" if len(ranges) > _RANGES_SHOWN else "")
+
+
+def group_errors(errors: Iterable[RowError]) -> list[str]:
+    """The errors as lines for people, in order of first appearance: a problem shared
+    by several rows is one line saying how many and which
+    (``150 rows (lines 2-151): provider: …``), any other as ``line 7: amount: …``."""
+    lines_of: dict[tuple[str | None, str], list[int]] = {}
+    for error in errors:
+        lines_of.setdefault((error.field, error.problem), []).append(error.line)
+    grouped = []
+    for (field, problem), lines in lines_of.items():
+        what = f"{field}: {problem}" if field else problem
+        rows = sorted(set(lines))
+        if len(rows) == 1:
+            grouped.append(f"line {rows[0]}: {what}")
+        else:
+            grouped.append(f"{len(rows)} rows (lines {_line_ranges(rows)}): {what}")
+    return grouped
 
 
 @attrs.frozen
@@ -468,10 +502,11 @@ class BatchInvalid(ValidationError):
         self.errors = tuple(errors)
         self.report = report
         lines = len({error.line for error in errors})
+        grouped = group_errors(errors)
         super().__init__(
             f"{lines} invalid row{'s' if lines != 1 else ''}, nothing was sent: "
-            + "; ".join(str(error) for error in errors[:3])
-            + ("; …" if len(errors) > 3 else "")
+            + "; ".join(grouped[:3])
+            + ("; …" if len(grouped) > 3 else "")
         )
 
 
@@ -1253,12 +1288,13 @@ class _Runner:
         if not self._limits.wait(row.provider, self._halt) or self._halted():
             return _skipped(row)
         try:
-            result = self._client.execute(
-                row.provider,
-                row.operation(),
-                original_amount=row.original_amount,
-                defer_record=self._sent.put,
-            )
+            with batch_line(row.line):
+                result = self._client.execute(
+                    row.provider,
+                    row.operation(),
+                    original_amount=row.original_amount,
+                    defer_record=self._sent.put,
+                )
         except (ValidationError, ConfigError) as exc:
             return self._not_sent(row, BatchStatus.INVALID, exc)
         except RefundError as exc:
@@ -1335,10 +1371,11 @@ class _Runner:
                 # The refunds are out: their rows stay SUBMITTING, and a reconcile (or
                 # the next run of the batch) settles them once the journal is back.
                 log.error(
-                    "batch %s: outcomes of %d refunds not journalled: %s",
-                    self._batch_id,
-                    len(sent),
-                    exc,
+                    "outcomes of refunds not journalled",
+                    batch_id=self._batch_id,
+                    refunds=len(sent),
+                    error_code=type(exc).__name__,
+                    error=str(exc),
                 )
         if self._unrecorded:
             self._recorded += self._journal.finish_batch(
@@ -1365,7 +1402,10 @@ class _Runner:
                 )
             except RefundError as exc:
                 log.warning(
-                    "batch %s: cannot renew the lease on claimed rows: %s", self._batch_id, exc
+                    "cannot renew the lease on claimed rows",
+                    batch_id=self._batch_id,
+                    error_code=type(exc).__name__,
+                    error=str(exc),
                 )
 
     def _from_entry(self, entry: BatchEntry, row: BatchRow) -> BatchOutcome:
@@ -1499,11 +1539,10 @@ def run_batch(
         raise BatchInvalid(errors, report)
     if workers > client.pool_size:
         log.warning(
-            "%d workers share %d pooled connections per gateway: create the client with "
-            "pool_size=%d or more",
-            workers,
-            client.pool_size,
-            workers,
+            "more workers than pooled connections per gateway: give the client a pool_size "
+            "of at least workers",
+            workers=workers,
+            pool_size=client.pool_size,
         )
     return _Runner(
         client,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Union
@@ -21,6 +20,7 @@ import attrs
 
 from .client import RefundClient
 from .errors import ConfigError, JournalError, NotARefund, ProviderNotInstalled, RefundError
+from .logs import EventLogger
 from .models import CallbackAck, ProviderInfo, RefundNotification
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ __all__ = ["Answer", "OnNotification", "check_limits", "deliver", "deliver_async
 #: What the ASGI app hands a genuine notification to: a function, or a coroutine function.
 OnNotification = Callable[[RefundNotification], Union[object, Awaitable[object]]]  # noqa: UP007
 
-log = logging.getLogger("refundcore.callbacks")
+log = EventLogger("refundcore.callbacks")
 
 _MAX_BODY_TIMEOUT = 300.0
 
@@ -89,7 +89,13 @@ def find_provider(client: ClientBase, method: str, path: str) -> ProviderInfo | 
     except ProviderNotInstalled:
         info = None
     except RefundError as exc:
-        log.error("callback for %r: %s", provider, exc)
+        log.error(
+            "provider unavailable for a callback",
+            provider=provider,
+            operation="callback",
+            error_code=type(exc).__name__,
+            error=str(exc),
+        )
         return Answer.text(503, "Service Unavailable", "provider unavailable")
     if info is None:
         return Answer.text(404, "Not Found", "no such provider")
@@ -122,7 +128,7 @@ def deliver(
     try:
         on_notification(note)
     except Exception:
-        return _handler_failed(info)
+        return _handler_failed(info, note)
     return Answer.ack(info.callback_ack)
 
 
@@ -165,25 +171,39 @@ async def deliver_async(
             if inspect.isawaitable(outcome):
                 await outcome
     except Exception:
-        return _handler_failed(info)
+        return _handler_failed(info, note)
     return Answer.ack(info.callback_ack)
 
 
 def _refused(info: ProviderInfo, exc: RefundError) -> Answer:
-    """The answer to a callback the client would not take."""
+    """The answer to a callback the client would not take. The callback operation
+    logs its own outcome; what is left here is how to answer."""
+    if isinstance(exc, ConfigError):
+        # Before the callback operation began: the provider's config is unusable.
+        log.error(
+            "provider not configured for a callback",
+            provider=info.id,
+            operation="callback",
+            error_code=type(exc).__name__,
+            error=str(exc),
+        )
+        return Answer.text(400, "Bad Request", "callback rejected")
     if isinstance(exc, JournalError):
         # Genuine or not, it could not be recorded: let the gateway deliver it again.
-        log.error("%s callback not journalled: %s", info.id, exc)
         return Answer.text(503, "Service Unavailable", "try again later")
     if isinstance(exc, NotARefund):
         # Refusing it would make the gateway deliver it again and again (and some
         # disable an endpoint that keeps refusing); it is genuine, so it is taken.
-        log.info("acknowledged a %s %r callback: not about a refund", info.id, exc.event)
         return Answer.ack(info.callback_ack)
-    log.warning("rejected %s callback: %s", info.id, exc)
     return Answer.text(400, "Bad Request", "callback rejected")
 
 
-def _handler_failed(info: ProviderInfo) -> Answer:
-    log.exception("the application failed to handle a %s callback", info.id)
+def _handler_failed(info: ProviderInfo, note: RefundNotification) -> Answer:
+    log.exception(
+        "the application failed to handle a callback",
+        provider=info.id,
+        operation="callback",
+        refund_id=note.refund_id,
+        status=note.status.value,
+    )
     return Answer.text(500, "Internal Server Error", "try again later")

@@ -14,6 +14,7 @@
     verify_callback()        the plugin verifies a callback; its word settles the journal
     check()                  everything execute() refuses before sending, up to build
     reconcile()              settle every unsettled journalled refund
+    resolve()                an operator's decision about a refund nothing else settles
     refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
 The pieces: :mod:`refundcore.pipeline` (the stages), :mod:`refundcore.exactly_once`
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .client_base import ClientBase
 from .effects import drive
 from .exactly_once import DeferRecord
-from .journal import DEFAULT_JOURNAL, Journal
+from .journal import DEFAULT_JOURNAL, Journal, JournalEntry, JournalState
 from .models import (
     Operation,
     PaymentRef,
@@ -45,6 +46,7 @@ from .models import (
     RefundNotification,
     RefundQuery,
     RefundResult,
+    RefundStatus,
     Void,
     new_refund_id,
 )
@@ -52,6 +54,8 @@ from .money import Money
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
+    import requests
+
     from .batch import BatchFile, BatchProgress, BatchReport, BatchRow
 
 __all__ = ["RefundClient"]
@@ -73,6 +77,11 @@ class RefundClient(ClientBase):
     ``journal_wait`` bounds how long a caller waits for another worker that is sending
     the same refund; ``lease_seconds`` is how long a sender may take before its refund
     counts as interrupted.
+
+    ``session`` is a ``requests.Session`` of the caller's to send through (its headers,
+    proxies, client certificate and mounted adapters apply; the caller closes it); one
+    that skips TLS verification or whose adapters retry is refused. Without one, the
+    client makes its own, keeping ``pool_size`` connections per gateway.
     """
 
     def __init__(
@@ -88,11 +97,12 @@ class RefundClient(ClientBase):
         journal: str | Journal | None = DEFAULT_JOURNAL,
         journal_wait: float = 30.0,
         lease_seconds: float = 120.0,
+        session: requests.Session | None = None,
     ) -> None:
         self._pool_size = pool_size
         super().__init__(
             config,
-            transport=HttpTransport(pool_size=pool_size),
+            transport=HttpTransport(pool_size=pool_size, session=session),
             entry_points=entry_points,
             allow_plugins=allow_plugins,
             disable_plugins=disable_plugins,
@@ -227,12 +237,12 @@ class RefundClient(ClientBase):
         once: how a batch journals its rows' outcomes together.
         """
         steps = self._execute_steps(provider, operation, original_amount, defer_record)
-        return drive(steps, self._pipeline)
+        return drive(steps, self._pipeline.send)
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
         settle what can be settled; returns each one's outcome now."""
-        return drive(self._reconcile_steps(provider), self._pipeline)
+        return drive(self._reconcile_steps(provider), self._pipeline.send)
 
     def verify_callback(
         self,
@@ -246,10 +256,35 @@ class RefundClient(ClientBase):
         """Verify a callback the gateway sent and return what it says.
 
         ``path`` is the path plus ``?query`` exactly as received. Raises
-        :class:`SignatureError` when the callback cannot be trusted.
+        :class:`SignatureError` when the callback cannot be trusted. With a journal,
+        the notification settles the refund it names; ``duplicate`` says whether the
+        journal already had it.
         """
         steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
-        return drive(steps, self._pipeline)
+        return drive(steps, self._pipeline.send)
+
+    def resolve(
+        self,
+        provider: str,
+        refund_id: str,
+        *,
+        as_: JournalState | RefundStatus | str,
+        reason: str,
+        by: str,
+    ) -> JournalEntry:
+        """Record an operator's decision about a journalled refund the gateway's word
+        cannot settle (an UNKNOWN whose provider's lookup proves nothing): it
+        ``SUCCEEDED``, ``FAILED``, or was ``NOT_SENT`` (then the same refund id may be
+        sent again). ``as_`` takes those states or ``"succeeded"``, ``"failed"``,
+        ``"not-sent"``; ``reason`` and ``by`` (who decides) are required.
+
+        The decision is kept in the refund's history beside the evidence; a later
+        gateway answer that disagrees with it is recorded as a contradiction and
+        logged, never applied. Returns the refund as recorded. ``ValidationError`` for
+        a missing reason or name, or a refund the gateway's own answer settled;
+        ``JournalError`` for an unknown refund or one being sent right now.
+        """
+        return self._decision(provider, refund_id, as_=as_, reason=reason, by=by)()
 
     @property
     def pool_size(self) -> int:

@@ -10,17 +10,27 @@ is the default). The two clients add only how a request is sent and waited for.
 from __future__ import annotations
 
 import difflib
+import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import load_provider_config, read_toml
 from .effects import Steps
 from .errors import ConfigError, RefundError
-from .exactly_once import DeferRecord, ExactlyOnce, plain
-from .journal import DEFAULT_JOURNAL, Journal, default_journal_url, open_journal
-from .models import Operation, ProviderInfo, RefundNotification, RefundResult
+from .evidence import check_lease
+from .exactly_once import DeferRecord, ExactlyOnce
+from .journal import (
+    DEFAULT_JOURNAL,
+    Journal,
+    JournalEntry,
+    JournalState,
+    decided_state,
+    default_journal_url,
+    open_journal,
+)
+from .models import Operation, ProviderInfo, RefundNotification, RefundResult, RefundStatus
 from .money import Money
 from .pipeline import Pipeline
 from .plugins import LoadFailure, PluginEntry, PluginRegistry
@@ -165,12 +175,15 @@ class ClientBase:
         """Everything :meth:`execute` would refuse before sending, without sending.
 
         Loads the provider and its config, runs the capability and original-amount
-        checks and the provider plugin's build stage; nothing is signed, sent or
-        journalled. Raises what a refund would (``ValidationError``, ``ConfigError``,
+        checks, the journal's lease against the provider's timeouts (with a journal)
+        and the provider plugin's build stage; nothing is signed, sent or journalled.
+        Raises what a refund would (``ValidationError``, ``ConfigError``,
         ``ProviderNotInstalled``, ``PluginError``).
         """
         info, config = self._resolve(provider)
         self._check_sendable(info, config)
+        if self._exactly_once is not None or self._default_journal:
+            check_lease(info, config, self._lease_seconds)
         self._pipeline.check(info, config, operation, original_amount)
 
     # -- the flows both clients drive ----------------------------------------------------
@@ -183,11 +196,22 @@ class ClientBase:
         defer_record: DeferRecord | None = None,
     ) -> Steps[RefundResult]:
         info, config = self._resolve(provider)
+        steps = self._operation_steps(info, config, operation, original_amount, defer_record)
+        return (yield from self._pipeline.operate(info, operation.kind, operation.refund_id, steps))
+
+    def _operation_steps(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Operation,
+        original_amount: Money | None,
+        defer_record: DeferRecord | None,
+    ) -> Steps[RefundResult]:
         self._check_sendable(info, config)
         self._pipeline.validate(info, operation, original_amount)
         protocol = self._protocol()
         if protocol is None:
-            return (yield from plain(self._pipeline, info, config, operation))
+            return (yield from self._pipeline.run(info, config, operation))
         return (
             yield from protocol.execute(
                 info, config, operation, original_amount, defer_record=defer_record
@@ -204,13 +228,36 @@ class ClientBase:
         self, provider: str, *, method: str, path: str, headers: Mapping[str, str], body: bytes
     ) -> Steps[RefundNotification]:
         info, config = self._resolve(provider)
-        note = self._pipeline.verify(
-            info, config, method=method, path=path, headers=headers, body=body
-        )
         protocol = self._protocol()
-        if protocol is not None:
-            yield from protocol.settle(info, note)
-        return note
+        return (
+            yield from self._pipeline.verify(
+                info,
+                config,
+                method=method,
+                path=path,
+                headers=headers,
+                body=body,
+                settle=None if protocol is None else protocol.settle,
+            )
+        )
+
+    def _decision(
+        self,
+        provider: str,
+        refund_id: str,
+        *,
+        as_: JournalState | RefundStatus | str,
+        reason: str,
+        by: str,
+    ) -> Callable[[], JournalEntry]:
+        """The journal call that records an operator's decision (see
+        :meth:`RefundClient.resolve`), its arguments checked."""
+        journal = self.journal
+        if journal is None:
+            raise ConfigError("this client has no journal (journal=None)", field="journal")
+        return functools.partial(
+            journal.resolve, provider, refund_id, state=decided_state(as_), reason=reason, by=by
+        )
 
     def _check_sendable(self, info: ProviderInfo, config: Any) -> None:
         """Refuse, before anything is sent, what this client cannot send as asked."""

@@ -1,10 +1,11 @@
 """The I/O a refund's flow asks for, and the two drivers that carry it out.
 
 The flow of a refund (:mod:`refundcore.exactly_once`: claim, prepare, send, record,
-reconcile) is written once, as a generator that does no I/O itself: it yields an
-effect (:class:`Send` a request, :class:`Call` the journal, :class:`Pause`) and is
-resumed with its outcome, or has the effect's exception raised at the ``yield``. So
-the sync and the async client run the very same protocol:
+reconcile; :mod:`refundcore.pipeline`: the stages and the operation around them) is
+written once, as a generator that does no I/O itself: it yields an effect
+(:class:`Send` a request, :class:`Call` the journal, :class:`Pause`) and is resumed
+with its outcome, or has the effect's exception raised at the ``yield``. So the sync
+and the async client run the very same protocol:
 
 * :func:`drive` carries effects out in the calling thread (the sync client, its
   batch workers);
@@ -19,22 +20,19 @@ Cancellation (:func:`drive_async`): a task cancelled while its request may be on
 wire gets that send's outcome as ``UNKNOWN`` and its flow runs on, so the journal
 records it and reconciliation settles it later; a journal call under way is waited
 for; once cancelled, no request is sent any more (a send asked for after that fails
-as a ``TransportError``: nothing was sent). The task then ends with ``CancelledError``.
+as a ``TransportError``: nothing was sent), and a pause ends at once with the
+``CancelledError`` raised in the flow. The task then ends with ``CancelledError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 import attrs
 
 from .errors import TransportError
-from .models import HttpRequest, HttpResponse, Operation, ProviderInfo, RefundResult
-from .pipeline import unknown_result
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+from .models import HttpRequest, HttpResponse, Operation, ProviderInfo, RefundResult, RefundStatus
 
 __all__ = ["Call", "Effect", "Pause", "Send", "Steps", "drive", "drive_async"]
 
@@ -75,8 +73,8 @@ Steps = Generator[Effect, Any, _T]
 Reply = Union[HttpResponse, RefundResult]  # noqa: UP007
 
 
-def drive(steps: Steps[_T], pipeline: Pipeline) -> _T:
-    """Run a flow in this thread: sends through ``pipeline`` (the sync transport)."""
+def drive(steps: Steps[_T], send: Callable[[Send], Reply]) -> _T:
+    """Run a flow in this thread: ``send`` sends each request (the sync send stage)."""
     import time
 
     outcome: Any = None
@@ -90,9 +88,7 @@ def drive(steps: Steps[_T], pipeline: Pipeline) -> _T:
         outcome, failure = None, None
         try:
             if isinstance(effect, Send):
-                outcome = pipeline.send(
-                    effect.info, effect.config, effect.operation, effect.request
-                )
+                outcome = send(effect)
             elif isinstance(effect, Call):
                 outcome = effect.function(*effect.args, **effect.kwargs)
             else:
@@ -133,24 +129,23 @@ async def drive_async(steps: Steps[_T], send: Callable[[Send], Awaitable[Reply]]
                 outcome = await send(effect)
             except asyncio.CancelledError:
                 cancelled = True
-                outcome = unknown_result(
-                    "the task was cancelled while the request may have been on its way",
-                    "cancelled",
+                outcome = RefundResult(
+                    status=RefundStatus.UNKNOWN,
+                    message="the task was cancelled while the request may have been on its way",
+                    error_code="cancelled",
                 )
             except BaseException as exc:
                 failure = exc
         elif isinstance(effect, Call):
             outcome, failure, interrupted = await _call_in_thread(effect)
             cancelled = cancelled or interrupted
+        elif cancelled:
+            failure = asyncio.CancelledError()
         else:
-            if cancelled:
-                steps.close()
-                raise asyncio.CancelledError
             try:
                 await asyncio.sleep(effect.seconds)
-            except asyncio.CancelledError:
-                steps.close()
-                raise
+            except asyncio.CancelledError as exc:
+                cancelled, failure = True, exc
 
 
 async def _call_in_thread(call: Call) -> tuple[Any, BaseException | None, bool]:

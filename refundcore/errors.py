@@ -41,10 +41,12 @@ class ProviderNotInstalled(RefundError, LookupError):
     def __init__(self, provider: str, *, available: list[str] | None = None):
         self.provider = provider
         self.distribution = f"refundcore-{provider}"
-        have = ", ".join(sorted(available or [])) or "none"
+        have = ", ".join(sorted(set(available or []))) or "none"
+        # Until the packages are on an index, a clone of the repository is what works.
         super().__init__(
-            f"provider {provider!r} is not installed (installed: {have}); "
-            f"install it with: pip install {self.distribution}"
+            f"provider {provider!r} is not installed (installed: {have}); install its "
+            f"plugin from a clone of the refundcore repository: pip install -e "
+            f"plugins/{provider} ({self.distribution} is not on PyPI yet)"
         )
 
 
@@ -127,5 +129,6 @@ class JournalError(RefundError):
 
 class IdempotencyConflict(ValidationError):
     """A refund id was reused with different parameters (another payment, amount,
-    currency or reason): nothing was sent. Use a new refund id for a new refund.
+    currency or reason): nothing was sent. A different refund needs a refund id of its
+    own.
     """

@@ -23,6 +23,14 @@ Every stage hook is ``firstresult``: the first implementation that returns somet
 other than ``None`` wins. Implement only the arguments you need — pluggy passes hook
 arguments by name, so a hook may declare a subset of them.
 
+App plugins also see what no stage shows (a result answered from the journal, a
+reconcile, a duplicate callback): :func:`refundcore_result` and
+:func:`refundcore_notification` are called for every result and every notification,
+whatever produced them, and two *wrapper points* frame the work, for timing and
+tracing: :func:`refundcore_operation` (one whole refund, query, void or callback) and
+:func:`refundcore_journal` (one journal step). Failures in these never change an
+outcome: they are logged and ignored.
+
 Errors: raise :class:`~refundcore.errors.ValidationError` for inputs the gateway
 cannot take (before anything is sent), :class:`~refundcore.errors.SignatureError` for a
 callback that cannot be trusted, :class:`~refundcore.errors.NotARefund` for a genuine
@@ -32,7 +40,7 @@ callback about something else. Any other exception is treated as a bug in the pl
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
@@ -146,4 +154,107 @@ def refundcore_verify_callback(
     hand it to the application, whereas a ``SignatureError`` is refused. Decide what a
     callback is about from signed bytes only; an unsigned header may choose how to read
     the body, never the outcome.
+    """
+
+
+@hookspec
+def refundcore_result(provider: ProviderInfo, result: RefundResult) -> None:
+    """See a result the client has completed: every one, whatever produced it.
+
+    :param provider: the provider the result is from.
+    :param result: the finished result: identity stamped, secrets masked, and
+        ``result.source`` saying what produced it (``SENT`` for a reply to a request
+        sent now, ``REPLAYED`` when the journal answered, ``RECONCILED``, ``CALLBACK``,
+        ``DECIDED``; see :class:`~refundcore.models.ResultSource`).
+
+    Called once for each result the client completes, including the query a
+    reconcile sends on its own, before the result is journalled and returned. For
+    observing only: the return value is ignored, and an exception is logged and
+    ignored (the refund's outcome stands). Wrap :func:`refundcore_parse_response` to
+    change a result instead.
+    """
+
+
+@hookspec
+def refundcore_notification(provider: ProviderInfo, notification: RefundNotification) -> None:
+    """See a verified callback once the journal has applied it: every one.
+
+    :param provider: the provider that sent the callback.
+    :param notification: what it says, secrets masked; ``notification.duplicate`` is
+        True when the journal already had what it says, so it changed nothing (the
+        gateway delivered it again, it confirms the outcome the reply gave, or it is
+        older news than the journal has).
+
+    Called before the notification is handed to the application. For observing only,
+    like :func:`refundcore_result`. A callback that fails verification never reaches
+    this hook: wrap :func:`refundcore_operation` to see those.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_operation(
+    provider: ProviderInfo,
+    kind: Literal["refund", "query", "void", "callback"],
+    refund_id: str | None,
+    proceed: Callable[[], object],
+) -> object:
+    """A wrapper point around one whole operation: a refund, query or void from the
+    claim in the journal to the finished result, or a callback from its first check to
+    the notification the journal applied. Everything else (stages, journal steps,
+    :func:`refundcore_result`) runs inside it, on the caller's thread.
+
+    :param provider: the provider the operation is for.
+    :param kind: ``"refund"``, ``"query"``, ``"void"`` or ``"callback"``.
+    :param refund_id: the operation's refund id; ``None`` for a callback (the
+        notification says which refund it was about).
+    :param proceed: runs the operation; refundcore's own implementation calls it.
+        A wrapper never calls it.
+
+    Implement it only as a wrapper, ``@hookimpl(wrapper=True)``: ``outcome = yield``
+    gives the :class:`~refundcore.models.RefundResult` or
+    :class:`~refundcore.models.RefundNotification`, or raises what the operation
+    raised (``ValidationError``, ``SignatureError``, ``NotARefund``, …); the wrapper
+    returns it (or lets the exception through)::
+
+        @hookimpl(wrapper=True)
+        def refundcore_operation(self, provider, kind):
+            started = time.perf_counter()
+            try:
+                return (yield)
+            finally:
+                timings.observe(provider.id, kind, time.perf_counter() - started)
+
+    The outcome is the operation's, whatever the wrapper returns or raises: a wrapper
+    that fails after the operation ran is logged and ignored. Before it runs (before
+    ``yield``), a wrapper may refuse it by raising a
+    :class:`~refundcore.errors.RefundError` (a ``ValidationError`` for a policy of the
+    application, say); any other exception there stops it with a ``PluginError``.
+    Either way nothing was sent.
+    """
+
+
+@hookspec(firstresult=True)
+def refundcore_journal(
+    provider: ProviderInfo,
+    action: Literal["claim", "record", "apply", "query"],
+    refund_id: str | None,
+    proceed: Callable[[], object],
+) -> object:
+    """A wrapper point around one step in the journal, inside an operation.
+
+    :param provider: the provider of the refund the step is about.
+    :param action: ``"claim"`` (record the refund before it is built, or find it
+        recorded: ``yield`` gives a :class:`~refundcore.journal.Claim`, whose
+        ``entry.attempt`` numbers the attempts at it), ``"record"`` (store the outcome
+        of a request sent, or of a reconcile), ``"apply"`` (let a callback's word settle
+        the refund: ``yield`` gives the :class:`~refundcore.journal.Applied` or
+        ``None``), ``"query"`` (keep a query's answer as evidence, settling the refund
+        where it can: ``yield`` gives the :class:`~refundcore.journal.Applied`).
+    :param refund_id: the refund's id (``None`` when a callback names only the
+        provider's refund id).
+    :param proceed: runs the step; refundcore's own implementation calls it. A
+        wrapper never calls it.
+
+    Implement it only as a wrapper, like :func:`refundcore_operation`, and with the
+    same guarantee: the step's outcome is never the wrapper's to change.
     """

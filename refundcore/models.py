@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import ValidationError
+from .lookup import Lookup
 from .money import Money
 from .status import RefundStatus
 from .urls import parse_http_url
@@ -33,6 +35,7 @@ __all__ = [
     "RefundQuery",
     "RefundResult",
     "RefundStatus",
+    "ResultSource",
     "Void",
     "new_refund_id",
 ]
@@ -358,14 +361,35 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+class ResultSource(str, enum.Enum):
+    """What produced a :class:`RefundResult`."""
+
+    #: The gateway's reply to a request sent now.
+    SENT = "sent"
+    #: Answered from the journal, nothing sent: the refund id was already recorded
+    #: (or another worker is sending it right now).
+    REPLAYED = "replayed"
+    #: The outcome of reconciling a refund an earlier attempt may have sent: settled
+    #: by a query, or kept ``UNKNOWN`` when the gateway cannot confirm it.
+    RECONCILED = "reconciled"
+    #: Settled by a verified callback from the gateway.
+    CALLBACK = "callback"
+    #: Decided by an operator.
+    DECIDED = "decided"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @attrs.frozen(eq=False, kw_only=True)
 class RefundResult:
     """The normalised outcome of a refund, query or void.
 
-    ``provider``, ``refund_id`` and ``operation`` say which request it answers: the
-    client stamps them from the operation on every result it returns, so a plugin's
-    parse stage need not set them. ``raw`` is the provider's parsed reply with
-    anything secret removed; keep it for support tickets, never branch on it.
+    ``provider``, ``refund_id`` and ``operation`` say which request it answers, and
+    ``source`` what produced it (a fresh reply, the journal's record, a reconcile):
+    the client stamps them on every result it returns, so a plugin's parse stage need
+    not set them. ``raw`` is the provider's parsed reply with anything secret removed;
+    keep it for support tickets, never branch on it.
     """
 
     status: RefundStatus
@@ -378,6 +402,7 @@ class RefundResult:
     error_code: str | None = None
     http_status: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    source: ResultSource = ResultSource.SENT
 
     @property
     def succeeded(self) -> bool:
@@ -403,7 +428,13 @@ class Callback:
 
 @attrs.frozen(eq=False)
 class RefundNotification:
-    """A verified callback about a refund (or another event the gateway reports)."""
+    """A verified callback about a refund (or another event the gateway reports).
+
+    ``duplicate`` is True when the journal already had what it says, so applying it
+    changed nothing: the gateway delivered it again, it confirms an outcome already
+    recorded (from the refund's reply or an earlier callback), or it is older news than
+    the journal has. Without a journal it is always False.
+    """
 
     provider: str
     status: RefundStatus
@@ -413,6 +444,7 @@ class RefundNotification:
     payment: PaymentRef | None = None
     amount: Money | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    duplicate: bool = False
 
 
 @attrs.frozen
@@ -443,6 +475,9 @@ class Capabilities:
     idempotent_refund_id: bool = False
     #: Callbacks carry a signed timestamp, so replays can be refused.
     callback_timestamps: bool = False
+    #: How a refund can be found again and what its absence proves (default: not at
+    #: all, and absence proves nothing).
+    lookup: Lookup = attrs.field(factory=Lookup)
     #: The refund request carries a notify URL. When False, the gateway notifies a URL
     #: the merchant set elsewhere, and a ``notify_url`` given with a refund is refused
     #: before sending (never silently dropped).
@@ -453,9 +488,10 @@ class Capabilities:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        data = attrs.asdict(self)
+        data = attrs.asdict(self, recurse=False)
         if self.currencies is not None:
             data["currencies"] = sorted(self.currencies)
+        data["lookup"] = self.lookup.as_dict()
         return data
 
 

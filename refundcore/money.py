@@ -69,6 +69,8 @@ def _to_decimal(amount: object) -> Decimal:
             raise ValidationError(f"{amount} is not a finite number", field="amount")
         return amount
     if isinstance(amount, str):
+        if len(amount) <= _MAX_TEXT and amount[:1] == "-" and _PLAIN_DECIMAL.match(amount[1:]):
+            raise ValidationError(f"must be positive, got {amount}", field="amount")
         if len(amount) > _MAX_TEXT or not _PLAIN_DECIMAL.match(amount):
             raise ValidationError(
                 f"{amount[:_MAX_TEXT]!r} is not a plain decimal like '10.00'", field="amount"
@@ -97,7 +99,7 @@ class Money:
         exponent = currency_exponent(code)
         value = _to_decimal(amount)
         if value <= 0:
-            raise ValidationError(f"must be greater than zero, got {value}", field="amount")
+            raise ValidationError(f"must be positive, got {value}", field="amount")
         if value >= _MAX_AMOUNT:
             raise ValidationError(f"{value} is implausibly large", field="amount")
         quantum = _QUANTA[exponent]

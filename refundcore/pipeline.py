@@ -6,29 +6,41 @@ wrapping it):
     sign      the plugin adds credentials and the signature
     send      the transport (pooled keep-alive connections) puts the exact bytes on the wire
     parse     the plugin maps the reply to a RefundResult
-    finish    the core stamps the result's identity, masks secrets and logs it
+    finish    the core stamps the result's identity and source, masks secrets, and
+              shows it to every ``refundcore_result`` hook
 
 :meth:`Pipeline.prepare` (build and sign) raises every input error. Once a request
 may have left the process, nothing raises except ``TransportError``, which promises
-nothing was sent: :meth:`Pipeline.send` turns any other failure into an ``UNKNOWN``
-result and :meth:`Pipeline.finish_reply` (parse and finish) never raises.
+nothing was sent: the send stage turns any other failure into an ``UNKNOWN`` result
+and :meth:`Pipeline.finish_reply` (parse and finish) never raises.
 
-Every stage but the send is one piece of code for the sync and the async client: a
-client that sends by other means (``AsyncRefundClient`` awaits httpx) calls
-:meth:`Pipeline.sending` before its send and :meth:`Pipeline.send_failed` for what its
-send raised. The order of the stages, and the journal around them, is
-:mod:`refundcore.exactly_once`'s.
+What sends is written as a flow (:mod:`refundcore.effects`): :meth:`Pipeline.run`,
+:meth:`Pipeline.deliver` and :meth:`Pipeline.verify` yield a :class:`~refundcore.effects.Send`
+where the request goes out, and the client's driver carries it out: :meth:`Pipeline.send`
+(the transport and every plugin wrapping ``refundcore_send_request``) on the sync
+client, :meth:`Pipeline.send_awaited` (the same wrappers around an awaited send) on the
+async one. Every other stage is one piece of code for both clients.
+
+Around the stages, :meth:`Pipeline.operate` frames one whole operation (the
+``refundcore_operation`` wrapper point, the operation's log scope and its INFO record)
+and :meth:`Pipeline.journal` one journal step (``refundcore_journal``): the client and
+the exactly-once protocol run their work through them, so app plugins can time and
+trace it without knowing either.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 
+from .checks import check_capabilities, check_original_amount
+from .effects import Send, Steps
 from .errors import (
+    JournalError,
     OutcomeUnknown,
     PluginError,
     RefundError,
@@ -36,6 +48,8 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .journal.values import Claim
+from .logs import EventLogger, OperationScope, milliseconds, note_attempt
 from .models import (
     Callback,
     HttpRequest,
@@ -43,20 +57,25 @@ from .models import (
     Operation,
     ProviderInfo,
     RefundNotification,
-    RefundQuery,
     RefundResult,
     RefundStatus,
-    Void,
+    ResultSource,
 )
 from .money import Money
 from .plugins import PluginRegistry
 from .redaction import Redactor
 from .transport import HttpTransport
+from .wrappers import Wrappers
 
-__all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "unknown_result"]
+__all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "Settle", "unknown_result"]
 
 # The stages log as the client they serve: one logger for users to configure.
-log = logging.getLogger("refundcore.client")
+log = EventLogger("refundcore.client")
+
+T = TypeVar("T")
+#: Lets a verified callback's word settle the journal (a flow); True when the journal
+#: already had it (a duplicate).
+Settle = Callable[[ProviderInfo, RefundNotification], Steps[bool]]
 
 _UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
 #: Callback bodies beyond this are refused before any parsing.
@@ -64,8 +83,9 @@ MAX_CALLBACK_BYTES = 1024 * 1024
 
 
 class Pipeline:
-    """Runs the stages for one client: its plugin registry, its transport (closed with
-    :meth:`close`) and its :class:`~refundcore.redaction.Redactor`. Thread-safe."""
+    """Runs the stages for one client: its plugin registry, its sync transport (closed
+    with :meth:`close`; ``None`` for a client that sends otherwise) and its
+    :class:`~refundcore.redaction.Redactor`. Thread-safe."""
 
     def __init__(
         self, registry: PluginRegistry, transport: HttpTransport | None, redactor: Redactor
@@ -84,8 +104,8 @@ class Pipeline:
     ) -> None:
         """Refuse what the provider cannot do and an ``original_amount`` that cannot
         cover the refund: ``ValidationError`` naming the field."""
-        _check_capabilities(info, operation)
-        _check_original_amount(operation, original_amount)
+        check_capabilities(info, operation)
+        check_original_amount(operation, original_amount)
 
     def check(
         self,
@@ -98,6 +118,69 @@ class Pipeline:
         sending, without signing or sending."""
         self.validate(info, operation, original_amount)
         self.build(info, config, operation)
+
+    def operate(
+        self, info: ProviderInfo, kind: str, refund_id: str | None, steps: Steps[T]
+    ) -> Steps[T]:
+        """Run one whole operation (the flow ``steps``) inside the ``refundcore_operation``
+        wrapper point and the operation's log scope; log its one INFO record (or the
+        refusal) with its duration. Returns or raises what ``steps`` does: a wrapper
+        that raises before it runs refuses it; one that fails after is logged."""
+        hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
+        with OperationScope(info.id, kind, refund_id):
+            wrappers = None
+            if hooks.operation is not None:
+                wrappers = Wrappers(
+                    hooks.operation,
+                    {"provider": info, "kind": kind, "refund_id": refund_id, "proceed": _proceed},
+                )
+                try:
+                    wrappers.enter()
+                except BaseException as exc:
+                    refusal = (
+                        exc
+                        if isinstance(exc, RefundError) or not isinstance(exc, Exception)
+                        else PluginError(info.id, "refundcore_operation", exc)
+                    )
+                    self._log_refused(info, refusal, started)
+                    raise refusal from None
+            try:
+                outcome = yield from steps
+            except BaseException as exc:
+                if wrappers is not None:
+                    self._leave(wrappers, "refundcore_operation", None, exc)
+                self._log_refused(info, exc, started)
+                raise
+            if wrappers is not None:
+                self._leave(wrappers, "refundcore_operation", outcome, None)
+            if log.enabled(logging.INFO):
+                _log_finished(outcome, time.perf_counter() - started)
+        return outcome
+
+    def journal(
+        self, info: ProviderInfo, action: str, refund_id: str | None, proceed: Callable[[], T]
+    ) -> T:
+        """Run one journal step (``proceed``) inside the ``refundcore_journal`` wrapper
+        point. A claim's attempt count is noted for the operation's log records."""
+        hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
+        try:
+            outcome = self._around(
+                hooks.journal,
+                "refundcore_journal",
+                info,
+                proceed,
+                action=action,
+                refund_id=refund_id,
+            )
+        except BaseException as exc:
+            self._stage_done(f"journal {action}", started, error=exc)
+            raise
+        if isinstance(outcome, Claim) and outcome.entry is not None:
+            note_attempt(outcome.entry.attempt)
+        self._stage_done(f"journal {action}", started)
+        return outcome
 
     def build(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
         """The unsigned request for ``operation``."""
@@ -120,6 +203,19 @@ class Pipeline:
             raise _missing_stage(info, "refundcore_sign_request", signed)
         return signed
 
+    def run(self, info: ProviderInfo, config: Any, operation: Operation) -> Steps[RefundResult]:
+        """Prepare, send and parse ``operation``: its finished result."""
+        signed = self.prepare(info, config, operation)
+        return (yield from self.deliver(info, config, operation, signed))
+
+    def deliver(
+        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
+    ) -> Steps[RefundResult]:
+        """Send and parse: the finished result. The request may reach the gateway: never
+        raises, except ``TransportError``, which promises that nothing was sent."""
+        reply = yield Send(info, config, operation, signed)
+        return self.finish_reply(info, config, operation, reply)
+
     def finish_reply(
         self,
         info: ProviderInfo,
@@ -134,11 +230,16 @@ class Pipeline:
         return self.finish(info, operation, self._parse(info, config, operation, reply))
 
     def finish(
-        self, info: ProviderInfo, operation: Operation, result: RefundResult
+        self,
+        info: ProviderInfo,
+        operation: Operation,
+        result: RefundResult,
+        source: ResultSource = ResultSource.SENT,
     ) -> RefundResult:
         """The one place a result is completed, whichever path it came by: identity
-        (provider, refund id, operation) stamped from ``operation``, the query-first
-        advice on an ``UNKNOWN`` refund or void, secrets masked, the outcome logged."""
+        (provider, refund id, operation) stamped from ``operation`` and ``source``
+        from the caller, the query-first advice on an ``UNKNOWN`` refund or void,
+        secrets masked; then every ``refundcore_result`` hook sees it."""
         message = result.message
         if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
@@ -149,15 +250,19 @@ class Pipeline:
             refund_id=operation.refund_id,
             operation=operation.kind,
             raw=self._redactor.value(info.id, result.raw),
+            source=source,
         )
-        log.info(
-            "%s %s via %s: %s%s",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            result.status.value,
-            f" ({result.error_code})" if result.error_code else "",
-        )
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "result completed",
+                operation=operation.kind,
+                refund_id=operation.refund_id,
+                status=result.status.value,
+                source=source.value,
+                error_code=result.error_code,
+            )
+        hooks = self._registry.hooks(info.id)
+        self._observe(hooks.result, "refundcore_result", info, result=result)
         return result
 
     def verify(
@@ -169,10 +274,27 @@ class Pipeline:
         path: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> RefundNotification:
-        """Check a callback's input and have the plugin verify and parse it: the
-        notification, stamped with the provider and with secrets masked.
-        ``SignatureError`` when the callback cannot be trusted."""
+        settle: Settle | None = None,
+    ) -> Steps[RefundNotification]:
+        """Check a callback's input, have the plugin verify and parse it and let
+        ``settle`` apply it (a callback operation): the notification, stamped with the
+        provider, secrets masked, ``duplicate`` when ``settle`` says so, and shown to
+        every ``refundcore_notification`` hook. ``SignatureError`` when the callback
+        cannot be trusted."""
+
+        steps = self._verify(info, config, method, path, headers, body, settle)
+        return (yield from self.operate(info, "callback", None, steps))
+
+    def _verify(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        settle: Settle | None,
+    ) -> Steps[RefundNotification]:
         if not info.capabilities.callbacks:
             raise ValidationError(f"{info.name} sends no callbacks", field="provider")
         if not isinstance(body, bytes):
@@ -189,10 +311,13 @@ class Pipeline:
         note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
-        log.info("verified %s callback: %s %s", info.id, note.event, note.status)
         raw = self._redactor.value(info.id, note.raw)
         if note.provider != info.id or raw is not note.raw:
             note = attrs.evolve(note, provider=info.id, raw=raw)
+        duplicate = settle is not None and (yield from settle(info, note))
+        if note.duplicate is not duplicate:
+            note = attrs.evolve(note, duplicate=duplicate)
+        self._observe(hooks.notification, "refundcore_notification", info, notification=note)
         return note
 
     def close(self) -> None:
@@ -200,53 +325,92 @@ class Pipeline:
         if self._transport is not None:
             self._transport.close()
 
-    def send(
-        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
-    ) -> HttpResponse | RefundResult:
+    def send(self, effect: Send) -> HttpResponse | RefundResult:
         """The sync send stage (the transport, and any app plugin wrapping it): the
         gateway's reply, or the UNKNOWN result of a send that may have gone out but
         brought no reply. Raises only ``TransportError`` (nothing was sent)."""
-        self.sending(info, operation, signed)
+        info = effect.info
         hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
         try:
-            response = hooks.send(provider=info, config=config, request=signed)
+            response = hooks.send(provider=info, config=effect.config, request=effect.request)
         except Exception as exc:
-            return self.send_failed(info, exc)
+            return self._send_failed(exc, started)
+        return self._sent(effect.request, response, started)
+
+    async def send_awaited(
+        self, effect: Send, send: Callable[[], Awaitable[HttpResponse]]
+    ) -> HttpResponse | RefundResult:
+        """:meth:`send` for a request sent by awaiting ``send()`` (the async client's
+        transport), inside every app plugin's wrapper of ``refundcore_send_request``
+        as the sync send is. A task cancelled meanwhile is cancelled still (the
+        wrappers see it); the caller decides what that means for the refund."""
+        info = effect.info
+        wrappers = Wrappers(
+            self._registry.hooks(info.id).send,
+            {"provider": info, "config": effect.config, "request": effect.request},
+        )
+        started = time.perf_counter()
+        try:
+            wrappers.enter()
+            try:
+                response = await send()
+            except Exception as exc:
+                response, error = wrappers.leave(None, exc)
+            except BaseException as exc:
+                wrappers.leave(None, exc)
+                raise
+            else:
+                response, error = wrappers.leave(response, None)
+            if error is not None:
+                raise error
+        except Exception as exc:
+            return self._send_failed(exc, started)
+        return self._sent(effect.request, response, started)
+
+    def send_replacements(self, info: ProviderInfo) -> list[str]:
+        """The plugins that implement ``refundcore_send_request`` for ``info``'s
+        provider instead of wrapping it: they replace the sync transport (which is
+        one of them, on a sync client)."""
+        hooks = self._registry.hooks(info.id)
+        return [
+            impl.plugin_name
+            for impl in hooks.send.get_hookimpls()
+            if not (impl.wrapper or impl.hookwrapper)
+        ]
+
+    def _sent(
+        self, signed: HttpRequest, response: object, started: float
+    ) -> HttpResponse | RefundResult:
+        """What the send stage returned: the reply, logged at DEBUG, or UNKNOWN."""
         if not isinstance(response, HttpResponse):
             return unknown_result("no transport returned a response", "send_error")
+        if log.enabled(logging.DEBUG):
+            self._stage_done(
+                "send",
+                started,
+                method=signed.method,
+                url=signed.url.partition("?")[0],
+                request_bytes=len(signed.body),
+                http_status=response.status,
+                response_bytes=len(response.body),
+            )
         return response
 
-    def send_plugins(self, info: ProviderInfo) -> list[str]:
-        """The plugins that implement or wrap the sync send stage for ``info``'s
-        provider (refundcore's own transport among them, on a sync client)."""
-        hooks = self._registry.hooks(info.id)
-        return [impl.plugin_name for impl in hooks.send.get_hookimpls()]
-
-    def sending(self, info: ProviderInfo, operation: Operation, signed: HttpRequest) -> None:
-        """Log the request about to be sent (without its query string)."""
-        log.debug(
-            "%s %s via %s: %s %s (%d bytes)",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            signed.method,
-            signed.url.partition("?")[0],
-            len(signed.body),
-        )
-
-    def send_failed(self, info: ProviderInfo, exc: Exception) -> RefundResult:
+    def _send_failed(self, exc: Exception, started: float) -> RefundResult:
         """What a send that raised ``exc`` means: ``TransportError`` is raised again
-        (nothing was sent); anything else may have sent the request, so it is an
-        UNKNOWN result, for :meth:`finish_reply`."""
+        (nothing was sent); anything else may have sent the request: UNKNOWN."""
         if isinstance(exc, OutcomeUnknown):
+            self._stage_done("send", started, error=exc)
             return unknown_result(str(exc), "no_reply")
         if isinstance(exc, TransportError):
+            self._stage_done("send", started, error=exc)
             raise exc
         # A custom transport or wrapper failed: it may have sent.
         log.error(
-            "send stage for %s failed after the request may have left: %s",
-            info.id,
-            type(exc).__name__,
+            "stage failed after the request may have left",
+            stage="send",
+            error_code=type(exc).__name__,
         )
         return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
 
@@ -255,18 +419,21 @@ class Pipeline:
     ) -> RefundResult:
         """The plugin's reading of the reply; UNKNOWN when it cannot read it."""
         hooks = self._registry.hooks(info.id)
+        started = time.perf_counter()
         try:
             result = hooks.parse(
                 provider=info, config=config, operation=operation, response=response
             )
         except Exception as exc:
             log.error(
-                "%s could not parse a reply (HTTP %d): %s",
-                info.id,
-                response.status,
-                type(exc).__name__,
+                "stage failed",
+                stage="parse",
+                http_status=response.status,
+                error_code=type(exc).__name__,
             )
             result = None
+        else:
+            self._stage_done("parse", started)
         if not isinstance(result, RefundResult):
             result = unknown_result(f"unreadable reply (HTTP {response.status})", "unparseable")
         if result.http_status is None:
@@ -274,60 +441,144 @@ class Pipeline:
         return result
 
     def _stage(self, caller: Any, stage: str, info: ProviderInfo, **kwargs: Any) -> Any:
+        started = time.perf_counter()
         try:
-            return caller(provider=info, **kwargs)
-        except RefundError:
+            outcome = caller(provider=info, **kwargs)
+        except RefundError as exc:
+            self._stage_done(_STAGE_NAMES[stage], started, error=exc)
             raise
         except Exception as exc:
-            log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
+            log.error("stage failed", stage=_STAGE_NAMES[stage], error_code=type(exc).__name__)
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
+        self._stage_done(_STAGE_NAMES[stage], started)
+        return outcome
+
+    def _stage_done(
+        self, stage: str, started: float, error: BaseException | None = None, **fields: Any
+    ) -> None:
+        """The DEBUG record of a stage, with its duration."""
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "stage finished",
+                stage=stage,
+                duration_ms=milliseconds(time.perf_counter() - started),
+                error_code=None if error is None else type(error).__name__,
+                **fields,
+            )
+
+    def _around(
+        self,
+        caller: Any,
+        hook: str,
+        info: ProviderInfo,
+        proceed: Callable[[], T],
+        **kwargs: Any,
+    ) -> T:
+        """Call a wrapper point whose own implementation runs ``proceed``: its outcome,
+        whatever the app plugins' wrappers return or raise once it has run. Without
+        wrappers (``caller`` is ``None``), ``proceed`` runs directly."""
+        if caller is None:
+            return proceed()
+        ran: list[tuple[bool, Any]] = []
+
+        def run() -> T:
+            try:
+                value = proceed()
+            except BaseException as exc:
+                ran.append((False, exc))
+                raise
+            ran.append((True, value))
+            return value
+
+        try:
+            caller(provider=info, proceed=run, **kwargs)
+        except Exception as exc:
+            if not ran:
+                if isinstance(exc, RefundError):
+                    raise
+                raise PluginError(info.id, hook, exc) from exc
+            if ran[0][1] is not exc:
+                log.error("app plugin failed", hook=hook, error_code=type(exc).__name__)
+        if not ran:
+            raise PluginError(info.id, hook, RuntimeError("no implementation ran the work"))
+        completed, outcome = ran[0]
+        if not completed:
+            raise outcome
+        result: T = outcome
+        return result
+
+    @staticmethod
+    def _leave(wrappers: Wrappers, hook: str, outcome: object, error: BaseException | None) -> None:
+        """Leave a wrapper point's wrappers with the work's outcome, which stays the
+        work's whatever they return or raise (a failure of theirs is logged)."""
+        _, failure = wrappers.leave(outcome, error)
+        if failure is not None and failure is not error:
+            log.error("app plugin failed", hook=hook, error_code=type(failure).__name__)
+
+    def _observe(self, caller: Any, hook: str, info: ProviderInfo, **kwargs: Any) -> None:
+        """Show a finished value to an observing hook (``None``: nobody observes); a
+        failure there changes nothing."""
+        if caller is None:
+            return
+        try:
+            caller(provider=info, **kwargs)
+        except Exception as exc:
+            log.error("app plugin failed", hook=hook, error_code=type(exc).__name__)
+
+    def _log_refused(self, info: ProviderInfo, exc: BaseException, started: float) -> None:
+        """The one record of an operation that raised, at a level fit for the cause."""
+        if isinstance(exc, (JournalError, PluginError)) or not isinstance(exc, RefundError):
+            level = logging.ERROR
+        elif isinstance(exc, (SignatureError, TransportError)):
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        log.log(
+            level,
+            "operation refused",
+            error_code=type(exc).__name__,
+            error=self._redactor.text(info.id, str(exc)) if isinstance(exc, RefundError) else None,
+            duration_ms=milliseconds(time.perf_counter() - started),
+        )
+
+
+def _log_finished(outcome: object, seconds: float) -> None:
+    """The one INFO record of an operation that gave a result or a notification."""
+    if isinstance(outcome, RefundResult):
+        log.info(
+            "operation finished",
+            status=outcome.status.value,
+            source=outcome.source.value,
+            error_code=outcome.error_code,
+            duration_ms=milliseconds(seconds),
+        )
+    elif isinstance(outcome, RefundNotification):
+        log.info(
+            "operation finished",
+            refund_id=outcome.refund_id,
+            status=outcome.status.value,
+            event=outcome.event,
+            duplicate=outcome.duplicate,
+            duration_ms=milliseconds(seconds),
+        )
+
+
+_STAGE_NAMES = {
+    "build_request": "build",
+    "sign_request": "sign",
+    "verify_callback": "verify",
+}
+
+
+def _proceed() -> object:
+    """What a wrapper point's wrappers are given as ``proceed``: refundcore runs the
+    work itself, so a wrapper never calls it."""
+    raise RuntimeError("refundcore runs the operation; a wrapper never calls proceed")
 
 
 def unknown_result(message: str, code: str) -> RefundResult:
     """An ``UNKNOWN`` result, for :meth:`Pipeline.finish` to complete."""
     return RefundResult(status=RefundStatus.UNKNOWN, message=message, error_code=code)
-
-
-def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
-    caps = info.capabilities
-    if isinstance(operation, RefundQuery) and not caps.query:
-        raise ValidationError(f"{info.name} cannot query refunds", field="operation")
-    if isinstance(operation, Void) and not caps.void:
-        raise ValidationError(f"{info.name} offers no void", field="operation")
-    amount = getattr(operation, "amount", None)
-    if (
-        amount is not None
-        and caps.currencies is not None
-        and amount.currency not in caps.currencies
-    ):
-        raise ValidationError(
-            f"{info.name} does not take {amount.currency} "
-            f"(takes {', '.join(sorted(caps.currencies))})",
-            field="amount",
-        )
-    notify_url = getattr(operation, "notify_url", None)
-    if notify_url and not caps.callbacks:
-        raise ValidationError(f"{info.name} sends no callbacks", field="notify_url")
-    if notify_url and not caps.notify_url:
-        where = caps.notify_url_setting or "the gateway's own settings"
-        raise ValidationError(
-            f"{info.name} cannot carry a notify URL with a refund: set it in {where}",
-            field="notify_url",
-        )
-
-
-def _check_original_amount(operation: Operation, original: Money | None) -> None:
-    if original is None:
-        return
-    amount = getattr(operation, "amount", None)
-    if not isinstance(original, Money):
-        raise ValidationError(
-            f"must be refundcore.Money, got {type(original).__name__}", field="original_amount"
-        )
-    if amount is not None and (original.currency != amount.currency or original < amount):
-        raise ValidationError(
-            f"{original} cannot cover a refund of {amount}", field="original_amount"
-        )
 
 
 def _missing_stage(info: ProviderInfo, hook: str, got: object) -> PluginError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
@@ -26,7 +26,14 @@ from .config import ProviderConfig
 from .errors import PluginLoadError, ProviderNotInstalled
 from .models import ProviderInfo
 
-__all__ = ["ENTRY_POINT_GROUP", "LoadFailure", "PluginEntry", "PluginRegistry", "ProviderHooks"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PROVIDER_HOOKS",
+    "LoadFailure",
+    "PluginEntry",
+    "PluginRegistry",
+    "ProviderHooks",
+]
 
 ENTRY_POINT_GROUP = "refundcore.providers"
 STAGE_HOOKS = (
@@ -35,6 +42,15 @@ STAGE_HOOKS = (
     "refundcore_send_request",
     "refundcore_parse_response",
     "refundcore_verify_callback",
+)
+#: Hooks called for one provider, as the stage hooks are: its plugin's and every app
+#: plugin's implementations (the order of :class:`ProviderHooks`' fields).
+PROVIDER_HOOKS = (
+    *STAGE_HOOKS,
+    "refundcore_operation",
+    "refundcore_journal",
+    "refundcore_result",
+    "refundcore_notification",
 )
 
 
@@ -66,13 +82,35 @@ class LoadFailure:
 
 @attrs.frozen
 class ProviderHooks:
-    """The stage hooks as seen by one provider: its own plugin plus every app plugin."""
+    """The hooks as seen by one provider: its own plugin plus every app plugin.
+
+    ``operation``, ``journal``, ``result`` and ``notification`` are ``None`` when no
+    plugin implements them (beyond refundcore's own implementation of the wrapper
+    points): the work then runs directly, and nobody is shown the outcome.
+    """
 
     build: Any
     sign: Any
     send: Any
     parse: Any
     verify: Any
+    operation: Any
+    journal: Any
+    result: Any
+    notification: Any
+
+
+class _WrapperPoints:
+    """refundcore's own implementation of the wrapper points: it does the work, and
+    runs last, inside every app plugin's wrapper."""
+
+    @hookspecs.hookimpl(trylast=True)
+    def refundcore_operation(self, proceed: Callable[[], object]) -> object:
+        return proceed()
+
+    @hookspecs.hookimpl(trylast=True)
+    def refundcore_journal(self, proceed: Callable[[], object]) -> object:
+        return proceed()
 
 
 def _names_from_env(variable: str) -> frozenset[str] | None:
@@ -127,6 +165,8 @@ class PluginRegistry:
     ) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
+        self._wrapper_points = _WrapperPoints()
+        self._pm.register(self._wrapper_points, name="refundcore.wrapper_points")
         self._use_entry_points = entry_points
         self._allow = (
             frozenset(allow) if allow is not None else _names_from_env("REFUNDCORE_PLUGINS")
@@ -304,7 +344,7 @@ class PluginRegistry:
     # -- calling ---------------------------------------------------------------------
 
     def hooks(self, provider_id: str) -> ProviderHooks:
-        """The stage hooks for one provider (its plugin's and every app plugin's)."""
+        """The hooks for one provider (its plugin's and every app plugin's)."""
         hooks = self._hooks.get(provider_id)
         if hooks is not None:
             return hooks
@@ -313,10 +353,19 @@ class PluginRegistry:
             owner = self._owner[provider_id]
             others = {id(p) for pid, p in self._owner.items() if p is not owner}
             remove = [p for p in self._pm.get_plugins() if id(p) in others]
-            callers = [self._pm.subset_hook_caller(name, remove) for name in STAGE_HOOKS]
-            hooks = ProviderHooks(*callers)
+            callers = [self._pm.subset_hook_caller(name, remove) for name in PROVIDER_HOOKS]
+            stages = len(STAGE_HOOKS)
+            hooks = ProviderHooks(
+                *callers[:stages], *(self._if_used(caller) for caller in callers[stages:])
+            )
             self._hooks[provider_id] = hooks
             return hooks
+
+    def _if_used(self, caller: Any) -> Any:
+        """``caller``, or ``None`` when only refundcore's own implementation (if any)
+        would answer it: calling pluggy for nothing costs every refund."""
+        used = any(impl.plugin is not self._wrapper_points for impl in caller.get_hookimpls())
+        return caller if used else None
 
     def known_ids(self) -> list[str]:
         """Provider ids available here: loaded ones plus installed, not yet imported ones."""

@@ -2,7 +2,8 @@
 
 :class:`RefundStatus` is what a gateway's answer (or the lack of one) says about a
 refund. :class:`JournalState` is what the journal records: the same four, plus
-``SUBMITTING`` while the refund's request may be in flight. Convert between them with
+``SUBMITTING`` while the refund's request may be in flight and ``NOT_SENT`` for a refund
+proven never to have reached the gateway. Convert between them with
 :meth:`JournalState.of` and :attr:`JournalState.status`, never through their strings.
 """
 
@@ -36,11 +37,18 @@ class RefundStatus(str, enum.Enum):
 
 
 class JournalState(str, enum.Enum):
-    """Where a journalled refund stands: a :class:`RefundStatus`, or ``SUBMITTING``.
+    """Where a journalled refund stands: a :class:`RefundStatus`, ``SUBMITTING`` or
+    ``NOT_SENT``.
 
     ``SUBMITTING``: recorded, and its request may be on the wire right now (or may have
     been, if the process died). ``UNKNOWN``: sent, outcome not known. Neither may be
     sent again without reconciling first.
+
+    ``NOT_SENT``: proven never to have reached the gateway (nothing left the process,
+    an authoritative lookup found nothing once enough time had passed, or an operator
+    decided so). Nothing was refunded, so as a refund status it reads ``FAILED``; unlike
+    ``FAILED`` it is not final: the same refund id, with the same parameters, may be
+    sent again, and until then it counts nothing toward its payment's limit.
     """
 
     SUBMITTING = "SUBMITTING"
@@ -48,6 +56,7 @@ class JournalState(str, enum.Enum):
     SUCCEEDED = RefundStatus.SUCCEEDED.value
     FAILED = RefundStatus.FAILED.value
     UNKNOWN = RefundStatus.UNKNOWN.value
+    NOT_SENT = "NOT_SENT"
 
     @classmethod
     def of(cls, status: RefundStatus) -> JournalState:
@@ -57,7 +66,9 @@ class JournalState(str, enum.Enum):
     @property
     def status(self) -> RefundStatus | None:
         """The refund status this state records; ``None`` for ``SUBMITTING``, whose
-        outcome nobody knows yet."""
+        outcome nobody knows yet; ``FAILED`` for ``NOT_SENT``: nothing was refunded."""
+        if self is JournalState.NOT_SENT:
+            return RefundStatus.FAILED
         return _STATUS_OF.get(self)
 
     @property

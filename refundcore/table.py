@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["format_table"]
+__all__ = ["cut", "format_table"]
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
@@ -15,3 +15,8 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, an ellipsis showing where it was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"

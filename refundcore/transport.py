@@ -1,26 +1,23 @@
-"""The default send stage: pooled keep-alive connections per gateway, one set per client.
+"""The default send stage: one ``requests.Session`` per client, or the caller's own.
 
-It sends with the standard library's ``http.client``, the HTTP/1.1 code under urllib3
-and ``requests``, with a small pool of its own: the layers those libraries add
-(re-parsing URLs and headers, retry and redirect bookkeeping, response decoders, cookie
-jars) cost about a third of a refund's client CPU and do nothing a signed gateway call
-needs. TLS is always verified, with hostname checking, against certifi's bundle (as
-``requests`` does) or the provider's ``ca_bundle``; ``HTTPS_PROXY`` / ``NO_PROXY`` are
-honoured through a ``CONNECT`` tunnel, so TLS stays end to end (the proxy itself is
-reached over plain HTTP, as is usual).
+Sending through ``requests`` keeps what its users rely on: their own ``Session``
+(client certificates, corporate proxies, mounted adapters, session headers), the
+environment's proxies and CA bundle as ``requests`` reads them, instrumentation that
+wraps ``Session.send``, and test tools that mount adapters. Connections are pooled per
+gateway host by the session's ``HTTPAdapter``.
 
-Money moves on these requests, so the transport never resends one on its own: no
-retries, no redirects followed. What happened is classified carefully:
+Money moves on these requests, so every request goes out at most once: redirects are
+never followed (a 3xx is a reply, handed to the provider's parser), and a session that
+could switch off TLS verification or resend on its own (an adapter with retries) is
+refused, with the reason. What happened is classified carefully:
 
-* nothing can have reached the gateway (connection refused, DNS failure, TLS
-  handshake failure, connect timeout, a request that cannot be written) →
-  :class:`~refundcore.errors.TransportError`;
+* nothing can have reached the gateway (a URL, proxy or CA bundle that cannot be used,
+  DNS failure, connection refused, connect timeout, a proxy refusing the tunnel, TLS
+  handshake failure) → :class:`~refundcore.errors.TransportError`;
 * the request may have reached it (read timeout, connection dropped after sending,
-  a reply cut short or unreadable) → :class:`~refundcore.errors.OutcomeUnknown`, which
-  the client turns into an ``UNKNOWN`` result.
-
-An idle pooled connection the gateway has closed is noticed before it is used (the
-socket reads as ready: an end of file or stray bytes) and replaced by a new one.
+  a reply cut short, unreadable or over :data:`MAX_RESPONSE_BYTES`) →
+  :class:`~refundcore.errors.OutcomeUnknown`, which the client turns into an
+  ``UNKNOWN`` result.
 """
 
 from __future__ import annotations
@@ -28,344 +25,475 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from .errors import OutcomeUnknown, TransportError
+from .errors import ConfigError, OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
+from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
 from .redaction import error_reason, without_queries
 
 if TYPE_CHECKING:
-    import http.client
-    import ssl
+    import requests
+    from requests.adapters import BaseAdapter
 
     from .config import ProviderConfig
     from .models import ProviderInfo
 
 __all__ = ["HttpTransport"]
 
-log = logging.getLogger(__name__)
+log = EventLogger(__name__)
 
 #: Cap on a gateway reply: refund replies are small; a huge one is hostile or broken.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = "refundcore"
-#: Connection pools kept per client: one per gateway origin (and CA bundle).
+#: Gateway hosts whose connections a client's own session keeps pooled.
 MAX_POOLS = 32
+#: The methods a retry policy is checked against (plugins send these).
+_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET", "HEAD", "OPTIONS")
 
 
 class HttpTransport:
-    """refundcore's own ``refundcore_send_request`` implementation (runs last)."""
+    """refundcore's own ``refundcore_send_request`` implementation (runs last).
 
-    def __init__(self, pool_size: int = 10) -> None:
+    ``session`` is the caller's ``requests.Session`` to send through; without one, the
+    transport makes its own on first use, keeping up to ``pool_size`` idle connections
+    per gateway host (size it to the threads sharing the client). A session given is
+    the caller's to close.
+    """
+
+    def __init__(self, pool_size: int = 10, session: requests.Session | None = None) -> None:
         self._pool_size = pool_size
         self._lock = threading.Lock()
-        self._pools: dict[tuple[str, str | None], _Pool] = {}
+        self._given = session is not None
+        if session is not None:
+            _check_session(session)
+        self._session = session
+        # Retry policies of the caller's adapters found safe, kept by identity (checking
+        # one takes about a millisecond; holding it keeps its id from being reused).
+        self._safe_retries: dict[int, object] = {}
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if _REDACT_QUERIES not in pool_log.filters:
+            pool_log.addFilter(_REDACT_QUERIES)
 
-    def _pool(self, origin: str, ca_bundle: str | None) -> _Pool:
-        key = (origin, ca_bundle)
-        pool = self._pools.get(key)
-        if pool is not None:
-            return pool
+    def _own_session(self) -> requests.Session:
         with self._lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                if len(self._pools) >= MAX_POOLS:
-                    self._pools.pop(next(iter(self._pools))).close()
-                pool = _Pool(origin, ca_bundle, self._pool_size)
-                self._pools[key] = pool
-            return pool
+            if self._session is None:
+                self._session = _new_session(self._pool_size)
+            return self._session
 
     def close(self) -> None:
-        """Close pooled connections."""
+        """Close the pooled connections of the transport's own session."""
+        if self._given:
+            return
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.close()
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
     @hookimpl(trylast=True)
     def refundcore_send_request(
         self, provider: ProviderInfo, config: ProviderConfig, request: HttpRequest
     ) -> HttpResponse:
-        import http.client
+        import requests
 
-        origin, target = _split_url(request.url)
-        headers = dict(request.headers)
-        if "User-Agent" not in request.headers:
-            headers["User-Agent"] = USER_AGENT
+        session = self._session or self._own_session()
+        if config.ca_bundle is not None:
+            problem = _ca_bundle_problem(config.ca_bundle)
+            if problem is not None:
+                raise TransportError(f"cannot send to {provider.id}: {problem}; nothing was sent")
         try:
-            pool = self._pool(origin, config.ca_bundle)
+            if self._given:
+                prepared = session.prepare_request(
+                    requests.Request(
+                        request.method,
+                        request.url,
+                        headers=dict(request.headers),
+                        data=request.body or None,
+                        # The plugin signed these headers: no ~/.netrc entry may replace
+                        # its Authorization, as requests would for a session without auth.
+                        auth=_as_signed if session.auth is None else None,
+                    )
+                )
+            else:
+                # The gateway sees the plugin's headers and a User-Agent, nothing of the
+                # session's (no cookies, no Accept-Encoding: replies arrive as the gateway
+                # wrote and signed them). Preparing directly skips requests' merging of
+                # session settings, ~1/5 of a send's CPU.
+                headers = dict(request.headers)
+                if "User-Agent" not in request.headers:
+                    headers["User-Agent"] = USER_AGENT
+                prepared = requests.PreparedRequest()
+                prepared.prepare(
+                    method=request.method,
+                    url=request.url,
+                    headers=headers,
+                    data=request.body or None,
+                )
+            # What Session.request does: the environment's proxies and CA bundle, the
+            # session's client certificate; the provider's ca_bundle comes first.
+            settings = session.merge_environment_settings(
+                prepared.url, {}, True, config.ca_bundle, None
+            )
+            if self._given:
+                self._check_use(session, prepared, settings["verify"])
+        except requests.RequestException as exc:
+            raise TransportError(
+                f"cannot send to {provider.id}: unusable URL or proxy; nothing was sent "
+                f"({_reason(exc)})"
+            ) from None
         except ValueError as exc:
-            raise TransportError(f"cannot send to {provider.id}: {exc}; nothing was sent") from None
-        started = time.perf_counter()
-        conn = pool.take()
-        if conn is None:
-            conn = self._connect(provider, config, pool)
-        try:
-            # A reused connection keeps the timeout of the request before it.
-            if conn.sock is not None:
-                conn.sock.settimeout(config.read_timeout)
-            # http.client writes nothing before the whole header block is built: a
-            # target or header it refuses left nothing on the wire.
-            conn.request(request.method, target, body=request.body or None, headers=headers)
-        except (ValueError, http.client.InvalidURL) as exc:
-            conn.close()
             raise TransportError(
                 f"cannot send to {provider.id}: the request cannot be written; nothing was "
-                f"sent ({error_reason(exc)})"
+                f"sent ({_reason(exc)})"
             ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise OutcomeUnknown(
-                f"connection to {provider.id} dropped while sending ({error_reason(exc)})"
-            ) from None
+        started = time.perf_counter()
+        reader = _ReplyReader(started)
+        # First of the response hooks, so the body is read within the cap before
+        # requests' redirect bookkeeping or a session's own hooks touch it.
+        prepared.hooks["response"].insert(0, reader)
         try:
-            reply = conn.getresponse()
-        except TimeoutError:
-            conn.close()
-            raise OutcomeUnknown(
-                f"no reply from {provider.id} within {config.read_timeout}s after sending"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise OutcomeUnknown(
-                f"connection to {provider.id} dropped after sending ({error_reason(exc)})"
-            ) from None
-        try:
-            body = _read_limited(reply)
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()  # the connection is in an unknown state: never reuse it
-            raise OutcomeUnknown(
-                f"reply from {provider.id} was cut short ({error_reason(exc)})"
-            ) from None
-        if reply.will_close:
-            conn.close()
-        else:
-            pool.give(conn)
+            returned = session.send(
+                prepared,
+                timeout=(config.connect_timeout, config.read_timeout),
+                allow_redirects=False,
+                **settings,
+            )
+            # A tool that replaced Session.send may not have run the hooks.
+            reply = reader.reply if reader.reply is not None else reader.read(returned)
+        except _CutShort as exc:
+            raise OutcomeUnknown(f"reply from {provider.id} was cut short ({exc})") from None
+        except Exception as exc:
+            if reader.reply is None:
+                raise _classified(exc, provider, config) from None
+            # Raised after the whole reply was read (requests' redirect bookkeeping on
+            # an odd Location, a session's own hook): the gateway's answer is known.
+            log.warning("error after the reply was read", error=type(exc).__name__)
+            reply = reader.reply
         log.debug(
-            "%s %s %s: HTTP %d (%d bytes)",
-            request.method,
-            origin,
-            without_queries(target),
-            reply.status,
-            len(body),
+            "http exchange",
+            method=request.method,
+            url=without_queries(request.url),
+            http_status=reply.status,
+            response_bytes=len(reply.body),
         )
-        return HttpResponse(
-            status=reply.status,
-            headers=_reply_headers(reply),
+        return reply
+
+    def _check_use(
+        self, session: requests.Session, prepared: requests.PreparedRequest, verify: Any
+    ) -> None:
+        """The caller's session may have changed since the client was made: refuse it
+        now, before anything is sent, if it could skip verification or resend."""
+        if not verify:
+            raise TransportError(
+                f"session: verify is {verify!r}: refundcore always verifies the gateway's "
+                "TLS certificate; nothing was sent"
+            )
+        adapter = session.get_adapter(prepared.url or "")
+        retries = getattr(adapter, "max_retries", None)
+        if retries is None or self._safe_retries.get(id(retries)) is retries:
+            return
+        problem = _resend_problem(adapter)
+        if problem is not None:
+            prefix = next(p for p, mounted in session.adapters.items() if mounted is adapter)
+            raise TransportError(f"session: {_refusal(prefix, problem)}; nothing was sent")
+        if len(self._safe_retries) >= 64:
+            self._safe_retries.clear()
+        self._safe_retries[id(retries)] = retries
+
+
+class _CutShort(Exception):
+    """The reply's body could not be read whole (the message says why)."""
+
+
+class _ReplyReader:
+    """A response hook reading the body once, within :data:`MAX_RESPONSE_BYTES`."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.reply: HttpResponse | None = None
+
+    def __call__(self, response: requests.Response, **kwargs: Any) -> None:
+        # Returns None: requests would take what a hook returns as the response.
+        self.read(response)
+
+    def read(self, response: requests.Response) -> HttpResponse:
+        try:
+            body = _read_limited(response)
+        except Exception as exc:
+            response.close()  # the connection is in an unknown state: never reuse it
+            raise _CutShort(_reason(exc)) from None
+        # Later readers of response.content (requests itself on a 3xx, a session's own
+        # hooks) get these bytes rather than a consumed stream.
+        response._content = body
+        response.close()  # read whole: the connection goes back to the pool
+        self.reply = HttpResponse(
+            status=response.status_code,
+            headers=Headers(response.headers.items()),
             body=body,
-            elapsed=time.perf_counter() - started,
+            elapsed=time.perf_counter() - self.started,
         )
-
-    @staticmethod
-    def _connect(
-        provider: ProviderInfo, config: ProviderConfig, pool: _Pool
-    ) -> http.client.HTTPConnection:
-        """A new connection, established: every failure here left nothing on the wire."""
-        import ssl
-
-        try:
-            return pool.connect(config.connect_timeout)
-        except TimeoutError:
-            raise TransportError(
-                f"could not connect to {provider.id} within {config.connect_timeout}s; "
-                "nothing was sent"
-            ) from None
-        except ssl.SSLError as exc:
-            raise TransportError(
-                f"TLS handshake with {provider.id} failed; nothing was sent ({error_reason(exc)})"
-            ) from None
-        except OSError as exc:
-            raise TransportError(
-                f"could not connect to {provider.id}; nothing was sent ({error_reason(exc)})"
-            ) from None
+        return self.reply
 
 
-class _Pool:
-    """Idle keep-alive connections to one origin, at most ``size`` kept; a thread with
-    none to take opens a new one (never waits)."""
-
-    def __init__(self, origin: str, ca_bundle: str | None, size: int) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"unusable URL {without_queries(origin)!r}: not http(s)")
-        self.origin = origin
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._context: ssl.SSLContext | None = None
-        self._proxy: tuple[str, int, dict[str, str]] | None = None
-        if parts.scheme == "https":
-            self._context = _tls_context(ca_bundle)
-            proxy = proxy_for(origin)
-            if proxy is not None:
-                self._proxy = _proxy_address(proxy)
-        self._size = size
-        self._lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
-        self._closed = False
-
-    @property
-    def proxy(self) -> tuple[str, int] | None:
-        """The proxy's host and port, when connections go through one."""
-        return None if self._proxy is None else self._proxy[:2]
-
-    def take(self) -> http.client.HTTPConnection | None:
-        """An idle connection still open, or ``None``."""
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None
-                conn = self._idle.pop()
-            if _still_open(conn):
-                return conn
-            conn.close()
-
-    def connect(self, timeout: float) -> http.client.HTTPConnection:
-        """A new connection (TLS handshake and proxy tunnel done), or the error."""
-        import http.client
-
-        conn: http.client.HTTPConnection
-        if self._context is None:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        elif self._proxy is None:
-            conn = http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._context
-            )
-        else:
-            proxy_host, proxy_port, proxy_headers = self._proxy
-            conn = http.client.HTTPSConnection(
-                proxy_host, proxy_port, timeout=timeout, context=self._context
-            )
-            conn.set_tunnel(self._host, self._port, headers=proxy_headers)
-        log.debug("new connection to %s", self.origin)
-        try:
-            conn.connect()
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def give(self, conn: http.client.HTTPConnection) -> None:
-        """Keep ``conn`` for the next request, or close it when the pool is full."""
-        with self._lock:
-            if not self._closed and len(self._idle) < self._size:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+def _as_signed(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
 
 
-def _still_open(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle connection can carry a request: nothing may be waiting on it,
-    since a gateway says nothing unasked except that it is closing (an end of file)."""
-    import select
-
-    sock = conn.sock
-    if sock is None:
-        return False
-    if getattr(sock, "pending", lambda: 0)():
-        return False
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return not poller.poll(0)
-    except (OSError, ValueError):
-        return False
-
-
-def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """Verification cannot be switched off: certifi's bundle, as ``requests`` uses, or
-    the provider's own; the host name is checked."""
-    import ssl
-
-    import certifi
-
-    try:
-        return ssl.create_default_context(cafile=ca_bundle or certifi.where())
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"ca_bundle {ca_bundle!r} cannot be used ({error_reason(exc)})") from None
-
-
-def _proxy_address(proxy: str) -> tuple[str, int, dict[str, str]]:
-    """Host, port and ``Proxy-Authorization`` header of an ``http://`` proxy URL."""
-    import base64
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(
-            f"HTTPS_PROXY must be an http:// proxy (the tunnel through it is TLS), "
-            f"got {parts.scheme}://{parts.hostname or ''}"
-        )
-    headers = {}
-    if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
-            credentials.encode("utf-8")
-        ).decode("ascii")
-    return parts.hostname, parts.port or 8080, headers
-
-
-def _reply_headers(reply: http.client.HTTPResponse) -> Headers:
-    # A header sent several times reads as its values joined with ", ".
-    joined: dict[str, tuple[str, str]] = {}
-    for name, value in reply.getheaders():
-        key = name.lower()
-        if key in joined:
-            first, earlier = joined[key]
-            joined[key] = (first, f"{earlier}, {value}")
-        else:
-            joined[key] = (name, value)
-    return Headers(list(joined.values()))
-
-
-def _split_url(url: str) -> tuple[str, str]:
-    """``scheme://host[:port]`` and the request target (path plus ``?query``)."""
-    start = url.find("://")
-    slash = url.find("/", start + 3) if start >= 0 else -1
-    origin, target = (url, "/") if slash < 0 else (url[:slash], url[slash:])
-    if "?" in origin or "#" in origin:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return origin, target
-
-
-def proxy_for(origin: str) -> str | None:
-    """The HTTPS proxy the environment names for ``origin`` (``HTTPS_PROXY`` /
-    ``https_proxy``, honouring ``NO_PROXY``), as ``requests`` would use it; ``None``
-    for a direct connection."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    host = urlsplit(origin).hostname or ""
-    proxy = urllib.request.getproxies_environment().get("https")
-    if not proxy or urllib.request.proxy_bypass(host):
-        return None
-    return proxy
-
-
-def _read_limited(reply: http.client.HTTPResponse) -> bytes:
-    declared = reply.length
-    if declared is not None:
-        if declared > MAX_RESPONSE_BYTES:
-            raise OSError(f"reply larger than {MAX_RESPONSE_BYTES} bytes")
-        # The usual small reply of known length: one read (a short one raises).
-        return reply.read()
+def _read_limited(response: requests.Response) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise OSError(f"reply larger than {MAX_RESPONSE_BYTES} bytes")
     chunks = []
     size = 0
-    while chunk := reply.read(64 * 1024):
+    for chunk in response.iter_content(64 * 1024):
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
             raise OSError(f"reply larger than {MAX_RESPONSE_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _new_session(pool_size: int) -> requests.Session:
+    import http.cookiejar
+
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    # Requests are prepared without the session's cookies; refusing every cookie keeps
+    # the jar from filling up with gateways' Set-Cookie all the same.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=MAX_POOLS, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _check_session(session: requests.Session) -> None:
+    import requests
+
+    if not isinstance(session, requests.Session):
+        raise ConfigError(
+            f"must be a requests.Session, got {type(session).__name__}", field="session"
+        )
+    if not session.verify:
+        raise ConfigError(
+            f"verify is {session.verify!r}: refundcore always verifies the gateway's TLS "
+            "certificate (set verify to a CA bundle path, or give the provider a ca_bundle)",
+            field="session",
+        )
+    for prefix, adapter in session.adapters.items():
+        problem = _resend_problem(adapter)
+        if problem is not None:
+            raise ConfigError(_refusal(prefix, problem), field="session")
+
+
+def _refusal(prefix: str, problem: str) -> str:
+    return (
+        f"the adapter mounted for {prefix!r} {problem}: refundcore sends each request "
+        "once (mount one with max_retries=0)"
+    )
+
+
+def _resend_problem(adapter: BaseAdapter) -> str | None:
+    """Why ``adapter`` could send a request twice (or swallow a reply), or ``None``.
+
+    urllib3 asks the adapter's ``Retry`` after every failure, and after a reply whose
+    status it lists; the policy is put to exactly those questions.
+    """
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        HTTPError,
+        ProtocolError,
+        ReadTimeoutError,
+        SSLError,
+    )
+    from urllib3.util.retry import Retry
+
+    retries = getattr(adapter, "max_retries", None)
+    if not isinstance(retries, Retry):
+        return None  # not urllib3's HTTPAdapter: it retries nothing we can see
+    failures = (
+        ConnectTimeoutError("connect failed"),
+        ReadTimeoutError(None, "/", "read timed out"),  # type: ignore[arg-type]
+        ProtocolError("connection dropped"),
+        SSLError("TLS failed"),
+    )
+    for method in _METHODS:
+        for failure in failures:
+            try:
+                retries.increment(method, "/", error=failure)
+            except HTTPError:  # exhausted, or the failure raised at once: no second attempt
+                continue
+            return f"retries a {method} after {type(failure).__name__} ({retries!r})"
+        for status in range(100, 600):
+            if retries.is_retry(method, status, has_retry_after=True):
+                return f"retries a {method} answered HTTP {status} ({retries!r})"
+    return None
+
+
+#: CA bundle paths found loadable (a failure is not remembered: the file may be fixed).
+_USABLE_BUNDLES: set[str] = set()
+
+
+def _ca_bundle_problem(path: str) -> str | None:
+    if path in _USABLE_BUNDLES:
+        return None
+    import os
+    import ssl
+
+    try:
+        if os.path.isdir(path):
+            ssl.create_default_context(capath=path)
+        else:
+            ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        return f"ca_bundle {path!r} cannot be used ({_reason(exc)})"
+    _USABLE_BUNDLES.add(path)
+    return None
+
+
+def _classified(exc: Exception, provider: ProviderInfo, config: ProviderConfig) -> Exception:
+    """The error ``exc`` from ``Session.send`` means: TransportError or OutcomeUnknown."""
+    import ssl
+
+    import requests
+    from urllib3.exceptions import HTTPError
+    from urllib3.exceptions import ProxyError as Urllib3ProxyError
+
+    if isinstance(exc, (TransportError, OutcomeUnknown)):  # a caller's adapter decided
+        return exc
+    if isinstance(exc, requests.ConnectTimeout):  # requests: "safe to retry"
+        return TransportError(
+            f"could not connect to {provider.id} within {config.connect_timeout}s; nothing was sent"
+        )
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+        return TransportError(
+            f"cannot send to {provider.id}: unusable URL or proxy; nothing was sent "
+            f"({_reason(exc)})"
+        )
+    if _nothing_sent(exc):
+        chain = list(_chain(exc))
+        if any(isinstance(e, Urllib3ProxyError) for e in chain):
+            what = f"could not reach {provider.id} through the proxy"
+        elif any(isinstance(e, (ssl.SSLError, ssl.CertificateError)) for e in chain):
+            what = f"TLS handshake with {provider.id} failed"
+        elif not isinstance(_innermost(exc), OSError):
+            what = f"cannot send to {provider.id}: the request cannot be written"
+        else:
+            what = f"could not connect to {provider.id}"
+        return TransportError(f"{what}; nothing was sent ({_reason(exc)})")
+    if isinstance(exc, requests.ReadTimeout):
+        return OutcomeUnknown(
+            f"no reply from {provider.id} within {config.read_timeout}s after sending"
+        )
+    if not isinstance(exc, (OSError, HTTPError)):
+        # Not the network: a session hook or adapter of the caller's failed, after the
+        # request may have left.
+        return OutcomeUnknown(f"send to {provider.id} failed: {_reason(exc)}")
+    return OutcomeUnknown(f"connection to {provider.id} dropped after sending ({_reason(exc)})")
+
+
+#: Functions in which a failure leaves nothing on the wire: urllib3 makes the connection
+#: (name lookup, TCP connect, proxy tunnel, TLS handshake) before it writes a request;
+#: urllib3 and http.client only check and buffer the request line and headers before
+#: the whole head is written; requests checks the CA bundle and client certificate
+#: paths before any of that.
+_BEFORE_SENDING = frozenset(
+    {
+        ("urllib3.connection", "connect"),
+        ("urllib3.connection", "putrequest"),
+        ("urllib3.connection", "putheader"),
+        ("http.client", "putrequest"),
+        ("http.client", "putheader"),
+        ("requests.adapters", "cert_verify"),
+    }
+)
+
+
+def _nothing_sent(exc: BaseException) -> bool:
+    """Whether the failure happened before any byte of the request was written.
+
+    The exception types alone cannot tell (a connection reset or an SSL error reads
+    the same during the handshake as after the request was written), so the frames
+    each error in the chain was raised through are looked at too.
+    """
+    import ssl
+
+    from urllib3.exceptions import ConnectTimeoutError, ProxyError
+
+    for current in _chain(exc):
+        # ConnectTimeoutError covers NewConnectionError and NameResolutionError;
+        # urllib3 raises ProxyError only before the proxy connection is up.
+        if isinstance(current, (ConnectTimeoutError, ProxyError, ssl.SSLCertVerificationError)):
+            return True
+        tb = current.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if (tb.tb_frame.f_globals.get("__name__"), code.co_name) in _BEFORE_SENDING:
+                return True
+            tb = tb.tb_next
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (cause, context, urllib3's ``reason``,
+    exceptions passed as arguments), each once."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend(current.args)
+        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The error at the bottom of ``exc``'s chain of wrappers."""
+    seen = {id(exc)}
+    while True:
+        inner = next(
+            (
+                candidate
+                for candidate in (
+                    getattr(exc, "reason", None),
+                    *exc.args,
+                    exc.__cause__,
+                    exc.__context__,
+                )
+                if isinstance(candidate, BaseException) and id(candidate) not in seen
+            ),
+            None,
+        )
+        if inner is None:
+            return exc
+        seen.add(id(inner))
+        exc = inner
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost error ``exc`` wraps, as ``Type: message``, query strings removed.
+
+    The exceptions themselves are not chained to refundcore's (they hold the full URL),
+    so this is all that is kept of them.
+    """
+    return error_reason(_innermost(exc))
+
+
+class _RedactQueries(logging.Filter):
+    """Keeps query strings out of urllib3's DEBUG lines about each request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                without_queries(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+_REDACT_QUERIES = _RedactQueries()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import re
 import socket
 import threading
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .callback_answers import Answer, check_limits, deliver, find_provider
+from .logs import EventLogger
 from .models import Headers, RefundNotification
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BODY_TIMEOUT", "MAX_BODY", "callback_app"]
 
-log = logging.getLogger("refundcore.wsgi")
+log = EventLogger("refundcore.wsgi")
 
 #: The largest callback body accepted by default (bytes): callbacks are a few KiB.
 MAX_BODY = 1024 * 1024
@@ -237,7 +237,13 @@ def callback_app(
             try:
                 body = _read_body(environ, max_body, deadline, watchdog)
             except _Refused as refused:
-                log.warning("refused %s callback: %s", found.id, refused)
+                log.warning(
+                    "callback refused before verifying",
+                    provider=found.id,
+                    operation="callback",
+                    http_status=refused.answer.status,
+                    error=str(refused),
+                )
                 answer = refused.answer
             else:
                 answer = deliver(

@@ -28,9 +28,6 @@ MAX_FUNCTION_LINES = 60
 LONG_MODULES = {
     "refundcore/batch.py": "file parsing, row checks, the runner, rate limits, progress "
     "and the report: it becomes the refundcore/batch/ package on its own branch (issue 14)",
-    "refundcore/cli.py": "the command line, every command's arguments, output and exit "
-    "status; to be split once the batch package lands, so that the batch command (a "
-    "quarter of it) moves with the batch code rather than twice",
     "refundcore/sandbox/server.py": "one idea, the loopback HTTP/1.1 server emulators run "
     "on: request parsing, fault injection and the record of what arrived",
 }

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from refundcore import (
@@ -24,7 +25,7 @@ from refundcore import (
     hookimpl,
 )
 from refundcore.journal import JournalState
-from refundcore.models import HttpRequest, Refund
+from refundcore.models import Headers, HttpRequest, Refund
 from refundcore.sandbox import Fault, SandboxRun
 
 HKD = "HKD"
@@ -173,21 +174,60 @@ def test_the_network_wait_holds_no_thread(run: SandboxRun) -> None:
 
 
 class _WrapsSend:
+    """Wraps the send as an app plugin does on the sync client: sees each request
+    before it leaves and each reply, and stamps the reply it hands on."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
     @hookimpl(wrapper=True)
     def refundcore_send_request(self, request: HttpRequest) -> Any:
-        return (yield)
+        response = yield
+        self.seen.append((request.url.partition("?")[0], response.status))
+        return attrs.evolve(response, headers=Headers([*response.headers.items(), ("X-Seen", "1")]))
 
 
-def test_an_app_plugin_wrapping_the_send_is_refused_before_anything_is_sent(
+class _ReplacesSend:
+    @hookimpl
+    def refundcore_send_request(self, request: HttpRequest) -> Any:
+        raise AssertionError("a sync transport must not run on the event loop")
+
+
+def test_an_app_plugin_wrapping_the_send_runs_around_the_awaited_send(
+    run: SandboxRun, tmp_path: Path
+) -> None:
+    wrapper = _WrapsSend()
+
+    class SeesReply:
+        @hookimpl(wrapper=True)
+        def refundcore_parse_response(self, response: Any) -> Any:
+            result = yield
+            assert response.headers.get("X-Seen") == "1"
+            return result
+
+    async def scenario() -> None:
+        async with _client(run, journal=f"sqlite:///{tmp_path / 'j.db'}") as client:
+            client.register_plugin(wrapper, name="timing")
+            client.register_plugin(SeesReply(), name="reader")
+            payment = run.emulator.seed_payment(Money("100", HKD))
+            result = await client.refund("testpay", payment=payment, amount=Money("1", HKD))
+            assert result.status is RefundStatus.SUCCEEDED
+
+    asyncio.run(scenario())
+    assert [status for url, status in wrapper.seen] == [200]
+    assert wrapper.seen[0][0].endswith("/v1/refunds")
+
+
+def test_an_app_plugin_replacing_the_send_is_refused_before_anything_is_sent(
     run: SandboxRun, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
         async with _client(run, journal=f"sqlite:///{tmp_path / 'j.db'}") as client:
-            client.register_plugin(_WrapsSend(), name="timing")
+            client.register_plugin(_ReplacesSend(), name="own-transport")
             payment, one = PaymentRef(payment_id="1"), Money("1", HKD)
-            with pytest.raises(ConfigError, match=r"timing implement refundcore_send_request"):
+            with pytest.raises(ConfigError, match=r"own-transport implement refundcore_send"):
                 await client.refund("testpay", payment=payment, amount=one)
-            with pytest.raises(ConfigError, match="event_hooks"):
+            with pytest.raises(ConfigError, match="a transport on http_client"):
                 client.check("testpay", Refund(refund_id="r-1", payment=payment, amount=one))
             assert client.journal.entries() == []  # type: ignore[union-attr]
 

@@ -41,6 +41,7 @@ from refundcore.batch import (
     RowError,
     check_rows,
     derive_refund_ids,
+    group_errors,
     read_batch_file,
 )
 from refundcore.cli import main
@@ -81,11 +82,12 @@ class Gateway:
 @pytest.fixture
 def gateway(installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
     monkeypatch.setenv("REFUNDCORE_PLUGINS", "testpay")
-    with SandboxRun("testpay", read_timeout=5) as run:
+    with SandboxRun("testpay", read_timeout=2) as run:
         config = run.emulator.client_config(run.server.base_url)
         lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
         file = tmp_path / "refundcore.toml"
-        file.write_text(f"[providers.testpay]\nread_timeout = 5\n{lines}")
+        # Timeouts short enough for a short lease (--lease must outlast them).
+        file.write_text(f"[providers.testpay]\nread_timeout = 2\nconnect_timeout = 0.5\n{lines}")
         yield Gateway(run, file, f"sqlite:///{tmp_path / 'journal.db'}", tmp_path, installed)
 
 
@@ -176,6 +178,53 @@ def test_every_bad_row_is_listed_by_line_and_nothing_is_sent(
     assert report[3]["status"] == "INVALID" and "10,00" in report[3]["message"]
     with open_journal(gateway.journal) as journal:
         assert journal.entries() == []
+
+
+def test_a_problem_of_many_rows_is_one_line(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = rows_for(gateway.payments(2))
+    missing = [good[0] | {"provider": "paywizard", "refund_id": f"m-{n}"} for n in range(150)]
+    bad = [good[0], *missing[:100], good[1] | {"amount": "0"}, *missing[100:]]
+    file = write_csv(gateway.folder / "many.csv", bad)
+
+    code, out, err = cli(capsys, "batch", str(file), *gateway.args())
+
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    problem = (
+        "provider: provider 'paywizard' is not installed (installed: testpay); install its "
+        "plugin from a clone of the refundcore repository: pip install -e plugins/paywizard "
+        "(refundcore-paywizard is not on PyPI yet)"
+    )
+    assert lines[0] == f"150 rows (lines 3-102, 104-153): {problem}"
+    assert lines[1] == "line 103: amount: must be positive, got 0"
+    assert lines[2].startswith("refundcore: 151 invalid rows in ")
+    with pytest.raises(BatchInvalid) as refused:
+        gateway_client = RefundClient.from_file(gateway.config, journal=gateway.journal)
+        gateway_client.refund_many(read_batch_file(file))
+    assert str(refused.value).startswith(
+        "151 invalid rows, nothing was sent: 150 rows (lines 3-102, 104-153): provider: "
+    )
+
+    code, out, err = cli(capsys, "batch", str(file), "--skip-invalid", *gateway.args())
+    assert code == 2
+    skipped = [line for line in err.splitlines() if line.startswith("skipped")]
+    assert skipped == [
+        f"skipped 150 rows (lines 3-102, 104-153): {problem}",
+        "skipped line 103: amount: must be positive, got 0",
+    ]
+    listed = [line for line in out.splitlines() if line.startswith("3 ")]
+    assert listed[0].endswith(f"  {problem[:99]}…"), "a cut cell ends with an ellipsis"
+
+
+def test_scattered_lines_are_named_up_to_a_few_ranges() -> None:
+    errors = [RowError(line, "provider", "same") for line in (2, 4, 6, 8, 10, 12, 13, 20)]
+    errors.append(RowError(5, None, "other"))
+    assert group_errors(errors) == [
+        "8 rows (lines 2, 4, 6, 8, 10, 12-13, …): provider: same",
+        "line 5: other",
+    ]
 
 
 def test_header_problems_name_the_column(tmp_path: Path) -> None:
@@ -572,8 +621,8 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
     caplog: pytest.LogCaptureFixture,
     make_client: MakeClient,
 ) -> None:
-    client = make_client(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=0.5)
-    with SandboxRun("testpay", client=client) as run:
+    client = make_client(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=1.2)
+    with SandboxRun("testpay", client=client, read_timeout=0.5, connect_timeout=0.2) as run:
         journal = run.client.journal
         assert journal is not None
 
@@ -594,7 +643,7 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
         assert "outcomes of" in caplog.text and "not journalled" in caplog.text
         assert {entry.state for entry in journal.entries()} == {JournalState.SUBMITTING}
         monkeypatch.undo()
-        time.sleep(0.5)  # the senders' leases run out: nobody is sending them any more
+        time.sleep(1.2)  # the senders' leases run out: nobody is sending them any more
         settled = run.client.reconcile()
         assert [result.status for result in settled] == [RefundStatus.SUCCEEDED] * 3
         assert {entry.state for entry in journal.entries()} == {JournalState.SUCCEEDED}
@@ -689,7 +738,7 @@ def _batch_child(gateway: Gateway, *argv: str) -> subprocess.Popen[str]:
     """`refundcore batch` in a process of its own (testpay installed as in this one)."""
     env = {**os.environ, "PYTHONPATH": str(gateway.site), "REFUNDCORE_PLUGINS": "testpay"}
     return subprocess.Popen(
-        [sys.executable, "-m", "refundcore.cli", "batch", *argv],
+        [sys.executable, "-m", "refundcore", "batch", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -710,7 +759,7 @@ def test_a_killed_batch_run_again_refunds_every_row_once(
     payments = gateway.payments(12)
     file = write_csv(gateway.folder / "b.csv", rows_for(payments))
     gateway.run.server.inject("/v1/refunds", Fault(delay=0.3))
-    child = _batch_child(gateway, str(file), *gateway.args("--workers", "2", "--lease", "1"))
+    child = _batch_child(gateway, str(file), *gateway.args("--workers", "2", "--lease", "3"))
     _wait_for_refunds(gateway, 5)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
@@ -719,7 +768,7 @@ def test_a_killed_batch_run_again_refunds_every_row_once(
 
     report = gateway.folder / "r.json"
     code, _, _ = cli(
-        capsys, "batch", str(file), *gateway.args("--lease", "1", "--report", str(report))
+        capsys, "batch", str(file), *gateway.args("--lease", "3", "--report", str(report))
     )
 
     assert code == 0

@@ -137,8 +137,11 @@ def test_cli_lists_hostile_jsonl_lines_without_a_traceback(tmp_path: Path) -> No
     done = _batch(tmp_path, _jsonl(tmp_path))
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+    # Rows sharing a problem are one line naming them all.
+    assert "3 rows (lines 6-8): not a batch row: nested too deeply\n" in done.stderr
     for line, expected in _JSONL_ERRORS.items():
-        assert f"line {line}: " in done.stderr and expected in done.stderr
+        named = f"line {line}: " in done.stderr or line in (6, 7, 8)
+        assert named and expected in done.stderr
     assert "9 invalid rows" in done.stderr and "nothing was sent" in done.stderr
     assert len(done.stderr) < 10_000
 

@@ -47,6 +47,10 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "client CPU per refund: directgw",
         "client CPU per refund: paywiser",
         "client CPU per refund + SQLite journal: directgw",
+        "client CPU per refund, telemetry on / off + SQLite journal: paywizard",
+        "client CPU per refund, telemetry on / off + SQLite journal: paywiser",
+        "client CPU per refund, telemetry on / off + SQLite journal, 10% of traces sampled: "
+        "paywizard",
         "batch of 20, 4 workers",
         "async: 20 refunds, 10 in flight",
         "callback endpoint under uvicorn (ASGI) vs a hand-written endpoint: paywizard",
@@ -63,4 +67,4 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 20  # one table row per figure
+    assert verdicts == 25  # one table row per figure

@@ -73,7 +73,8 @@ def test_providers_lists_and_reports_load_errors(
 def test_providers_table(only_testpay: None, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "providers")
     assert code == 0
-    assert out.splitlines()[0].split() == ["id", "name", "distribution", "capabilities"]
+    header = ["id", "name", "distribution", "capabilities", "configured"]
+    assert out.splitlines()[0].split() == header
     assert "testpay" in out and "refundcore-testpay 0.1.0" in out
 
 
@@ -151,7 +152,7 @@ def test_unconfigured_and_missing_providers(
     code, _, err = cli(
         capsys, "refund", "acme", "--amount", "1", "--currency", "HKD", "--payment-id", "1"
     )
-    assert code == 5 and "pip install refundcore-acme" in err
+    assert code == 5 and "pip install -e plugins/acme" in err
 
 
 def test_verify_callback(
@@ -205,7 +206,7 @@ def test_sandbox_prints_urls_and_credentials(
 ) -> None:
     code, data, _ = cli(capsys, "sandbox", "--duration", "0.1", "--json", "--seed", "2")
     assert code == 0
-    entry = data["testpay"]
+    entry = data["providers"]["testpay"]
     assert entry["base_url"].startswith("http://127.0.0.1:")
     assert set(entry["config"]) >= {"api_key", "secret", "base_url"}
     assert len(entry["payments"]) == 2

@@ -82,7 +82,7 @@ def test_block_list_from_environment(installed: Path, monkeypatch: pytest.Monkey
     client = RefundClient()
     names = {entry.name for entry in client.installed()}
     assert "testpay" not in names and "brokenimport" not in names
-    with pytest.raises(ProviderNotInstalled, match="pip install refundcore-testpay"):
+    with pytest.raises(ProviderNotInstalled, match="pip install -e plugins/testpay"):
         client.provider("testpay")
 
 
@@ -91,6 +91,21 @@ def test_missing_provider_names_the_distribution(installed: Path) -> None:
         RefundClient().provider("acme")
     assert error.value.distribution == "refundcore-acme"
     assert "testpay" in str(error.value)
+
+
+def test_missing_provider_hint_works_from_a_clone(
+    installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFUNDCORE_PLUGINS", "testpay")
+    client = RefundClient()
+    client.provider("testpay")  # loaded: listed once, not once per way it is known
+    with pytest.raises(ProviderNotInstalled) as error:
+        client.provider("acme")
+    assert str(error.value) == (
+        "provider 'acme' is not installed (installed: testpay); install its plugin from a "
+        "clone of the refundcore repository: pip install -e plugins/acme "
+        "(refundcore-acme is not on PyPI yet)"
+    )
 
 
 def test_discover_entries_is_sorted(installed: Path) -> None:

@@ -12,17 +12,25 @@ machines split one batch without doing a row twice.
 
 Journal URLs:
 
+``/absolute/path.db``, ``./relative/path.db``, ``~/path.db``
+    A SQLite file at that path (``~`` is the home directory), as with ``sqlite:///``: a
+    path that plainly is one needs no URL (``REFUNDCORE_JOURNAL=/var/lib/j.db``).
 ``sqlite:///relative/path.db``
     A SQLite file, relative to the current directory (three slashes).
 ``sqlite:////absolute/path.db``
     A SQLite file at an absolute path (four slashes: the path's own ``/`` follows).
     Missing parent directories are created. The path is taken literally (no
-    ``%``-decoding, no ``~``, no query parameters).
+    ``%``-decoding, no ``~``, no query parameters). Only a path where nothing exists
+    is made a new journal: a file there that is empty, cut short, not SQLite, another
+    program's database or of a newer schema is a ``JournalError``, never replaced.
+    Every writer of one file must run on one machine: its clock is the journal's.
 ``sqlite://:memory:``
     An in-memory database that lives as long as the journal object: for tests.
 ``postgresql://user:password@host:port/dbname`` (or ``postgres://``)
     A PostgreSQL database, for several app servers or workers; libpq parameters may be
-    added as query parameters (``?sslmode=require``). Needs ``refundcore[postgres]``.
+    added as query parameters (``?sslmode=require``). Needs psycopg 3 (the ``postgres``
+    extra).
+    The server's clock is the journal's, whatever the workers' clocks say.
 """
 
 from __future__ import annotations
@@ -35,19 +43,28 @@ from ..errors import ConfigError
 from ..status import JournalState
 from .dsn import mask_dsn
 from .interface import Journal
-from .urls import USAGE, sqlite_path
+from .urls import PLAIN_PATH_PREFIXES, USAGE, sqlite_path
 from .values import (
     SETTLED_OUTCOMES,
+    Applied,
+    Backlog,
     BatchCounts,
     BatchDone,
     BatchEntry,
     BatchItem,
     BatchItemState,
+    BatchSummary,
     Claim,
     ClaimVerdict,
+    EventKind,
     JournalEntry,
+    JournalEvent,
+    JournalStats,
     NewRefund,
+    OldestRefund,
     ResultRecord,
+    StateCount,
+    decided_state,
 )
 
 if TYPE_CHECKING:
@@ -81,19 +98,28 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_JOURNAL",
     "SETTLED_OUTCOMES",
+    "Applied",
+    "Backlog",
     "BatchCounts",
     "BatchDone",
     "BatchEntry",
     "BatchItem",
     "BatchItemState",
+    "BatchSummary",
     "Claim",
     "ClaimVerdict",
+    "EventKind",
     "Journal",
     "JournalEntry",
+    "JournalEvent",
     "JournalState",
+    "JournalStats",
     "NewRefund",
+    "OldestRefund",
     "ResultRecord",
     "SqliteJournal",
+    "StateCount",
+    "decided_state",
     "default_journal_url",
     "open_journal",
 ]
@@ -107,6 +133,10 @@ def open_journal(url: str) -> Journal:
     """
     if not isinstance(url, str):
         raise ConfigError(f"must be a URL string, got {type(url).__name__}", field="journal")
+    if url.startswith(PLAIN_PATH_PREFIXES):
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal(os.path.expanduser(url))
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         from .sqlite import SqliteJournal
@@ -119,7 +149,8 @@ def open_journal(url: str) -> Journal:
             if not (exc.name or "").startswith("psycopg"):
                 raise
             raise ConfigError(
-                f"{mask_dsn(url)} needs psycopg 3: pip install 'refundcore[postgres]'",
+                f"{mask_dsn(url)} needs psycopg 3: pip install 'psycopg[binary]>=3.1' "
+                "(in a clone of refundcore: pip install -e '.[postgres]')",
                 field="journal",
             ) from exc
         return PostgresJournal(url)

@@ -1,8 +1,12 @@
 """What a SQL backend supplies, and what every rule of the journal builds on.
 
-A backend (SQLite, PostgreSQL) provides connections, transactions, its migrations and
-the encodings of the columns whose types differ; on top of that :class:`SqlBackend`
-brings the schema up to date and reads rows back as values.
+A backend (SQLite, PostgreSQL) provides connections, transactions, its migrations,
+its clock and the encodings of the columns whose types differ; on top of that
+:class:`SqlBackend` brings the schema up to date and reads rows back as values.
+
+One clock: every timestamp the journal writes or compares (leases above all) is read
+from the database inside the transaction that uses it, never from the caller's
+machine, so workers whose clocks disagree still agree on when a lease runs out.
 """
 
 from __future__ import annotations
@@ -17,23 +21,14 @@ from ..errors import JournalError
 from ..status import JournalState
 from .interface import Journal
 from .pool import Row, Transaction
-from .schema import COLUMNS, SCHEMA_TABLE, SELECT
-from .values import JournalEntry
+from .schema import COLUMNS, CREATE_SCHEMA_TABLE, SCHEMA_TABLE, SELECT, SET_SCHEMA_VERSION
+from .values import JournalEntry, JournalEvent
 
-__all__ = ["UTC", "SqlBackend", "utc_now"]
+__all__ = ["UTC", "SqlBackend"]
 
 UTC = timezone.utc
 
 _BY_ID = f"{SELECT} WHERE provider = ? AND refund_id = ?"
-
-
-def utc_now(now: datetime | None = None) -> datetime:
-    """``now`` (which must be timezone-aware) in UTC, or the current time."""
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware")
-    return now.astimezone(UTC)
 
 
 class SqlBackend(Journal):
@@ -52,29 +47,31 @@ class SqlBackend(Journal):
     #: Appended to a SELECT that locks the rows it reads and passes over rows another
     #: transaction has locked (SQLite needs neither: a writer holds the whole file).
     _skip_locked: str = ""
+    #: A SQL expression for the journal's clock: the current time as the database
+    #: reads it, in the encoding :meth:`_decode_time` reads back.
+    _now_sql: str
 
     @abc.abstractmethod
     def _transaction(
-        self, *, write: bool, lock: str | None = None
+        self, *, write: bool, lock: str | None = None, sync: bool = True
     ) -> AbstractContextManager[Transaction]:
         """A transaction (``write``) or a plain read. A write transaction with ``lock``
         holds that key until it ends, so writers of the same key are serialised; every
-        driver error becomes a ``JournalError``."""
-
-    def _alone(
-        self, sql: str, params: Sequence[Any], *, lock: str | None = None, sync: bool = True
-    ) -> list[Row]:
-        """Run one write statement as a transaction of its own (under ``lock``, as
-        :meth:`_transaction` does) and return the rows its ``RETURNING`` gives.
-
-        The path every refund takes is one such statement to claim and one to record;
-        a backend that can commit a lone statement without ``BEGIN``/``COMMIT`` round
-        trips overrides this. ``sync=False`` allows the commit to become durable with
-        the next synchronous one instead of at once (it must survive the process
-        dying, though), for writes whose loss a reconcile repairs.
+        driver error becomes a ``JournalError``. ``sync=False`` allows the commit to
+        become durable with the next synchronous one instead of at once (it must
+        survive the process dying, though), for writes whose loss a reconcile repairs.
         """
-        with self._transaction(write=True, lock=lock) as tx:
-            return tx.all(sql, params)
+
+    def _clock(self, tx: Transaction) -> datetime:
+        """The journal's clock, read inside ``tx`` (after any lock it waited for)."""
+        row = tx.one(f"SELECT {self._now_sql} AS now")
+        if row is None:  # pragma: no cover - a SELECT without FROM returns one row
+            raise JournalError(f"journal {self.url} did not tell the time")
+        return self._decode_time(row["now"])
+
+    def now(self) -> datetime:
+        with self._transaction(write=False) as tx:
+            return self._clock(tx)
 
     @abc.abstractmethod
     def _has_table(self, tx: Transaction, name: str) -> bool:
@@ -116,14 +113,14 @@ class SqlBackend(Journal):
             version = self._schema_version(tx)
         while version < len(self._migrations):
             with self._transaction(write=True, lock=SCHEMA_TABLE) as tx:
-                tx.run(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+                tx.run(CREATE_SCHEMA_TABLE)
                 version = self._schema_version(tx)
                 if version < len(self._migrations):
                     for statement in self._migrations[version]:
                         tx.run(statement)
                     version += 1
                     tx.run(f"DELETE FROM {SCHEMA_TABLE}")  # noqa: S608 - constant name
-                    tx.run(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (?)", (version,))  # noqa: S608
+                    tx.run(SET_SCHEMA_VERSION, (version,))
 
     def _schema_version(self, tx: Transaction) -> int:
         if not self._has_table(tx, SCHEMA_TABLE):
@@ -147,7 +144,7 @@ class SqlBackend(Journal):
             original_amount=self._decode_amount(row["original_amount"]),
             state=JournalState(row["state"]),
             raw=self._decode_raw(row["raw"]),
-            attempts=int(row["attempts"]),
+            attempt=int(row["attempt"]),
             lease_until=None if lease_until is None else self._decode_time(lease_until),
             created_at=self._decode_time(row["created_at"]),
             updated_at=self._decode_time(row["updated_at"]),
@@ -165,3 +162,14 @@ class SqlBackend(Journal):
         if entry is None:  # pragma: no cover - the row was locked by this transaction
             raise JournalError(f"journal {self.url} lost refund {refund_id!r}")
         return entry
+
+    def _event(self, row: Row) -> JournalEvent:
+        state = row["state"]
+        return JournalEvent(
+            at=self._decode_time(row["at"]),
+            kind=row["kind"],
+            attempt=int(row["attempt"]),
+            state=None if state is None else JournalState(state),
+            actor=row["actor"],
+            data=self._decode_raw(row["data"]),
+        )

@@ -4,14 +4,23 @@ row twice."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..status import RefundStatus
-from .backend import SqlBackend, utc_now
+from .backend import SqlBackend
 from .schema import BATCH_TABLE, COLUMNS, TABLE, sql_list
-from .values import SETTLED_OUTCOMES, BatchCounts, BatchDone, BatchEntry, BatchItem, BatchItemState
+from .values import (
+    SETTLED_OUTCOMES,
+    BatchCounts,
+    BatchDone,
+    BatchEntry,
+    BatchItem,
+    BatchItemState,
+    BatchSummary,
+)
 
 __all__ = ["SqlBatchQueue"]
 
@@ -45,14 +54,11 @@ _INSERT_ROWS = 200
 class SqlBatchQueue(SqlBackend):
     """The batch methods of :class:`~refundcore.journal.interface.Journal`, over SQL."""
 
-    def open_batch(
-        self, batch_id: str, items: Sequence[BatchItem], *, now: datetime | None = None
-    ) -> None:
-        now = utc_now(now)
-        stamp = self._encode_time(now)
+    def open_batch(self, batch_id: str, items: Sequence[BatchItem]) -> None:
         # Serialised per batch, so workers opening it together neither deadlock on
         # each other's inserts nor reopen what another has just reopened.
         with self._transaction(write=True, lock=f"batch\0{batch_id}") as tx:
+            stamp = self._encode_time(self._clock(tx))
             for start in range(0, len(items), _INSERT_ROWS):
                 part = items[start : start + _INSERT_ROWS]
                 params: list[Any] = []
@@ -80,15 +86,14 @@ class SqlBatchQueue(SqlBackend):
         owner: str,
         limit: int,
         lease_seconds: float = 60.0,
-        now: datetime | None = None,
     ) -> list[int]:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        now = utc_now(now)
-        stamp = self._encode_time(now)
         with self._transaction(write=True) as tx:
+            now = self._clock(tx)
+            stamp = self._encode_time(now)
             # Two queries rather than one with OR: each follows the (batch_id, state,
             # line) index instead of walking past every row already done.
             expired = tx.all(
@@ -125,12 +130,11 @@ class SqlBatchQueue(SqlBackend):
         *,
         owner: str,
         lease_seconds: float = 60.0,
-        now: datetime | None = None,
     ) -> int:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        now = utc_now(now)
         with self._transaction(write=True) as tx:
+            now = self._clock(tx)
             return tx.run(
                 f"UPDATE {BATCH_TABLE} SET lease_until = ? "  # noqa: S608
                 "WHERE batch_id = ? AND state = 'CLAIMED' AND owner = ?",
@@ -143,15 +147,14 @@ class SqlBatchQueue(SqlBackend):
         *,
         owner: str,
         done: Sequence[BatchDone],
-        now: datetime | None = None,
     ) -> int:
-        stamp = self._encode_time(utc_now(now))
         # Rows with the same outcome (most of a chunk, usually) share one statement.
         groups: dict[tuple[str, str | None, str | None], list[int]] = {}
         for item in done:
             groups.setdefault((item.outcome, item.error_code, item.message), []).append(item.line)
         recorded = 0
         with self._transaction(write=True) as tx:
+            stamp = self._encode_time(self._clock(tx))
             for (outcome, error_code, message), lines in groups.items():
                 for start in range(0, len(lines), _INSERT_ROWS):
                     part = lines[start : start + _INSERT_ROWS]
@@ -212,3 +215,37 @@ class SqlBatchQueue(SqlBackend):
                 )
             )
         return entries
+
+    def batches(self, *, limit: int | None = None) -> list[BatchSummary]:
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        with self._transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT batch_id, state, outcome, COUNT(*) AS n, MAX(updated_at) AS latest "  # noqa: S608
+                f"FROM {BATCH_TABLE} GROUP BY batch_id, state, outcome"
+            )
+        states: dict[str, Counter[str]] = {}
+        outcomes: dict[str, Counter[str]] = {}
+        latest: dict[str, datetime] = {}
+        for row in rows:
+            batch_id, count = str(row["batch_id"]), int(row["n"])
+            states.setdefault(batch_id, Counter())[str(row["state"])] += count
+            tally = outcomes.setdefault(batch_id, Counter())
+            if row["state"] == BatchItemState.DONE.value and row["outcome"] is not None:
+                tally[str(row["outcome"])] += count
+            updated = self._decode_time(row["latest"])
+            if batch_id not in latest or updated > latest[batch_id]:
+                latest[batch_id] = updated
+        summaries = [
+            BatchSummary(
+                batch_id=batch_id,
+                counts=BatchCounts(
+                    open=counted["OPEN"], claimed=counted["CLAIMED"], done=counted["DONE"]
+                ),
+                outcomes=dict(outcomes[batch_id]),
+                updated_at=latest[batch_id],
+            )
+            for batch_id, counted in states.items()
+        ]
+        summaries.sort(key=lambda summary: (summary.updated_at, summary.batch_id), reverse=True)
+        return summaries if limit is None else summaries[:limit]

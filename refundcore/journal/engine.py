@@ -1,9 +1,12 @@
 """The journal's rules over SQL, shared by the SQLite and PostgreSQL backends.
 
-The rules live once, in :class:`SqlJournal`; a backend only supplies connections,
-transactions, column encodings and its schema (:class:`~.backend.SqlBackend`), so
-SQLite and PostgreSQL cannot drift apart on what a claim or a callback does. The batch
-work queue's rules come from :class:`~.batch_queue.SqlBatchQueue`.
+The rules live once: claims and the outcomes of their attempts here, in
+:class:`SqlJournal`; callbacks, queries, late answers and decisions in
+:class:`~.answers.SqlAnswers`; histories in :class:`~.history.SqlHistory`; the batch
+work queue in :class:`~.batch_queue.SqlBatchQueue`. A backend only supplies
+connections, transactions, its clock, column encodings and its schema
+(:class:`~.backend.SqlBackend`), so SQLite and PostgreSQL cannot drift apart on what a
+claim or a callback does.
 """
 
 from __future__ import annotations
@@ -19,31 +22,26 @@ import attrs
 
 from ..errors import JournalError
 from ..status import JournalState
-from .backend import utc_now
-from .batch_queue import SqlBatchQueue
+from .answers import ANSWERED, RANK, SqlAnswers, contradicts
+from .history import SENT, Event, answer_data
 from .pool import Transaction
-from .schema import COLUMNS, SELECT, TABLE, UNSETTLED_STATES, sql_list
-from .values import Claim, ClaimVerdict, JournalEntry, NewRefund, ResultRecord
+from .schema import COLUMNS, TABLE, sql_list
+from .values import (
+    Claim,
+    ClaimVerdict,
+    EventKind,
+    JournalEntry,
+    NewRefund,
+    ResultRecord,
+)
 
-__all__ = ["SqlJournal"]
-
-# How much a state knows; a row only ever moves to a state of higher rank, so a late or
-# repeated report can never undo a better-informed one.
-_RANK = {
-    JournalState.SUBMITTING: 0,
-    JournalState.UNKNOWN: 1,
-    JournalState.PENDING: 2,
-    JournalState.SUCCEEDED: 3,
-    JournalState.FAILED: 3,
-}
+__all__ = ["COMMITTED_STATES", "SqlJournal"]
 
 #: States whose amount is committed: the money has left or may have left.
 COMMITTED_STATES = frozenset(
     {JournalState.SUBMITTING, JournalState.PENDING, JournalState.SUCCEEDED, JournalState.UNKNOWN}
 )
-# States the gateway has answered with: a claim finds such a row DONE, and a callback
-# moves a row only to one of them.
-_ANSWERED = frozenset({JournalState.PENDING, JournalState.SUCCEEDED, JournalState.FAILED})
+_RECORDED = frozenset(JournalState) - {JournalState.SUBMITTING}
 
 _NEW_COLUMNS = tuple(attrs.fields_dict(NewRefund))
 _KEY = "WHERE provider = ? AND refund_id = ?"
@@ -54,7 +52,7 @@ _INSERTED = (
     *_NEW_COLUMNS,
     "state",
     "raw",
-    "attempts",
+    "attempt",
     "owner",
     "lease_until",
     "created_at",
@@ -66,16 +64,15 @@ _INSERT = (
     f"VALUES ({', '.join('?' * len(_INSERTED))}) "
     "ON CONFLICT (provider, refund_id) DO NOTHING RETURNING refund_id"
 )
-# The outcome of the claimant's own send: its row is SUBMITTING and owned by it, and
-# every outcome ranks above SUBMITTING, so nothing needs reading first.
-_RECORD_OWN_ONLY = (
+# The outcome of the claimant's own send: its row is SUBMITTING, owned by it under the
+# same attempt, and every outcome ranks above SUBMITTING, so nothing needs reading first.
+_RECORD_OWN = (
     f"UPDATE {TABLE} SET state = ?, "  # noqa: S608 - constant names
     "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, error_code = ?, "
     "http_status = ?, raw = COALESCE(?, raw), owner = NULL, lease_until = NULL, "
-    f"updated_at = ? {_KEY} AND owner = ? AND state = 'SUBMITTING'"
+    f"updated_at = ? {_KEY} AND owner = ? AND attempt = ? AND state = 'SUBMITTING'"
 )
-_RECORD_OWN = f"{_RECORD_OWN_ONLY} RETURNING {', '.join(COLUMNS)}"
-_RECORD_OWN_ACK = f"{_RECORD_OWN_ONLY} RETURNING 1"
+_RECORD_OWN_ROW = f"{_RECORD_OWN} RETURNING {', '.join(COLUMNS)}"
 _COMMITTED = (
     f"SELECT amount, original_amount, currency FROM {TABLE} "  # noqa: S608 - constant names
     "WHERE provider = ? AND payment_key = ? "
@@ -107,7 +104,8 @@ def _inserted_entry(
         error_code=None,
         http_status=None,
         raw={},
-        attempts=1,
+        attempt=1,
+        decided_by=None,
         owner=owner,
         lease_until=lease_until,
         created_at=now,
@@ -115,9 +113,136 @@ def _inserted_entry(
     )
 
 
-class SqlJournal(SqlBatchQueue):
+class SqlJournal(SqlAnswers):
     """The journal's rules for refunds over SQL; a backend subclasses it and supplies
     what :class:`~.backend.SqlBackend` asks for."""
+
+    # -- claims ---------------------------------------------------------------------
+
+    def claim(self, new: NewRefund, *, owner: str, lease_seconds: float = 60.0) -> Claim:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        # Keyed by payment: claims that could together pass the payment's limit queue up.
+        lock = f"{new.provider}\0{new.payment_key}"
+        with self._transaction(write=True, lock=lock) as tx:
+            now = self._clock(tx)
+            lease_until = now + timedelta(seconds=lease_seconds)
+            claimed = Event(
+                new.provider,
+                new.refund_id,
+                now,
+                EventKind.CLAIM,
+                1,
+                JournalState.SUBMITTING,
+                owner,
+                {"lease_seconds": lease_seconds},
+            )
+            entry = None
+            if new.original_amount is not None:
+                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
+                over = None if entry is not None else self._over_limit(tx, new)
+                if over is not None:
+                    return Claim(ClaimVerdict.OVER_LIMIT, None, refunded=over)
+            if entry is None:
+                # ON CONFLICT: a claim of the same refund id for another payment holds
+                # another lock; whoever inserts second finds the row below instead.
+                if tx.all(_INSERT, self._new_row(new, owner, lease_until, now)):
+                    self._log(tx, [claimed])
+                    # The row is exactly what was written: no need to read it back on
+                    # the path every refund takes.
+                    return Claim(ClaimVerdict.NEW, _inserted_entry(new, owner, lease_until, now))
+                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
+                if entry is None:  # pragma: no cover - the insert found it there
+                    raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
+            return self._claim_existing(tx, new, entry, claimed, lease_until)
+
+    def _claim_existing(
+        self,
+        tx: Transaction,
+        new: NewRefund,
+        entry: JournalEntry,
+        claimed: Event,
+        lease_until: datetime,
+    ) -> Claim:
+        """The verdict on a claim of a refund id the journal already holds."""
+        if entry.fingerprint != new.fingerprint:
+            return Claim(ClaimVerdict.CONFLICT, entry)
+        if entry.state is JournalState.NOT_SENT:
+            # Never reached the gateway: this claim sends it, under its next attempt,
+            # and only if the payment's limit still allows it.
+            over = self._over_limit(tx, new)
+            if over is not None:
+                return Claim(ClaimVerdict.OVER_LIMIT, entry, refunded=over)
+            return Claim(ClaimVerdict.NEW, self._reclaim(tx, entry, lease_until, claimed))
+        if entry.state in ANSWERED:
+            return Claim(ClaimVerdict.DONE, entry)
+        if entry.lease_until is not None and entry.lease_until > claimed.at:
+            return Claim(ClaimVerdict.BUSY, entry)
+        return Claim(ClaimVerdict.TAKEOVER, self._take_over(tx, entry, lease_until, claimed))
+
+    def _take_over(
+        self, tx: Transaction, entry: JournalEntry, lease_until: datetime, claimed: Event
+    ) -> JournalEntry:
+        """A refund whose sender's lease ran out (or that was left UNKNOWN), now the
+        claimant's to reconcile under the next attempt."""
+        attempt, owner, now = entry.attempt + 1, claimed.actor, claimed.at
+        tx.run(
+            f"UPDATE {TABLE} SET owner = ?, lease_until = ?, attempt = ?, "  # noqa: S608
+            f"updated_at = ? {_KEY}",
+            (
+                owner,
+                self._encode_time(lease_until),
+                attempt,
+                self._encode_time(now),
+                entry.provider,
+                entry.refund_id,
+            ),
+        )
+        facts = {
+            **claimed.data,
+            "previous_owner": entry.owner,
+            "previous_state": entry.state.value,
+        }
+        taken = claimed._replace(
+            kind=EventKind.TAKEOVER, attempt=attempt, state=entry.state, data=facts
+        )
+        self._log(tx, [taken])
+        return attrs.evolve(
+            entry, owner=owner, lease_until=lease_until, attempt=attempt, updated_at=now
+        )
+
+    def _reclaim(
+        self, tx: Transaction, entry: JournalEntry, lease_until: datetime, claimed: Event
+    ) -> JournalEntry:
+        """A NOT_SENT row claimed again: SUBMITTING under the next attempt, as if new."""
+        attempt, owner, now = entry.attempt + 1, claimed.actor, claimed.at
+        tx.run(
+            f"UPDATE {TABLE} SET state = ?, attempt = ?, decided_by = NULL, owner = ?, "  # noqa: S608
+            "lease_until = ?, message = NULL, error_code = NULL, http_status = NULL, "
+            f"updated_at = ? {_KEY}",
+            (
+                JournalState.SUBMITTING.value,
+                attempt,
+                owner,
+                self._encode_time(lease_until),
+                self._encode_time(now),
+                entry.provider,
+                entry.refund_id,
+            ),
+        )
+        self._log(tx, [claimed._replace(attempt=attempt, data={**claimed.data, "again": True})])
+        return attrs.evolve(
+            entry,
+            state=JournalState.SUBMITTING,
+            attempt=attempt,
+            decided_by=None,
+            owner=owner,
+            lease_until=lease_until,
+            message=None,
+            error_code=None,
+            http_status=None,
+            updated_at=now,
+        )
 
     def _committed(self, tx: Transaction, new: NewRefund, limit: Decimal) -> Decimal:
         """What is already refunded or on its way for ``new``'s payment."""
@@ -132,6 +257,16 @@ class SqlJournal(SqlBatchQueue):
             )
             total += limit if amount is None else Decimal(amount)
         return total
+
+    def _over_limit(self, tx: Transaction, new: NewRefund) -> str | None:
+        """What is already committed for ``new``'s payment, if ``new`` would take it
+        past its original amount; ``None`` when it fits (or there is no limit)."""
+        if new.original_amount is None:
+            return None
+        limit = Decimal(new.original_amount)
+        committed = self._committed(tx, new, limit)
+        wanted = limit if new.amount is None else Decimal(new.amount)
+        return f"{committed:f}" if committed + wanted > limit else None
 
     def _new_row(
         self, new: NewRefund, owner: str, lease_until: datetime, now: datetime
@@ -152,64 +287,7 @@ class SqlJournal(SqlBatchQueue):
         )
         return values
 
-    # -- the interface --------------------------------------------------------------
-
-    def claim(
-        self,
-        new: NewRefund,
-        *,
-        owner: str,
-        lease_seconds: float = 60.0,
-        now: datetime | None = None,
-    ) -> Claim:
-        if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
-        now = utc_now(now)
-        lease_until = now + timedelta(seconds=lease_seconds)
-        # Keyed by payment: claims that could together pass the payment's limit queue up.
-        lock = f"{new.provider}\0{new.payment_key}"
-        # No limit to check: the insert alone decides, one statement for the common case
-        # of a fresh refund id; anything else takes the path below.
-        if new.original_amount is None and self._alone(
-            _INSERT, self._new_row(new, owner, lease_until, now), lock=lock
-        ):
-            return Claim(ClaimVerdict.NEW, _inserted_entry(new, owner, lease_until, now))
-        with self._transaction(write=True, lock=lock) as tx:
-            entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
-            if entry is None:
-                if new.original_amount is not None:
-                    limit = Decimal(new.original_amount)
-                    committed = self._committed(tx, new, limit)
-                    wanted = limit if new.amount is None else Decimal(new.amount)
-                    if committed + wanted > limit:
-                        return Claim(ClaimVerdict.OVER_LIMIT, None, refunded=f"{committed:f}")
-                # ON CONFLICT: a claim of the same refund id for another payment holds
-                # another lock; whoever inserts second finds the row below instead.
-                if tx.all(_INSERT, self._new_row(new, owner, lease_until, now)):
-                    # The row is exactly what was written: no need to read it back on
-                    # the path every refund takes.
-                    return Claim(ClaimVerdict.NEW, _inserted_entry(new, owner, lease_until, now))
-                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
-                if entry is None:  # pragma: no cover - the insert found it there
-                    raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
-            if entry.fingerprint != new.fingerprint:
-                return Claim(ClaimVerdict.CONFLICT, entry)
-            if entry.state in _ANSWERED:
-                return Claim(ClaimVerdict.DONE, entry)
-            if entry.lease_until is not None and entry.lease_until > now:
-                return Claim(ClaimVerdict.BUSY, entry)
-            tx.run(
-                f"UPDATE {TABLE} SET owner = ?, lease_until = ?, attempts = attempts + 1, "  # noqa: S608
-                f"updated_at = ? {_KEY}",
-                (
-                    owner,
-                    self._encode_time(lease_until),
-                    self._encode_time(now),
-                    new.provider,
-                    new.refund_id,
-                ),
-            )
-            return Claim(ClaimVerdict.TAKEOVER, self._refetch(tx, new.provider, new.refund_id))
+    # -- outcomes -------------------------------------------------------------------
 
     def record(
         self,
@@ -217,68 +295,75 @@ class SqlJournal(SqlBatchQueue):
         refund_id: str,
         *,
         owner: str,
+        attempt: int,
         state: JournalState,
         provider_refund_id: str | None = None,
         message: str | None = None,
         error_code: str | None = None,
         http_status: int | None = None,
         raw: Mapping[str, Any] | None = None,
-        now: datetime | None = None,
+        sent: bool = True,
     ) -> JournalEntry:
-        state = JournalState(state)
-        if state is JournalState.SUBMITTING:
-            raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")
-        now = utc_now(now)
-        own = ResultRecord(
+        outcome = ResultRecord(
             provider,
             refund_id,
             owner,
+            attempt,
             state,
             provider_refund_id,
             message,
             error_code,
             http_status,
             raw,
+            sent,
         )
-        # Lost to a power cut, the row is still SUBMITTING and a reconcile asks the
-        # gateway: the claim, not the outcome, is what keeps money from going twice.
-        recorded = self._alone(_RECORD_OWN, self._own_outcome(own, now), sync=False)
-        if recorded:
-            return self._entry(recorded[0])
-        return self._record_by_rules(own, now)
+        _check_outcome(outcome)
+        # Lost to a power cut, an outcome leaves the row SUBMITTING, and a reconcile asks
+        # the gateway: the claim, not the outcome, keeps money from going out twice.
+        with self._transaction(write=True, sync=False) as tx:
+            now = self._clock(tx)
+            recorded = tx.all(_RECORD_OWN_ROW, self._own_outcome(outcome, now))
+            if recorded:
+                self._log(tx, [_answered(outcome, now)])
+                return self._entry(recorded[0])
+            return self._record_by_rules(tx, outcome, now)
 
-    def _record_by_rules(self, outcome: ResultRecord, now: datetime) -> JournalEntry:
-        """:meth:`record` for a row that is not, or no longer, its owner's SUBMITTING row:
-        a final row stays, a live lease of another owner refuses, a less-informed state
-        only gives the lease back."""
-        provider, refund_id, owner, state = (o := outcome).provider, o.refund_id, o.owner, o.state
-        with self._transaction(write=True) as tx:
-            entry = self._fetch(tx, provider, refund_id, lock=True)
-            if entry is None:
-                raise JournalError(
-                    f"journal {self.url} has no refund {refund_id!r} of {provider!r} to record"
-                )
-            if entry.state.is_final:
-                return entry
-            if (
-                entry.owner not in (None, owner)
-                and entry.lease_until is not None
-                and entry.lease_until > now
-            ):
-                raise JournalError(
-                    f"journal {self.url}: refund {refund_id!r} is leased by another owner "
-                    f"until {entry.lease_until.isoformat()}; {owner!r} may not record it"
-                )
-            if _RANK[state] < _RANK[entry.state]:
-                # E.g. a query answering UNKNOWN for a refund already PENDING: keep what
-                # is known, only give the lease back.
-                tx.run(
-                    f"UPDATE {TABLE} SET owner = NULL, lease_until = NULL, updated_at = ? "  # noqa: S608
-                    + _KEY,
-                    (self._encode_time(now), provider, refund_id),
-                )
-                return self._refetch(tx, provider, refund_id)
-            return self._write_outcome(tx, entry, o, now)
+    def _record_by_rules(
+        self, tx: Transaction, outcome: ResultRecord, now: datetime
+    ) -> JournalEntry:
+        """:meth:`record` for a row that is not, or no longer, its owner's SUBMITTING row
+        under the same attempt: an older attempt's result is a late answer, a final or
+        decided row stays, a less-informed state only gives the lease back."""
+        provider, refund_id, state = outcome.provider, outcome.refund_id, outcome.state
+        entry = self._fetch(tx, provider, refund_id, lock=True)
+        if entry is None:
+            raise JournalError(
+                f"journal {self.url} has no refund {refund_id!r} of {provider!r} to record"
+            )
+        if outcome.attempt > entry.attempt:
+            raise JournalError(
+                f"journal {self.url}: refund {refund_id!r} has had {entry.attempt} "
+                f"attempt(s); {outcome.owner!r} reports attempt {outcome.attempt}"
+            )
+        if outcome.attempt < entry.attempt:
+            return self._late_answer(tx, entry, outcome, now)
+        if entry.owner not in (None, outcome.owner):
+            raise JournalError(
+                f"journal {self.url}: attempt {entry.attempt} of refund {refund_id!r} "
+                f"belongs to {entry.owner!r}; {outcome.owner!r} may not record it"
+            )
+        answered = _answered(outcome, now)
+        self._log(tx, [answered])
+        held = entry.state
+        if entry.decided_by is not None or held.is_final:
+            if contradicts(held, state):
+                self._contradiction(tx, entry, now, answered, held)
+            return self._release(tx, entry, now)
+        if RANK[state] < RANK[held]:
+            # E.g. a query answering UNKNOWN for a refund already PENDING: keep what
+            # is known, only give the lease back.
+            return self._release(tx, entry, now)
+        return self._write_outcome(tx, entry, outcome, now)
 
     def _write_outcome(
         self, tx: Transaction, entry: JournalEntry, o: ResultRecord, now: datetime
@@ -318,7 +403,7 @@ class SqlJournal(SqlBatchQueue):
         )
 
     def _own_outcome(self, outcome: ResultRecord, now: datetime) -> tuple[Any, ...]:
-        """The values of :data:`_RECORD_OWN_ONLY` for ``outcome``."""
+        """The values of :data:`_RECORD_OWN` for ``outcome``."""
         raw = outcome.raw
         return (
             outcome.state.value,
@@ -331,120 +416,99 @@ class SqlJournal(SqlBatchQueue):
             outcome.provider,
             outcome.refund_id,
             outcome.owner,
+            outcome.attempt,
         )
 
-    def record_many(self, outcomes: Sequence[ResultRecord], *, now: datetime | None = None) -> None:
+    def record_many(self, outcomes: Sequence[ResultRecord]) -> None:
         for outcome in outcomes:
-            if outcome.state is JournalState.SUBMITTING:
-                raise ValueError("record takes PENDING, SUCCEEDED, FAILED or UNKNOWN")
-        now = utc_now(now)
-        others = []
-        if len(outcomes) == 1:
-            # One outcome is one statement, as durable as record makes it, without
-            # reading the row back: the way a client records the refund it just sent.
-            if not self._alone(_RECORD_OWN_ACK, self._own_outcome(outcomes[0], now), sync=False):
-                others.append(outcomes[0])
-        elif outcomes:
-            with self._transaction(write=True) as tx:
-                for outcome in outcomes:
-                    if not tx.run(_RECORD_OWN_ONLY, self._own_outcome(outcome, now)):
-                        others.append(outcome)
-        # Not a SUBMITTING row of its owner any more (a callback or a takeover came
-        # first): record's own rules decide, one at a time, as rarely as that happens.
-        for outcome in others:
-            self._record_by_rules(outcome, now)
+            _check_outcome(outcome)
+        if not outcomes:
+            return
+        with self._transaction(write=True, sync=False) as tx:
+            now = self._clock(tx)
+            others = []
+            events: list[Event] = []
+            for outcome in outcomes:
+                if tx.run(_RECORD_OWN, self._own_outcome(outcome, now)):
+                    events.append(_answered(outcome, now))
+                else:
+                    others.append(outcome)
+            self._log(tx, events)
+            # Not a SUBMITTING row of its owner's attempt any more (a callback or a
+            # takeover came first): record's own rules decide, as rarely as that happens.
+            for outcome in others:
+                self._record_by_rules(tx, outcome, now)
 
     def abandon(self, provider: str, refund_id: str, *, owner: str) -> bool:
         with self._transaction(write=True) as tx:
-            # A taken-over row (attempts > 1) may have been sent by an earlier attempt:
-            # it must stay, whatever this attempt managed.
-            removed = tx.run(
-                f"DELETE FROM {TABLE} {_KEY} AND owner = ? AND state = ? AND attempts = 1",  # noqa: S608
-                (provider, refund_id, owner, JournalState.SUBMITTING.value),
-            )
-        return bool(removed)
-
-    def apply_notification(
-        self,
-        provider: str,
-        *,
-        state: JournalState,
-        refund_id: str | None = None,
-        provider_refund_id: str | None = None,
-        raw: Mapping[str, Any] | None = None,
-        now: datetime | None = None,
-    ) -> JournalEntry | None:
-        state = JournalState(state)
-        now = utc_now(now)
-        with self._transaction(write=True) as tx:
-            entry = None
-            if refund_id is not None:
-                entry = self._fetch(tx, provider, refund_id, lock=True)
-            if entry is None and provider_refund_id is not None:
-                row = tx.one(
-                    f"{SELECT} WHERE provider = ? AND provider_refund_id = ? "
-                    f"ORDER BY created_at, refund_id LIMIT 1{self._for_update}",
-                    (provider, provider_refund_id),
-                )
-                entry = None if row is None else self._entry(row)
-            if entry is None:
-                return None
-            advances = state in _ANSWERED and _RANK[state] > _RANK[entry.state]
-            fills_id = entry.provider_refund_id is None and provider_refund_id is not None
-            if not advances and not fills_id:
-                return entry
-            new_state = state if advances else entry.state
-            # A final row has nothing left to submit: its lease means nothing any more.
-            final = new_state.is_final
-            lease_until = None if final or entry.lease_until is None else entry.lease_until
+            now = self._clock(tx)
+            entry = self._fetch(tx, provider, refund_id, lock=True)
+            if entry is None or entry.owner != owner or entry.state is not JournalState.SUBMITTING:
+                return False
+            history = self._history(tx, provider, refund_id)
+            # An attempt that took over a refund may follow one that sent it: only an
+            # attempt that began as a claim (nothing sent before it) proves nothing was.
+            opened = [
+                event
+                for event in history
+                if event.attempt == entry.attempt
+                and event.kind in (EventKind.CLAIM, EventKind.TAKEOVER)
+            ]
+            if not opened or opened[0].kind is not EventKind.CLAIM:
+                return False
+            if len(history) == 1:
+                # The refund is nothing but this claim: forget it, so the refund id is
+                # free again, for a corrected refund too.
+                tx.run(f"DELETE FROM {TABLE} {_KEY}", (provider, refund_id))  # noqa: S608
+                self._forget(tx, provider, refund_id)
+                return True
+            message = "nothing was sent: the request never left the process"
             tx.run(
-                f"UPDATE {TABLE} SET state = ?, "  # noqa: S608
-                "provider_refund_id = COALESCE(provider_refund_id, ?), raw = ?, "
-                f"owner = ?, lease_until = ?, updated_at = ? {_KEY}",
-                (
-                    new_state.value,
-                    provider_refund_id,
-                    self._encode_raw(raw if advances and raw is not None else entry.raw),
-                    None if final else entry.owner,
-                    None if lease_until is None else self._encode_time(lease_until),
-                    self._encode_time(now),
-                    entry.provider,
-                    entry.refund_id,
-                ),
+                f"UPDATE {TABLE} SET state = ?, message = ?, owner = NULL, "  # noqa: S608
+                f"lease_until = NULL, updated_at = ? {_KEY}",
+                (JournalState.NOT_SENT.value, message, self._encode_time(now), provider, refund_id),
             )
-            return self._refetch(tx, entry.provider, entry.refund_id)
-
-    def get(self, provider: str, refund_id: str) -> JournalEntry | None:
-        with self._transaction(write=False) as tx:
-            return self._fetch(tx, provider, refund_id, lock=False)
-
-    def find_by_provider_refund_id(
-        self, provider: str, provider_refund_id: str
-    ) -> JournalEntry | None:
-        with self._transaction(write=False) as tx:
-            row = tx.one(
-                f"{SELECT} WHERE provider = ? AND provider_refund_id = ? "
-                "ORDER BY created_at, refund_id LIMIT 1",
-                (provider, provider_refund_id),
+            self._log(
+                tx,
+                [
+                    Event(
+                        provider,
+                        refund_id,
+                        now,
+                        EventKind.ANSWER,
+                        entry.attempt,
+                        JournalState.NOT_SENT,
+                        owner,
+                        {"message": message},
+                    )
+                ],
             )
-            return None if row is None else self._entry(row)
+        return True
 
-    def entries(
-        self, *, unsettled: bool = False, provider: str | None = None, limit: int | None = None
-    ) -> list[JournalEntry]:
-        if limit is not None and limit < 0:
-            raise ValueError("limit must not be negative")
-        where: list[str] = []
-        params: list[Any] = []
-        if unsettled:
-            where.append(f"state IN ({sql_list(JournalState, UNSETTLED_STATES)})")
-        if provider is not None:
-            where.append("provider = ?")
-            params.append(provider)
-        sql = SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at, provider, refund_id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        with self._transaction(write=False) as tx:
-            return [self._entry(row) for row in tx.all(sql, params)]
+
+def _check_outcome(outcome: ResultRecord) -> None:
+    if outcome.state not in _RECORDED:
+        raise ValueError("record takes PENDING, SUCCEEDED, FAILED, UNKNOWN or NOT_SENT")
+
+
+def _answered(outcome: ResultRecord, now: datetime) -> Event:
+    """The event of the current attempt's own result (with its send, if it sent)."""
+    data = answer_data(
+        outcome.provider_refund_id,
+        outcome.message,
+        outcome.error_code,
+        outcome.http_status,
+        outcome.raw,
+    )
+    if outcome.sent:
+        data[SENT] = True
+    return Event(
+        outcome.provider,
+        outcome.refund_id,
+        now,
+        EventKind.ANSWER,
+        outcome.attempt,
+        outcome.state,
+        outcome.owner,
+        data,
+    )

@@ -1,6 +1,6 @@
 """The PostgreSQL journal: one database shared by several app servers or workers.
 
-Needs psycopg 3 (``pip install 'refundcore[postgres]'``); this module is imported only
+Needs psycopg 3 (``pip install 'psycopg[binary]>=3.1'``); this module is imported only
 when a ``postgresql://`` journal is opened.
 
 Concurrency: every write is one transaction at READ COMMITTED. A claim first takes a
@@ -11,6 +11,10 @@ new one inserted with ``ON CONFLICT DO NOTHING`` in case the same refund id is c
 for another payment at the same moment. Outcomes and callbacks lock only their row.
 Batch rows are claimed ``FOR UPDATE SKIP LOCKED``: workers claiming at the same moment
 each get other rows instead of queueing behind one another.
+
+The journal's clock is the server's ``clock_timestamp()``, read inside each write
+transaction once its locks are held: leases are set and compared on it, so workers
+whose own clocks are minutes apart agree on when a lease runs out.
 """
 
 from __future__ import annotations
@@ -40,9 +44,13 @@ from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
 from .schema import (
     BATCH_TABLE,
+    EVENT_KIND_CHECK,
+    EVENTS_INDEX,
+    EVENTS_TABLE,
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
     TABLE,
     UNSETTLED_STATES,
+    V4_STATE_CHECK,
     sql_list,
 )
 
@@ -102,9 +110,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
     ),
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
+    # v4: NOT_SENT, the attempt (fencing token), operators' decisions, and each
+    # refund's history.
+    (
+        f"ALTER TABLE {TABLE} RENAME COLUMN attempts TO attempt",
+        f"ALTER TABLE {TABLE} ADD COLUMN decided_by TEXT",
+        f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_state_check",
+        f"ALTER TABLE {TABLE} ADD CONSTRAINT {TABLE}_state_check {V4_STATE_CHECK}",
+        f"""CREATE TABLE {EVENTS_TABLE} (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            kind TEXT NOT NULL {EVENT_KIND_CHECK},
+            attempt INTEGER NOT NULL,
+            state TEXT,
+            actor TEXT,
+            data JSONB NOT NULL
+        )""",
+        EVENTS_INDEX,
+    ),
 )
 
-_dumps = functools.partial(json.dumps, default=str, separators=(",", ":"), sort_keys=True)
+# One encoder for every write: json.dumps with options builds a new one each call.
+_dumps = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True).encode
 
 Connection = psycopg.Connection[DictRow]
 
@@ -152,6 +181,9 @@ class PostgresJournal(SqlJournal):
     """
 
     _migrations = _MIGRATIONS
+    # clock_timestamp(), not now(): now() is when the transaction began, before any
+    # lock it waited for.
+    _now_sql = "clock_timestamp()"
     _for_update = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
@@ -194,7 +226,9 @@ class PostgresJournal(SqlJournal):
         )
 
     @contextmanager
-    def _transaction(self, *, write: bool, lock: str | None = None) -> Iterator[Transaction]:
+    def _transaction(
+        self, *, write: bool, lock: str | None = None, sync: bool = True
+    ) -> Iterator[Transaction]:
         try:
             with self._pool.connection() as conn:
                 if not write:

@@ -90,19 +90,28 @@ def new_refund(provider: str, operation: Refund | Void, original: Money | None) 
 
 
 def result_record(
-    provider: str, operation: Operation, owner: str, result: RefundResult
+    provider: str,
+    operation: Operation,
+    owner: str,
+    attempt: int,
+    result: RefundResult,
+    *,
+    sent: bool = True,
 ) -> ResultRecord:
-    """What ``owner`` records for ``operation`` once ``result`` is finished."""
+    """What ``owner`` records for its ``attempt`` at ``operation`` once ``result`` is
+    finished; ``sent`` when the attempt sent a request (``result`` is its answer)."""
     return ResultRecord(
         provider,
         operation.refund_id,
         owner,
+        attempt,
         JournalState.of(result.status),
         result.provider_refund_id,
         result.message,
         result.error_code,
         result.http_status,
         result.raw,
+        sent,
     )
 
 

@@ -10,22 +10,33 @@ from typing import TypeVar
 import attrs
 
 from ..status import JournalState
-from .values import JournalEntry
+from .values import EventKind, JournalEntry
 
 __all__ = [
     "BATCH_TABLE",
     "COLUMNS",
+    "CREATE_SCHEMA_TABLE",
+    "EVENTS_INDEX",
+    "EVENTS_TABLE",
+    "EVENT_COLUMNS",
+    "EVENT_KIND_CHECK",
     "PARTIAL_PROVIDER_REFUND_ID_INDEX",
     "SCHEMA_TABLE",
     "SELECT",
+    "SET_SCHEMA_VERSION",
     "TABLE",
     "UNSETTLED_STATES",
+    "V4_INDEXES",
+    "V4_STATE_CHECK",
     "sql_list",
 ]
 
 TABLE = "refundcore_journal"
 SCHEMA_TABLE = "refundcore_schema"
+CREATE_SCHEMA_TABLE = f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)"
+SET_SCHEMA_VERSION = f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (?)"  # noqa: S608
 BATCH_TABLE = "refundcore_batch_rows"
+EVENTS_TABLE = "refundcore_events"
 
 #: A refund row's columns, in the order of :class:`JournalEntry`'s fields.
 COLUMNS = tuple(attrs.fields_dict(JournalEntry))
@@ -52,3 +63,31 @@ PARTIAL_PROVIDER_REFUND_ID_INDEX = (
     f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id) "
     "WHERE provider_refund_id IS NOT NULL",
 )
+
+
+#: An event row's columns (besides its ordering id), as :class:`JournalEvent` reads.
+EVENT_COLUMNS = (
+    "provider",
+    "refund_id",
+    "at",
+    "kind",
+    "attempt",
+    "state",
+    "actor",
+    "data",
+)
+
+#: Schema v4: the states a refund row may hold, NOT_SENT included.
+V4_STATE_CHECK = f"CHECK (state IN ({sql_list(JournalState, frozenset(JournalState))}))"
+
+#: Schema v4: the refund table's indexes, as v3 left them (SQLite rebuilds the table).
+V4_INDEXES = (
+    f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
+    PARTIAL_PROVIDER_REFUND_ID_INDEX[1],
+    f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
+    f"WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)})",
+)
+
+#: Schema v4: the events table's kind check and index (the table's types differ).
+EVENT_KIND_CHECK = f"CHECK (kind IN ({sql_list(EventKind, frozenset(EventKind))}))"
+EVENTS_INDEX = f"CREATE INDEX {EVENTS_TABLE}_refund ON {EVENTS_TABLE} (provider, refund_id, id)"

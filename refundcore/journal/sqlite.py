@@ -11,6 +11,16 @@ nothing is ever sent twice for it. Every write transaction is ``BEGIN IMMEDIATE`
 it takes the database's single write lock up front, which serialises claims across
 threads and processes (a deferred transaction would read first and could then lose
 the race to write).
+
+The journal's clock is SQLite's own (``'now'``, read inside the write transaction):
+the machine's clock, not the one a Python process may be told. That is one clock only
+as long as every writer of the file runs on one machine, which a SQLite file on a
+local disk requires anyway; workers on several machines share a PostgreSQL journal.
+
+A file found at the journal's path is always a journal that existed: a new journal is
+built under a temporary name and linked into place complete, so a file there that is
+empty, cut short, not SQLite or another program's database is an error naming the
+file and what to do, never a reason to start an empty journal over it.
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import closing, contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,14 +45,36 @@ from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
 from .schema import (
     BATCH_TABLE,
+    CREATE_SCHEMA_TABLE,
+    EVENT_KIND_CHECK,
+    EVENTS_INDEX,
+    EVENTS_TABLE,
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
+    SCHEMA_TABLE,
+    SET_SCHEMA_VERSION,
     TABLE,
     UNSETTLED_STATES,
+    V4_INDEXES,
+    V4_STATE_CHECK,
     sql_list,
 )
 from .urls import MEMORY
 
 __all__ = ["SqliteJournal"]
+
+_MAGIC = b"SQLite format 3\x00"
+_HEADER_BYTES = 100
+
+# The v3 refund columns kept as they are by v4, up to ``raw``.
+_V3_COLUMNS = (
+    "provider, refund_id, operation, payment_id, merchant_reference, transaction_id, "
+    "amount, currency, reason, notify_url, original_amount, fingerprint, payment_key, "
+    "state, provider_refund_id, message, error_code, http_status, raw"
+)
+
+# The journal's clock, in the encoding of every stored timestamp (ISO 8601, UTC, fixed
+# microseconds: SQLite's own clock counts milliseconds).
+_NOW = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -97,6 +130,55 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
     ),
     PARTIAL_PROVIDER_REFUND_ID_INDEX,
+    # v4: NOT_SENT, the attempt (fencing token), operators' decisions, and each
+    # refund's history. SQLite cannot change a CHECK constraint: the table is rebuilt.
+    (
+        f"""CREATE TABLE {TABLE}_v4 (
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            payment_id TEXT,
+            merchant_reference TEXT,
+            transaction_id TEXT,
+            amount TEXT,
+            currency TEXT,
+            reason TEXT,
+            notify_url TEXT,
+            original_amount TEXT,
+            fingerprint TEXT NOT NULL,
+            payment_key TEXT NOT NULL,
+            state TEXT NOT NULL {V4_STATE_CHECK},
+            provider_refund_id TEXT,
+            message TEXT,
+            error_code TEXT,
+            http_status INTEGER,
+            raw TEXT NOT NULL DEFAULT '{{}}',
+            attempt INTEGER NOT NULL,
+            decided_by TEXT,
+            owner TEXT,
+            lease_until TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (provider, refund_id)
+        )""",
+        f"INSERT INTO {TABLE}_v4 SELECT {_V3_COLUMNS}, attempts, NULL, "  # noqa: S608
+        f"owner, lease_until, created_at, updated_at FROM {TABLE}",
+        f"DROP TABLE {TABLE}",
+        f"ALTER TABLE {TABLE}_v4 RENAME TO {TABLE}",
+        *V4_INDEXES,
+        f"""CREATE TABLE {EVENTS_TABLE} (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL {EVENT_KIND_CHECK},
+            attempt INTEGER NOT NULL,
+            state TEXT,
+            actor TEXT,
+            data TEXT NOT NULL
+        )""",
+        EVENTS_INDEX,
+    ),
 )
 
 # sqlite3 error texts, most specific first; the cause is named from what SQLite says
@@ -111,7 +193,8 @@ _CAUSES = (
     ("malformed", "is corrupted"),
 )
 
-_dumps = functools.partial(json.dumps, default=str, separators=(",", ":"), sort_keys=True)
+# One encoder for every write: json.dumps with options builds a new one each call.
+_dumps = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True).encode
 
 
 def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
@@ -151,6 +234,7 @@ class SqliteJournal(SqlJournal):
     """
 
     _migrations = _MIGRATIONS
+    _now_sql = _NOW
 
     def __init__(
         self,
@@ -165,7 +249,12 @@ class SqliteJournal(SqlJournal):
         memory = self._path == MEMORY
         self.url = "sqlite://:memory:" if memory else f"sqlite:///{self._path}"
         if not memory:
-            self._prepare_path(Path(self._path))
+            path = Path(self._path)
+            self._prepare_path(path)
+            if not os.path.lexists(path):
+                self._create(path)
+            self._check_file(path)
+            self._check_journal()
         # Every connection to ":memory:" is a database of its own: keep exactly one.
         self._pool: Pool[sqlite3.Connection] = Pool(
             self.url,
@@ -190,6 +279,105 @@ class SqliteJournal(SqlJournal):
         except BaseException:
             self.close()
             raise
+
+    def _create(self, path: Path) -> None:
+        """Create the journal at ``path``, which does not exist, all at once.
+
+        It is built complete under a temporary name and linked into place, so ``path``
+        never exists half made: a file found there is always a journal that existed,
+        and anything wrong with it is an error, never a reason to start afresh.
+        Linking fails if another process created the journal first; that one is used.
+        """
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.new")
+        try:
+            conn = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("BEGIN IMMEDIATE")
+                for migration in self._migrations:
+                    for statement in migration:
+                        conn.execute(statement)
+                conn.execute(CREATE_SCHEMA_TABLE)
+                conn.execute(SET_SCHEMA_VERSION, (len(self._migrations),))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            with suppress(FileExistsError):
+                os.link(temporary, path)
+            _sync_directory(path.parent)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.url} cannot be created: {exc}") from exc
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.url} cannot be created: {exc.strerror or exc}: {exc.filename}"
+            ) from exc
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with suppress(OSError):
+                    os.unlink(f"{temporary}{suffix}")
+
+    def _check_file(self, path: Path) -> None:
+        """Refuse a file at the journal's path that cannot be the journal it was:
+        empty, cut short, or not SQLite at all."""
+        advice = (
+            f"restore the journal from a backup, or, if {path} never held refunds, move "
+            "it away so a new journal can be created there"
+        )
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as file:
+                header = file.read(_HEADER_BYTES)
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.url} cannot be opened: {exc.strerror or exc}: {path}"
+            ) from exc
+        if size == 0:
+            raise JournalError(
+                f"journal {self.url} is an empty file (0 bytes), not a journal: a journal "
+                f"that existed has lost its content; {advice}"
+            )
+        if header[: len(_MAGIC)] != _MAGIC[: len(header)]:
+            raise JournalError(
+                f"journal {self.url} is corrupted or not a SQLite database (it does not "
+                f"begin with the SQLite header); {advice}"
+            )
+        if len(header) < _HEADER_BYTES:
+            raise JournalError(
+                f"journal {self.url} is truncated: {size} bytes, shorter than a SQLite "
+                f"header; {advice}"
+            )
+        expected = _expected_size(header)
+        # A write-ahead log present means a connection may be checkpointing, which
+        # grows the file after its header: then SQLite's own checks decide.
+        if expected is not None and size < expected and not os.path.exists(f"{path}-wal"):
+            raise JournalError(
+                f"journal {self.url} is truncated: {size} bytes where its header says "
+                f"{expected}; {advice}"
+            )
+
+    def _check_journal(self) -> None:
+        """Refuse a SQLite database that holds no journal: another program's data. Read
+        over a plain connection, which changes nothing in the file (the journal's own
+        would switch it to WAL first)."""
+        try:
+            with closing(sqlite3.connect(self._path, timeout=self._busy_timeout)) as conn:
+                names = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                    )
+                ]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        if SCHEMA_TABLE in names:
+            return
+        found = f"other tables ({', '.join(names)})" if names else "no tables"
+        raise JournalError(
+            f"journal {self.url} is a SQLite database with {found} and no refundcore "
+            "journal in it: point the journal at another path, or restore the journal "
+            "that was there from a backup"
+        )
 
     def _prepare_path(self, path: Path) -> None:
         if path.is_dir():
@@ -222,10 +410,13 @@ class SqliteJournal(SqlJournal):
         return conn
 
     @contextmanager
-    def _transaction(self, *, write: bool, lock: str | None = None) -> Iterator[Transaction]:
+    def _transaction(
+        self, *, write: bool, lock: str | None = None, sync: bool = True
+    ) -> Iterator[Transaction]:
         # ``lock`` needs nothing more here: BEGIN IMMEDIATE already serialises writers.
+        pool = self._pool if sync or not write else self._lazy_pool
         try:
-            with self._writing() if write else nullcontext(), self._pool.connection() as conn:
+            with self._writing() if write else nullcontext(), pool.connection() as conn:
                 if not write:
                     yield _SqliteTransaction(conn)
                     return
@@ -239,18 +430,6 @@ class SqliteJournal(SqlJournal):
                         with suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     raise
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
-
-    def _alone(
-        self, sql: str, params: Sequence[Any], *, lock: str | None = None, sync: bool = True
-    ) -> list[Row]:
-        # Outside BEGIN, a write statement is a transaction of its own: it waits for the
-        # write lock as BEGIN IMMEDIATE would. fetchall steps it to the end, which is
-        # when SQLite commits it.
-        try:
-            with self._writing(), (self._pool if sync else self._lazy_pool).connection() as conn:
-                return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
@@ -299,7 +478,8 @@ class SqliteJournal(SqlJournal):
         return None if value is None else str(value)
 
     def _encode_raw(self, value: Mapping[str, Any]) -> str:
-        return _dumps(dict(value))
+        # The encoder takes only a dict for an object (a read-only view is copied).
+        return _dumps(value if type(value) is dict else dict(value))
 
     def _decode_raw(self, value: Any) -> dict[str, Any]:
         decoded: dict[str, Any] = json.loads(value)
@@ -308,6 +488,26 @@ class SqliteJournal(SqlJournal):
     def close(self) -> None:
         self._pool.close()
         self._lazy_pool.close()
+
+
+def _expected_size(header: bytes) -> int | None:
+    """The file size a SQLite header promises, when it says (pages x page size)."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count is valid only while the change counter matches "version-valid-for".
+    if pages == 0 or header[24:28] != header[92:96]:
+        return None
+    return pages * page_size
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a new directory entry durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _use_wal(conn: sqlite3.Connection, patience: float) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .dsn import mask_dsn
 
-__all__ = ["MEMORY", "USAGE", "sqlite_path"]
+__all__ = ["MEMORY", "PLAIN_PATH_PREFIXES", "USAGE", "sqlite_path"]
 
 #: The SQLite "file" of a journal that lives as long as the journal object.
 MEMORY = ":memory:"
 
 #: The forms of a journal URL, for messages.
 USAGE = (
-    "use sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite://:memory: "
-    "or postgresql://user@host/dbname"
+    "use a file path (/absolute/path.db, ./relative/path.db), sqlite:///relative/path.db, "
+    "sqlite:////absolute/path.db, sqlite://:memory: or postgresql://user@host/dbname"
 )
+#: Paths that cannot be mistaken for a URL; a bare "journal.db" could be a mistyped one.
+PLAIN_PATH_PREFIXES = ("/", "./", "../", "~/")
 
 
 def sqlite_path(url: str) -> str:

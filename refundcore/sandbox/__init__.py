@@ -1,33 +1,49 @@
 """Gateway sandboxes: a loopback HTTP server with fault injection, callback delivery
-and reception, the emulator contract plugins implement, :class:`SandboxRun`, which
-wires one provider's emulator to a configured client, and the demo
-(:mod:`refundcore.sandbox.demo`: ``refundcore demo`` and ``refundcore sandbox``).
+and reception, the emulator contract plugins implement and the ledger an emulator
+keeps, :class:`SandboxRun`, which wires one provider's emulator to a configured client,
+the demo (:mod:`refundcore.sandbox.demo`: ``refundcore demo``) and the service
+``refundcore sandbox`` runs (:mod:`refundcore.sandbox.service`).
 
-Nothing here talks to a real gateway, and no key is stored: emulators generate their
-credentials when they start.
+Nothing here talks to a real gateway. Emulators generate their credentials when they
+start; only ``refundcore sandbox --state-dir`` keeps them (see
+:mod:`refundcore.sandbox.service`).
+
+The names below load on first use: the command line reads
+:mod:`refundcore.sandbox.scenarios` without paying for the rest.
 """
 
 from __future__ import annotations
 
-from .callbacks import (
-    CallbackReceiver,
-    CallbackSender,
-    Delivery,
-    OutgoingCallback,
-    ReceivedCallback,
-)
-from .emulator import (
-    Emulator,
-    Incoming,
-    Ledger,
-    LedgerPayment,
-    LedgerRefund,
-    RefundDecision,
-    Reply,
-    utcnow,
-)
-from .run import SandboxRun, emulator_factory
-from .server import Fault, RecordedRequest, SandboxServer, serve
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .callbacks import (
+        CallbackReceiver,
+        CallbackSender,
+        Delivery,
+        OutgoingCallback,
+        ReceivedCallback,
+    )
+    from .emulator import Emulator, Incoming, Reply
+    from .ledger import Ledger, LedgerPayment, LedgerRefund, RefundDecision, utcnow
+    from .run import SandboxRun, emulator_factory
+    from .server import Fault, RecordedRequest, SandboxServer, serve
+
+_MODULES = {
+    ".callbacks": (
+        "CallbackReceiver",
+        "CallbackSender",
+        "Delivery",
+        "OutgoingCallback",
+        "ReceivedCallback",
+    ),
+    ".emulator": ("Emulator", "Incoming", "Reply"),
+    ".ledger": ("Ledger", "LedgerPayment", "LedgerRefund", "RefundDecision", "utcnow"),
+    ".run": ("SandboxRun", "emulator_factory"),
+    ".server": ("Fault", "RecordedRequest", "SandboxServer", "serve"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "CallbackReceiver",
@@ -50,3 +66,12 @@ __all__ = [
     "serve",
     "utcnow",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import logging
 import threading
 import time
 import urllib.parse
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from refundcore.sandbox.server import buffer_app
+
+from ..logs import EventLogger
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -34,7 +35,7 @@ __all__ = [
     "ReceivedCallback",
 ]
 
-_logger = logging.getLogger("refundcore.sandbox")
+_logger = EventLogger("refundcore.sandbox")
 
 # Methods whose requests carry a body even when it is empty, as http.client decides it.
 _BODY_METHODS = frozenset({"PATCH", "POST", "PUT"})

@@ -1,13 +1,11 @@
-"""``refundcore demo`` and ``refundcore sandbox``: every installed provider against its
-own gateway emulator on loopback. No credentials, no network beyond 127.0.0.1."""
+"""``refundcore demo``: every installed provider against its own gateway emulator on
+loopback. No credentials, no network beyond 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
-from typing import Any
 
 import attrs
 
@@ -16,10 +14,9 @@ from ..errors import RefundError
 from ..models import PaymentRef, ProviderInfo, RefundStatus
 from ..money import Money
 from ..table import format_table
-from .run import SandboxRun, emulator_factory
-from .server import SandboxServer
+from .run import SandboxRun
 
-__all__ = ["DemoRow", "run_demo", "serve_sandboxes"]
+__all__ = ["DemoRow", "run_demo"]
 
 
 @attrs.frozen
@@ -94,8 +91,9 @@ def run_demo(only: list[str] | None = None, *, as_json: bool = False) -> int:
     if not infos and not failures:
         print(
             "No provider plugin is installed, so there is nothing to demonstrate.\n"
-            "Install one (pip install refundcore-<provider>), or run `make demo` in a "
-            "checkout, which installs every bundled plugin.",
+            "The plugins are not on PyPI yet: in a clone of the refundcore repository, "
+            "run `make demo`, which installs every bundled plugin, or install one with "
+            "pip install -e plugins/<provider>.",
             file=sys.stderr,
         )
         return 1
@@ -126,61 +124,3 @@ def run_demo(only: list[str] | None = None, *, as_json: bool = False) -> int:
         for failure in failures:
             print(f"failed to load {failure.name} ({failure.distribution}): {failure.error}")
     return 0 if rows and all(row.ok for row in rows) and not failures else 1
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, str) and "\n" in value:
-        return "'''\n" + value.rstrip("\n") + "\n'''"
-    return json.dumps(value)
-
-
-def serve_sandboxes(
-    only: list[str] | None = None,
-    *,
-    seed: int = 3,
-    duration: float | None = None,
-    as_json: bool = False,
-) -> int:
-    """Serve every installed provider's emulator until interrupted (or ``duration``)."""
-    client = RefundClient()
-    infos = _selected(client, only)
-    if not infos:
-        print("No provider plugin is installed.", file=sys.stderr)
-        return 1
-    running = []
-    report: dict[str, Any] = {}
-    try:
-        for info in infos:
-            emulator = emulator_factory(info)(None)
-            server = SandboxServer(emulator).start()
-            running.append((emulator, server))
-            payments = [emulator.seed_payment(Money(100, emulator.currency)) for _ in range(seed)]
-            report[info.id] = {
-                "base_url": server.base_url,
-                "config": emulator.client_config(server.base_url),
-                "payments": [
-                    {**attrs.asdict(p), "amount": "100", "currency": emulator.currency}
-                    for p in payments
-                ],
-            }
-        if as_json:
-            print(json.dumps(report, indent=2), flush=True)
-        else:
-            for provider, entry in report.items():
-                print(f"# {provider}: {entry['base_url']}")
-                print(f"[providers.{provider}]")
-                for key, value in entry["config"].items():
-                    print(f"{key} = {_toml_value(value)}")
-                for payment in entry["payments"]:
-                    ids = ", ".join(f"{k}={v}" for k, v in payment.items() if v is not None)
-                    print(f"# seeded payment: {ids}")
-                print()
-            print("Serving; press Ctrl-C to stop.", flush=True)
-        threading.Event().wait(duration)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for emulator, server in running:
-            emulator.close()
-            server.stop()
-    return 0

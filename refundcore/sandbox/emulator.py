@@ -6,49 +6,37 @@ test credentials. It checks request signatures with those credentials (a bad one
 the gateway's real rejection), keeps a :class:`Ledger` of the payments it was seeded
 with, enforces the gateway's rules, answers in the documented format, and sends signed
 callbacks to the ``notify_url`` it was given.
+
+For ``refundcore sandbox``, an emulator's state outlives the process
+(:meth:`Emulator.export_state`, :meth:`Emulator.restore_state`: the ledger as JSON, plus
+whatever a subclass keeps beside it), and the refunds to come can be given an outcome
+on demand (:meth:`Ledger.schedule`), or network faults on :attr:`Emulator.refund_paths`.
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
-import enum
-import itertools
 import json
-import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
+from ..logs import EventLogger
 from ..models import Callback, Headers, PaymentRef, RefundStatus
 from ..money import Money
 from .callbacks import CallbackSender, OutgoingCallback
+from .ledger import Ledger, LedgerPayment, LedgerRefund, utcnow
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = [
-    "Emulator",
-    "Incoming",
-    "Ledger",
-    "LedgerPayment",
-    "LedgerRefund",
-    "RefundDecision",
-    "Reply",
-    "utcnow",
-]
+__all__ = ["Emulator", "Incoming", "Reply"]
 
-log = logging.getLogger("refundcore.sandbox")
-
-
-def utcnow() -> dt.datetime:
-    """The current time, timezone-aware UTC (the default emulator clock)."""
-    return dt.datetime.now(dt.timezone.utc)
+log = EventLogger("refundcore.sandbox")
 
 
 @attrs.frozen
@@ -94,186 +82,6 @@ class Reply:
         return cls(status, text.encode("utf-8"), "text/plain; charset=utf-8")
 
 
-@attrs.define
-class LedgerRefund:
-    """A refund the emulated gateway accepted (or is processing)."""
-
-    refund_id: str
-    provider_refund_id: str
-    payment_key: str
-    amount: Money
-    status: RefundStatus
-    fingerprint: str
-    notify_url: str | None
-    created: dt.datetime
-    extra: dict[str, Any] = attrs.Factory(dict)
-
-
-@attrs.define
-class LedgerPayment:
-    """A payment the emulator was seeded with."""
-
-    key: str
-    ref: PaymentRef
-    amount: Money
-    refund_outcome: RefundStatus = RefundStatus.SUCCEEDED
-    refunds: list[LedgerRefund] = attrs.Factory(list)
-    voided: bool = False
-    extra: dict[str, Any] = attrs.Factory(dict)
-
-    @property
-    def refunded(self) -> Decimal:
-        """Amount refunded or being refunded."""
-        return sum(
-            (r.amount.amount for r in self.refunds if r.status is not RefundStatus.FAILED),
-            Decimal(0),
-        )
-
-    @property
-    def refundable(self) -> Decimal:
-        """What can still be refunded."""
-        return Decimal(0) if self.voided else self.amount.amount - self.refunded
-
-
-class RefundDecision(str, enum.Enum):
-    """Why the ledger accepted or refused a refund."""
-
-    ACCEPTED = "accepted"
-    REPEATED = "repeated"  # same refund id, same request: the earlier refund
-    CONFLICT = "conflict"  # same refund id, different request
-    UNKNOWN_PAYMENT = "unknown_payment"
-    OVER_REFUND = "over_refund"
-    ALREADY_REFUNDED = "already_refunded"  # refund-once gateways
-    CURRENCY_MISMATCH = "currency_mismatch"
-    VOIDED = "voided"
-
-
-class Ledger:
-    """Payments and refunds of one emulated gateway; thread-safe."""
-
-    def __init__(self, id_prefix: str = "") -> None:
-        self._lock = threading.RLock()
-        self._payments: dict[str, LedgerPayment] = {}
-        self._refunds: dict[str, LedgerRefund] = {}
-        self._counter = itertools.count(1)
-        self._prefix = id_prefix
-
-    def next_id(self) -> str:
-        """A fresh gateway-side identifier (digits, with the ledger's prefix)."""
-        return f"{self._prefix}{next(self._counter):06d}"
-
-    def add_payment(self, payment: LedgerPayment) -> LedgerPayment:
-        """Seed a payment."""
-        with self._lock:
-            self._payments[payment.key] = payment
-            return payment
-
-    def find_payment(
-        self,
-        *,
-        payment_id: str | None = None,
-        merchant_reference: str | None = None,
-        transaction_id: str | None = None,
-    ) -> LedgerPayment | None:
-        """The payment matching every identifier given (``None`` if none matches)."""
-        wanted = {
-            "payment_id": payment_id,
-            "merchant_reference": merchant_reference,
-            "transaction_id": transaction_id,
-        }
-        wanted = {k: v for k, v in wanted.items() if v is not None}
-        if not wanted:
-            return None
-        with self._lock:
-            for payment in self._payments.values():
-                if all(getattr(payment.ref, k) == v for k, v in wanted.items()):
-                    return payment
-        return None
-
-    def payments(self) -> list[LedgerPayment]:
-        """Every seeded payment."""
-        with self._lock:
-            return list(self._payments.values())
-
-    def refund(
-        self,
-        payment: LedgerPayment | None,
-        *,
-        refund_id: str,
-        amount: Money,
-        fingerprint: str,
-        notify_url: str | None = None,
-        once: bool = False,
-        now: dt.datetime | None = None,
-    ) -> tuple[RefundDecision, LedgerRefund | None]:
-        """Apply the gateway's refund rules atomically and record an accepted refund.
-
-        ``fingerprint`` identifies the request's content, so a retry with the same
-        refund id is told apart from a different refund reusing it.
-        """
-        with self._lock:
-            existing = self._refunds.get(refund_id)
-            if existing is not None:
-                if existing.fingerprint == fingerprint:
-                    return RefundDecision.REPEATED, existing
-                return RefundDecision.CONFLICT, existing
-            if payment is None:
-                return RefundDecision.UNKNOWN_PAYMENT, None
-            if payment.voided:
-                return RefundDecision.VOIDED, None
-            if amount.currency != payment.amount.currency:
-                return RefundDecision.CURRENCY_MISMATCH, None
-            if once and any(r.status is not RefundStatus.FAILED for r in payment.refunds):
-                return RefundDecision.ALREADY_REFUNDED, None
-            if amount.amount > payment.refundable:
-                return RefundDecision.OVER_REFUND, None
-            record = LedgerRefund(
-                refund_id=refund_id,
-                provider_refund_id=self.next_id(),
-                payment_key=payment.key,
-                amount=amount,
-                status=payment.refund_outcome,
-                fingerprint=fingerprint,
-                notify_url=notify_url,
-                created=now or utcnow(),
-            )
-            payment.refunds.append(record)
-            self._refunds[refund_id] = record
-            return RefundDecision.ACCEPTED, record
-
-    def void(self, payment: LedgerPayment) -> bool:
-        """Void a payment that has no refunds yet; False if it cannot be voided."""
-        with self._lock:
-            if payment.voided or payment.refunds:
-                return False
-            payment.voided = True
-            return True
-
-    def find_refund(
-        self, refund_id: str | None = None, provider_refund_id: str | None = None
-    ) -> LedgerRefund | None:
-        """A recorded refund by the merchant's or the gateway's id."""
-        with self._lock:
-            if refund_id is not None:
-                return self._refunds.get(refund_id)
-            for record in self._refunds.values():
-                if record.provider_refund_id == provider_refund_id:
-                    return record
-        return None
-
-    def settle(self, refund_id: str, status: RefundStatus) -> LedgerRefund:
-        """Move a pending refund to its final status (as the gateway's back office would)."""
-        with self._lock:
-            record = self._refunds[refund_id]
-            record.status = status
-            return record
-
-    def payment_of(self, record: LedgerRefund) -> LedgerPayment:
-        """The payment a refund belongs to."""
-        with self._lock:
-            return self._payments[record.payment_key]
-
-
 class Emulator(abc.ABC):
     """Base class of a gateway emulator. Subclasses implement the abstract methods.
 
@@ -287,6 +95,14 @@ class Emulator(abc.ABC):
     id_prefix: str = ""
     #: The currency of the payments ``refundcore demo`` and ``refundcore sandbox`` seed.
     currency: str = "HKD"
+    #: The paths (``fnmatch`` patterns) refund requests are sent to: where
+    #: ``refundcore sandbox scenario timeout|5xx`` injects its faults.
+    refund_paths: tuple[str, ...] = ("*",)
+    #: The statuses a refund can have at this gateway (what :meth:`Ledger.schedule`
+    #: may be asked for).
+    refund_statuses: frozenset[RefundStatus] = frozenset(
+        {RefundStatus.SUCCEEDED, RefundStatus.PENDING, RefundStatus.FAILED}
+    )
 
     def __init__(
         self,
@@ -304,10 +120,12 @@ class Emulator(abc.ABC):
         self.callback_delay = callback_delay
         self.send_callbacks = send_callbacks
         self.sender = self.make_sender()
-        #: The callback URL the merchant set at the gateway itself (in its console, or
-        #: when the payment was made), for gateways whose refund request carries none
-        #: (``Capabilities.notify_url`` False). :class:`SandboxRun` sets it.
-        self.merchant_notify_url: str | None = None
+        #: The merchant's callback URL for this gateway, as given when payments are made
+        #: (in the gateway's console, or with the payment), which is where gateways whose
+        #: refund request carries none (``Capabilities.notify_url`` False) call back:
+        #: :meth:`seed_payment` records it with each payment, subclasses whose merchant
+        #: config names one default to it, and :class:`SandboxRun` sets it.
+        self.notify_url: str | None = None
 
     # -- what a provider implements ----------------------------------------------------
 
@@ -374,10 +192,27 @@ class Emulator(abc.ABC):
         """
         key = self.ledger.next_id()
         ref = self.new_payment_ref(key)
-        self.ledger.add_payment(
-            LedgerPayment(key=key, ref=ref, amount=amount, refund_outcome=refund_outcome)
-        )
+        payment = LedgerPayment(key=key, ref=ref, amount=amount, refund_outcome=refund_outcome)
+        if self.notify_url is not None:
+            payment.extra["notify_url"] = self.notify_url
+        self.ledger.add_payment(payment)
         return ref
+
+    def set_notify_url(self, ref: PaymentRef, url: str) -> None:
+        """Set the notify URL of a payment, as the merchant gave it when paying."""
+        payment = self.ledger.find_payment(**attrs.asdict(ref))
+        if payment is not None:
+            payment.extra["notify_url"] = url
+
+    def export_state(self) -> dict[str, Any]:
+        """What this emulator would need to carry on after a restart, as JSON-ready
+        data: the ledger's :meth:`~Ledger.dump`. A subclass that keeps state beside the
+        ledger adds it (and reads it back in :meth:`restore_state`)."""
+        return {"ledger": self.ledger.dump()}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Carry on from :meth:`export_state`'s data; ``ValueError`` if it is unusable."""
+        self.ledger.load(state.get("ledger"))
 
     def signed_callback(
         self,
@@ -415,7 +250,11 @@ class Emulator(abc.ABC):
             # A sandbox only delivers to plain-http receivers (on loopback); the refund
             # itself stands, as at the real gateway when a callback cannot be delivered.
             log.warning(
-                "%s emulator cannot deliver to %s: %s", self.provider_id, record.notify_url, exc
+                "emulator cannot deliver a callback",
+                provider=self.provider_id,
+                refund_id=record.refund_id,
+                url=record.notify_url,
+                error=str(exc),
             )
 
     def settle(self, refund_id: str, status: RefundStatus = RefundStatus.SUCCEEDED) -> None:
@@ -450,7 +289,10 @@ class Emulator(abc.ABC):
             reply = self.handle(request)
         except Exception:
             log.exception(
-                "%s emulator failed on %s %s", self.provider_id, request.method, request.path
+                "emulator failed",
+                provider=self.provider_id,
+                method=request.method,
+                path=request.path,
             )
             reply = Reply.json({"error": "emulator failure"}, status=500)
         start_response(

@@ -52,6 +52,7 @@ class SandboxRun:
         plugin: object | None = None,
         credentials: dict[str, Any] | None = None,
         read_timeout: float = 5.0,
+        connect_timeout: float = 1.0,
         emulator_options: dict[str, Any] | None = None,
         client: RefundClient | None = None,
     ) -> None:
@@ -72,6 +73,7 @@ class SandboxRun:
         self.receiver = CallbackReceiver(callback_app(self.client, self._on_notification))
         self.receiver_server = SandboxServer(self.receiver)
         self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
 
     def _on_notification(self, note: RefundNotification) -> None:
         with self._arrived:
@@ -85,9 +87,11 @@ class SandboxRun:
         if not self.info.capabilities.notify_url:
             # The refund request cannot carry the URL: the merchant sets it at the
             # gateway itself, as this does for the emulator.
-            self.emulator.merchant_notify_url = self.notify_url
+            self.emulator.notify_url = self.notify_url
         settings = dict(self.emulator.client_config(self.server.base_url))
         settings.setdefault("read_timeout", self._read_timeout)
+        # On loopback a connection is made at once or never.
+        settings.setdefault("connect_timeout", self._connect_timeout)
         self.client.configure(self.provider, settings)
         return self
 

@@ -9,10 +9,10 @@ error statuses, and requests that were (or were not) processed before the failur
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import http.server
 import io
 import json
-import logging
 import os
 import re
 import selectors
@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
+from ..logs import EventLogger
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Fault", "RecordedRequest", "SandboxServer", "buffer_app", "serve"]
 
-_logger = logging.getLogger("refundcore.sandbox")
+_logger = EventLogger("refundcore.sandbox")
 
 # Mirrors the request-line limit of http.server, applied to chunk-size and trailer lines.
 _MAX_LINE = 65536
@@ -148,12 +150,20 @@ class _State:
         with self._lock:
             self._faults.clear()
 
+    def _route(self, path: str) -> str | None:
+        if path in self._faults:
+            return path
+        for pattern in self._faults:
+            if pattern != "*" and _is_pattern(pattern) and fnmatch.fnmatchcase(path, pattern):
+                return pattern
+        return "*" if "*" in self._faults else None
+
     def take_fault(self, path: str) -> Fault | None:
         """Return the fault for ``path`` and count this use against its ``times``."""
         with self._lock:
-            key = path if path in self._faults else "*"
-            entry = self._faults.get(key)
-            if entry is None:
+            key = self._route(path)
+            entry = None if key is None else self._faults.get(key)
+            if key is None or entry is None:
                 return None
             fault, remaining = entry
             if remaining is not None:
@@ -196,10 +206,11 @@ class _HTTPServer(socketserver.TCPServer):
         # Kept apart from the sockets: a thread drops its socket a moment before it ends,
         # and stop() must still wait for it.
         self._threads: list[threading.Thread] = []
+        # Written to by stop_serving() so the accept loop wakes at once instead of polling.
+        # Made first: a port that cannot be bound closes the server (server_close) at once.
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         super().__init__((host, port), _Handler)
         self.host, self.port = self.socket.getsockname()[:2]
-        # Written to by stop_serving() so the accept loop wakes at once instead of polling.
-        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
 
     def serve_until_stopped(self) -> None:
         """Accept connections until :meth:`stop_serving` is called."""
@@ -250,7 +261,9 @@ class _HTTPServer(socketserver.TCPServer):
         except Exception:
             # Resets and shutdowns are routine when tests inject faults or stop the server;
             # socketserver's handle_error() would print each one to stderr.
-            _logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+            _logger.debug(
+                "connection ended with an error", client=str(client_address), exc_info=True
+            )
         finally:
             with self._lock:
                 self._connections.discard(connection)
@@ -279,7 +292,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return cast(_HTTPServer, self.server)
 
     def log_message(self, format: str, *args: Any) -> None:
-        _logger.debug("%s - %s", self.address_string(), format % args)
+        _logger.debug("request served", client=self.address_string(), request=format % args)
 
     def handle_one_request(self) -> None:
         # Replaces the superclass version so that any method reaches the app instead of
@@ -423,7 +436,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             reply = _call_app(self._server.state.app, environ)
         except Exception:
-            _logger.exception("WSGI app failed on %s %s", self.command, target)
+            _logger.exception("WSGI app failed", method=self.command, target=target)
             reply = _Reply(
                 status=HTTPStatus.INTERNAL_SERVER_ERROR,
                 reason=None,
@@ -431,7 +444,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 body=_ERROR_BODY,
             )
         if errors.getvalue():
-            _logger.warning("WSGI app wrote to wsgi.errors: %s", errors.getvalue().rstrip())
+            _logger.warning("WSGI app wrote to wsgi.errors", errors=errors.getvalue().rstrip())
         return reply
 
     def _send(self, reply: _Reply, *, truncate: bool) -> None:
@@ -451,6 +464,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+def _is_pattern(path: str) -> bool:
+    return any(char in path for char in "*?[")
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -579,10 +596,12 @@ class SandboxServer:
         self._state.clear_requests()
 
     def inject(self, path: str, fault: Fault) -> None:
-        """Apply ``fault`` to requests whose path (query excluded) is exactly ``path``.
+        """Apply ``fault`` to requests whose path (query excluded) is ``path``.
 
-        ``"*"`` matches every path that has no fault of its own. A later injection for the
-        same path replaces the earlier one.
+        A ``path`` with ``*``, ``?`` or ``[`` in it is an :mod:`fnmatch` pattern
+        (``/api/*/refund``; ``*`` matches ``/`` too); a path's own fault wins over a
+        pattern's, and ``"*"`` matches every path no other fault matches. A later
+        injection for the same path replaces the earlier one.
         """
         self._state.inject(path, fault)
 

@@ -9,7 +9,8 @@ In the plugin's tests::
 
 Each check runs the real pipeline against the plugin's own gateway emulator over
 loopback sockets. When one fails, its docstring says what a plugin author should look
-at. Needs ``pytest`` and ``hypothesis`` (``pip install refundcore[testing]``).
+at. Needs ``pytest`` and ``hypothesis`` (the ``testing`` extra: in a clone of refundcore,
+``pip install -e '.[testing]'``).
 
 Override :meth:`ProviderConformance.tamper_request_signature` or
 :meth:`ProviderConformance.tamper_callback_signature` when the gateway carries its
@@ -44,6 +45,7 @@ from ..errors import (
     ValidationError,
 )
 from ..hookspecs import hookimpl
+from ..logs import record_fields
 from ..models import (
     Callback,
     HttpRequest,
@@ -547,8 +549,9 @@ class ProviderConformance:
     def test_no_secret_in_logs_reprs_or_raw(
         self, run: SandboxRun, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """No secret may appear in a log record (DEBUG included), a repr, ``raw``, or an
-        error's text. Log ids and statuses, never credentials or signed material."""
+        """No secret may appear in a log record (its message or its fields, DEBUG
+        included), a repr, ``raw``, or an error's text. Log ids and statuses, never
+        credentials or signed material."""
         secrets = self._secret_texts(run)
         assert secrets, "the config declares no Secret/PrivateKey fields: type them"
         caplog.set_level(logging.DEBUG)
@@ -569,6 +572,7 @@ class ProviderConformance:
             run.client.configure(self.provider, bad)
         texts.append(str(error.value))
         texts += [record.getMessage() for record in caplog.records]
+        texts += [json.dumps(record_fields(record), default=str) for record in caplog.records]
         for secret in secrets:
             for text in texts:
                 assert secret not in text, f"a secret leaked into: {text[:200]!r}"

@@ -131,7 +131,7 @@ def postgres_server() -> Iterator[str]:
         import psycopg  # noqa: F401 - fail early with a clear message
     except ImportError:
         pytest.fail(
-            "psycopg is not installed: pip install 'refundcore[postgres]' "
+            "psycopg is not installed: pip install 'psycopg[binary]>=3.1' "
             f"(or set {SKIP_ENV}=1 to skip the PostgreSQL tests)"
         )
     external = os.environ.get(URL_ENV)

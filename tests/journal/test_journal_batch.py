@@ -10,10 +10,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from refundcore.sandbox import Fault, SandboxRun
 
 MakeRefund = Callable[..., NewRefund]
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+#: A lease short enough to wait out: leases run on the journal's clock, not a test's.
+LEASE = 0.6
 OPEN, CLAIMED, DONE = BatchItemState.OPEN, BatchItemState.CLAIMED, BatchItemState.DONE
 
 
@@ -51,8 +53,9 @@ def states(journal: Journal, batch_id: str = "B") -> dict[int, BatchItemState]:
 
 def test_opening_a_batch_offers_its_rows_once(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(3), now=T0)
-    journal.open_batch("B", items(3), now=T0 + timedelta(seconds=1))
+    before = journal.now()
+    journal.open_batch("B", items(3))
+    journal.open_batch("B", items(3))
 
     entries = journal.batch_entries("B")
 
@@ -62,48 +65,49 @@ def test_opening_a_batch_offers_its_rows_once(backend: Any) -> None:
         (4, "testpay", "R-4", OPEN),
     ]
     assert entries[0].owner is None and entries[0].lease_until is None
-    assert entries[0].updated_at == T0 and entries[0].refund is None
+    assert before <= entries[0].updated_at <= journal.now() and entries[0].refund is None
     assert journal.count_batch("B") == BatchCounts(open=3, claimed=0, done=0)
     assert journal.batch_entries("other") == []
 
 
 def test_rows_added_later_join_the_batch(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(2), now=T0)
-    journal.claim_batch("B", owner="A", limit=1, now=T0)
-    journal.open_batch("B", items(4), now=T0)
+    journal.open_batch("B", items(2))
+    journal.claim_batch("B", owner="A", limit=1)
+    journal.open_batch("B", items(4))
     assert states(journal) == {2: CLAIMED, 3: OPEN, 4: OPEN, 5: OPEN}
     # Another worker that found other rows valid: as many rows, not the same ones.
-    journal.open_batch("B", [BatchItem(line=9, provider="testpay", refund_id="R-9")], now=T0)
+    journal.open_batch("B", [BatchItem(line=9, provider="testpay", refund_id="R-9")])
     assert sorted(states(journal)) == [2, 3, 4, 5, 9]
 
 
 def test_claims_take_the_lowest_open_lines_and_lease_them(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(5), now=T0)
+    journal.open_batch("B", items(5))
 
-    first = journal.claim_batch("B", owner="A", limit=2, lease_seconds=30, now=T0)
-    second = journal.claim_batch("B", owner="B", limit=2, lease_seconds=30, now=T0)
-    third = journal.claim_batch("B", owner="C", limit=9, lease_seconds=30, now=T0)
+    before = journal.now()
+    first = journal.claim_batch("B", owner="A", limit=2, lease_seconds=30)
+    second = journal.claim_batch("B", owner="B", limit=2, lease_seconds=30)
+    third = journal.claim_batch("B", owner="C", limit=9, lease_seconds=30)
 
     assert (first, second, third) == ([2, 3], [4, 5], [6])
-    assert journal.claim_batch("B", owner="D", limit=9, now=T0) == []
+    assert journal.claim_batch("B", owner="D", limit=9) == []
     entry = journal.batch_entries("B")[0]
-    assert (entry.state, entry.owner, entry.lease_until) == (
-        CLAIMED,
-        "A",
-        T0 + timedelta(seconds=30),
-    )
+    assert (entry.state, entry.owner) == (CLAIMED, "A")
+    assert entry.lease_until is not None
+    lease = entry.lease_until - before
+    assert timedelta(seconds=30) <= lease <= timedelta(seconds=30) + (journal.now() - before)
     assert journal.count_batch("B") == BatchCounts(open=0, claimed=5, done=0)
 
 
 def test_an_expired_lease_lets_another_worker_take_the_row_first(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(4), now=T0)
-    journal.claim_batch("B", owner="dead", limit=2, lease_seconds=10, now=T0)
+    journal.open_batch("B", items(4))
+    journal.claim_batch("B", owner="dead", limit=2, lease_seconds=LEASE)
 
-    assert journal.claim_batch("B", owner="A", limit=1, now=T0 + timedelta(seconds=9)) == [4]
-    taken = journal.claim_batch("B", owner="A", limit=3, now=T0 + timedelta(seconds=10))
+    assert journal.claim_batch("B", owner="A", limit=1) == [4]
+    time.sleep(LEASE)
+    taken = journal.claim_batch("B", owner="A", limit=3)
 
     assert taken == [2, 3, 5]
     assert {e.owner for e in journal.batch_entries("B")} == {"A"}
@@ -111,24 +115,26 @@ def test_an_expired_lease_lets_another_worker_take_the_row_first(backend: Any) -
 
 def test_renewing_keeps_the_rows_of_a_live_worker(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(3), now=T0)
-    journal.claim_batch("B", owner="A", limit=2, lease_seconds=10, now=T0)
+    journal.open_batch("B", items(3))
+    journal.claim_batch("B", owner="A", limit=2, lease_seconds=LEASE)
 
-    held = journal.renew_batch("B", owner="A", lease_seconds=10, now=T0 + timedelta(seconds=8))
+    time.sleep(LEASE * 2 / 3)
+    held = journal.renew_batch("B", owner="A", lease_seconds=LEASE)
+    time.sleep(LEASE * 2 / 3)  # past the first lease, within the renewed one
 
     assert held == 2
-    assert journal.claim_batch("B", owner="B", limit=5, now=T0 + timedelta(seconds=12)) == [4]
-    assert journal.renew_batch("B", owner="nobody", now=T0) == 0
+    assert journal.claim_batch("B", owner="B", limit=5) == [4]
+    assert journal.renew_batch("B", owner="nobody") == 0
 
 
 def test_finishing_records_outcomes_only_for_rows_the_owner_holds(
     backend: Any, make_refund: MakeRefund
 ) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(3), now=T0)
-    journal.claim_batch("B", owner="A", limit=2, now=T0)
-    journal.claim(make_refund(refund_id="R-2"), owner="send-1", now=T0)
-    journal.record("testpay", "R-2", owner="send-1", state=JournalState.SUCCEEDED)
+    journal.open_batch("B", items(3))
+    journal.claim_batch("B", owner="A", limit=2)
+    journal.claim(make_refund(refund_id="R-2"), owner="send-1")
+    journal.record("testpay", "R-2", owner="send-1", attempt=1, state=JournalState.SUCCEEDED)
 
     recorded = journal.finish_batch(
         "B",
@@ -138,7 +144,6 @@ def test_finishing_records_outcomes_only_for_rows_the_owner_holds(
             BatchDone(3, "ERROR", error_code="TransportError", message="connection refused"),
             BatchDone(4, "SUCCEEDED"),  # never claimed by A
         ],
-        now=T0 + timedelta(seconds=1),
     )
 
     assert recorded == 2
@@ -158,9 +163,10 @@ def test_finishing_records_outcomes_only_for_rows_the_owner_holds(
 
 def test_a_row_taken_over_is_finished_by_its_new_owner_only(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(1), now=T0)
-    journal.claim_batch("B", owner="slow", limit=1, lease_seconds=5, now=T0)
-    journal.claim_batch("B", owner="fast", limit=1, now=T0 + timedelta(seconds=6))
+    journal.open_batch("B", items(1))
+    journal.claim_batch("B", owner="slow", limit=1, lease_seconds=LEASE)
+    time.sleep(LEASE)
+    assert journal.claim_batch("B", owner="fast", limit=1) == [2]
 
     assert journal.finish_batch("B", owner="slow", done=[BatchDone(2, "UNKNOWN")]) == 0
     assert journal.finish_batch("B", owner="fast", done=[BatchDone(2, "SUCCEEDED")]) == 1
@@ -169,33 +175,30 @@ def test_a_row_taken_over_is_finished_by_its_new_owner_only(backend: Any) -> Non
 
 def test_releasing_gives_the_owners_rows_back(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(4), now=T0)
-    journal.claim_batch("B", owner="A", limit=2, now=T0)
-    journal.claim_batch("B", owner="B", limit=1, now=T0)
+    journal.open_batch("B", items(4))
+    journal.claim_batch("B", owner="A", limit=2)
+    journal.claim_batch("B", owner="B", limit=1)
 
     assert journal.release_batch("B", owner="A") == 2
 
     assert states(journal) == {2: OPEN, 3: OPEN, 4: CLAIMED, 5: OPEN}
-    assert journal.claim_batch("B", owner="C", limit=9, now=T0) == [2, 3, 5]
+    assert journal.claim_batch("B", owner="C", limit=9) == [2, 3, 5]
 
 
 def test_a_new_run_reopens_only_rows_left_unsettled_before_it(backend: Any) -> None:
     journal = backend.open()
     outcomes = ["SUCCEEDED", "FAILED", "PENDING", "UNKNOWN", "ERROR", "INVALID"]
-    journal.open_batch("B", items(len(outcomes) + 1), now=T0)
-    journal.claim_batch("B", owner="A", limit=99, now=T0)
+    journal.open_batch("B", items(len(outcomes) + 1))
+    journal.claim_batch("B", owner="A", limit=99)
     journal.finish_batch(
         "B",
         owner="A",
         done=[BatchDone(line, outcome) for line, outcome in enumerate(outcomes, start=2)],
-        now=T0 + timedelta(seconds=1),
     )
-
-    # The run that recorded them (or one started before they were recorded) leaves them.
-    journal.open_batch("B", items(len(outcomes) + 1), now=T0 + timedelta(seconds=1))
     assert journal.count_batch("B") == BatchCounts(open=0, claimed=1, done=6)
+    time.sleep(0.01)  # the journal's clock moves on between the runs
 
-    journal.open_batch("B", items(len(outcomes) + 1), now=T0 + timedelta(seconds=2))
+    journal.open_batch("B", items(len(outcomes) + 1))
 
     after = {e.line: (e.state, e.outcome) for e in journal.batch_entries("B")}
     assert after == {
@@ -211,10 +214,10 @@ def test_a_new_run_reopens_only_rows_left_unsettled_before_it(backend: Any) -> N
 
 def test_batches_are_independent(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B1", items(2), now=T0)
-    journal.open_batch("B2", items(2), now=T0)
-    assert journal.claim_batch("B1", owner="A", limit=9, now=T0) == [2, 3]
-    assert journal.claim_batch("B2", owner="A", limit=9, now=T0) == [2, 3]
+    journal.open_batch("B1", items(2))
+    journal.open_batch("B2", items(2))
+    assert journal.claim_batch("B1", owner="A", limit=9) == [2, 3]
+    assert journal.claim_batch("B2", owner="A", limit=9) == [2, 3]
     assert journal.release_batch("B1", owner="A") == 2
     assert journal.count_batch("B2") == BatchCounts(open=0, claimed=2, done=0)
 
@@ -227,15 +230,13 @@ def test_arguments_are_checked(backend: Any) -> None:
         journal.claim_batch("B", owner="A", limit=1, lease_seconds=0)
     with pytest.raises(ValueError, match="lease_seconds"):
         journal.renew_batch("B", owner="A", lease_seconds=-1)
-    with pytest.raises(ValueError, match="timezone-aware"):
-        journal.open_batch("B", items(1), now=datetime(2030, 1, 1))
 
 
 def test_a_large_batch_opens_in_one_go(backend: Any) -> None:
     journal = backend.open()
-    journal.open_batch("B", items(1000), now=T0)
+    journal.open_batch("B", items(1000))
     assert journal.count_batch("B") == BatchCounts(open=1000, claimed=0, done=0)
-    assert journal.claim_batch("B", owner="A", limit=1000, now=T0)[-1] == 1001
+    assert journal.claim_batch("B", owner="A", limit=1000)[-1] == 1001
 
 
 def test_workers_claiming_together_split_the_rows_without_overlap(backend: Any) -> None:
@@ -267,21 +268,46 @@ def test_workers_claiming_together_split_the_rows_without_overlap(backend: Any) 
     assert opener.count_batch("B") == BatchCounts(open=0, claimed=0, done=rows)
 
 
-def test_a_version_1_journal_is_upgraded_in_place(backend: Any, make_refund: MakeRefund) -> None:
+_OLD_ROW = (
+    "INSERT INTO refundcore_journal (provider, refund_id, operation, payment_id, amount, "
+    "currency, fingerprint, payment_key, state, raw, attempts, owner, lease_until, "
+    "created_at, updated_at) VALUES ('testpay', '{refund_id}', 'refund', 'PAY-1', '10.00', "
+    "'HKD', 'fp', 'payment_id=PAY-1', '{state}', '{{}}', {attempts}, NULL, NULL, "
+    "'2030-01-01T12:00:00.000000+00:00', '2030-01-01T12:00:00.000000+00:00')"
+)
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_an_older_journal_is_upgraded_in_place(
+    backend: Any, make_refund: MakeRefund, version: int
+) -> None:
     journal_class = _journal_class(backend.name)
-    old = _at_version_1(journal_class, backend.url)
-    old.claim(make_refund(), owner="A", now=T0)
-    old.close()
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(1,)]
+    _at_version(journal_class, backend.url, version).close()
+    backend.sql(_OLD_ROW.format(refund_id="R-1", state="UNKNOWN", attempts=2))
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(version,)]
 
     upgraded = backend.open()
 
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(3,)]
-    assert [entry.refund_id for entry in upgraded.entries()] == ["R-1"]
-    upgraded.open_batch("B", items(1), now=T0)
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(4,)]
+    entry = upgraded.get("testpay", "R-1")
+    assert entry is not None
+    assert (entry.state, entry.attempt, entry.decided_by, entry.amount) == (
+        JournalState.UNKNOWN,
+        2,
+        None,
+        "10.00",
+    )
+    assert upgraded.history("testpay", "R-1") == []  # kept from before histories
+    upgraded.open_batch("B", items(1))
     assert upgraded.batch_entries("B")[0].refund is None
-    with pytest.raises(JournalError, match=r"schema version 3.*upgrade refundcore"):
-        _at_version_1(journal_class, backend.url)
+    # What v4 brings works on the upgraded rows: decisions, NOT_SENT, histories.
+    decided = upgraded.resolve(
+        "testpay", "R-1", state=JournalState.NOT_SENT, reason="bank statement", by="ops"
+    )
+    assert (decided.state, decided.decided_by) == (JournalState.NOT_SENT, "ops")
+    assert [event.kind.value for event in upgraded.history("testpay", "R-1")] == ["decision"]
+    with pytest.raises(JournalError, match=r"schema version 4.*upgrade refundcore"):
+        _at_version(journal_class, backend.url, version)
 
 
 def _journal_class(name: str) -> type[Journal]:
@@ -294,15 +320,15 @@ def _journal_class(name: str) -> type[Journal]:
     return PostgresJournal
 
 
-def _at_version_1(journal_class: type[Any], url: str) -> Journal:
-    """The journal as a refundcore that knows only schema v1 opens it."""
+def _at_version(journal_class: type[Any], url: str, version: int) -> Journal:
+    """The journal as a refundcore that knows only schema ``version`` opens it."""
 
-    class Version1(journal_class):  # type: ignore[misc,valid-type]
-        _migrations = journal_class._migrations[:1]
+    class Older(journal_class):  # type: ignore[misc,valid-type]
+        _migrations = journal_class._migrations[:version]
 
     if url.startswith("sqlite:///"):
-        return Version1(url[len("sqlite:///") :])  # type: ignore[no-any-return]
-    return Version1(url)  # type: ignore[no-any-return]
+        return Older(url[len("sqlite:///") :])  # type: ignore[no-any-return]
+    return Older(url)  # type: ignore[no-any-return]
 
 
 # -- two `refundcore batch` processes on one PostgreSQL journal ---------------------------
@@ -333,7 +359,7 @@ def test_two_batch_processes_on_one_postgres_journal_split_the_rows(
             subprocess.Popen(
                 [
                     sys.executable,
-                    *("-m", "refundcore.cli", "batch", str(batch)),
+                    *("-m", "refundcore", "batch", str(batch)),
                     *("--config", str(toml), "--journal", postgres_url),
                     *("--workers", "2", "--chunk", "2", "--report", str(report)),
                 ],

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refundcore.errors import JournalError
+from refundcore.errors import JournalError, ValidationError
 from refundcore.journal import (
+    Applied,
     Claim,
     ClaimVerdict,
+    EventKind,
     Journal,
     JournalEntry,
     JournalState,
@@ -37,7 +40,8 @@ from refundcore.journal import (
 
 MakeRefund = Callable[..., NewRefund]
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+#: A lease short enough to wait out: leases run on the journal's clock, not a test's.
+LEASE = 0.6
 NEW, TAKEOVER, BUSY, DONE = (
     ClaimVerdict.NEW,
     ClaimVerdict.TAKEOVER,
@@ -53,15 +57,13 @@ def _entry(claim: Claim) -> JournalEntry:
     return claim.entry
 
 
-def _claim_together(
-    journal: Journal, refunds: list[NewRefund], *, now: datetime | None = None
-) -> list[Claim]:
+def _claim_together(journal: Journal, refunds: list[NewRefund]) -> list[Claim]:
     """Claim each refund from its own thread, all released at the same moment."""
     barrier = threading.Barrier(len(refunds))
 
     def claim(index: int) -> Claim:
         barrier.wait()
-        return journal.claim(refunds[index], owner=f"thread-{index}", now=now)
+        return journal.claim(refunds[index], owner=f"thread-{index}")
 
     with ThreadPoolExecutor(len(refunds)) as pool:
         return list(pool.map(claim, range(len(refunds))))
@@ -80,35 +82,67 @@ def test_new_claim_records_the_refund_before_sending(
         reason="damaged", notify_url="https://shop.example/cb", original_amount=original_amount
     )
 
-    claim = journal.claim(new, owner="A", lease_seconds=30, now=T0)
+    before = journal.now()
+    claim = journal.claim(new, owner="A", lease_seconds=30)
+    after = journal.now()
 
     assert claim.outcome is NEW
     entry = _entry(claim)
     assert entry == journal.get("testpay", "R-1")
     assert attrs.asdict(new).items() <= attrs.asdict(entry).items()
-    assert (entry.state, entry.owner, entry.attempts) == (S.SUBMITTING, "A", 1)
-    assert entry.lease_until == T0 + timedelta(seconds=30)
-    assert entry.created_at == entry.updated_at == T0
+    assert (entry.state, entry.owner, entry.attempt, entry.decided_by) == (
+        S.SUBMITTING,
+        "A",
+        1,
+        None,
+    )
+    assert entry.created_at == entry.updated_at and before <= entry.created_at <= after
+    assert entry.lease_until == entry.created_at + timedelta(seconds=30)
     assert entry.created_at.tzinfo is not None and entry.created_at.utcoffset() == timedelta(0)
     assert (entry.provider_refund_id, entry.message, entry.raw) == (None, None, {})
 
 
-def test_abandon_frees_an_unsent_refund_id_only(backend: Any, make_refund: MakeRefund) -> None:
-    """A refund whose request never left may be forgotten by its own first attempt;
-    anything that may have been sent stays."""
+def test_abandon_gives_back_an_unsent_claim_only(backend: Any, make_refund: MakeRefund) -> None:
+    """A refund whose request never left is given back by its own attempt, if that
+    attempt began as a claim: forgotten if it is nothing but that claim, else marked
+    NOT_SENT; anything that may have been sent stays."""
     journal = backend.open()
     new = make_refund()
-    journal.claim(new, owner="A", lease_seconds=30, now=T0)
+    journal.claim(new, owner="A", lease_seconds=30)
     assert journal.abandon("testpay", "R-1", owner="B") is False
     assert journal.abandon("testpay", "R-1", owner="A") is True
     assert journal.get("testpay", "R-1") is None
-    assert journal.claim(new, owner="C", now=T0).outcome is NEW
+    assert journal.history("testpay", "R-1") == []
+    assert journal.claim(make_refund(amount="11.00"), owner="X").outcome is NEW, "free"
+    journal.abandon("testpay", "R-1", owner="X")
 
-    journal.record("testpay", "R-1", owner="C", state=S.UNKNOWN, now=T0)
-    taken = journal.claim(new, owner="D", now=T0)
+    journal.claim(new, owner="C")
+    journal.record("testpay", "R-1", owner="C", attempt=1, state=S.NOT_SENT, sent=False)
+    again = journal.claim(new, owner="D")
+    assert (again.outcome, _entry(again).attempt) == (NEW, 2)
+    assert journal.abandon("testpay", "R-1", owner="D") is True, "attempt 2 began as a claim"
+    unsent = journal.get("testpay", "R-1")
+    assert unsent is not None
+    assert (unsent.state, unsent.owner, unsent.lease_until) == (S.NOT_SENT, None, None)
+    assert journal.claim(make_refund(amount="11.00"), owner="X").outcome is CONFLICT
+
+    journal.claim(new, owner="E")
+    journal.record("testpay", "R-1", owner="E", attempt=3, state=S.UNKNOWN)
+    taken = journal.claim(new, owner="F")
     assert taken.outcome is TAKEOVER
-    assert journal.abandon("testpay", "R-1", owner="D") is False, "a taken-over row may be sent"
+    assert journal.abandon("testpay", "R-1", owner="F") is False, "a taken-over row may be sent"
     assert _entry(taken) == journal.get("testpay", "R-1")
+    kinds = [(e.kind.value, e.attempt) for e in journal.history("testpay", "R-1")]
+    assert kinds == [
+        ("claim", 1),
+        ("answer", 1),
+        ("claim", 2),
+        ("answer", 2),
+        ("claim", 3),
+        ("send", 3),
+        ("answer", 3),
+        ("takeover", 4),
+    ]
 
 
 def test_final_result_is_returned_to_a_repeated_claim(
@@ -121,6 +155,7 @@ def test_final_result_is_returned_to_a_repeated_claim(
         "testpay",
         "R-1",
         owner="A",
+        attempt=1,
         state=S.SUCCEEDED,
         provider_refund_id="GW-9",
         message="Refunded",
@@ -138,7 +173,7 @@ def test_final_result_is_returned_to_a_repeated_claim(
         "Refunded",
     )
     assert (entry.http_status, entry.raw) == (200, {"status": "ok", "nested": {"ids": [1, 2]}})
-    assert (entry.owner, entry.lease_until, entry.attempts) == (None, None, 1)
+    assert (entry.owner, entry.lease_until, entry.attempt) == (None, None, 1)
 
 
 @pytest.mark.parametrize("state", [S.PENDING, S.FAILED])
@@ -147,7 +182,7 @@ def test_pending_and_failed_rows_are_done(
 ) -> None:
     journal = backend.open()
     journal.claim(make_refund(), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=state, error_code="E1")
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=state, error_code="E1")
 
     claim = journal.claim(make_refund(), owner="B")
 
@@ -178,10 +213,9 @@ def test_refund_ids_are_per_provider(backend: Any, make_refund: MakeRefund) -> N
 
 def test_live_lease_makes_every_other_claim_busy(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
-    first = _entry(journal.claim(make_refund(), owner="A", lease_seconds=60, now=T0))
+    first = _entry(journal.claim(make_refund(), owner="A", lease_seconds=60))
 
-    later = T0 + timedelta(seconds=59)
-    busy = [journal.claim(make_refund(), owner=owner, now=later) for owner in ("B", "A")]
+    busy = [journal.claim(make_refund(), owner=owner) for owner in ("B", "A")]
 
     assert [claim.outcome for claim in busy] == [BUSY, BUSY]
     assert all(claim.entry == first for claim in busy)
@@ -191,27 +225,40 @@ def test_expired_lease_is_taken_over_by_exactly_one_caller(
     backend: Any, make_refund: MakeRefund
 ) -> None:
     journal = backend.open()
-    journal.claim(make_refund(), owner="crashed", lease_seconds=60, now=T0)
+    crashed = _entry(journal.claim(make_refund(), owner="crashed", lease_seconds=LEASE))
+    assert journal.claim(make_refund(), owner="B").outcome is BUSY
+    time.sleep(LEASE)
 
-    after = T0 + timedelta(seconds=61)
-    claims = [journal.claim(make_refund(), owner=o, lease_seconds=30, now=after) for o in "BC"]
+    claims = [journal.claim(make_refund(), owner=o, lease_seconds=30) for o in "BC"]
 
     assert [claim.outcome for claim in claims] == [TAKEOVER, BUSY]
     taken = _entry(claims[0])
-    assert (taken.state, taken.owner, taken.attempts) == (S.SUBMITTING, "B", 2)
-    assert taken.lease_until == after + timedelta(seconds=30)
-    assert taken.updated_at == after and taken.created_at == T0
-    assert claims[1].entry == taken
+    assert (taken.state, taken.owner, taken.attempt) == (S.SUBMITTING, "B", 2)
+    assert taken.lease_until == taken.updated_at + timedelta(seconds=30)
+    assert crashed.lease_until is not None and taken.updated_at >= crashed.lease_until
+    assert taken.created_at == crashed.created_at
+    assert claims[1].entry == taken == journal.get("testpay", "R-1")
+    takeover = journal.history("testpay", "R-1")[-1]
+    assert (takeover.kind, takeover.attempt, takeover.actor) == (EventKind.TAKEOVER, 2, "B")
+    assert takeover.data["previous_owner"] == "crashed"
 
 
 def test_unknown_row_is_taken_over_once_then_settled(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
     journal.claim(make_refund(), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=S.UNKNOWN, message="read timeout")
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.UNKNOWN, message="read timeout")
 
     takeover = journal.claim(make_refund(), owner="B")
     again = journal.claim(make_refund(), owner="C")
-    journal.record("testpay", "R-1", owner="B", state=S.SUCCEEDED, provider_refund_id="GW-1")
+    journal.record(
+        "testpay",
+        "R-1",
+        owner="B",
+        attempt=2,
+        state=S.SUCCEEDED,
+        provider_refund_id="GW-1",
+        sent=False,
+    )
     done = journal.claim(make_refund(), owner="C")
 
     assert (takeover.outcome, _entry(takeover).state, _entry(takeover).owner) == (
@@ -219,7 +266,7 @@ def test_unknown_row_is_taken_over_once_then_settled(backend: Any, make_refund: 
         S.UNKNOWN,
         "B",
     )
-    assert _entry(takeover).attempts == 2
+    assert _entry(takeover).attempt == 2
     assert again.outcome is BUSY
     assert (done.outcome, _entry(done).state, _entry(done).message) == (DONE, S.SUCCEEDED, None)
 
@@ -240,12 +287,13 @@ def test_sixteen_threads_taking_over_one_stale_row_get_one_takeover(
     backend: Any, make_refund: MakeRefund
 ) -> None:
     journal = backend.open()
-    journal.claim(make_refund(), owner="crashed", now=T0)
+    journal.claim(make_refund(), owner="crashed", lease_seconds=LEASE)
+    time.sleep(LEASE)
 
-    claims = _claim_together(journal, [make_refund()] * 16, now=T0 + timedelta(minutes=5))
+    claims = _claim_together(journal, [make_refund()] * 16)
 
     assert Counter(claim.outcome for claim in claims) == {TAKEOVER: 1, BUSY: 15}
-    assert _entry(journal.claim(make_refund(), owner="late")).attempts == 2
+    assert _entry(journal.claim(make_refund(), owner="late")).attempt == 2
 
 
 _CHILD = """
@@ -301,6 +349,69 @@ def test_two_processes_claiming_the_same_refunds_get_one_new_each(
     assert len(backend.open().entries()) == 10
 
 
+_SKEWED_CHILD = """
+import datetime, json, sys, time
+
+# This process's clock runs SKEW seconds off: every Python clock it could read.
+url, skew, refunds = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+real_time, real_ns = time.time, time.time_ns
+time.time = lambda: real_time() + skew
+time.time_ns = lambda: real_ns() + int(skew * 1e9)
+
+
+class Skewed(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.datetime.fromtimestamp(time.time(), tz)
+
+    @classmethod
+    def utcnow(cls):
+        return cls.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+datetime.datetime = Skewed
+
+from refundcore.journal import NewRefund, open_journal
+
+with open_journal(url) as journal:
+    out = []
+    for refund in refunds:
+        claim = journal.claim(NewRefund(**refund), owner=f"skewed{skew:+g}", lease_seconds=60)
+        lease = claim.entry.lease_until.isoformat() if claim.entry.lease_until else None
+        out.append([claim.outcome.value, lease])
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("skew", [600.0, -600.0])
+def test_leases_follow_the_journals_clock_not_a_workers(
+    backend: Any, make_refund: MakeRefund, skew: float
+) -> None:
+    """A worker whose clock is ten minutes off neither takes over a live lease (+10 min)
+    nor sets a lease that is over before it begins or lasts ten minutes too long."""
+    journal = backend.open()
+    live = _entry(journal.claim(make_refund(), owner="A", lease_seconds=60))
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    refunds = [attrs.asdict(make_refund()), attrs.asdict(make_refund(refund_id="R-2"))]
+
+    child = subprocess.run(
+        [sys.executable, "-c", _SKEWED_CHILD, backend.url, str(skew), json.dumps(refunds)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+    assert child.returncode == 0, child.stderr
+    (busy, _), (new, lease) = json.loads(child.stdout)
+    assert (busy, new) == ("BUSY", "NEW")
+    assert _entry(journal.claim(make_refund(), owner="B")) == live
+    assert journal.claim(make_refund(refund_id="R-2"), owner="B").outcome is BUSY
+    expected = journal.now() + timedelta(seconds=60)
+    assert abs(datetime.fromisoformat(lease) - expected) < timedelta(seconds=10)
+
+
 # -- the per-payment limit ----------------------------------------------------------
 
 
@@ -346,7 +457,7 @@ def test_sent_or_possibly_sent_refunds_count_toward_the_limit(
     journal = backend.open()
     journal.claim(make_refund(amount="70.00", original_amount="100.00"), owner="A")
     if state is not None:
-        journal.record("testpay", "R-1", owner="A", state=state)
+        journal.record("testpay", "R-1", owner="A", attempt=1, state=state)
 
     claim = journal.claim(
         make_refund(refund_id="R-2", amount="40.00", original_amount="100.00"), owner="B"
@@ -360,7 +471,7 @@ def test_failed_refunds_do_not_count_toward_the_limit(
 ) -> None:
     journal = backend.open()
     journal.claim(make_refund(amount="70.00", original_amount="100.00"), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=S.FAILED)
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.FAILED)
 
     claim = journal.claim(
         make_refund(refund_id="R-2", amount="100.00", original_amount="100.00"), owner="B"
@@ -406,7 +517,7 @@ def test_a_void_without_amount_counts_as_the_whole_payment(
     )
     assert journal.claim(void, owner="A").outcome is OVER_LIMIT
 
-    journal.record("testpay", "R-1", owner="A", state=S.FAILED)
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.FAILED)
     assert journal.claim(void, owner="A").outcome is NEW
     refund = make_refund(refund_id="R-2", amount="0.01", original_amount="100.00")
     assert journal.claim(refund, owner="A").refunded == "100.00"
@@ -430,19 +541,17 @@ def test_concurrent_refunds_of_one_payment_never_exceed_it(
 # -- recording outcomes -------------------------------------------------------------
 
 
-def test_record_refuses_a_caller_without_the_live_lease(
+def test_record_refuses_another_owner_of_the_current_attempt(
     backend: Any, make_refund: MakeRefund
 ) -> None:
     journal = backend.open()
-    journal.claim(make_refund(), owner="A", now=T0)
+    journal.claim(make_refund(), owner="A")
 
-    with pytest.raises(JournalError, match=r"leased by another owner.*'B' may not record"):
-        journal.record("testpay", "R-1", owner="B", state=S.FAILED, now=T0)
-    assert _entry(journal.claim(make_refund(), owner="C", now=T0)).state is S.SUBMITTING
-
-    # Once the lease has expired (and nobody took over), a late owner may still report.
-    late = journal.record("testpay", "R-1", owner="B", state=S.FAILED, now=T0 + timedelta(hours=1))
-    assert late.state is S.FAILED
+    with pytest.raises(JournalError, match=r"attempt 1 .* belongs to 'A'; 'B' may not record"):
+        journal.record("testpay", "R-1", owner="B", attempt=1, state=S.FAILED)
+    with pytest.raises(JournalError, match=r"has had 1 attempt\(s\); 'A' reports attempt 2"):
+        journal.record("testpay", "R-1", owner="A", attempt=2, state=S.FAILED)
+    assert _entry(journal.claim(make_refund(), owner="C")).state is S.SUBMITTING
 
 
 @pytest.mark.parametrize("raw", [None, {"status": "ok", "amount": "1.00", "n": [1, 2]}])
@@ -450,26 +559,42 @@ def test_record_of_the_claimants_own_send_stores_and_returns_the_row(
     backend: Any, make_refund: MakeRefund, raw: dict[str, Any] | None
 ) -> None:
     journal = backend.open()
-    journal.claim(make_refund(), owner="A", now=T0)
+    claimed = _entry(journal.claim(make_refund(), owner="A"))
 
     entry = journal.record(
         "testpay",
         "R-1",
         owner="A",
+        attempt=1,
         state=S.SUCCEEDED,
         provider_refund_id="GW-1",
         message="done",
         error_code="E0",
         http_status=200,
         raw=raw,
-        now=T0 + timedelta(seconds=2),
     )
 
     assert entry == journal.get("testpay", "R-1")
     assert (entry.state, entry.provider_refund_id, entry.message) == (S.SUCCEEDED, "GW-1", "done")
     assert (entry.error_code, entry.http_status, entry.raw) == ("E0", 200, raw or {})
-    assert (entry.owner, entry.lease_until, entry.attempts) == (None, None, 1)
-    assert (entry.created_at, entry.updated_at) == (T0, T0 + timedelta(seconds=2))
+    assert (entry.owner, entry.lease_until, entry.attempt) == (None, None, 1)
+    assert entry.created_at == claimed.created_at <= entry.updated_at
+    claim, send, answer = journal.history("testpay", "R-1")
+    assert [(e.kind, e.attempt, e.state, e.actor) for e in (claim, send, answer)] == [
+        (EventKind.CLAIM, 1, S.SUBMITTING, "A"),
+        (EventKind.SEND, 1, None, "A"),
+        (EventKind.ANSWER, 1, S.SUCCEEDED, "A"),
+    ]
+    assert claim.at == claimed.created_at and answer.at == entry.updated_at
+    assert answer.data == {
+        "provider_refund_id": "GW-1",
+        "message": "done",
+        "error_code": "E0",
+        "http_status": 200,
+        **({"raw": raw} if raw else {}),
+    }
+    assert answer.detail == "answer: SUCCEEDED (E0), gateway id GW-1: done"
+    assert claim.detail == "claimed by A, lease 60 s"
 
 
 # One outcome at a time is how a client records what it has just sent.
@@ -479,57 +604,74 @@ def test_record_many_stores_each_outcome_as_record_would(
 ) -> None:
     journal = backend.open()
     outcomes = [
-        ResultRecord("testpay", "1", "A1", S.SUCCEEDED, "GW-1", "ok", None, 200, {"n": 1}),
-        ResultRecord("testpay", "2", "A2", "FAILED", None, "refused", "E7", 402),
-        ResultRecord("testpay", "3", "A3", S.UNKNOWN, message="read timeout"),
-        ResultRecord("testpay", "4", "A4", S.PENDING, "GW-4", raw={"queued": True}),
+        ResultRecord("testpay", "1", "A1", 1, S.SUCCEEDED, "GW-1", "ok", None, 200, {"n": 1}),
+        ResultRecord("testpay", "2", "A2", 1, "FAILED", None, "refused", "E7", 402),
+        ResultRecord("testpay", "3", "A3", 1, S.UNKNOWN, message="read timeout"),
+        ResultRecord("testpay", "4", "A4", 1, S.PENDING, "GW-4", raw={"queued": True}),
+        ResultRecord("testpay", "5", "A5", 1, S.NOT_SENT, message="refused locally", sent=False),
     ]
     for outcome in outcomes:
         for prefix in ("M-", "R-"):
             refund = make_refund(refund_id=prefix + outcome.refund_id)
-            journal.claim(refund, owner=outcome.owner, now=T0)
-    later = T0 + timedelta(seconds=3)
+            journal.claim(refund, owner=outcome.owner)
 
     many = [attrs.evolve(outcome, refund_id=f"M-{outcome.refund_id}") for outcome in outcomes]
     for part in [many] if together else [[outcome] for outcome in many]:
-        journal.record_many(part, now=later)
+        journal.record_many(part)
     for outcome in outcomes:
         fields = attrs.asdict(outcome, recurse=False)
-        journal.record(**{**fields, "refund_id": f"R-{outcome.refund_id}"}, now=later)
+        journal.record(**{**fields, "refund_id": f"R-{outcome.refund_id}"})
 
     rows = {entry.refund_id: entry for entry in journal.entries()}
     for outcome in outcomes:
-        many, one = rows[f"M-{outcome.refund_id}"], rows[f"R-{outcome.refund_id}"]
-        assert attrs.evolve(many, refund_id=one.refund_id) == one
-        assert many.state is outcome.state and many.updated_at == later
+        many_row, one = rows[f"M-{outcome.refund_id}"], rows[f"R-{outcome.refund_id}"]
+        stamps = {"created_at": one.created_at, "updated_at": one.updated_at}
+        assert attrs.evolve(many_row, refund_id=one.refund_id, **stamps) == one
+        assert many_row.state is outcome.state
+        history = [
+            [
+                (e.kind, e.state, e.data)
+                for e in journal.history("testpay", prefix + outcome.refund_id)[1:]
+            ]
+            for prefix in ("M-", "R-")
+        ]
+        assert history[0] == history[1]
+        assert [kind for kind, _, _ in history[0]] == (
+            [EventKind.SEND, EventKind.ANSWER] if outcome.sent else [EventKind.ANSWER]
+        )
 
 
 def test_record_many_leaves_rows_it_does_not_own_to_records_rules(
     backend: Any, make_refund: MakeRefund
 ) -> None:
-    """A callback that came first, an owner whose lease was taken over, a row that is
-    not there: each is decided as :meth:`record` decides it, the rest still stored."""
+    """A callback that came first, an owner whose lease was taken over: each is decided
+    as :meth:`record` decides it, the rest still stored; a row that is not there stores
+    nothing."""
     journal = backend.open()
     for n in (1, 2, 3):
-        journal.claim(make_refund(refund_id=f"R-{n}"), owner="A", now=T0)
-    journal.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1", now=T0)
-    taken = T0 + timedelta(hours=1)
-    assert journal.claim(make_refund(refund_id="R-2"), owner="B", now=taken).outcome is TAKEOVER
+        journal.claim(make_refund(refund_id=f"R-{n}"), owner="A", lease_seconds=LEASE)
+    journal.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1")
+    time.sleep(LEASE)
+    assert journal.claim(make_refund(refund_id="R-2"), owner="B").outcome is TAKEOVER
 
     journal.record_many(
         [
-            ResultRecord("testpay", "R-1", "A", S.FAILED, message="late"),
-            ResultRecord("testpay", "R-3", "A", S.SUCCEEDED, "GW-3"),
-        ],
-        now=taken,
+            ResultRecord("testpay", "R-1", "A", 1, S.FAILED, message="late"),
+            ResultRecord("testpay", "R-2", "A", 1, S.UNKNOWN),
+            ResultRecord("testpay", "R-3", "A", 1, S.SUCCEEDED, "GW-3"),
+        ]
     )
-    with pytest.raises(JournalError, match=r"leased by another owner.*'A' may not record"):
-        journal.record_many([ResultRecord("testpay", "R-2", "A", S.FAILED)], now=taken)
     with pytest.raises(JournalError, match="has no refund 'R-404'"):
-        journal.record_many([ResultRecord("testpay", "R-404", "A", S.FAILED)], now=taken)
+        journal.record_many(
+            [
+                ResultRecord("testpay", "R-2", "B", 2, S.SUCCEEDED),
+                ResultRecord("testpay", "R-404", "A", 1, S.FAILED),
+            ]
+        )
 
     states = {entry.refund_id: entry.state for entry in journal.entries()}
     assert states == {"R-1": S.SUCCEEDED, "R-2": S.SUBMITTING, "R-3": S.SUCCEEDED}
+    assert journal.history("testpay", "R-2")[-1].kind is EventKind.LATE_ANSWER
 
 
 def test_record_many_takes_outcomes_only(backend: Any, make_refund: MakeRefund) -> None:
@@ -538,8 +680,8 @@ def test_record_many_takes_outcomes_only(backend: Any, make_refund: MakeRefund) 
     with pytest.raises(ValueError, match="record takes"):
         journal.record_many(
             [
-                ResultRecord("testpay", "R-1", "A", S.SUCCEEDED),
-                ResultRecord("testpay", "R-1", "A", S.SUBMITTING),
+                ResultRecord("testpay", "R-1", "A", 1, S.SUCCEEDED),
+                ResultRecord("testpay", "R-1", "A", 1, S.SUBMITTING),
             ]
         )
     assert _entry(journal.claim(make_refund(), owner="B")).state is S.SUBMITTING
@@ -549,11 +691,21 @@ def test_record_many_takes_outcomes_only(backend: Any, make_refund: MakeRefund) 
 def test_record_never_changes_a_final_row(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
     journal.claim(make_refund(), owner="A")
-    final = journal.record("testpay", "R-1", owner="A", state=S.SUCCEEDED, message="ok")
+    final = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED, message="ok")
 
-    for state in (S.FAILED, S.PENDING, S.UNKNOWN, S.SUCCEEDED):
-        again = journal.record("testpay", "R-1", owner="Z", state=state, message="late")
+    for state in (S.PENDING, S.UNKNOWN, S.SUCCEEDED, S.NOT_SENT):
+        again = journal.record("testpay", "R-1", owner="Z", attempt=1, state=state, message="late")
         assert again == final
+    assert not [e for e in journal.history("testpay", "R-1") if e.kind is EventKind.CONTRADICTION]
+
+    contradicted = journal.record("testpay", "R-1", owner="Z", attempt=1, state=S.FAILED)
+    assert contradicted == final
+    last = journal.history("testpay", "R-1")[-1]
+    assert (last.kind, last.state, last.data["held"]) == (
+        EventKind.CONTRADICTION,
+        S.FAILED,
+        "SUCCEEDED",
+    )
 
 
 def test_record_keeps_pending_when_a_reconcile_learns_nothing(
@@ -561,10 +713,14 @@ def test_record_keeps_pending_when_a_reconcile_learns_nothing(
 ) -> None:
     journal = backend.open()
     journal.claim(make_refund(), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=S.PENDING, provider_refund_id="GW-1")
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.PENDING, provider_refund_id="GW-1"
+    )
     journal.claim(make_refund(), owner="A")  # DONE: PENDING is not re-sent
 
-    entry = journal.record("testpay", "R-1", owner="B", state=S.UNKNOWN, message="HTTP 503")
+    entry = journal.record(
+        "testpay", "R-1", owner="B", attempt=1, state=S.UNKNOWN, message="HTTP 503"
+    )
 
     assert (entry.state, entry.provider_refund_id, entry.message) == (S.PENDING, "GW-1", None)
 
@@ -572,10 +728,141 @@ def test_record_keeps_pending_when_a_reconcile_learns_nothing(
 def test_record_needs_an_existing_row_and_an_outcome(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
     with pytest.raises(JournalError, match="has no refund 'R-404'"):
-        journal.record("testpay", "R-404", owner="A", state=S.FAILED)
+        journal.record("testpay", "R-404", owner="A", attempt=1, state=S.FAILED)
     journal.claim(make_refund(), owner="A")
     with pytest.raises(ValueError, match="record takes"):
-        journal.record("testpay", "R-1", owner="A", state=S.SUBMITTING)
+        journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUBMITTING)
+
+
+# -- fencing: the attempt number ------------------------------------------------------
+
+
+@pytest.fixture
+def taken_over(backend: Any, make_refund: MakeRefund) -> Journal:
+    """A journal holding R-1: A's attempt 1 ran out of lease and B took it over."""
+    journal: Journal = backend.open()
+    journal.claim(make_refund(), owner="A", lease_seconds=LEASE)
+    time.sleep(LEASE)
+    assert journal.claim(make_refund(), owner="B").outcome is TAKEOVER
+    return journal
+
+
+def test_the_original_senders_late_answer_never_overwrites_the_taker(
+    taken_over: Journal,
+) -> None:
+    journal = taken_over
+    mine = journal.record("testpay", "R-1", owner="B", attempt=2, state=S.UNKNOWN, sent=False)
+
+    late = journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.FAILED, error_code="E9", message="late"
+    )
+
+    # FAILED outranks UNKNOWN, so it is applied, as a callback would be; but it is kept
+    # as what it is: the answer to attempt 1.
+    assert (late.state, late.error_code, late.attempt) == (S.FAILED, "E9", 2)
+    assert mine.state is S.UNKNOWN
+    events = journal.history("testpay", "R-1")
+    assert [(e.kind, e.attempt, e.actor) for e in events[-3:]] == [
+        (EventKind.ANSWER, 2, "B"),
+        (EventKind.SEND, 1, "A"),
+        (EventKind.LATE_ANSWER, 1, "A"),
+    ]
+    assert events[-1].data == {"error_code": "E9", "message": "late", "applied": True}
+
+
+def test_a_late_answer_is_kept_but_never_undoes_the_takers_outcome(taken_over: Journal) -> None:
+    journal = taken_over
+    settled = journal.record(
+        "testpay", "R-1", owner="B", attempt=2, state=S.SUCCEEDED, provider_refund_id="GW-1"
+    )
+    live = _entry(journal.claim(make_refund_like(settled), owner="C"))
+    assert live == settled
+
+    late = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED)
+    assert late == settled
+    event = journal.history("testpay", "R-1")[-1]
+    assert (event.kind, event.state, event.data) == (
+        EventKind.LATE_ANSWER,
+        S.SUCCEEDED,
+        {"applied": False},
+    )
+
+
+def test_a_late_answer_under_a_live_lease_leaves_the_lease_alone(taken_over: Journal) -> None:
+    journal = taken_over
+    before = journal.get("testpay", "R-1")
+    assert before is not None and before.owner == "B"
+
+    late = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.PENDING)
+
+    assert (late.state, late.owner, late.lease_until) == (S.PENDING, "B", before.lease_until)
+    final = journal.record("testpay", "R-1", owner="B", attempt=2, state=S.SUCCEEDED)
+    assert (final.state, final.owner) == (S.SUCCEEDED, None)
+
+
+def test_a_late_answer_after_not_sent_is_a_contradiction(
+    taken_over: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = taken_over
+    journal.record("testpay", "R-1", owner="B", attempt=2, state=S.NOT_SENT, sent=False)
+
+    late = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED)
+
+    # Money moved: the row says so, and the history says the conclusion was wrong.
+    assert late.state is S.SUCCEEDED
+    kinds = [e.kind for e in journal.history("testpay", "R-1")[-3:]]
+    assert kinds == [EventKind.SEND, EventKind.LATE_ANSWER, EventKind.CONTRADICTION]
+    assert "late_answer says SUCCEEDED, against NOT_SENT" in caplog.text
+
+
+def make_refund_like(entry: JournalEntry) -> NewRefund:
+    fields = attrs.fields_dict(NewRefund)
+    return NewRefund(**{name: getattr(entry, name) for name in fields})
+
+
+# -- NOT_SENT ----------------------------------------------------------------------
+
+
+def test_not_sent_counts_nothing_toward_the_limit_until_sent_again(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    first = make_refund(amount="70.00", original_amount="100.00")
+    journal.claim(first, owner="A")
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.NOT_SENT, sent=False)
+
+    other = make_refund(refund_id="R-2", amount="40.00", original_amount="100.00")
+    assert journal.claim(other, owner="B").outcome is NEW
+
+    again = journal.claim(first, owner="C")
+    assert (again.outcome, again.refunded) == (OVER_LIMIT, "40.00")
+    assert _entry(again).state is S.NOT_SENT
+    journal.record("testpay", "R-2", owner="B", attempt=1, state=S.FAILED)
+    resent = journal.claim(first, owner="C")
+    assert (resent.outcome, _entry(resent).attempt, _entry(resent).owner) == (NEW, 2, "C")
+
+
+def test_a_not_sent_row_claimed_again_is_fresh(backend: Any, make_refund: MakeRefund) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.NOT_SENT, message="x", sent=False
+    )
+
+    claim = journal.claim(make_refund(), owner="B", lease_seconds=30)
+
+    entry = _entry(claim)
+    assert claim.outcome is NEW
+    assert (entry.state, entry.attempt, entry.owner, entry.message) == (
+        S.SUBMITTING,
+        2,
+        "B",
+        None,
+    )
+    assert entry == journal.get("testpay", "R-1")
+    assert entry.lease_until == entry.updated_at + timedelta(seconds=30)
+    last = journal.history("testpay", "R-1")[-1]
+    assert (last.kind, last.attempt, last.actor) == (EventKind.CLAIM, 2, "B")
 
 
 # -- callbacks ------------------------------------------------------------------------
@@ -586,26 +873,47 @@ def pending(backend: Any, make_refund: MakeRefund) -> Journal:
     """A journal holding R-1, PENDING at the gateway as GW-1."""
     journal: Journal = backend.open()
     journal.claim(make_refund(), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=S.PENDING, provider_refund_id="GW-1")
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.PENDING, provider_refund_id="GW-1"
+    )
     return journal
 
 
+def _applied(applied: Applied | None) -> Applied:
+    assert applied is not None
+    return applied
+
+
 def test_callback_settles_a_pending_refund(pending: Journal) -> None:
-    entry = pending.apply_notification(
-        "testpay", state=S.SUCCEEDED, refund_id="R-1", raw={"event": "refund.succeeded"}
+    applied = _applied(
+        pending.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", raw={"event": "refund.succeeded"}
+        )
     )
-    assert entry is not None
+    entry = applied.entry
+    assert (applied.changed, applied.duplicate, applied.contradiction) == (True, False, False)
     assert (entry.state, entry.raw) == (S.SUCCEEDED, {"event": "refund.succeeded"})
     assert pending.get("testpay", "R-1") == entry
+    event = pending.history("testpay", "R-1")[-1]
+    assert (event.kind, event.state, event.detail) == (
+        EventKind.CALLBACK,
+        S.SUCCEEDED,
+        "callback said SUCCEEDED; applied",
+    )
+    assert event.data == {"raw": {"event": "refund.succeeded"}, "applied": True}
 
 
 def test_callback_finds_the_row_by_provider_refund_id(pending: Journal) -> None:
-    entry = pending.apply_notification("testpay", state=S.FAILED, provider_refund_id="GW-1")
-    assert entry is not None and (entry.refund_id, entry.state) == ("R-1", S.FAILED)
-    unknown_id = pending.apply_notification(
-        "testpay", state=S.FAILED, refund_id="R-404", provider_refund_id="GW-1"
+    entry = _applied(
+        pending.apply_notification("testpay", state=S.FAILED, provider_refund_id="GW-1")
+    ).entry
+    assert (entry.refund_id, entry.state) == ("R-1", S.FAILED)
+    unknown_id = _applied(
+        pending.apply_notification(
+            "testpay", state=S.FAILED, refund_id="R-404", provider_refund_id="GW-1"
+        )
     )
-    assert unknown_id == entry
+    assert unknown_id.entry == entry and unknown_id.duplicate
 
 
 def test_callback_for_no_known_refund_returns_none(pending: Journal) -> None:
@@ -614,54 +922,125 @@ def test_callback_for_no_known_refund_returns_none(pending: Journal) -> None:
     assert pending.apply_notification("testpay", state=S.SUCCEEDED) is None
 
 
-def test_repeated_callback_changes_nothing(pending: Journal) -> None:
-    first = pending.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1")
-    again = pending.apply_notification(
-        "testpay", state=S.SUCCEEDED, refund_id="R-1", raw={"delivery": 2}
+def test_repeated_callback_changes_nothing_and_says_it_is_a_duplicate(pending: Journal) -> None:
+    first = _applied(pending.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1"))
+    again = _applied(
+        pending.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", raw={"delivery": 2}
+        )
     )
-    assert again == first
+    assert again.entry == first.entry
+    assert (first.duplicate, again.duplicate, again.changed) == (False, True, False)
+    assert pending.history("testpay", "R-1")[-1].detail == "callback said SUCCEEDED; a duplicate"
 
 
 @pytest.mark.parametrize(
-    ("settled", "late"),
+    ("settled", "late", "contradiction"),
     [
-        (S.SUCCEEDED, S.PENDING),
-        (S.FAILED, S.SUCCEEDED),
-        (S.SUCCEEDED, S.FAILED),
-        (S.SUCCEEDED, S.UNKNOWN),
+        (S.SUCCEEDED, S.PENDING, False),
+        (S.FAILED, S.SUCCEEDED, True),
+        (S.SUCCEEDED, S.FAILED, True),
+        (S.SUCCEEDED, S.UNKNOWN, False),
     ],
 )
 def test_late_callback_never_overwrites_a_final_state(
-    pending: Journal, settled: JournalState, late: JournalState
+    pending: Journal, settled: JournalState, late: JournalState, contradiction: bool
 ) -> None:
-    final = pending.apply_notification("testpay", state=settled, refund_id="R-1")
-    after = pending.apply_notification("testpay", state=late, refund_id="R-1", raw={"x": 1})
-    assert after == final
-    assert after is not None and after.state is settled
+    final = _applied(pending.apply_notification("testpay", state=settled, refund_id="R-1"))
+    after = _applied(
+        pending.apply_notification("testpay", state=late, refund_id="R-1", raw={"x": 1})
+    )
+    assert after.entry == final.entry and after.entry.state is settled
+    assert (after.changed, after.contradiction) == (False, contradiction)
+    kinds = [e.kind for e in pending.history("testpay", "R-1")]
+    assert (kinds[-1] is EventKind.CONTRADICTION) is contradiction
+
+
+def test_a_callback_says_whether_it_changed_the_row(pending: Journal) -> None:
+    settles = _applied(pending.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1"))
+    repeat = _applied(pending.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1"))
+    late = _applied(pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1"))
+    assert [a.changed for a in (settles, repeat, late)] == [True, False, False]
+    assert [a.duplicate for a in (settles, repeat, late)] == [False, True, False]
+    # A row left as it was keeps its time of the change that made it so.
+    assert repeat.entry.updated_at == late.entry.updated_at == settles.entry.updated_at
+
+
+def test_a_callback_that_only_fills_the_provider_id_changes_the_row(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    pending = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.PENDING)
+    applied = _applied(
+        journal.apply_notification(
+            "testpay", state=S.PENDING, refund_id="R-1", provider_refund_id="GW-9"
+        )
+    )
+    assert applied.changed and applied.entry.provider_refund_id == "GW-9"
+    assert applied.entry.updated_at >= pending.updated_at
 
 
 def test_repeated_pending_callback_changes_nothing(pending: Journal) -> None:
     before = pending.get("testpay", "R-1")
-    assert pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1") == before
+    applied = _applied(pending.apply_notification("testpay", state=S.PENDING, refund_id="R-1"))
+    assert applied.entry == before and not applied.changed
+
+
+def test_backlog_counts_unsettled_refunds_per_provider_and_state(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal: Journal = backend.open()
+    assert journal.backlog() == []
+    plan = [
+        ("testpay", "R-1", S.UNKNOWN),
+        ("otherpay", "R-1", S.PENDING),
+        ("testpay", "R-2", S.UNKNOWN),
+        ("testpay", "R-3", S.PENDING),
+        ("otherpay", "R-2", S.SUBMITTING),
+        ("testpay", "R-4", S.SUCCEEDED),  # settled: not part of the backlog
+        ("testpay", "R-5", S.NOT_SENT),  # nothing left to settle either
+    ]
+    created = {}
+    for provider, refund_id, state in plan:
+        time.sleep(0.002)  # the journal's clock counts milliseconds on SQLite
+        claim = journal.claim(
+            make_refund(provider=provider, refund_id=refund_id, payment_key=refund_id),
+            owner="A",
+        )
+        created[provider, refund_id] = _entry(claim).created_at
+        if state is not S.SUBMITTING:
+            journal.record(provider, refund_id, owner="A", attempt=1, state=state, sent=False)
+    backlog = journal.backlog()
+    assert [(b.provider, b.state, b.count, b.oldest) for b in backlog] == [
+        ("otherpay", S.PENDING, 1, created["otherpay", "R-1"]),
+        ("otherpay", S.SUBMITTING, 1, created["otherpay", "R-2"]),
+        ("testpay", S.PENDING, 1, created["testpay", "R-3"]),
+        ("testpay", S.UNKNOWN, 2, created["testpay", "R-1"]),
+    ]
+    assert all(b.oldest.tzinfo is not None for b in backlog)
 
 
 def test_callback_can_arrive_before_the_reply(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
     journal.claim(make_refund(), owner="A")
 
-    early = journal.apply_notification(
-        "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-7"
+    early = _applied(
+        journal.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-7"
+        )
+    ).entry
+    reply = journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.PENDING, provider_refund_id="GW-7"
     )
-    reply = journal.record("testpay", "R-1", owner="A", state=S.PENDING, provider_refund_id="GW-7")
 
-    assert early is not None
     assert (early.state, early.provider_refund_id, early.owner, early.lease_until) == (
         S.SUCCEEDED,
         "GW-7",
         None,
         None,
     )
-    assert reply == early
+    assert attrs.evolve(reply, updated_at=early.updated_at) == early
 
 
 def test_pending_callback_on_a_submitting_row_keeps_the_senders_lease(
@@ -670,37 +1049,217 @@ def test_pending_callback_on_a_submitting_row_keeps_the_senders_lease(
     journal = backend.open()
     sent = _entry(journal.claim(make_refund(), owner="A"))
 
-    entry = journal.apply_notification(
-        "testpay", state=S.PENDING, refund_id="R-1", provider_refund_id="GW-1"
-    )
+    entry = _applied(
+        journal.apply_notification(
+            "testpay", state=S.PENDING, refund_id="R-1", provider_refund_id="GW-1"
+        )
+    ).entry
 
-    assert entry is not None
     assert (entry.state, entry.provider_refund_id) == (S.PENDING, "GW-1")
     assert (entry.owner, entry.lease_until) == (sent.owner, sent.lease_until)
-    final = journal.record("testpay", "R-1", owner="A", state=S.SUCCEEDED)
+    final = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED)
     assert (final.state, final.owner, final.provider_refund_id) == (S.SUCCEEDED, None, "GW-1")
 
 
 def test_callback_fills_a_missing_provider_refund_id(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
     journal.claim(make_refund(), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=S.SUCCEEDED)
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED)
 
-    entry = journal.apply_notification(
-        "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-3"
+    filled = _applied(
+        journal.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-3"
+        )
     )
-    overwrite = journal.apply_notification(
-        "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-other"
+    overwrite = _applied(
+        journal.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-other"
+        )
     )
 
-    assert entry is not None and (entry.state, entry.provider_refund_id) == (S.SUCCEEDED, "GW-3")
-    assert overwrite == entry
+    entry = filled.entry
+    assert filled.changed and (entry.state, entry.provider_refund_id) == (S.SUCCEEDED, "GW-3")
+    assert overwrite.entry == entry and not overwrite.changed
     assert journal.find_by_provider_refund_id("testpay", "GW-3") == entry
     assert journal.find_by_provider_refund_id("testpay", "GW-other") is None
 
 
+# -- queries -------------------------------------------------------------------------
+
+
+def test_a_query_is_kept_as_evidence_and_settles_only_when_trusted(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.UNKNOWN)
+
+    doubt = journal.record_query(
+        "testpay",
+        "R-1",
+        state=S.FAILED,
+        settles=False,
+        error_code="not_found",
+        message="no such refund",
+        actor="cron",
+        note="absence proves nothing here",
+    )
+    trusted = journal.record_query(
+        "testpay", "R-1", state=S.SUCCEEDED, settles=True, provider_refund_id="GW-2"
+    )
+
+    assert (doubt.changed, doubt.entry.state, doubt.contradiction) == (False, S.UNKNOWN, False)
+    assert (trusted.changed, trusted.entry.state) == (True, S.SUCCEEDED)
+    first, second = journal.history("testpay", "R-1")[-2:]
+    assert (first.kind, first.state, first.actor) == (EventKind.QUERY, S.FAILED, "cron")
+    assert first.detail == (
+        "query said FAILED (not_found): no such refund; kept as evidence only "
+        "(absence proves nothing here)"
+    )
+    assert first.data == {
+        "error_code": "not_found",
+        "message": "no such refund",
+        "applied": False,
+        "settles": False,
+        "note": "absence proves nothing here",
+    }
+    assert (second.kind, second.data["applied"]) == (EventKind.QUERY, True)
+    with pytest.raises(JournalError, match="has no refund 'R-404'"):
+        journal.record_query("testpay", "R-404", state=S.UNKNOWN, settles=False)
+
+
+# -- operators' decisions -------------------------------------------------------------
+
+
+@pytest.fixture
+def unknown(backend: Any, make_refund: MakeRefund) -> Journal:
+    """A journal holding R-1, UNKNOWN after its send."""
+    journal: Journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.UNKNOWN, message="timeout")
+    return journal
+
+
+@pytest.mark.parametrize("decided", [S.SUCCEEDED, S.FAILED, S.NOT_SENT])
+def test_a_decision_is_recorded_beside_the_evidence(
+    unknown: Journal, decided: JournalState
+) -> None:
+    entry = unknown.resolve(
+        "testpay", "R-1", state=decided, reason="checked the bank statement", by="alice"
+    )
+
+    assert (entry.state, entry.decided_by, entry.owner) == (decided, "alice", None)
+    assert entry.message == f"decided {decided.value} by alice: checked the bank statement"
+    assert unknown.get("testpay", "R-1") == entry
+    event = unknown.history("testpay", "R-1")[-1]
+    assert (event.kind, event.state, event.actor, event.attempt) == (
+        EventKind.DECISION,
+        decided,
+        "alice",
+        1,
+    )
+    assert event.data == {
+        "reason": "checked the bank statement",
+        "by": "alice",
+        "previous_state": "UNKNOWN",
+    }
+    assert event.at == entry.updated_at
+    json.dumps([e.as_dict() for e in unknown.history("testpay", "R-1")])
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"reason": ""}, "reason"),
+        ({"reason": "   "}, "reason"),
+        ({"by": ""}, "by"),
+        ({"by": None}, "by"),
+        ({"state": S.UNKNOWN}, "state"),
+        ({"state": S.PENDING}, "state"),
+        ({"state": "MAYBE"}, "state"),
+    ],
+)
+def test_a_decision_needs_a_reason_an_operator_and_a_settled_state(
+    unknown: Journal, changes: dict[str, Any], field: str
+) -> None:
+    decision: dict[str, Any] = {"state": S.FAILED, "reason": "why", "by": "alice", **changes}
+    with pytest.raises(ValidationError) as caught:
+        unknown.resolve("testpay", "R-1", **decision)
+    assert caught.value.field == field
+    assert _entry_state(unknown, "R-1") is S.UNKNOWN
+
+
+def test_a_decision_waits_for_a_live_sender_and_never_overrides_the_gateway(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    with pytest.raises(JournalError, match="has no refund 'R-1'"):
+        journal.resolve("testpay", "R-1", state=S.FAILED, reason="r", by="b")
+    journal.claim(make_refund(), owner="A")
+    with pytest.raises(JournalError, match="being sent or reconciled by A until"):
+        journal.resolve("testpay", "R-1", state=S.FAILED, reason="r", by="b")
+    journal.record("testpay", "R-1", owner="A", attempt=1, state=S.PENDING)
+    with pytest.raises(ValidationError, match="PENDING at the gateway, so it was sent"):
+        journal.resolve("testpay", "R-1", state=S.NOT_SENT, reason="r", by="b")
+    journal.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1")
+    with pytest.raises(ValidationError, match="SUCCEEDED by the gateway's own answer"):
+        journal.resolve("testpay", "R-1", state=S.FAILED, reason="r", by="b")
+
+
+def test_a_decision_may_be_corrected_by_another(unknown: Journal) -> None:
+    unknown.resolve("testpay", "R-1", state=S.FAILED, reason="looked absent", by="alice")
+    entry = unknown.resolve("testpay", "R-1", state=S.SUCCEEDED, reason="found it", by="bob")
+    assert (entry.state, entry.decided_by) == (S.SUCCEEDED, "bob")
+    decisions = [e for e in unknown.history("testpay", "R-1") if e.kind is EventKind.DECISION]
+    assert [(e.actor, e.data["previous_state"]) for e in decisions] == [
+        ("alice", "UNKNOWN"),
+        ("bob", "FAILED"),
+    ]
+
+
+@pytest.mark.parametrize("source", ["callback", "query", "late record"])
+def test_a_gateway_answer_against_a_decision_is_recorded_never_applied(
+    unknown: Journal, make_refund: MakeRefund, source: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = unknown
+    decided = journal.resolve("testpay", "R-1", state=S.FAILED, reason="not in report", by="ann")
+
+    if source == "callback":
+        applied = _applied(
+            journal.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1")
+        )
+        assert (applied.changed, applied.contradiction) == (False, True)
+        entry = applied.entry
+    elif source == "query":
+        applied = journal.record_query("testpay", "R-1", state=S.SUCCEEDED, settles=True)
+        assert (applied.changed, applied.contradiction) == (False, True)
+        entry = applied.entry
+    else:
+        entry = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED)
+
+    assert entry == decided == journal.get("testpay", "R-1")
+    contradiction = journal.history("testpay", "R-1")[-1]
+    assert (contradiction.kind, contradiction.state) == (EventKind.CONTRADICTION, S.SUCCEEDED)
+    assert contradiction.data["held"] == "FAILED"
+    assert "against ann's decision FAILED" in contradiction.detail
+    assert contradiction.detail in caplog.text
+    # An answer that agrees is kept, and is no contradiction.
+    journal.apply_notification("testpay", state=S.FAILED, refund_id="R-1")
+    assert journal.history("testpay", "R-1")[-1].kind is EventKind.CALLBACK
+
+
+def test_a_refund_decided_not_sent_can_be_sent_again(
+    unknown: Journal, make_refund: MakeRefund
+) -> None:
+    unknown.resolve("testpay", "R-1", state=S.NOT_SENT, reason="gateway support", by="ann")
+    claim = unknown.claim(make_refund(), owner="B")
+    assert (claim.outcome, _entry(claim).attempt, _entry(claim).decided_by) == (NEW, 2, None)
+
+
 _REPORTS = st.lists(
-    st.tuples(st.sampled_from(["callback", "record"]), st.sampled_from(list(JournalState))),
+    st.tuples(
+        st.sampled_from(["callback", "record", "query"]), st.sampled_from(list(JournalState))
+    ),
     max_size=6,
 )
 
@@ -717,13 +1276,22 @@ def test_reports_in_any_order_only_move_a_row_forward(
     journal = backend.open()
     refund_id = f"R-{len(journal.entries())}"
     journal.claim(make_refund(refund_id=refund_id), owner="A")
-    rank = {S.SUBMITTING: 0, S.UNKNOWN: 1, S.PENDING: 2, S.SUCCEEDED: 3, S.FAILED: 3}
+    rank = {
+        S.SUBMITTING: 0,
+        S.UNKNOWN: 1,
+        S.NOT_SENT: 1,
+        S.PENDING: 2,
+        S.SUCCEEDED: 3,
+        S.FAILED: 3,
+    }
     previous = S.SUBMITTING
     for kind, state in reports:
         if kind == "callback":
             journal.apply_notification("testpay", state=state, refund_id=refund_id)
+        elif kind == "query":
+            journal.record_query("testpay", refund_id, state=state, settles=True)
         elif state is not S.SUBMITTING:
-            journal.record("testpay", refund_id, owner="A", state=state)
+            journal.record("testpay", refund_id, owner="A", attempt=1, state=state)
         current = _entry_state(journal, refund_id)
         assert rank[current] >= rank[previous]
         assert current is previous or not previous.is_final
@@ -743,13 +1311,12 @@ def _entry_state(journal: Journal, refund_id: str) -> JournalState:
 def test_entries_lists_rows_in_creation_order(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
     states = {"R-a": S.SUCCEEDED, "R-b": S.PENDING, "R-c": None, "R-d": S.UNKNOWN, "R-e": S.FAILED}
-    for minute, (refund_id, state) in enumerate(states.items()):
-        journal.claim(
-            make_refund(refund_id=refund_id), owner="A", now=T0 + timedelta(minutes=minute)
-        )
+    journal.claim(make_refund(provider="otherpay"), owner="A")
+    for refund_id, state in states.items():
+        time.sleep(0.002)  # the journal's clock counts milliseconds on SQLite
+        journal.claim(make_refund(refund_id=refund_id), owner="A")
         if state is not None:
-            journal.record("testpay", refund_id, owner="A", state=state)
-    journal.claim(make_refund(provider="otherpay"), owner="A", now=T0 - timedelta(days=1))
+            journal.record("testpay", refund_id, owner="A", attempt=1, state=state)
 
     def ids(entries: list[JournalEntry]) -> list[str]:
         return [entry.refund_id for entry in entries]
@@ -766,20 +1333,24 @@ def test_raw_is_stored_as_json(backend: Any, make_refund: MakeRefund) -> None:
     journal.claim(make_refund(), owner="A")
     raw = {"amount": Decimal("10.00"), "list": [1, "two", None], "ok": True, "name": "日本"}
 
-    entry = journal.record("testpay", "R-1", owner="A", state=S.SUCCEEDED, raw=raw)
+    entry = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED, raw=raw)
 
     assert entry.raw == {"amount": "10.00", "list": [1, "two", None], "ok": True, "name": "日本"}
 
 
-def test_timestamps_are_utc(backend: Any, make_refund: MakeRefund) -> None:
+def test_timestamps_are_utc_from_the_journals_clock(backend: Any, make_refund: MakeRefund) -> None:
     journal = backend.open()
-    tokyo = T0.astimezone(timezone(timedelta(hours=9)))
+    mine = datetime.now(timezone.utc)
 
-    entry = _entry(journal.claim(make_refund(), owner="A", now=tokyo))
+    entry = _entry(journal.claim(make_refund(), owner="A"))
+    event = journal.history("testpay", "R-1")[0]
+    now = journal.now()
 
-    assert entry.created_at == T0 and entry.created_at.utcoffset() == timedelta(0)
-    with pytest.raises(ValueError, match="timezone-aware"):
-        journal.claim(make_refund(), owner="A", now=datetime(2030, 1, 1))
+    for stamp in (entry.created_at, event.at, now):
+        assert stamp.utcoffset() == timedelta(0)
+    assert event.at == entry.created_at <= now
+    # The journal's clock is this machine's here; it need not be anywhere else.
+    assert abs(entry.created_at - mine) < timedelta(seconds=5)
 
 
 # -- lifecycle and schema -----------------------------------------------------------
@@ -788,7 +1359,9 @@ def test_timestamps_are_utc(backend: Any, make_refund: MakeRefund) -> None:
 def test_journal_survives_reopening(backend: Any, make_refund: MakeRefund) -> None:
     with backend.open() as journal:
         journal.claim(make_refund(), owner="A")
-        journal.record("testpay", "R-1", owner="A", state=S.PENDING, provider_refund_id="GW-1")
+        journal.record(
+            "testpay", "R-1", owner="A", attempt=1, state=S.PENDING, provider_refund_id="GW-1"
+        )
 
     with backend.open() as reopened:
         claim = reopened.claim(make_refund(), owner="B")
@@ -807,7 +1380,7 @@ def test_closed_journal_refuses_use(backend: Any, make_refund: MakeRefund) -> No
 def test_schema_version_is_recorded(backend: Any) -> None:
     backend.open().close()
     backend.open().close()
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(3,)]
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(4,)]
 
 
 def test_newer_schema_is_refused(backend: Any, make_refund: MakeRefund) -> None:

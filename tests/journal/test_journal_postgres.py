@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -86,7 +87,7 @@ def test_password_never_shows(postgres_url: str, make_refund: MakeRefund) -> Non
         journal.claim(make_refund(), owner="A")
         shown = [journal.url, repr(journal), str(journal.entries())]
         with pytest.raises(JournalError) as caught:
-            journal.record("testpay", "R-404", owner="A", state=JournalState.FAILED)
+            journal.record("testpay", "R-404", owner="A", attempt=1, state=JournalState.FAILED)
     shown.append(str(caught.value))
     assert all(PASSWORD not in text for text in shown)
     assert journal.url == mask_dsn(url) and ":***@" in journal.url
@@ -125,7 +126,11 @@ def test_postgres_scheme_is_an_alias(postgres_url: str) -> None:
 def test_missing_psycopg_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
     monkeypatch.delitem(sys.modules, "refundcore.journal.postgres", raising=False)
-    with pytest.raises(ConfigError, match=r"pip install 'refundcore\[postgres\]'") as caught:
+    hint = (
+        "pip install 'psycopg[binary]>=3.1' "
+        "(in a clone of refundcore: pip install -e '.[postgres]')"
+    )
+    with pytest.raises(ConfigError, match=re.escape(hint)) as caught:
         open_journal(f"postgresql://u:{PASSWORD}@h/db")
     assert caught.value.field == "journal" and PASSWORD not in str(caught.value)
 
@@ -156,7 +161,9 @@ def test_amounts_are_numeric_and_raw_is_jsonb(postgres_url: str, make_refund: Ma
         journal.claim(
             make_refund(amount="1.250", currency="KWD", original_amount="3.000"), owner="A"
         )
-        journal.record("testpay", "R-1", owner="A", state=JournalState.FAILED, raw={"a": [1]})
+        journal.record(
+            "testpay", "R-1", owner="A", attempt=1, state=JournalState.FAILED, raw={"a": [1]}
+        )
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute(
             "SELECT pg_typeof(amount)::text, amount::text, original_amount::text, "

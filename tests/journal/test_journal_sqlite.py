@@ -54,6 +54,33 @@ def test_memory_journal_is_shared_by_threads(url: str, make_refund: MakeRefund) 
 
 
 @pytest.mark.parametrize(
+    ("given", "where"),
+    [
+        ("{tmp}/plain/journal.db", "plain/journal.db"),
+        ("./here/journal.db", "here/journal.db"),
+        ("../up/journal.db", "up/journal.db"),
+        ("~/home.db", "home/home.db"),
+    ],
+)
+def test_a_plain_path_is_a_sqlite_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_refund: MakeRefund,
+    given: str,
+    where: str,
+) -> None:
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with open_journal(given.format(tmp=tmp_path)) as journal:
+        journal.claim(make_refund(), owner="A")
+    file = (tmp_path / "cwd" / where) if given.startswith("./") else tmp_path / where
+    assert file.is_file()
+    with open_journal(f"sqlite:///{file}") as journal:
+        assert len(journal.entries()) == 1
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "sqlite://",
@@ -227,7 +254,9 @@ def test_lookups_by_the_providers_refund_id_use_its_partial_index(
 ) -> None:
     journal = SqliteJournal(tmp_path / "journal.db")
     journal.claim(make_refund(), owner="A")
-    journal.record("testpay", "R-1", owner="A", state=JournalState.PENDING, provider_refund_id="G")
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=JournalState.PENDING, provider_refund_id="G"
+    )
     with journal._transaction(write=False) as tx:
         plan = tx.all(
             "EXPLAIN QUERY PLAN SELECT refund_id FROM refundcore_journal "
@@ -244,9 +273,117 @@ def test_amounts_are_stored_as_exact_text(tmp_path: Path, make_refund: MakeRefun
     path = tmp_path / "journal.db"
     with open_journal(_url(path)) as journal:
         journal.claim(make_refund(amount="1500", currency="JPY", original_amount="3000"), owner="A")
-        journal.record("testpay", "R-1", owner="A", state=JournalState.SUCCEEDED)
+        journal.record("testpay", "R-1", owner="A", attempt=1, state=JournalState.SUCCEEDED)
     with closing(sqlite3.connect(path)) as conn:
         row = conn.execute(
             "SELECT amount, typeof(amount), original_amount FROM refundcore_journal"
         ).fetchone()
     assert row == ("1500", "text", "3000")
+
+
+# -- a journal that existed is never re-created ---------------------------------------
+
+
+def _a_journal(path: Path, make_refund: MakeRefund) -> None:
+    with open_journal(_url(path)) as journal:
+        journal.claim(make_refund(), owner="A")
+        journal.record("testpay", "R-1", owner="A", attempt=1, state=JournalState.SUCCEEDED)
+
+
+def test_only_a_path_where_nothing_exists_becomes_a_new_journal(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    path = tmp_path / "journal.db"
+    _a_journal(path, make_refund)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.db"]  # no leftovers
+    with open_journal(_url(path)) as journal:
+        assert [e.refund_id for e in journal.entries()] == ["R-1"]
+
+
+def test_an_empty_journal_file_is_refused_not_re_created(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    path = tmp_path / "journal.db"
+    _a_journal(path, make_refund)
+    path.write_bytes(b"")
+
+    with pytest.raises(JournalError) as caught:
+        open_journal(_url(path))
+
+    message = str(caught.value)
+    assert message.startswith(f"journal {_url(path)} is an empty file (0 bytes), not a journal")
+    assert "restore the journal from a backup" in message and str(path) in message
+    assert path.read_bytes() == b"", "the file is left as it was"
+
+
+@pytest.mark.parametrize("keep", [1, 60, 4096, "half"])
+def test_a_truncated_journal_file_is_refused(
+    tmp_path: Path, make_refund: MakeRefund, keep: int | str
+) -> None:
+    path = tmp_path / "journal.db"
+    _a_journal(path, make_refund)
+    data = path.read_bytes()
+    cut = data[: len(data) // 2] if keep == "half" else data[: int(keep)]
+    path.write_bytes(cut)
+
+    with pytest.raises(JournalError, match=r"is truncated: \d+ bytes") as caught:
+        open_journal(_url(path))
+    assert "restore the journal from a backup" in str(caught.value)
+    assert path.read_bytes() == cut
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_text("provider,payment_id,amount\n")
+    with pytest.raises(JournalError, match="is corrupted or not a SQLite database"):
+        open_journal(_url(path))
+    assert path.read_text() == "provider,payment_id,amount\n"
+
+
+@pytest.mark.parametrize("tables", [["orders", "customers"], []])
+def test_another_programs_sqlite_database_is_refused(tmp_path: Path, tables: list[str]) -> None:
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("PRAGMA user_version = 7")  # a database, even without tables
+        for table in tables:
+            conn.execute(f"CREATE TABLE {table} (id INTEGER)")
+
+    with pytest.raises(JournalError) as caught:
+        open_journal(_url(path))
+
+    found = "other tables (customers, orders)" if tables else "no tables"
+    assert str(caught.value).startswith(
+        f"journal {_url(path)} is a SQLite database with {found} and no refundcore journal"
+    )
+    with closing(sqlite3.connect(path)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert names == set(tables), "nothing was added to it"
+
+
+def test_a_journal_of_a_newer_schema_is_refused(tmp_path: Path, make_refund: MakeRefund) -> None:
+    path = tmp_path / "journal.db"
+    _a_journal(path, make_refund)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE refundcore_schema SET version = 99")
+    with pytest.raises(JournalError, match=r"schema version 99, newer than .*upgrade refundcore"):
+        open_journal(_url(path))
+
+
+def test_processes_creating_one_journal_at_once_share_it(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "journal.db"
+    code = (
+        "import sys; from refundcore.journal import open_journal; "
+        "open_journal(sys.argv[1]).close(); print('ok')"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, _url(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [child.communicate(timeout=60) for child in children]
+    assert [out.strip() for out, _ in results] == ["ok"] * 4, results
+    assert sorted(p.name for p in path.parent.iterdir()) == ["journal.db"]

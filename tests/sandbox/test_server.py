@@ -332,6 +332,21 @@ def test_fault_matching_and_replacement(server: SandboxServer) -> None:
     assert status("/b") == 200
 
 
+def test_fault_patterns(server: SandboxServer) -> None:
+    server.inject("*", Fault(status=418))
+    server.inject("/api/*/refund", Fault(status=503, times=2))
+    server.inject("/api/7/refund", Fault(status=409))
+
+    def status(target: str) -> int:
+        return requests.post(server.base_url + target, timeout=2).status_code
+
+    assert status("/api/7/refund") == 409, "a path's own fault wins over a pattern's"
+    assert status("/api/8/refund?x=1") == 503
+    assert status("/api/8/status") == 418, "a pattern matches the whole path"
+    assert status("/api/1/2/refund") == 503, "* matches / too"
+    assert status("/api/9/refund") == 418, "times counts the pattern's uses"
+
+
 def test_fault_validation() -> None:
     with pytest.raises(ValueError):
         Fault(times=0)
@@ -405,6 +420,12 @@ def test_restart_serves_again_and_port_can_be_reused(app: EchoApp) -> None:
         assert requests.get(again.base_url + "/", timeout=2).status_code == 200
 
 
+def test_a_port_in_use_is_an_os_error(server: SandboxServer, app: EchoApp) -> None:
+    port = int(server.base_url.rsplit(":", 1)[1])
+    with pytest.raises(OSError, match="in use"):
+        SandboxServer(app, port=port).start()
+
+
 def test_no_request_logging_on_stderr(
     server: SandboxServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -432,7 +453,7 @@ def test_app_headers_cannot_break_framing(caplog: pytest.LogCaptureFixture) -> N
                 assert response.headers["X-App"] == "1"
                 assert "Connection" not in response.headers
         assert srv.connections_accepted == 1
-    assert "something odd" in caplog.text
+    assert [r.errors for r in caplog.records] == ["something odd"] * 2  # type: ignore[attr-defined]
 
 
 def test_app_errors_after_start_response_and_protocol_misuse_give_500() -> None:

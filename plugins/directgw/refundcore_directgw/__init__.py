@@ -35,6 +35,8 @@ from refundcore import (
     ConfigError,
     HttpRequest,
     HttpResponse,
+    Lookup,
+    LookupKey,
     NotARefund,
     ProviderConfig,
     ProviderInfo,
@@ -674,6 +676,14 @@ def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> N
                 # protects against a resend, and it answers a resend with a decline.
                 idempotent_refund_id=False,
                 callback_timestamps=False,
+                # BBMSL never sees the refund id: a query reports the order, and an
+                # order standing unrefunded is read from an assumed status mapping.
+                lookup=Lookup(
+                    by=LookupKey.PAYMENT,
+                    absence_authoritative=False,
+                    settle_delay=60.0,
+                    not_found_codes={"not_refunded"},
+                ),
                 notify_url=False,
                 notify_url_setting=NOTIFY_URL_SETTING,
             ),

@@ -22,7 +22,7 @@ BBMSL publishes no list of ``responseCode`` values; the decline codes below are 
 emulator's own (the plugin treats every code but ``0000`` alike).
 
 The notify URL is the order's (set when the payment was created), else the one the
-merchant set at the gateway (``merchant_notify_url``, which :class:`SandboxRun` sets):
+merchant set at the gateway (``notify_url``, which :class:`SandboxRun` sets):
 a BBMSL refund request carries none. The merchant's own refund id, which BBMSL never
 sees, reaches the emulator through :class:`SandboxBridge`, an app plugin for the
 sandbox's client.
@@ -62,8 +62,8 @@ from refundcore.sandbox import (
     LedgerRefund,
     RefundDecision,
     Reply,
+    utcnow,
 )
-from refundcore.sandbox.emulator import utcnow
 
 from . import (
     CHECKOUTS,
@@ -120,6 +120,17 @@ class _Ledger(Ledger):
         with self._lock:
             self._aliases[refund_id] = key
 
+    def dump(self) -> dict[str, Any]:
+        """The ledger's dump, with the linked refund ids."""
+        with self._lock:
+            return {**super().dump(), "aliases": dict(self._aliases)}
+
+    def load(self, data: Any) -> None:
+        """Carry on from :meth:`dump`'s data."""
+        super().load(data)
+        with self._lock:
+            self._aliases = dict(data.get("aliases", {}))
+
     def find_refund(
         self, refund_id: str | None = None, provider_refund_id: str | None = None
     ) -> LedgerRefund | None:
@@ -148,6 +159,8 @@ class DirectgwEmulator(Emulator):
     provider_id = PROVIDER_ID
     # Ledger ids become order and transaction ids: JSON numbers, so no leading zero.
     id_prefix = "1"
+    refund_paths = tuple(paths["refund"] for paths in PATHS.values())
+    refund_statuses = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
     def __init__(
         self,
@@ -349,7 +362,8 @@ class DirectgwEmulator(Emulator):
             money = Money(amount, payment.amount.currency)
         except ValidationError:
             return self._decline("1003")
-        if payment.refund_outcome is RefundStatus.FAILED:
+        outcome = self.ledger.take_outcome(payment)
+        if outcome is RefundStatus.FAILED:
             declined = self._transaction_json(self.ledger.next_id(), "REFUND", money, "DECLINED")
             return self._decline("2007", payment, transaction=declined)
         with self._lock:
@@ -362,9 +376,10 @@ class DirectgwEmulator(Emulator):
                 refund_id=key,
                 amount=money,
                 fingerprint=hashlib.sha256(json_text(dict(params)).encode()).hexdigest(),
-                notify_url=payment.extra.get("notify_url") or self.merchant_notify_url,
+                notify_url=payment.extra.get("notify_url") or self.notify_url,
                 once=True,
                 now=self.clock(),
+                status=outcome,
             )
             if decision is not RefundDecision.ACCEPTED or record is None:
                 return self._decline("2002", payment)

@@ -535,8 +535,8 @@ def test_other_bad_input_is_refused_before_sending(run: SandboxRun) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"payment": PaymentRef(merchant_reference="x" * 65)}, "payment.merchant_reference"),
         ({"payment": PaymentRef(transaction_id="9001")}, "payment"),
-        ({"amount": Money("100", "JPY")}, "amount"),
-        ({"amount": Money("1.00", "EUR")}, "amount"),
+        ({"amount": Money("100", "JPY")}, "currency"),
+        ({"amount": Money("1.00", "EUR")}, "currency"),
     ]
     for change, field in cases:
         kwargs: dict[str, Any] = {"payment": PaymentRef(payment_id="1"), "amount": hkd("1.00")}

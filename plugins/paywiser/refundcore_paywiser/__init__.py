@@ -43,6 +43,8 @@ from refundcore import (
     ConfigError,
     HttpRequest,
     HttpResponse,
+    Lookup,
+    LookupKey,
     NotARefund,
     ProviderConfig,
     ProviderInfo,
@@ -713,6 +715,13 @@ def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> N
                 callbacks=True,
                 idempotent_refund_id=False,
                 callback_timestamps=False,
+                # A query sees only the payment's latest transaction, by the refund's
+                # txid once a reply or postback gave it: absence proves nothing.
+                lookup=Lookup(
+                    by=LookupKey.PROVIDER_REFUND_ID,
+                    absence_authoritative=False,
+                    settle_delay=60.0,
+                ),
             ),
             # No sandbox host: the core then asks for base_url when environment = "sandbox".
             environments={"production": PRODUCTION_URL},

@@ -20,7 +20,8 @@ What it does, as the gateway would:
   (``tx_action=PAYMENT``, :meth:`PaywiserEmulator.signed_payment_callback`) is one a
   receiver must acknowledge and not take for a refund.
 
-The client config points its default ``postback_url`` at the emulator's own sink,
+The client config points its default ``postback_url`` at the merchant's
+``notify_url`` when the emulator has one, else at the emulator's own sink,
 ``/sandbox/postbacks``, which records what it receives and answers ``OK``.
 """
 
@@ -142,6 +143,7 @@ class PaywiserEmulator(Emulator):
     provider_id = "paywiser"
     id_prefix = "7"
     currency = "USD"
+    refund_paths = (API_PREFIX + "/*/refund",)
 
     def __init__(
         self,
@@ -186,12 +188,13 @@ class PaywiserEmulator(Emulator):
         return str(self.credentials.get("timestamp_format", DEFAULT_TIMESTAMP_FORMAT))
 
     def client_config(self, base_url: str) -> dict[str, Any]:
-        """The merchant config for this site; default postbacks go to the emulator's sink."""
+        """The merchant config for this site; default postbacks go to :attr:`notify_url`,
+        else to the emulator's sink."""
         config = {
             "base_url": base_url,
             "sid": self.sid,
             "rcode": self.rcode,
-            "postback_url": base_url.rstrip("/") + SINK_PATH,
+            "postback_url": self.notify_url or base_url.rstrip("/") + SINK_PATH,
         }
         if "timestamp_format" in self.credentials:
             config["timestamp_format"] = self.timestamp_format

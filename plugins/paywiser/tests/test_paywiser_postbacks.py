@@ -27,6 +27,7 @@ from refundcore import (
     RefundStatus,
     SignatureError,
 )
+from refundcore.logs import record_fields
 from refundcore.models import Refund
 from refundcore.sandbox import RecordedRequest, SandboxRun
 
@@ -524,6 +525,10 @@ def test_no_credential_or_hash_in_logs_reprs_or_raw(
     # refundcore.sandbox is the emulated gateway's own access log: the gateway side.
     merchant_side = [r for r in caplog.records if not r.name.startswith("refundcore.sandbox")]
     texts = [record.getMessage() for record in merchant_side]
+    texts += [
+        json.dumps(record_fields(record), default=str, ensure_ascii=False)
+        for record in merchant_side
+    ]
     texts += [repr(x) for x in (result, queried, note, run.client.config_for("paywiser"))]
     texts += [json.dumps(dict(x.raw)) for x in (result, queried, note)]
     for secret in (rcode, request_hash, standing):

@@ -33,6 +33,8 @@ from refundcore import (
     Capabilities,
     HttpRequest,
     HttpResponse,
+    Lookup,
+    LookupKey,
     NotARefund,
     ProviderConfig,
     ProviderInfo,
@@ -348,6 +350,15 @@ def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> N
                 # after UNKNOWN, query before resending. See the README.
                 idempotent_refund_id=False,
                 callback_timestamps=False,
+                # A query finds a refund by its transIndexCode (= refund_id), and "no
+                # transaction" (data null) means the gateway never took one under it;
+                # a minute allows for a refund that arrived just before the query.
+                lookup=Lookup(
+                    by=LookupKey.REFUND_ID,
+                    absence_authoritative=True,
+                    settle_delay=60.0,
+                    not_found_codes={"not_found"},
+                ),
             ),
             environments={
                 "sandbox": "https://uat.paywizard.biz",

@@ -26,6 +26,7 @@ import re
 import secrets
 import string
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from refundcore.crypto import constant_time_equals
@@ -80,6 +81,7 @@ class PaywizardEmulator(Emulator):
     id_prefix = "917121926164"
     mid = "007889-3-006"
     paywizard_id = "10280000002"
+    refund_paths = (REFUND_PATH,)
 
     def __init__(self, credentials: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(credentials, **options)
@@ -87,6 +89,22 @@ class PaywizardEmulator(Emulator):
         # ledger's refunds and this emulator's voids.
         self._lock = threading.RLock()
         self._voids: dict[str, LedgerRefund] = {}
+
+    def export_state(self) -> dict[str, Any]:
+        """The ledger's dump, and the voids kept beside it."""
+        with self._lock:
+            voids = [record.to_json() for record in self._voids.values()]
+        return {**super().export_state(), "voids": voids}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Carry on from :meth:`export_state`'s data."""
+        super().restore_state(state)
+        try:
+            voids = [LedgerRefund.from_json(record) for record in state.get("voids", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not usable voids: {type(exc).__name__}: {exc}") from None
+        with self._lock:
+            self._voids = {record.refund_id: record for record in voids}
 
     @classmethod
     def make_credentials(cls) -> dict[str, Any]:

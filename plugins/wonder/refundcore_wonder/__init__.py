@@ -32,6 +32,8 @@ from refundcore import (
     ConfigError,
     HttpRequest,
     HttpResponse,
+    Lookup,
+    LookupKey,
     NotARefund,
     ProviderConfig,
     ProviderInfo,
@@ -420,6 +422,13 @@ def refundcore_register_providers(register: Any) -> None:
                 currencies=None,
                 idempotent_refund_id=False,
                 callback_timestamps=True,
+                # Found again only by the refund transaction's uuid, which a lost reply
+                # took with it; not finding it proves nothing (lookup_outcome).
+                lookup=Lookup(
+                    by=LookupKey.PROVIDER_REFUND_ID,
+                    absence_authoritative=False,
+                    settle_delay=60.0,
+                ),
             ),
             environments={
                 "sandbox": "https://gateway-stg.wonder.today",

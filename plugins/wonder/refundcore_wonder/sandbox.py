@@ -59,6 +59,8 @@ from . import (
     wonder_signature,
 )
 
+#: Sale uuids are derived from the payment key in this namespace.
+_SALE_NAMESPACE = uuid.UUID("5b0f2c1e-8d4a-4e6b-9a57-2f6d1c3e9b80")
 _NONCE = re.compile(r"[A-Za-z0-9]{16}\Z")
 _TIME = re.compile(r"[0-9]{14}\Z")
 _AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,2})?\Z")
@@ -110,6 +112,7 @@ class WonderEmulator(Emulator):
     page's shape, default) or ``"code"`` (the newer ``{code, message, data}``)."""
 
     provider_id = "wonder"
+    refund_paths = (REFUND_PATH,)
 
     def __init__(
         self,
@@ -154,7 +157,9 @@ class WonderEmulator(Emulator):
         return PaymentRef(
             payment_id=f"W{key:0>12}",
             merchant_reference=f"shop-order-{key}",
-            transaction_id=str(uuid.uuid4()),
+            # Derived from the key, so a new sandbox offers the same payments to an app
+            # (and to the examples in the docs) as the last one did.
+            transaction_id=str(uuid.uuid5(_SALE_NAMESPACE, key)),
         )
 
     def handle(self, request: Incoming) -> Reply:

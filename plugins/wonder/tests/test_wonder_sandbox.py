@@ -653,3 +653,14 @@ def test_amounts_in_two_decimals() -> None:
     assert wonder.wire_amount(Money("1.250", "BHD")) == "1.25"
     with pytest.raises(ValidationError):
         wonder.wire_amount(Money("1.251", "BHD"))
+
+
+def test_a_new_emulator_seeds_the_same_sales_as_the_last() -> None:
+    # The docs' examples and an app's fixtures name seeded payments by their ids.
+    def seeded() -> list[PaymentRef]:
+        with SandboxRun("wonder") as sandbox:
+            return [sandbox.emulator.seed_payment(hkd("100.00")) for _ in range(3)]
+
+    first, second = seeded(), seeded()
+    assert first == second
+    assert len({ref.transaction_id for ref in first}) == 3

@@ -1,0 +1,205 @@
+"""The telemetry plugin's cost: client CPU per refund with ``refundcore.telemetry`` on,
+against the same client without it.
+
+Two clients refund through one gateway process, with the same credentials and the
+same kind of journal: one bare, one with :class:`refundcore.telemetry.Telemetry`
+registered on the OpenTelemetry SDK. Every metric is aggregated; spans go to a
+``BatchSpanProcessor``, all of them (``sampled=1.0``) or, with a production-style
+sampler (``ParentBased(TraceIdRatioBased(sampled))``), that share of the traces. What
+the application does with the data afterwards (serialising, exporting) is its
+exporter's cost, not the plugin's: here the exporter drops the spans and the metrics
+are never collected. The sides take turns in rounds, as in
+:mod:`benchmarks.client_cpu`; a round's CPU time (``time.process_time()``: the batch
+processor's thread included) divided by its refunds is one sample, and the figure is
+the ratio of the medians.
+
+``python -m benchmarks.telemetry --breakdown`` splits the plugin's cost: it drives the
+hooks of one journalled refund in-process (no network, no client), with no SDK, the
+metrics SDK alone, the tracing SDK alone, both, and both with a tenth of the traces
+sampled, and prints the CPU per refund of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from refundcore import (
+    HttpResponse,
+    ProviderConfig,
+    ProviderInfo,
+    RefundClient,
+    RefundResult,
+    RefundStatus,
+)
+from refundcore.telemetry import Telemetry
+
+from .client_cpu import _refundcore, _round, refund_ids
+from .common import PROVIDERS, BenchmarkError, Figure, Gateway, loopback_only
+from .report import text_table
+
+TARGET = 1.15
+
+
+class _Dropped(SpanExporter):
+    """Takes every span and keeps none: exporting is the application's cost."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def measure(
+    provider: str,
+    *,
+    journal: bool = True,
+    sampled: float = 1.0,
+    rounds: int = 10,
+    per_round: int = 40,
+    warmup: int = 10,
+) -> Figure:
+    """One provider's per-refund CPU ratio, telemetry on / off."""
+    needed = 2 * (warmup + rounds * per_round)
+    with Gateway(provider, payments=needed) as gateway, tempfile.TemporaryDirectory() as tmp:
+
+        def client(name: str) -> RefundClient:
+            url = f"sqlite:///{Path(tmp) / name}.db" if journal else None
+            return RefundClient({provider: gateway.config}, journal=url)
+
+        bare, traced = client("bare"), client("traced")
+        tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampled)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_Dropped()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        traced.register_plugin(Telemetry(tracer_provider, meter_provider, journal=traced.journal))
+        on = _refundcore(traced, provider, gateway.currency)
+        off = _refundcore(bare, provider, gateway.currency)
+        payments = iter(gateway.payments)
+        ids = refund_ids()
+        try:
+            _round(on, payments, ids, warmup)
+            _round(off, payments, ids, warmup)
+            on_cpu: list[float] = []
+            off_cpu: list[float] = []
+            for index in range(rounds):
+                turns = [(on, on_cpu), (off, off_cpu)]
+                for refund, samples in turns if index % 2 == 0 else reversed(turns):
+                    samples.append(_round(refund, payments, ids, per_round))
+        except Exception as exc:
+            raise BenchmarkError(f"{provider}: {exc}\ngateway: {gateway.errors()}") from exc
+        finally:
+            bare.close()
+            traced.close()
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
+    journalled = " + SQLite journal" if journal else ""
+    share = "" if sampled == 1.0 else f", {sampled:.0%} of traces sampled"
+    return Figure(
+        name=f"client CPU per refund, telemetry on / off{journalled}{share}: {provider}",
+        ours=statistics.median(on_cpu) * 1e6,
+        baseline=statistics.median(off_cpu) * 1e6,
+        unit="µs CPU",
+        target=TARGET,
+        higher_is_better=False,
+        detail=(
+            f"{rounds} rounds x {per_round} refunds per side, medians; OpenTelemetry SDK, "
+            f"{sampled:.0%} of traces sampled (BatchSpanProcessor, exporter dropping "
+            "them), every metric aggregated"
+        ),
+    )
+
+
+def _drive(plugin: Telemetry, rounds: int) -> float:
+    """CPU seconds per refund of the plugin's hooks alone, called as pluggy calls them
+    for one journalled refund: claim, build, sign, send, parse, result, record."""
+    info = ProviderInfo(id="paywizard", name="PayWizard", config_class=ProviderConfig)
+    result = RefundResult(status=RefundStatus.SUCCEEDED, provider="paywizard", refund_id="r")
+    reply = HttpResponse(200)
+
+    def stage(wrapper: Any, outcome: object) -> None:
+        next(wrapper)
+        with contextlib.suppress(StopIteration):
+            wrapper.send(outcome)
+
+    def refund() -> None:
+        operation = plugin.refundcore_operation(info, "refund", "r")
+        next(operation)
+        stage(plugin.refundcore_journal(info, "claim"), None)
+        stage(plugin.refundcore_build_request(info), None)
+        stage(plugin.refundcore_sign_request(info), None)
+        stage(plugin.refundcore_send_request(info), reply)
+        stage(plugin.refundcore_parse_response(info), result)
+        plugin.refundcore_result(info, result)
+        stage(plugin.refundcore_journal(info, "record"), None)
+        with contextlib.suppress(StopIteration):
+            operation.send(result)
+
+    for _ in range(rounds // 10):
+        refund()
+    started = time.process_time()
+    for _ in range(rounds):
+        refund()
+    return (time.process_time() - started) / rounds
+
+
+def breakdown(rounds: int = 3000) -> dict[str, float]:
+    """µs of CPU per refund spent in the plugin, by what the SDK records."""
+    costs = {}
+    for label, traces, meters, sampled in (
+        ("no SDK (the API's no-ops)", False, False, 1.0),
+        ("metrics SDK", False, True, 1.0),
+        ("tracing SDK, every trace", True, False, 1.0),
+        ("both SDKs, every trace", True, True, 1.0),
+        ("both SDKs, 10% of traces", True, True, 0.1),
+    ):
+        tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampled)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_Dropped(), max_queue_size=1 << 20))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        plugin = Telemetry(tracer_provider if traces else None, meter_provider if meters else None)
+        costs[label] = _drive(plugin, rounds) * 1e6
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+    return costs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("providers", nargs="*", default=list(PROVIDERS))
+    parser.add_argument("--no-journal", action="store_true")
+    parser.add_argument("--sampled", type=float, default=1.0, help="share of traces sampled")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=40)
+    parser.add_argument("--breakdown", action="store_true", help="the plugin's cost alone")
+    args = parser.parse_args(argv)
+    if args.breakdown:
+        for label, micros in breakdown().items():
+            print(f"{label:28} {micros:6.1f} µs per refund")
+        return 0
+    loopback_only()
+    figures = [
+        measure(
+            provider,
+            journal=not args.no_journal,
+            sampled=args.sampled,
+            rounds=args.rounds,
+            per_round=args.per_round,
+        )
+        for provider in args.providers
+    ]
+    print(text_table(figures, {}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""What the gateway's answers prove about a refund whose outcome is not known.
+
+"The gateway does not know this refund *now*" proves nothing by itself. It proves
+that the refund never reached the gateway only when the provider declares its lookup
+authoritative (:class:`~refundcore.lookup.Lookup`) and the lookup was made after the
+last moment a request of an earlier attempt could still have been on its way (that
+attempt's lease) plus the provider's settle delay, all measured on the journal's
+clock. Anything less leaves the refund ``UNKNOWN``, with the answer kept as evidence.
+
+And a sender's lease must outlast its request: :func:`check_lease` refuses a lease no
+longer than the provider's connect and read timeouts plus :data:`LEASE_MARGIN`, before
+anything is sent, so no live sender's refund is ever taken over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+from .journal import EventKind, JournalEvent
+from .models import ProviderInfo, RefundResult, RefundStatus
+
+__all__ = ["LEASE_MARGIN", "Reading", "absence_counts_from", "check_lease", "read_answer"]
+
+#: Seconds a lease must outlast the provider's connect + read timeouts: the build and
+#: sign between the claim and the request. (A sender that records its outcome after
+#: its lease ran out loses nothing: its answer is kept, under its attempt.)
+LEASE_MARGIN = 0.5
+
+
+def check_lease(info: ProviderInfo, config: Any, lease_seconds: float) -> None:
+    """``ConfigError`` naming ``lease_seconds`` and the provider's timeouts when a
+    sender could still be waiting for its reply after its lease ran out."""
+    connect = getattr(config, "connect_timeout", None)
+    read = getattr(config, "read_timeout", None)
+    if not isinstance(connect, (int, float)) or not isinstance(read, (int, float)):
+        return
+    needed = connect + read + LEASE_MARGIN
+    if lease_seconds < needed:
+        raise ConfigError(
+            f"lease_seconds {lease_seconds:g} is not longer than {info.name}'s "
+            f"connect_timeout {connect:g} s + read_timeout {read:g} s + {LEASE_MARGIN:g} s: "
+            "a refund still being sent could be taken over; nothing was sent (give "
+            f"lease_seconds of at least {needed:g}, or shorter timeouts)",
+            field="lease_seconds",
+            provider=info.id,
+        )
+
+
+@attrs.frozen
+class Reading:
+    """What one query's answer proves. ``settles``: the answer is the refund's outcome
+    (PENDING, SUCCEEDED, or a FAILED that is a decline). ``absent``: the gateway says
+    it has no such refund; ``proven``: and that proves it never arrived. ``note`` says
+    why, for the history and the caller."""
+
+    settles: bool
+    absent: bool
+    proven: bool
+    note: str
+
+
+def absence_counts_from(
+    history: Sequence[JournalEvent], attempt: int, settle_delay: float
+) -> datetime | None:
+    """When a lookup's "not found" starts to count for a refund now under ``attempt``:
+    the settle delay after the last moment a request of an earlier attempt could still
+    have been on its way (a claim's lease, or a send). ``None`` when the history does
+    not tell (a refund recorded before histories were kept)."""
+    latest: datetime | None = None
+    for event in history:
+        if event.attempt >= attempt:
+            continue
+        if event.kind is EventKind.CLAIM:
+            lease = float(event.data.get("lease_seconds", 0.0))
+            moment = event.at + timedelta(seconds=lease)
+        elif event.kind is EventKind.SEND:
+            moment = event.at
+        else:
+            # A takeover only asks; a new attempt that sends begins with a claim.
+            continue
+        latest = moment if latest is None else max(latest, moment)
+    return None if latest is None else latest + timedelta(seconds=settle_delay)
+
+
+def read_answer(
+    info: ProviderInfo, answer: RefundResult, *, counts_from: datetime | None, asked_at: datetime
+) -> Reading:
+    """What ``answer`` (to a query asked at ``asked_at`` on the journal's clock) proves,
+    given the provider's declared lookup and when absence starts to count."""
+    lookup = info.capabilities.lookup
+    if answer.status is RefundStatus.UNKNOWN:
+        told = answer.error_code or "no usable answer"
+        return Reading(False, False, False, f"the query could not tell ({told})")
+    if answer.status is not RefundStatus.FAILED or answer.error_code not in lookup.not_found_codes:
+        return Reading(True, False, False, f"{info.name} answered {answer.status.value}")
+    if not lookup.absence_authoritative:
+        note = (
+            "the gateway does not show it, which proves nothing: its lookup "
+            f"(by {lookup.by.value}) is not declared authoritative"
+        )
+        return Reading(False, True, False, note)
+    if counts_from is None:
+        note = "no record of when it was last sent, so its absence proves nothing"
+        return Reading(False, True, False, note)
+    if asked_at < counts_from:
+        # Rounded up: "before 12:00:11" must not read as over at 12:00:10.5.
+        shown = counts_from.replace(microsecond=0) + timedelta(seconds=counts_from.microsecond > 0)
+        note = (
+            "the gateway does not show it yet, which proves nothing before "
+            f"{shown.isoformat()} (the last send's lease plus {lookup.settle_delay:g} s "
+            "to settle)"
+        )
+        return Reading(False, True, False, note)
+    note = (
+        f"the gateway has no such refund, asked {lookup.settle_delay:g} s or more after "
+        "the last request could have arrived: it never reached the gateway"
+    )
+    return Reading(False, True, True, note)

@@ -1,0 +1,316 @@
+"""refundcore.telemetry with the OpenTelemetry SDK's in-memory exporters: the spans,
+metrics and gauges an application sees for a refund, a replay, a reconcile and a
+duplicate callback; the HTTP span of an instrumented transport under the send span;
+nothing secret or about the payer in any span.
+
+Over real sockets against the testpay emulator, with a SQLite journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from refundcore import (
+    HttpResponse,
+    Money,
+    PaymentRef,
+    RefundClient,
+    RefundStatus,
+    SignatureError,
+    hookimpl,
+)
+from refundcore.sandbox import Fault, SandboxRun
+from refundcore.telemetry import Telemetry
+
+HKD = "HKD"
+
+
+class App:
+    """What an application wires up: the SDK with in-memory exporters, a client with a
+    journal, and refundcore's telemetry plugin on it."""
+
+    def __init__(self, run: SandboxRun) -> None:
+        self.run = run
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.metrics = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metrics])
+        run.client.register_plugin(
+            Telemetry(
+                tracer_provider=self.tracer_provider,
+                meter_provider=self.meter_provider,
+                journal=run.client.journal,
+            )
+        )
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def operations(self) -> list[ReadableSpan]:
+        return [span for span in self.finished() if span.parent is None]
+
+    def children(self, parent: ReadableSpan) -> list[str]:
+        assert parent.context is not None
+        return [
+            span.name
+            for span in self.finished()
+            if span.parent is not None and span.parent.span_id == parent.context.span_id
+        ]
+
+    def points(self, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+        """The metric's data points now: attributes → value (a histogram's count)."""
+        found: dict[tuple[tuple[str, Any], ...], Any] = {}
+        data = self.metrics.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name != name:
+                        continue
+                    for point in metric.data.data_points:
+                        key = tuple(sorted((point.attributes or {}).items()))
+                        found[key] = getattr(point, "value", None)
+                        if found[key] is None:
+                            found[key] = point.count  # type: ignore[union-attr]
+        return found
+
+
+@pytest.fixture
+def run(installed: Path, tmp_path: Path) -> Iterator[SandboxRun]:
+    client = RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
+    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+        yield run
+
+
+@pytest.fixture
+def app(run: SandboxRun) -> App:
+    return App(run)
+
+
+def seed(run: SandboxRun, **kw: Any) -> PaymentRef:
+    return run.emulator.seed_payment(Money("100.00", HKD), **kw)
+
+
+def refund(run: SandboxRun, payment: PaymentRef, refund_id: str) -> Any:
+    return run.client.refund(
+        "testpay", payment=payment, amount=Money("10", HKD), refund_id=refund_id
+    )
+
+
+def key(**attributes: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((f"refundcore.{k}", v) for k, v in attributes.items()))
+
+
+def test_a_refund_is_one_span_with_a_child_per_stage(app: App) -> None:
+    refund(app.run, seed(app.run), "r-1")
+    (operation,) = app.operations()
+    assert operation.name == "refundcore refund" and operation.kind is SpanKind.INTERNAL
+    assert dict(operation.attributes or {}) == {
+        "refundcore.provider": "testpay",
+        "refundcore.operation": "refund",
+        "refundcore.refund_id": "r-1",
+        "refundcore.attempt": 1,
+        "refundcore.status": "SUCCEEDED",
+        "refundcore.source": "sent",
+        "refundcore.replayed": False,
+    }
+    assert operation.status.status_code is StatusCode.UNSET
+    assert app.children(operation) == [
+        "refundcore journal claim",
+        "refundcore build",
+        "refundcore sign",
+        "refundcore send",
+        "refundcore parse",
+        "refundcore journal record",
+    ]
+    (send,) = [span for span in app.finished() if span.name == "refundcore send"]
+    assert (send.attributes or {})["http.response.status_code"] == 200
+    assert app.points("refundcore.results") == {
+        key(provider="testpay", operation="refund", status="SUCCEEDED", source="sent"): 1
+    }
+    stages = app.points("refundcore.stage.duration")
+    assert {dict(k)["refundcore.stage"] for k in stages} == {
+        "journal claim",
+        "build",
+        "sign",
+        "send",
+        "parse",
+        "journal record",
+    }
+    assert set(stages.values()) == {1}
+
+
+def test_a_replay_is_marked_and_sends_nothing(app: App) -> None:
+    payment = seed(app.run)
+    refund(app.run, payment, "r-1")
+    refund(app.run, payment, "r-1")
+    _, replay = app.operations()
+    assert (replay.attributes or {})["refundcore.replayed"] is True
+    assert (replay.attributes or {})["refundcore.source"] == "replayed"
+    assert app.children(replay) == ["refundcore journal claim"]
+    assert app.points("refundcore.results") == {
+        key(provider="testpay", operation="refund", status="SUCCEEDED", source="sent"): 1,
+        key(provider="testpay", operation="refund", status="SUCCEEDED", source="replayed"): 1,
+    }
+
+
+def test_a_reconcile_and_the_unsettled_gauges(app: App) -> None:
+    run = app.run
+    payment = seed(run)
+    run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    lost = refund(run, payment, "r-u")
+    refund(run, seed(run, refund_outcome=RefundStatus.PENDING), "r-p")
+    assert lost.status is RefundStatus.UNKNOWN
+    counts = app.points("refundcore.unsettled.count")
+    assert counts == {
+        (("refundcore.provider", "testpay"), ("refundcore.state", "UNKNOWN")): 1,
+        (("refundcore.provider", "testpay"), ("refundcore.state", "PENDING")): 1,
+    }
+    ages = app.points("refundcore.unsettled.oldest_age")
+    assert all(0 <= age < 60 for age in ages.values()) and len(ages) == 2
+
+    app.spans.clear()
+    settled = refund(run, payment, "r-u")
+    assert settled.status is RefundStatus.SUCCEEDED
+    (operation,) = app.operations()
+    attributes = dict(operation.attributes or {})
+    assert (attributes["refundcore.source"], attributes["refundcore.attempt"]) == ("reconciled", 2)
+    assert app.children(operation) == [
+        "refundcore journal claim",
+        "refundcore build",
+        "refundcore sign",
+        "refundcore send",
+        "refundcore parse",
+        "refundcore journal query",  # the query's answer kept as evidence
+        "refundcore journal record",
+    ]
+    run.emulator.ledger.settle("r-p", RefundStatus.SUCCEEDED)
+    assert [r.source.value for r in run.client.reconcile()] == ["reconciled"]
+    results = app.points("refundcore.results")
+    assert (
+        results[
+            key(provider="testpay", operation="refund", status="SUCCEEDED", source="reconciled")
+        ]
+        == 2
+    )
+    assert (
+        results[key(provider="testpay", operation="query", status="SUCCEEDED", source="sent")] == 2
+    )
+    # Nothing is left unsettled: the drained states report 0.
+    app.run.client.journal  # noqa: B018 - the gauges read it
+    assert set(app.points("refundcore.unsettled.count").values()) == {0}
+    assert set(app.points("refundcore.unsettled.oldest_age").values()) == {0.0}
+
+
+def test_callbacks_by_verdict_and_a_duplicate(app: App) -> None:
+    run = app.run
+    refund(run, seed(run, refund_outcome=RefundStatus.PENDING), "r-cb")
+    run.emulator.ledger.settle("r-cb", RefundStatus.SUCCEEDED)
+    final = run.emulator.signed_callback("r-cb", path="/testpay")
+    for _ in range(2):
+        response = requests.post(
+            run.notify_url, data=final.body, headers=dict(final.headers), timeout=5
+        )
+        assert response.status_code == 200
+    with pytest.raises(SignatureError):
+        run.client.verify_callback(
+            "testpay", method="POST", path="/testpay", headers={}, body=final.body
+        )
+    assert app.points("refundcore.callbacks") == {
+        (("refundcore.callback.verdict", "verified"), ("refundcore.provider", "testpay")): 1,
+        (("refundcore.callback.verdict", "duplicate"), ("refundcore.provider", "testpay")): 1,
+        (("refundcore.callback.verdict", "forged"), ("refundcore.provider", "testpay")): 1,
+    }
+    callbacks = [span for span in app.operations() if span.name == "refundcore callback"]
+    verified, duplicate, forged = (dict(span.attributes or {}) for span in callbacks)
+    assert (verified["refundcore.duplicate"], duplicate["refundcore.duplicate"]) == (False, True)
+    assert duplicate["refundcore.refund_id"] == "r-cb"
+    assert forged["error.type"] == "SignatureError"
+    assert callbacks[2].status.status_code is StatusCode.ERROR
+    assert app.children(callbacks[1]) == ["refundcore verify", "refundcore journal apply"]
+    assert app.children(callbacks[2]) == ["refundcore verify"]
+
+
+def test_the_send_span_is_the_parent_of_the_http_client_span(app: App) -> None:
+    class RequestsTransport:
+        """An app's own transport on requests, which it instruments."""
+
+        def __init__(self) -> None:
+            self.session = requests.Session()
+
+        @hookimpl
+        def refundcore_send_request(self, request: Any) -> HttpResponse:
+            reply = self.session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=5,
+            )
+            return HttpResponse(status=reply.status_code, body=reply.content)
+
+    transport = RequestsTransport()
+    app.run.client.register_plugin(transport)
+    instrumentor = RequestsInstrumentor()
+    instrumentor.instrument(tracer_provider=app.tracer_provider)
+    try:
+        result = refund(app.run, seed(app.run), "r-1")
+    finally:
+        instrumentor.uninstrument()
+        transport.session.close()
+    assert result.status is RefundStatus.SUCCEEDED
+    (send,) = [span for span in app.finished() if span.name == "refundcore send"]
+    (http,) = [span for span in app.finished() if span.kind is SpanKind.CLIENT]
+    assert send.context is not None and http.parent is not None
+    assert http.parent.span_id == send.context.span_id
+    assert http.context is not None and send.context.trace_id == http.context.trace_id
+
+
+def test_no_secret_or_payer_detail_in_any_span(app: App) -> None:
+    run = app.run
+    secret = run.emulator.credentials["secret"]
+    payment = seed(run, refund_outcome=RefundStatus.PENDING)
+    result = run.client.refund(
+        "testpay",
+        payment=payment,
+        amount=Money("12.34", HKD),
+        refund_id="r-1",
+        reason="customer Jane Doe",
+        notify_url=run.notify_url,
+    )
+    run.emulator.settle("r-1", RefundStatus.SUCCEEDED)  # and sends its callback
+    run.wait_for_notifications(1)
+    run.client.query("testpay", refund_id="r-1", payment=payment)
+    forbidden = [
+        secret,
+        payment.payment_id,
+        payment.merchant_reference,
+        "12.34",
+        "Jane Doe",
+        result.provider_refund_id,
+    ]
+    spans = app.finished()
+    assert {span.name for span in spans} >= {"refundcore refund", "refundcore callback"}
+    for span in spans:
+        texts = [span.name, repr(dict(span.attributes or {})), repr(span.events)]
+        texts.append(span.status.description or "")
+        for text in texts:
+            for value in forbidden:
+                assert value is not None and value not in text, (span.name, text)
+
+
+def test_without_an_sdk_the_plugin_costs_nothing_and_changes_nothing(run: SandboxRun) -> None:
+    run.client.register_plugin(Telemetry(journal=run.client.journal))
+    assert refund(run, seed(run), "r-1").status is RefundStatus.SUCCEEDED
