@@ -35,9 +35,6 @@ class Wrappers:
         self._arguments = arguments
         self._teardowns: list[_Teardown] = []
 
-    def __bool__(self) -> bool:
-        return bool(self._impls)
-
     def enter(self) -> None:
         """Run each wrapper up to its ``yield``, outermost first. If one raises, those
         already entered are left with its exception, which is then raised."""
