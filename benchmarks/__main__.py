@@ -18,7 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import batch_memory, callbacks, client_cpu, report, startup, telemetry, throughput
+from . import (
+    asgi_endpoint,
+    async_refunds,
+    batch_memory,
+    callbacks,
+    client_cpu,
+    report,
+    startup,
+    telemetry,
+    throughput,
+)
 from .common import PROVIDERS, REPO, BenchmarkError, Figure, loopback_only
 
 DEFAULT_OUTPUT = REPO / "docs" / "performance.md"
@@ -39,6 +49,10 @@ class Sizes:
     callback_rounds: int
     callback_seconds: float
     memory_rows: tuple[int, ...]
+    async_refunds: int
+    async_in_flight: int
+    async_delay: float
+    asgi_seconds: float
 
 
 FULL = Sizes(
@@ -53,6 +67,10 @@ FULL = Sizes(
     callback_rounds=9,
     callback_seconds=0.05,
     memory_rows=batch_memory.SIZES,
+    async_refunds=2000,
+    async_in_flight=200,
+    async_delay=0.2,
+    asgi_seconds=3.0,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -66,9 +84,23 @@ QUICK = Sizes(
     callback_rounds=2,
     callback_seconds=0.002,
     memory_rows=(200, 1000),
+    async_refunds=20,
+    async_in_flight=10,
+    async_delay=0.01,
+    asgi_seconds=0.2,
 )
 
-KINDS = ("cpu", "journal", "telemetry", "batch", "memory", "startup", "callbacks")
+KINDS = (
+    "cpu",
+    "journal",
+    "telemetry",
+    "batch",
+    "memory",
+    "async",
+    "startup",
+    "callbacks",
+    "asgi",
+)
 #: The telemetry plugin's cost is measured with every trace sampled for each provider,
 #: and with a production-style share for the cheapest refund (where it weighs most).
 TELEMETRY_SAMPLED = ((1.0, PROVIDERS), (0.1, ("paywizard",)))
@@ -131,6 +163,14 @@ def plan(
     if "memory" in kinds:
         memory = functools.partial(batch_memory.measure, sizes.memory_rows)
         jobs.append((f"memory: batches of {', '.join(map(str, sizes.memory_rows))} rows", memory))
+    if "async" in kinds:
+        concurrent = functools.partial(
+            async_refunds.measure,
+            refunds=sizes.async_refunds,
+            in_flight=sizes.async_in_flight,
+            delay=sizes.async_delay,
+        )
+        jobs.append(("async", concurrent))
     if "startup" in kinds:
         jobs.append(("startup", functools.partial(_startup_figure, sizes.startup_rounds)))
     if "callbacks" in kinds:
@@ -142,6 +182,8 @@ def plan(
                 seconds=sizes.callback_seconds,
             )
             jobs.append((f"callbacks: {provider}", verify))
+    if "asgi" in kinds:
+        jobs.append(("asgi", functools.partial(asgi_endpoint.measure, seconds=sizes.asgi_seconds)))
     return jobs
 
 

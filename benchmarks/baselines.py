@@ -37,6 +37,7 @@ __all__ = [
     "Baseline",
     "BaselineError",
     "handwritten_callback_check",
+    "handwritten_verifier",
     "paywiser_postback_url",
     "raw_callback_check",
 ]
@@ -99,6 +100,15 @@ class Paywizard(Baseline):
         self.token = str(config["token"])
 
     def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> None:
+        body, headers = self.signed(payment, refund_id, amount)
+        reply = self.session.post(self.url, data=body, headers=headers, timeout=TIMEOUT)
+        self.check(reply.content)
+
+    def signed(
+        self, payment: Mapping[str, Any], refund_id: str, amount: str
+    ) -> tuple[bytes, dict[str, str]]:
+        """The refund's body and headers, signed (for any HTTP client to post to
+        ``self.url``)."""
         body = json.dumps(
             {
                 "clientId": self.client_id,
@@ -109,9 +119,12 @@ class Paywizard(Baseline):
             separators=(",", ":"),
         ).encode()
         sign = hmac.new(self.key, body + self.suffix, hashlib.sha256).hexdigest()
-        headers = {"Content-Type": "application/json", "jwt-token": self.token, "sign": sign}
-        reply = self.session.post(self.url, data=body, headers=headers, timeout=TIMEOUT)
-        data = json.loads(reply.content)
+        return body, {"Content-Type": "application/json", "jwt-token": self.token, "sign": sign}
+
+    @staticmethod
+    def check(content: bytes) -> None:
+        """``BaselineError`` unless the reply says the refund succeeded."""
+        data = json.loads(content)
         if data.get("code") != 200 or (data.get("data") or {}).get("result") != 0:
             raise BaselineError(f"paywizard refused the refund: {data.get('msg')}")
 
@@ -411,6 +424,13 @@ def handwritten_callback_check(
     if verify(path, received, _tampered(body)) is not None:
         raise BaselineError(f"{provider}: the hand-written verifier accepts a tampered callback")
     return functools.partial(verify, path, received, body)
+
+
+def handwritten_verifier(provider: str, config: Mapping[str, Any]) -> _Verifier:
+    """The hand-written verifier of :func:`handwritten_callback_check`, taking each
+    callback's ``(path, lower-cased headers, body)``: what a hand-written endpoint
+    calls."""
+    return _HANDWRITTEN[provider](config)
 
 
 def _tampered(body: bytes) -> bytes:

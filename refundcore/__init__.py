@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "RefundClient": "client",
+    "AsyncRefundClient": "async_client",
     "Money": "money",
     "PaymentRef": "models",
     "Refund": "models",
@@ -64,6 +65,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AsyncRefundClient",
     "Callback",
     "CallbackAck",
     "Capabilities",
@@ -107,6 +109,7 @@ __all__ = [
 if TYPE_CHECKING:
     __version__: str
 
+    from .async_client import AsyncRefundClient
     from .client import RefundClient
     from .config import ProviderConfig, Secret
     from .crypto import PrivateKey, PublicKey

@@ -2,25 +2,35 @@
 
 The servers differ only in how they read a request; from the provider named in the path
 and the body on, every answer is decided here, so the gateways get the same replies from
-either app.
+either app. :func:`deliver` (WSGI) and :func:`deliver_async` (ASGI) differ only in how
+they call the client and ``on_notification``; what each outcome is answered with is
+:func:`_refused` and :func:`_handler_failed`, one table for both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import math
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Union
 
 import attrs
 
+from .client import RefundClient
 from .errors import ConfigError, JournalError, NotARefund, ProviderNotInstalled, RefundError
 from .logs import EventLogger
 from .models import CallbackAck, ProviderInfo, RefundNotification
 
 if TYPE_CHECKING:
-    from .client import RefundClient
+    from .async_client import AsyncRefundClient
+    from .client_base import ClientBase
 
-__all__ = ["Answer", "check_limits", "deliver", "find_provider"]
+__all__ = ["Answer", "OnNotification", "check_limits", "deliver", "deliver_async", "find_provider"]
+
+#: What the ASGI app hands a genuine notification to: a function, or a coroutine function.
+OnNotification = Callable[[RefundNotification], Union[object, Awaitable[object]]]  # noqa: UP007
 
 log = EventLogger("refundcore.callbacks")
 
@@ -68,7 +78,7 @@ def check_limits(max_body: int, body_timeout: float) -> None:
         )
 
 
-def find_provider(client: RefundClient, method: str, path: str) -> ProviderInfo | Answer:
+def find_provider(client: ClientBase, method: str, path: str) -> ProviderInfo | Answer:
     """The provider a callback at ``path`` (below the mount point) is for, or the answer
     that ends the request before its body is read."""
     provider = path.strip("/")
@@ -109,12 +119,66 @@ def deliver(
     the journal could not record it and 500 when ``on_notification`` raised, so that the
     gateway delivers it again later.
     """
-    # The callback operation logs its own outcome; what is left here is how to answer.
     try:
         note = client.verify_callback(
             info.id, method="POST", path=target, headers=headers, body=body
         )
-    except ConfigError as exc:
+    except RefundError as exc:
+        return _refused(info, exc)
+    try:
+        on_notification(note)
+    except Exception:
+        return _handler_failed(info, note)
+    return Answer.ack(info.callback_ack)
+
+
+async def deliver_async(
+    client: RefundClient | AsyncRefundClient,
+    info: ProviderInfo,
+    *,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    on_notification: OnNotification,
+) -> Answer:
+    """:func:`deliver` for an event loop, answering the same. An
+    :class:`~refundcore.AsyncRefundClient`'s verification is awaited; a sync client's,
+    which may write its journal, runs in a worker thread, and so does a plain-function
+    ``on_notification`` (it may block); a coroutine function is awaited."""
+    try:
+        if isinstance(client, RefundClient):
+            note = await asyncio.to_thread(
+                functools.partial(
+                    client.verify_callback,
+                    info.id,
+                    method="POST",
+                    path=target,
+                    headers=headers,
+                    body=body,
+                )
+            )
+        else:
+            note = await client.verify_callback(
+                info.id, method="POST", path=target, headers=headers, body=body
+            )
+    except RefundError as exc:
+        return _refused(info, exc)
+    try:
+        if inspect.iscoroutinefunction(on_notification):
+            await on_notification(note)
+        else:
+            outcome = await asyncio.to_thread(on_notification, note)
+            if inspect.isawaitable(outcome):
+                await outcome
+    except Exception:
+        return _handler_failed(info, note)
+    return Answer.ack(info.callback_ack)
+
+
+def _refused(info: ProviderInfo, exc: RefundError) -> Answer:
+    """The answer to a callback the client would not take. The callback operation
+    logs its own outcome; what is left here is how to answer."""
+    if isinstance(exc, ConfigError):
         # Before the callback operation began: the provider's config is unusable.
         log.error(
             "provider not configured for a callback",
@@ -124,24 +188,22 @@ def deliver(
             error=str(exc),
         )
         return Answer.text(400, "Bad Request", "callback rejected")
-    except JournalError:
+    if isinstance(exc, JournalError):
         # Genuine or not, it could not be recorded: let the gateway deliver it again.
         return Answer.text(503, "Service Unavailable", "try again later")
-    except NotARefund:
+    if isinstance(exc, NotARefund):
         # Refusing it would make the gateway deliver it again and again (and some
         # disable an endpoint that keeps refusing); it is genuine, so it is taken.
         return Answer.ack(info.callback_ack)
-    except RefundError:
-        return Answer.text(400, "Bad Request", "callback rejected")
-    try:
-        on_notification(note)
-    except Exception:
-        log.exception(
-            "the application failed to handle a callback",
-            provider=info.id,
-            operation="callback",
-            refund_id=note.refund_id,
-            status=note.status.value,
-        )
-        return Answer.text(500, "Internal Server Error", "try again later")
-    return Answer.ack(info.callback_ack)
+    return Answer.text(400, "Bad Request", "callback rejected")
+
+
+def _handler_failed(info: ProviderInfo, note: RefundNotification) -> Answer:
+    log.exception(
+        "the application failed to handle a callback",
+        provider=info.id,
+        operation="callback",
+        refund_id=note.refund_id,
+        status=note.status.value,
+    )
+    return Answer.text(500, "Internal Server Error", "try again later")

@@ -8,7 +8,7 @@
                              (never built or signed), an interrupted one is reconciled,
                              a new one goes through the stages below and its finished
                              result is recorded
-        Pipeline.run         the stages, run by the provider's plugin:
+        the stages           run by the provider's plugin:
             build → sign → send (the transport) → parse → finish
                              (finish stamps the result's identity and masks secrets)
     verify_callback()        the plugin verifies a callback; its word settles the journal
@@ -18,51 +18,38 @@
     refund_many()            a batch of refunds on a thread pool (refundcore.batch)
 
 The pieces: :mod:`refundcore.pipeline` (the stages), :mod:`refundcore.exactly_once`
-(the journal protocol), :mod:`refundcore.journal.records` (rows ↔ values),
-:mod:`refundcore.redaction` (secrets). Any stage may be wrapped by an app plugin
-(``register_plugin``). Input errors are raised before anything is sent; once a request
-may have left the process, the client never raises: an outcome it cannot know is a
-result with status ``UNKNOWN``.
+(the journal protocol, written as a flow of effects that :mod:`refundcore.effects`
+drives: here in the calling thread, for :class:`~refundcore.AsyncRefundClient` on an
+event loop), :mod:`refundcore.client_base` (what both clients share),
+:mod:`refundcore.journal.records` (rows ↔ values), :mod:`refundcore.redaction`
+(secrets). Any stage may be wrapped by an app plugin (``register_plugin``). Input
+errors are raised before anything is sent; once a request may have left the process,
+the client never raises: an outcome it cannot know is a result with status
+``UNKNOWN``.
 """
 
 from __future__ import annotations
 
-import difflib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import load_provider_config, read_toml
-from .errors import ConfigError, RefundError, ValidationError
-from .evidence import check_lease
-from .exactly_once import DeferRecord, ExactlyOnce
-from .journal import (
-    DEFAULT_JOURNAL,
-    Journal,
-    JournalEntry,
-    JournalState,
-    decided_state,
-    default_journal_url,
-    open_journal,
-)
-from .journal.records import entry_payment
+from .client_base import ClientBase
+from .effects import drive
+from .exactly_once import DeferRecord
+from .journal import DEFAULT_JOURNAL, Journal, JournalEntry, JournalState
 from .models import (
     Operation,
     PaymentRef,
-    ProviderInfo,
     Refund,
     RefundNotification,
-    RefundQuery,
     RefundResult,
     RefundStatus,
     Void,
     new_refund_id,
 )
 from .money import Money
-from .pipeline import Pipeline
-from .plugins import LoadFailure, PluginEntry, PluginRegistry
-from .redaction import Redactor
 from .transport import HttpTransport
 
 if TYPE_CHECKING:
@@ -73,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["RefundClient"]
 
 
-class RefundClient:
+class RefundClient(ClientBase):
     """Issue refunds through any installed provider.
 
     ``config`` maps provider ids to their settings (a dict each, or a ready config
@@ -111,114 +98,19 @@ class RefundClient:
         lease_seconds: float = 120.0,
         session: requests.Session | None = None,
     ) -> None:
-        if config is not None and not isinstance(config, Mapping):
-            raise ConfigError(
-                f"config must be a mapping of provider id → settings, got {type(config).__name__}"
-            )
-        self._raw_config = dict(config or {})
-        self._config_dir = Path(config_dir) if config_dir is not None else None
-        self._configs: dict[str, Any] = {}
-        self._redactor = Redactor()
-        self._lock = threading.Lock()
-        self._registry = PluginRegistry(
-            entry_points=entry_points,
-            allow=allow_plugins,
-            block=disable_plugins,
-            strict=strict_plugins,
-        )
         self._pool_size = pool_size
-        transport = HttpTransport(pool_size=pool_size, session=session)
-        self._registry.add_core_plugin(transport, name="refundcore.transport")
-        self._pipeline = Pipeline(self._registry, transport, self._redactor)
-        self._journal_wait = journal_wait
-        self._lease_seconds = lease_seconds
-        # A journal the client opens is its own to close. The default one opens on first
-        # use, so a client that only lists providers never touches a database.
-        self._owns_journal = not isinstance(journal, Journal)
-        self._default_journal = journal == DEFAULT_JOURNAL
-        self._exactly_once: ExactlyOnce | None = None
-        if isinstance(journal, Journal):
-            self._exactly_once = self._over(journal)
-        elif journal is not None and not self._default_journal:
-            self._exactly_once = self._over(open_journal(journal))
-
-    @classmethod
-    def from_file(cls, path: str | Path, **kwargs: Any) -> RefundClient:
-        """A client configured from a TOML file (``[providers.<id>]`` tables)."""
-        return cls(read_toml(path), config_dir=Path(path).resolve().parent, **kwargs)
-
-    # -- plugins and providers ---------------------------------------------------------
-
-    def register_plugin(self, plugin: object, name: str | None = None) -> list[ProviderInfo]:
-        """Add a plugin object to this client.
-
-        An *app plugin* (one that registers no provider) sees every call for every
-        provider; use ``@hookimpl(wrapper=True)`` to inspect or change requests and
-        results. A plugin that registers providers serves only those.
-        """
-        return self._registry.register(plugin, name=name)
-
-    def provider(self, provider_id: str) -> ProviderInfo:
-        """One provider's info (loads its plugin on first use)."""
-        return self._registry.provider(provider_id)
-
-    def providers(self) -> list[ProviderInfo]:
-        """Every usable provider, loading all plugins; see :attr:`plugin_failures`."""
-        return self._registry.load_all()
-
-    def installed(self) -> list[PluginEntry]:
-        """Installed provider plugins from metadata alone (nothing imported)."""
-        return self._registry.entries()
-
-    @property
-    def plugin_failures(self) -> list[LoadFailure]:
-        """Plugins that could not be loaded, with their distribution and error."""
-        return self._registry.failures
-
-    def config_for(self, provider_id: str) -> Any:
-        """The provider's parsed config (validated on first use, then cached)."""
-        config = self._configs.get(provider_id)
-        if config is not None:
-            return config
-        info = self.provider(provider_id)
-        with self._lock:
-            if provider_id not in self._configs:
-                if provider_id not in self._raw_config:
-                    hint = difflib.get_close_matches(provider_id, list(self._raw_config), n=1)
-                    raise ConfigError(
-                        "no configuration for this provider"
-                        + (f" (did you mean [{hint[0]}]?)" if hint else ""),
-                        provider=provider_id,
-                    )
-                loaded = load_provider_config(
-                    info, self._raw_config[provider_id], base_dir=self._config_dir
-                )
-                self._redactor.learn(provider_id, loaded)
-                self._configs[provider_id] = loaded
-            return self._configs[provider_id]
-
-    def configure(self, provider_id: str, settings: Mapping[str, Any]) -> Any:
-        """Set (or replace) one provider's settings now; returns the parsed config.
-        :class:`ConfigError` if they are unusable, and the old settings stay."""
-        loaded = load_provider_config(
-            self.provider(provider_id), settings, base_dir=self._config_dir
+        super().__init__(
+            config,
+            transport=HttpTransport(pool_size=pool_size, session=session),
+            entry_points=entry_points,
+            allow_plugins=allow_plugins,
+            disable_plugins=disable_plugins,
+            strict_plugins=strict_plugins,
+            config_dir=config_dir,
+            journal=journal,
+            journal_wait=journal_wait,
+            lease_seconds=lease_seconds,
         )
-        with self._lock:
-            self._raw_config[provider_id] = settings
-            self._redactor.learn(provider_id, loaded)
-            self._configs[provider_id] = loaded
-        return loaded
-
-    def validate_config(self) -> None:
-        """Load every configured provider's config now; :class:`ConfigError` on the first
-        problem (including a configured provider that is not installed)."""
-        for provider_id in self._raw_config:
-            try:
-                self.config_for(provider_id)
-            except RefundError as exc:
-                if isinstance(exc, ConfigError):
-                    raise
-                raise ConfigError(str(exc), provider=provider_id) from exc
 
     # -- the operations ----------------------------------------------------------------
 
@@ -257,12 +149,7 @@ class RefundClient:
         """Ask the gateway where refund ``refund_id`` stands. The payment and the
         gateway's refund id, when not given, are the journal's (if it has the refund)."""
         known = self._journalled(provider, refund_id)
-        if known is not None:
-            payment = payment or entry_payment(known)
-            provider_refund_id = provider_refund_id or known.provider_refund_id
-        operation = RefundQuery(
-            refund_id=refund_id, payment=payment, provider_refund_id=provider_refund_id
-        )
+        operation = self._completed_query(refund_id, payment, provider_refund_id, known)
         return self.execute(provider, operation)
 
     def void(
@@ -279,13 +166,7 @@ class RefundClient:
         ``payment``, ``refund_id`` must name a void the journal has (asking for it
         again): its payment is the journal's."""
         if payment is None:
-            known = None if refund_id is None else self._journalled(provider, refund_id)
-            if known is None or known.operation != "void":
-                raise ValidationError(
-                    "give the payment, or the refund_id of a void the journal has",
-                    field="payment",
-                )
-            payment = entry_payment(known)
+            payment = self._void_payment(None, self._journalled(provider, refund_id))
         operation = Void(
             refund_id=new_refund_id() if refund_id is None else refund_id,
             payment=payment,
@@ -294,29 +175,6 @@ class RefundClient:
             notify_url=notify_url,
         )
         return self.execute(provider, operation)
-
-    def _journalled(self, provider: str, refund_id: str) -> JournalEntry | None:
-        """The journal's row for ``refund_id`` of ``provider``, if there is a journal
-        and it has one."""
-        journal = self.journal
-        return None if journal is None else journal.get(provider, refund_id)
-
-    def check(
-        self, provider: str, operation: Operation, *, original_amount: Money | None = None
-    ) -> None:
-        """Everything :meth:`execute` would refuse before sending, without sending.
-
-        Loads the provider and its config, runs the capability and original-amount
-        checks, the journal's lease against the provider's timeouts (with a journal)
-        and the provider plugin's build stage; nothing is signed, sent or journalled.
-        Raises what a refund would (``ValidationError``, ``ConfigError``,
-        ``ProviderNotInstalled``, ``PluginError``).
-        """
-        info = self.provider(provider)
-        config = self.config_for(provider)
-        if self._exactly_once is not None or self._default_journal:
-            check_lease(info, config, self._lease_seconds)
-        self._pipeline.check(info, config, operation, original_amount)
 
     def refund_many(
         self,
@@ -382,27 +240,13 @@ class RefundClient:
         journalled later (with others, by :meth:`Journal.record_many`) instead of at
         once: how a batch journals its rows' outcomes together.
         """
-        info = self.provider(provider)
-        config = self.config_for(provider)
-
-        def proceed() -> RefundResult:
-            self._pipeline.validate(info, operation, original_amount)
-            protocol = self._protocol()
-            if protocol is None:
-                return self._pipeline.run(info, config, operation)
-            return protocol.execute(
-                info, config, operation, original_amount, defer_record=defer_record
-            )
-
-        return self._pipeline.operate(info, operation.kind, operation.refund_id, proceed)
+        steps = self._execute_steps(provider, operation, original_amount, defer_record)
+        return drive(steps, self._pipeline.send)
 
     def reconcile(self, provider: str | None = None) -> list[RefundResult]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
         settle what can be settled; returns each one's outcome now."""
-        protocol = self._protocol()
-        if protocol is None:
-            raise ConfigError("this client has no journal (journal=None)", field="journal")
-        return protocol.reconcile(self._resolve, provider)
+        return drive(self._reconcile_steps(provider), self._pipeline.send)
 
     def verify_callback(
         self,
@@ -420,17 +264,8 @@ class RefundClient:
         the notification settles the refund it names; ``duplicate`` says whether the
         journal already had it.
         """
-        info, config = self._resolve(provider)
-        protocol = self._protocol()
-        return self._pipeline.verify(
-            info,
-            config,
-            method=method,
-            path=path,
-            headers=headers,
-            body=body,
-            settle=None if protocol is None else protocol.settle,
-        )
+        steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
+        return drive(steps, self._pipeline.send)
 
     def resolve(
         self,
@@ -453,23 +288,7 @@ class RefundClient:
         a missing reason or name, or a refund the gateway's own answer settled;
         ``JournalError`` for an unknown refund or one being sent right now.
         """
-        journal = self.journal
-        if journal is None:
-            raise ConfigError("this client has no journal (journal=None)", field="journal")
-        return journal.resolve(provider, refund_id, state=decided_state(as_), reason=reason, by=by)
-
-    @property
-    def journal(self) -> Journal | None:
-        """The journal this client records refunds in (opened now if it is the default),
-        or ``None``."""
-        protocol = self._protocol()
-        return None if protocol is None else protocol.journal
-
-    @property
-    def redactor(self) -> Redactor:
-        """What masks this client's configured secrets (for code that reports what
-        gateways or plugins said, e.g. a batch's report)."""
-        return self._redactor
+        return self._decision(provider, refund_id, as_=as_, reason=reason, by=by)()
 
     @property
     def pool_size(self) -> int:
@@ -480,29 +299,10 @@ class RefundClient:
     def close(self) -> None:
         """Release pooled connections (and the journal, if this client opened it)."""
         self._pipeline.close()
-        if self._exactly_once is not None and self._owns_journal:
-            self._exactly_once.journal.close()
+        self._close_journal()
 
     def __enter__(self) -> RefundClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"RefundClient(configured={sorted(self._raw_config)!r})"
-
-    def _resolve(self, provider_id: str) -> tuple[ProviderInfo, Any]:
-        return self.provider(provider_id), self.config_for(provider_id)
-
-    def _over(self, journal: Journal) -> ExactlyOnce:
-        return ExactlyOnce(
-            self._pipeline, journal, wait=self._journal_wait, lease_seconds=self._lease_seconds
-        )
-
-    def _protocol(self) -> ExactlyOnce | None:
-        if self._exactly_once is None and self._default_journal:
-            with self._lock:
-                if self._exactly_once is None:
-                    self._exactly_once = self._over(open_journal(default_journal_url()))
-        return self._exactly_once

@@ -32,6 +32,11 @@ or sign stage that refuses a claimed refund gives the claim back (nothing was se
 so a corrected retry is not blocked. A verified callback's word settles a recorded
 refund (:meth:`ExactlyOnce.settle`), a query's is kept as evidence and settles it when
 it can.
+
+The protocol is written once for both clients, without I/O of its own: each method is
+a flow (:mod:`refundcore.effects`) that yields the sends, journal calls and pauses it
+needs, carried out by :func:`~refundcore.effects.drive` (``RefundClient``) or
+:func:`~refundcore.effects.drive_async` (``AsyncRefundClient``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from typing import Any
 
 import attrs
 
+from .effects import Call, Pause, Steps
 from .errors import IdempotencyConflict, JournalError, RefundError, TransportError, ValidationError
 from .evidence import absence_counts_from, check_lease, read_answer, resend_is_deduplicated
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
@@ -133,7 +139,7 @@ class ExactlyOnce:
         original_amount: Money | None = None,
         *,
         defer_record: DeferRecord | None = None,
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Run a validated ``operation`` once: a query is sent and kept as evidence
         for the refund it asks about; a refund or void goes through the claim (see
         the module's doc).
@@ -144,24 +150,27 @@ class ExactlyOnce:
         is sent when the lease does not outlast the provider's timeouts.
         """
         if isinstance(operation, RefundQuery):
-            result = self._pipeline.run(info, config, operation)
-            self._keep_query(info, result, result.refund_id)
+            result = yield from self._pipeline.run(info, config, operation)
+            yield from self._keep_query(info, result, result.refund_id)
             return result
         check_lease(info, config, self._lease_seconds)
         if isinstance(operation, Refund):
-            check_refunds_per_payment(self._journal, info, operation)
-        return self._once(info, config, operation, original_amount, defer_record, send=True)
+            yield Call(check_refunds_per_payment, (self._journal, info, operation))
+        return (
+            yield from self._once(info, config, operation, original_amount, defer_record, send=True)
+        )
 
-    def settle(self, info: ProviderInfo, word: RefundNotification) -> bool:
+    def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[bool]:
         """Let a verified callback's word settle the journalled refund it names (the
         journal keeps it monotonic and never moves a decided refund; it keeps every
         callback in the refund's history). True when the journal already had what it
         says: the row was left as it was, and the callback does not contradict it."""
-        applied: Applied | None = self._pipeline.journal(
+        applied: Applied | None = yield self._step(
             info,
             "apply",
             word.refund_id,
-            lambda: self._journal.apply_notification(
+            functools.partial(
+                self._journal.apply_notification,
                 info.id,
                 state=JournalState.of(word.status),
                 refund_id=word.refund_id,
@@ -176,25 +185,29 @@ class ExactlyOnce:
             and not applied.contradiction
         )
 
-    def reconcile(self, lookup: ProviderLookup, provider: str | None = None) -> list[RefundResult]:
+    def reconcile(
+        self, lookup: ProviderLookup, provider: str | None = None
+    ) -> Steps[list[RefundResult]]:
         """Query every unsettled journalled refund (of ``provider``, or of all) and
         settle what can be settled, by the same rules as a retry; returns each one's
         outcome now. A refund being sent or reconciled right now (its lease, on the
         journal's clock, has not run out) is left to its owner."""
         outcomes = []
-        for entry in self._journal.entries(unsettled=True, provider=provider):
-            if entry.lease_until is not None and entry.lease_until > self._journal.now():
+        entries = yield Call(self._journal.entries, (), {"unsettled": True, "provider": provider})
+        for entry in entries:
+            if entry.lease_until is not None and entry.lease_until > (
+                yield Call(self._journal.now)
+            ):
                 continue
             try:
                 info, config = lookup(entry.provider)
-                outcomes.append(
-                    self._pipeline.operate(
-                        info,
-                        entry.operation,
-                        entry.refund_id,
-                        functools.partial(self._reconcile_entry, info, config, entry),
-                    )
+                outcome = yield from self._pipeline.operate(
+                    info,
+                    entry.operation,
+                    entry.refund_id,
+                    self._reconcile_entry(info, config, entry),
                 )
+                outcomes.append(outcome)
             except RefundError as exc:
                 problem = self._pipeline.redactor.text(entry.provider, str(exc))
                 log.error(
@@ -219,23 +232,27 @@ class ExactlyOnce:
         defer_record: DeferRecord | None,
         *,
         send: bool,
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Claim and act on the verdict. ``send``: a refund proven never to have been
         sent is claimed once more and sent (the caller asks for it now)."""
-        verdict, claimed = self._claim(info, operation, original_amount)
+        verdict, claimed = yield from self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.TAKEOVER:
-            settled, unsent = self._reconcile_claimed(info, config, operation, claimed)
+            settled, unsent = yield from self._reconcile_claimed(info, config, operation, claimed)
             if not (unsent and send):
                 return settled
-            verdict, claimed = self._claim(info, operation, original_amount)
+            verdict, claimed = yield from self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.DONE:
             replayed = result_from_entry(claimed.entry)
             decided = claimed.entry.decided_by is not None
             source = ResultSource.DECIDED if decided else ResultSource.REPLAYED
             return self._pipeline.finish(info, operation, replayed, source)
         if verdict is ClaimVerdict.NEW:
-            request = self._prepare(info, config, operation, claimed, taken_over=False)
-            return self._send_and_record(info, config, operation, request, claimed, defer_record)
+            request = yield from self._prepare(info, config, operation, claimed, taken_over=False)
+            return (
+                yield from self._send_and_record(
+                    info, config, operation, request, claimed, defer_record
+                )
+            )
         # BUSY, or a second TAKEOVER: someone else's turn, or a later one.
         busy = unknown_result(
             "another worker is submitting this refund and has not finished", "in_progress"
@@ -244,7 +261,7 @@ class ExactlyOnce:
 
     def _claim(
         self, info: ProviderInfo, operation: Refund | Void, original_amount: Money | None
-    ) -> tuple[ClaimVerdict, _Claimed]:
+    ) -> Steps[tuple[ClaimVerdict, _Claimed]]:
         """Claim the refund, waiting while another worker holds it: the verdict (NEW,
         TAKEOVER, DONE; BUSY when the wait ran out) and this attempt."""
         new = new_refund(info.id, operation, original_amount)
@@ -252,7 +269,7 @@ class ExactlyOnce:
         pause = _FIRST_PAUSE
         while True:
             owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:12]}"
-            claim = self._pipeline.journal(
+            claim = yield self._step(
                 info,
                 "claim",
                 operation.refund_id,
@@ -280,7 +297,7 @@ class ExactlyOnce:
                         "without returning its row"
                     )
                 return claim.outcome, _Claimed(owner, claim.entry)
-            time.sleep(pause)
+            yield Pause(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
 
     def _prepare(
@@ -291,7 +308,7 @@ class ExactlyOnce:
         claimed: _Claimed,
         *,
         taken_over: bool,
-    ) -> HttpRequest:
+    ) -> Steps[HttpRequest]:
         """Build and sign a claimed refund. If a stage refuses it, nothing was sent:
         the claim is given back (a new one forgotten, a taken-over one put back as it
         was found, unleased) before the error is raised, so a retry is not blocked."""
@@ -299,10 +316,10 @@ class ExactlyOnce:
             return self._pipeline.prepare(info, config, operation)
         except BaseException:
             if not taken_over:
-                self._journal.abandon(info.id, operation.refund_id, owner=claimed.owner)
+                yield self._abandon(info, operation, claimed)
             else:
                 unchanged = result_from_entry(claimed.entry)
-                self._record(info, operation, claimed, unchanged, sent=False)
+                yield from self._record(info, operation, claimed, unchanged, sent=False)
             raise
 
     def _send_and_record(
@@ -313,15 +330,15 @@ class ExactlyOnce:
         request: HttpRequest,
         claimed: _Claimed,
         defer_record: DeferRecord | None = None,
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         try:
-            result = self._pipeline.deliver(info, config, operation, request)
+            result = yield from self._pipeline.deliver(info, config, operation, request)
         except TransportError:
             # Nothing left the process: give the claim back for a retry.
-            self._journal.abandon(info.id, operation.refund_id, owner=claimed.owner)
+            yield self._abandon(info, operation, claimed)
             raise
         if defer_record is None:
-            self._record(info, operation, claimed, result)
+            yield from self._record(info, operation, claimed, result)
         else:
             defer_record(result_record(info.id, operation, claimed.owner, claimed.attempt, result))
         return result
@@ -335,7 +352,7 @@ class ExactlyOnce:
         *,
         sent: bool = True,
         state: JournalState | None = None,
-    ) -> None:
+    ) -> Steps[None]:
         """Record ``result`` as this attempt's outcome (``state`` when it is not the
         result's own status: NOT_SENT)."""
         outcome = result_record(
@@ -344,8 +361,11 @@ class ExactlyOnce:
         if state is not None:
             outcome = attrs.evolve(outcome, state=state)
         try:
-            self._pipeline.journal(
-                info, "record", operation.refund_id, lambda: self._journal.record_many([outcome])
+            yield self._step(
+                info,
+                "record",
+                operation.refund_id,
+                functools.partial(self._journal.record_many, [outcome]),
             )
         except JournalError as exc:
             # The request is out: report what happened; the row stays SUBMITTING and
@@ -361,56 +381,58 @@ class ExactlyOnce:
 
     def _reconcile_claimed(
         self, info: ProviderInfo, config: Any, operation: Refund | Void, claimed: _Claimed
-    ) -> tuple[RefundResult, bool]:
+    ) -> Steps[tuple[RefundResult, bool]]:
         """Settle a refund an earlier attempt may have sent (see the module's doc):
         the result, and whether it was proven never sent (now NOT_SENT). Never a blind
         second refund, never a guess from a refund the gateway does not show."""
         caps = info.capabilities
         why = f"{info.name} offers no query to confirm it"
         if caps.query:
-            settled, proven, why = self._ask(info, config, operation, claimed)
+            settled, proven, why = yield from self._ask(info, config, operation, claimed)
             if settled is not None:
-                self._record(info, operation, claimed, settled, sent=False)
+                yield from self._record(info, operation, claimed, settled, sent=False)
                 return settled, False
             if proven and not caps.idempotent_refund_id:
-                return self._not_sent(info, operation, claimed, why), True
-        history = self._journal.history(info.id, operation.refund_id)
-        if resend_is_deduplicated(info, config, history, self._journal.now()):
+                return (yield from self._not_sent(info, operation, claimed, why)), True
+        history = yield Call(self._journal.history, (info.id, operation.refund_id))
+        now = yield Call(self._journal.now)
+        if resend_is_deduplicated(info, config, history, now):
             # The gateway refuses a second refund under this id: resending is safe.
-            request = self._prepare(info, config, operation, claimed, taken_over=True)
-            return self._send_and_record(info, config, operation, request, claimed), False
+            request = yield from self._prepare(info, config, operation, claimed, taken_over=True)
+            resent = yield from self._send_and_record(info, config, operation, request, claimed)
+            return resent, False
         if caps.idempotent_refund_id:
             why = (
                 f"{info.name} remembers a refund id for {caps.idempotency_window:g} s and "
                 "the journal cannot show this one was first sent recently enough for a "
                 "resend to be deduplicated"
             )
-        return self._still_unknown(info, operation, claimed, why), False
+        return (yield from self._still_unknown(info, operation, claimed, why)), False
 
     def _ask(
         self, info: ProviderInfo, config: Any, operation: Refund | Void, claimed: _Claimed
-    ) -> tuple[RefundResult | None, bool, str]:
+    ) -> Steps[tuple[RefundResult | None, bool, str]]:
         """Query the gateway about the refund and keep the answer as evidence: the
         finished result it settles the refund as (or ``None``), whether it proves the
         refund never reached the gateway, and what it says in words."""
         entry = claimed.entry
-        history = self._journal.history(info.id, operation.refund_id)
+        history = yield Call(self._journal.history, (info.id, operation.refund_id))
         lookup = info.capabilities.lookup
         counts_from = absence_counts_from(history, claimed.attempt, lookup.settle_delay)
-        asked_at = self._journal.now()
+        asked_at = yield Call(self._journal.now)
         query = RefundQuery(
             refund_id=operation.refund_id,
             payment=operation.payment,
             provider_refund_id=entry.provider_refund_id,
         )
         try:
-            answer = self._pipeline.run(info, config, query)
+            answer = yield from self._pipeline.run(info, config, query)
         except RefundError as exc:
             problem = self._pipeline.redactor.text(info.id, str(exc))
             log.warning("reconcile query failed", error_code=type(exc).__name__, error=problem)
             answer = unknown_result(f"the query could not be made: {problem}", type(exc).__name__)
         reading = read_answer(info, answer, counts_from=counts_from, asked_at=asked_at)
-        self._pipeline.journal(
+        yield self._step(
             info,
             "query",
             operation.refund_id,
@@ -441,7 +463,7 @@ class ExactlyOnce:
 
     def _not_sent(
         self, info: ProviderInfo, operation: Refund | Void, claimed: _Claimed, why: str
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Record that the refund never reached the gateway: nothing was refunded, and
         its refund id may be sent again."""
         result = self._pipeline.finish(
@@ -454,12 +476,14 @@ class ExactlyOnce:
             ),
             ResultSource.RECONCILED,
         )
-        self._record(info, operation, claimed, result, sent=False, state=JournalState.NOT_SENT)
+        yield from self._record(
+            info, operation, claimed, result, sent=False, state=JournalState.NOT_SENT
+        )
         return result
 
     def _still_unknown(
         self, info: ProviderInfo, operation: Refund | Void, claimed: _Claimed, why: str
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Keep the refund UNKNOWN, saying what is known and what settles it."""
         refund_id = operation.refund_id
         unconfirmed = unknown_result(
@@ -469,16 +493,17 @@ class ExactlyOnce:
             "unconfirmed",
         )
         unknown = self._pipeline.finish(info, operation, unconfirmed, ResultSource.RECONCILED)
-        self._record(info, operation, claimed, unknown, sent=False)
+        yield from self._record(info, operation, claimed, unknown, sent=False)
         return unknown
 
-    def _keep_query(self, info: ProviderInfo, answer: RefundResult, refund_id: str) -> None:
+    def _keep_query(self, info: ProviderInfo, answer: RefundResult, refund_id: str) -> Steps[None]:
         """Keep a query's answer in the history of the journalled refund it is about,
         settling it where the answer can (never from "not found" alone)."""
-        if self._journal.get(info.id, refund_id) is None:
+        if (yield Call(self._journal.get, (info.id, refund_id))) is None:
             return
-        reading = read_answer(info, answer, counts_from=None, asked_at=self._journal.now())
-        self._pipeline.journal(
+        asked_at = yield Call(self._journal.now)
+        reading = read_answer(info, answer, counts_from=None, asked_at=asked_at)
+        yield self._step(
             info,
             "query",
             refund_id,
@@ -499,7 +524,7 @@ class ExactlyOnce:
 
     def _reconcile_entry(
         self, info: ProviderInfo, config: Any, entry: JournalEntry
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """One unsettled row of the sweep: a PENDING one is asked about, any other is
         claimed and reconciled as a retry of it would be, without sending a refund
         proven never sent (a caller asking for it again does)."""
@@ -508,13 +533,25 @@ class ExactlyOnce:
             if not info.capabilities.query:
                 stored = result_from_entry(entry)
                 return self._pipeline.finish(info, operation, stored, ResultSource.REPLAYED)
-            answer = self._pipeline.run(info, config, query_for(entry))
-            self._keep_query(info, answer, entry.refund_id)
+            answer = yield from self._pipeline.run(info, config, query_for(entry))
+            yield from self._keep_query(info, answer, entry.refund_id)
             # Reported as the refund or void it settles, not as the query that asked.
             return self._pipeline.finish(info, operation, answer, ResultSource.RECONCILED)
         self._pipeline.validate(info, operation)
         check_lease(info, config, self._lease_seconds)
-        return self._once(info, config, operation, None, None, send=False)
+        return (yield from self._once(info, config, operation, None, None, send=False))
+
+    # -- journal steps ---------------------------------------------------------------
+
+    def _step(
+        self, info: ProviderInfo, action: str, refund_id: str | None, proceed: Callable[[], Any]
+    ) -> Call:
+        """One journal step inside the ``refundcore_journal`` wrapper point."""
+        return Call(self._pipeline.journal, (info, action, refund_id, proceed))
+
+    def _abandon(self, info: ProviderInfo, operation: Refund | Void, claimed: _Claimed) -> Call:
+        """Give the claim back: nothing was sent."""
+        return Call(self._journal.abandon, (info.id, operation.refund_id), {"owner": claimed.owner})
 
 
 def check_refunds_per_payment(journal: Journal, info: ProviderInfo, refund: Refund) -> None:

@@ -10,9 +10,16 @@ wrapping it):
               shows it to every ``refundcore_result`` hook
 
 :meth:`Pipeline.prepare` (build and sign) raises every input error. Once a request
-may have left the process, :meth:`Pipeline.deliver` never raises except
-``TransportError``, which promises nothing was sent: an outcome it cannot know is an
-``UNKNOWN`` result.
+may have left the process, nothing raises except ``TransportError``, which promises
+nothing was sent: the send stage turns any other failure into an ``UNKNOWN`` result
+and :meth:`Pipeline.finish_reply` (parse and finish) never raises.
+
+What sends is written as a flow (:mod:`refundcore.effects`): :meth:`Pipeline.run`,
+:meth:`Pipeline.deliver` and :meth:`Pipeline.verify` yield a :class:`~refundcore.effects.Send`
+where the request goes out, and the client's driver carries it out: :meth:`Pipeline.send`
+(the transport and every plugin wrapping ``refundcore_send_request``) on the sync
+client, :meth:`Pipeline.send_awaited` (the same wrappers around an awaited send) on the
+async one. Every other stage is one piece of code for both clients.
 
 Around the stages, :meth:`Pipeline.operate` frames one whole operation (the
 ``refundcore_operation`` wrapper point, the operation's log scope and its INFO record)
@@ -25,11 +32,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
+from .checks import check_capabilities, check_original_amount, check_partial
+from .effects import Send, Steps
 from .errors import (
     JournalError,
     OutcomeUnknown,
@@ -47,18 +56,16 @@ from .models import (
     HttpResponse,
     Operation,
     ProviderInfo,
-    Refund,
     RefundNotification,
-    RefundQuery,
     RefundResult,
     RefundStatus,
     ResultSource,
-    Void,
 )
 from .money import Money
 from .plugins import PluginRegistry
 from .redaction import Redactor
 from .transport import HttpTransport
+from .wrappers import Wrappers
 
 __all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "Settle", "unknown_result"]
 
@@ -66,9 +73,9 @@ __all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "Settle", "unknown_result"]
 log = EventLogger("refundcore.client")
 
 T = TypeVar("T")
-#: Lets a verified callback's word settle the journal; True when the journal already
-#: had it (a duplicate).
-Settle = Callable[[ProviderInfo, RefundNotification], bool]
+#: Lets a verified callback's word settle the journal (a flow); True when the journal
+#: already had it (a duplicate).
+Settle = Callable[[ProviderInfo, RefundNotification], Steps[bool]]
 
 _UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
 #: Callback bodies beyond this are refused before any parsing.
@@ -76,11 +83,12 @@ MAX_CALLBACK_BYTES = 1024 * 1024
 
 
 class Pipeline:
-    """Runs the stages for one client: its plugin registry, its transport (closed with
-    :meth:`close`) and its :class:`~refundcore.redaction.Redactor`. Thread-safe."""
+    """Runs the stages for one client: its plugin registry, its sync transport (closed
+    with :meth:`close`; ``None`` for a client that sends otherwise) and its
+    :class:`~refundcore.redaction.Redactor`. Thread-safe."""
 
     def __init__(
-        self, registry: PluginRegistry, transport: HttpTransport, redactor: Redactor
+        self, registry: PluginRegistry, transport: HttpTransport | None, redactor: Redactor
     ) -> None:
         self._registry = registry
         self._transport = transport
@@ -97,9 +105,9 @@ class Pipeline:
         """Refuse what the provider cannot do (a partial refund to a provider without
         them, when ``original_amount`` tells) and an ``original_amount`` that cannot
         cover the refund: ``ValidationError`` naming the field."""
-        _check_capabilities(info, operation)
-        _check_original_amount(operation, original_amount)
-        _check_partial(info, operation, original_amount)
+        check_capabilities(info, operation)
+        check_original_amount(operation, original_amount)
+        check_partial(info, operation, original_amount)
 
     def check(
         self,
@@ -114,27 +122,42 @@ class Pipeline:
         self.build(info, config, operation)
 
     def operate(
-        self, info: ProviderInfo, kind: str, refund_id: str | None, proceed: Callable[[], T]
-    ) -> T:
-        """Run one whole operation (``proceed``) inside the ``refundcore_operation``
+        self, info: ProviderInfo, kind: str, refund_id: str | None, steps: Steps[T]
+    ) -> Steps[T]:
+        """Run one whole operation (the flow ``steps``) inside the ``refundcore_operation``
         wrapper point and the operation's log scope; log its one INFO record (or the
-        refusal) with its duration. Returns or raises what ``proceed`` does."""
+        refusal) with its duration. Returns or raises what ``steps`` does: a wrapper
+        that raises before it runs refuses it; one that fails after is logged."""
         hooks = self._registry.hooks(info.id)
         started = time.perf_counter()
         with OperationScope(info.id, kind, refund_id):
-            try:
-                outcome = self._around(
+            wrappers = None
+            if hooks.operation is not None:
+                wrappers = Wrappers(
                     hooks.operation,
-                    "refundcore_operation",
-                    info,
-                    proceed,
-                    kind=kind,
-                    refund_id=refund_id,
+                    {"provider": info, "kind": kind, "refund_id": refund_id, "proceed": _proceed},
                 )
+                try:
+                    wrappers.enter()
+                except BaseException as exc:
+                    refusal = (
+                        exc
+                        if isinstance(exc, RefundError) or not isinstance(exc, Exception)
+                        else PluginError(info.id, "refundcore_operation", exc)
+                    )
+                    self._redactor.exception(info.id, refusal)
+                    self._log_refused(info, refusal, started)
+                    raise refusal from None
+            try:
+                outcome = yield from steps
             except BaseException as exc:
                 self._redactor.exception(info.id, exc)
+                if wrappers is not None:
+                    self._leave(wrappers, "refundcore_operation", None, exc)
                 self._log_refused(info, exc, started)
                 raise
+            if wrappers is not None:
+                self._leave(wrappers, "refundcore_operation", outcome, None)
             if log.enabled(logging.INFO):
                 _log_finished(outcome, time.perf_counter() - started)
         return outcome
@@ -184,16 +207,28 @@ class Pipeline:
             raise _missing_stage(info, "refundcore_sign_request", signed)
         return signed
 
-    def run(self, info: ProviderInfo, config: Any, operation: Operation) -> RefundResult:
+    def run(self, info: ProviderInfo, config: Any, operation: Operation) -> Steps[RefundResult]:
         """Prepare, send and parse ``operation``: its finished result."""
-        return self.deliver(info, config, operation, self.prepare(info, config, operation))
+        signed = self.prepare(info, config, operation)
+        return (yield from self.deliver(info, config, operation, signed))
 
     def deliver(
         self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
-    ) -> RefundResult:
+    ) -> Steps[RefundResult]:
         """Send and parse: the finished result. The request may reach the gateway: never
         raises, except ``TransportError``, which promises that nothing was sent."""
-        reply = self._send(info, config, operation, signed)
+        reply = yield Send(info, config, operation, signed)
+        return self.finish_reply(info, config, operation, reply)
+
+    def finish_reply(
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Operation,
+        reply: HttpResponse | RefundResult,
+    ) -> RefundResult:
+        """Parse and finish what a send brought back: the gateway's reply, or the
+        ``UNKNOWN`` result of a send that brought none. Never raises."""
         if isinstance(reply, RefundResult):
             return self.finish(info, operation, reply)
         return self.finish(info, operation, self._parse(info, config, operation, reply))
@@ -245,17 +280,15 @@ class Pipeline:
         headers: Mapping[str, str],
         body: bytes,
         settle: Settle | None = None,
-    ) -> RefundNotification:
+    ) -> Steps[RefundNotification]:
         """Check a callback's input, have the plugin verify and parse it and let
         ``settle`` apply it (a callback operation): the notification, stamped with the
         provider, secrets masked, ``duplicate`` when ``settle`` says so, and shown to
         every ``refundcore_notification`` hook. ``SignatureError`` when the callback
         cannot be trusted."""
 
-        def proceed() -> RefundNotification:
-            return self._verify(info, config, method, path, headers, body, settle)
-
-        return self.operate(info, "callback", None, proceed)
+        steps = self._verify(info, config, method, path, headers, body, settle)
+        return (yield from self.operate(info, "callback", None, steps))
 
     def _verify(
         self,
@@ -266,7 +299,7 @@ class Pipeline:
         headers: Mapping[str, str],
         body: bytes,
         settle: Settle | None,
-    ) -> RefundNotification:
+    ) -> Steps[RefundNotification]:
         if not info.capabilities.callbacks:
             raise ValidationError(f"{info.name} sends no callbacks", field="provider")
         if not isinstance(body, bytes):
@@ -286,38 +319,75 @@ class Pipeline:
         raw = self._redactor.value(info.id, note.raw)
         if note.provider != info.id or raw is not note.raw:
             note = attrs.evolve(note, provider=info.id, raw=raw)
-        duplicate = settle is not None and settle(info, note)
+        duplicate = settle is not None and (yield from settle(info, note))
         if note.duplicate is not duplicate:
             note = attrs.evolve(note, duplicate=duplicate)
         self._observe(hooks.notification, "refundcore_notification", info, notification=note)
         return note
 
     def close(self) -> None:
-        """Release the transport's pooled connections."""
-        self._transport.close()
+        """Release the sync transport's pooled connections."""
+        if self._transport is not None:
+            self._transport.close()
 
-    def _send(
-        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
-    ) -> HttpResponse | RefundResult:
-        """The gateway's reply, or the UNKNOWN result of a send that may have gone out
-        but brought no reply."""
+    def send(self, effect: Send) -> HttpResponse | RefundResult:
+        """The sync send stage (the transport, and any app plugin wrapping it): the
+        gateway's reply, or the UNKNOWN result of a send that may have gone out but
+        brought no reply. Raises only ``TransportError`` (nothing was sent)."""
+        info = effect.info
         hooks = self._registry.hooks(info.id)
         started = time.perf_counter()
         try:
-            response = hooks.send(provider=info, config=config, request=signed)
-        except OutcomeUnknown as exc:
-            self._stage_done("send", started, error=exc)
-            return unknown_result(str(exc), "no_reply")
-        except TransportError as exc:
-            self._stage_done("send", started, error=exc)
-            raise
-        except Exception as exc:  # a custom transport or wrapper failed: it may have sent
-            log.error(
-                "stage failed after the request may have left",
-                stage="send",
-                error_code=type(exc).__name__,
-            )
-            return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
+            response = hooks.send(provider=info, config=effect.config, request=effect.request)
+        except Exception as exc:
+            return self._send_failed(exc, started)
+        return self._sent(effect.request, response, started)
+
+    async def send_awaited(
+        self, effect: Send, send: Callable[[], Awaitable[HttpResponse]]
+    ) -> HttpResponse | RefundResult:
+        """:meth:`send` for a request sent by awaiting ``send()`` (the async client's
+        transport), inside every app plugin's wrapper of ``refundcore_send_request``
+        as the sync send is. A task cancelled meanwhile is cancelled still (the
+        wrappers see it); the caller decides what that means for the refund."""
+        info = effect.info
+        wrappers = Wrappers(
+            self._registry.hooks(info.id).send,
+            {"provider": info, "config": effect.config, "request": effect.request},
+        )
+        started = time.perf_counter()
+        try:
+            wrappers.enter()
+            try:
+                response = await send()
+            except Exception as exc:
+                response, error = wrappers.leave(None, exc)
+            except BaseException as exc:
+                wrappers.leave(None, exc)
+                raise
+            else:
+                response, error = wrappers.leave(response, None)
+            if error is not None:
+                raise error
+        except Exception as exc:
+            return self._send_failed(exc, started)
+        return self._sent(effect.request, response, started)
+
+    def send_replacements(self, info: ProviderInfo) -> list[str]:
+        """The plugins that implement ``refundcore_send_request`` for ``info``'s
+        provider instead of wrapping it: they replace the sync transport (which is
+        one of them, on a sync client)."""
+        hooks = self._registry.hooks(info.id)
+        return [
+            impl.plugin_name
+            for impl in hooks.send.get_hookimpls()
+            if not (impl.wrapper or impl.hookwrapper)
+        ]
+
+    def _sent(
+        self, signed: HttpRequest, response: object, started: float
+    ) -> HttpResponse | RefundResult:
+        """What the send stage returned: the reply, logged at DEBUG, or UNKNOWN."""
         if not isinstance(response, HttpResponse):
             return unknown_result("no transport returned a response", "send_error")
         if log.enabled(logging.DEBUG):
@@ -331,6 +401,23 @@ class Pipeline:
                 response_bytes=len(response.body),
             )
         return response
+
+    def _send_failed(self, exc: Exception, started: float) -> RefundResult:
+        """What a send that raised ``exc`` means: ``TransportError`` is raised again
+        (nothing was sent); anything else may have sent the request: UNKNOWN."""
+        if isinstance(exc, OutcomeUnknown):
+            self._stage_done("send", started, error=exc)
+            return unknown_result(str(exc), "no_reply")
+        if isinstance(exc, TransportError):
+            self._stage_done("send", started, error=exc)
+            raise exc
+        # A custom transport or wrapper failed: it may have sent.
+        log.error(
+            "stage failed after the request may have left",
+            stage="send",
+            error_code=type(exc).__name__,
+        )
+        return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
 
     def _parse(
         self, info: ProviderInfo, config: Any, operation: Operation, response: HttpResponse
@@ -427,6 +514,14 @@ class Pipeline:
         result: T = outcome
         return result
 
+    @staticmethod
+    def _leave(wrappers: Wrappers, hook: str, outcome: object, error: BaseException | None) -> None:
+        """Leave a wrapper point's wrappers with the work's outcome, which stays the
+        work's whatever they return or raise (a failure of theirs is logged)."""
+        _, failure = wrappers.leave(outcome, error)
+        if failure is not None and failure is not error:
+            log.error("app plugin failed", hook=hook, error_code=type(failure).__name__)
+
     def _observe(self, caller: Any, hook: str, info: ProviderInfo, **kwargs: Any) -> None:
         """Show a finished value to an observing hook (``None``: nobody observes); a
         failure there changes nothing."""
@@ -482,64 +577,15 @@ _STAGE_NAMES = {
 }
 
 
+def _proceed() -> object:
+    """What a wrapper point's wrappers are given as ``proceed``: refundcore runs the
+    work itself, so a wrapper never calls it."""
+    raise RuntimeError("refundcore runs the operation; a wrapper never calls proceed")
+
+
 def unknown_result(message: str, code: str) -> RefundResult:
     """An ``UNKNOWN`` result, for :meth:`Pipeline.finish` to complete."""
     return RefundResult(status=RefundStatus.UNKNOWN, message=message, error_code=code)
-
-
-def _check_capabilities(info: ProviderInfo, operation: Operation) -> None:
-    caps = info.capabilities
-    if isinstance(operation, RefundQuery) and not caps.query:
-        raise ValidationError(f"{info.name} cannot query refunds", field="operation")
-    if isinstance(operation, Void) and not caps.void:
-        raise ValidationError(f"{info.name} offers no void", field="operation")
-    amount = getattr(operation, "amount", None)
-    if (
-        amount is not None
-        and caps.currencies is not None
-        and amount.currency not in caps.currencies
-    ):
-        raise ValidationError(
-            f"{info.name} does not take {amount.currency} "
-            f"(takes {', '.join(sorted(caps.currencies))})",
-            field="currency",
-        )
-    notify_url = getattr(operation, "notify_url", None)
-    if notify_url and not caps.callbacks:
-        raise ValidationError(f"{info.name} sends no callbacks", field="notify_url")
-    if notify_url and not caps.notify_url:
-        where = caps.notify_url_setting or "the gateway's own settings"
-        raise ValidationError(
-            f"{info.name} cannot carry a notify URL with a refund: set it in {where}",
-            field="notify_url",
-        )
-
-
-def _check_original_amount(operation: Operation, original: Money | None) -> None:
-    if original is None:
-        return
-    amount = getattr(operation, "amount", None)
-    if not isinstance(original, Money):
-        raise ValidationError(
-            f"must be refundcore.Money, got {type(original).__name__}", field="original_amount"
-        )
-    if amount is not None and (original.currency != amount.currency or original < amount):
-        raise ValidationError(
-            f"{original} cannot cover a refund of {amount}", field="original_amount"
-        )
-
-
-def _check_partial(info: ProviderInfo, operation: Operation, original: Money | None) -> None:
-    """A provider without partial refunds takes only a refund of the whole payment:
-    known to be partial when the payment's original amount is given."""
-    if info.capabilities.partial_refunds or original is None or not isinstance(operation, Refund):
-        return
-    if operation.amount.currency == original.currency and operation.amount < original:
-        raise ValidationError(
-            f"{info.name} refunds only whole payments: {operation.amount} is less than the "
-            f"payment's original amount {original}",
-            field="amount",
-        )
 
 
 def _missing_stage(info: ProviderInfo, hook: str, got: object) -> PluginError:

@@ -10,6 +10,7 @@ a batch report's messages, an error's text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from types import MappingProxyType
@@ -19,7 +20,7 @@ import attrs
 
 from .config import Secret
 
-__all__ = ["MASK", "Redactor", "scrub", "secret_values"]
+__all__ = ["MASK", "Redactor", "error_reason", "scrub", "secret_values", "without_queries"]
 
 #: What a secret is replaced with.
 MASK = "********"
@@ -129,3 +130,21 @@ _ATOMS = frozenset({int, float, bool, type(None), Decimal})
 # Mappings handed back as they are when clean: a plain dict, and the read-only view every
 # model's ``raw`` is (returning the view itself spares the model a copy and a rebuild).
 _PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
+
+
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
+def without_queries(text: str) -> str:
+    """``text`` with every URL's query string masked: query strings can carry
+    credentials (one gateway puts a hash of its secret there)."""
+    return _QUERY.sub("?…", text)
+
+
+def error_reason(exc: BaseException) -> str:
+    """What an HTTP stack's exception says, fit for logs and errors: its type and its
+    text (queries masked, cut at 200 characters). Transports raise their own errors
+    without chaining the original (it may hold the full URL), so this is all that is
+    kept of it."""
+    text = without_queries(str(exc)).strip("()'\" ")
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

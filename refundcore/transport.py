@@ -23,7 +23,6 @@ refused, with the reason. What happened is classified carefully:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from .errors import ConfigError, OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
 from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
+from .redaction import error_reason, without_queries
 
 if TYPE_CHECKING:
     import requests
@@ -174,7 +174,7 @@ class HttpTransport:
         log.debug(
             "http exchange",
             method=request.method,
-            url=_without_queries(request.url),
+            url=without_queries(request.url),
             http_status=reply.status,
             response_bytes=len(reply.body),
         )
@@ -476,23 +476,13 @@ def _innermost(exc: BaseException) -> BaseException:
         exc = inner
 
 
-_QUERY = re.compile(r"\?[^\s'\")]*")
-
-
-def _without_queries(text: str) -> str:
-    # Query strings can carry credentials (one gateway puts a hash of its secret there).
-    return _QUERY.sub("?…", text)
-
-
 def _reason(exc: BaseException) -> str:
     """The innermost error ``exc`` wraps, as ``Type: message``, query strings removed.
 
     The exceptions themselves are not chained to refundcore's (they hold the full URL),
     so this is all that is kept of them.
     """
-    root = _innermost(exc)
-    text = _without_queries(str(root)).strip("()'\" ")
-    return f"{type(root).__name__}: {text[:200]}" if text else type(root).__name__
+    return error_reason(_innermost(exc))
 
 
 class _RedactQueries(logging.Filter):
@@ -501,7 +491,7 @@ class _RedactQueries(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _without_queries(arg) if isinstance(arg, str) else arg for arg in record.args
+                without_queries(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 

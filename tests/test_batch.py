@@ -50,6 +50,7 @@ from refundcore.journal import JournalState, open_journal
 from refundcore.sandbox import Fault, SandboxRun
 
 HKD = "HKD"
+MakeClient = Callable[..., Any]
 
 
 @attrs.define
@@ -786,9 +787,9 @@ def test_progress_printer_throttles_plain_lines() -> None:
 # -- the Python API --------------------------------------------------------------------------
 
 
-def test_refund_many_from_code(installed: Path, tmp_path: Path) -> None:
+def test_refund_many_from_code(installed: Path, tmp_path: Path, make_client: MakeClient) -> None:
     journal = f"sqlite:///{tmp_path / 'j.db'}"
-    with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
+    with SandboxRun("testpay", client=make_client(journal=journal)) as run:
         payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(5)]
         rows = [
             BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("10", HKD))
@@ -819,11 +820,9 @@ def test_refund_many_from_code(installed: Path, tmp_path: Path) -> None:
 
 
 def test_a_batch_journals_the_outcomes_of_its_rows_together(
-    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_client: MakeClient
 ) -> None:
-    with SandboxRun(
-        "testpay", client=RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}")
-    ) as run:
+    with SandboxRun("testpay", client=make_client(journal=f"sqlite:///{tmp_path / 'j.db'}")) as run:
         journal = run.client.journal
         assert journal is not None
         one_by_one: list[str] = []
@@ -859,8 +858,9 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    make_client: MakeClient,
 ) -> None:
-    client = RefundClient(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=1.2)
+    client = make_client(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=1.2)
     with SandboxRun("testpay", client=client, read_timeout=0.5, connect_timeout=0.2) as run:
         journal = run.client.journal
         assert journal is not None
@@ -889,11 +889,13 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
         assert len([r for r in run.server.requests if r.method == "POST"]) == 3
 
 
-def test_refund_many_needs_a_journal_and_sane_arguments(installed: Path) -> None:
+def test_refund_many_needs_a_journal_and_sane_arguments(
+    installed: Path, make_client: MakeClient
+) -> None:
     row = BatchRow(provider="testpay", payment_id="P1", amount=Money("1", HKD))
     with pytest.raises(ConfigError, match="a batch needs a journal"):
-        RefundClient(journal=None).refund_many([row])
-    client = RefundClient(journal="sqlite://:memory:")
+        make_client(journal=None).refund_many([row])
+    client = make_client(journal="sqlite://:memory:")
     with pytest.raises(ValidationError, match="workers"):
         client.refund_many([row], workers=0)
     with pytest.raises(ValidationError, match="rate: testpay: must be a positive"):
@@ -906,10 +908,10 @@ def test_refund_many_needs_a_journal_and_sane_arguments(installed: Path) -> None
 
 
 def test_a_stop_event_finishes_rows_in_flight_and_reports_the_rest_skipped(
-    installed: Path, tmp_path: Path
+    installed: Path, tmp_path: Path, make_client: MakeClient
 ) -> None:
     journal = f"sqlite:///{tmp_path / 'j.db'}"
-    with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
+    with SandboxRun("testpay", client=make_client(journal=journal)) as run:
         payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(6)]
         rows = [
             BatchRow(provider="testpay", payment_id=p.payment_id, amount=Money("10", HKD))
@@ -936,10 +938,10 @@ def test_a_stop_event_finishes_rows_in_flight_and_reports_the_rest_skipped(
 
 
 def test_a_row_invalid_for_one_worker_is_left_to_a_worker_that_can_send_it(
-    installed: Path, tmp_path: Path
+    installed: Path, tmp_path: Path, make_client: MakeClient
 ) -> None:
     journal = f"sqlite:///{tmp_path / 'j.db'}"
-    with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
+    with SandboxRun("testpay", client=make_client(journal=journal)) as run:
         payments = [run.emulator.seed_payment(Money("100", HKD)) for _ in range(3)]
         everything = read_batch_file(write_csv(tmp_path / "b.csv", rows_for(payments, "10")))
         # Another worker on the same journal, whose configuration refuses line 4.

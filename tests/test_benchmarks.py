@@ -54,6 +54,8 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "batch of 20, 4 workers",
         "batch peak RSS growth per row, 200→1,000 rows",
         "batch fds + threads, 200→1,000 rows",
+        "async: 20 refunds, 10 in flight",
+        "callback endpoint under uvicorn (ASGI) vs a hand-written endpoint: paywizard",
         "start-up: `refundcore providers`",
         "callbacks verified per second: wonder",
         "callbacks verified per second: paywiser",

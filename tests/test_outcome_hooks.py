@@ -8,7 +8,7 @@ Over real sockets against the testpay emulator, with a SQLite journal where one 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from refundcore import (
     Money,
     PaymentRef,
     PluginError,
-    RefundClient,
     RefundNotification,
     RefundResult,
     RefundStatus,
@@ -28,6 +27,9 @@ from refundcore import (
     hookimpl,
 )
 from refundcore.sandbox import Fault, SandboxRun
+
+#: ``make_client(**kwargs)``: the client of this test's kind (see conftest).
+MakeClient = Callable[..., Any]
 
 HKD = "HKD"
 
@@ -72,8 +74,9 @@ class Seen:
 
 
 @pytest.fixture
-def run(installed: Path, tmp_path: Path) -> Iterator[SandboxRun]:
-    client = RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
+def run(installed: Path, tmp_path: Path, make_client: MakeClient) -> Iterator[SandboxRun]:
+    """Every test here runs against both clients (``client_kind``)."""
+    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
     with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
         yield run
 
@@ -287,3 +290,42 @@ def test_a_wrapper_may_refuse_an_operation_before_it_runs(run: SandboxRun) -> No
         run.client.void("testpay", payment=payment, refund_id="v-1")
     assert run.server.requests == []
     assert run.client.journal.get("testpay", "r-1") is None  # type: ignore[union-attr]
+
+
+def test_old_style_hookwrappers_see_each_outcome_in_order(run: SandboxRun) -> None:
+    """pluggy's older ``hookwrapper=True`` wrappers are run as pluggy runs them, around
+    the operation and around the send, outermost first, on both clients."""
+    calls: list[str] = []
+
+    class Outer:
+        @hookimpl(hookwrapper=True)
+        def refundcore_operation(self, kind: str) -> Any:
+            calls.append(f"outer {kind}")
+            outcome = yield
+            calls.append(f"outer done {outcome.get_result().status.value}")
+
+    class Inner:
+        @hookimpl(wrapper=True)
+        def refundcore_operation(self, kind: str) -> Any:
+            calls.append(f"inner {kind}")
+            result = yield
+            calls.append(f"inner done {result.status.value}")
+            return result
+
+        @hookimpl(hookwrapper=True)
+        def refundcore_send_request(self) -> Any:
+            calls.append("send")
+            outcome = yield
+            calls.append(f"sent {outcome.get_result().status}")
+
+    run.client.register_plugin(Outer())
+    run.client.register_plugin(Inner())
+    assert refund(run, seed(run), "r-1").status is RefundStatus.SUCCEEDED
+    assert calls == [
+        "inner refund",
+        "outer refund",
+        "send",
+        "sent 200",
+        "outer done SUCCEEDED",
+        "inner done SUCCEEDED",
+    ]

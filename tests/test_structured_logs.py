@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import requests
 from refundcore import (
     Money,
     PaymentRef,
-    RefundClient,
     SignatureError,
     TransportError,
     ValidationError,
@@ -29,6 +28,9 @@ from refundcore.batch import BatchRow
 from refundcore.logs import FIELDS, record_fields
 from refundcore.sandbox import Fault, SandboxRun
 
+#: ``make_client(**kwargs)``: the client of this test's kind (see conftest).
+MakeClient = Callable[..., Any]
+
 HKD = "HKD"
 # The emulated gateway's own log (refundcore.sandbox) is the gateway's side: it is held
 # to the fields, not to the client's messages.
@@ -36,8 +38,9 @@ CLIENT_LOGGERS = ("refundcore.client", "refundcore.transport", "refundcore.callb
 
 
 @pytest.fixture
-def run(installed: Path, tmp_path: Path) -> Iterator[SandboxRun]:
-    client = RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
+def run(installed: Path, tmp_path: Path, make_client: MakeClient) -> Iterator[SandboxRun]:
+    """Every test here runs against both clients (``client_kind``)."""
+    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
     with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
         yield run
 

@@ -8,12 +8,13 @@ Over real sockets against the testpay emulator, with a SQLite journal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -26,13 +27,15 @@ from refundcore import (
     HttpResponse,
     Money,
     PaymentRef,
-    RefundClient,
     RefundStatus,
     SignatureError,
     hookimpl,
 )
 from refundcore.sandbox import Fault, SandboxRun
 from refundcore.telemetry import Telemetry
+
+#: ``make_client(**kwargs)``: the client of this test's kind (see conftest).
+MakeClient = Callable[..., Any]
 
 HKD = "HKD"
 
@@ -88,8 +91,9 @@ class App:
 
 
 @pytest.fixture
-def run(installed: Path, tmp_path: Path) -> Iterator[SandboxRun]:
-    client = RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
+def run(installed: Path, tmp_path: Path, make_client: MakeClient) -> Iterator[SandboxRun]:
+    """Every test here runs against both clients (``client_kind``)."""
+    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
     with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
         yield run
 
@@ -243,7 +247,10 @@ def test_callbacks_by_verdict_and_a_duplicate(app: App) -> None:
     assert app.children(callbacks[2]) == ["refundcore verify"]
 
 
-def test_the_send_span_is_the_parent_of_the_http_client_span(app: App) -> None:
+def test_the_send_span_is_the_parent_of_the_http_client_span(app: App, client_kind: str) -> None:
+    """The app instruments the HTTP client the refund goes out on: ``requests`` under
+    its own sync transport, the async client's own ``httpx`` client."""
+
     class RequestsTransport:
         """An app's own transport on requests, which it instruments."""
 
@@ -261,15 +268,19 @@ def test_the_send_span_is_the_parent_of_the_http_client_span(app: App) -> None:
             )
             return HttpResponse(status=reply.status_code, body=reply.content)
 
-    transport = RequestsTransport()
-    app.run.client.register_plugin(transport)
-    instrumentor = RequestsInstrumentor()
+    instrumentor: Any
+    if client_kind == "sync":
+        transport = RequestsTransport()
+        app.run.client.register_plugin(transport)
+        instrumentor, closing = RequestsInstrumentor(), transport.session.close
+    else:
+        instrumentor, closing = HTTPXClientInstrumentor(), lambda: None
     instrumentor.instrument(tracer_provider=app.tracer_provider)
     try:
         result = refund(app.run, seed(app.run), "r-1")
     finally:
         instrumentor.uninstrument()
-        transport.session.close()
+        closing()
     assert result.status is RefundStatus.SUCCEEDED
     (send,) = [span for span in app.finished() if span.name == "refundcore send"]
     (http,) = [span for span in app.finished() if span.kind is SpanKind.CLIENT]

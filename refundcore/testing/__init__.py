@@ -24,12 +24,17 @@ request signature somewhere other than a header whose name contains ``sign``.
 :class:`ProviderStages` calls one provider's stage hooks directly, for a plugin's own
 tests of exact replies and callbacks. Needs ``pytest`` and ``hypothesis``
 (``pip install refundcore[testing]``).
+
+Every check runs with :class:`~refundcore.RefundClient` and with
+:class:`~refundcore.AsyncRefundClient` (behind :class:`AsyncAsSync`; skipped when httpx
+is not installed): the same plugin hooks serve both.
 """
 
 from __future__ import annotations
 
+from .clients import AsyncAsSync
 from .conformance import ProviderConformance
 from .rules import RULES
 from .stages import ProviderStages
 
-__all__ = ["RULES", "ProviderConformance", "ProviderStages"]
+__all__ = ["RULES", "AsyncAsSync", "ProviderConformance", "ProviderStages"]

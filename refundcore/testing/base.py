@@ -27,6 +27,7 @@ from ..models import (
 )
 from ..money import Money
 from ..sandbox import EmulatorUndeclared, LedgerPayment, LedgerRefund, SandboxRun
+from .clients import sandbox_client
 from .rules import broken, expect
 from .transcript import StageWitness, Transcript, secret_texts
 
@@ -68,16 +69,20 @@ class KitBase:
 
     # -- fixtures ------------------------------------------------------------------------
 
-    @pytest.fixture
-    def run(self, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> Iterator[SandboxRun]:
+    @pytest.fixture(params=["sync", "async"])
+    def run(
+        self, request: pytest.FixtureRequest, tmp_path: Any, caplog: pytest.LogCaptureFixture
+    ) -> Iterator[SandboxRun]:
         """The provider's emulator, served on loopback, with a client configured for it
-        that journals to a throwaway SQLite file. When the check ends, every configured
-        secret is looked for in everything it produced (rule ``no-secret``)."""
+        that journals to a throwaway SQLite file: a RefundClient, then an
+        AsyncRefundClient (the same plugin hooks serve both). When the check ends, every
+        configured secret is looked for in everything it produced (rule ``no-secret``)."""
         assert self.provider, 'set `provider = "<id>"` on your conformance class'
         caplog.set_level(logging.DEBUG)
         self._transcript = Transcript()
         self._cache = {}
-        client = RefundClient(
+        client = sandbox_client(
+            request.param,
             entry_points=self.plugin is None,
             journal=f"sqlite:///{tmp_path / 'kit-journal.db'}",
         )

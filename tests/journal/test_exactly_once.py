@@ -24,6 +24,7 @@ import attrs
 import pytest
 
 from refundcore import (
+    AsyncRefundClient,
     ConfigError,
     Money,
     PaymentRef,
@@ -37,6 +38,7 @@ from refundcore.cli import main
 from refundcore.journal import EventKind, JournalEvent, JournalState, open_journal
 from refundcore.sandbox import Fault, SandboxRun
 from refundcore.sandbox.emulator import Incoming, Reply
+from refundcore.testing import AsyncAsSync
 
 #: Short enough to wait out in a test; longer than the timeouts below plus the margin.
 LEASE = 2.0
@@ -77,9 +79,17 @@ def quick_settling(provider: str) -> object:
 
 
 @contextmanager
-def gateway(provider: str, journal: str, **client_options: Any) -> Iterator[SandboxRun]:
+def gateway(
+    provider: str, journal: str, kind: str = "sync", **client_options: Any
+) -> Iterator[SandboxRun]:
+    """The provider's emulator and a journalled client of ``kind`` (``client_kind``:
+    the protocol's rules hold on both clients)."""
     options = {"lease_seconds": LEASE, "journal_wait": 0.3, **client_options}
-    client = RefundClient(entry_points=False, journal=journal, **options)
+    client: Any = (
+        RefundClient(entry_points=False, journal=journal, **options)
+        if kind == "sync"
+        else AsyncAsSync(AsyncRefundClient(entry_points=False, journal=journal, **options))
+    )
     with SandboxRun(
         provider,
         plugin=quick_settling(provider),
@@ -237,10 +247,10 @@ print(json.dumps([result.status.value, result.error_code, result.message]))
 @pytest.mark.parametrize("skew", [600.0, -600.0])
 @pytest.mark.parametrize("provider", ["paywizard", "wonder"])
 def test_a_worker_whose_clock_is_ten_minutes_off_never_takes_over_a_live_send(
-    journal_url: str, provider: str, skew: float
+    journal_url: str, provider: str, skew: float, client_kind: str
 ) -> None:
     lease = 9.0  # outlasts the slow reply below (read timeout 8 s)
-    with gateway(provider, journal_url, lease_seconds=lease) as run:
+    with gateway(provider, journal_url, kind=client_kind, lease_seconds=lease) as run:
         config = {
             **run.emulator.client_config(run.server.base_url),
             "read_timeout": 8.0,
@@ -292,9 +302,9 @@ def test_a_worker_whose_clock_is_ten_minutes_off_never_takes_over_a_live_send(
 
 
 def test_a_lease_shorter_than_the_read_timeout_is_refused_before_anything_is_sent(
-    journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], client_kind: str
 ) -> None:
-    with gateway("paywizard", journal_url, lease_seconds=3.0) as run:
+    with gateway("paywizard", journal_url, kind=client_kind, lease_seconds=3.0) as run:
         run.client.configure(
             "paywizard",
             {
@@ -333,9 +343,11 @@ def test_a_lease_shorter_than_the_read_timeout_is_refused_before_anything_is_sen
 # -- a gateway that applies the refund but answers late -----------------------------------
 
 
-def test_a_refund_applied_but_answered_late_is_settled_by_the_retry(journal_url: str) -> None:
+def test_a_refund_applied_but_answered_late_is_settled_by_the_retry(
+    journal_url: str, client_kind: str
+) -> None:
     """paywizard finds the refund by its refund id: the retry's query settles it."""
-    with gateway("paywizard", journal_url) as run:
+    with gateway("paywizard", journal_url, kind=client_kind) as run:
         payment = seed(run)
         run.server.inject(refund_path(run, payment), Fault(delay=3, times=1))
 
@@ -359,12 +371,12 @@ def test_a_refund_applied_but_answered_late_is_settled_by_the_retry(journal_url:
 
 
 def test_a_refund_applied_but_answered_late_where_lookup_proves_nothing(
-    journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], client_kind: str
 ) -> None:
     """wonder finds a refund again only by the uuid its lost reply carried: the retry
     cannot tell, so it stays UNKNOWN (never FAILED, never resent) until the operator,
     having looked in Wonder's portal, records it."""
-    with gateway("wonder", journal_url) as run:
+    with gateway("wonder", journal_url, kind=client_kind) as run:
         run.emulator.send_callbacks = False
         payment = seed(run)
         run.server.inject(refund_path(run, payment), Fault(delay=3, times=1))
@@ -401,9 +413,9 @@ def test_a_refund_applied_but_answered_late_where_lookup_proves_nothing(
 
 @pytest.mark.parametrize("provider", ["paywizard", "wonder"])
 def test_cron_reconcile_beside_a_live_sender_never_decides_absence_early(
-    journal_url: str, provider: str, tmp_path: Path
+    journal_url: str, provider: str, tmp_path: Path, client_kind: str
 ) -> None:
-    with gateway(provider, journal_url, lease_seconds=4.0) as run:
+    with gateway(provider, journal_url, kind=client_kind, lease_seconds=4.0) as run:
         toml = toml_for(run, tmp_path)
         cron = ("journal", "reconcile", "--config", str(toml), "--journal", journal_url, "--json")
         run.client.configure(
@@ -510,11 +522,12 @@ def killed_between_claim_and_send(run: SandboxRun, journal: str, payment: Paymen
 
 def test_sigkill_between_claim_and_send_is_resent_with_its_refund_id_once_proven(
     journal_url: str,
+    client_kind: str,
 ) -> None:
     """paywizard finds a refund by its refund id and its "not found" is authoritative:
     once the killed sender's lease and the settle delay are over, absence proves the
     refund never left, and the retry sends it, with the same refund id."""
-    with gateway("paywizard", journal_url) as run:
+    with gateway("paywizard", journal_url, kind=client_kind) as run:
         payment = seed(run)
         killed_between_claim_and_send(run, journal_url, payment)
         time.sleep(LEASE)
@@ -544,12 +557,12 @@ def test_sigkill_between_claim_and_send_is_resent_with_its_refund_id_once_proven
 
 
 def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
-    journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    journal_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], client_kind: str
 ) -> None:
     """wonder finds a refund again only by the uuid of its reply, which a refund never
     sent has not got: the refund stays UNKNOWN however long one waits, until an
     operator decides."""
-    with gateway("wonder", journal_url) as run:
+    with gateway("wonder", journal_url, kind=client_kind) as run:
         payment = seed(run)
         killed_between_claim_and_send(run, journal_url, payment)
         time.sleep(LEASE + SETTLE)
@@ -619,13 +632,13 @@ def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
 
 
 def test_an_unknown_refund_is_settled_by_the_operator_and_a_contradiction_reported(
-    journal_url: str, caplog: pytest.LogCaptureFixture
+    journal_url: str, caplog: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
     """paywiser applies the refund but the reply is lost; its query sees a refund only
     by the txid the lost reply carried, so it proves nothing and the refund stays
     UNKNOWN. The operator, misled, decides it failed; the gateway's signed postback
     then says it succeeded: recorded as a contradiction and reported, not applied."""
-    with gateway("paywiser", journal_url) as run:
+    with gateway("paywiser", journal_url, kind=client_kind) as run:
         run.emulator.send_callbacks = False  # the postback comes later, by hand
         payment = seed(run)
         run.server.inject(refund_path(run, payment), Fault(drop=True, times=1))
@@ -736,7 +749,7 @@ def test_a_batch_whose_journal_forgot_it_is_not_sent_again(tmp_path: Path) -> No
 
 
 def test_batch_rows_killed_before_they_started_are_sent_with_their_refund_ids(
-    journal_url: str, tmp_path: Path
+    journal_url: str, tmp_path: Path, client_kind: str
 ) -> None:
     """A batch process died holding rows: two only claimed in the batch queue, one
     claimed as a refund too (its request never left). Run again, every row is sent
@@ -745,7 +758,7 @@ def test_batch_rows_killed_before_they_started_are_sent_with_their_refund_ids(
     from refundcore.journal import BatchItem
     from refundcore.journal.records import new_refund
 
-    with gateway("paywizard", journal_url) as run:
+    with gateway("paywizard", journal_url, kind=client_kind) as run:
         payments = [seed(run) for _ in range(3)]
         batch = tmp_path / "b.csv"
         batch.write_text(

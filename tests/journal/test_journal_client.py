@@ -1,5 +1,6 @@
-"""Exactly-once refunds through RefundClient(journal=...), over real sockets against the
-testpay emulator: retries, crashes, threads, processes and callbacks."""
+"""Exactly-once refunds through a client with a journal, over real sockets against the
+testpay emulator: retries, crashes, threads, processes and callbacks. Every test runs
+with RefundClient and with AsyncRefundClient (the ``make_client`` fixture)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from refundcore.sandbox import Fault, SandboxRun
 
 HKD = "HKD"
 PermissionsEnforced = Callable[[], AbstractContextManager[None]]
+MakeClient = Callable[..., Any]
 
 
 def _sqlite(tmp_path: Path) -> str:
@@ -50,8 +52,8 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def run(installed: Path, journal_url: str) -> Iterator[SandboxRun]:
-    client = RefundClient(journal=journal_url, lease_seconds=2.0)
+def run(installed: Path, journal_url: str, make_client: MakeClient) -> Iterator[SandboxRun]:
+    client = make_client(journal=journal_url, lease_seconds=2.0)
     with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
         yield run
 
@@ -186,13 +188,15 @@ def test_a_provider_without_partial_refunds_takes_whole_payments_only(
     client.close()
 
 
-def test_nothing_sent_frees_the_refund_id(installed: Path, tmp_path: Path) -> None:
+def test_nothing_sent_frees_the_refund_id(
+    installed: Path, tmp_path: Path, make_client: MakeClient
+) -> None:
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = RefundClient(
+    client = make_client(
         {"testpay": {"api_key": "k", "secret": "s", "base_url": f"http://127.0.0.1:{port}"}},
         journal=_sqlite(tmp_path),
     )
@@ -227,8 +231,9 @@ def test_without_a_query_only_a_deduplicating_gateway_gets_a_resend(
     testpay_variant: Callable[..., object],
     query: bool,
     idempotent: bool,
+    make_client: MakeClient,
 ) -> None:
-    client = RefundClient(entry_points=False, journal=_sqlite(tmp_path))
+    client = make_client(entry_points=False, journal=_sqlite(tmp_path))
     client.register_plugin(
         testpay_variant(
             "limited",
@@ -261,10 +266,11 @@ def test_a_resend_relies_on_deduplication_only_inside_its_window(
     testpay_variant: Callable[..., object],
     window: float,
     resent: bool,
+    make_client: MakeClient,
 ) -> None:
     # A one-second window is already gone by the time a resend could arrive (connect
     # and read timeouts alone exceed it): the refund stays UNKNOWN, sent once.
-    client = RefundClient(entry_points=False, journal=_sqlite(tmp_path))
+    client = make_client(entry_points=False, journal=_sqlite(tmp_path))
     client.register_plugin(
         testpay_variant(
             "windowed", query=False, idempotent_refund_id=True, idempotency_window=window
@@ -323,16 +329,17 @@ def test_sixteen_threads_one_refund_id_one_request(run: SandboxRun) -> None:
 
 
 _CHILD = """
-import json, sys
-from refundcore import Money, PaymentRef, RefundClient
+import asyncio, json, sys
+from refundcore import AsyncRefundClient, Money, PaymentRef, RefundClient
 args = json.loads(sys.argv[1])
-client = RefundClient(
-    {"testpay": args["config"]}, journal=args["journal"], lease_seconds=args["lease"]
-)
+kind = AsyncRefundClient if args["kind"] == "async" else RefundClient
+client = kind({"testpay": args["config"]}, journal=args["journal"], lease_seconds=args["lease"])
 print("ready", flush=True)
 sys.stdin.readline()
 result = client.refund("testpay", payment=PaymentRef(**args["payment"]),
                        amount=Money(args["amount"], "HKD"), refund_id=args["refund_id"])
+if args["kind"] == "async":
+    result = asyncio.run(result)
 print(result.status.value, result.provider_refund_id, flush=True)
 """
 
@@ -345,6 +352,7 @@ def _child(
     refund_id: str,
     lease: float = 30.0,
     read_timeout: float = 5.0,
+    kind: str = "sync",
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(plugin_site), "REFUNDCORE_PLUGINS": "testpay"}
     args = {
@@ -355,6 +363,7 @@ def _child(
         "payment": attrs.asdict(payment),
         "amount": "10",
         "refund_id": refund_id,
+        "kind": kind,
     }
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, json.dumps(args)],
@@ -367,11 +376,16 @@ def _child(
     return child
 
 
-def test_two_processes_one_postgres_journal_one_request(installed: Path, postgres_url: str) -> None:
-    with SandboxRun("testpay", client=RefundClient(journal=postgres_url)) as run:
+def test_two_processes_one_postgres_journal_one_request(
+    installed: Path, postgres_url: str, make_client: MakeClient
+) -> None:
+    with SandboxRun("testpay", client=make_client(journal=postgres_url)) as run:
         payment = seed(run)
         run.server.inject("/v1/refunds", Fault(delay=0.5))
-        children = [_child(run, installed, postgres_url, payment, "r-2p") for _ in range(2)]
+        children = [
+            _child(run, installed, postgres_url, payment, "r-2p", kind=kind)
+            for kind in ("sync", "async")
+        ]
         for child in children:
             assert child.stdin is not None
             child.stdin.write("go\n")
@@ -384,16 +398,18 @@ def test_two_processes_one_postgres_journal_one_request(installed: Path, postgre
 
 @pytest.mark.parametrize("settle_by", ["query", "callback"])
 def test_a_process_killed_after_sending_is_settled_not_resent(
-    installed: Path, tmp_path: Path, settle_by: str
+    installed: Path, tmp_path: Path, settle_by: str, make_client: MakeClient, client_kind: str
 ) -> None:
     """SIGKILL after the request reached the gateway and before the journal heard back:
     running the same refund again sends no second refund and settles the first."""
     journal = _sqlite(tmp_path)
-    with SandboxRun("testpay", client=RefundClient(journal=journal)) as run:
+    with SandboxRun("testpay", client=make_client(journal=journal)) as run:
         payment = seed(run)
         # The gateway refunds at once but answers late: time to kill the sender.
         run.server.inject("/v1/refunds", Fault(delay=30, times=1))
-        child = _child(run, installed, journal, payment, "r-kill", lease=1.7, read_timeout=1)
+        child = _child(
+            run, installed, journal, payment, "r-kill", lease=1.7, read_timeout=1, kind=client_kind
+        )
         assert child.stdin is not None
         child.stdin.write("go\n")
         child.stdin.flush()
@@ -461,7 +477,10 @@ def test_reconcile_settles_pending_and_unknown(run: SandboxRun) -> None:
 
 
 def test_read_only_journal_means_nothing_is_sent(
-    installed: Path, tmp_path: Path, file_permissions_enforced: PermissionsEnforced
+    installed: Path,
+    tmp_path: Path,
+    file_permissions_enforced: PermissionsEnforced,
+    make_client: MakeClient,
 ) -> None:
     url = _sqlite(tmp_path)
     open_journal(url).close()
@@ -469,7 +488,7 @@ def test_read_only_journal_means_nothing_is_sent(
     path.chmod(0o444)
     try:
         with SandboxRun("testpay") as run, file_permissions_enforced():
-            client = RefundClient(journal=url)
+            client = make_client(journal=url)
             client.configure("testpay", run.emulator.client_config(run.server.base_url))
             with pytest.raises(JournalError, match="read-only"):
                 client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
@@ -478,11 +497,13 @@ def test_read_only_journal_means_nothing_is_sent(
         path.chmod(0o644)
 
 
-def test_unreachable_journal_means_nothing_is_sent(installed: Path, tmp_path: Path) -> None:
+def test_unreachable_journal_means_nothing_is_sent(
+    installed: Path, tmp_path: Path, make_client: MakeClient
+) -> None:
     (tmp_path / "blocker").write_text("a file where a folder should be")
     with SandboxRun("testpay") as run:
         with pytest.raises(JournalError):
-            client = RefundClient(journal=f"sqlite:///{tmp_path / 'blocker' / 'j.db'}")
+            client = make_client(journal=f"sqlite:///{tmp_path / 'blocker' / 'j.db'}")
             client.configure("testpay", run.emulator.client_config(run.server.base_url))
             client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
         assert run.server.requests == []
@@ -495,14 +516,16 @@ def test_the_journal_stores_no_secret(run: SandboxRun) -> None:
         assert secret not in json.dumps(attrs.asdict(entry), default=str)
 
 
-def test_a_caller_waits_only_so_long_for_another_sender(installed: Path, tmp_path: Path) -> None:
+def test_a_caller_waits_only_so_long_for_another_sender(
+    installed: Path, tmp_path: Path, make_client: MakeClient
+) -> None:
     """While another worker holds the refund, a second caller waits up to journal_wait,
     then answers UNKNOWN (with the query-first advice) and sends nothing itself."""
     url = _sqlite(tmp_path)
-    with SandboxRun("testpay", client=RefundClient(journal=url)) as run:
+    with SandboxRun("testpay", client=make_client(journal=url)) as run:
         payment = seed(run)
         run.server.inject("/v1/refunds", Fault(delay=1.5, times=1))
-        impatient = RefundClient(journal=url, journal_wait=0.3)
+        impatient = make_client(journal=url, journal_wait=0.3)
         impatient.configure("testpay", run.emulator.client_config(run.server.base_url))
         first = threading.Thread(
             target=run.client.refund,

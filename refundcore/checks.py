@@ -1,0 +1,69 @@
+"""The checks of an operation against its provider before anything is built: what the
+provider cannot do, an original amount that cannot cover the refund, and a part refund
+a provider of whole refunds cannot take
+(:meth:`Pipeline.validate <refundcore.pipeline.Pipeline.validate>` runs them)."""
+
+from __future__ import annotations
+
+from .errors import ValidationError
+from .models import Operation, ProviderInfo, Refund, RefundQuery, Void
+from .money import Money
+
+__all__ = ["check_capabilities", "check_original_amount", "check_partial"]
+
+
+def check_capabilities(info: ProviderInfo, operation: Operation) -> None:
+    """``ValidationError`` naming the field for what ``info``'s provider cannot do."""
+    caps = info.capabilities
+    if isinstance(operation, RefundQuery) and not caps.query:
+        raise ValidationError(f"{info.name} cannot query refunds", field="operation")
+    if isinstance(operation, Void) and not caps.void:
+        raise ValidationError(f"{info.name} offers no void", field="operation")
+    amount = getattr(operation, "amount", None)
+    if (
+        amount is not None
+        and caps.currencies is not None
+        and amount.currency not in caps.currencies
+    ):
+        raise ValidationError(
+            f"{info.name} does not take {amount.currency} "
+            f"(takes {', '.join(sorted(caps.currencies))})",
+            field="currency",
+        )
+    notify_url = getattr(operation, "notify_url", None)
+    if notify_url and not caps.callbacks:
+        raise ValidationError(f"{info.name} sends no callbacks", field="notify_url")
+    if notify_url and not caps.notify_url:
+        where = caps.notify_url_setting or "the gateway's own settings"
+        raise ValidationError(
+            f"{info.name} cannot carry a notify URL with a refund: set it in {where}",
+            field="notify_url",
+        )
+
+
+def check_original_amount(operation: Operation, original: Money | None) -> None:
+    """``ValidationError`` for an ``original`` amount that cannot cover the refund."""
+    if original is None:
+        return
+    amount = getattr(operation, "amount", None)
+    if not isinstance(original, Money):
+        raise ValidationError(
+            f"must be refundcore.Money, got {type(original).__name__}", field="original_amount"
+        )
+    if amount is not None and (original.currency != amount.currency or original < amount):
+        raise ValidationError(
+            f"{original} cannot cover a refund of {amount}", field="original_amount"
+        )
+
+
+def check_partial(info: ProviderInfo, operation: Operation, original: Money | None) -> None:
+    """A provider without partial refunds takes only a refund of the whole payment:
+    known to be partial when the payment's original amount is given."""
+    if info.capabilities.partial_refunds or original is None or not isinstance(operation, Refund):
+        return
+    if operation.amount.currency == original.currency and operation.amount < original:
+        raise ValidationError(
+            f"{info.name} refunds only whole payments: {operation.amount} is less than the "
+            f"payment's original amount {original}",
+            field="amount",
+        )
