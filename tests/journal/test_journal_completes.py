@@ -4,7 +4,9 @@ payment and the gateway's refund id it recorded are used, through the API and th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,14 +14,19 @@ from refundcore import Money, RefundClient, RefundStatus, ValidationError
 from refundcore.cli import main
 from refundcore.sandbox import SandboxRun
 
-
-def _client(tmp_path: Path) -> RefundClient:
-    return RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}")
+MakeClient = Callable[..., Any]
 
 
-def test_a_query_by_refund_id_alone_uses_the_journals_payment(tmp_path: Path) -> None:
+def _client(tmp_path: Path, make_client: MakeClient) -> RefundClient:
+    client: RefundClient = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}")
+    return client
+
+
+def test_a_query_by_refund_id_alone_uses_the_journals_payment(
+    tmp_path: Path, make_client: MakeClient
+) -> None:
     # Wonder finds a refund only through its order and the refund transaction's uuid.
-    with SandboxRun("wonder", client=_client(tmp_path)) as run:
+    with SandboxRun("wonder", client=_client(tmp_path, make_client)) as run:
         payment = run.emulator.seed_payment(Money("50.00", "HKD"))
         made = run.client.refund("wonder", payment=payment, amount=Money("10.00", "HKD"))
         assert made.status is RefundStatus.SUCCEEDED
@@ -29,8 +36,10 @@ def test_a_query_by_refund_id_alone_uses_the_journals_payment(tmp_path: Path) ->
         assert str(payment.payment_id) in run.server.requests[-1].body.decode()
 
 
-def test_a_query_the_journal_does_not_know_is_refused_before_sending(tmp_path: Path) -> None:
-    with SandboxRun("wonder", client=_client(tmp_path)) as run:
+def test_a_query_the_journal_does_not_know_is_refused_before_sending(
+    tmp_path: Path, make_client: MakeClient
+) -> None:
+    with SandboxRun("wonder", client=_client(tmp_path, make_client)) as run:
         before = len(run.server.requests)
         with pytest.raises(ValidationError) as raised:
             run.client.query("wonder", refund_id="never-made")
@@ -38,8 +47,8 @@ def test_a_query_the_journal_does_not_know_is_refused_before_sending(tmp_path: P
         assert len(run.server.requests) == before
 
 
-def test_a_void_asked_again_by_refund_id_alone(tmp_path: Path) -> None:
-    with SandboxRun("paywizard", client=_client(tmp_path)) as run:
+def test_a_void_asked_again_by_refund_id_alone(tmp_path: Path, make_client: MakeClient) -> None:
+    with SandboxRun("paywizard", client=_client(tmp_path, make_client)) as run:
         payment = run.emulator.seed_payment(Money("50.00", "HKD"))
         voided = run.client.void("paywizard", payment=payment, refund_id="v-1")
         assert voided.status is RefundStatus.SUCCEEDED
