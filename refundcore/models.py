@@ -142,6 +142,12 @@ class HttpRequest:
         # fields on every call: signing stages call this on every request.
         return HttpRequest(self.method, self.url, headers, self.body)
 
+    def with_body(self, body: bytes) -> HttpRequest:
+        """A copy with ``body`` as its body (signing stages that sign into the body)."""
+        if type(self) is not HttpRequest:
+            return attrs.evolve(self, body=body)
+        return HttpRequest(self.method, self.url, self.headers, body)
+
     @property
     def path(self) -> str:
         """Path plus ``?query`` as it goes on the wire (what several gateways sign)."""

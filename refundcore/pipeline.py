@@ -126,23 +126,31 @@ class Pipeline:
         reply = self._send(info, config, operation, signed)
         if isinstance(reply, RefundResult):
             return self.finish(info, operation, reply)
-        return self.finish(info, operation, self._parse(info, config, operation, reply))
+        parsed = self._parse(info, config, operation, reply)
+        return self.finish(info, operation, parsed, http_status=reply.status)
 
     def finish(
-        self, info: ProviderInfo, operation: Operation, result: RefundResult
+        self,
+        info: ProviderInfo,
+        operation: Operation,
+        result: RefundResult,
+        *,
+        http_status: int | None = None,
     ) -> RefundResult:
         """The one place a result is completed, whichever path it came by: identity
-        (provider, refund id, operation) stamped from ``operation``, the query-first
-        advice on an ``UNKNOWN`` refund or void, secrets masked, the outcome logged."""
+        (provider, refund id, operation) stamped from ``operation``, the reply's
+        ``http_status`` where the plugin set none, the query-first advice on an
+        ``UNKNOWN`` refund or void, secrets masked, the outcome logged."""
         message = result.message
         if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
-        result = attrs.evolve(
+        result = _copy(
             result,
             message=self._redactor.text(info.id, message),
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,
+            http_status=http_status if result.http_status is None else result.http_status,
             raw=self._redactor.value(info.id, result.raw),
         )
         log.info(
@@ -199,15 +207,16 @@ class Pipeline:
     ) -> HttpResponse | RefundResult:
         """The gateway's reply, or the UNKNOWN result of a send that may have gone out
         but brought no reply."""
-        log.debug(
-            "%s %s via %s: %s %s (%d bytes)",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            signed.method,
-            signed.url.partition("?")[0],
-            len(signed.body),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s via %s: %s %s (%d bytes)",
+                operation.kind,
+                operation.refund_id,
+                info.id,
+                signed.method,
+                signed.url.partition("?")[0],
+                len(signed.body),
+            )
         hooks = self._registry.hooks(info.id)
         try:
             response = hooks.send(provider=info, config=config, request=signed)
@@ -229,7 +238,8 @@ class Pipeline:
     def _parse(
         self, info: ProviderInfo, config: Any, operation: Operation, response: HttpResponse
     ) -> RefundResult:
-        """The plugin's reading of the reply; UNKNOWN when it cannot read it."""
+        """The plugin's reading of the reply; UNKNOWN when it cannot read it. The reply's
+        status is stamped by :meth:`finish`."""
         hooks = self._registry.hooks(info.id)
         try:
             result = hooks.parse(
@@ -245,8 +255,6 @@ class Pipeline:
             result = None
         if not isinstance(result, RefundResult):
             result = unknown_result(f"unreadable reply (HTTP {response.status})", "unparseable")
-        if result.http_status is None:
-            result = attrs.evolve(result, http_status=response.status)
         return result
 
     def _stage(self, caller: Any, stage: str, info: ProviderInfo, **kwargs: Any) -> Any:
@@ -257,6 +265,19 @@ class Pipeline:
         except Exception as exc:
             log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
+
+
+_RESULT_FIELDS = tuple(field.name for field in attrs.fields(RefundResult))
+
+
+def _copy(result: RefundResult, **changes: Any) -> RefundResult:
+    """``attrs.evolve(result, **changes)``, without re-reading the class's fields on every
+    call: every result is finished here."""
+    if type(result) is not RefundResult:  # a subclass may have fields of its own
+        return attrs.evolve(result, **changes)
+    values = {name: getattr(result, name) for name in _RESULT_FIELDS}
+    values.update(changes)
+    return RefundResult(**values)
 
 
 def unknown_result(message: str, code: str) -> RefundResult:

@@ -72,15 +72,19 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if kind in _ATOMS:
         return value
     if kind is str or isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        return _masked(value, secrets)
     if kind in _PLAIN_MAPPINGS or isinstance(value, Mapping):
         # Copied only from the first masked item on (always, for other mapping types).
         scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
         for key, item in value.items():
-            new = scrub(item, secrets)
+            # Most items of a reply are text or numbers: handled here, without recursing.
+            item_kind = type(item)
+            if item_kind in _ATOMS:
+                new = item
+            elif item_kind is str:
+                new = _masked(item, secrets)
+            else:
+                new = scrub(item, secrets)
             if scrubbed is None and new is not item:
                 scrubbed = dict(value)
             if scrubbed is not None:
@@ -91,6 +95,13 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
         same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
         return value if same else items
     return value
+
+
+def _masked(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 # Values that cannot hold a secret, checked by exact type before anything slower.

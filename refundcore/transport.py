@@ -129,6 +129,9 @@ class HttpTransport:
                     url=request.url,
                     headers=headers,
                     data=request.body or None,
+                    # The session's jar, which refuses every cookie: always empty, and
+                    # not a new jar made for every request.
+                    cookies=session.cookies,
                 )
             # What Session.request does: the environment's proxies and CA bundle, the
             # session's client certificate; the provider's ca_bundle comes first.
@@ -174,13 +177,14 @@ class HttpTransport:
                 type(exc).__name__,
             )
             reply = reader.reply
-        log.debug(
-            "%s %s: HTTP %d (%d bytes)",
-            request.method,
-            _without_queries(request.url),
-            reply.status,
-            len(reply.body),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s: HTTP %d (%d bytes)",
+                request.method,
+                _without_queries(request.url),
+                reply.status,
+                len(reply.body),
+            )
         return reply
 
     def _check_use(
