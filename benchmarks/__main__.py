@@ -42,8 +42,8 @@ class Sizes:
 
 
 FULL = Sizes(
-    cpu_rounds=10,
-    cpu_per_round=40,
+    cpu_rounds=40,
+    cpu_per_round=10,
     cpu_warmup=10,
     batch_refunds=5000,
     batch_workers=16,

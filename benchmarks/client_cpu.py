@@ -2,8 +2,9 @@
 the same HTTP stack (``requests.Session``), so the ratio is refundcore's own cost.
 
 For each provider one gateway process serves both sides, with the same credentials. The
-two sides take turns in rounds (ours, baseline, baseline, ours, …), each round refunding
-``per_round`` fresh payments; a round's CPU time (``time.process_time()`` of this
+two sides take turns in short rounds (ours, baseline, baseline, ours, …), each round
+refunding ``per_round`` fresh payments, so that both see the same load from the rest of
+the machine; a round's CPU time (``time.process_time()`` of this
 process only: the gateway runs elsewhere) divided by its refunds is one sample, and the
 figure is the ratio of the two sides' median samples. Every refund must succeed, so
 both sides always do the same work.
@@ -78,8 +79,8 @@ def measure(
     provider: str,
     *,
     journal: bool = False,
-    rounds: int = 10,
-    per_round: int = 30,
+    rounds: int = 40,
+    per_round: int = 10,
     warmup: int = 10,
 ) -> Figure:
     """One provider's per-refund CPU ratio (refundcore / baseline)."""
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("providers", nargs="*", default=list(PROVIDERS))
     parser.add_argument("--journal", action="store_true")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--per-round", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--per-round", type=int, default=10)
     args = parser.parse_args(argv)
     loopback_only()
     figures = [

@@ -144,23 +144,35 @@ class Pipeline:
         message = result.message
         if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
-        result = _copy(
-            result,
-            message=self._redactor.text(info.id, message),
-            provider=info.id,
-            refund_id=operation.refund_id,
-            operation=operation.kind,
-            http_status=http_status if result.http_status is None else result.http_status,
-            raw=self._redactor.value(info.id, result.raw),
-        )
-        log.info(
-            "%s %s via %s: %s%s",
-            operation.kind,
-            operation.refund_id,
-            info.id,
-            result.status.value,
-            f" ({result.error_code})" if result.error_code else "",
-        )
+        changes: dict[str, Any] = {
+            "provider": info.id,
+            "refund_id": operation.refund_id,
+            "operation": operation.kind,
+            "message": self._redactor.text(info.id, message),
+            "http_status": http_status if result.http_status is None else result.http_status,
+            "raw": self._redactor.value(info.id, result.raw),
+        }
+        if type(result) is RefundResult:
+            # Built directly rather than by attrs.evolve, which re-reads the class's
+            # fields on every call: every result is finished here.
+            result = RefundResult(
+                status=result.status,
+                amount=result.amount,
+                provider_refund_id=result.provider_refund_id,
+                error_code=result.error_code,
+                **changes,
+            )
+        else:  # a subclass may have fields of its own
+            result = attrs.evolve(result, **changes)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s via %s: %s%s",
+                operation.kind,
+                operation.refund_id,
+                info.id,
+                result.status.value,
+                f" ({result.error_code})" if result.error_code else "",
+            )
         return result
 
     def verify(
@@ -265,19 +277,6 @@ class Pipeline:
         except Exception as exc:
             log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
-
-
-_RESULT_FIELDS = tuple(field.name for field in attrs.fields(RefundResult))
-
-
-def _copy(result: RefundResult, **changes: Any) -> RefundResult:
-    """``attrs.evolve(result, **changes)``, without re-reading the class's fields on every
-    call: every result is finished here."""
-    if type(result) is not RefundResult:  # a subclass may have fields of its own
-        return attrs.evolve(result, **changes)
-    values = {name: getattr(result, name) for name in _RESULT_FIELDS}
-    values.update(changes)
-    return RefundResult(**values)
 
 
 def unknown_result(message: str, code: str) -> RefundResult:

@@ -90,6 +90,36 @@ def test_stages_run_in_order_and_wrappers_change_request_and_result(run: Sandbox
     assert sent.header("X-Signature")
 
 
+def test_a_finished_result_keeps_every_field_the_client_does_not_stamp(run: SandboxRun) -> None:
+    full = RefundResult(
+        status=RefundStatus.PENDING,
+        provider="other",
+        refund_id="other-id",
+        operation="void",
+        amount=Money("1.50", HKD),
+        provider_refund_id="p-1",
+        message="on its way",
+        error_code="queued",
+        http_status=202,
+        raw={"state": "queued"},
+    )
+
+    class Replace:
+        @hookimpl(wrapper=True)
+        def refundcore_parse_response(self) -> Any:
+            yield
+            return full
+
+    run.client.register_plugin(Replace())
+    result = run.client.refund(
+        "testpay", payment=seed(run), amount=Money("10", HKD), refund_id="r-full"
+    )
+    stamped = {"provider": "testpay", "refund_id": "r-full", "operation": "refund"}
+    for field in attrs.fields(RefundResult):
+        expected = stamped.get(field.name, getattr(full, field.name))
+        assert getattr(result, field.name) == expected, field.name
+
+
 def test_request_copies_change_only_what_they_name() -> None:
     request = HttpRequest("POST", "https://gw.example/r?x=1", headers={"A": "1"}, body=b"old")
     changed = request.with_body(b"new").with_headers({"a": "2", "B": "3"})
