@@ -203,8 +203,9 @@ class PaymentRef:
     transaction_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        for name in ("payment_id", "merchant_reference", "transaction_id"):
-            _check_identifier(getattr(self, name), f"payment.{name}")
+        _check_identifier(self.payment_id, "payment.payment_id")
+        _check_identifier(self.merchant_reference, "payment.merchant_reference")
+        _check_identifier(self.transaction_id, "payment.transaction_id")
         if (
             self.payment_id is None
             and self.merchant_reference is None

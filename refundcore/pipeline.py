@@ -200,8 +200,13 @@ class Pipeline:
             )
         except ValidationError as exc:
             raise SignatureError(f"malformed callback: {exc}") from None
-        hooks = self._registry.hooks(info.id)
-        note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
+        verify = self._registry.hooks(info.id).verify
+        try:
+            note = verify(provider=info, config=config, callback=callback)
+        except RefundError:
+            raise
+        except Exception as exc:
+            raise _plugin_error(info, "verify_callback", exc) from exc
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
         log.info("verified %s callback: %s %s", info.id, note.event, note.status)
@@ -275,8 +280,7 @@ class Pipeline:
         except RefundError:
             raise
         except Exception as exc:
-            log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
-            raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
+            raise _plugin_error(info, stage, exc) from exc
 
 
 def unknown_result(message: str, code: str) -> RefundResult:
@@ -324,6 +328,11 @@ def _check_original_amount(operation: Operation, original: Money | None) -> None
         raise ValidationError(
             f"{original} cannot cover a refund of {amount}", field="original_amount"
         )
+
+
+def _plugin_error(info: ProviderInfo, stage: str, exc: Exception) -> PluginError:
+    log.error("%s plugin failed in %s: %s", info.id, stage, type(exc).__name__)
+    return PluginError(info.id, f"refundcore_{stage}", exc)
 
 
 def _missing_stage(info: ProviderInfo, hook: str, got: object) -> PluginError:

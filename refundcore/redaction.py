@@ -79,10 +79,13 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
         for key, item in value.items():
             # Most items of a reply are text or numbers: handled here, without recursing.
             item_kind = type(item)
-            if item_kind in _ATOMS:
+            if item_kind is str:
                 new = item
-            elif item_kind is str:
-                new = _masked(item, secrets)
+                for secret in secrets:
+                    if secret in new:
+                        new = new.replace(secret, MASK)
+            elif item_kind in _ATOMS:
+                new = item
             else:
                 new = scrub(item, secrets)
             if scrubbed is None and new is not item:

@@ -202,12 +202,14 @@ def _headers(environ: WSGIEnvironment) -> Headers:
     pairs = [
         (key[5:].replace("_", "-").title(), str(value))
         for key, value in environ.items()
-        if key.startswith("HTTP_")
+        if key[:5] == "HTTP_"
     ]
     for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
-        if environ.get(key):
-            pairs.append((name, str(environ[key])))
-    return Headers(pairs)
+        value = environ.get(key)
+        if value:
+            pairs.append((name, str(value)))
+    # Every name and value is a str made here: no need to check them again.
+    return Headers._checked(tuple(pairs))
 
 
 def callback_app(
