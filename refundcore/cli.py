@@ -451,11 +451,13 @@ def _payment(args: argparse.Namespace) -> Any:
 
 
 def _cmd_providers(args: argparse.Namespace) -> int:
-    from .client import RefundClient
+    # The plugin registry alone: listing providers needs no client (no journal, no
+    # transport), and `refundcore providers` starts the faster for not importing one.
+    from .plugins import PluginRegistry
 
-    client = RefundClient()
-    infos = client.providers()
-    failures = client.plugin_failures
+    registry = PluginRegistry()
+    infos = registry.load_all()
+    failures = registry.failures
     data = {
         "providers": [info.as_dict() for info in infos],
         "load_errors": [

@@ -485,7 +485,7 @@ def test_import_is_lazy() -> None:
     )
     imported = set(probe.stdout.split())
     assert "refundcore.client" in imported
-    for heavy in ("requests", "cryptography", "cattrs", "urllib3", "importlib_metadata"):
+    for heavy in ("requests", "cryptography", "cattrs", "urllib3", "importlib.metadata"):
         assert heavy not in imported, f"import refundcore imported {heavy}"
     assert not [name for name in imported if name.startswith("refundcore_")]
 
