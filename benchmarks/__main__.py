@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import callbacks, client_cpu, report, startup, telemetry, throughput
+from . import callbacks, client_cpu, endpoint, report, startup, telemetry, throughput
 from .common import PROVIDERS, REPO, BenchmarkError, Figure, loopback_only
 
 DEFAULT_OUTPUT = REPO / "docs" / "performance.md"
@@ -37,11 +37,13 @@ class Sizes:
     startup_rounds: int
     callback_rounds: int
     callback_seconds: float
+    endpoint_rounds: int
+    endpoint_seconds: float
 
 
 FULL = Sizes(
-    cpu_rounds=10,
-    cpu_per_round=40,
+    cpu_rounds=40,
+    cpu_per_round=10,
     cpu_warmup=10,
     batch_refunds=5000,
     batch_workers=16,
@@ -50,6 +52,8 @@ FULL = Sizes(
     startup_rounds=15,
     callback_rounds=9,
     callback_seconds=0.05,
+    endpoint_rounds=6,
+    endpoint_seconds=1.0,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -62,9 +66,11 @@ QUICK = Sizes(
     startup_rounds=1,
     callback_rounds=2,
     callback_seconds=0.002,
+    endpoint_rounds=2,
+    endpoint_seconds=0.05,
 )
 
-KINDS = ("cpu", "journal", "telemetry", "batch", "startup", "callbacks")
+KINDS = ("cpu", "journal", "telemetry", "batch", "startup", "callbacks", "endpoint")
 #: The telemetry plugin's cost is measured with every trace sampled for each provider,
 #: and with a production-style share for the cheapest refund (where it weighs most).
 TELEMETRY_SAMPLED = ((1.0, PROVIDERS), (0.1, ("paywizard",)))
@@ -135,6 +141,15 @@ def plan(
                 seconds=sizes.callback_seconds,
             )
             jobs.append((f"callbacks: {provider}", verify))
+    if "endpoint" in kinds:
+        for provider in providers:
+            serve = functools.partial(
+                endpoint.measure,
+                provider,
+                rounds=sizes.endpoint_rounds,
+                seconds=sizes.endpoint_seconds,
+            )
+            jobs.append((f"endpoint: {provider}", serve))
     return jobs
 
 

@@ -53,12 +53,12 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "paywizard",
         "batch of 20, 4 workers",
         "start-up: `refundcore providers`",
+        "callbacks verified per second: paywizard",
         "callbacks verified per second: wonder",
+        "callbacks verified per second: directgw",
         "callbacks verified per second: paywiser",
-        "callbacks verified per second vs a hand-written verifier: paywizard",
-        "callbacks verified per second vs a hand-written verifier: wonder",
-        "callbacks verified per second vs a hand-written verifier: directgw",
-        "callbacks verified per second vs a hand-written verifier: paywiser",
+        "callback endpoint on waitress (WSGI), requests per second: paywizard",
+        "callback endpoint on waitress (WSGI), requests per second: paywiser",
     ):
         assert figure in run.stdout, run.stdout
     assert "ERROR" not in run.stdout
