@@ -116,7 +116,7 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
             else:
                 new = scrub(item, secrets)
             # A gateway may echo a credential as a key too.
-            new_key = scrub(key, secrets) if type(key) is str else key
+            new_key = _masked(key, secrets) if type(key) is str else key
             if scrubbed is None and (new is not item or new_key is not key):
                 scrubbed = dict(value)
             if scrubbed is not None:
