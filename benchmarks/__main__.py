@@ -24,6 +24,7 @@ from . import (
     batch_memory,
     callbacks,
     client_cpu,
+    endpoint,
     report,
     startup,
     telemetry,
@@ -53,11 +54,13 @@ class Sizes:
     async_in_flight: int
     async_delay: float
     asgi_seconds: float
+    endpoint_rounds: int
+    endpoint_seconds: float
 
 
 FULL = Sizes(
-    cpu_rounds=10,
-    cpu_per_round=40,
+    cpu_rounds=40,
+    cpu_per_round=10,
     cpu_warmup=10,
     batch_refunds=5000,
     batch_workers=16,
@@ -71,6 +74,8 @@ FULL = Sizes(
     async_in_flight=200,
     async_delay=0.2,
     asgi_seconds=3.0,
+    endpoint_rounds=6,
+    endpoint_seconds=1.0,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -88,6 +93,8 @@ QUICK = Sizes(
     async_in_flight=10,
     async_delay=0.01,
     asgi_seconds=0.2,
+    endpoint_rounds=2,
+    endpoint_seconds=0.05,
 )
 
 KINDS = (
@@ -99,6 +106,7 @@ KINDS = (
     "async",
     "startup",
     "callbacks",
+    "endpoint",
     "asgi",
 )
 #: The telemetry plugin's cost is measured with every trace sampled for each provider,
@@ -182,6 +190,15 @@ def plan(
                 seconds=sizes.callback_seconds,
             )
             jobs.append((f"callbacks: {provider}", verify))
+    if "endpoint" in kinds:
+        for provider in providers:
+            serve = functools.partial(
+                endpoint.measure,
+                provider,
+                rounds=sizes.endpoint_rounds,
+                seconds=sizes.endpoint_seconds,
+            )
+            jobs.append((f"endpoint: {provider}", serve))
     if "asgi" in kinds:
         jobs.append(("asgi", functools.partial(asgi_endpoint.measure, seconds=sizes.asgi_seconds)))
     return jobs

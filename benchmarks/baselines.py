@@ -7,9 +7,11 @@ Each refund baseline builds the body, signs it inline with ``hmac`` / ``hashlib`
 plugin, so the emulators accepting these requests (they verify every signature) shows
 each baseline is a faithful integration.
 
-Two callback baselines: the raw cryptographic operations a callback check needs, on
-bytes prepared beforehand (the floor any verifier's rate is measured against), and a
-hand-written verifier per gateway (what a merchant's own callback endpoint does).
+:class:`JournalledBaseline` adds what a merchant writes to make refunds exactly-once: a
+SQLite row committed before each request is sent.
+
+For callbacks, a hand-written verifier per gateway (what a merchant's own callback
+endpoint does) and a hand-written WSGI endpoint around it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -34,12 +38,14 @@ from requests.adapters import HTTPAdapter
 
 __all__ = [
     "BASELINES",
+    "CALLBACK_ACKS",
     "Baseline",
     "BaselineError",
+    "JournalledBaseline",
+    "handwritten_callback_app",
     "handwritten_callback_check",
     "handwritten_verifier",
     "paywiser_postback_url",
-    "raw_callback_check",
 ]
 
 TIMEOUT = (5.0, 30.0)  # refundcore's default connect and read timeouts
@@ -71,6 +77,14 @@ def _public_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
+def _rsa_verifies(key: rsa.RSAPublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
 class Baseline:
     """A hand-written refund integration for one gateway."""
 
@@ -78,9 +92,9 @@ class Baseline:
         self.base_url = str(config["base_url"])
         self.session = _session(pool_size)
 
-    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> None:
-        """Refund ``amount`` (a decimal string) of ``payment``; ``BaselineError`` unless
-        the gateway says it succeeded."""
+    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
+        """Refund ``amount`` (a decimal string) of ``payment``: the gateway's reply;
+        ``BaselineError`` unless it says the refund succeeded."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -99,10 +113,10 @@ class Paywizard(Baseline):
         self.suffix = f"&clientId={self.client_id}&clientSecret={secret}".encode()
         self.token = str(config["token"])
 
-    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> None:
+    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
         body, headers = self.signed(payment, refund_id, amount)
         reply = self.session.post(self.url, data=body, headers=headers, timeout=TIMEOUT)
-        self.check(reply.content)
+        return self.check(reply.content)
 
     def signed(
         self, payment: Mapping[str, Any], refund_id: str, amount: str
@@ -122,11 +136,12 @@ class Paywizard(Baseline):
         return body, {"Content-Type": "application/json", "jwt-token": self.token, "sign": sign}
 
     @staticmethod
-    def check(content: bytes) -> None:
-        """``BaselineError`` unless the reply says the refund succeeded."""
+    def check(content: bytes) -> dict[str, Any]:
+        """The reply's data; ``BaselineError`` unless it says the refund succeeded."""
         data = json.loads(content)
         if data.get("code") != 200 or (data.get("data") or {}).get("result") != 0:
             raise BaselineError(f"paywizard refused the refund: {data.get('msg')}")
+        return data
 
 
 def _wonder_message(method: str, uri: str, body: bytes, nonce: str, when: str) -> bytes:
@@ -149,7 +164,7 @@ class Wonder(Baseline):
         self.app_id = str(config["app_id"])
         self.key = _private_key(str(config["private_key"]))
 
-    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> None:
+    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
         body = json.dumps(
             {
                 "order": {"number": payment["payment_id"]},
@@ -176,6 +191,7 @@ class Wonder(Baseline):
         refunds = [t for t in data["data"]["order"]["transactions"] if t["type"] == "Refund"]
         if not refunds or refunds[-1]["success"] is not True:
             raise BaselineError("wonder did not report the refund as successful")
+        return data
 
 
 class Directgw(Baseline):
@@ -187,7 +203,7 @@ class Directgw(Baseline):
         self.merchant_id = json.dumps(str(config["merchant_id"]))
         self.key = _private_key(str(config["private_key"]))
 
-    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> None:
+    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
         # The amount is a JSON number written from its decimal text (never a float);
         # BBMSL never sees the merchant's refund id.
         order_id = int(payment["payment_id"])
@@ -202,6 +218,7 @@ class Directgw(Baseline):
         data = json.loads(reply.content)
         if data.get("responseCode") != "0000":
             raise BaselineError(f"directgw refused the refund: {data.get('message')}")
+        return data
 
 
 class Paywiser(Baseline):
@@ -214,7 +231,7 @@ class Paywiser(Baseline):
         self.postback_url = str(config["postback_url"])
         self.currency = "USD"
 
-    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> None:
+    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
         timestamp = dt.datetime.now(dt.timezone.utc).strftime("%H%M%S")
         text = self.sid + timestamp + amount + self.currency + self.rcode
         digest = hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - PayWiser's protocol
@@ -235,6 +252,7 @@ class Paywiser(Baseline):
         data = json.loads(reply.content)
         if data.get("status") != "OK":
             raise BaselineError(f"paywiser refused the refund: {data.get('error_msg')}")
+        return data
 
 
 _PAYWISER_REFUND_ID = "refund_id"
@@ -254,104 +272,64 @@ BASELINES: dict[str, type[Baseline]] = {
 }
 
 
-# -- callbacks: the cryptography alone ----------------------------------------------------
+# -- a hand-written journal ------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refunds (
+    refund_id TEXT PRIMARY KEY,
+    payment_id TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reply TEXT
+)
+"""
 
 
-def raw_callback_check(
-    provider: str,
-    config: Mapping[str, Any],
-    *,
-    path: str,
-    headers: Mapping[str, str],
-    body: bytes,
-) -> Callable[[], bool]:
-    """A function doing only the cryptographic operations that verify this callback,
-    on bytes prepared here beforehand (parsing, canonicalising and decoding are left
-    out). It returns True when the callback is genuine; it is checked once here."""
-    check = _RAW_CHECKS[provider](config, path, {k.lower(): v for k, v in headers.items()}, body)
-    if not check():
-        raise BaselineError(f"{provider}: the raw check rejects a genuine callback")
-    return check
+def _sqlite(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
 
 
-def _raw_paywizard(
-    config: Mapping[str, Any], path: str, headers: Mapping[str, str], body: bytes
-) -> Callable[[], bool]:
-    # Every non-empty top-level field but sign, sorted, k=v joined by & (values here are
-    # strings and integers), then the credentials: plugins/paywizard/PROTOCOL.md.
-    fields = json.loads(body)
-    pairs = [f"{k}={v}" for k, v in sorted(fields.items()) if k != "sign" and v not in ("", None)]
-    secret = str(config["client_secret"])
-    message = ("&".join(pairs) + f"&clientId={config['client_id']}&clientSecret={secret}").encode()
-    key, given = secret.encode(), headers["sign"].encode()
+class JournalledBaseline:
+    """A hand-written integration that records each refund in SQLite before sending it,
+    so that a crash never leaves a refund sent and unrecorded, and a refund id is never
+    sent twice (it is the table's primary key: a repeat fails before anything is sent).
 
-    def check() -> bool:
-        expected = hmac.digest(key, message, "sha256").hex().encode()
-        return hmac.compare_digest(expected, given)
+    The row is committed with ``synchronous=FULL`` (an ``fsync``, WAL mode) before the
+    request leaves; the gateway's reply is recorded after it with ``synchronous=NORMAL``
+    (no ``fsync`` of its own). That is the durability refundcore's SQLite journal gives,
+    so both sides do the same disk work.
+    """
 
-    return check
+    def __init__(self, baseline: Baseline, path: Path) -> None:
+        self.baseline = baseline
+        self._before = _sqlite(path, "FULL")
+        self._before.execute(_SCHEMA)
+        self._after = _sqlite(path, "NORMAL")
 
+    def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
+        """Record, send, record the reply; what :meth:`Baseline.refund` returns."""
+        with self._before:
+            self._before.execute(
+                "INSERT INTO refunds (refund_id, payment_id, amount, state) "
+                "VALUES (?, ?, ?, 'SENDING')",
+                (refund_id, str(payment["payment_id"]), amount),
+            )
+        # A send that raises leaves the row SENDING, for the merchant to look into.
+        reply = self.baseline.refund(payment, refund_id, amount)
+        with self._after:
+            self._after.execute(
+                "UPDATE refunds SET state = 'SUCCEEDED', reply = ? WHERE refund_id = ?",
+                (json.dumps(reply), refund_id),
+            )
+        return reply
 
-def _raw_wonder(
-    config: Mapping[str, Any], path: str, headers: Mapping[str, str], body: bytes
-) -> Callable[[], bool]:
-    when = headers["credential"].split("/")[1]
-    nonce = headers["nonce"]
-    signature = base64.b64decode(headers["signature"])
-    key = _public_key(str(config["webhook_public_key"]))
-
-    def check() -> bool:
-        message = _wonder_message("POST", path, body, nonce, when)
-        return _rsa_verifies(key, signature, message)
-
-    return check
-
-
-def _raw_directgw(
-    config: Mapping[str, Any], path: str, headers: Mapping[str, str], body: bytes
-) -> Callable[[], bool]:
-    fields = json.loads(body)  # this notification's values are all strings
-    message = "&".join(sorted(f"{k}={v}" for k, v in fields.items() if k != "signature")).encode()
-    signature = base64.b64decode(fields["signature"])
-    key = _public_key(str(config["gateway_public_key"]))
-
-    def check() -> bool:
-        return _rsa_verifies(key, signature, message)
-
-    return check
-
-
-def _raw_paywiser(
-    config: Mapping[str, Any], path: str, headers: Mapping[str, str], body: bytes
-) -> Callable[[], bool]:
-    form = dict(parse_qsl(body.decode()))
-    names = ("sid", "rcode", "txid", "status", "amount", "currency", "tx_action")
-    values = {**form, "rcode": str(config["rcode"])}
-    message = ";".join(values[name] for name in names).encode()
-    given = (form.get("vry") or form["vrfy"]).lower().encode()
-
-    def check() -> bool:
-        return hmac.compare_digest(hashlib.sha256(message).hexdigest().encode(), given)
-
-    return check
-
-
-def _rsa_verifies(key: rsa.RSAPublicKey, signature: bytes, message: bytes) -> bool:
-    try:
-        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
-        return False
-    return True
-
-
-_RAW_CHECKS: dict[
-    str, Callable[[Mapping[str, Any], str, Mapping[str, str], bytes], Callable[[], bool]]
-] = {
-    "paywizard": _raw_paywizard,
-    "wonder": _raw_wonder,
-    "directgw": _raw_directgw,
-    "paywiser": _raw_paywiser,
-}
+    def close(self) -> None:
+        self.baseline.close()
+        self._before.close()
+        self._after.close()
 
 
 # -- callbacks: a merchant's own verifier -------------------------------------------------
@@ -552,3 +530,60 @@ _HANDWRITTEN: dict[str, Callable[[Mapping[str, Any]], _Verifier]] = {
     "directgw": _handwritten_directgw,
     "paywiser": _handwritten_paywiser,
 }
+
+
+# -- callbacks: a merchant's own endpoint -------------------------------------------------
+
+#: What each gateway is answered on a verified callback (PROTOCOL.md of each plugin):
+#: status line, Content-Type, body.
+CALLBACK_ACKS: dict[str, tuple[str, str, bytes]] = {
+    "paywizard": ("200 OK", "application/json", b'{"code":200,"msg":"success"}'),
+    "wonder": ("200 OK", "text/plain; charset=utf-8", b"OK"),
+    "directgw": ("200 OK", "text/plain", b"OK"),
+    "paywiser": ("200 OK", "text/plain; charset=utf-8", b"OK"),
+}
+_MAX_CALLBACK_BODY = 1024 * 1024
+
+
+def handwritten_callback_app(
+    provider: str, config: Mapping[str, Any], on_notification: Callable[[dict[str, Any]], object]
+) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """A WSGI app a merchant writes for one gateway's callbacks, around the hand-written
+    verifier (:func:`handwritten_callback_check` says what that checks): read the body
+    within a size cap, hand the verifier the path and query, the headers (lower-cased)
+    and the body, pass a genuine notification to ``on_notification`` and answer as the
+    gateway expects; 400 for anything that does not verify, 405 for other methods, 413
+    for a body over 1 MiB. It serves one gateway wherever it is mounted."""
+    verify = _HANDWRITTEN[provider](config)
+    status, content_type, ack = CALLBACK_ACKS[provider]
+    ack_headers = [("Content-Type", content_type), ("Content-Length", str(len(ack)))]
+
+    def answer(start_response: Callable[..., Any], status: str, text: bytes) -> list[bytes]:
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
+        return [text]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["REQUEST_METHOD"] != "POST":
+            return answer(start_response, "405 Method Not Allowed", b"POST only\n")
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > _MAX_CALLBACK_BODY:
+            return answer(start_response, "413 Content Too Large", b"too large\n")
+        body = environ["wsgi.input"].read(int(length))
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        query = environ.get("QUERY_STRING")
+        path = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+        try:
+            notification = verify(path, headers, body)
+        except (ValueError, KeyError, IndexError, TypeError, ArithmeticError):
+            notification = None  # malformed: the same answer as a forgery
+        if notification is None:
+            return answer(start_response, "400 Bad Request", b"rejected\n")
+        on_notification(notification)
+        start_response(status, ack_headers)
+        return [ack]
+
+    return app

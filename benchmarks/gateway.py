@@ -11,12 +11,13 @@ gateway apart from the client so that the client's CPU time is measured alone.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from refundcore import Money, RefundClient
 from refundcore.sandbox import Fault, SandboxServer, emulator_factory
+
+from .common import serve_until_stdin_closes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 for ref in payments
             ],
         }
-        sys.stdout.write(json.dumps(ready) + "\n")
-        sys.stdout.flush()
-        # Serve until the benchmark closes our stdin (or dies, which closes it too).
-        sys.stdin.read()
+        serve_until_stdin_closes(ready)
     finally:
         emulator.close()
         server.stop()

@@ -59,7 +59,13 @@ class Answer:
     @classmethod
     def ack(cls, ack: CallbackAck) -> Answer:
         """The success answer the gateway expects."""
-        return cls(ack.status, "OK", ack.body, ack.content_type)
+        return _ack_answer(ack)
+
+
+@functools.cache
+def _ack_answer(ack: CallbackAck) -> Answer:
+    # Made once per provider: both are frozen, and every genuine callback is answered so.
+    return Answer(ack.status, "OK", ack.body, ack.content_type)
 
 
 def check_limits(max_body: int, body_timeout: float) -> None:

@@ -146,6 +146,12 @@ class HttpRequest:
         # fields on every call: signing stages call this on every request.
         return HttpRequest(self.method, self.url, headers, self.body)
 
+    def with_body(self, body: bytes) -> HttpRequest:
+        """A copy with ``body`` as its body (signing stages that sign into the body)."""
+        if type(self) is not HttpRequest:
+            return attrs.evolve(self, body=body)
+        return HttpRequest(self.method, self.url, self.headers, body)
+
     @property
     def path(self) -> str:
         """Path plus ``?query`` as it goes on the wire (what several gateways sign)."""
@@ -201,8 +207,9 @@ class PaymentRef:
     transaction_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        for name in ("payment_id", "merchant_reference", "transaction_id"):
-            _check_identifier(getattr(self, name), f"payment.{name}")
+        _check_identifier(self.payment_id, "payment.payment_id")
+        _check_identifier(self.merchant_reference, "payment.merchant_reference")
+        _check_identifier(self.transaction_id, "payment.transaction_id")
         if (
             self.payment_id is None
             and self.merchant_reference is None

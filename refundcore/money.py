@@ -56,6 +56,8 @@ def currency_exponent(currency: str) -> int:
 
 
 def _to_decimal(amount: object) -> Decimal:
+    if type(amount) is str:  # the usual case first: amounts are mostly given as text
+        return _text_decimal(amount)
     if isinstance(amount, (bool, float)):
         raise ValidationError(
             f"got {type(amount).__name__} {amount!r}; give a str, int or Decimal "
@@ -69,16 +71,20 @@ def _to_decimal(amount: object) -> Decimal:
             raise ValidationError(f"{amount} is not a finite number", field="amount")
         return amount
     if isinstance(amount, str):
-        if len(amount) <= _MAX_TEXT and amount[:1] == "-" and _PLAIN_DECIMAL.match(amount[1:]):
-            raise ValidationError(f"must be positive, got {amount}", field="amount")
-        if len(amount) > _MAX_TEXT or not _PLAIN_DECIMAL.match(amount):
-            raise ValidationError(
-                f"{amount[:_MAX_TEXT]!r} is not a plain decimal like '10.00'", field="amount"
-            )
-        return Decimal(amount)
+        return _text_decimal(amount)
     raise ValidationError(
         f"got {type(amount).__name__}; give a str, int or Decimal", field="amount"
     )
+
+
+def _text_decimal(amount: str) -> Decimal:
+    if len(amount) <= _MAX_TEXT and amount[:1] == "-" and _PLAIN_DECIMAL.match(amount[1:]):
+        raise ValidationError(f"must be positive, got {amount}", field="amount")
+    if len(amount) > _MAX_TEXT or not _PLAIN_DECIMAL.match(amount):
+        raise ValidationError(
+            f"{amount[:_MAX_TEXT]!r} is not a plain decimal like '10.00'", field="amount"
+        )
+    return Decimal(amount)
 
 
 @attrs.frozen(init=False, repr=False)

@@ -122,10 +122,10 @@ def _names_from_env(variable: str) -> frozenset[str] | None:
 
 def discover_entries() -> list[PluginEntry]:
     """Every installed provider entry point, from package metadata alone."""
-    import importlib_metadata
+    from importlib.metadata import entry_points
 
     entries = []
-    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist
         entries.append(
             PluginEntry(

@@ -100,17 +100,24 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if kind in _ATOMS:
         return value
     if kind is str or isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        return _masked(value, secrets)
     if kind in _PLAIN_MAPPINGS or isinstance(value, Mapping):
         # Copied only from the first masked item on (always, for other mapping types).
         scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
         for key, item in value.items():
-            new = scrub(item, secrets)
+            # Most items of a reply are text or numbers: handled here, without recursing.
+            item_kind = type(item)
+            if item_kind is str:
+                new = item
+                for secret in secrets:
+                    if secret in new:
+                        new = new.replace(secret, MASK)
+            elif item_kind in _ATOMS:
+                new = item
+            else:
+                new = scrub(item, secrets)
             # A gateway may echo a credential as a key too.
-            new_key = scrub(key, secrets) if type(key) is str else key
+            new_key = _masked(key, secrets) if type(key) is str else key
             if scrubbed is None and (new is not item or new_key is not key):
                 scrubbed = dict(value)
             if scrubbed is not None:
@@ -123,6 +130,13 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
         same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
         return value if same else items
     return value
+
+
+def _masked(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 # Values that cannot hold a secret, checked by exact type before anything slower.

@@ -130,6 +130,9 @@ class HttpTransport:
                     url=request.url,
                     headers=headers,
                     data=request.body or None,
+                    # The session's jar, which refuses every cookie: always empty, and
+                    # not a new jar made for every request.
+                    cookies=session.cookies,
                 )
             # What Session.request does: the environment's proxies and CA bundle, the
             # session's client certificate; the provider's ca_bundle comes first.
@@ -171,13 +174,14 @@ class HttpTransport:
             # an odd Location, a session's own hook): the gateway's answer is known.
             log.warning("error after the reply was read", error=type(exc).__name__)
             reply = reader.reply
-        log.debug(
-            "http exchange",
-            method=request.method,
-            url=without_queries(request.url),
-            http_status=reply.status,
-            response_bytes=len(reply.body),
-        )
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "http exchange",
+                method=request.method,
+                url=without_queries(request.url),
+                http_status=reply.status,
+                response_bytes=len(reply.body),
+            )
         return reply
 
     def _check_use(

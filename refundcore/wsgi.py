@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 import socket
 import threading
 import time
@@ -52,7 +51,7 @@ MAX_BODY = 1024 * 1024
 #: at once; only a stalled or hostile client needs longer.
 BODY_TIMEOUT = 10.0
 _CHUNK = 64 * 1024
-_CONTENT_LENGTH = re.compile(r"[0-9]{1,15}")
+_MAX_LENGTH_DIGITS = 15
 # Where servers hand the app its connection.
 _SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
 
@@ -137,7 +136,8 @@ def _declared_length(environ: WSGIEnvironment, max_body: int) -> int | None:
     text = str(environ.get("CONTENT_LENGTH") or "").strip()
     if not text:
         return None if environ.get("wsgi.input_terminated") else 0
-    if not _CONTENT_LENGTH.fullmatch(text):
+    # 1 to 15 ASCII digits (isdigit alone would take other scripts' digits too).
+    if not (len(text) <= _MAX_LENGTH_DIGITS and text.isascii() and text.isdigit()):
         raise _Refused(400, "Bad Request", "bad Content-Length")
     length = int(text)
     if length > max_body:
@@ -202,12 +202,14 @@ def _headers(environ: WSGIEnvironment) -> Headers:
     pairs = [
         (key[5:].replace("_", "-").title(), str(value))
         for key, value in environ.items()
-        if key.startswith("HTTP_")
+        if key[:5] == "HTTP_"
     ]
     for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
-        if environ.get(key):
-            pairs.append((name, str(environ[key])))
-    return Headers(pairs)
+        value = environ.get(key)
+        if value:
+            pairs.append((name, str(value)))
+    # Every name and value is a str made here: no need to check them again.
+    return Headers._checked(tuple(pairs))
 
 
 def callback_app(

@@ -101,6 +101,21 @@ def test_stages_run_in_order_and_wrappers_change_request_and_result(
     assert sent.header("X-Signature")
 
 
+def test_request_copies_change_only_what_they_name() -> None:
+    request = HttpRequest("POST", "https://gw.example/r?x=1", headers={"A": "1"}, body=b"old")
+    changed = request.with_body(b"new").with_headers({"a": "2", "B": "3"})
+    assert (changed.method, changed.url, changed.body) == ("POST", request.url, b"new")
+    assert list(changed.headers.items()) == [("a", "2"), ("B", "3")]
+    assert request.body == b"old" and dict(request.headers) == {"A": "1"}
+
+    @attrs.frozen
+    class Traced(HttpRequest):
+        trace: str = "t-1"
+
+    copy = Traced("GET", "https://gw.example/").with_body(b"x")
+    assert type(copy) is Traced and (copy.trace, copy.body) == ("t-1", b"x")
+
+
 def test_exact_wire_bytes(run: SandboxRun) -> None:
     payment = seed(run)
     run.client.refund(
@@ -467,7 +482,7 @@ def test_import_is_lazy() -> None:
         "cryptography",
         "cattrs",
         "urllib3",
-        "importlib_metadata",
+        "importlib.metadata",
         "opentelemetry",
         "httpx",
     ):

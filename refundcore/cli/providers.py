@@ -24,14 +24,17 @@ __all__ = ["cmd_config", "cmd_new_plugin", "cmd_providers"]
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
-    from ..client import RefundClient
     from ..config import read_toml
+
+    # The plugin registry alone: listing providers needs no client (no journal, no
+    # transport), and `refundcore providers` starts the faster for not importing one.
+    from ..plugins import PluginRegistry
 
     path = config_file(args)
     configured = set() if path is None else set(read_toml(path))
-    client = RefundClient()
-    infos = client.providers()
-    failures = client.plugin_failures
+    registry = PluginRegistry()
+    infos = registry.load_all()
+    failures = registry.failures
     data = {
         "config_file": None if path is None else str(path),
         "providers": [{**info.as_dict(), "configured": info.id in configured} for info in infos],

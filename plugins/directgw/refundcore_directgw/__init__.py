@@ -720,7 +720,7 @@ def refundcore_build_request(config: DirectgwConfig, operation: Operation) -> Ht
 def refundcore_sign_request(config: DirectgwConfig, request: HttpRequest) -> HttpRequest:
     """Sign the request string's exact bytes and put string and signature in the envelope."""
     text = request.body.decode("utf-8")
-    return attrs.evolve(request, body=envelope(text, sign_request_string(config.private_key, text)))
+    return request.with_body(envelope(text, sign_request_string(config.private_key, text)))
 
 
 @hookimpl

@@ -215,8 +215,10 @@ def push_signing_string(fields: Mapping[str, Any], client_id: str, client_secret
     for name in sorted(fields):
         if name == "sign":
             continue
-        text = push_field_text(fields[name])
-        if text is not None:
+        value = fields[name]
+        # Strings and numbers (a JsonNumber is a str) are most fields: written as they are.
+        text = value if isinstance(value, str) else push_field_text(value)
+        if text:
             pairs.append(f"{name}={text}")
     return "&".join(pairs) + f"&clientId={client_id}&clientSecret={client_secret}"
 
@@ -483,6 +485,8 @@ def _small_int(value: Any) -> int | None:
 
 def _text(value: Any) -> str | None:
     """A string value (or a number's literal text), or ``None`` for anything else."""
+    if type(value) is str:
+        return value or None
     if isinstance(value, bool):
         return None
     if isinstance(value, (str, int)):
@@ -736,6 +740,8 @@ def push_event(fields: Mapping[str, Any], provider: str) -> str:
 
 def _plain(value: Any) -> Any:
     """``raw``-ready copy: numbers as int or Decimal (never float)."""
+    if type(value) is str:  # most values: nothing to convert
+        return value
     if isinstance(value, JsonNumber):
         digits = value.lstrip("-")
         if digits.isdigit() and len(digits) <= 18:

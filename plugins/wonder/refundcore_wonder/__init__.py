@@ -273,8 +273,14 @@ def credential(app_id: str, time_text: str) -> str:
 
 
 def new_nonce() -> str:
-    """16 random alphanumerics from the OS's CSPRNG."""
-    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(_NONCE_LENGTH))
+    """16 random alphanumerics from the OS's CSPRNG, each of the 62 equally likely."""
+    # From one read of random bytes rather than 16 calls of secrets.choice (a nonce is
+    # made for every request). Bytes from 248 up are dropped: 248 is 4 * 62, so every
+    # byte kept maps onto the alphabet evenly.
+    chars: list[str] = []
+    while len(chars) < _NONCE_LENGTH:
+        chars += [_NONCE_ALPHABET[byte % 62] for byte in secrets.token_bytes(24) if byte < 248]
+    return "".join(chars[:_NONCE_LENGTH])
 
 
 def _utcnow() -> dt.datetime:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+import string
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,6 +145,17 @@ def test_credential_nonce_and_time_helpers() -> None:
     nonces = {wonder.new_nonce() for _ in range(50)}
     assert len(nonces) == 50
     assert all(re.fullmatch(r"[A-Za-z0-9]{16}", nonce) for nonce in nonces)
+
+
+def test_nonce_bytes_that_would_skew_the_alphabet_are_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 248..255 would map onto the first 8 characters a fifth time: they are dropped.
+    reads = iter([bytes([255, 0, 248, 61, 62, 123, 247, *range(248, 256)]), bytes(range(24))])
+    monkeypatch.setattr(wonder.secrets, "token_bytes", lambda n: next(reads))
+    alphabet = string.ascii_letters + string.digits
+    first = "".join(alphabet[b % 62] for b in (0, 61, 62, 123, 247))
+    assert wonder.new_nonce() == first + alphabet[:11]
 
 
 # -- the exact wire bytes -------------------------------------------------------------------
