@@ -69,4 +69,4 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 28  # one table row per figure
+    assert verdicts == 27  # one table row per figure
