@@ -462,7 +462,13 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
         description=BATCH_HELP,
         epilog=BATCH_EXIT_HELP,
     )
-    batch.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl)")
+    batch.add_argument(
+        "file",
+        type=Path,
+        help="CSV with a header, or JSON Lines (.jsonl); `status BATCH_ID` for a batch "
+        "submitted with --executor celery",
+    )
+    batch.add_argument("batch_id", nargs="?", help=argparse.SUPPRESS)
     batch.add_argument(
         "--workers",
         type=_count(_MAX_WORKERS),
@@ -491,6 +497,21 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
         help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
     )
     _add_batch_timing(batch)
+    batch.add_argument(
+        "--executor",
+        choices=("local", "celery"),
+        default="local",
+        help="local: this process sends the rows (default); celery: check the file, write "
+        "it into the journal (PostgreSQL) and enqueue its rows for Celery workers",
+    )
+    batch.add_argument(
+        "--celery-app",
+        metavar="MODULE:ATTR",
+        help="the Celery app to enqueue on (default $REFUNDCORE_CELERY_APP)",
+    )
+    batch.add_argument(
+        "--wait", action="store_true", help="with status: wait until every row is done"
+    )
 
 
 def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
