@@ -69,10 +69,21 @@ class RefundTasks:
         self._slots: RateSlots | None = None
         self._headers: dict[str, dict[str, Any]] = {}
         common = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+
+        # Plain functions: Celery binds the task to a function's first argument, not
+        # to a bound method's.
+        def refund_row(task: Any, batch_id: str, line: int) -> str:
+            return self._refund_row(task, batch_id, line)
+
+        def reconcile(
+            provider: str | None = None, stale_open_seconds: float | None = None
+        ) -> dict[str, int]:
+            return self._reconcile(provider, stale_open_seconds)
+
         self.refund_row = app.task(name=REFUND_ROW, bind=True, max_retries=None, **common)(
-            self._refund_row
+            refund_row
         )
-        self.reconcile = app.task(name=RECONCILE, **common)(self._reconcile)
+        self.reconcile = app.task(name=RECONCILE, **common)(reconcile)
 
     # -- the worker's client ---------------------------------------------------------
 
