@@ -12,13 +12,16 @@ from ..batch.protocol import BatchClient
 from ..batch.report import BatchReport, complete
 from ..batch.results import BatchStatus, from_journal
 from ..batch.store import PAGE, RowStore
-from ..errors import ValidationError
+from ..errors import JournalError, ValidationError
 from ..journal import BatchItemState
 from ..journal.manifest import BatchManifests, postgres_journal
 from ..journal.records import payment_key
+from ..logs import EventLogger
 from .manifest_rows import problems_of, row_of
 
 __all__ = ["batch_progress", "batch_report", "wait_for_batch"]
+
+log = EventLogger("refundcore.celery")
 
 #: What a report says of a row no worker has finished yet.
 UNFINISHED = "not finished yet: the batch is still running"
@@ -112,17 +115,26 @@ def wait_for_batch(
     """Wait until every row of the batch has an outcome (``timeout`` seconds at most),
     calling ``on_progress`` as it goes, and return its report. ``TimeoutError`` when
     the batch is still running after ``timeout``."""
-    manifests = _manifests(client, batch_id)
+    manifests: BatchManifests | None = None
     started = time.monotonic()
     while True:
         elapsed = time.monotonic() - started
-        progress = _progress(manifests, batch_id, elapsed)
-        if progress.finished:
+        try:
+            manifests = manifests or _manifests(client, batch_id)
+            progress = _progress(manifests, batch_id, elapsed)
+            if progress.finished:
+                if on_progress is not None:
+                    on_progress(progress)
+                return batch_report(client, batch_id)
+        except JournalError as exc:
+            # The workers wait for the journal to come back; so does whoever follows them.
+            log.warning("journal unavailable while following a batch", error=str(exc))
+            if timeout is not None and elapsed >= timeout:
+                raise
+        else:
             if on_progress is not None:
                 on_progress(progress)
-            return batch_report(client, batch_id)
-        if on_progress is not None:
-            on_progress(progress)
-        if timeout is not None and elapsed >= timeout:
-            raise TimeoutError(f"batch {batch_id} still has {progress.total - progress.done} rows")
+            if timeout is not None and elapsed >= timeout:
+                left = progress.total - progress.done
+                raise TimeoutError(f"batch {batch_id} still has {left} rows without an outcome")
         time.sleep(poll)

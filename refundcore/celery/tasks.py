@@ -137,7 +137,7 @@ class RefundTasks:
             return "MISSING"
         rate = _rate_for(header, row.provider)
         if rate is not None:
-            time.sleep(slots.take(f"{batch_id}\0{row.provider}", rate))
+            time.sleep(slots.take(f"batch:{batch_id}:{row.provider}", rate))
         owner = f"{socket.gethostname()}:{os.getpid()}:task-{uuid.uuid4().hex[:12]}"
         lease = float(header["lease_seconds"])
         claim = manifests.claim_row(batch_id, line, owner=owner, lease_seconds=lease)

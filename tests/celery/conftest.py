@@ -136,7 +136,15 @@ class PostgresServer:
 
     def close(self) -> None:
         subprocess.run(
-            [*self._as, str(self._bindir / "pg_ctl"), "-D", str(self._data), "-m", "immediate", "stop"],
+            [
+                *self._as,
+                str(self._bindir / "pg_ctl"),
+                "-D",
+                str(self._data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
             capture_output=True,
             timeout=60,
         )

@@ -32,7 +32,20 @@ def test_a_batch_submitted_from_the_cli_is_refunded_by_two_workers(
     rig.start_worker("w2")
     base = ["--config", str(rig.folder / "refundcore.toml"), "--journal", rig.journal]
 
-    code = main(["batch", str(file), *base, "--executor", "celery", "--celery-app", "refunds_app:app", "--lease", "4", "--json"])
+    code = main(
+        [
+            "batch",
+            str(file),
+            *base,
+            "--executor",
+            "celery",
+            "--celery-app",
+            "refunds_app:app",
+            "--lease",
+            "4",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     submitted = json.loads(out)
@@ -40,7 +53,9 @@ def test_a_batch_submitted_from_the_cli_is_refunded_by_two_workers(
     batch_id = submitted["batch_id"]
 
     report_file = rig.folder / "report.csv"
-    code = main(["batch", "status", batch_id, *base, "--wait", "--json", "--report", str(report_file)])
+    code = main(
+        ["batch", "status", batch_id, *base, "--wait", "--json", "--report", str(report_file)]
+    )
     out, err = capsys.readouterr()
     summary = json.loads(out)
     assert (code, summary["finished"], summary["total"]) == (0, True, 24), err
@@ -126,20 +141,27 @@ def test_a_journal_outage_mid_batch_finishes_once_it_is_back(rig: Rig) -> None:
 
 def test_the_rate_limit_holds_across_all_workers_together(rig: Rig) -> None:
     """Three workers of two threads each, a batch limited to 8 requests a second: the
-    achieved rate, first request to last, is within 10 % below the requested one and
-    never above it by more than the sampling's error."""
-    rows, rate = 32, 8.0
-    payments = rig.payments(rows)
+    achieved rate, first request to last, is within 10 % below the requested one and 5 %
+    above it (the requests' own latency varies a little once their slot came), and no
+    one-second window holds more than one request over the rate."""
+    rows, rate = 40, 8.0
     app = app_of(rig)
     for name in ("w1", "w2", "w3"):
         rig.start_worker(name)
+    # Warm workers (plugins loaded, connections open), as in a long-running shop.
+    warm_up = submit_batch(app, rig.client, rig.rows(rig.payments(12)), lease_seconds=4)
+    rig.settled_report(warm_up.batch_id).close()
+    payments = rig.payments(rows)
     seen: list[float] = []
     stop = threading.Event()
 
+    def posts() -> int:
+        return len([r for r in rig.run.server.requests if r.method == "POST"])
+
     def sample() -> None:
-        count = 0
+        count = posts()
         while not stop.is_set():
-            now = len([r for r in rig.run.server.requests if r.method == "POST"])
+            now = posts()
             seen.extend([time.monotonic()] * (now - count))
             count = now
             time.sleep(0.002)
@@ -163,15 +185,20 @@ def test_the_rate_limit_holds_across_all_workers_together(rig: Rig) -> None:
 def test_a_batch_needs_a_postgresql_journal(rig: Rig, tmp_path: Path) -> None:
     from refundcore import RefundClient
 
-    with RefundClient.from_file(
-        rig.folder / "refundcore.toml", journal=f"sqlite:///{tmp_path / 'j.db'}"
-    ) as client, pytest.raises(ConfigError, match="needs a PostgreSQL journal") as refused:
+    with (
+        RefundClient.from_file(
+            rig.folder / "refundcore.toml", journal=f"sqlite:///{tmp_path / 'j.db'}"
+        ) as client,
+        pytest.raises(ConfigError, match="needs a PostgreSQL journal") as refused,
+    ):
         submit_batch(app_of(rig), client, rig.rows(rig.payments(1)))
     assert refused.value.field == "journal"
     assert rig.run.server.requests == []
 
 
-def test_status_of_an_unknown_batch_is_refused(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_of_an_unknown_batch_is_refused(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = ["--config", str(rig.folder / "refundcore.toml"), "--journal", rig.journal]
     assert main(["batch", "status", "nope", *base]) == 2
     assert "has no batch 'nope'" in capsys.readouterr().err
