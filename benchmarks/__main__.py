@@ -18,7 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import batch_memory, callbacks, client_cpu, report, startup, telemetry, throughput
+from . import (
+    batch_memory,
+    callbacks,
+    celery_batch,
+    client_cpu,
+    report,
+    startup,
+    telemetry,
+    throughput,
+)
 from .common import PROVIDERS, REPO, BenchmarkError, Figure, loopback_only
 
 DEFAULT_OUTPUT = REPO / "docs" / "performance.md"
@@ -39,6 +48,7 @@ class Sizes:
     callback_rounds: int
     callback_seconds: float
     memory_rows: tuple[int, ...]
+    celery_rate: float
 
 
 FULL = Sizes(
@@ -53,6 +63,7 @@ FULL = Sizes(
     callback_rounds=9,
     callback_seconds=0.05,
     memory_rows=batch_memory.SIZES,
+    celery_rate=50.0,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -66,9 +77,10 @@ QUICK = Sizes(
     callback_rounds=2,
     callback_seconds=0.002,
     memory_rows=(200, 1000),
+    celery_rate=10.0,
 )
 
-KINDS = ("cpu", "journal", "telemetry", "batch", "memory", "startup", "callbacks")
+KINDS = ("cpu", "journal", "telemetry", "batch", "celery", "memory", "startup", "callbacks")
 #: The telemetry plugin's cost is measured with every trace sampled for each provider,
 #: and with a production-style share for the cheapest refund (where it weighs most).
 TELEMETRY_SAMPLED = ((1.0, PROVIDERS), (0.1, ("paywizard",)))
@@ -128,6 +140,15 @@ def plan(
             rounds=sizes.batch_rounds,
         )
         jobs.append(("batch", batch))
+    if "celery" in kinds:
+        on_celery = functools.partial(
+            celery_batch.measure,
+            refunds=sizes.batch_refunds,
+            threads=sizes.batch_workers,
+            delay=sizes.batch_delay,
+            rate=sizes.celery_rate,
+        )
+        jobs.append(("batch on Celery", on_celery))
     if "memory" in kinds:
         memory = functools.partial(batch_memory.measure, sizes.memory_rows)
         jobs.append((f"memory: batches of {', '.join(map(str, sizes.memory_rows))} rows", memory))
