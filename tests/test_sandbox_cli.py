@@ -243,10 +243,17 @@ def test_a_day_of_development(tmp_path: Path, sandboxes: list[Sandbox]) -> None:
         "query", "directgw", "--refund-id", "d-1", "--payment-id", "1000001", cwd=tmp_path
     )
     assert done.returncode == 0 and done.stdout.startswith("SUCCEEDED: query d-1")
-    done = refundcore(
+    second = (
         "refund", "directgw", "--amount", "1.00", "--currency", "HKD", "--payment-id", "1000001",
-        "--refund-id", "d-4", cwd=tmp_path,
+        "--refund-id", "d-4",
     )  # fmt: skip
+    # The journal knows the payment's refund: a refund-once gateway's second is refused.
+    done = refundcore(*second, cwd=tmp_path)
+    assert done.returncode == 2 and "refunds a payment once: the journal has refund 'd-1'" in (
+        done.stderr
+    )
+    # Past the journal, the gateway's ledger (kept across the restart) declines it.
+    done = refundcore(*second, "--no-journal", cwd=tmp_path)
     assert done.returncode == 1 and "Order has already been refunded" in done.stdout
     sandboxes[1].stop()
 
