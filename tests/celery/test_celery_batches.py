@@ -204,3 +204,27 @@ def test_status_of_an_unknown_batch_is_refused(
     assert "has no batch 'nope'" in capsys.readouterr().err
     with pytest.raises(Exception, match="has no batch"):
         batch_report(rig.client, "nope")
+
+
+def test_an_unknown_outcome_is_never_sent_again_but_reconciled(rig: Rig) -> None:
+    """The gateway applies three refunds but the replies are lost: those rows end
+    UNKNOWN, their tasks schedule a reconcile instead of sending again, and the
+    reconcile's query settles them."""
+    payments = rig.payments(10)
+    app = app_of(rig)
+    rig.run.server.inject("/v1/refunds", Fault(drop=True, times=3))
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
+
+    with rig.settled_report(submitted.batch_id) as report:
+        assert report.total == 10
+    rig.assert_refunded_once(payments)
+    posts = [r for r in rig.run.server.requests if r.method == "POST"]
+    assert len(posts) == 10
+    journal = rig.client.journal
+    assert journal is not None
+    entries = journal.batch_entries(submitted.batch_id)
+    reconciled = [entry for entry in entries if entry.outcome == "UNKNOWN"]
+    assert len(reconciled) == 3
+    assert all(entry.refund and entry.refund.state.value == "SUCCEEDED" for entry in reconciled)
