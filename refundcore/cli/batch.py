@@ -39,17 +39,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
         report_format,
     )
 
-    if args.executor == "celery" or (str(args.file) == "status" and args.batch_id):
-        from .batch_celery import cmd_celery_batch
-
-        return cmd_celery_batch(args)
-    if args.batch_id is not None or args.wait or args.celery_app:
-        print(
-            "refundcore: batch takes one FILE; `batch status BATCH_ID` and --celery-app "
-            "are for batches run with --executor celery",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     if args.no_journal:
         print(
             "refundcore: batch needs a journal: it is what makes running a batch again "

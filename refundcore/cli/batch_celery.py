@@ -9,22 +9,38 @@ import os
 import sys
 from typing import Any
 
-from ..batch.report import report_format
 from ..errors import ConfigError
-from ..journal.manifest import postgres_journal
-from .batch import _batch_exit, _batch_refused, _batch_text, _print_skipped, _rates
+from .batch import _batch_exit, _batch_refused, _batch_text, _print_skipped, _rates, cmd_batch
 from .context import client_for
-from .exits import EXIT_PENDING
+from .exits import EXIT_PENDING, EXIT_USAGE
 from .output import emit
 
-__all__ = ["APP_ENV", "cmd_celery_batch"]
+__all__ = ["APP_ENV", "cmd_batch_any", "cmd_celery_batch"]
 
 #: Where ``--celery-app`` is read from when it is not given.
 APP_ENV = "REFUNDCORE_CELERY_APP"
 
 
+def cmd_batch_any(args: argparse.Namespace) -> int:
+    """``refundcore batch``: a local batch, or one on Celery (``--executor celery``,
+    ``status BATCH_ID``)."""
+    if args.executor == "celery" or (str(args.file) == "status" and args.batch_id):
+        return cmd_celery_batch(args)
+    if args.batch_id is not None or args.wait or args.celery_app:
+        print(
+            "refundcore: batch takes one FILE; `batch status BATCH_ID` and --celery-app "
+            "are for batches run with --executor celery",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return cmd_batch(args)
+
+
 def cmd_celery_batch(args: argparse.Namespace) -> int:
     """Submit a file to Celery workers, or show a submitted batch (``status``)."""
+    from ..batch.report import report_format
+    from ..journal.manifest import postgres_journal
+
     if args.report is not None:
         report_format(args.report)  # refuse a bad name before anything is enqueued
     client = client_for(args, lease_seconds=args.lease)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .batch_args import BATCH_HELP, add_executor_options
 from .exits import BATCH_EXIT_HELP, EXIT_CODES_HELP, EXIT_USAGE
 
 __all__ = ["build_parser", "check_globals"]
@@ -438,21 +439,6 @@ def _add_sandbox_status(actions: _Commands[_Parser]) -> None:
     _where(status)
 
 
-BATCH_HELP = """\
-Refund every row of a CSV (with a header) or JSON Lines file, concurrently.
-
-Columns: provider, payment_id, merchant_reference, transaction_id, amount,
-currency, refund_id, reason, original_amount (provider, amount, currency and one
-payment identifier are required). The whole file is checked first: every bad row
-is listed by line and nothing is sent, unless --skip-invalid. A row without
-refund_id gets one derived from its own content.
-
-Running the same file again never refunds a row twice: rows already done are
-reported from the journal, the rest are sent or reconciled. Processes running the
-same file against one journal (PostgreSQL, for several machines) split its rows.
-"""
-
-
 def _add_batch(commands: _Commands[_Parser]) -> None:
     batch = _command(
         commands,
@@ -462,13 +448,7 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
         description=BATCH_HELP,
         epilog=BATCH_EXIT_HELP,
     )
-    batch.add_argument(
-        "file",
-        type=Path,
-        help="CSV with a header, or JSON Lines (.jsonl); `status BATCH_ID` for a batch "
-        "submitted with --executor celery",
-    )
-    batch.add_argument("batch_id", nargs="?", help=argparse.SUPPRESS)
+    batch.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl)")
     batch.add_argument(
         "--workers",
         type=_count(_MAX_WORKERS),
@@ -497,21 +477,7 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
         help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
     )
     _add_batch_timing(batch)
-    batch.add_argument(
-        "--executor",
-        choices=("local", "celery"),
-        default="local",
-        help="local: this process sends the rows (default); celery: check the file, write "
-        "it into the journal (PostgreSQL) and enqueue its rows for Celery workers",
-    )
-    batch.add_argument(
-        "--celery-app",
-        metavar="MODULE:ATTR",
-        help="the Celery app to enqueue on (default $REFUNDCORE_CELERY_APP)",
-    )
-    batch.add_argument(
-        "--wait", action="store_true", help="with status: wait until every row is done"
-    )
+    add_executor_options(batch)
 
 
 def _add_batch_timing(batch: argparse.ArgumentParser) -> None:
