@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import load_provider_config, read_toml
-from .errors import ConfigError, RefundError
+from .errors import ConfigError, RefundError, ValidationError
 from .evidence import check_lease
 from .exactly_once import DeferRecord, ExactlyOnce
 from .journal import (
@@ -46,6 +46,7 @@ from .journal import (
     default_journal_url,
     open_journal,
 )
+from .journal.records import entry_payment
 from .models import (
     Operation,
     PaymentRef,
@@ -253,7 +254,12 @@ class RefundClient:
         payment: PaymentRef | None = None,
         provider_refund_id: str | None = None,
     ) -> RefundResult:
-        """Ask the gateway where refund ``refund_id`` stands."""
+        """Ask the gateway where refund ``refund_id`` stands. The payment and the
+        gateway's refund id, when not given, are the journal's (if it has the refund)."""
+        known = self._journalled(provider, refund_id)
+        if known is not None:
+            payment = payment or entry_payment(known)
+            provider_refund_id = provider_refund_id or known.provider_refund_id
         operation = RefundQuery(
             refund_id=refund_id, payment=payment, provider_refund_id=provider_refund_id
         )
@@ -263,13 +269,23 @@ class RefundClient:
         self,
         provider: str,
         *,
-        payment: PaymentRef,
+        payment: PaymentRef | None = None,
         refund_id: str | None = None,
         amount: Money | None = None,
         reason: str | None = None,
         notify_url: str | None = None,
     ) -> RefundResult:
-        """Reverse a whole, unsettled payment, where the provider offers it."""
+        """Reverse a whole, unsettled payment, where the provider offers it. Without
+        ``payment``, ``refund_id`` must name a void the journal has (asking for it
+        again): its payment is the journal's."""
+        if payment is None:
+            known = None if refund_id is None else self._journalled(provider, refund_id)
+            if known is None or known.operation != "void":
+                raise ValidationError(
+                    "give the payment, or the refund_id of a void the journal has",
+                    field="payment",
+                )
+            payment = entry_payment(known)
         operation = Void(
             refund_id=new_refund_id() if refund_id is None else refund_id,
             payment=payment,
@@ -278,6 +294,12 @@ class RefundClient:
             notify_url=notify_url,
         )
         return self.execute(provider, operation)
+
+    def _journalled(self, provider: str, refund_id: str) -> JournalEntry | None:
+        """The journal's row for ``refund_id`` of ``provider``, if there is a journal
+        and it has one."""
+        journal = self.journal
+        return None if journal is None else journal.get(provider, refund_id)
 
     def check(
         self, provider: str, operation: Operation, *, original_amount: Money | None = None

@@ -1,5 +1,5 @@
 """Cryptography the provider plugins share: key loading, RSA PKCS#1 v1.5 SHA-256,
-HMAC-SHA256, constant-time comparison.
+HMAC-SHA256, constant-time comparison, timestamped-HMAC webhook checks.
 
 ``cryptography`` is imported on first use, not at import time, so that listing
 providers and loading configs stays fast.
@@ -12,6 +12,8 @@ import binascii
 import functools
 import hmac
 import re
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import SignatureError
@@ -22,10 +24,12 @@ if TYPE_CHECKING:
 __all__ = [
     "PrivateKey",
     "PublicKey",
+    "check_timestamp",
     "constant_time_equals",
     "generate_rsa_keypair",
     "hmac_sha256",
     "hmac_sha256_hex",
+    "verify_timestamped_hmac",
 ]
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
@@ -220,3 +224,53 @@ def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
     except UnicodeEncodeError:
         return False
     return hmac.compare_digest(left, right)
+
+
+#: Longest timestamp text read: 12 digits is beyond year 33000 in Unix seconds.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}\Z")
+
+
+def check_timestamp(
+    timestamp: str, *, tolerance: float, clock: Callable[[], float] = time.time
+) -> int:
+    """A signed timestamp (Unix seconds, decimal digits) as an int, if it is within
+    ``tolerance`` seconds of ``clock()`` either way; :class:`SignatureError` when it is
+    not digits, too long, too old (a replay) or too far ahead."""
+    if not isinstance(timestamp, str) or not _TIMESTAMP.match(timestamp):
+        raise SignatureError("the signed timestamp is not Unix seconds")
+    value = int(timestamp)
+    if abs(clock() - value) > tolerance:
+        raise SignatureError(
+            f"the signed timestamp is more than {tolerance:g} s away from now: refused as a replay"
+        )
+    return value
+
+
+def verify_timestamped_hmac(
+    *,
+    key: bytes,
+    timestamp: str,
+    message: bytes,
+    signatures: str | Iterable[str],
+    tolerance: float,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Check a timestamped HMAC-SHA256 signature, the scheme of many webhooks.
+
+    ``message`` is what the gateway signed, built by the caller from the received
+    bytes, and must contain ``timestamp`` (else a replay could carry a fresh one).
+    ``signatures`` are the hex values the callback carries (one, or several when the
+    gateway sends one per active key); one must equal HMAC-SHA256(``key``,
+    ``message``), compared in constant time, hex case ignored. Then the timestamp must
+    be within ``tolerance`` seconds of ``clock()`` (see :func:`check_timestamp`).
+    Returns the timestamp; raises :class:`SignatureError` for anything else.
+    """
+    if not isinstance(timestamp, str) or timestamp.encode("ascii", "replace") not in message:
+        raise SignatureError("the signed message does not contain its timestamp")
+    given = [signatures] if isinstance(signatures, str) else list(signatures)
+    expected = hmac_sha256_hex(key, message)
+    # Every candidate is compared, so timing does not tell which one matched.
+    matches = [constant_time_equals(expected, value.lower()) for value in given]
+    if not any(matches):
+        raise SignatureError("signature does not match")
+    return check_timestamp(timestamp, tolerance=tolerance, clock=clock)

@@ -87,6 +87,28 @@ def absence_counts_from(
     return None if latest is None else latest + timedelta(seconds=settle_delay)
 
 
+def resend_is_deduplicated(
+    info: ProviderInfo, config: Any, history: Sequence[JournalEvent], now: datetime
+) -> bool:
+    """Whether the gateway still remembers this refund id, so that sending it again
+    cannot refund twice: it deduplicates (``idempotent_refund_id``) and its
+    ``idempotency_window`` (if any) outlasts the first claim by more than the resend
+    could take to arrive. Measured from the first claim, which no request of this
+    refund id can precede; a history that does not tell is not trusted."""
+    caps = info.capabilities
+    if not caps.idempotent_refund_id:
+        return False
+    if caps.idempotency_window is None:
+        return True
+    first = min((e.at for e in history if e.kind is EventKind.CLAIM), default=None)
+    if first is None:
+        return False
+    connect = getattr(config, "connect_timeout", None)
+    read = getattr(config, "read_timeout", None)
+    transit = sum(t for t in (connect, read) if isinstance(t, (int, float))) + LEASE_MARGIN
+    return (now - first).total_seconds() + transit < caps.idempotency_window
+
+
 def read_answer(
     info: ProviderInfo, answer: RefundResult, *, counts_from: datetime | None, asked_at: datetime
 ) -> Reading:

@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 
 from .errors import IdempotencyConflict, JournalError, RefundError, TransportError, ValidationError
-from .evidence import absence_counts_from, check_lease, read_answer
+from .evidence import absence_counts_from, check_lease, read_answer, resend_is_deduplicated
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
     new_refund,
@@ -374,10 +374,17 @@ class ExactlyOnce:
                 return settled, False
             if proven and not caps.idempotent_refund_id:
                 return self._not_sent(info, operation, claimed, why), True
-        if caps.idempotent_refund_id:
+        history = self._journal.history(info.id, operation.refund_id)
+        if resend_is_deduplicated(info, config, history, self._journal.now()):
             # The gateway refuses a second refund under this id: resending is safe.
             request = self._prepare(info, config, operation, claimed, taken_over=True)
             return self._send_and_record(info, config, operation, request, claimed), False
+        if caps.idempotent_refund_id:
+            why = (
+                f"{info.name} remembers a refund id for {caps.idempotency_window:g} s and "
+                "the journal cannot show this one was first sent recently enough for a "
+                "resend to be deduplicated"
+            )
         return self._still_unknown(info, operation, claimed, why), False
 
     def _ask(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import threading
 import time
@@ -16,7 +17,7 @@ import attrs
 
 from .errors import ValidationError
 from .lookup import Lookup
-from .money import Money
+from .money import Money, currency_exponent
 from .status import RefundStatus
 from .urls import parse_http_url
 
@@ -460,6 +461,18 @@ def _frozenset_or_none(value: Iterable[str] | None) -> frozenset[str] | None:
     return None if value is None else frozenset(value)
 
 
+def _wire_decimals(value: Mapping[str, int] | None) -> Mapping[str, int]:
+    rules = dict(value or {})
+    for currency, decimals in rules.items():
+        if currency != "*":
+            currency_exponent(currency)
+        if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 4:
+            raise ValidationError(
+                f"decimals for {currency} must be an int from 0 to 4", field="wire_decimals"
+            )
+    return MappingProxyType(rules)
+
+
 @attrs.frozen
 class Capabilities:
     """What a provider can do, honestly stated. ``None`` means "no limit"."""
@@ -475,8 +488,13 @@ class Capabilities:
     callbacks: bool = True
     currencies: frozenset[str] | None = attrs.field(default=None, converter=_frozenset_or_none)
     #: The gateway itself refuses a second refund with the same refund id, so resending
-    #: after an UNKNOWN outcome is safe.
+    #: after an UNKNOWN outcome is safe (within :attr:`idempotency_window`).
     idempotent_refund_id: bool = False
+    #: Seconds the gateway remembers a refund id after first receiving it (``None``:
+    #: for ever). Past it a resend could refund again, so the journal resends an
+    #: ``UNKNOWN`` refund only while the first claim is younger than this, less the
+    #: provider's timeouts. Only with ``idempotent_refund_id``.
+    idempotency_window: float | None = attrs.field(default=None)
     #: Callbacks carry a signed timestamp, so replays can be refused.
     callback_timestamps: bool = False
     #: How a refund can be found again and what its absence proves (default: not at
@@ -489,6 +507,37 @@ class Capabilities:
     #: Where the merchant sets the callback URL instead, when ``notify_url`` is False
     #: (named in the error that refuses a ``notify_url``).
     notify_url_setting: str | None = None
+    #: Decimals the gateway wants in an amount where they differ from the currency's
+    #: ISO 4217 exponent: currency code → decimals, ``"*"`` for every currency not
+    #: named (``{"ISK": 2}``, or ``{"*": 2}`` for a gateway that always writes two).
+    wire_decimals: Mapping[str, int] = attrs.field(
+        factory=dict, converter=_wire_decimals, hash=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        window = self.idempotency_window
+        if window is None:
+            return
+        if isinstance(window, bool) or not isinstance(window, (int, float)):
+            raise ValidationError(
+                f"must be a number of seconds or None, got {type(window).__name__}",
+                field="idempotency_window",
+            )
+        if not math.isfinite(window) or window <= 0:
+            raise ValidationError(
+                f"must be more than zero seconds, got {window!r}", field="idempotency_window"
+            )
+        if not self.idempotent_refund_id:
+            raise ValidationError(
+                "a window for remembering refund ids needs idempotent_refund_id=True",
+                field="idempotency_window",
+            )
+
+    def decimals_for(self, currency: str) -> int:
+        """How many decimals the gateway wants in an amount of ``currency``."""
+        if currency in self.wire_decimals:
+            return self.wire_decimals[currency]
+        return self.wire_decimals.get("*", currency_exponent(currency))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -496,6 +545,7 @@ class Capabilities:
         if self.currencies is not None:
             data["currencies"] = sorted(self.currencies)
         data["lookup"] = self.lookup.as_dict()
+        data["wire_decimals"] = dict(self.wire_decimals)
         return data
 
 

@@ -123,9 +123,23 @@ class Money:
         """The amount in the currency's minor unit (cents for HKD, yen for JPY)."""
         return int(self.amount.scaleb(self.exponent))
 
-    def to_wire(self) -> str:
-        """The amount with exactly the currency's decimals: ``"10.00"``, ``"1500"``, ``"1.250"``."""
-        return f"{self.amount:f}"
+    def to_wire(self, decimals: int | None = None) -> str:
+        """The amount with exactly the currency's decimals: ``"10.00"``, ``"1500"``,
+        ``"1.250"``; with ``decimals``, exactly that many, for a gateway whose rule
+        differs (``"1500.00"`` for 1500 JPY at 2). ``ValidationError`` when the amount
+        cannot be written with that few without rounding (1.255 KWD at 2)."""
+        if decimals is None:
+            return f"{self.amount:f}"
+        quantum = _QUANTA.get(decimals) if type(decimals) is int else None
+        if quantum is None:
+            raise ValidationError(f"decimals must be an int from 0 to 4, not {decimals!r}")
+        written = self.amount.quantize(quantum)
+        if written != self.amount:
+            raise ValidationError(
+                f"{self} cannot be written with {decimals} decimals without rounding",
+                field="amount",
+            )
+        return f"{written:f}"
 
     @classmethod
     def from_minor_units(cls, units: int, currency: str) -> Money:

@@ -132,6 +132,7 @@ class Pipeline:
                     refund_id=refund_id,
                 )
             except BaseException as exc:
+                self._redactor.exception(info.id, exc)
                 self._log_refused(info, exc, started)
                 raise
             if log.enabled(logging.INFO):
@@ -214,6 +215,7 @@ class Pipeline:
         result = attrs.evolve(
             result,
             message=self._redactor.text(info.id, message),
+            error_code=self._redactor.text(info.id, result.error_code),
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,
@@ -361,10 +363,12 @@ class Pipeline:
         try:
             outcome = caller(provider=info, **kwargs)
         except RefundError as exc:
+            self._redactor.exception(info.id, exc)
             self._stage_done(_STAGE_NAMES[stage], started, error=exc)
             raise
         except Exception as exc:
             log.error("stage failed", stage=_STAGE_NAMES[stage], error_code=type(exc).__name__)
+            self._redactor.exception(info.id, exc)
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
         self._stage_done(_STAGE_NAMES[stage], started)
         return outcome

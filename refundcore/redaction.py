@@ -53,6 +53,20 @@ class Redactor:
         """A message or an error's text with ``provider_id``'s secrets masked."""
         return None if text is None else str(self.value(provider_id, text))
 
+    def exception(self, provider_id: str, exc: BaseException) -> BaseException:
+        """``exc``, masked in place (so a ``raise`` keeps it and its traceback), with
+        every exception it was raised from or during: their messages reach logs and
+        tracebacks as surely as the error itself does."""
+        secrets = self._secrets.get(provider_id, ())
+        if secrets:
+            seen: set[int] = set()
+            current: BaseException | None = exc
+            while current is not None and id(current) not in seen:
+                seen.add(id(current))
+                _mask_exception(current, secrets)
+                current = current.__cause__ or current.__context__
+        return exc
+
 
 def secret_values(config: Any) -> tuple[str, ...]:
     """The revealed values of ``config``'s :class:`Secret` fields (an attrs class)."""
@@ -62,6 +76,19 @@ def secret_values(config: Any) -> tuple[str, ...]:
         if isinstance(value, Secret) and len(value.reveal()) >= _MIN_SECRET:
             values.append(value.reveal())
     return tuple(values)
+
+
+def _mask_exception(exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Mask ``exc``'s arguments and the text attributes its ``str()`` is made from."""
+    try:
+        exc.args = tuple(scrub(arg, secrets) for arg in exc.args)
+        for name, value in list(vars(exc).items()):
+            if isinstance(value, str):
+                setattr(exc, name, scrub(value, secrets))
+    except (AttributeError, TypeError):
+        # An exception type with read-only or slotted state keeps its own text; what
+        # refundcore prints of it goes through Redactor.text.
+        pass
 
 
 def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -81,10 +108,14 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
         scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
         for key, item in value.items():
             new = scrub(item, secrets)
-            if scrubbed is None and new is not item:
+            # A gateway may echo a credential as a key too.
+            new_key = scrub(key, secrets) if type(key) is str else key
+            if scrubbed is None and (new is not item or new_key is not key):
                 scrubbed = dict(value)
             if scrubbed is not None:
-                scrubbed[key] = new
+                if new_key is not key:
+                    scrubbed.pop(key, None)
+                scrubbed[new_key] = new
         return value if scrubbed is None else scrubbed
     if isinstance(value, (list, tuple)):
         items = [scrub(item, secrets) for item in value]

@@ -704,14 +704,15 @@ def test_check_rows_applies_each_providers_rules(
 def test_workers_overlap(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
     payments = gateway.payments(8)
     file = write_csv(gateway.folder / "b.csv", rows_for(payments))
-    gateway.run.server.inject("/v1/refunds", Fault(delay=0.4))
+    gateway.run.server.inject("/v1/refunds", Fault(delay=0.6))
 
     started = time.monotonic()
     code, _, _ = cli(capsys, "batch", str(file), *gateway.args("--workers", "8"))
     elapsed = time.monotonic() - started
 
     assert code == 0 and gateway.refunds_per_payment(payments) == [1] * 8
-    assert elapsed < 1.6, f"8 refunds of 0.4 s took {elapsed:.2f} s: they did not overlap"
+    # One after another they take 4.8 s; the margin is for a loaded machine.
+    assert elapsed < 2.4, f"8 refunds of 0.6 s took {elapsed:.2f} s: they did not overlap"
 
 
 def test_rate_limit_per_provider(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import venv
 from pathlib import Path
@@ -24,8 +25,16 @@ def _venv(where: Path) -> Path:
     return where / "bin"
 
 
+def _clean_env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REFUNDCORE_", "PYTHONPATH", "VIRTUAL_ENV"))
+    }
+
+
 def _run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDCORE_", "PYTHONPATH"))}
+    env = _clean_env()
     done = subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=900
     )
@@ -64,3 +73,27 @@ def test_each_bundled_plugin_installs_alone(tmp_path: Path, plugin: str) -> None
     assert listed["load_errors"] == []
     demo = _run(bin_dir / "refundcore", "demo")
     assert plugin in demo.stdout
+
+
+@pytest.mark.timeout(1800)
+def test_the_plugin_guide_install_steps_work_as_written(tmp_path: Path) -> None:
+    """docs/writing-a-plugin.md, section 1, run as written in an empty folder (the clone's
+    path put in for /path/to/refundcore): a fresh venv, the core editable from the
+    clone, a scaffolded plugin that passes the conformance kit, is listed, and refunds."""
+    guide = (ROOT / "docs" / "writing-a-plugin.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", guide, flags=re.S)
+    assert blocks, "the guide has no ```sh block"
+    script = blocks[0].replace("/path/to/refundcore", str(ROOT))
+    assert "pip install -e" in script and "pytest tests" in script
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert re.search(r"\b\d+ passed\b", done.stdout) and " failed" not in done.stdout, out[-4000:]
+    assert "acme" in done.stdout and "SUCCEEDED" in done.stdout, out[-4000:]

@@ -175,8 +175,8 @@ def _add_query(query: argparse.ArgumentParser) -> None:
 
 def _add_void(void: argparse.ArgumentParser) -> None:
     void.add_argument("provider")
-    _with_payment(void, required=True)
-    void.add_argument("--refund-id", help="idempotency key (generated when omitted)")
+    _with_payment(void, required=False)
+    void.add_argument("--refund-id", help="idempotency key; a journalled void needs no payment")
     void.add_argument("--amount", help="the payment's amount, where the gateway wants it")
     void.add_argument("--currency")
     void.add_argument("--reason")

@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .bridge import MerchantBridge
     from .callbacks import (
         CallbackReceiver,
         CallbackSender,
@@ -25,12 +26,13 @@ if TYPE_CHECKING:
         OutgoingCallback,
         ReceivedCallback,
     )
-    from .emulator import Emulator, Incoming, Reply
+    from .emulator import Emulator, EmulatorUndeclared, Incoming, Reply, SignatureParts
     from .ledger import Ledger, LedgerPayment, LedgerRefund, RefundDecision, utcnow
     from .run import SandboxRun, emulator_factory
     from .server import Fault, RecordedRequest, SandboxServer, serve
 
 _MODULES = {
+    ".bridge": ("MerchantBridge",),
     ".callbacks": (
         "CallbackReceiver",
         "CallbackSender",
@@ -38,7 +40,7 @@ _MODULES = {
         "OutgoingCallback",
         "ReceivedCallback",
     ),
-    ".emulator": ("Emulator", "Incoming", "Reply"),
+    ".emulator": ("Emulator", "EmulatorUndeclared", "Incoming", "Reply", "SignatureParts"),
     ".ledger": ("Ledger", "LedgerPayment", "LedgerRefund", "RefundDecision", "utcnow"),
     ".run": ("SandboxRun", "emulator_factory"),
     ".server": ("Fault", "RecordedRequest", "SandboxServer", "serve"),
@@ -50,11 +52,13 @@ __all__ = [
     "CallbackSender",
     "Delivery",
     "Emulator",
+    "EmulatorUndeclared",
     "Fault",
     "Incoming",
     "Ledger",
     "LedgerPayment",
     "LedgerRefund",
+    "MerchantBridge",
     "OutgoingCallback",
     "ReceivedCallback",
     "RecordedRequest",
@@ -62,6 +66,7 @@ __all__ = [
     "Reply",
     "SandboxRun",
     "SandboxServer",
+    "SignatureParts",
     "emulator_factory",
     "serve",
     "utcnow",

@@ -34,7 +34,7 @@ from .ledger import Ledger, LedgerPayment, LedgerRefund, utcnow
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["Emulator", "Incoming", "Reply"]
+__all__ = ["Emulator", "EmulatorUndeclared", "Incoming", "Reply", "SignatureParts"]
 
 log = EventLogger("refundcore.sandbox")
 
@@ -82,8 +82,45 @@ class Reply:
         return cls(status, text.encode("utf-8"), "text/plain; charset=utf-8")
 
 
+@attrs.frozen
+class SignatureParts:
+    """Where a gateway's callbacks carry their signature material, so the conformance
+    kit can forge, fuzz and mix exactly the parts this gateway's verifier reads.
+
+    Names are header names, top-level fields of the body (a JSON object or a form), and
+    query parameters of the path the callback is posted to. A part named here may be
+    absent from a given callback (a gateway that sends the signature in a header or,
+    failing that, in a body field names both).
+    """
+
+    #: Headers holding the signature itself.
+    signature_headers: tuple[str, ...] = ()
+    #: Body fields holding the signature itself.
+    signature_fields: tuple[str, ...] = ()
+    #: Headers holding other signed material the verifier checks: timestamp, nonce,
+    #: key or credential id.
+    headers: tuple[str, ...] = ()
+    #: Body fields holding such material.
+    fields: tuple[str, ...] = ()
+    #: Query parameters of the callback's path that the verifier checks (a tag that
+    #: binds a refund id to the callback, say).
+    query: tuple[str, ...] = ()
+
+
+class EmulatorUndeclared(NotImplementedError):
+    """An emulator does not declare something the conformance kit needs to test its
+    plugin (the kit then fails, naming it, rather than passing without testing)."""
+
+    def __init__(self, emulator: Emulator, what: str, why: str) -> None:
+        self.what = what
+        super().__init__(f"the {type(emulator).__name__} emulator does not declare {what}: {why}")
+
+
 class Emulator(abc.ABC):
-    """Base class of a gateway emulator. Subclasses implement the abstract methods.
+    """Base class of a gateway emulator. Subclasses implement the abstract methods, and
+    declare what the conformance kit needs (:meth:`refund_outcomes`,
+    :meth:`signature_parts`, :meth:`signed_payment_callback`): the defaults raise
+    :class:`EmulatorUndeclared`, so a check cannot pass by not running.
 
     The emulator is itself a WSGI app; serve it with
     :class:`refundcore.sandbox.SandboxServer`.
@@ -152,15 +189,65 @@ class Emulator(abc.ABC):
         """The callback the gateway sends about ``record``, signed as of ``at``, for a
         receiver at ``path`` (path plus query)."""
 
+    # -- what a provider declares for the conformance kit -------------------------------
+
+    def refund_outcomes(self) -> frozenset[RefundStatus]:
+        """The ``refund_outcome`` values :meth:`seed_payment` takes for this gateway:
+        ``SUCCEEDED``, plus ``PENDING`` where the gateway answers "pending" and settles
+        later (:meth:`settle`), plus ``FAILED`` where it can decline a valid refund (a
+        processor decline). The kit drives every one and compares the plugin's status
+        with the ledger's."""
+        raise EmulatorUndeclared(
+            self, "refund_outcomes()", "return the refund outcomes seed_payment() produces"
+        )
+
+    def signature_parts(self) -> SignatureParts:
+        """Where this gateway's callbacks carry their signature (see
+        :class:`SignatureParts`): the kit fuzzes and forges exactly these."""
+        raise EmulatorUndeclared(
+            self, "signature_parts()", "name the headers and fields its callbacks are signed with"
+        )
+
     def signed_payment_callback(
         self, payment: PaymentRef, *, path: str = "/callback"
     ) -> Callback | None:
         """A genuine callback the gateway sends about ``payment`` itself (the sale went
-        through), not about a refund, for a receiver at ``path``; ``None`` when the
-        gateway sends none. A receiver must acknowledge it and not take it for a refund."""
-        return None
+        through), not about a refund, for a receiver at ``path``; or ``None`` when the
+        gateway sends callbacks about refunds only. The plugin must answer it with
+        :class:`~refundcore.errors.NotARefund`, and a receiver must acknowledge it and
+        not take it for a refund."""
+        raise EmulatorUndeclared(
+            self,
+            "signed_payment_callback()",
+            "return a genuine callback about a payment, or None if there is none",
+        )
+
+    def idempotency_window(self) -> float | None:
+        """For a gateway that deduplicates refund ids: how many seconds it remembers
+        one (``None``: for ever). The kit fails a plugin that declares a longer
+        ``Capabilities.idempotency_window``, on which the journal would resend into a
+        gateway that no longer deduplicates."""
+        raise EmulatorUndeclared(
+            self,
+            "idempotency_window()",
+            "return how long the gateway remembers a refund id (None: for ever)",
+        )
 
     # -- shared behaviour ----------------------------------------------------------------
+
+    def link_refund_id(self, refund_id: str, ref: PaymentRef) -> None:
+        """Let the merchant's ``refund_id`` find the latest refund of payment ``ref``,
+        for a gateway that never sees refund ids (see :meth:`Ledger.link_refund_id`)."""
+        payment = self._ledger_payment(ref)
+        if payment is not None and payment.refunds:
+            self.ledger.link_refund_id(refund_id, payment.refunds[-1])
+
+    def _ledger_payment(self, ref: PaymentRef) -> LedgerPayment | None:
+        return self.ledger.find_payment(
+            payment_id=ref.payment_id,
+            merchant_reference=ref.merchant_reference,
+            transaction_id=ref.transaction_id,
+        )
 
     def client_plugin(self) -> object | None:
         """An app plugin for a client that talks to this emulator, or ``None``.

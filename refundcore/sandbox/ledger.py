@@ -181,6 +181,9 @@ class Ledger:
         self._lock = threading.RLock()
         self._payments: dict[str, LedgerPayment] = {}
         self._refunds: dict[str, LedgerRefund] = {}
+        # The merchant's refund ids a gateway never sees, to the keys their refunds are
+        # filed under (see link_refund_id).
+        self._links: dict[str, str] = {}
         self._next = 1
         self._prefix = id_prefix
         self._scheduled: tuple[RefundStatus, int | None] | None = None
@@ -204,6 +207,7 @@ class Ledger:
                 "next_id": self._next,
                 "payments": [payment.to_json() for payment in self._payments.values()],
                 "refunds": [record.to_json() for record in self._refunds.values()],
+                "links": dict(self._links),
             }
 
     def load(self, data: Any) -> None:
@@ -217,10 +221,12 @@ class Ledger:
             for record in refunds.values():
                 payments[record.payment_key].refunds.append(record)
             next_id = int(data["next_id"])
+            links = {str(k): str(v) for k, v in dict(data.get("links", {})).items()}
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ValueError(f"not a usable ledger dump: {type(exc).__name__}: {exc}") from None
         with self._lock:
             self._payments, self._refunds, self._next = payments, refunds, next_id
+            self._links = links
 
     def schedule(self, status: RefundStatus, count: int | None = 1) -> None:
         """Give the next ``count`` accepted refunds (every one, with ``None``) ``status``
@@ -294,15 +300,27 @@ class Ledger:
         once: bool = False,
         now: dt.datetime | None = None,
         status: RefundStatus | None = None,
+        remember: float | None = None,
     ) -> tuple[RefundDecision, LedgerRefund | None]:
         """Apply the gateway's refund rules atomically and record an accepted refund.
 
         ``fingerprint`` identifies the request's content, so a retry with the same
-        refund id is told apart from a different refund reusing it. An accepted refund
-        gets ``status``, or else :meth:`take_outcome`'s.
+        refund id is told apart from a different refund reusing it, for ``remember``
+        seconds after the first (``None``: for ever); later the id is new again, as at
+        a gateway whose idempotency keys expire. An accepted refund gets ``status``, or
+        else :meth:`take_outcome`'s.
         """
+        now = now or utcnow()
         with self._lock:
             existing = self._refunds.get(refund_id)
+            if (
+                existing is not None
+                and remember is not None
+                and (now - existing.created).total_seconds() > remember
+            ):
+                # Forgotten: the old refund stays on its payment under a key of its own.
+                self._refunds[f"{refund_id}#{existing.provider_refund_id}"] = existing
+                existing = None
             if existing is not None:
                 if existing.fingerprint == fingerprint:
                     return RefundDecision.REPEATED, existing
@@ -325,7 +343,7 @@ class Ledger:
                 status=self.take_outcome(payment) if status is None else status,
                 fingerprint=fingerprint,
                 notify_url=notify_url,
-                created=now or utcnow(),
+                created=now,
             )
             payment.refunds.append(record)
             self._refunds[refund_id] = record
@@ -339,13 +357,22 @@ class Ledger:
             payment.voided = True
             return True
 
+    def link_refund_id(self, refund_id: str, record: LedgerRefund) -> None:
+        """Let the merchant's ``refund_id`` find ``record`` (filed under another key),
+        for a gateway whose wire never carries the merchant's refund id."""
+        with self._lock:
+            self._links[refund_id] = record.refund_id
+
     def find_refund(
         self, refund_id: str | None = None, provider_refund_id: str | None = None
     ) -> LedgerRefund | None:
-        """A recorded refund by the merchant's or the gateway's id."""
+        """A recorded refund by the merchant's (or a linked) refund id, or the gateway's
+        id."""
         with self._lock:
             if refund_id is not None:
-                return self._refunds.get(refund_id)
+                return self._refunds.get(refund_id) or self._refunds.get(
+                    self._links.get(refund_id, "")
+                )
             for record in self._refunds.values():
                 if record.provider_refund_id == provider_refund_id:
                     return record

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..errors import ConfigError, JournalError, ProviderNotInstalled, RefundError
-from ..journal import Journal, JournalEntry
+from ..errors import ConfigError, JournalError, ProviderNotInstalled, RefundError, ValidationError
+from ..journal import Journal, JournalEntry, decided_state
 from ..journal.dsn import mask_dsn
 from ..models import PaymentRef
 from ..status import JournalState, RefundStatus
 from .filters import (
     RefundFilter,
+    check_reason,
     check_text,
     page_param,
     provider_param,
@@ -52,7 +53,7 @@ _STATIC = {
     "favicon.svg": "image/svg+xml",
 }
 # The ?done= notes a page shows after an action redirected to it: fixed texts only.
-_DONE = {"queried"}
+_DONE = {"queried", "resolved"}
 
 
 def _remote_user(environ: WSGIEnvironment) -> str | None:
@@ -83,10 +84,13 @@ def console_app(
     """The operator console, a WSGI app to mount behind the host app's login.
 
     ``journal`` is what it shows (by default ``client``'s journal); ``client``, if
-    given, lets operators ask a gateway where a refund stands. ``operator(environ)``
+    given, lets operators ask a gateway where a refund stands. Operators resolve an
+    UNKNOWN refund as succeeded, failed or not sent, with a reason, recorded in
+    ``journal`` as :meth:`RefundClient.resolve` records it. ``operator(environ)``
     names the person acting on each request (default: ``REMOTE_USER``, which most
-    authentication middleware sets); without a name, the console shows but refuses
-    actions. ``read_only`` hides and refuses every action.
+    authentication middleware sets), the name a decision records; without a name,
+    the console shows but refuses actions. ``read_only`` hides and refuses every
+    action.
 
     ``secret`` keys the forms' CSRF tokens: give the same one (32 random bytes) to
     every process serving the console; by default each app makes its own, and forms
@@ -143,6 +147,7 @@ class _Console:
         }
         self._actions: dict[str, Callable[[_Visit, dict[str, list[str]]], Response]] = {
             "/refund/query": self._query,
+            "/refund/resolve": self._resolve,
         }
 
     # -- dispatch -------------------------------------------------------------------
@@ -178,7 +183,9 @@ class _Console:
         except Exception:
             log.exception("console: the operator callable failed")
             name = None
-        return _Visit(request, session, new, str(name).strip() if name else None)
+        # A blank name names nobody: the visit may look but not act.
+        named = str(name).strip() if name else ""
+        return _Visit(request, session, new, named or None)
 
     def _dispatch(self, visit: _Visit) -> Response:
         request = visit.request
@@ -284,6 +291,7 @@ class _Console:
             visit,
             "refund.html",
             entry=entry,
+            history=self._journal.history(entry.provider, entry.refund_id),
             done=done if done in _DONE else None,
             answer=_answer(request),
             queryable=self._queryable(entry.provider),
@@ -417,6 +425,51 @@ class _Console:
         )
         params = {"done": "queried", "answer": result.status.value}
         return redirect(self._back(visit, form, entry, params))
+
+    def _resolve(self, visit: _Visit, form: dict[str, list[str]]) -> Response:
+        """Record the operator's decision about an UNKNOWN refund, as
+        :meth:`RefundClient.resolve` does: the journal keeps it in the refund's history
+        with the operator's name and reason, and no later gateway answer moves it."""
+        entry = self._entry(_first(form, "provider"), _first(form, "refund_id"), "refund_id")
+        self._check_back(form)
+        try:
+            decided = decided_state(_first(form, "as"))
+        except ValidationError:
+            raise HttpError(
+                HTTPStatus.BAD_REQUEST,
+                "as: choose succeeded, failed or not sent",
+                field="as",
+            ) from None
+        reason = check_reason(_first(form, "reason"))
+        if entry.state is not JournalState.UNKNOWN:
+            raise HttpError(
+                HTTPStatus.CONFLICT,
+                f"refund {entry.refund_id!r} is {entry.state.value}, not UNKNOWN: only a "
+                "refund whose outcome nobody knows can be resolved",
+            )
+        if entry.lease_until is not None and entry.lease_until > self._journal.now():
+            raise HttpError(
+                HTTPStatus.CONFLICT,
+                f"refund {entry.refund_id!r} is being sent or reconciled right now "
+                f"(until {entry.lease_until:%H:%M:%S} UTC): decide after that",
+            )
+        assert visit.operator is not None  # _act refuses a visit without one
+        try:
+            self._journal.resolve(
+                entry.provider, entry.refund_id, state=decided, reason=reason, by=visit.operator
+            )
+        except ValidationError as exc:
+            # The row changed since it was read (a gateway's answer settled it).
+            raise HttpError(HTTPStatus.CONFLICT, str(exc), field=exc.field) from None
+        log.info(
+            "console: %s resolved %s via %s as %s: %s",
+            visit.operator,
+            entry.refund_id,
+            entry.provider,
+            decided.value,
+            reason,
+        )
+        return redirect(self._back(visit, form, entry, {"done": "resolved"}))
 
     # -- helpers --------------------------------------------------------------------
 

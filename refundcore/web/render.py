@@ -46,6 +46,11 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _stamp(value: datetime) -> str:
+    """A history event's time to the millisecond, as ``refundcore journal show`` prints it."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def _age(value: datetime | None, now: datetime) -> str:
     return "" if value is None else format_age(now - value)
 
@@ -61,6 +66,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pretty"] = _pretty
     env.filters["when"] = _when
+    env.filters["stamp"] = _stamp
     env.filters["age"] = _age
     env.filters["span"] = format_age
     return env

@@ -89,16 +89,17 @@ def serve_console(
     app = console_app(journal, client, read_only=read_only, operator=lambda _environ: operator)
     server = ConsoleServer.bind(token_gate(app, token), host, port)
     mode = "read-only" if read_only else f"acting as {operator}"
-    print(f"refundcore console ({mode}) on {server.url}", file=out)
-    print(f"open: {server.url}/?token={token}", file=out)
-    if not is_loopback(host):
-        print(
-            f"warning: {host} is not a loopback address and the console speaks plain "
-            "HTTP: anyone on the network who sees the token can use it",
-            file=out,
-        )
-    out.flush()
+    # Ctrl-C as soon as the address is out (before serving starts) still ends cleanly.
     try:
+        print(f"refundcore console ({mode}) on {server.url}", file=out)
+        print(f"open: {server.url}/?token={token}", file=out)
+        if not is_loopback(host):
+            print(
+                f"warning: {host} is not a loopback address and the console speaks plain "
+                "HTTP: anyone on the network who sees the token can use it",
+                file=out,
+            )
+        out.flush()
         server.serve_forever()
     except KeyboardInterrupt:
         pass

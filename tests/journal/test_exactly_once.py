@@ -239,16 +239,18 @@ print(json.dumps([result.status.value, result.error_code, result.message]))
 def test_a_worker_whose_clock_is_ten_minutes_off_never_takes_over_a_live_send(
     journal_url: str, provider: str, skew: float
 ) -> None:
-    lease = 5.0  # outlasts the slow reply below (read timeout 4 s)
+    lease = 9.0  # outlasts the slow reply below (read timeout 8 s)
     with gateway(provider, journal_url, lease_seconds=lease) as run:
         config = {
             **run.emulator.client_config(run.server.base_url),
-            "read_timeout": 4.0,
+            "read_timeout": 8.0,
             "connect_timeout": CONNECT_TIMEOUT,
         }
         run.client.configure(provider, config)
         payment = seed(run)
-        run.server.inject(refund_path(run, payment), Fault(delay=2.5, times=1))
+        # The reply waits long enough for the worker's interpreter to start and ask, on a
+        # loaded machine too.
+        run.server.inject(refund_path(run, payment), Fault(delay=5.0, times=1))
         results: list[RefundResult] = []
         sender = threading.Thread(target=lambda: results.append(refund(run, payment, "r-skew")))
         sender.start()

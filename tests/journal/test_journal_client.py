@@ -20,6 +20,7 @@ import attrs
 import pytest
 
 from refundcore import (
+    Capabilities,
     IdempotencyConflict,
     Money,
     PaymentRef,
@@ -228,7 +229,14 @@ def test_without_a_query_only_a_deduplicating_gateway_gets_a_resend(
     idempotent: bool,
 ) -> None:
     client = RefundClient(entry_points=False, journal=_sqlite(tmp_path))
-    client.register_plugin(testpay_variant("limited", query=query, idempotent_refund_id=idempotent))
+    client.register_plugin(
+        testpay_variant(
+            "limited",
+            query=query,
+            idempotent_refund_id=idempotent,
+            idempotency_window=86_400.0 if idempotent else None,
+        )
+    )
     client.configure(
         "limited", run.emulator.client_config(run.server.base_url) | {"read_timeout": 0.5}
     )
@@ -244,6 +252,49 @@ def test_without_a_query_only_a_deduplicating_gateway_gets_a_resend(
     else:
         assert again.status is RefundStatus.UNKNOWN and refunds_sent(run) == 1
         assert "offers no query to confirm it" in (again.message or "")
+
+
+@pytest.mark.parametrize(("window", "resent"), [(3600.0, True), (1.0, False)])
+def test_a_resend_relies_on_deduplication_only_inside_its_window(
+    run: SandboxRun,
+    tmp_path: Path,
+    testpay_variant: Callable[..., object],
+    window: float,
+    resent: bool,
+) -> None:
+    # A one-second window is already gone by the time a resend could arrive (connect
+    # and read timeouts alone exceed it): the refund stays UNKNOWN, sent once.
+    client = RefundClient(entry_points=False, journal=_sqlite(tmp_path))
+    client.register_plugin(
+        testpay_variant(
+            "windowed", query=False, idempotent_refund_id=True, idempotency_window=window
+        )
+    )
+    client.configure(
+        "windowed", run.emulator.client_config(run.server.base_url) | {"read_timeout": 0.5}
+    )
+    payment = seed(run)
+    run.server.inject("/v1/refunds", Fault(drop=True, times=1))
+    lost = client.refund("windowed", payment=payment, amount=Money("10", HKD), refund_id="r-w")
+    assert lost.status is RefundStatus.UNKNOWN
+    again = client.refund("windowed", payment=payment, amount=Money("10", HKD), refund_id="r-w")
+    found = run.emulator.ledger.find_payment(payment_id=payment.payment_id)
+    assert found is not None and len(found.refunds) == 1
+    if resent:
+        assert again.status is RefundStatus.SUCCEEDED and refunds_sent(run) == 2
+    else:
+        assert again.status is RefundStatus.UNKNOWN and refunds_sent(run) == 1
+        assert "remembers a refund id for 1 s" in (again.message or "")
+    client.close()
+
+
+def test_an_idempotency_window_needs_a_deduplicating_gateway() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Capabilities(idempotency_window=60.0)
+    assert raised.value.field == "idempotency_window"
+    for bad in (0, -1.0, float("nan"), "60", True):
+        with pytest.raises(ValidationError, match=r"seconds"):
+            Capabilities(idempotent_refund_id=True, idempotency_window=bad)  # type: ignore[arg-type]
 
 
 def test_sixteen_threads_one_refund_id_one_request(run: SandboxRun) -> None:

@@ -237,6 +237,12 @@ def console(journal: Journal) -> AppFactory:
 
 
 @pytest.fixture
+def refund_of() -> Callable[..., NewRefund]:
+    """:func:`new_refund`, for tests that claim a refund of the filled journal again."""
+    return new_refund
+
+
+@pytest.fixture
 def wsgi() -> type[WsgiClient]:
     """The WSGI test client class, for apps built in a test."""
     return WsgiClient

@@ -5,7 +5,7 @@ sandbox batch through two bundled plugins' emulators, with replies lost on the w
 
 Screenshots of each page are saved in the test's tmp dir. With
 ``REFUNDCORE_SCREENSHOTS=DIR`` (``make screenshots``) the README's two are also
-written there, shrunk to small PNGs. ``REFUNDCORE_SKIP_BROWSER=1`` skips the test.
+written there. ``REFUNDCORE_SKIP_BROWSER=1`` skips the test.
 """
 
 from __future__ import annotations
@@ -152,6 +152,17 @@ def _shot(driver: Any, folder: Path, name: str) -> Path:
     return path
 
 
+def _history(driver: Any) -> list[tuple[str, str]]:
+    """The refund page's history: each event's kind and what happened, oldest first."""
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+    return [
+        (cells[2].text, cells[3].text)
+        for cells in (row.find_elements(By.TAG_NAME, "td") for row in rows)
+    ]
+
+
 def _no_console_errors(driver: Any) -> None:
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], "the page logged errors (a CSP violation would be one)"
@@ -213,7 +224,7 @@ def test_an_operator_finds_and_settles_what_is_stuck(
         assert refund_id in browser.find_element(By.TAG_NAME, "h1").text
         fields = browser.find_element(By.ID, "fields").text
         assert "UNKNOWN" in fields and "connection to paywizard dropped" in fields
-        refund_page = _shot(browser, shots, "refund")
+        _shot(browser, shots, "refund")
 
         # Ask the gateway: the refund it did make settles as SUCCEEDED.
         browser.find_element(By.XPATH, "//button[text()='Query the gateway now']").click()
@@ -235,6 +246,43 @@ def test_an_operator_finds_and_settles_what_is_stuck(
         assert "answered SUCCEEDED" in browser.find_element(By.ID, "done").text
         queue = browser.find_element(By.ID, "attention")
         assert len(queue.find_elements(By.CSS_SELECTOR, "tbody tr")) == 6
+
+        # Wonder's lost refunds: open one and resolve it through the form; the decision
+        # joins the refund's history, under the operator's name.
+        browser.find_element(By.LINK_TEXT, "Refunds").click()
+        form = browser.find_element(By.ID, "filters")
+        Select(form.find_element(By.NAME, "status")).select_by_visible_text("UNKNOWN")
+        Select(form.find_element(By.NAME, "provider")).select_by_visible_text("wonder")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 10).until(lambda d: "provider=wonder" in d.current_url)
+        link = browser.find_element(By.CSS_SELECTOR, "table.refunds tbody tr td a")
+        lost = link.text
+        link.click()
+        WebDriverWait(browser, 10).until(lambda d: "/refund?" in d.current_url)
+        history = _history(browser)
+        assert [kind for kind, _ in history] == ["claim", "send", "answer"], history
+        resolve = browser.find_element(By.ID, "resolve")
+        resolve.find_element(By.CSS_SELECTOR, "input[name=as][value=succeeded]").click()
+        reason = "Wonder's portal shows the refund, 10 HKD"
+        resolve.find_element(By.NAME, "reason").send_keys(reason)
+        resolve.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 10).until(lambda d: "done=resolved" in d.current_url)
+        assert (
+            "Resolved: decided SUCCEEDED by alice.ops" in browser.find_element(By.ID, "done").text
+        )
+        assert _history(browser) == [
+            *history,
+            ("decision", f"decided SUCCEEDED by {OPERATOR}: {reason}"),
+        ]
+        assert not browser.find_elements(By.ID, "resolve"), "nothing left to resolve"
+        entry = journal.get("wonder", lost)
+        assert entry is not None and entry.state is JournalState.SUCCEEDED
+        assert entry.decided_by == OPERATOR
+        _no_console_errors(browser)
+        resolved_page = _shot(browser, shots, "refund-resolved")
+        browser.find_element(By.LINK_TEXT, "Attention").click()
+        queue = browser.find_element(By.ID, "attention")
+        assert len(queue.find_elements(By.CSS_SELECTOR, "tbody tr")) == 5
 
         # A batch running now: its progress bar moves without a reload.
         slow = runs["paywizard"]
@@ -272,10 +320,15 @@ def test_an_operator_finds_and_settles_what_is_stuck(
         "batches.png",
         "overview.png",
         "refund-queried.png",
+        "refund-resolved.png",
         "refund.png",
         "refunds.png",
     ]
     published = os.environ.get("REFUNDCORE_SCREENSHOTS")
     if published:
-        for shot, name in ((overview, "console-overview.png"), (refund_page, "console-refund.png")):
+        published_shots = (
+            (overview, "console-overview.png"),
+            (resolved_page, "console-refund.png"),
+        )
+        for shot, name in published_shots:
             shutil.copyfile(shot, Path(published) / name)

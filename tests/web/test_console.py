@@ -40,7 +40,7 @@ def _rows(page: Page, table_id: str) -> list[str]:
     """The refund ids linked from the table ``table_id``, in order."""
     table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', page.text, re.S)
     assert table, f"no table {table_id}"
-    return re.findall(r'href="/refund\?provider=[^"&]*&amp;id=([^"&]*)"', table.group(0))
+    return re.findall(r'href="/refund\?provider=[^"&]*&amp;id=([^"&#]*)"', table.group(0))
 
 
 def _refund_ids(page: Page) -> list[str]:

@@ -77,6 +77,34 @@ def test_query_the_gateway_now_settles_an_unknown_refund(gateway: SandboxRun, ws
         r'id="done">The gateway was asked and answered <strong>SUCCEEDED</strong>', shown.text
     )
     assert 'action="/refund/query"' not in shown.text, "nothing left to do for a final refund"
+    assert 'action="/refund/resolve"' not in shown.text
+    assert re.search(
+        r"<td>query</td>\s*<td class=\"detail\">query said SUCCEEDED[^<]*; applied", shown.text
+    )
+
+
+def test_a_query_that_proves_nothing_is_kept_as_evidence_only(
+    gateway: SandboxRun, wsgi: Any
+) -> None:
+    # The request never reached the gateway: it does not know the refund, but so soon
+    # after the send that proves nothing, and the refund stays UNKNOWN for a decision.
+    payment = gateway.emulator.seed_payment(Money("100.00", "HKD"))
+    gateway.server.inject("/v1/refunds", Fault(drop=True, reach_app=False, times=1))
+    lost = gateway.client.refund(
+        "testpay", payment=payment, amount=Money("10.00", "HKD"), refund_id="never-arrived"
+    )
+    assert lost.status is RefundStatus.UNKNOWN
+    browser = _console(gateway, wsgi)
+    page = browser.get("/refund", {"provider": "testpay", "id": "never-arrived"})
+
+    done = browser.post("/refund/query", _form(page, "never-arrived"))
+
+    assert done.status == 303
+    shown = browser.get(done.header("Location"))
+    assert "the journal now says <strong>UNKNOWN</strong>" in shown.text
+    query = re.search(r"<td>query</td>\s*<td class=\"detail\">(query said [^<]*)</td>", shown.text)
+    assert query and "kept as evidence only" in query.group(1), shown.text
+    assert 'action="/refund/resolve"' in shown.text, "still UNKNOWN: an operator may decide"
 
 
 def test_query_from_the_attention_queue_comes_back_to_it(gateway: SandboxRun, wsgi: Any) -> None:

@@ -24,8 +24,8 @@ emulator's own (the plugin treats every code but ``0000`` alike).
 The notify URL is the order's (set when the payment was created), else the one the
 merchant set at the gateway (``notify_url``, which :class:`SandboxRun` sets):
 a BBMSL refund request carries none. The merchant's own refund id, which BBMSL never
-sees, reaches the emulator through :class:`SandboxBridge`, an app plugin for the
-sandbox's client.
+sees, reaches the emulator through :class:`~refundcore.sandbox.MerchantBridge`, an app
+plugin for the sandbox's client.
 """
 
 from __future__ import annotations
@@ -36,20 +36,15 @@ import hashlib
 import json
 import secrets
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from refundcore import hookimpl
 from refundcore.crypto import PrivateKey, generate_rsa_keypair
 from refundcore.errors import SignatureError, ValidationError
 from refundcore.models import (
     Callback,
-    Operation,
     PaymentRef,
-    ProviderInfo,
-    Refund,
-    RefundResult,
     RefundStatus,
 )
 from refundcore.money import Money
@@ -57,11 +52,12 @@ from refundcore.sandbox import (
     CallbackSender,
     Emulator,
     Incoming,
-    Ledger,
     LedgerPayment,
     LedgerRefund,
+    MerchantBridge,
     RefundDecision,
     Reply,
+    SignatureParts,
     utcnow,
 )
 
@@ -76,7 +72,7 @@ from . import (
     php_value_text,
 )
 
-__all__ = ["DECLINES", "NOTIFICATION_VALUES", "DirectgwEmulator", "SandboxBridge"]
+__all__ = ["DECLINES", "NOTIFICATION_VALUES", "DirectgwEmulator"]
 
 #: How the emulator writes and signs notification values (see the module).
 NOTIFICATION_VALUES = ("php", "json", "strings")
@@ -105,40 +101,6 @@ def _time(at: dt.datetime) -> str:
 def _json_reply(data: Mapping[str, Any], status: int = 200) -> Reply:
     # Decimals go out as exact JSON numbers (76.19), never through float.
     return Reply(status, json_text(data).encode("utf-8"))
-
-
-class _Ledger(Ledger):
-    """The ledger, plus the merchant's refund ids, which BBMSL never sees: the sandbox
-    bridge links each one to the refund it named, so refunds can be found by them."""
-
-    def __init__(self, id_prefix: str = "") -> None:
-        super().__init__(id_prefix)
-        self._aliases: dict[str, str] = {}
-
-    def link(self, refund_id: str, key: str) -> None:
-        """Let ``refund_id`` find the refund recorded under ``key``."""
-        with self._lock:
-            self._aliases[refund_id] = key
-
-    def dump(self) -> dict[str, Any]:
-        """The ledger's dump, with the linked refund ids."""
-        with self._lock:
-            return {**super().dump(), "aliases": dict(self._aliases)}
-
-    def load(self, data: Any) -> None:
-        """Carry on from :meth:`dump`'s data."""
-        super().load(data)
-        with self._lock:
-            self._aliases = dict(data.get("aliases", {}))
-
-    def find_refund(
-        self, refund_id: str | None = None, provider_refund_id: str | None = None
-    ) -> LedgerRefund | None:
-        """A refund by the merchant's refund id (linked or not) or the gateway's id."""
-        with self._lock:
-            if refund_id is not None:
-                refund_id = self._aliases.get(refund_id, refund_id)
-            return super().find_refund(refund_id, provider_refund_id)
 
 
 class DirectgwEmulator(Emulator):
@@ -184,8 +146,6 @@ class DirectgwEmulator(Emulator):
         )
         self.checkout = checkout
         self.notification_values = notification_values
-        self._ledger = _Ledger(self.id_prefix)
-        self.ledger = self._ledger
         # Held across each rule check and the ledger write it leads to.
         self._lock = threading.Lock()
         self._merchant_key = self._private_key("private_key").public_key()
@@ -222,9 +182,9 @@ class DirectgwEmulator(Emulator):
             max_attempts=15,
         )
 
-    def client_plugin(self) -> SandboxBridge:
+    def client_plugin(self) -> MerchantBridge:
         """The app plugin a client talking to this emulator registers (see the module)."""
-        return SandboxBridge(self)
+        return MerchantBridge(self)
 
     # -- seeding and merchant-side knowledge ----------------------------------------------
 
@@ -274,12 +234,6 @@ class DirectgwEmulator(Emulator):
         payment = self._find(ref)
         if payment is not None:
             payment.extra["notify_url"] = url
-
-    def link_refund_id(self, refund_id: str, ref: PaymentRef) -> None:
-        """Record that the merchant calls the refund of this order ``refund_id``."""
-        payment = self._find(ref)
-        if payment is not None and payment.refunds:
-            self._ledger.link(refund_id, payment.refunds[-1].refund_id)
 
     # -- the gateway -----------------------------------------------------------------------
 
@@ -557,30 +511,12 @@ class DirectgwEmulator(Emulator):
             raise KeyError(f"no payment {payment!r}")
         return self.notification(found, "SUCCESS", found.amount, path=path, at=self.clock())
 
+    # -- what the conformance kit is told ----------------------------------------------------
 
-class SandboxBridge:
-    """An app plugin for a client that talks to a :class:`DirectgwEmulator`.
+    def refund_outcomes(self) -> frozenset[RefundStatus]:
+        """BBMSL approves or declines a refund at once: it has no pending refunds."""
+        return frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
-    It hands the emulator what a real merchant learns by other means: each successful
-    refund's ``refund_id`` is linked to the emulator's record of it (BBMSL never sees
-    refund ids), so ``emulator.signed_callback(refund_id)`` finds it. Only this
-    provider's calls are touched; nothing on the wire changes.
-    """
-
-    def __init__(self, emulator: DirectgwEmulator) -> None:
-        self._emulator = emulator
-
-    @hookimpl(wrapper=True)
-    def refundcore_parse_response(
-        self, provider: ProviderInfo, operation: Operation
-    ) -> Generator[None, RefundResult, RefundResult]:
-        """Link a succeeded refund's id to the emulator's record of it."""
-        result = yield
-        if (
-            provider.id == self._emulator.provider_id
-            and isinstance(operation, Refund)
-            and isinstance(result, RefundResult)
-            and result.status is RefundStatus.SUCCEEDED
-        ):
-            self._emulator.link_refund_id(operation.refund_id, operation.payment)
-        return result
+    def signature_parts(self) -> SignatureParts:
+        """A notification carries its signature in the body's ``signature`` field."""
+        return SignatureParts(signature_fields=("signature",))

@@ -5,16 +5,15 @@ The envelope and the notification carry their signatures in the body, so both ta
 hooks are overridden. A BBMSL refund request carries neither a notify URL (declared:
 the sandbox sets the URL at the emulator, as a merchant sets it with BBMSL) nor the
 merchant's refund id (the ``run`` fixture registers the emulator's
-:class:`~refundcore_directgw.sandbox.SandboxBridge`, which links the two).
+:class:`~refundcore.sandbox.MerchantBridge`, which links the two).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from types import MappingProxyType
 
 import attrs
-import pytest
 from refundcore_directgw import envelope
 
 from refundcore.models import Callback, HttpRequest
@@ -46,11 +45,7 @@ class TestDirectgwConformance(ProviderConformance):
 class TestDirectgwHostedCheckoutConformance(TestDirectgwConformance):
     """The same suite for Hosted Checkout payments (``checkout = "hosted"``)."""
 
-    @pytest.fixture
-    def run(self) -> Iterator[SandboxRun]:
-        options = {"checkout": "hosted"}
-        with SandboxRun(
-            self.provider, read_timeout=self.read_timeout, emulator_options=options
-        ) as run:
-            assert run.client.config_for(self.provider).checkout == "hosted"
-            yield run
+    emulator_options = MappingProxyType({"checkout": "hosted"})
+
+    def test_the_client_is_configured_for_hosted_checkout(self, run: SandboxRun) -> None:
+        assert run.client.config_for(self.provider).checkout == "hosted"

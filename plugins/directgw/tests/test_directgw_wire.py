@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,6 +37,7 @@ from refundcore.models import (
 )
 from refundcore.money import Money
 from refundcore.sandbox import Fault, SandboxRun
+from refundcore.testing import ProviderStages
 
 KEY_FILE = Path(__file__).with_name("directgw-TEST-ONLY-private-key.pem")
 MERCHANT = "3000001"
@@ -82,21 +82,15 @@ def client(test_key: PrivateKey) -> Iterator[RefundClient]:
 
 def build_and_sign(client: RefundClient, operation: Operation) -> HttpRequest:
     """The request the pipeline would send, from the registered hooks (offline)."""
-    hooks = client._registry.hooks("directgw")
-    info, config = client.provider("directgw"), client.config_for("directgw")
-    request = hooks.build(provider=info, config=config, operation=operation)
-    signed = hooks.sign(provider=info, config=config, request=request)
+    stages = ProviderStages(client, "directgw")
+    signed = stages.sign(stages.build(operation))
     assert isinstance(signed, HttpRequest)
     return signed
 
 
 def parse(client: RefundClient, operation: Operation, status: int, body: bytes) -> RefundResult:
-    hooks = client._registry.hooks("directgw")
-    result = hooks.parse(
-        provider=client.provider("directgw"),
-        config=client.config_for("directgw"),
-        operation=operation,
-        response=HttpResponse(status=status, body=body),
+    result = ProviderStages(client, "directgw").parse(
+        operation, HttpResponse(status=status, body=body)
     )
     assert isinstance(result, RefundResult)
     return result
@@ -198,12 +192,7 @@ _AMOUNTS = st.decimals(
 @given(amount=_AMOUNTS, currency=st.sampled_from(["HKD", "USD"]))
 def test_amount_is_written_exactly(client: RefundClient, amount: Decimal, currency: str) -> None:
     money = Money(amount, currency)
-    build = client._registry.hooks("directgw").build
-    request = build(
-        provider=client.provider("directgw"),
-        config=client.config_for("directgw"),
-        operation=refund_of(money.to_wire(), currency),
-    )
+    request = ProviderStages(client, "directgw").build(refund_of(money.to_wire(), currency))
     text = request.body.decode()
     assert text.endswith(f',"amount":{money.to_wire()}}}')
     assert json.loads(text, parse_float=Decimal)["amount"] == amount
@@ -374,12 +363,11 @@ def test_declined_query_is_unknown(client: RefundClient) -> None:
 def test_query_sends_one_identifier(client: RefundClient) -> None:
     both = RefundQuery(refund_id="q", payment=PaymentRef(payment_id="7", merchant_reference="m"))
     only_ref = RefundQuery(refund_id="q", payment=PaymentRef(merchant_reference="m"))
-    request = client._registry.hooks("directgw").build
-    info, config = client.provider("directgw"), client.config_for("directgw")
-    built = request(provider=info, config=config, operation=both)
+    build = ProviderStages(client, "directgw").build
+    built = build(both)
     assert built.url.endswith("/direct/query")
     assert built.body == b'{"merchantId":"3000001","orderId":7}'
-    built = request(provider=info, config=config, operation=only_ref)
+    built = build(only_ref)
     assert built.body == b'{"merchantId":"3000001","merchantReference":"m"}'
 
 
@@ -658,12 +646,16 @@ def test_a_payment_is_found_only_at_its_own_checkouts_paths(emulated: str, confi
     assert (result.status, result.error_code) == (RefundStatus.FAILED, "2001")
 
 
-def test_hosted_query_by_order_id_when_no_reference(client: RefundClient) -> None:
-    info = client.provider("directgw")
-    config = attrs.evolve(client.config_for("directgw"), checkout="hosted")
-    build = client._registry.hooks("directgw").build
+def test_hosted_query_by_order_id_when_no_reference(test_key: PrivateKey) -> None:
+    settings = {
+        "merchant_id": MERCHANT,
+        "private_key": test_key.to_pem(),
+        "gateway_public_key": test_key.public_key().to_pem(),
+        "checkout": "hosted",
+    }
     query = RefundQuery(refund_id="q", payment=PaymentRef(payment_id="7"))
-    built = build(provider=info, config=config, operation=query)
+    with RefundClient(config={"directgw": settings}) as client:
+        built = ProviderStages(client, "directgw").build(query)
     assert built.url.endswith("/hosted-checkout/query/")
     assert built.body == b'{"merchantId":"3000001","orderId":"7"}'
 

@@ -722,6 +722,8 @@ def refundcore_register_providers(register: Callable[[ProviderInfo], None]) -> N
                     absence_authoritative=False,
                     settle_delay=60.0,
                 ),
+                # See wire_amount: two decimals, whatever the currency.
+                wire_decimals={"*": 2},
             ),
             # No sandbox host: the core then asks for base_url when environment = "sandbox".
             environments={"production": PRODUCTION_URL},

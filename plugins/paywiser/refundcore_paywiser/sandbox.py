@@ -46,6 +46,7 @@ from refundcore.sandbox import (
     LedgerRefund,
     RefundDecision,
     Reply,
+    SignatureParts,
     utcnow,
 )
 
@@ -56,6 +57,7 @@ from . import (
     FORM_CONTENT_TYPE,
     REFUND_FIELD_ORDER,
     REFUND_ID_PARAM,
+    TAG_PARAM,
     postback_check,
     refund_hash,
     status_hash,
@@ -432,3 +434,15 @@ class PaywiserEmulator(Emulator):
             ]
         )
         return Reply(200, body)
+
+    # -- what the conformance kit is told ------------------------------------------------------
+
+    def refund_outcomes(self) -> frozenset[RefundStatus]:
+        """A refund is ``OK``, ``EXC`` (declined by the processing gateway) or ``PEND``
+        (settled later through :meth:`settle` and a postback)."""
+        return frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.PENDING})
+
+    def signature_parts(self) -> SignatureParts:
+        """The postback's check value is a form field (``vry`` or ``vrfy``); refundcore's
+        own tag binds the refund id in the postback URL's query to the postback."""
+        return SignatureParts(signature_fields=CHECK_FIELDS, query=(REFUND_ID_PARAM, TAG_PARAM))

@@ -29,7 +29,7 @@ from refundcore import (
 )
 from refundcore.models import Refund, RefundQuery
 from refundcore.sandbox import Fault, RecordedRequest, SandboxRun
-from refundcore.testing import ProviderConformance
+from refundcore.testing import ProviderConformance, ProviderStages
 
 FIXED = dt.datetime(2026, 3, 4, 12, 34, 56, tzinfo=dt.timezone.utc)
 SHOP = "https://shop.example/hooks/paywiser"
@@ -242,15 +242,12 @@ def test_emulator_takes_only_two_decimal_amounts(fixed_run: SandboxRun, text: st
 
 
 def test_signing_twice_replaces_hash_and_timestamp(fixed_run: SandboxRun) -> None:
-    config = fixed_run.client.config_for("paywiser")
-    hooks = fixed_run.client._registry.hooks("paywiser")
-    info = fixed_run.info
+    stages = ProviderStages(fixed_run.client, "paywiser")
     operation = Refund(
         refund_id="r-twice", payment=PaymentRef(payment_id="7000001"), amount=Money("1", "USD")
     )
-    built = hooks.build(provider=info, config=config, operation=operation)
-    once = hooks.sign(provider=info, config=config, request=built)
-    twice = hooks.sign(provider=info, config=config, request=once)
+    once = stages.sign(stages.build(operation))
+    twice = stages.sign(once)
     assert once.body == twice.body
 
 
@@ -399,11 +396,8 @@ def parse(run: SandboxRun, body: Any, status: int = 200, operation: Any = None) 
     operation = operation or Refund(
         refund_id="page-1", payment=PaymentRef(payment_id="7000001"), amount=Money("17", "USD")
     )
-    return run.client._registry.hooks("paywiser").parse(
-        provider=run.info,
-        config=run.client.config_for("paywiser"),
-        operation=operation,
-        response=HttpResponse(status=status, body=raw),
+    return ProviderStages(run.client, "paywiser").parse(
+        operation, HttpResponse(status=status, body=raw)
     )
 
 

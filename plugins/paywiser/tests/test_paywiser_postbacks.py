@@ -30,6 +30,7 @@ from refundcore import (
 from refundcore.logs import record_fields
 from refundcore.models import Refund
 from refundcore.sandbox import RecordedRequest, SandboxRun
+from refundcore.testing import ProviderStages
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 USD = "USD"
@@ -564,11 +565,8 @@ def test_instant_reply_status_is_exactly_the_table(
     operation = Refund(
         refund_id="prop-1", payment=PaymentRef(payment_id="7000001"), amount=Money("1", USD)
     )
-    result = run.client._registry.hooks("paywiser").parse(
-        provider=run.info,
-        config=run.client.config_for("paywiser"),
-        operation=operation,
-        response=HttpResponse(status=200, body=body),
+    result = ProviderStages(run.client, "paywiser").parse(
+        operation, HttpResponse(status=200, body=body)
     )
     assert result.status is paywiser.wire_status(status)
     assert result.message is None or result.message.isprintable()

@@ -40,6 +40,7 @@ from refundcore.sandbox import (
     LedgerRefund,
     RefundDecision,
     Reply,
+    SignatureParts,
 )
 
 from . import (
@@ -412,3 +413,14 @@ class PaywizardEmulator(Emulator):
             headers={"Content-Type": "application/json", "sign": signature},
             body=json.dumps(fields, separators=(",", ":")).encode(),
         )
+
+    # -- what the conformance kit is told ---------------------------------------------
+
+    def refund_outcomes(self) -> frozenset[RefundStatus]:
+        """Refunds answer success, failure or pending (``result`` 0, 1 or 2); a pending
+        one settles through :meth:`settle` and a push."""
+        return frozenset(_RESULT_CODE)
+
+    def signature_parts(self) -> SignatureParts:
+        """A push carries its signature in a ``sign`` header, else a ``sign`` field."""
+        return SignatureParts(signature_headers=("sign",), signature_fields=("sign",))

@@ -34,7 +34,7 @@ from refundcore import (
     Void,
 )
 from refundcore.sandbox import Fault, SandboxRun
-from refundcore.testing import ProviderConformance
+from refundcore.testing import ProviderConformance, ProviderStages
 
 CLIENT_ID = "825429536610058240"
 CLIENT_SECRET = "9fb645400aabaa33ee0e423405d8c676"
@@ -134,16 +134,13 @@ def test_refund_request_exact_bytes(run: SandboxRun) -> None:
 def test_refund_page_request_example_is_built_byte_for_byte() -> None:
     # The page's request example, compacted: payment_id → oriCheckoutId only.
     client = RefundClient(config={"paywizard": {**CREDENTIALS, "environment": "sandbox"}})
-    info = client.provider("paywizard")  # loads the plugin before its hooks are asked for
-    hooks = client._registry.hooks("paywizard")
+    stages = ProviderStages(client, "paywizard")
     operation = Refund(
         refund_id="202506091432000000013",
         payment=PaymentRef(payment_id="917121926164512768"),
         amount=Money("0.01", "HKD"),
     )
-    config = client.config_for("paywizard")
-    request = hooks.build(provider=info, config=config, operation=operation)
-    signed = hooks.sign(provider=info, config=config, request=request)
+    signed = stages.sign(stages.build(operation))
     assert signed.url == "https://uat.paywizard.biz/ovstrade/openPay/refundOrder"
     assert signed.body == (
         b'{"clientId":"825429536610058240","transIndexCode":"202506091432000000013",'
@@ -218,14 +215,9 @@ _QUERY = RefundQuery(refund_id="202506091432000000015")
 def parse(operation: Any, body: Any, status: int = 200) -> RefundResult:
     """Feed a reply to the plugin's parse stage as the client would."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    info = _CLIENT.provider("paywizard")  # loads the plugin before its hooks are asked for
-    result: RefundResult = _CLIENT._registry.hooks("paywizard").parse(
-        provider=info,
-        config=_CLIENT.config_for("paywizard"),
-        operation=operation,
-        response=HttpResponse(status=status, body=raw),
+    return ProviderStages(_CLIENT, "paywizard").parse(
+        operation, HttpResponse(status=status, body=raw)
     )
-    return result
 
 
 # The provider's refund page's "Success Response Example", as printed.

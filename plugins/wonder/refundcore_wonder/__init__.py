@@ -429,6 +429,8 @@ def refundcore_register_providers(register: Any) -> None:
                     absence_authoritative=False,
                     settle_delay=60.0,
                 ),
+                # See wire_amount: two decimals, whatever the currency.
+                wire_decimals={"*": 2},
             ),
             environments={
                 "sandbox": "https://gateway-stg.wonder.today",

@@ -45,6 +45,7 @@ from refundcore.sandbox import (
     LedgerRefund,
     RefundDecision,
     Reply,
+    SignatureParts,
 )
 
 from . import (
@@ -419,3 +420,15 @@ class WonderEmulator(Emulator):
         else:
             body = {"error_code": code, "error_message": message, "data": None}
         return Reply(status, json_bytes(body))
+
+    # -- what the conformance kit is told -------------------------------------------------
+
+    def refund_outcomes(self) -> frozenset[RefundStatus]:
+        """A refund transaction is successful, failed or pending (``success`` /
+        ``is_pending``); a pending one settles through :meth:`settle` and a webhook."""
+        return frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.PENDING})
+
+    def signature_parts(self) -> SignatureParts:
+        """Webhooks are signed as requests are: ``Signature`` over the body, the path, and
+        the ``Nonce`` and ``Credential`` time."""
+        return SignatureParts(signature_headers=("Signature",), headers=("Credential", "Nonce"))
