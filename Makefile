@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGIN_DIRS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench sandbox postgres browser screenshots clean
+.PHONY: setup demo test lint typecheck unit bench sandbox postgres redis browser screenshots clean
 
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGIN_DIRS))
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,20 @@ postgres:
 		fi; \
 	fi
 
+# The Celery tests run real workers against Debian's redis-server as the broker (each
+# test starts its own on loopback); on a fresh machine (as root) it is installed here.
+# REFUNDCORE_SKIP_CELERY=1 skips those tests.
+redis:
+	@if [ "$${REFUNDCORE_SKIP_CELERY:-}" != 1 ] && ! [ -x /usr/bin/redis-server ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+		else \
+			echo "redis-server is needed for the Celery tests: sudo apt-get install redis-server," \
+			     "or set REFUNDCORE_SKIP_CELERY=1"; exit 1; \
+		fi; \
+	fi
+
 # The console's browser test drives Debian's headless Chromium through its chromedriver
 # (never a downloaded browser); on a fresh machine (as root) both are installed here.
 # REFUNDCORE_SKIP_BROWSER=1 skips that test.
@@ -55,7 +69,7 @@ browser:
 		fi; \
 	fi
 
-unit: setup postgres browser
+unit: setup postgres redis browser
 	$(BIN)/python -m pytest
 
 # The README's console screenshots (docs/images/), taken by the browser test in a
@@ -68,7 +82,7 @@ screenshots: setup browser
 
 test: lint typecheck unit
 
-bench: setup
+bench: setup postgres redis
 	$(BIN)/python -m benchmarks
 
 clean:

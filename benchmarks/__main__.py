@@ -23,6 +23,7 @@ from . import (
     async_refunds,
     batch_memory,
     callbacks,
+    celery_batch,
     client_cpu,
     endpoint,
     report,
@@ -56,6 +57,7 @@ class Sizes:
     asgi_seconds: float
     endpoint_rounds: int
     endpoint_seconds: float
+    celery_rate: float
 
 
 FULL = Sizes(
@@ -76,6 +78,7 @@ FULL = Sizes(
     asgi_seconds=3.0,
     endpoint_rounds=6,
     endpoint_seconds=1.0,
+    celery_rate=50.0,
 )
 QUICK = Sizes(
     cpu_rounds=2,
@@ -95,6 +98,7 @@ QUICK = Sizes(
     asgi_seconds=0.2,
     endpoint_rounds=2,
     endpoint_seconds=0.05,
+    celery_rate=10.0,
 )
 
 KINDS = (
@@ -102,6 +106,7 @@ KINDS = (
     "journal",
     "telemetry",
     "batch",
+    "celery",
     "memory",
     "async",
     "startup",
@@ -168,6 +173,15 @@ def plan(
             rounds=sizes.batch_rounds,
         )
         jobs.append(("batch", batch))
+    if "celery" in kinds:
+        on_celery = functools.partial(
+            celery_batch.measure,
+            refunds=sizes.batch_refunds,
+            threads=sizes.batch_workers,
+            delay=sizes.batch_delay,
+            rate=sizes.celery_rate,
+        )
+        jobs.append(("batch on Celery", on_celery))
     if "memory" in kinds:
         memory = functools.partial(batch_memory.measure, sizes.memory_rows)
         jobs.append((f"memory: batches of {', '.join(map(str, sizes.memory_rows))} rows", memory))

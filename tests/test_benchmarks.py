@@ -52,6 +52,8 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "client CPU per refund, telemetry on / off + SQLite journal, 10% of traces sampled: "
         "paywizard",
         "batch of 20, 4 workers",
+        "batch of 20, 2 ms latency: 2 Celery workers vs 1 process",
+        "Celery global rate limit, 100 rows at 10/s on 2 workers",
         "batch peak RSS growth per row, 200→1,000 rows",
         "batch fds + threads, 200→1,000 rows",
         "async: 20 refunds, 10 in flight",
@@ -69,4 +71,4 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 27  # one table row per figure
+    assert verdicts == 29  # one table row per figure

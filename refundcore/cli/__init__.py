@@ -23,7 +23,7 @@ from ..errors import (
     TransportError,
     ValidationError,
 )
-from .batch import cmd_batch
+from .batch_celery import cmd_batch_any
 from .console import cmd_console
 from .exits import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from .journal import cmd_journal
@@ -45,7 +45,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": cmd_config,
     "new-plugin": cmd_new_plugin,
     "journal": cmd_journal,
-    "batch": cmd_batch,
+    "batch": cmd_batch_any,
     "console": cmd_console,
 }
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .batch_args import BATCH_HELP, add_executor_options
 from .exits import BATCH_EXIT_HELP, EXIT_CODES_HELP, EXIT_USAGE
 
 __all__ = ["build_parser", "check_globals"]
@@ -438,21 +439,6 @@ def _add_sandbox_status(actions: _Commands[_Parser]) -> None:
     _where(status)
 
 
-BATCH_HELP = """\
-Refund every row of a CSV (with a header) or JSON Lines file, concurrently.
-
-Columns: provider, payment_id, merchant_reference, transaction_id, amount,
-currency, refund_id, reason, original_amount (provider, amount, currency and one
-payment identifier are required). The whole file is checked first: every bad row
-is listed by line and nothing is sent, unless --skip-invalid. A row without
-refund_id gets one derived from its own content.
-
-Running the same file again never refunds a row twice: rows already done are
-reported from the journal, the rest are sent or reconciled. Processes running the
-same file against one journal (PostgreSQL, for several machines) split its rows.
-"""
-
-
 def _add_batch(commands: _Commands[_Parser]) -> None:
     batch = _command(
         commands,
@@ -491,6 +477,7 @@ def _add_batch(commands: _Commands[_Parser]) -> None:
         help="rows claimed from the journal at a time (default: twice --workers, at least 8)",
     )
     _add_batch_timing(batch)
+    add_executor_options(batch)
 
 
 def _add_batch_timing(batch: argparse.ArgumentParser) -> None:

@@ -1,0 +1,232 @@
+"""Batches on Celery, with the real thing: two or more `celery worker` processes on a
+Redis broker, the journal on PostgreSQL, the testpay emulator over loopback. Each
+scenario ends with exactly one refund per row in the emulator's ledger, none
+over-refunded, and a complete report."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from refundcore.celery import batch_report, submit_batch
+from refundcore.cli import main
+from refundcore.errors import ConfigError
+from refundcore.sandbox import Fault
+
+from .conftest import Rig, app_of
+
+pytestmark = [pytest.mark.celery, pytest.mark.slow]
+
+
+def test_a_batch_submitted_from_the_cli_is_refunded_by_two_workers(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payments = rig.payments(24)
+    file = rig.write_csv(payments)
+    rig.run.server.inject("/v1/refunds", Fault(delay=0.05))
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    base = ["--config", str(rig.folder / "refundcore.toml"), "--journal", rig.journal]
+
+    code = main(
+        [
+            "batch",
+            str(file),
+            *base,
+            "--executor",
+            "celery",
+            "--celery-app",
+            "refunds_app:app",
+            "--lease",
+            "4",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    submitted = json.loads(out)
+    assert (submitted["rows"], submitted["enqueued"], submitted["invalid"]) == (24, 24, 0)
+    batch_id = submitted["batch_id"]
+
+    report_file = rig.folder / "report.csv"
+    code = main(
+        ["batch", "status", batch_id, *base, "--wait", "--json", "--report", str(report_file)]
+    )
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (code, summary["finished"], summary["total"]) == (0, True, 24), err
+    assert summary["counts"]["SUCCEEDED"] == 24
+    lines = report_file.read_text().splitlines()
+    assert len(lines) == 25 and all(",SUCCEEDED," in line for line in lines[1:])
+    rig.assert_refunded_once(payments)
+    # Both workers took part: each one's log has no error, and the ledger is whole.
+    posts = [r for r in rig.run.server.requests if r.method == "POST"]
+    assert len(posts) == 24
+
+
+def test_the_same_batch_enqueued_twice_refunds_each_row_once(rig: Rig) -> None:
+    payments = rig.payments(20)
+    rows = rig.rows(payments)
+    app = app_of(rig)
+    rig.run.server.inject("/v1/refunds", Fault(delay=0.05))
+
+    first = submit_batch(app, rig.client, rows, lease_seconds=4)
+    again = submit_batch(app, rig.client, rows, lease_seconds=4)
+    assert first.batch_id == again.batch_id and first.enqueued == again.enqueued == 20
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+
+    with rig.settled_report(first.batch_id) as report:
+        assert report.total == 20
+    rig.assert_refunded_once(payments)
+    # Once finished, a third submission finds nothing left to do.
+    assert submit_batch(app, rig.client, rows, lease_seconds=4).enqueued == 0
+
+
+def test_a_worker_killed_mid_batch_leaves_its_rows_to_the_others(rig: Rig) -> None:
+    payments = rig.payments(24)
+    app = app_of(rig)
+    rig.run.server.inject("/v1/refunds", Fault(delay=0.4))
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
+
+    rig.wait_for_rows(submitted.batch_id, 4)
+    rig.kill_worker("w1")  # SIGKILL: no goodbye, its rows claimed and its messages unacked
+
+    with rig.settled_report(submitted.batch_id) as report:
+        assert report.total == 24
+    rig.assert_refunded_once(payments)
+
+
+def test_the_broker_restarted_mid_batch(rig: Rig) -> None:
+    payments = rig.payments(24)
+    app = app_of(rig)
+    rig.run.server.inject("/v1/refunds", Fault(delay=0.3))
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
+
+    rig.wait_for_rows(submitted.batch_id, 4)
+    rig.redis.stop()
+    time.sleep(1)
+    rig.redis.start()
+
+    with rig.settled_report(submitted.batch_id) as report:
+        assert report.total == 24
+    rig.assert_refunded_once(payments)
+
+
+def test_a_journal_outage_mid_batch_finishes_once_it_is_back(rig: Rig) -> None:
+    payments = rig.payments(24)
+    app = app_of(rig)
+    rig.run.server.inject("/v1/refunds", Fault(delay=0.3))
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
+
+    rig.wait_for_rows(submitted.batch_id, 4)
+    rig.postgres.stop()
+    time.sleep(3)
+    rig.postgres.start()
+
+    with rig.settled_report(submitted.batch_id) as report:
+        assert report.total == 24
+    rig.assert_refunded_once(payments)
+
+
+def test_the_rate_limit_holds_across_all_workers_together(rig: Rig) -> None:
+    """Three workers of two threads each, a batch limited to 8 requests a second: the
+    achieved rate, first request to last, is within 10 % of the requested one (the
+    requests' own latency varies a little once their slot came), and no one-second
+    window holds a burst."""
+    rows, rate = 40, 8.0
+    app = app_of(rig)
+    for name in ("w1", "w2", "w3"):
+        rig.start_worker(name)
+    # Warm workers (plugins loaded, connections open), as in a long-running shop.
+    warm_up = submit_batch(app, rig.client, rig.rows(rig.payments(12)), lease_seconds=4)
+    rig.settled_report(warm_up.batch_id).close()
+    payments = rig.payments(rows)
+    seen: list[float] = []
+    stop = threading.Event()
+
+    def posts() -> int:
+        return len([r for r in rig.run.server.requests if r.method == "POST"])
+
+    def sample() -> None:
+        count = posts()
+        while not stop.is_set():
+            now = posts()
+            seen.extend([time.monotonic()] * (now - count))
+            count = now
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        submitted = submit_batch(app, rig.client, rig.rows(payments), rate=rate, lease_seconds=4)
+        with rig.settled_report(submitted.batch_id) as report:
+            assert report.total == rows
+    finally:
+        stop.set()
+        sampler.join()
+    rig.assert_refunded_once(payments)
+    achieved = (len(seen) - 1) / (seen[-1] - seen[0])
+    assert rate * 0.9 <= achieved <= rate * 1.1, achieved
+    # Slots start evenly spaced; the requests reach the gateway after their journal
+    # round trips, whose time varies on a busy machine, so a window may catch a few
+    # more. Without the shared limit, six threads send all 40 within a second.
+    assert max(sum(1 for t in seen if s <= t < s + 1.0) for s in seen) <= rate * 1.5
+
+
+def test_a_batch_needs_a_postgresql_journal(rig: Rig, tmp_path: Path) -> None:
+    from refundcore import RefundClient
+
+    with (
+        RefundClient.from_file(
+            rig.folder / "refundcore.toml", journal=f"sqlite:///{tmp_path / 'j.db'}"
+        ) as client,
+        pytest.raises(ConfigError, match="needs a PostgreSQL journal") as refused,
+    ):
+        submit_batch(app_of(rig), client, rig.rows(rig.payments(1)))
+    assert refused.value.field == "journal"
+    assert rig.run.server.requests == []
+
+
+def test_status_of_an_unknown_batch_is_refused(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--config", str(rig.folder / "refundcore.toml"), "--journal", rig.journal]
+    assert main(["batch", "status", "nope", *base]) == 2
+    assert "has no batch 'nope'" in capsys.readouterr().err
+    with pytest.raises(Exception, match="has no batch"):
+        batch_report(rig.client, "nope")
+
+
+def test_an_unknown_outcome_is_never_sent_again_but_reconciled(rig: Rig) -> None:
+    """The gateway applies three refunds but the replies are lost: those rows end
+    UNKNOWN, their tasks schedule a reconcile instead of sending again, and the
+    reconcile's query settles them."""
+    payments = rig.payments(10)
+    app = app_of(rig)
+    rig.run.server.inject("/v1/refunds", Fault(drop=True, times=3))
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
+
+    with rig.settled_report(submitted.batch_id) as report:
+        assert report.total == 10
+    rig.assert_refunded_once(payments)
+    posts = [r for r in rig.run.server.requests if r.method == "POST"]
+    assert len(posts) == 10
+    journal = rig.client.journal
+    assert journal is not None
+    entries = journal.batch_entries(submitted.batch_id)
+    reconciled = [entry for entry in entries if entry.outcome == "UNKNOWN"]
+    assert len(reconciled) == 3
+    assert all(entry.refund and entry.refund.state.value == "SUCCEEDED" for entry in reconciled)
