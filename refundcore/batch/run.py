@@ -20,7 +20,7 @@ from .rows import BatchRow
 from .runner import Runner
 from .store import RowStore
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_WORKERS", "run_batch"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_WORKERS", "run_batch", "stored_rows"]
 
 log = EventLogger("refundcore.batch")
 
@@ -46,7 +46,7 @@ def run_batch(
     journal = _journal_of(client)
     chunk = _check_arguments(workers, chunk_size, lease_seconds)
     limits = RateLimits(rate)
-    store, batch_id = _stored(rows)
+    store, batch_id = stored_rows(rows)
     try:
         check_batch(client, store)
         invalid = store.invalid_line_count()
@@ -105,9 +105,10 @@ def _check_arguments(workers: int, chunk_size: int | None, lease_seconds: float)
     return chunk
 
 
-def _stored(rows: Iterable[BatchRow] | BatchFile) -> tuple[RowStore, str]:
-    """A store of its own for this run, with the rows and the problems found in them
-    without a client; and the batch id (a file's hash, or a hash of the rows)."""
+def stored_rows(rows: Iterable[BatchRow] | BatchFile) -> tuple[RowStore, str]:
+    """A store of its own for a run (local or on Celery), with the rows and the
+    problems found in them without a client; and the batch id (a file's hash, or a hash
+    of the rows). The caller closes the store."""
     store = RowStore()
     try:
         if isinstance(rows, BatchFile):

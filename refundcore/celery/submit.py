@@ -10,13 +10,12 @@ from typing import Any
 import attrs
 
 from ..batch.checks import check_batch
-from ..batch.intake import Intake
 from ..batch.limits import RateLimits
 from ..batch.protocol import BatchClient
 from ..batch.reading import BatchFile
 from ..batch.report import BatchInvalid, BatchReport, complete
 from ..batch.rows import BatchRow
-from ..batch.store import RowStore
+from ..batch.run import stored_rows
 from ..errors import ValidationError
 from ..journal import BatchItem
 from ..journal.manifest import BatchManifests, postgres_journal
@@ -70,7 +69,7 @@ def submit_batch(
     if not lease_seconds > 0:
         raise ValidationError(f"must be positive, got {lease_seconds!r}", field="lease_seconds")
     manifests = BatchManifests(journal)
-    store, batch_id = _stored(rows)
+    store, batch_id = stored_rows(rows)
     try:
         check_batch(client, store)
         invalid = store.invalid_line_count()
@@ -99,23 +98,6 @@ def submit_batch(
                 app.send_task(REFUND_ROW, args=(batch_id, line), producer=producer)
             enqueued += len(lines)
     return Submitted(batch_id, valid, invalid, enqueued)
-
-
-def _stored(rows: Iterable[BatchRow] | BatchFile) -> tuple[RowStore, str]:
-    """A store with the rows and what is wrong with them without a client, and the
-    batch id (a file's hash, or a hash of the rows), as a local batch names it."""
-    store = RowStore()
-    try:
-        if isinstance(rows, BatchFile):
-            store.copy_from(rows.store)
-            return store, rows.batch_id
-        intake = Intake(store, digest=True)
-        for row in rows:
-            intake.add(row)
-        return store, intake.batch_id
-    except BaseException:
-        store.close()
-        raise
 
 
 def _rates(rate: float | Mapping[str, float] | None) -> dict[str, float]:
