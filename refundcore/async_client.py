@@ -164,7 +164,7 @@ class AsyncRefundClient(ClientBase):
         again): its payment is the journal's."""
         if payment is None:
             known = await asyncio.to_thread(self._journalled, provider, refund_id)
-            payment = self._void_payment(None, known)
+            payment = self._void_payment(known)
         operation = Void(
             refund_id=new_refund_id() if refund_id is None else refund_id,
             payment=payment,

@@ -148,7 +148,9 @@ class RefundClient(ClientBase):
     ) -> RefundResult:
         """Ask the gateway where refund ``refund_id`` stands. The payment and the
         gateway's refund id, when not given, are the journal's (if it has the refund)."""
-        known = self._journalled(provider, refund_id)
+        known = None
+        if payment is None or provider_refund_id is None:
+            known = self._journalled(provider, refund_id)
         operation = self._completed_query(refund_id, payment, provider_refund_id, known)
         return self.execute(provider, operation)
 
@@ -166,7 +168,7 @@ class RefundClient(ClientBase):
         ``payment``, ``refund_id`` must name a void the journal has (asking for it
         again): its payment is the journal's."""
         if payment is None:
-            payment = self._void_payment(None, self._journalled(provider, refund_id))
+            payment = self._void_payment(self._journalled(provider, refund_id))
         operation = Void(
             refund_id=new_refund_id() if refund_id is None else refund_id,
             payment=payment,

@@ -297,10 +297,9 @@ class ClientBase:
         )
 
     @staticmethod
-    def _void_payment(payment: PaymentRef | None, known: JournalEntry | None) -> PaymentRef:
-        """The payment of a void: the one given, else the journalled void's."""
-        if payment is not None:
-            return payment
+    def _void_payment(known: JournalEntry | None) -> PaymentRef:
+        """The payment of a void asked for again by refund id alone: the journalled
+        void's."""
         if known is None or known.operation != "void":
             raise ValidationError(
                 "give the payment, or the refund_id of a void the journal has", field="payment"
