@@ -154,7 +154,9 @@ class ExactlyOnce:
             yield from self._keep_query(info, result, result.refund_id)
             return result
         check_lease(info, config, self._lease_seconds)
-        if isinstance(operation, Refund):
+        # Only a provider with a limit costs a journal read (a worker thread's hop on
+        # the async client).
+        if isinstance(operation, Refund) and info.capabilities.refunds_per_payment is not None:
             yield Call(check_refunds_per_payment, (self._journal, info, operation))
         return (
             yield from self._once(info, config, operation, original_amount, defer_record, send=True)
