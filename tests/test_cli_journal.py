@@ -14,6 +14,7 @@ import pytest
 
 from refundcore.cli import main
 from refundcore.journal import JournalState, NewRefund, open_journal
+from refundcore.money import Money
 
 S = JournalState
 
@@ -26,8 +27,7 @@ def _refund(provider: str, refund_id: str) -> NewRefund:
         payment_id=f"PAY-{refund_id}",
         merchant_reference=None,
         transaction_id=None,
-        amount="10.00",
-        currency="HKD",
+        amount=Money("10.00", "HKD"),
         reason=None,
         notify_url=None,
         original_amount=None,

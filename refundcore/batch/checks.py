@@ -190,10 +190,11 @@ def _over_original(
         return None
     journalled = Decimal(0)
     for entry in prior:
-        if entry.currency not in (None, limit.currency):
-            continue
         # A void without an amount reversed the whole payment.
-        journalled += limit.amount if entry.amount is None else Decimal(entry.amount)
+        if entry.amount is None:
+            journalled += limit.amount
+        elif entry.amount.currency == limit.currency:
+            journalled += entry.amount.amount
     if not journalled:
         return None
     total = journalled + refunded.get(limit.currency, Decimal(0)) + row.amount.amount

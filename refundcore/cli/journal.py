@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..durations import format_age, parse_duration, parse_since
 from ..errors import ValidationError
+from ..money import Money
 from ..status import JournalState, RefundStatus
 from ..table import format_table
 from .context import client_for
@@ -58,7 +59,7 @@ def _list(args: argparse.Namespace, journal: Journal) -> int:
             e.provider,
             e.refund_id,
             e.operation,
-            f"{e.amount or ''} {e.currency or ''}".strip(),
+            "" if e.amount is None else str(e.amount),
             e.state.value,
             e.provider_refund_id or "",
         ]
@@ -146,15 +147,21 @@ def _reconcile(args: argparse.Namespace, client: RefundClient) -> int:
 
 
 def _entry_data(entry: JournalEntry) -> dict[str, Any]:
-    """An entry as JSON-ready data, without what only the journal's own rules need."""
+    """An entry as JSON-ready data, without what only the journal's own rules need;
+    amounts as wire text, the amount's currency beside it."""
     import attrs
 
-    data = attrs.asdict(entry)
-    for key, value in data.items():
-        if hasattr(value, "isoformat"):
+    data: dict[str, Any] = {}
+    for key, value in attrs.asdict(entry, recurse=False).items():
+        data[key] = value
+        if isinstance(value, Money):
+            data[key] = value.to_wire()
+        elif hasattr(value, "isoformat"):
             data[key] = value.isoformat()
         elif hasattr(value, "value"):
             data[key] = value.value
+        if key == "amount":
+            data["currency"] = None if value is None else value.currency
     data.pop("fingerprint", None)
     data.pop("owner", None)
     return data

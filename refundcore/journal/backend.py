@@ -17,11 +17,14 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
+
 from ..errors import JournalError
+from ..money import Money
 from ..status import JournalState
 from .interface import Journal
 from .pool import Row, Transaction
-from .schema import COLUMNS, CREATE_SCHEMA_TABLE, SCHEMA_TABLE, SELECT, SET_SCHEMA_VERSION
+from .schema import CREATE_SCHEMA_TABLE, SCHEMA_TABLE, SELECT, SET_SCHEMA_VERSION
 from .values import JournalEntry, JournalEvent
 
 __all__ = ["UTC", "SqlBackend"]
@@ -29,6 +32,7 @@ __all__ = ["UTC", "SqlBackend"]
 UTC = timezone.utc
 
 _BY_ID = f"{SELECT} WHERE provider = ? AND refund_id = ?"
+_ENTRY_FIELDS = tuple(attrs.fields_dict(JournalEntry))
 
 
 class SqlBackend(Journal):
@@ -136,12 +140,41 @@ class SqlBackend(Journal):
 
     # -- rows -----------------------------------------------------------------------
 
+    def _money_columns(
+        self, amount: Money | None, original: Money | None
+    ) -> tuple[Any, str | None, Any]:
+        """A refund's amounts as its ``amount``, ``currency`` and ``original_amount``
+        columns store them: the wire text in the driver's encoding, one currency."""
+        money = amount or original
+        return (
+            self._encode_amount(None if amount is None else amount.to_wire()),
+            None if money is None else money.currency,
+            self._encode_amount(None if original is None else original.to_wire()),
+        )
+
+    def _row_money(self, row: Row) -> tuple[Money | None, Money | None]:
+        """A row's amount and original amount, read back from its columns."""
+        currency = row["currency"]
+        if currency is None:
+            # No amount; and a void of the whole payment journalled before its row
+            # kept the original amount's currency cannot say what that amount was in.
+            return None, None
+        amount, original = (
+            self._decode_amount(row["amount"]),
+            self._decode_amount(row["original_amount"]),
+        )
+        return (
+            None if amount is None else Money(amount, currency),
+            None if original is None else Money(original, currency),
+        )
+
     def _entry(self, row: Row) -> JournalEntry:
-        values = {name: row[name] for name in COLUMNS}
+        values = {name: row[name] for name in _ENTRY_FIELDS}
         lease_until = row["lease_until"]
+        amount, original = self._row_money(row)
         values.update(
-            amount=self._decode_amount(row["amount"]),
-            original_amount=self._decode_amount(row["original_amount"]),
+            amount=amount,
+            original_amount=original,
             state=JournalState(row["state"]),
             raw=self._decode_raw(row["raw"]),
             attempt=int(row["attempt"]),

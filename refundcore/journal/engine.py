@@ -43,10 +43,11 @@ COMMITTED_STATES = frozenset(
 )
 _RECORDED = frozenset(JournalState) - {JournalState.SUBMITTING}
 
-_NEW_COLUMNS = tuple(attrs.fields_dict(NewRefund))
+_NEW_COLUMNS = (*attrs.fields_dict(NewRefund), "currency")
 _KEY = "WHERE provider = ? AND refund_id = ?"
-_new_values = operator.attrgetter(*_NEW_COLUMNS)
+_new_values = operator.attrgetter(*attrs.fields_dict(NewRefund))
 _AMOUNT = _NEW_COLUMNS.index("amount")
+_CURRENCY = _NEW_COLUMNS.index("currency")
 _ORIGINAL = _NEW_COLUMNS.index("original_amount")
 _INSERTED = (
     *_NEW_COLUMNS,
@@ -92,7 +93,6 @@ def _inserted_entry(
         merchant_reference=new.merchant_reference,
         transaction_id=new.transaction_id,
         amount=new.amount,
-        currency=new.currency,
         reason=new.reason,
         notify_url=new.notify_url,
         original_amount=new.original_amount,
@@ -248,8 +248,9 @@ class SqlJournal(SqlAnswers):
         """What is already refunded or on its way for ``new``'s payment."""
         rows = tx.all(_COMMITTED, (new.provider, new.payment_key))
         total = limit * 0  # keeps the currency's decimals: "0.00", not "0"
+        currency = None if new.amount is None else new.amount.currency
         for row in rows:
-            if row["currency"] is not None and new.currency not in (None, row["currency"]):
+            if row["currency"] is not None and currency not in (None, row["currency"]):
                 continue
             # A void without amount reversed the whole payment.
             amount = self._decode_amount(row["amount"]) or self._decode_amount(
@@ -263,18 +264,19 @@ class SqlJournal(SqlAnswers):
         past its original amount; ``None`` when it fits (or there is no limit)."""
         if new.original_amount is None:
             return None
-        limit = Decimal(new.original_amount)
+        limit = new.original_amount.amount
         committed = self._committed(tx, new, limit)
-        wanted = limit if new.amount is None else Decimal(new.amount)
+        wanted = limit if new.amount is None else new.amount.amount
         return f"{committed:f}" if committed + wanted > limit else None
 
     def _new_row(
         self, new: NewRefund, owner: str, lease_until: datetime, now: datetime
     ) -> list[Any]:
         """The values of :data:`_INSERT` for a claim of ``new``."""
-        values = list(_new_values(new))
-        values[_AMOUNT] = self._encode_amount(new.amount)
-        values[_ORIGINAL] = self._encode_amount(new.original_amount)
+        values = [*_new_values(new), None]
+        values[_AMOUNT], values[_CURRENCY], values[_ORIGINAL] = self._money_columns(
+            new.amount, new.original_amount
+        )
         stamp = self._encode_time(now)
         values += (
             JournalState.SUBMITTING.value,

@@ -27,7 +27,6 @@ from ..status import JournalState
 from .values import JournalEntry, NewRefund, ResultRecord
 
 __all__ = [
-    "entry_money",
     "entry_payment",
     "fingerprint",
     "new_refund",
@@ -71,7 +70,6 @@ def payment_key(payment: PaymentRef) -> str:
 def new_refund(provider: str, operation: Refund | Void, original: Money | None) -> NewRefund:
     """The row :meth:`~refundcore.journal.Journal.claim` records before ``operation``
     is sent."""
-    amount = operation.amount
     return NewRefund(
         provider=provider,
         refund_id=operation.refund_id,
@@ -79,11 +77,10 @@ def new_refund(provider: str, operation: Refund | Void, original: Money | None) 
         payment_id=operation.payment.payment_id,
         merchant_reference=operation.payment.merchant_reference,
         transaction_id=operation.payment.transaction_id,
-        amount=None if amount is None else amount.to_wire(),
-        currency=None if amount is None else amount.currency,
+        amount=operation.amount,
         reason=operation.reason,
         notify_url=operation.notify_url,
-        original_amount=None if original is None else original.to_wire(),
+        original_amount=original,
         fingerprint=fingerprint(operation),
         payment_key=payment_key(operation.payment),
     )
@@ -120,30 +117,22 @@ def entry_payment(entry: JournalEntry) -> PaymentRef:
     return PaymentRef(entry.payment_id, entry.merchant_reference, entry.transaction_id)
 
 
-def entry_money(entry: JournalEntry) -> Money | None:
-    """A journalled refund's amount (``None`` for a void of the whole payment)."""
-    if entry.amount is None or entry.currency is None:
-        return None
-    return Money(entry.amount, entry.currency)
-
-
 def operation_for(entry: JournalEntry) -> Refund | Void:
     """The refund or void a journalled row records, to be sent or reconciled again."""
     if entry.operation == "void":
         return Void(
             refund_id=entry.refund_id,
             payment=entry_payment(entry),
-            amount=entry_money(entry),
+            amount=entry.amount,
             reason=entry.reason,
             notify_url=entry.notify_url,
         )
-    money = entry_money(entry)
-    if money is None:
+    if entry.amount is None:
         raise ValidationError("journalled refund has no amount", field="amount")
     return Refund(
         refund_id=entry.refund_id,
         payment=entry_payment(entry),
-        amount=money,
+        amount=entry.amount,
         reason=entry.reason,
         notify_url=entry.notify_url,
     )
@@ -166,7 +155,7 @@ def result_from_entry(entry: JournalEntry, message: str | None = None) -> Refund
         refund_id=entry.refund_id,
         status=entry.state.status or RefundStatus.UNKNOWN,
         operation=entry.operation,
-        amount=entry_money(entry),
+        amount=entry.amount,
         provider_refund_id=entry.provider_refund_id,
         message=message or entry.message,
         error_code=entry.error_code,

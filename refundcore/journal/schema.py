@@ -38,8 +38,9 @@ SET_SCHEMA_VERSION = f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (?)"  # noqa:
 BATCH_TABLE = "refundcore_batch_rows"
 EVENTS_TABLE = "refundcore_events"
 
-#: A refund row's columns, in the order of :class:`JournalEntry`'s fields.
-COLUMNS = tuple(attrs.fields_dict(JournalEntry))
+#: A refund row's columns: :class:`JournalEntry`'s fields, in their order, and the one
+#: currency its amounts are in (each :class:`~refundcore.money.Money` carries it there).
+COLUMNS = (*attrs.fields_dict(JournalEntry), "currency")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"  # noqa: S608 - constant names
 
 #: States a reconciler still has to settle.

@@ -1,12 +1,12 @@
 """The journal's value types: what a caller hands the journal and what it gets back.
 
-Amounts travel as plain decimal strings (``"10.00"``), exactly as they go on the wire.
+Amounts are :class:`~refundcore.money.Money`, as the rest of the core has them; only
+the SQL layer turns them into its columns and back.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ import attrs
 
 from ..errors import ValidationError
 from ..models import Refund, Void
+from ..money import Money
 from ..status import JournalState, RefundStatus
 
 __all__ = [
@@ -41,14 +42,25 @@ __all__ = [
 ]
 
 
-_PLAIN_DECIMAL = re.compile(r"[0-9]{1,24}(?:\.[0-9]{1,8})?\Z")
 _OPERATIONS = frozenset({Refund.kind, Void.kind})
 
 
-def _check_amount(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
-    if value is not None and not (isinstance(value, str) and _PLAIN_DECIMAL.match(value)):
+def _check_money(_: object, attribute: attrs.Attribute[Money | None], value: object) -> None:
+    if value is not None and not isinstance(value, Money):
         raise ValidationError(
-            f"{value!r} is not a plain decimal like '10.00'", field=attribute.name
+            f"must be refundcore.Money, got {type(value).__name__}", field=attribute.name
+        )
+
+
+def _check_original(
+    new: NewRefund, attribute: attrs.Attribute[Money | None], value: object
+) -> None:
+    _check_money(new, attribute, value)
+    amount = new.amount
+    # The row keeps one currency for both amounts.
+    if isinstance(value, Money) and amount is not None and amount.currency != value.currency:
+        raise ValidationError(
+            f"is in {value.currency}, the amount in {amount.currency}", field=attribute.name
         )
 
 
@@ -73,11 +85,10 @@ class NewRefund:
     payment_id: str | None
     merchant_reference: str | None
     transaction_id: str | None
-    amount: str | None = attrs.field(validator=_check_amount)
-    currency: str | None
+    amount: Money | None = attrs.field(validator=_check_money)
     reason: str | None
     notify_url: str | None
-    original_amount: str | None = attrs.field(validator=_check_amount)
+    original_amount: Money | None = attrs.field(validator=_check_original)
     fingerprint: str
     payment_key: str
 
@@ -101,11 +112,10 @@ class JournalEntry:
     payment_id: str | None
     merchant_reference: str | None
     transaction_id: str | None
-    amount: str | None
-    currency: str | None
+    amount: Money | None
     reason: str | None
     notify_url: str | None
-    original_amount: str | None
+    original_amount: Money | None
     fingerprint: str
     payment_key: str
     state: JournalState
@@ -162,7 +172,8 @@ class Claim:
     """The result of :meth:`Journal.claim`.
 
     ``entry`` is the row as it is after the claim (``None`` only for OVER_LIMIT);
-    ``refunded`` is, for OVER_LIMIT, the amount already committed for the payment.
+    ``refunded`` is, for OVER_LIMIT, the amount already committed for the payment, as
+    a plain decimal in its currency (it may be zero, which no :class:`Money` holds).
     """
 
     outcome: ClaimVerdict

@@ -31,6 +31,7 @@ import attrs
 import pytest
 
 from refundcore.journal import Journal, NewRefund, open_journal
+from refundcore.money import Money
 
 SKIP_ENV = "REFUNDCORE_SKIP_POSTGRES"
 URL_ENV = "REFUNDCORE_TEST_POSTGRES_URL"
@@ -204,7 +205,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 @pytest.fixture
 def make_refund() -> Callable[..., NewRefund]:
-    """A factory of :class:`NewRefund`: sensible defaults, any field overridable.
+    """A factory of :class:`NewRefund`: sensible defaults, any field overridable;
+    amounts given as text in ``currency``.
 
     The fingerprint follows the parameters, as the client computes it.
     """
@@ -230,6 +232,10 @@ def make_refund() -> Callable[..., NewRefund]:
             fields["fingerprint"] = uuid.uuid5(
                 uuid.NAMESPACE_OID, repr(sorted(identity.items()))
             ).hex
+        currency = fields.pop("currency")
+        for name in ("amount", "original_amount"):
+            if fields[name] is not None:
+                fields[name] = Money(fields[name], currency)
         return NewRefund(**fields)
 
     return make

@@ -311,7 +311,7 @@ def test_an_older_journal_is_upgraded_in_place(
         JournalState.UNKNOWN,
         2,
         None,
-        "10.00",
+        Money("10.00", "HKD"),
     )
     assert upgraded.history("testpay", "R-1") == []  # kept from before histories
     upgraded.open_batch("B", items(1))

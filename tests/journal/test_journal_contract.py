@@ -296,11 +296,22 @@ def test_sixteen_threads_taking_over_one_stale_row_get_one_takeover(
     assert _entry(journal.claim(make_refund(), owner="late")).attempt == 2
 
 
+def _json_fields(new: NewRefund) -> dict[str, Any]:
+    """``new`` as JSON for a child process, its amount as ``[text, currency]``."""
+    fields = attrs.asdict(new, recurse=False)
+    assert new.amount is not None and new.original_amount is None
+    fields["amount"] = [new.amount.to_wire(), new.amount.currency]
+    return fields
+
+
 _CHILD = """
 import json, sys
 from refundcore.journal import NewRefund, open_journal
+from refundcore.money import Money
 
 url, owner, refunds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+for r in refunds:
+    r["amount"] = Money(*r["amount"])
 with open_journal(url) as journal:
     print("ready", flush=True)
     sys.stdin.readline()
@@ -314,7 +325,7 @@ def test_two_processes_claiming_the_same_refunds_get_one_new_each(
 ) -> None:
     # Separate interpreters, each opening (and migrating) the journal itself; they claim
     # the same ten refund ids in the same order, released together.
-    refunds = [attrs.asdict(make_refund(refund_id=f"R-{i}")) for i in range(10)]
+    refunds = [_json_fields(make_refund(refund_id=f"R-{i}")) for i in range(10)]
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     children = [
@@ -372,10 +383,12 @@ class Skewed(datetime.datetime):
 datetime.datetime = Skewed
 
 from refundcore.journal import NewRefund, open_journal
+from refundcore.money import Money
 
 with open_journal(url) as journal:
     out = []
     for refund in refunds:
+        refund["amount"] = Money(*refund["amount"])
         claim = journal.claim(NewRefund(**refund), owner=f"skewed{skew:+g}", lease_seconds=60)
         lease = claim.entry.lease_until.isoformat() if claim.entry.lease_until else None
         out.append([claim.outcome.value, lease])
@@ -393,7 +406,7 @@ def test_leases_follow_the_journals_clock_not_a_workers(
     live = _entry(journal.claim(make_refund(), owner="A", lease_seconds=60))
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    refunds = [attrs.asdict(make_refund()), attrs.asdict(make_refund(refund_id="R-2"))]
+    refunds = [_json_fields(make_refund()), _json_fields(make_refund(refund_id="R-2"))]
 
     child = subprocess.run(
         [sys.executable, "-c", _SKEWED_CHILD, backend.url, str(skew), json.dumps(refunds)],
@@ -512,9 +525,7 @@ def test_a_void_without_amount_counts_as_the_whole_payment(
 ) -> None:
     journal = backend.open()
     journal.claim(make_refund(amount="0.01", original_amount="100.00"), owner="A")
-    void = make_refund(
-        refund_id="V-1", operation="void", amount=None, currency=None, original_amount="100.00"
-    )
+    void = make_refund(refund_id="V-1", operation="void", amount=None, original_amount="100.00")
     assert journal.claim(void, owner="A").outcome is OVER_LIMIT
 
     journal.record("testpay", "R-1", owner="A", attempt=1, state=S.FAILED)
@@ -557,7 +568,7 @@ def test_concurrent_refunds_of_one_payment_never_exceed_it(
     claims = _claim_together(journal, refunds)
 
     assert Counter(claim.outcome for claim in claims) == {NEW: 10, OVER_LIMIT: 6}
-    committed = sum(Decimal(entry.amount or 0) for entry in journal.entries())
+    committed = sum(entry.amount.amount for entry in journal.entries() if entry.amount)
     assert committed == Decimal("100.00")
 
 

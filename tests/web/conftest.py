@@ -19,6 +19,7 @@ import attrs
 import pytest
 
 from refundcore.journal import BatchDone, BatchItem, Journal, JournalState, NewRefund, open_journal
+from refundcore.money import Money
 
 S = JournalState
 
@@ -122,8 +123,7 @@ def new_refund(provider: str, refund_id: str, **changes: Any) -> NewRefund:
         "payment_id": f"PAY-{refund_id}",
         "merchant_reference": f"ORDER-{refund_id}",
         "transaction_id": None,
-        "amount": "10.00",
-        "currency": "HKD",
+        "amount": Money("10.00", "HKD"),
         "reason": "damaged",
         "notify_url": None,
         "original_amount": None,
