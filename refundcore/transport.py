@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, OutcomeUnknown, TransportError
@@ -96,44 +96,36 @@ class HttpTransport:
     def refundcore_send_request(
         self, provider: ProviderInfo, config: ProviderConfig, request: HttpRequest
     ) -> HttpResponse:
-        import requests
-
         session = self._session or self._own_session()
         if config.ca_bundle is not None:
             problem = _ca_bundle_problem(config.ca_bundle)
             if problem is not None:
                 raise TransportError(f"cannot send to {provider.id}: {problem}; nothing was sent")
+        prepared, settings = self._prepare(session, provider, config, request)
+        reply = self._exchange(session, prepared, settings, provider, config)
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "http exchange",
+                method=request.method,
+                url=without_queries(request.url),
+                http_status=reply.status,
+                response_bytes=len(reply.body),
+            )
+        return reply
+
+    def _prepare(
+        self,
+        session: requests.Session,
+        provider: ProviderInfo,
+        config: ProviderConfig,
+        request: HttpRequest,
+    ) -> tuple[requests.PreparedRequest, Mapping[str, Any]]:
+        """The request as requests sends it, and the settings to send it with; a
+        ``TransportError`` saying nothing was sent if it cannot be."""
+        import requests
+
         try:
-            if self._given:
-                prepared = session.prepare_request(
-                    requests.Request(
-                        request.method,
-                        request.url,
-                        headers=dict(request.headers),
-                        data=request.body or None,
-                        # The plugin signed these headers: no ~/.netrc entry may replace
-                        # its Authorization, as requests would for a session without auth.
-                        auth=_as_signed if session.auth is None else None,
-                    )
-                )
-            else:
-                # The gateway sees the plugin's headers and a User-Agent, nothing of the
-                # session's (no cookies, no Accept-Encoding: replies arrive as the gateway
-                # wrote and signed them). Preparing directly skips requests' merging of
-                # session settings, ~1/5 of a send's CPU.
-                headers = dict(request.headers)
-                if "User-Agent" not in request.headers:
-                    headers["User-Agent"] = USER_AGENT
-                prepared = requests.PreparedRequest()
-                prepared.prepare(
-                    method=request.method,
-                    url=request.url,
-                    headers=headers,
-                    data=request.body or None,
-                    # The session's jar, which refuses every cookie: always empty, and
-                    # not a new jar made for every request.
-                    cookies=session.cookies,
-                )
+            prepared = self._prepared(session, request)
             # What Session.request does: the environment's proxies and CA bundle, the
             # session's client certificate; the provider's ca_bundle comes first.
             settings = session.merge_environment_settings(
@@ -151,8 +143,57 @@ class HttpTransport:
                 f"cannot send to {provider.id}: the request cannot be written; nothing was "
                 f"sent ({_reason(exc)})"
             ) from None
-        started = time.perf_counter()
-        reader = _ReplyReader(started)
+        return prepared, settings
+
+    def _prepared(
+        self, session: requests.Session, request: HttpRequest
+    ) -> requests.PreparedRequest:
+        """``request`` prepared for ``session``: through the session's own merging when
+        the caller gave it, directly otherwise."""
+        import requests
+
+        if self._given:
+            return session.prepare_request(
+                requests.Request(
+                    request.method,
+                    request.url,
+                    headers=dict(request.headers),
+                    data=request.body or None,
+                    # The plugin signed these headers: no ~/.netrc entry may replace
+                    # its Authorization, as requests would for a session without auth.
+                    auth=_as_signed if session.auth is None else None,
+                )
+            )
+        # The gateway sees the plugin's headers and a User-Agent, nothing of the
+        # session's (no cookies, no Accept-Encoding: replies arrive as the gateway
+        # wrote and signed them). Preparing directly skips requests' merging of
+        # session settings, ~1/5 of a send's CPU.
+        headers = dict(request.headers)
+        if "User-Agent" not in request.headers:
+            headers["User-Agent"] = USER_AGENT
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=request.method,
+            url=request.url,
+            headers=headers,
+            data=request.body or None,
+            # The session's jar, which refuses every cookie: always empty, and
+            # not a new jar made for every request.
+            cookies=session.cookies,
+        )
+        return prepared
+
+    def _exchange(
+        self,
+        session: requests.Session,
+        prepared: requests.PreparedRequest,
+        settings: Mapping[str, Any],
+        provider: ProviderInfo,
+        config: ProviderConfig,
+    ) -> HttpResponse:
+        """Send ``prepared`` and read the reply within the cap; a failure becomes the
+        error that says whether the gateway may have acted on it."""
+        reader = _ReplyReader(time.perf_counter())
         # First of the response hooks, so the body is read within the cap before
         # requests' redirect bookkeeping or a session's own hooks touch it.
         prepared.hooks["response"].insert(0, reader)
@@ -164,7 +205,7 @@ class HttpTransport:
                 **settings,
             )
             # A tool that replaced Session.send may not have run the hooks.
-            reply = reader.reply if reader.reply is not None else reader.read(returned)
+            return reader.reply if reader.reply is not None else reader.read(returned)
         except _CutShort as exc:
             raise OutcomeUnknown(f"reply from {provider.id} was cut short ({exc})") from None
         except Exception as exc:
@@ -173,16 +214,7 @@ class HttpTransport:
             # Raised after the whole reply was read (requests' redirect bookkeeping on
             # an odd Location, a session's own hook): the gateway's answer is known.
             log.warning("error after the reply was read", error=type(exc).__name__)
-            reply = reader.reply
-        if log.enabled(logging.DEBUG):
-            log.debug(
-                "http exchange",
-                method=request.method,
-                url=without_queries(request.url),
-                http_status=reply.status,
-                response_bytes=len(reply.body),
-            )
-        return reply
+            return reader.reply
 
     def _check_use(
         self, session: requests.Session, prepared: requests.PreparedRequest, verify: Any
