@@ -40,12 +40,9 @@ from .models import (
     Operation,
     PaymentRef,
     ProviderInfo,
-    Refund,
     RefundNotification,
     RefundResult,
     RefundStatus,
-    Void,
-    new_refund_id,
 )
 from .money import Money
 
@@ -124,13 +121,7 @@ class AsyncRefundClient(ClientBase):
         original_amount: Money | None = None,
     ) -> RefundResult:
         """Refund ``amount`` of ``payment``; see :meth:`RefundClient.refund`."""
-        operation = Refund(
-            refund_id=new_refund_id() if refund_id is None else refund_id,
-            payment=payment,
-            amount=amount,
-            reason=reason,
-            notify_url=notify_url,
-        )
+        operation = self._refund_operation(payment, amount, refund_id, reason, notify_url)
         return await self.execute(provider, operation, original_amount=original_amount)
 
     async def query(
@@ -144,9 +135,9 @@ class AsyncRefundClient(ClientBase):
         """Ask the gateway where refund ``refund_id`` stands. The payment and the
         gateway's refund id, when not given, are the journal's (if it has the refund)."""
         known = None
-        if payment is None or provider_refund_id is None:
+        if self._query_needs_journal(payment, provider_refund_id):
             known = await asyncio.to_thread(self._journalled, provider, refund_id)
-        operation = self._completed_query(refund_id, payment, provider_refund_id, known)
+        operation = self._query_operation(refund_id, payment, provider_refund_id, known)
         return await self.execute(provider, operation)
 
     async def void(
@@ -162,16 +153,10 @@ class AsyncRefundClient(ClientBase):
         """Reverse a whole, unsettled payment, where the provider offers it. Without
         ``payment``, ``refund_id`` must name a void the journal has (asking for it
         again): its payment is the journal's."""
+        known = None
         if payment is None:
             known = await asyncio.to_thread(self._journalled, provider, refund_id)
-            payment = self._void_payment(known)
-        operation = Void(
-            refund_id=new_refund_id() if refund_id is None else refund_id,
-            payment=payment,
-            amount=amount,
-            reason=reason,
-            notify_url=notify_url,
-        )
+        operation = self._void_operation(payment, refund_id, amount, reason, notify_url, known)
         return await self.execute(provider, operation)
 
     async def execute(

@@ -39,16 +39,7 @@ from .client_base import ClientBase
 from .effects import drive
 from .exactly_once import DeferRecord
 from .journal import DEFAULT_JOURNAL, Journal, JournalEntry, JournalState
-from .models import (
-    Operation,
-    PaymentRef,
-    Refund,
-    RefundNotification,
-    RefundResult,
-    RefundStatus,
-    Void,
-    new_refund_id,
-)
+from .models import Operation, PaymentRef, RefundNotification, RefundResult, RefundStatus
 from .money import Money
 from .transport import HttpTransport
 
@@ -129,13 +120,7 @@ class RefundClient(ClientBase):
         (generated when omitted); the result carries it. With a journal and
         ``original_amount`` (the payment's total), refunds of the payment recorded as
         sent or succeeded never add up to more than it."""
-        operation = Refund(
-            refund_id=new_refund_id() if refund_id is None else refund_id,
-            payment=payment,
-            amount=amount,
-            reason=reason,
-            notify_url=notify_url,
-        )
+        operation = self._refund_operation(payment, amount, refund_id, reason, notify_url)
         return self.execute(provider, operation, original_amount=original_amount)
 
     def query(
@@ -148,10 +133,9 @@ class RefundClient(ClientBase):
     ) -> RefundResult:
         """Ask the gateway where refund ``refund_id`` stands. The payment and the
         gateway's refund id, when not given, are the journal's (if it has the refund)."""
-        known = None
-        if payment is None or provider_refund_id is None:
-            known = self._journalled(provider, refund_id)
-        operation = self._completed_query(refund_id, payment, provider_refund_id, known)
+        needed = self._query_needs_journal(payment, provider_refund_id)
+        known = self._journalled(provider, refund_id) if needed else None
+        operation = self._query_operation(refund_id, payment, provider_refund_id, known)
         return self.execute(provider, operation)
 
     def void(
@@ -167,15 +151,8 @@ class RefundClient(ClientBase):
         """Reverse a whole, unsettled payment, where the provider offers it. Without
         ``payment``, ``refund_id`` must name a void the journal has (asking for it
         again): its payment is the journal's."""
-        if payment is None:
-            payment = self._void_payment(self._journalled(provider, refund_id))
-        operation = Void(
-            refund_id=new_refund_id() if refund_id is None else refund_id,
-            payment=payment,
-            amount=amount,
-            reason=reason,
-            notify_url=notify_url,
-        )
+        known = self._journalled(provider, refund_id) if payment is None else None
+        operation = self._void_operation(payment, refund_id, amount, reason, notify_url, known)
         return self.execute(provider, operation)
 
     def refund_many(

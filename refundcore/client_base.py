@@ -35,10 +35,13 @@ from .models import (
     Operation,
     PaymentRef,
     ProviderInfo,
+    Refund,
     RefundNotification,
     RefundQuery,
     RefundResult,
     RefundStatus,
+    Void,
+    new_refund_id,
 )
 from .money import Money
 from .pipeline import Pipeline
@@ -281,14 +284,40 @@ class ClientBase:
             return None
         return journal.get(provider, refund_id)
 
+    # -- the operations both clients build ----------------------------------------------
+
     @staticmethod
-    def _completed_query(
+    def _refund_operation(
+        payment: PaymentRef,
+        amount: Money,
+        refund_id: str | None,
+        reason: str | None,
+        notify_url: str | None,
+    ) -> Refund:
+        """The refund :meth:`RefundClient.refund` asks for (the arguments in its order),
+        under a new refund id when none is given."""
+        return Refund(
+            refund_id=new_refund_id() if refund_id is None else refund_id,
+            payment=payment,
+            amount=amount,
+            reason=reason,
+            notify_url=notify_url,
+        )
+
+    @staticmethod
+    def _query_needs_journal(payment: PaymentRef | None, provider_refund_id: str | None) -> bool:
+        """Whether a query leaves out what the journal's row may complete."""
+        return payment is None or provider_refund_id is None
+
+    @staticmethod
+    def _query_operation(
         refund_id: str,
         payment: PaymentRef | None,
         provider_refund_id: str | None,
         known: JournalEntry | None,
     ) -> RefundQuery:
-        """The query asked for, what it leaves out taken from the journal's row."""
+        """The query :meth:`RefundClient.query` asks for, what it leaves out taken from
+        the journal's row ``known``."""
         if known is not None:
             payment = payment or entry_payment(known)
             provider_refund_id = provider_refund_id or known.provider_refund_id
@@ -297,14 +326,30 @@ class ClientBase:
         )
 
     @staticmethod
-    def _void_payment(known: JournalEntry | None) -> PaymentRef:
-        """The payment of a void asked for again by refund id alone: the journalled
-        void's."""
-        if known is None or known.operation != "void":
-            raise ValidationError(
-                "give the payment, or the refund_id of a void the journal has", field="payment"
-            )
-        return entry_payment(known)
+    def _void_operation(
+        payment: PaymentRef | None,
+        refund_id: str | None,
+        amount: Money | None,
+        reason: str | None,
+        notify_url: str | None,
+        known: JournalEntry | None,
+    ) -> Void:
+        """The void :meth:`RefundClient.void` asks for (the arguments in its order);
+        without ``payment``, that of the journalled void ``known`` asked for again."""
+        if payment is None:
+            if known is None or known.operation != "void":
+                raise ValidationError(
+                    "give the payment, or the refund_id of a void the journal has",
+                    field="payment",
+                )
+            payment = entry_payment(known)
+        return Void(
+            refund_id=new_refund_id() if refund_id is None else refund_id,
+            payment=payment,
+            amount=amount,
+            reason=reason,
+            notify_url=notify_url,
+        )
 
     # -- the journal and the rest ------------------------------------------------------
 
