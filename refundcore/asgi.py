@@ -29,7 +29,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .callback_answers import Answer, OnNotification, check_limits, deliver_async, find_provider
+from .callback_answers import (
+    Answer,
+    OnNotification,
+    Refused,
+    check_limits,
+    deliver_async,
+    find_provider,
+)
 from .logs import EventLogger
 from .models import Headers
 from .wsgi import BODY_TIMEOUT, MAX_BODY
@@ -52,14 +59,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,15}")
 
 
-class _Refused(Exception):
-    """The request is answered with ``answer`` before it reaches a plugin."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.answer = Answer.text(status, reason, message)
-
-
 class _Gone(Exception):
     """The client disconnected: there is no one to answer."""
 
@@ -69,10 +68,10 @@ def _declared_length(scope: Scope, max_body: int) -> int | None:
     if not lengths:
         return None
     if len(set(lengths)) != 1 or not _CONTENT_LENGTH.fullmatch(lengths[0]):
-        raise _Refused(400, "Bad Request", "bad Content-Length")
+        raise Refused(400, "Bad Request", "bad Content-Length")
     length = int(lengths[0])
     if length > max_body:
-        raise _Refused(413, "Content Too Large", "callback too large")
+        raise Refused(413, "Content Too Large", "callback too large")
     return length
 
 
@@ -84,21 +83,21 @@ async def _read_body(scope: Scope, receive: Receive, max_body: int, deadline: fl
     while more:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _Refused(408, "Request Timeout", "callback body did not arrive in time")
+            raise Refused(408, "Request Timeout", "callback body did not arrive in time")
         try:
             message = await asyncio.wait_for(receive(), left)
         except asyncio.TimeoutError:
-            raise _Refused(408, "Request Timeout", "callback body did not arrive in time") from None
+            raise Refused(408, "Request Timeout", "callback body did not arrive in time") from None
         if message["type"] == "http.disconnect":
             raise _Gone
         chunk = message.get("body", b"")
         received += len(chunk)
         if received > max_body:
-            raise _Refused(413, "Content Too Large", "callback too large")
+            raise Refused(413, "Content Too Large", "callback too large")
         chunks.append(chunk)
         more = bool(message.get("more_body", False))
     if declared is not None and received != declared:
-        raise _Refused(400, "Bad Request", "callback body does not match its Content-Length")
+        raise Refused(400, "Bad Request", "callback body does not match its Content-Length")
     return b"".join(chunks)
 
 
@@ -177,15 +176,8 @@ def callback_app(
             body = await _read_body(scope, receive, max_body, deadline)
         except _Gone:
             return
-        except _Refused as refused:
-            log.warning(
-                "callback refused before verifying",
-                provider=found.id,
-                operation="callback",
-                http_status=refused.answer.status,
-                error=str(refused),
-            )
-            await _answer(send, refused.answer, close=True)
+        except Refused as refused:
+            await _answer(send, refused.logged(log, found), close=True)
             return
         answer = await deliver_async(
             client,

@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from .async_client import AsyncRefundClient
     from .client_base import ClientBase
 
-__all__ = ["Answer", "OnNotification", "check_limits", "deliver", "deliver_async", "find_provider"]
+__all__ = [
+    "Answer",
+    "OnNotification",
+    "Refused",
+    "check_limits",
+    "deliver",
+    "deliver_async",
+    "find_provider",
+]
 
 #: What the ASGI app hands a genuine notification to: a function, or a coroutine function.
 OnNotification = Callable[[RefundNotification], Union[object, Awaitable[object]]]  # noqa: UP007
@@ -60,6 +68,27 @@ class Answer:
     def ack(cls, ack: CallbackAck) -> Answer:
         """The success answer the gateway expects."""
         return _ack_answer(ack)
+
+
+class Refused(Exception):
+    """A request answered with :attr:`answer` before it reaches a plugin: what the
+    server read of it (its length, its body) cannot be verified."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.answer = Answer.text(status, reason, message)
+
+    def logged(self, log: EventLogger, info: ProviderInfo) -> Answer:
+        """:attr:`answer`, once ``log`` (the server's) has said why the callback to
+        ``info`` was refused."""
+        log.warning(
+            "callback refused before verifying",
+            provider=info.id,
+            operation="callback",
+            http_status=self.answer.status,
+            error=str(self),
+        )
+        return self.answer
 
 
 @functools.cache

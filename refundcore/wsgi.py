@@ -32,7 +32,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .callback_answers import Answer, check_limits, deliver, find_provider
+from .callback_answers import Answer, Refused, check_limits, deliver, find_provider
 from .logs import EventLogger
 from .models import Headers, RefundNotification
 
@@ -54,14 +54,6 @@ _CHUNK = 64 * 1024
 _MAX_LENGTH_DIGITS = 15
 # Where servers hand the app its connection.
 _SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
-
-
-class _Refused(Exception):
-    """The request is answered with ``answer`` before it reaches a plugin."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.answer = Answer.text(status, reason, message)
 
 
 class _Watch:
@@ -138,10 +130,10 @@ def _declared_length(environ: WSGIEnvironment, max_body: int) -> int | None:
         return None if environ.get("wsgi.input_terminated") else 0
     # 1 to 15 ASCII digits (isdigit alone would take other scripts' digits too).
     if not (len(text) <= _MAX_LENGTH_DIGITS and text.isascii() and text.isdigit()):
-        raise _Refused(400, "Bad Request", "bad Content-Length")
+        raise Refused(400, "Bad Request", "bad Content-Length")
     length = int(text)
     if length > max_body:
-        raise _Refused(413, "Content Too Large", "callback too large")
+        raise Refused(413, "Content Too Large", "callback too large")
     return length
 
 
@@ -172,14 +164,14 @@ def _read_body(
     finally:
         cut = watch is not None and watchdog.release(watch)
     if cut or (received < wanted and time.monotonic() >= deadline):
-        raise _Refused(408, "Request Timeout", "callback body did not arrive in time")
+        raise Refused(408, "Request Timeout", "callback body did not arrive in time")
     if length is None:
         if received > max_body:
-            raise _Refused(413, "Content Too Large", "callback too large")
+            raise Refused(413, "Content Too Large", "callback too large")
         if failure is not None:
-            raise _Refused(400, "Bad Request", "callback body cut short")
+            raise Refused(400, "Bad Request", "callback body cut short")
     elif received < length:
-        raise _Refused(400, "Bad Request", "callback body shorter than its Content-Length")
+        raise Refused(400, "Bad Request", "callback body shorter than its Content-Length")
     return b"".join(chunks)
 
 
@@ -238,15 +230,8 @@ def callback_app(
         else:
             try:
                 body = _read_body(environ, max_body, deadline, watchdog)
-            except _Refused as refused:
-                log.warning(
-                    "callback refused before verifying",
-                    provider=found.id,
-                    operation="callback",
-                    http_status=refused.answer.status,
-                    error=str(refused),
-                )
-                answer = refused.answer
+            except Refused as refused:
+                answer = refused.logged(log, found)
             else:
                 answer = deliver(
                     client,
