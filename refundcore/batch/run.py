@@ -20,7 +20,7 @@ from .rows import BatchRow
 from .runner import Runner
 from .store import RowStore
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_WORKERS", "run_batch", "stored_rows"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_WORKERS", "checked_rows", "run_batch"]
 
 log = EventLogger("refundcore.batch")
 
@@ -46,13 +46,8 @@ def run_batch(
     journal = _journal_of(client)
     chunk = _check_arguments(workers, chunk_size, lease_seconds)
     limits = RateLimits(rate)
-    store, batch_id = stored_rows(rows)
+    store, batch_id, _ = checked_rows(client, rows, skip_invalid=skip_invalid)
     try:
-        check_batch(client, store)
-        invalid = store.invalid_line_count()
-        if invalid and not skip_invalid:
-            complete(store, "not sent: the batch has invalid rows")
-            raise BatchInvalid(store.errors(), BatchReport(batch_id, store), invalid)
         if workers > client.pool_size:
             log.warning(
                 "more workers than pooled connections per gateway: give the client a "
@@ -73,8 +68,8 @@ def run_batch(
             stop=stop,
         )
         return runner.run()
-    except (BatchInvalid, BatchInterrupted):
-        raise  # their reports keep the store
+    except BatchInterrupted:
+        raise  # its report keeps the store
     except BaseException:
         store.close()
         raise
@@ -105,9 +100,31 @@ def _check_arguments(workers: int, chunk_size: int | None, lease_seconds: float)
     return chunk
 
 
-def stored_rows(rows: Iterable[BatchRow] | BatchFile) -> tuple[RowStore, str]:
-    """A store of its own for a run (local or on Celery), with the rows and the
-    problems found in them without a client; and the batch id (a file's hash, or a hash
+def checked_rows(
+    client: BatchClient, rows: Iterable[BatchRow] | BatchFile, *, skip_invalid: bool
+) -> tuple[RowStore, str, int]:
+    """The rows of a run (local or on Celery) in a store of their own, each checked
+    as ``client`` would send it: the store, the batch id and how many lines are
+    invalid. :class:`BatchInvalid` (nothing to send) if any is, unless
+    ``skip_invalid``. The caller closes the store."""
+    store, batch_id = _stored_rows(rows)
+    try:
+        check_batch(client, store)
+        invalid = store.invalid_line_count()
+        if invalid and not skip_invalid:
+            complete(store, "not sent: the batch has invalid rows")
+            raise BatchInvalid(store.errors(), BatchReport(batch_id, store), invalid)
+    except BatchInvalid:
+        raise  # its report keeps the store
+    except BaseException:
+        store.close()
+        raise
+    return store, batch_id, invalid
+
+
+def _stored_rows(rows: Iterable[BatchRow] | BatchFile) -> tuple[RowStore, str]:
+    """A store of its own for a run, with the rows and the problems found in them
+    without a client; and the batch id (a file's hash, or a hash
     of the rows). The caller closes the store."""
     store = RowStore()
     try:

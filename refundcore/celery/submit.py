@@ -9,13 +9,11 @@ from typing import Any
 
 import attrs
 
-from ..batch.checks import check_batch
 from ..batch.limits import RateLimits
 from ..batch.protocol import BatchClient
 from ..batch.reading import BatchFile
-from ..batch.report import BatchInvalid, BatchReport, complete
 from ..batch.rows import BatchRow
-from ..batch.run import stored_rows
+from ..batch.run import checked_rows
 from ..errors import ValidationError
 from ..journal import BatchItem
 from ..journal.manifest import BatchManifests, postgres_journal
@@ -69,13 +67,8 @@ def submit_batch(
     if not lease_seconds > 0:
         raise ValidationError(f"must be positive, got {lease_seconds!r}", field="lease_seconds")
     manifests = BatchManifests(journal)
-    store, batch_id = stored_rows(rows)
+    store, batch_id, invalid = checked_rows(client, rows, skip_invalid=skip_invalid)
     try:
-        check_batch(client, store)
-        invalid = store.invalid_line_count()
-        if invalid and not skip_invalid:
-            complete(store, "not sent: the batch has invalid rows")
-            raise BatchInvalid(store.errors(), BatchReport(batch_id, store), invalid)
         header = {
             "source": source,
             "rates": _rates(rate),
@@ -85,8 +78,6 @@ def submit_batch(
         manifests.write(batch_id, header, manifest_rows(store))
         journal.open_batch(batch_id, (BatchItem(*item) for item in store.queue_items()))
         valid = store.row_count()
-    except BatchInvalid:
-        raise  # its report keeps the store
     except BaseException:
         store.close()
         raise
