@@ -53,7 +53,13 @@ import attrs
 
 from .effects import Call, Pause, Steps
 from .errors import IdempotencyConflict, JournalError, RefundError, TransportError, ValidationError
-from .evidence import absence_counts_from, check_lease, read_answer, resend_is_deduplicated
+from .evidence import (
+    Reading,
+    absence_counts_from,
+    check_lease,
+    read_answer,
+    resend_is_deduplicated,
+)
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
     new_refund,
@@ -434,27 +440,7 @@ class ExactlyOnce:
             log.warning("reconcile query failed", error_code=type(exc).__name__, error=problem)
             answer = unknown_result(f"the query could not be made: {problem}", type(exc).__name__)
         reading = read_answer(info, answer, counts_from=counts_from, asked_at=asked_at)
-        yield self._step(
-            info,
-            "query",
-            operation.refund_id,
-            functools.partial(
-                self._journal.record_query,
-                info.id,
-                operation.refund_id,
-                state=JournalState.of(answer.status),
-                settles=reading.settles,
-                provider_refund_id=answer.provider_refund_id,
-                message=answer.message,
-                error_code=answer.error_code,
-                http_status=answer.http_status,
-                raw=answer.raw,
-                actor=claimed.owner,
-                # What a "not found" proves is the journal's reading, worth keeping; any
-                # other answer speaks for itself.
-                note=reading.note if reading.absent else None,
-            ),
-        )
+        yield self._record_query(info, operation.refund_id, answer, reading, claimed.owner)
         if not reading.settles:
             return None, reading.proven, reading.note
         note = "settled by a query after an interrupted attempt"
@@ -505,24 +491,7 @@ class ExactlyOnce:
             return
         asked_at = yield Call(self._journal.now)
         reading = read_answer(info, answer, counts_from=None, asked_at=asked_at)
-        yield self._step(
-            info,
-            "query",
-            refund_id,
-            functools.partial(
-                self._journal.record_query,
-                info.id,
-                refund_id,
-                state=JournalState.of(answer.status),
-                settles=reading.settles,
-                provider_refund_id=answer.provider_refund_id,
-                message=answer.message,
-                error_code=answer.error_code,
-                http_status=answer.http_status,
-                raw=answer.raw,
-                note=reading.note if reading.absent else None,
-            ),
-        )
+        yield self._record_query(info, refund_id, answer, reading)
 
     def _reconcile_entry(
         self, info: ProviderInfo, config: Any, entry: JournalEntry
@@ -544,6 +513,38 @@ class ExactlyOnce:
         return (yield from self._once(info, config, operation, None, None, send=False))
 
     # -- journal steps ---------------------------------------------------------------
+
+    def _record_query(
+        self,
+        info: ProviderInfo,
+        refund_id: str,
+        answer: RefundResult,
+        reading: Reading,
+        actor: str | None = None,
+    ) -> Call:
+        """The journal step that keeps a query's ``answer`` as evidence, settling the
+        refund where ``reading`` says it can."""
+        return self._step(
+            info,
+            "query",
+            refund_id,
+            functools.partial(
+                self._journal.record_query,
+                info.id,
+                refund_id,
+                state=JournalState.of(answer.status),
+                settles=reading.settles,
+                provider_refund_id=answer.provider_refund_id,
+                message=answer.message,
+                error_code=answer.error_code,
+                http_status=answer.http_status,
+                raw=answer.raw,
+                actor=actor,
+                # What a "not found" proves is the journal's reading, worth keeping; any
+                # other answer speaks for itself.
+                note=reading.note if reading.absent else None,
+            ),
+        )
 
     def _step(
         self, info: ProviderInfo, action: str, refund_id: str | None, proceed: Callable[[], Any]
