@@ -31,10 +31,7 @@ LONG_MODULES = {
 }
 
 #: Functions allowed over MAX_FUNCTION_LINES (``path:qualified name``), and why.
-LONG_FUNCTIONS = {
-    "refundcore/transport.py:HttpTransport.refundcore_send_request": "one request's "
-    "socket life cycle; transport.py belongs to another task",
-}
+LONG_FUNCTIONS: dict[str, str] = {}
 
 #: Modules that need an optional extra, and the distribution that provides it.
 OPTIONAL = {
