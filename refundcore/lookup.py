@@ -4,7 +4,6 @@ gateway's "no such refund" proves (:attr:`Capabilities.lookup
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -12,11 +11,12 @@ from typing import Any
 import attrs
 
 from .errors import ValidationError
+from .words import WordEnum
 
 __all__ = ["Lookup", "LookupKey"]
 
 
-class LookupKey(str, enum.Enum):
+class LookupKey(WordEnum):
     """By what a refund can be found again at the gateway, after a reply was lost."""
 
     #: The gateway stores the merchant's refund id and finds the refund by it.
@@ -31,9 +31,6 @@ class LookupKey(str, enum.Enum):
     PAYMENT = "PAYMENT"
     #: Not at all: the gateway offers no way to find a refund again.
     NONE = "NONE"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def _check_settle_delay(_: object, attribute: attrs.Attribute[float], value: float) -> None:

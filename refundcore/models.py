@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 import os
 import threading
@@ -20,6 +19,7 @@ from .lookup import Lookup
 from .money import Money, currency_exponent
 from .status import RefundStatus
 from .urls import parse_http_url
+from .words import WordEnum
 
 __all__ = [
     "Callback",
@@ -369,7 +369,7 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
-class ResultSource(str, enum.Enum):
+class ResultSource(WordEnum):
     """What produced a :class:`RefundResult`."""
 
     #: The gateway's reply to a request sent now.
@@ -384,9 +384,6 @@ class ResultSource(str, enum.Enum):
     CALLBACK = "callback"
     #: Decided by an operator.
     DECIDED = "decided"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @attrs.frozen(eq=False, kw_only=True)

@@ -9,12 +9,12 @@ proven never to have reached the gateway. Convert between them with
 
 from __future__ import annotations
 
-import enum
+from .words import WordEnum
 
 __all__ = ["JournalState", "RefundStatus"]
 
 
-class RefundStatus(str, enum.Enum):
+class RefundStatus(WordEnum):
     """Where a refund stands.
 
     ``UNKNOWN`` means the client cannot know (timeout after sending, 5xx, an unreadable
@@ -32,11 +32,8 @@ class RefundStatus(str, enum.Enum):
         """True for SUCCEEDED and FAILED: nothing will change any more."""
         return self in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class JournalState(str, enum.Enum):
+class JournalState(WordEnum):
     """Where a journalled refund stands: a :class:`RefundStatus`, ``SUBMITTING`` or
     ``NOT_SENT``.
 
@@ -76,9 +73,6 @@ class JournalState(str, enum.Enum):
         """True for SUCCEEDED and FAILED: nothing will change any more."""
         status = _STATUS_OF.get(self)
         return status is not None and status.is_final
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _STATE_OF = {status: JournalState[status.name] for status in RefundStatus}

@@ -3,7 +3,6 @@ report lists it."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ import attrs
 from ..journal import BatchEntry
 from ..money import Money
 from ..status import RefundStatus
+from ..words import WordEnum
 from .rows import BatchRow
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class BatchStatus(str, enum.Enum):
+class BatchStatus(WordEnum):
     """A batch row's outcome: a refund status, or why the row was not sent.
 
     ``ERROR``: nothing could be sent (unreachable gateway, unusable journal, broken
@@ -47,9 +47,6 @@ class BatchStatus(str, enum.Enum):
     def of(cls, status: RefundStatus) -> BatchStatus:
         """The outcome of a row whose refund stands at ``status``."""
         return cls[status.name]
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Most serious first: what a report's :attr:`BatchReport.worst` picks.

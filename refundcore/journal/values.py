@@ -17,6 +17,7 @@ from ..errors import ValidationError
 from ..models import Refund, Void
 from ..money import Money
 from ..status import JournalState, RefundStatus
+from ..words import WordEnum
 
 __all__ = [
     "SETTLED_OUTCOMES",
@@ -143,7 +144,7 @@ class Backlog:
     oldest: datetime
 
 
-class ClaimVerdict(str, enum.Enum):
+class ClaimVerdict(WordEnum):
     """What :meth:`Journal.claim` found, and so what the caller must do next."""
 
     #: Row inserted in SUBMITTING, owned by the caller: send the request. Also a row
@@ -163,9 +164,6 @@ class ClaimVerdict(str, enum.Enum):
     #: This amount would take the payment's committed refunds past ``original_amount``.
     OVER_LIMIT = "OVER_LIMIT"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @attrs.frozen
 class Claim:
@@ -181,7 +179,7 @@ class Claim:
     refunded: str | None = None
 
 
-class BatchItemState(str, enum.Enum):
+class BatchItemState(WordEnum):
     """Where one row of a batch stands in the batch's work queue.
 
     ``OPEN``: nobody is working on it. ``CLAIMED``: a worker holds it until its lease
@@ -191,9 +189,6 @@ class BatchItemState(str, enum.Enum):
     OPEN = "OPEN"
     CLAIMED = "CLAIMED"
     DONE = "DONE"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Batch outcomes after which a row is never run again. Any other outcome (UNKNOWN,
@@ -247,7 +242,7 @@ class ResultRecord:
     sent: bool = True
 
 
-class EventKind(str, enum.Enum):
+class EventKind(WordEnum):
     """What happened to a refund, as its history (:meth:`Journal.history`) tells it."""
 
     #: A claim recorded the refund before its request could leave (attempt 1, or the
@@ -273,9 +268,6 @@ class EventKind(str, enum.Enum):
     #: decision, a final state, or "never sent"): kept and reported, never silently
     #: applied over a decision.
     CONTRADICTION = "contradiction"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @attrs.frozen
