@@ -296,13 +296,7 @@ class ClientBase:
     ) -> Refund:
         """The refund :meth:`RefundClient.refund` asks for (the arguments in its order),
         under a new refund id when none is given."""
-        return Refund(
-            refund_id=new_refund_id() if refund_id is None else refund_id,
-            payment=payment,
-            amount=amount,
-            reason=reason,
-            notify_url=notify_url,
-        )
+        return Refund(_or_new(refund_id), payment, amount, reason, notify_url)
 
     @staticmethod
     def _query_needs_journal(payment: PaymentRef | None, provider_refund_id: str | None) -> bool:
@@ -343,13 +337,7 @@ class ClientBase:
                     field="payment",
                 )
             payment = entry_payment(known)
-        return Void(
-            refund_id=new_refund_id() if refund_id is None else refund_id,
-            payment=payment,
-            amount=amount,
-            reason=reason,
-            notify_url=notify_url,
-        )
+        return Void(_or_new(refund_id), payment, amount, reason, notify_url)
 
     # -- the journal and the rest ------------------------------------------------------
 
@@ -387,3 +375,8 @@ class ClientBase:
     def _close_journal(self) -> None:
         if self._exactly_once is not None and self._owns_journal:
             self._exactly_once.journal.close()
+
+
+def _or_new(refund_id: str | None) -> str:
+    """The refund id given, or a new one."""
+    return new_refund_id() if refund_id is None else refund_id
