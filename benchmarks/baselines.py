@@ -24,6 +24,7 @@ import hmac
 import json
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -300,7 +301,8 @@ class JournalledBaseline:
     The row is committed with ``synchronous=FULL`` (an ``fsync``, WAL mode) before the
     request leaves; the gateway's reply is recorded after it with ``synchronous=NORMAL``
     (no ``fsync`` of its own). That is the durability refundcore's SQLite journal gives,
-    so both sides do the same disk work.
+    so both sides do the same disk work. Thread-safe, for a batch: a connection's
+    transaction is one thread's at a time.
     """
 
     def __init__(self, baseline: Baseline, path: Path) -> None:
@@ -308,10 +310,12 @@ class JournalledBaseline:
         self._before = _sqlite(path, "FULL")
         self._before.execute(_SCHEMA)
         self._after = _sqlite(path, "NORMAL")
+        self._before_lock = threading.Lock()
+        self._after_lock = threading.Lock()
 
     def refund(self, payment: Mapping[str, Any], refund_id: str, amount: str) -> dict[str, Any]:
         """Record, send, record the reply; what :meth:`Baseline.refund` returns."""
-        with self._before:
+        with self._before_lock, self._before:
             self._before.execute(
                 "INSERT INTO refunds (refund_id, payment_id, amount, state) "
                 "VALUES (?, ?, ?, 'SENDING')",
@@ -319,7 +323,7 @@ class JournalledBaseline:
             )
         # A send that raises leaves the row SENDING, for the merchant to look into.
         reply = self.baseline.refund(payment, refund_id, amount)
-        with self._after:
+        with self._after_lock, self._after:
             self._after.execute(
                 "UPDATE refunds SET state = 'SUCCEEDED', reply = ? WHERE refund_id = ?",
                 (json.dumps(reply), refund_id),

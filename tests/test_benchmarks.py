@@ -52,6 +52,7 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
         "client CPU per refund, telemetry on / off + SQLite journal, 10% of traces sampled: "
         "paywizard",
         "batch of 20, 4 workers",
+        "batch of 20, 4 workers, 2 ms latency, baseline recording each refund in SQLite",
         "batch of 20, 2 ms latency: 2 Celery workers vs 1 process",
         "Celery global rate limit, 100 rows at 10/s on 2 workers",
         "batch peak RSS growth per row, 200→1,000 rows",
@@ -71,4 +72,4 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     report = output.read_text(encoding="utf-8")
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
-    assert verdicts == 29  # one table row per figure
+    assert verdicts == 30  # one table row per figure

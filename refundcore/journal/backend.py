@@ -54,6 +54,13 @@ class SqlBackend(Journal):
     #: A SQL expression for the journal's clock: the current time as the database
     #: reads it, in the encoding :meth:`_decode_time` reads back.
     _now_sql: str
+    #: The journal's clock inside a writing statement: the same instant wherever the
+    #: statement uses it (a claim's ``created_at`` and the start of its lease), taken
+    #: once the statements before it in the transaction hold their locks.
+    _stamp_sql: str
+    #: :attr:`_stamp_sql` plus the seconds of its one ``?`` parameter, in the same
+    #: encoding.
+    _later_sql: str
 
     @abc.abstractmethod
     def _transaction(
@@ -65,6 +72,10 @@ class SqlBackend(Journal):
         become durable with the next synchronous one instead of at once (it must
         survive the process dying, though), for writes whose loss a reconcile repairs.
         """
+
+    def _hold(self, tx: Transaction, key: str) -> None:
+        """Hold ``key`` until ``tx`` ends, as ``_transaction(lock=key)`` does; a backend
+        whose write transactions exclude each other already (SQLite) needs nothing."""
 
     def _clock(self, tx: Transaction) -> datetime:
         """The journal's clock, read inside ``tx`` (after any lock it waited for)."""

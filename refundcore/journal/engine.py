@@ -24,7 +24,7 @@ from ..errors import JournalError
 from ..status import JournalState
 from .answers import ANSWERED, RANK, SqlAnswers, contradicts
 from .history import SENT, Event, answer_data
-from .pool import Transaction
+from .pool import Row, Transaction
 from .schema import COLUMNS, SELECT, TABLE, sql_list
 from .values import (
     Claim,
@@ -48,22 +48,16 @@ _KEY = "WHERE provider = ? AND refund_id = ?"
 _new_values = operator.attrgetter(*attrs.fields_dict(NewRefund))
 _AMOUNT = _NEW_COLUMNS.index("amount")
 _CURRENCY = _NEW_COLUMNS.index("currency")
+_SUBMITTING = JournalState.SUBMITTING.value
 _ORIGINAL = _NEW_COLUMNS.index("original_amount")
-_INSERTED = (
-    *_NEW_COLUMNS,
-    "state",
-    "raw",
-    "attempt",
-    "owner",
-    "lease_until",
-    "created_at",
-    "updated_at",
-)
+_INSERTED = (*_NEW_COLUMNS, "state", "raw", "attempt", "owner")
+# The clock is read inside the statements that write it (no query of its own on the
+# path every refund takes); a backend's SQL for it goes where {stamp} and {later} are.
 # RETURNING: a row back means this claim inserted it.
 _INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(_INSERTED)}) "  # noqa: S608 - constant names
-    f"VALUES ({', '.join('?' * len(_INSERTED))}) "
-    "ON CONFLICT (provider, refund_id) DO NOTHING RETURNING refund_id"
+    f"INSERT INTO {TABLE} ({', '.join(_INSERTED)}, lease_until, created_at, updated_at) "  # noqa: S608 - constant names
+    f"VALUES ({', '.join('?' * len(_INSERTED))}, {{later}}, {{stamp}}, {{stamp}}) "
+    "ON CONFLICT (provider, refund_id) DO NOTHING RETURNING created_at, lease_until"
 )
 # The outcome of the claimant's own send: its row is SUBMITTING, owned by it under the
 # same attempt, and every outcome ranks above SUBMITTING, so nothing needs reading first.
@@ -71,9 +65,10 @@ _RECORD_OWN = (
     f"UPDATE {TABLE} SET state = ?, "  # noqa: S608 - constant names
     "provider_refund_id = COALESCE(?, provider_refund_id), message = ?, error_code = ?, "
     "http_status = ?, raw = COALESCE(?, raw), owner = NULL, lease_until = NULL, "
-    f"updated_at = ? {_KEY} AND owner = ? AND attempt = ? AND state = 'SUBMITTING'"
+    f"updated_at = {{stamp}} {_KEY} AND owner = ? AND attempt = ? AND state = 'SUBMITTING' "
+    "RETURNING updated_at"
 )
-_RECORD_OWN_ROW = f"{_RECORD_OWN} RETURNING {', '.join(COLUMNS)}"
+_RECORD_OWN_ROW = f"{_RECORD_OWN}, {', '.join(c for c in COLUMNS if c != 'updated_at')}"
 _COMMITTED_WHERE = (
     "WHERE provider = ? AND payment_key = ? "
     f"AND state IN ({sql_list(JournalState, COMMITTED_STATES)})"
@@ -117,44 +112,74 @@ class SqlJournal(SqlAnswers):
     """The journal's rules for refunds over SQL; a backend subclasses it and supplies
     what :class:`~.backend.SqlBackend` asks for."""
 
+    _insert_sql: str
+    _record_own_sql: str
+    _record_own_row_sql: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "_stamp_sql"):
+            clock = {"stamp": cls._stamp_sql, "later": cls._later_sql}
+            cls._insert_sql = _INSERT.format_map(clock)
+            cls._record_own_sql = _RECORD_OWN.format_map(clock)
+            cls._record_own_row_sql = _RECORD_OWN_ROW.format_map(clock)
+
     # -- claims ---------------------------------------------------------------------
 
     def claim(self, new: NewRefund, *, owner: str, lease_seconds: float = 60.0) -> Claim:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        # Keyed by payment: claims that could together pass the payment's limit queue up.
-        lock = f"{new.provider}\0{new.payment_key}"
-        with self._transaction(write=True, lock=lock) as tx:
-            now = self._clock(tx)
-            lease_until = now + timedelta(seconds=lease_seconds)
-            claimed = Event(
-                new.provider,
-                new.refund_id,
-                now,
-                EventKind.CLAIM,
-                1,
-                JournalState.SUBMITTING,
-                owner,
-                {"lease_seconds": lease_seconds},
-            )
-            entry = None
-            if new.original_amount is not None:
-                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
-                over = None if entry is not None else self._over_limit(tx, new)
-                if over is not None:
-                    return Claim(ClaimVerdict.OVER_LIMIT, None, refunded=over)
-            if entry is None:
-                # ON CONFLICT: a claim of the same refund id for another payment holds
-                # another lock; whoever inserts second finds the row below instead.
-                if tx.all(_INSERT, self._new_row(new, owner, lease_until, now)):
-                    self._log(tx, [claimed])
-                    # The row is exactly what was written: no need to read it back on
-                    # the path every refund takes.
-                    return Claim(ClaimVerdict.NEW, _inserted_entry(new, owner, lease_until, now))
-                entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
-                if entry is None:  # pragma: no cover - the insert found it there
-                    raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
-            return self._claim_existing(tx, new, entry, claimed, lease_until)
+        with self._transaction(write=True, lock=_payment_lock(new)) as tx:
+            return self._claim(tx, new, owner, lease_seconds)
+
+    def claim_many(
+        self, claims: Sequence[tuple[NewRefund, str]], *, lease_seconds: float = 60.0
+    ) -> list[Claim]:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        if not claims:
+            return []
+        # Every payment's lock, taken in one order by every worker, so two workers
+        # claiming overlapping sets cannot wait on each other.
+        keys = sorted({_payment_lock(new) for new, _ in claims})
+        with self._transaction(write=True) as tx:
+            for key in keys:
+                self._hold(tx, key)
+            return [self._claim(tx, new, owner, lease_seconds) for new, owner in claims]
+
+    def _claim(self, tx: Transaction, new: NewRefund, owner: str, lease_seconds: float) -> Claim:
+        """:meth:`claim` within ``tx``, which holds ``new``'s payment's lock."""
+        entry = None
+        if new.original_amount is not None:
+            entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
+            over = None if entry is not None else self._over_limit(tx, new)
+            if over is not None:
+                return Claim(ClaimVerdict.OVER_LIMIT, None, refunded=over)
+        if entry is None:
+            # ON CONFLICT: a claim of the same refund id for another payment holds
+            # another lock; whoever inserts second finds the row below instead.
+            inserted = tx.all(self._insert_sql, self._new_row(new, owner, lease_seconds))
+            if inserted:
+                entry = self._inserted(tx, new, owner, lease_seconds, inserted[0])
+                return Claim(ClaimVerdict.NEW, entry)
+            entry = self._fetch(tx, new.provider, new.refund_id, lock=True)
+            if entry is None:  # pragma: no cover - the insert found it there
+                raise JournalError(f"journal {self.url} lost refund {new.refund_id!r}")
+        now = self._clock(tx)
+        claimed = _claim_event(new, owner, lease_seconds, now)
+        lease_until = now + timedelta(seconds=lease_seconds)
+        return self._claim_existing(tx, new, entry, claimed, lease_until)
+
+    def _inserted(
+        self, tx: Transaction, new: NewRefund, owner: str, lease_seconds: float, inserted: Row
+    ) -> JournalEntry:
+        """Log the claim of the row :data:`_INSERT` has just written; the row as
+        :meth:`Journal.get` would read it (it is exactly what was written: no need to
+        read it back on the path every refund takes)."""
+        now = self._decode_time(inserted["created_at"])
+        lease_until = self._decode_time(inserted["lease_until"])
+        self._log(tx, [_claim_event(new, owner, lease_seconds, now)])
+        return _inserted_entry(new, owner, lease_until, now)
 
     def _claim_existing(
         self,
@@ -269,24 +294,13 @@ class SqlJournal(SqlAnswers):
         wanted = limit if new.amount is None else new.amount.amount
         return f"{committed:f}" if committed + wanted > limit else None
 
-    def _new_row(
-        self, new: NewRefund, owner: str, lease_until: datetime, now: datetime
-    ) -> list[Any]:
+    def _new_row(self, new: NewRefund, owner: str, lease_seconds: float) -> list[Any]:
         """The values of :data:`_INSERT` for a claim of ``new``."""
         values = [*_new_values(new), None]
         values[_AMOUNT], values[_CURRENCY], values[_ORIGINAL] = self._money_columns(
             new.amount, new.original_amount
         )
-        stamp = self._encode_time(now)
-        values += (
-            JournalState.SUBMITTING.value,
-            self._encode_raw({}),
-            1,
-            owner,
-            self._encode_time(lease_until),
-            stamp,
-            stamp,
-        )
+        values += (_SUBMITTING, self._encode_raw({}), 1, owner, float(lease_seconds))
         return values
 
     # -- outcomes -------------------------------------------------------------------
@@ -323,12 +337,12 @@ class SqlJournal(SqlAnswers):
         # Lost to a power cut, an outcome leaves the row SUBMITTING, and a reconcile asks
         # the gateway: the claim, not the outcome, keeps money from going out twice.
         with self._transaction(write=True, sync=False) as tx:
-            now = self._clock(tx)
-            recorded = tx.all(_RECORD_OWN_ROW, self._own_outcome(outcome, now))
+            recorded = tx.all(self._record_own_row_sql, self._own_outcome(outcome))
             if recorded:
-                self._log(tx, [_answered(outcome, now)])
-                return self._entry(recorded[0])
-            return self._record_by_rules(tx, outcome, now)
+                row = recorded[0]
+                self._log(tx, [_answered(outcome, self._decode_time(row["updated_at"]))])
+                return self._entry(row)
+            return self._record_by_rules(tx, outcome, self._clock(tx))
 
     def _record_by_rules(
         self, tx: Transaction, outcome: ResultRecord, now: datetime
@@ -404,7 +418,7 @@ class SqlJournal(SqlAnswers):
             updated_at=now,
         )
 
-    def _own_outcome(self, outcome: ResultRecord, now: datetime) -> tuple[Any, ...]:
+    def _own_outcome(self, outcome: ResultRecord) -> tuple[Any, ...]:
         """The values of :data:`_RECORD_OWN` for ``outcome``."""
         raw = outcome.raw
         return (
@@ -414,7 +428,6 @@ class SqlJournal(SqlAnswers):
             outcome.error_code,
             outcome.http_status,
             None if raw is None else self._encode_raw(raw),
-            self._encode_time(now),
             outcome.provider,
             outcome.refund_id,
             outcome.owner,
@@ -427,19 +440,23 @@ class SqlJournal(SqlAnswers):
         if not outcomes:
             return
         with self._transaction(write=True, sync=False) as tx:
-            now = self._clock(tx)
             others = []
             events: list[Event] = []
             for outcome in outcomes:
-                if tx.run(_RECORD_OWN, self._own_outcome(outcome, now)):
-                    events.append(_answered(outcome, now))
+                recorded = tx.all(self._record_own_sql, self._own_outcome(outcome))
+                if recorded:
+                    at = self._decode_time(recorded[0]["updated_at"])
+                    events.append(_answered(outcome, at))
                 else:
                     others.append(outcome)
             self._log(tx, events)
-            # Not a SUBMITTING row of its owner's attempt any more (a callback or a
-            # takeover came first): record's own rules decide, as rarely as that happens.
-            for outcome in others:
-                self._record_by_rules(tx, outcome, now)
+            if others:
+                # Not a SUBMITTING row of its owner's attempt any more (a callback or a
+                # takeover came first): record's own rules decide, as rarely as that
+                # happens.
+                now = self._clock(tx)
+                for outcome in others:
+                    self._record_by_rules(tx, outcome, now)
 
     def abandon(self, provider: str, refund_id: str, *, owner: str) -> bool:
         with self._transaction(write=True) as tx:
@@ -494,6 +511,27 @@ class SqlJournal(SqlAnswers):
                 (provider, payment_key),
             )
         return [self._entry(row) for row in rows]
+
+
+def _payment_lock(new: NewRefund) -> str:
+    """The lock a claim of ``new`` holds: keyed by payment, so claims that could together
+    pass the payment's limit queue up."""
+    return f"{new.provider}\0{new.payment_key}"
+
+
+def _claim_event(new: NewRefund, owner: str, lease_seconds: float, now: datetime) -> Event:
+    """The event of a claim of ``new`` (the first attempt's, unless the caller makes it
+    another's)."""
+    return Event(
+        new.provider,
+        new.refund_id,
+        now,
+        EventKind.CLAIM,
+        1,
+        JournalState.SUBMITTING,
+        owner,
+        {"lease_seconds": lease_seconds},
+    )
 
 
 def _check_outcome(outcome: ResultRecord) -> None:

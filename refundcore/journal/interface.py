@@ -67,6 +67,20 @@ class Journal(abc.ABC):
         """
 
     @abc.abstractmethod
+    def claim_many(
+        self, claims: Sequence[tuple[NewRefund, str]], *, lease_seconds: float = 60.0
+    ) -> list[Claim]:
+        """:meth:`claim` each ``(new, owner)`` pair, in as few transactions as the
+        journal can: the verdicts, in order.
+
+        For callers claiming many refunds at once (threads of one process, a batch):
+        the claims share one commit. Each is what :meth:`claim` of it alone would be
+        (its own lease on the journal's clock, its own attempt and history); a refund
+        claimed twice is NEW for the first and BUSY for the second. ``JournalError``
+        if the journal cannot be used, with none of them claimed.
+        """
+
+    @abc.abstractmethod
     def record(
         self,
         provider: str,

@@ -59,13 +59,15 @@ class Pool(Generic[C]):
     @contextmanager
     def connection(self) -> Iterator[C]:
         """Borrow a connection for the duration of the ``with`` block."""
-        conn = self._acquire()
+        conn = self.acquire()
         try:
             yield conn
         finally:
-            self._release(conn)
+            self.release(conn)
 
-    def _acquire(self) -> C:
+    def acquire(self) -> C:
+        """Borrow a connection, waiting while all ``size`` are borrowed; give it back
+        with :meth:`release`."""
         with self._cond:
             while True:
                 if self._closed:
@@ -84,7 +86,8 @@ class Pool(Generic[C]):
                 self._cond.notify()
             raise
 
-    def _release(self, conn: C) -> None:
+    def release(self, conn: C) -> None:
+        """Give back a connection :meth:`acquire` lent."""
         with self._cond:
             keep = not self._closed and self._reusable(conn)
             if keep:

@@ -184,6 +184,11 @@ class PostgresJournal(SqlJournal):
     # clock_timestamp(), not now(): now() is when the transaction began, before any
     # lock it waited for.
     _now_sql = "clock_timestamp()"
+    # Inside a writing statement: the time it arrived, after the statements before it
+    # took their locks (the claim's advisory lock); clock_timestamp() would differ
+    # between two uses in one statement.
+    _stamp_sql = "statement_timestamp()"
+    _later_sql = "statement_timestamp() + ? * interval '1 second'"
     _for_update = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
@@ -235,11 +240,15 @@ class PostgresJournal(SqlJournal):
                     yield _PostgresTransaction(conn)
                     return
                 with conn.transaction():
+                    tx = _PostgresTransaction(conn)
                     if lock is not None:
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(lock),))
-                    yield _PostgresTransaction(conn)
+                        self._hold(tx, lock)
+                    yield tx
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+
+    def _hold(self, tx: Transaction, key: str) -> None:
+        tx.run("SELECT pg_advisory_xact_lock(?)", (_lock_id(key),))
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager, nullcontext, suppress
+from contextlib import closing, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from .schema import (
     sql_list,
 )
 from .urls import MEMORY
+from .values import Claim, NewRefund
 
 __all__ = ["SqliteJournal"]
 
@@ -75,6 +76,9 @@ _V3_COLUMNS = (
 # The journal's clock, in the encoding of every stored timestamp (ISO 8601, UTC, fixed
 # microseconds: SQLite's own clock counts milliseconds).
 _NOW = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
+# SQLite reads 'now' once per step of a statement: every use of it in one statement is
+# the same instant, so a claim's lease starts exactly at its created_at.
+_LATER = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '+' || ? || ' seconds')"
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -216,6 +220,20 @@ class _SqliteTransaction(Transaction):
         return self._conn.execute(sql, params).rowcount
 
 
+class _Waiting:
+    """A claim waiting for the next group's transaction."""
+
+    __slots__ = ("claim", "done", "error", "lease_seconds", "new", "owner")
+
+    def __init__(self, new: NewRefund, owner: str, lease_seconds: float) -> None:
+        self.new = new
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.done = False
+        self.claim: Claim | None = None
+        self.error: JournalError | None = None
+
+
 def _reusable(conn: sqlite3.Connection) -> bool:
     return not conn.in_transaction
 
@@ -235,6 +253,8 @@ class SqliteJournal(SqlJournal):
 
     _migrations = _MIGRATIONS
     _now_sql = _NOW
+    _stamp_sql = _NOW
+    _later_sql = _LATER
 
     def __init__(
         self,
@@ -246,6 +266,10 @@ class SqliteJournal(SqlJournal):
         self._path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._writer = threading.Lock()
+        # Claims of concurrent threads, committed together (see claim).
+        self._claiming = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._waiting_lock = threading.Lock()
         memory = self._path == MEMORY
         self.url = "sqlite://:memory:" if memory else f"sqlite:///{self._path}"
         if not memory:
@@ -409,17 +433,94 @@ class SqliteJournal(SqlJournal):
             raise
         return conn
 
+    def claim(self, new: NewRefund, *, owner: str, lease_seconds: float = 60.0) -> Claim:
+        # Group commit: SQLite lets one writer in at a time, and a claim's commit waits
+        # for its fsync. Threads that claim while another's claim is being written
+        # queue here; the next one in commits every claim waiting by then in one
+        # transaction (claim_many: each claim its own, as if alone), and each caller
+        # returns once the commit that holds its claim is on disk.
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        mine = _Waiting(new, owner, lease_seconds)
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        if not self._claiming.acquire(timeout=self._busy_timeout):
+            raise self._locked()
+        try:
+            if not mine.done:
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                self._claim_group(group)
+        finally:
+            self._claiming.release()
+        if mine.error is not None:
+            # A new exception in each thread; the cause is the one the group met.
+            raise JournalError(str(mine.error)) from mine.error
+        if mine.claim is None:  # pragma: no cover - a done claim has one or an error
+            raise JournalError(f"journal {self.url} lost the claim of {new.refund_id!r}")
+        return mine.claim
+
+    def _claim_group(self, group: list[_Waiting]) -> None:
+        """Claim ``group`` (one transaction per lease length, usually one); every
+        member is done after, with its claim or the error that stopped it."""
+        by_lease: dict[float, list[_Waiting]] = {}
+        for waiting in group:
+            by_lease.setdefault(waiting.lease_seconds, []).append(waiting)
+        try:
+            for lease_seconds, members in by_lease.items():
+                try:
+                    claims = self.claim_many(
+                        [(member.new, member.owner) for member in members],
+                        lease_seconds=lease_seconds,
+                    )
+                except JournalError as exc:
+                    for member in members:
+                        member.error = exc
+                else:
+                    for member, claim in zip(members, claims, strict=True):
+                        member.claim = claim
+                for member in members:
+                    member.done = True
+        finally:
+            # Interrupted (Ctrl-C in the thread doing the group's work): the rest were
+            # not claimed, and nothing of theirs was sent.
+            for waiting in group:
+                if not waiting.done:
+                    waiting.error = JournalError(
+                        f"journal {self.url}: the claim was not made (the thread making "
+                        "it for this one was interrupted); nothing was sent"
+                    )
+                    waiting.done = True
+
+    def _locked(self) -> JournalError:
+        return JournalError(
+            f"journal {self.url} is locked by another writer for too long: "
+            f"waited {self._busy_timeout:g} s"
+        )
+
     @contextmanager
     def _transaction(
         self, *, write: bool, lock: str | None = None, sync: bool = True
     ) -> Iterator[Transaction]:
         # ``lock`` needs nothing more here: BEGIN IMMEDIATE already serialises writers.
-        pool = self._pool if sync or not write else self._lazy_pool
-        try:
-            with self._writing() if write else nullcontext(), pool.connection() as conn:
-                if not write:
+        # One generator, no nested context managers: this runs twice for every refund.
+        if not write:
+            try:
+                with self._pool.connection() as conn:
                     yield _SqliteTransaction(conn)
-                    return
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return
+        pool = self._pool if sync else self._lazy_pool
+        # SQLite lets one writer in at a time and makes the others poll, sleeping up to
+        # 100 ms between tries: threads of one process queue on this lock instead, each
+        # woken the moment the writer before it commits. Other processes still meet at
+        # SQLite's lock.
+        if not self._writer.acquire(timeout=self._busy_timeout):
+            raise self._locked()
+        try:
+            conn = pool.acquire()
+            try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
@@ -430,25 +531,10 @@ class SqliteJournal(SqlJournal):
                         with suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     raise
+            finally:
+                pool.release(conn)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold this journal's writer lock.
-
-        SQLite lets one writer in at a time and makes the others poll, sleeping up to
-        100 ms between tries: threads of one process queue here instead, each woken
-        the moment the writer before it commits. Other processes still meet at
-        SQLite's lock.
-        """
-        if not self._writer.acquire(timeout=self._busy_timeout):
-            raise JournalError(
-                f"journal {self.url} is locked by another writer for too long: "
-                f"waited {self._busy_timeout:g} s"
-            )
-        try:
-            yield
         finally:
             self._writer.release()
 

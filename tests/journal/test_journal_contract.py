@@ -283,6 +283,56 @@ def test_sixteen_threads_claiming_one_refund_id_get_one_new(
     assert journal.get("testpay", "R-1") == winner.entry
 
 
+def test_sixteen_threads_claiming_their_own_refunds_each_get_their_claim(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    """Claims made at the same moment may share a commit; each is still its own."""
+    journal = backend.open()
+    refunds = [make_refund(refund_id=f"R-{index}") for index in range(16)]
+
+    claims = _claim_together(journal, refunds)
+
+    for index, claim in enumerate(claims):
+        entry = _entry(claim)
+        assert claim.outcome is NEW and entry.refund_id == f"R-{index}"
+        assert (entry.owner, entry.attempt) == (f"thread-{index}", 1)
+        assert entry.lease_until == entry.created_at + timedelta(seconds=60)
+        assert journal.get("testpay", f"R-{index}") == entry
+        history = journal.history("testpay", f"R-{index}")
+        assert [(e.kind, e.actor, e.at) for e in history] == [
+            (EventKind.CLAIM, f"thread-{index}", entry.created_at)
+        ]
+
+
+def test_claim_many_gives_each_refund_the_verdict_a_claim_of_it_would(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    journal = backend.open()
+    done = make_refund(refund_id="DONE")
+    claim = journal.claim(done, owner="earlier")
+    journal.record(
+        "testpay", "DONE", owner="earlier", attempt=_entry(claim).attempt, state="FAILED"
+    )
+    fresh = make_refund(refund_id="NEW")
+    other = make_refund(refund_id="DONE", reason="another refund")
+    limited = make_refund(refund_id="BIG", amount="60.00", original_amount="50.00")
+
+    claims = journal.claim_many(
+        [(fresh, "A"), (done, "B"), (other, "C"), (fresh, "D"), (limited, "E")],
+        lease_seconds=30,
+    )
+
+    assert [claim.outcome for claim in claims] == [NEW, DONE, CONFLICT, BUSY, OVER_LIMIT]
+    entry = _entry(claims[0])
+    assert entry == journal.get("testpay", "NEW") and entry.owner == "A"
+    assert entry.lease_until == entry.created_at + timedelta(seconds=30)
+    assert [e.detail for e in journal.history("testpay", "NEW")] == ["claimed by A, lease 30 s"]
+    assert journal.get("testpay", "BIG") is None
+    assert journal.claim_many([], lease_seconds=30) == []
+    with pytest.raises(ValueError, match="lease_seconds"):
+        journal.claim_many([(fresh, "A")], lease_seconds=0)
+
+
 def test_sixteen_threads_taking_over_one_stale_row_get_one_takeover(
     backend: Any, make_refund: MakeRefund
 ) -> None:
