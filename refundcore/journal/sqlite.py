@@ -25,7 +25,6 @@ file and what to do, never a reason to start an empty journal over it.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
@@ -220,6 +219,12 @@ class _SqliteTransaction(Transaction):
         return self._conn.execute(sql, params).rowcount
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that remembers its ``synchronous`` level."""
+
+    synchronous = "FULL"
+
+
 class _Waiting:
     """A claim waiting for the next group's transaction."""
 
@@ -280,23 +285,12 @@ class SqliteJournal(SqlJournal):
             self._check_file(path)
             self._check_journal()
         # Every connection to ":memory:" is a database of its own: keep exactly one.
-        self._pool: Pool[sqlite3.Connection] = Pool(
+        self._pool: Pool[_Connection] = Pool(
             self.url,
             self._connect,
             _close,
             _reusable,
             size=1 if memory else max_connections,
-        )
-        self._lazy_pool = (
-            self._pool
-            if memory
-            else Pool(
-                self.url,
-                functools.partial(self._connect, sync="NORMAL"),
-                _close,
-                _reusable,
-                size=max_connections,
-            )
         )
         try:
             self._migrate()
@@ -415,19 +409,20 @@ class SqliteJournal(SqlJournal):
                 f"journal {self.url} cannot be created: {reason or exc}: {exc.filename}"
             ) from exc
 
-    def _connect(self, sync: str = "FULL") -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         # isolation_level=None: no implicit transactions; _transaction issues BEGIN.
         conn = sqlite3.connect(
             self._path,
             timeout=self._busy_timeout,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         try:
             conn.row_factory = _dict_row
             if self._path != MEMORY:
                 _use_wal(conn, self._busy_timeout)
-            conn.execute(f"PRAGMA synchronous = {sync}")
+            conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             _close(conn)
             raise
@@ -511,7 +506,6 @@ class SqliteJournal(SqlJournal):
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             return
-        pool = self._pool if sync else self._lazy_pool
         # SQLite lets one writer in at a time and makes the others poll, sleeping up to
         # 100 ms between tries: threads of one process queue on this lock instead, each
         # woken the moment the writer before it commits. Other processes still meet at
@@ -519,8 +513,16 @@ class SqliteJournal(SqlJournal):
         if not self._writer.acquire(timeout=self._busy_timeout):
             raise self._locked()
         try:
-            conn = pool.acquire()
+            conn = self._pool.acquire()
             try:
+                # One connection for both kinds of write: a connection's page cache is
+                # dropped whenever another connection has written since its last
+                # transaction, so a claim and an outcome on two connections each read
+                # their pages anew. Setting the level writes nothing.
+                level = "FULL" if sync else "NORMAL"
+                if conn.synchronous != level:
+                    conn.execute(f"PRAGMA synchronous = {level}")
+                    conn.synchronous = level
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
@@ -532,7 +534,7 @@ class SqliteJournal(SqlJournal):
                             conn.execute("ROLLBACK")
                     raise
             finally:
-                pool.release(conn)
+                self._pool.release(conn)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -573,7 +575,6 @@ class SqliteJournal(SqlJournal):
 
     def close(self) -> None:
         self._pool.close()
-        self._lazy_pool.close()
 
 
 def _expected_size(header: bytes) -> int | None:
