@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import JournalError
 from ..status import JournalState
 from .backend import UTC
+from .claim_groups import ClaimGroups
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
 from .schema import (
@@ -225,20 +226,6 @@ class _Connection(sqlite3.Connection):
     synchronous = "FULL"
 
 
-class _Waiting:
-    """A claim waiting for the next group's transaction."""
-
-    __slots__ = ("claim", "done", "error", "lease_seconds", "new", "owner")
-
-    def __init__(self, new: NewRefund, owner: str, lease_seconds: float) -> None:
-        self.new = new
-        self.owner = owner
-        self.lease_seconds = lease_seconds
-        self.done = False
-        self.claim: Claim | None = None
-        self.error: JournalError | None = None
-
-
 def _reusable(conn: sqlite3.Connection) -> bool:
     return not conn.in_transaction
 
@@ -271,12 +258,15 @@ class SqliteJournal(SqlJournal):
         self._path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._writer = threading.Lock()
-        # Claims of concurrent threads, committed together (see claim).
-        self._claiming = threading.Lock()
-        self._waiting: list[_Waiting] = []
-        self._waiting_lock = threading.Lock()
         memory = self._path == MEMORY
         self.url = "sqlite://:memory:" if memory else f"sqlite:///{self._path}"
+        # One writer at a time: claims of threads that meet here share a commit.
+        self._groups = ClaimGroups(
+            lambda claims, lease: self.claim_many(claims, lease_seconds=lease),
+            url=self.url,
+            patience=busy_timeout,
+            locked=self._locked,
+        )
         if not memory:
             path = Path(self._path)
             self._prepare_path(path)
@@ -429,63 +419,9 @@ class SqliteJournal(SqlJournal):
         return conn
 
     def claim(self, new: NewRefund, *, owner: str, lease_seconds: float = 60.0) -> Claim:
-        # Group commit: SQLite lets one writer in at a time, and a claim's commit waits
-        # for its fsync. Threads that claim while another's claim is being written
-        # queue here; the next one in commits every claim waiting by then in one
-        # transaction (claim_many: each claim its own, as if alone), and each caller
-        # returns once the commit that holds its claim is on disk.
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        mine = _Waiting(new, owner, lease_seconds)
-        with self._waiting_lock:
-            self._waiting.append(mine)
-        if not self._claiming.acquire(timeout=self._busy_timeout):
-            raise self._locked()
-        try:
-            if not mine.done:
-                with self._waiting_lock:
-                    group, self._waiting = self._waiting, []
-                self._claim_group(group)
-        finally:
-            self._claiming.release()
-        if mine.error is not None:
-            # A new exception in each thread; the cause is the one the group met.
-            raise JournalError(str(mine.error)) from mine.error
-        if mine.claim is None:  # pragma: no cover - a done claim has one or an error
-            raise JournalError(f"journal {self.url} lost the claim of {new.refund_id!r}")
-        return mine.claim
-
-    def _claim_group(self, group: list[_Waiting]) -> None:
-        """Claim ``group`` (one transaction per lease length, usually one); every
-        member is done after, with its claim or the error that stopped it."""
-        by_lease: dict[float, list[_Waiting]] = {}
-        for waiting in group:
-            by_lease.setdefault(waiting.lease_seconds, []).append(waiting)
-        try:
-            for lease_seconds, members in by_lease.items():
-                try:
-                    claims = self.claim_many(
-                        [(member.new, member.owner) for member in members],
-                        lease_seconds=lease_seconds,
-                    )
-                except JournalError as exc:
-                    for member in members:
-                        member.error = exc
-                else:
-                    for member, claim in zip(members, claims, strict=True):
-                        member.claim = claim
-                for member in members:
-                    member.done = True
-        finally:
-            # Interrupted (Ctrl-C in the thread doing the group's work): the rest were
-            # not claimed, and nothing of theirs was sent.
-            for waiting in group:
-                if not waiting.done:
-                    waiting.error = JournalError(
-                        f"journal {self.url}: the claim was not made (the thread making "
-                        "it for this one was interrupted); nothing was sent"
-                    )
-                    waiting.done = True
+        return self._groups.claim(new, owner, lease_seconds)
 
     def _locked(self) -> JournalError:
         return JournalError(
