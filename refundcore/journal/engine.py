@@ -47,8 +47,8 @@ _NEW_COLUMNS = tuple(attrs.fields_dict(NewRefund))
 _KEY = "WHERE provider = ? AND refund_id = ?"
 _new_values = operator.attrgetter(*_NEW_COLUMNS)
 _AMOUNT = _NEW_COLUMNS.index("amount")
-_SUBMITTING = JournalState.SUBMITTING.value
 _ORIGINAL = _NEW_COLUMNS.index("original_amount")
+_SUBMITTING = JournalState.SUBMITTING.value
 _INSERTED = (*_NEW_COLUMNS, "state", "raw", "attempt", "owner")
 # The clock is read inside the statements that write it (no query of its own on the
 # path every refund takes); a backend's SQL for it goes where {stamp} and {later} are.
