@@ -48,8 +48,8 @@ _KEY = "WHERE provider = ? AND refund_id = ?"
 _new_values = operator.attrgetter(*attrs.fields_dict(NewRefund))
 _AMOUNT = _NEW_COLUMNS.index("amount")
 _CURRENCY = _NEW_COLUMNS.index("currency")
-_SUBMITTING = JournalState.SUBMITTING.value
 _ORIGINAL = _NEW_COLUMNS.index("original_amount")
+_SUBMITTING = JournalState.SUBMITTING.value
 _INSERTED = (*_NEW_COLUMNS, "state", "raw", "attempt", "owner")
 # The clock is read inside the statements that write it (no query of its own on the
 # path every refund takes); a backend's SQL for it goes where {stamp} and {later} are.

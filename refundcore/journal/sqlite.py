@@ -25,7 +25,6 @@ file and what to do, never a reason to start an empty journal over it.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
@@ -41,6 +40,7 @@ from typing import Any
 from ..errors import JournalError
 from ..status import JournalState
 from .backend import UTC
+from .claim_groups import ClaimGroups
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
 from .schema import (
@@ -220,18 +220,10 @@ class _SqliteTransaction(Transaction):
         return self._conn.execute(sql, params).rowcount
 
 
-class _Waiting:
-    """A claim waiting for the next group's transaction."""
+class _Connection(sqlite3.Connection):
+    """A connection that remembers its ``synchronous`` level."""
 
-    __slots__ = ("claim", "done", "error", "lease_seconds", "new", "owner")
-
-    def __init__(self, new: NewRefund, owner: str, lease_seconds: float) -> None:
-        self.new = new
-        self.owner = owner
-        self.lease_seconds = lease_seconds
-        self.done = False
-        self.claim: Claim | None = None
-        self.error: JournalError | None = None
+    synchronous = "FULL"
 
 
 def _reusable(conn: sqlite3.Connection) -> bool:
@@ -266,12 +258,15 @@ class SqliteJournal(SqlJournal):
         self._path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._writer = threading.Lock()
-        # Claims of concurrent threads, committed together (see claim).
-        self._claiming = threading.Lock()
-        self._waiting: list[_Waiting] = []
-        self._waiting_lock = threading.Lock()
         memory = self._path == MEMORY
         self.url = "sqlite://:memory:" if memory else f"sqlite:///{self._path}"
+        # One writer at a time: claims of threads that meet here share a commit.
+        self._groups = ClaimGroups(
+            lambda claims, lease: self.claim_many(claims, lease_seconds=lease),
+            url=self.url,
+            patience=busy_timeout,
+            locked=self._locked,
+        )
         if not memory:
             path = Path(self._path)
             self._prepare_path(path)
@@ -280,23 +275,12 @@ class SqliteJournal(SqlJournal):
             self._check_file(path)
             self._check_journal()
         # Every connection to ":memory:" is a database of its own: keep exactly one.
-        self._pool: Pool[sqlite3.Connection] = Pool(
+        self._pool: Pool[_Connection] = Pool(
             self.url,
             self._connect,
             _close,
             _reusable,
             size=1 if memory else max_connections,
-        )
-        self._lazy_pool = (
-            self._pool
-            if memory
-            else Pool(
-                self.url,
-                functools.partial(self._connect, sync="NORMAL"),
-                _close,
-                _reusable,
-                size=max_connections,
-            )
         )
         try:
             self._migrate()
@@ -415,82 +399,29 @@ class SqliteJournal(SqlJournal):
                 f"journal {self.url} cannot be created: {reason or exc}: {exc.filename}"
             ) from exc
 
-    def _connect(self, sync: str = "FULL") -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         # isolation_level=None: no implicit transactions; _transaction issues BEGIN.
         conn = sqlite3.connect(
             self._path,
             timeout=self._busy_timeout,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         try:
             conn.row_factory = _dict_row
             if self._path != MEMORY:
                 _use_wal(conn, self._busy_timeout)
-            conn.execute(f"PRAGMA synchronous = {sync}")
+            conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             _close(conn)
             raise
         return conn
 
     def claim(self, new: NewRefund, *, owner: str, lease_seconds: float = 60.0) -> Claim:
-        # Group commit: SQLite lets one writer in at a time, and a claim's commit waits
-        # for its fsync. Threads that claim while another's claim is being written
-        # queue here; the next one in commits every claim waiting by then in one
-        # transaction (claim_many: each claim its own, as if alone), and each caller
-        # returns once the commit that holds its claim is on disk.
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        mine = _Waiting(new, owner, lease_seconds)
-        with self._waiting_lock:
-            self._waiting.append(mine)
-        if not self._claiming.acquire(timeout=self._busy_timeout):
-            raise self._locked()
-        try:
-            if not mine.done:
-                with self._waiting_lock:
-                    group, self._waiting = self._waiting, []
-                self._claim_group(group)
-        finally:
-            self._claiming.release()
-        if mine.error is not None:
-            # A new exception in each thread; the cause is the one the group met.
-            raise JournalError(str(mine.error)) from mine.error
-        if mine.claim is None:  # pragma: no cover - a done claim has one or an error
-            raise JournalError(f"journal {self.url} lost the claim of {new.refund_id!r}")
-        return mine.claim
-
-    def _claim_group(self, group: list[_Waiting]) -> None:
-        """Claim ``group`` (one transaction per lease length, usually one); every
-        member is done after, with its claim or the error that stopped it."""
-        by_lease: dict[float, list[_Waiting]] = {}
-        for waiting in group:
-            by_lease.setdefault(waiting.lease_seconds, []).append(waiting)
-        try:
-            for lease_seconds, members in by_lease.items():
-                try:
-                    claims = self.claim_many(
-                        [(member.new, member.owner) for member in members],
-                        lease_seconds=lease_seconds,
-                    )
-                except JournalError as exc:
-                    for member in members:
-                        member.error = exc
-                else:
-                    for member, claim in zip(members, claims, strict=True):
-                        member.claim = claim
-                for member in members:
-                    member.done = True
-        finally:
-            # Interrupted (Ctrl-C in the thread doing the group's work): the rest were
-            # not claimed, and nothing of theirs was sent.
-            for waiting in group:
-                if not waiting.done:
-                    waiting.error = JournalError(
-                        f"journal {self.url}: the claim was not made (the thread making "
-                        "it for this one was interrupted); nothing was sent"
-                    )
-                    waiting.done = True
+        return self._groups.claim(new, owner, lease_seconds)
 
     def _locked(self) -> JournalError:
         return JournalError(
@@ -511,7 +442,6 @@ class SqliteJournal(SqlJournal):
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             return
-        pool = self._pool if sync else self._lazy_pool
         # SQLite lets one writer in at a time and makes the others poll, sleeping up to
         # 100 ms between tries: threads of one process queue on this lock instead, each
         # woken the moment the writer before it commits. Other processes still meet at
@@ -519,8 +449,16 @@ class SqliteJournal(SqlJournal):
         if not self._writer.acquire(timeout=self._busy_timeout):
             raise self._locked()
         try:
-            conn = pool.acquire()
+            conn = self._pool.acquire()
             try:
+                # One connection for both kinds of write: a connection's page cache is
+                # dropped whenever another connection has written since its last
+                # transaction, so a claim and an outcome on two connections each read
+                # their pages anew. Setting the level writes nothing.
+                level = "FULL" if sync else "NORMAL"
+                if conn.synchronous != level:
+                    conn.execute(f"PRAGMA synchronous = {level}")
+                    conn.synchronous = level
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
@@ -532,7 +470,7 @@ class SqliteJournal(SqlJournal):
                             conn.execute("ROLLBACK")
                     raise
             finally:
-                pool.release(conn)
+                self._pool.release(conn)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -573,7 +511,6 @@ class SqliteJournal(SqlJournal):
 
     def close(self) -> None:
         self._pool.close()
-        self._lazy_pool.close()
 
 
 def _expected_size(header: bytes) -> int | None:

@@ -117,10 +117,10 @@ def test_claims_sync_fully_and_own_outcomes_on_the_next_sync(tmp_path: Path) -> 
     journal = SqliteJournal(tmp_path / "journal.db")
     with journal._transaction(write=False) as tx:
         assert tx.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
-        assert tx.one("PRAGMA synchronous") == {"synchronous": 2}  # FULL
-    with journal._lazy_pool.connection() as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone() == {"journal_mode": "wal"}
-        assert conn.execute("PRAGMA synchronous").fetchone() == {"synchronous": 1}  # NORMAL
+    # Both kinds of write share connections (and their page caches); each sets its level.
+    for sync, level in ((True, 2), (False, 1), (True, 2)):  # FULL, NORMAL, FULL
+        with journal._transaction(write=True, sync=sync) as tx:
+            assert tx.one("PRAGMA synchronous") == {"synchronous": level}
     journal.close()
 
 
@@ -227,7 +227,7 @@ def test_threads_of_one_process_queue_for_the_write_lock(
 ) -> None:
     journal = SqliteJournal(tmp_path / "journal.db", busy_timeout=0.3)
     claims: list[ClaimVerdict] = []
-    with journal._writing():
+    with journal._transaction(write=True):
         worker = threading.Thread(
             target=lambda: claims.append(journal.claim(make_refund(), owner="A").outcome)
         )
@@ -239,7 +239,7 @@ def test_threads_of_one_process_queue_for_the_write_lock(
 
     # Waiting longer than busy_timeout is the same error as waiting for another process.
     with (
-        journal._writing(),
+        journal._transaction(write=True),
         pytest.raises(
             JournalError, match=r"is locked by another writer for too long: waited 0\.3 s"
         ),
