@@ -102,10 +102,10 @@ class _Stage(NamedTuple):
 
 class _Operation:
     """One operation under way: its span, the context that makes it current, and what
-    its stages and results leave for the operation's end. The SDK's work for them
-    (a span, a measurement each) is then done in one go, where its code and data are
-    in the CPU's caches, rather than a piece after each network or disk wait, where
-    each costs about twice as much."""
+    its stages and results leave for the operation's end. The SDK's work for them (a
+    span and a measurement each) is then done back to back rather than a piece after
+    each network or disk wait: the same instructions, measured cheaper that way (see
+    benchmarks/findings.md, "Telemetry overhead")."""
 
     __slots__ = ("attempt", "context", "open", "results", "span", "stages")
 
