@@ -9,28 +9,34 @@ sampler (``ParentBased(TraceIdRatioBased(sampled))``), that share of the traces.
 the application does with the data afterwards (serialising, exporting) is its
 exporter's cost, not the plugin's: here the exporter drops the spans and the metrics
 are never collected. The sides take turns in rounds, as in
-:mod:`benchmarks.client_cpu`; a round's CPU time (``time.process_time()``: the batch
-processor's thread included) divided by its refunds is one sample, and the figure is
-the ratio of the medians.
+:mod:`benchmarks.client_cpu`; a round's CPU time (``time.process_time()``) divided by
+its refunds is one sample, and the figure is the ratio of the medians. A telemetry
+round ends by flushing the batch processor, inside the clock: handing its spans to the
+exporter is then counted in the round that made them, never in a bare round the
+processor's thread happened to run in.
 
 ``python -m benchmarks.telemetry --breakdown`` splits the plugin's cost: it drives the
 hooks of one journalled refund in-process (no network, no client), with no SDK, the
 metrics SDK alone, the tracing SDK alone, both, and both with a tenth of the traces
-sampled, and prints the CPU per refund of each.
+sampled, and prints the CPU per refund of each; and, for comparison, the SDK calls
+alone that the spans and measurements of one refund need, made back to back with no
+plugin around them (the least any plugin emitting them pays).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -47,7 +53,7 @@ from refundcore import (
 )
 from refundcore.telemetry import Telemetry
 
-from .client_cpu import _refundcore, _round, refund_ids
+from .client_cpu import Refunder, _refundcore, _round, refund_ids
 from .common import PROVIDERS, BenchmarkError, Figure, Gateway, loopback_only
 from .report import text_table
 
@@ -88,14 +94,16 @@ def measure(
         payments = iter(gateway.payments)
         ids = refund_ids()
         try:
-            _round(on, payments, ids, warmup)
-            _round(off, payments, ids, warmup)
+            traced_round = functools.partial(_flushed, on, tracer_provider.force_flush)
+            bare_round = functools.partial(_round, off)
+            traced_round(payments, ids, warmup)
+            bare_round(payments, ids, warmup)
             on_cpu: list[float] = []
             off_cpu: list[float] = []
             for index in range(rounds):
-                turns = [(on, on_cpu), (off, off_cpu)]
-                for refund, samples in turns if index % 2 == 0 else reversed(turns):
-                    samples.append(_round(refund, payments, ids, per_round))
+                turns = [(traced_round, on_cpu), (bare_round, off_cpu)]
+                for one_round, samples in turns if index % 2 == 0 else reversed(turns):
+                    samples.append(one_round(payments, ids, per_round))
         except Exception as exc:
             raise BenchmarkError(f"{provider}: {exc}\ngateway: {gateway.errors()}") from exc
         finally:
@@ -118,6 +126,23 @@ def measure(
             "them), every metric aggregated"
         ),
     )
+
+
+def _flushed(
+    refund: Refunder,
+    flush: Callable[[], object],
+    payments: Iterator[Mapping[str, Any]],
+    ids: Iterator[str],
+    n: int,
+) -> float:
+    """:func:`~benchmarks.client_cpu._round` and then ``flush`` (the spans the round
+    made handed to the exporter), both on the clock: CPU seconds per refund."""
+    work = [(next(payments), next(ids)) for _ in range(n)]
+    started = time.process_time()
+    for payment, refund_id in work:
+        refund(payment, refund_id)
+    flush()
+    return (time.process_time() - started) / n
 
 
 def _drive(plugin: Telemetry, rounds: int) -> float:
@@ -153,8 +178,67 @@ def _drive(plugin: Telemetry, rounds: int) -> float:
     return (time.process_time() - started) / rounds
 
 
+#: The stages and journal steps of one journalled refund, in the order they run.
+STAGES = ("journal claim", "build", "sign", "send", "parse", "journal record")
+
+
+def _sdk_alone(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider, rounds: int
+) -> float:
+    """CPU seconds per refund of the OpenTelemetry calls alone that the plugin's spans
+    and measurements of one journalled refund need, back to back: the operation's span
+    (current while its stages' are made), a span and a duration per stage, the result
+    counted."""
+    tracer = tracer_provider.get_tracer("refundcore")
+    meter = meter_provider.get_meter("refundcore")
+    results = meter.create_counter("refundcore.results")
+    durations = meter.create_histogram("refundcore.stage.duration", unit="s")
+    operation = {
+        "refundcore.provider": "paywizard",
+        "refundcore.operation": "refund",
+        "refundcore.refund_id": "r",
+    }
+    stages = [
+        (f"refundcore {stage}", {"refundcore.provider": "paywizard", "refundcore.stage": stage})
+        for stage in STAGES
+    ]
+    result = {
+        "refundcore.provider": "paywizard",
+        "refundcore.operation": "refund",
+        "refundcore.status": "SUCCEEDED",
+        "refundcore.source": "sent",
+    }
+    outcome = {
+        "refundcore.status": "SUCCEEDED",
+        "refundcore.source": "sent",
+        "refundcore.replayed": False,
+        "refundcore.attempt": 1,
+    }
+
+    def refund() -> None:
+        span = tracer.start_span("refundcore refund", attributes=operation)
+        current = trace.set_span_in_context(span)
+        token = context.attach(current)
+        for name, attributes in stages:
+            stage = tracer.start_span(name, current, attributes=attributes)
+            stage.end()
+            durations.record(0.001, attributes, trace.set_span_in_context(stage, current))
+        results.add(1, result)
+        span.set_attributes(outcome)
+        context.detach(token)
+        span.end()
+
+    for _ in range(rounds // 10):
+        refund()
+    started = time.process_time()
+    for _ in range(rounds):
+        refund()
+    return (time.process_time() - started) / rounds
+
+
 def breakdown(rounds: int = 3000) -> dict[str, float]:
-    """µs of CPU per refund spent in the plugin, by what the SDK records."""
+    """µs of CPU per refund spent in the plugin, by what the SDK records, and in the
+    SDK's calls alone."""
     costs = {}
     for label, traces, meters, sampled in (
         ("no SDK (the API's no-ops)", False, False, 1.0),
@@ -170,6 +254,14 @@ def breakdown(rounds: int = 3000) -> dict[str, float]:
         costs[label] = _drive(plugin, rounds) * 1e6
         tracer_provider.shutdown()
         meter_provider.shutdown()
+    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
+    tracer_provider.add_span_processor(BatchSpanProcessor(_Dropped(), max_queue_size=1 << 20))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    costs["SDK calls alone, every trace"] = (
+        _sdk_alone(tracer_provider, meter_provider, rounds) * 1e6
+    )
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
     return costs
 
 
@@ -184,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.breakdown:
         for label, micros in breakdown().items():
-            print(f"{label:28} {micros:6.1f} µs per refund")
+            print(f"{label:30} {micros:6.1f} µs per refund")
         return 0
     loopback_only()
     figures = [

@@ -18,9 +18,12 @@ Spans (kind INTERNAL; names never carry an id)::
         refundcore build | refundcore sign | refundcore send | refundcore parse
         refundcore verify
 
-one per operation, with a child per stage and journal step. The send span is current
-while the transport runs, so the HTTP client span of an instrumented transport
-(``requests``, ``httpx``) is its child. Attributes: ``refundcore.provider``,
+one per operation, with a child per stage and journal step. The operation's span is
+current while it runs (what the application does meanwhile, in its own hooks say,
+nests under it), and the send span while the transport runs, so the HTTP client span
+of an instrumented transport (``requests``, ``httpx``) is its child. The other stage
+spans are made when the operation ends, from the times each stage started and ended,
+so a span processor sees them start then. Attributes: ``refundcore.provider``,
 ``refundcore.operation``, ``refundcore.refund_id``, ``refundcore.status``,
 ``refundcore.source``, ``refundcore.replayed``, ``refundcore.error_code``,
 ``refundcore.attempt``, ``refundcore.duplicate`` and ``refundcore.callback.verdict``
@@ -38,7 +41,8 @@ Metrics:
     ``duplicate`` (the journal already had what it says), ``forged``, ``not_a_refund``
     or ``error``
 ``refundcore.stage.duration`` (histogram, s)
-    by provider and stage (an operation's own duration is its span's)
+    by provider and stage: each is its stage span's duration (an operation's own
+    is its span's)
 ``refundcore.unsettled.count``, ``refundcore.unsettled.oldest_age`` (gauges)
     read from ``journal`` when the metrics are collected: how many refunds of each
     provider are ``UNKNOWN``, ``PENDING`` or ``SUBMITTING``, and how old (seconds since
@@ -48,10 +52,11 @@ Metrics:
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Generator, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any
+from time import time_ns
+from typing import Any, NamedTuple
 
 try:
     from opentelemetry import context, metrics, trace
@@ -76,6 +81,46 @@ log = EventLogger("refundcore.telemetry")
 UNSETTLED = (JournalState.UNKNOWN, JournalState.PENDING, JournalState.SUBMITTING)
 
 Attributes = Mapping[str, Any]
+
+
+class _Stage(NamedTuple):
+    """A stage or journal step that has run, as its operation keeps it until it ends."""
+
+    name: str
+    #: The provider and stage: the span's attributes and the duration's.
+    attributes: Attributes
+    #: When it started and ended (ns since the epoch): the span's times, and the
+    #: duration recorded is the difference.
+    started: int
+    ended: int
+    #: The send span, made as the send started; ``None``: the span is made from the
+    #: times when the operation ends.
+    span: trace.Span | None
+    #: The exception's type name when the stage raised.
+    error: str | None
+
+
+class _Operation:
+    """One operation under way: its span, the context that makes it current, and what
+    its stages and results leave for the operation's end. The SDK's work for them (a
+    span and a measurement each) is then done back to back rather than a piece after
+    each network or disk wait: the same instructions, measured cheaper that way (see
+    benchmarks/findings.md, "Telemetry overhead")."""
+
+    __slots__ = ("attempt", "context", "open", "results", "span", "stages")
+
+    def __init__(self, span: trace.Span, current: context.Context) -> None:
+        self.span = span
+        self.context = current
+        self.stages: list[_Stage] = []
+        self.results: list[Attributes] = []
+        self.attempt: int | None = None
+        self.open = True
+
+
+#: The operation running in this thread or task (a worker thread of the async client
+#: gets a copy of its task's): what its stages and results report to.
+_current: ContextVar[_Operation | None] = ContextVar("refundcore.telemetry", default=None)
 
 
 class Telemetry:
@@ -114,8 +159,6 @@ class Telemetry:
             unit="s",
             description="Time of one stage or journal step of an operation",
         )
-        # Span names and attribute maps are made once per provider and stage, not per
-        # call (the SDK copies what it keeps).
         self._stages: dict[tuple[str, str], tuple[str, Attributes]] = {}
         self._backlog = None if journal is None else _Backlog(journal)
         if self._backlog is not None:
@@ -143,56 +186,95 @@ class Telemetry:
             attributes["refundcore.refund_id"] = refund_id
         name = _OPERATION_SPANS.get(kind) or f"refundcore {kind}"
         span = self._tracer.start_span(name, None, attributes=attributes)
-        token = context.attach(trace.set_span_in_context(span))
+        operation = _Operation(span, trace.set_span_in_context(span))
+        token = context.attach(operation.context)
+        reporting = _current.set(operation)
         try:
             outcome = yield
-            if isinstance(outcome, RefundResult):
-                self._finished(span, outcome)
-            elif isinstance(outcome, RefundNotification):
-                self._notified(span, provider, outcome)
         except BaseException as exc:
-            self._refused(span, provider, kind, exc)
+            self._close(operation)
+            self._refused(operation, provider, kind, exc)
             raise
+        else:
+            self._close(operation)
+            if isinstance(outcome, RefundResult):
+                self._finished(operation, outcome)
+            elif isinstance(outcome, RefundNotification):
+                self._notified(operation, provider, outcome)
         finally:
+            _current.reset(reporting)
             context.detach(token)
             span.end()
         return outcome
 
-    @staticmethod
-    def _finished(span: trace.Span, result: RefundResult) -> None:
-        span.set_attributes(
-            {
-                "refundcore.status": result.status.value,
-                "refundcore.source": result.source.value,
-                "refundcore.replayed": result.source is ResultSource.REPLAYED,
-            }
-        )
-        if result.error_code is not None:
-            span.set_attribute("refundcore.error_code", result.error_code)
+    def _close(self, operation: _Operation) -> None:
+        """The spans and durations of the operation's stages, and its results."""
+        operation.open = False
+        for stage in operation.stages:
+            self._emit(stage, operation.context)
+        for attributes in operation.results:
+            self._results.add(1, attributes)
 
-    def _notified(self, span: trace.Span, provider: ProviderInfo, note: RefundNotification) -> None:
-        verdict = "duplicate" if note.duplicate else "verified"
-        span.set_attributes(
-            {
-                "refundcore.status": note.status.value,
-                "refundcore.duplicate": note.duplicate,
-                "refundcore.callback.verdict": verdict,
-            }
+    def _emit(self, stage: _Stage, parent: context.Context | None) -> None:
+        """A stage's span, a child of ``parent``'s (made from the stage's times, or
+        the send span ended), and its duration."""
+        span = stage.span
+        if span is None:
+            attributes = stage.attributes
+            if stage.error is not None:
+                attributes = {**attributes, "error.type": stage.error}
+            span = self._tracer.start_span(
+                stage.name, parent, attributes=attributes, start_time=stage.started
+            )
+        if stage.error is not None:
+            span.set_status(Status(StatusCode.ERROR, stage.error))
+        span.end(end_time=stage.ended)
+        # In the stage span's context: an exemplar of the duration points at it.
+        self._stage_duration.record(
+            max(stage.ended - stage.started, 0) / 1e9,
+            stage.attributes,
+            trace.set_span_in_context(span, parent),
         )
+
+    @staticmethod
+    def _finished(operation: _Operation, result: RefundResult) -> None:
+        attributes: dict[str, Any] = {
+            "refundcore.status": result.status.value,
+            "refundcore.source": result.source.value,
+            "refundcore.replayed": result.source is ResultSource.REPLAYED,
+        }
+        if result.error_code is not None:
+            attributes["refundcore.error_code"] = result.error_code
+        if operation.attempt is not None:
+            attributes["refundcore.attempt"] = operation.attempt
+        operation.span.set_attributes(attributes)
+
+    def _notified(
+        self, operation: _Operation, provider: ProviderInfo, note: RefundNotification
+    ) -> None:
+        verdict = "duplicate" if note.duplicate else "verified"
+        attributes: dict[str, Any] = {
+            "refundcore.status": note.status.value,
+            "refundcore.duplicate": note.duplicate,
+            "refundcore.callback.verdict": verdict,
+        }
         if note.refund_id is not None:
-            span.set_attribute("refundcore.refund_id", note.refund_id)
+            attributes["refundcore.refund_id"] = note.refund_id
+        if operation.attempt is not None:
+            attributes["refundcore.attempt"] = operation.attempt
+        operation.span.set_attributes(attributes)
         self._callbacks.add(
             1, {"refundcore.provider": provider.id, "refundcore.callback.verdict": verdict}
         )
 
     def _refused(
-        self, span: trace.Span, provider: ProviderInfo, kind: str, exc: BaseException
+        self, operation: _Operation, provider: ProviderInfo, kind: str, exc: BaseException
     ) -> None:
         error = type(exc).__name__
-        span.set_attribute("error.type", error)
-        # A genuine callback about something else is answered as a success: no error.
-        if not isinstance(exc, NotARefund):
-            span.set_status(Status(StatusCode.ERROR, error))
+        attributes: dict[str, Any] = {"error.type": error}
+        if operation.attempt is not None:
+            attributes["refundcore.attempt"] = operation.attempt
+        verdict = None
         if kind == "callback":
             if isinstance(exc, SignatureError):
                 verdict = "forged"
@@ -200,22 +282,29 @@ class Telemetry:
                 verdict = "not_a_refund"
             else:
                 verdict = "error"
-            span.set_attribute("refundcore.callback.verdict", verdict)
+            attributes["refundcore.callback.verdict"] = verdict
+        operation.span.set_attributes(attributes)
+        # A genuine callback about something else is answered as a success: no error.
+        if not isinstance(exc, NotARefund):
+            operation.span.set_status(Status(StatusCode.ERROR, error))
+        if verdict is not None:
             self._callbacks.add(
                 1, {"refundcore.provider": provider.id, "refundcore.callback.verdict": verdict}
             )
 
     @hookimpl
     def refundcore_result(self, provider: ProviderInfo, result: RefundResult) -> None:
-        self._results.add(
-            1,
-            {
-                "refundcore.provider": provider.id,
-                "refundcore.operation": result.operation,
-                "refundcore.status": result.status.value,
-                "refundcore.source": result.source.value,
-            },
-        )
+        attributes = {
+            "refundcore.provider": provider.id,
+            "refundcore.operation": result.operation,
+            "refundcore.status": result.status.value,
+            "refundcore.source": result.source.value,
+        }
+        operation = _current.get()
+        if operation is not None and operation.open:
+            operation.results.append(attributes)
+        else:
+            self._results.add(1, attributes)
 
     # -- stages and journal steps ---------------------------------------------------
 
@@ -223,8 +312,9 @@ class Telemetry:
     def refundcore_journal(self, provider: ProviderInfo, action: str) -> Generator[None, Any, Any]:
         outcome = yield from self._stage(provider, f"journal {action}")
         if isinstance(outcome, Claim) and outcome.entry is not None:
-            # The claim's span has ended: the current span is the operation's.
-            trace.get_current_span().set_attribute("refundcore.attempt", outcome.entry.attempt)
+            operation = _current.get()
+            if operation is not None:
+                operation.attempt = outcome.entry.attempt
         return outcome
 
     @hookimpl(wrapper=True)
@@ -237,7 +327,26 @@ class Telemetry:
 
     @hookimpl(wrapper=True)
     def refundcore_send_request(self, provider: ProviderInfo) -> Generator[None, Any, Any]:
-        return (yield from self._stage(provider, "send"))
+        """The one stage whose span is made as it starts, and current while the
+        transport runs: an instrumented HTTP client's span is its child."""
+        name, attributes = self._names(provider, "send")
+        started = time_ns()
+        span = self._tracer.start_span(name, None, attributes=attributes, start_time=started)
+        token = context.attach(trace.set_span_in_context(span))
+        error = None
+        try:
+            outcome = yield
+        except BaseException as exc:
+            error = type(exc).__name__
+            span.set_attribute("error.type", error)
+            raise
+        else:
+            if isinstance(outcome, HttpResponse):
+                span.set_attribute("http.response.status_code", outcome.status)
+        finally:
+            context.detach(token)
+            self._done(_Stage(name, attributes, started, time_ns(), span, error))
+        return outcome
 
     @hookimpl(wrapper=True)
     def refundcore_parse_response(self, provider: ProviderInfo) -> Generator[None, Any, Any]:
@@ -248,36 +357,40 @@ class Telemetry:
         return (yield from self._stage(provider, "verify"))
 
     def _stage(self, provider: ProviderInfo, stage: str) -> Generator[None, Any, Any]:
-        """A child span of the operation, current while the stage runs (whatever the
-        stage does, an HTTP request or a call to a key service, nests under it), and
-        the stage's duration."""
+        """A stage's times and how it ended, for its span and duration."""
+        started = time_ns()
+        try:
+            outcome = yield
+        except BaseException as exc:
+            name, attributes = self._names(provider, stage)
+            self._done(_Stage(name, attributes, started, time_ns(), None, type(exc).__name__))
+            raise
+        name, attributes = self._names(provider, stage)
+        self._done(_Stage(name, attributes, started, time_ns(), None, None))
+        return outcome
+
+    def _done(self, stage: _Stage) -> None:
+        """Leave a stage that ran to its operation's end; one outside any operation
+        (a request checked, not sent) is emitted at once."""
+        operation = _current.get()
+        if operation is None:
+            self._emit(stage, None)
+        elif operation.open:
+            operation.stages.append(stage)
+        else:
+            self._emit(stage, operation.context)
+
+    def _names(self, provider: ProviderInfo, stage: str) -> tuple[str, Attributes]:
+        """A stage's span name and attributes, made once per provider and stage (the
+        SDK copies what it keeps)."""
         known = self._stages.get((provider.id, stage))
         if known is None:
             known = (
                 f"refundcore {stage}",
-                {
-                    "refundcore.provider": provider.id,
-                    "refundcore.stage": stage,
-                },
+                {"refundcore.provider": provider.id, "refundcore.stage": stage},
             )
             self._stages[provider.id, stage] = known
-        name, attributes = known
-        span = self._tracer.start_span(name, None, attributes=attributes)
-        token = context.attach(trace.set_span_in_context(span))
-        started = time.perf_counter()
-        try:
-            outcome = yield
-            if isinstance(outcome, HttpResponse):
-                span.set_attribute("http.response.status_code", outcome.status)
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            self._stage_duration.record(time.perf_counter() - started, attributes)
-            context.detach(token)
-            span.end()
-        return outcome
+        return known
 
 
 _OPERATION_SPANS = {kind: f"refundcore {kind}" for kind in ("refund", "query", "void", "callback")}

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -27,8 +28,10 @@ from refundcore import (
     HttpResponse,
     Money,
     PaymentRef,
+    Refund,
     RefundStatus,
     SignatureError,
+    ValidationError,
     hookimpl,
 )
 from refundcore.sandbox import Fault, SandboxRun
@@ -72,6 +75,24 @@ class App:
             for span in self.finished()
             if span.parent is not None and span.parent.span_id == parent.context.span_id
         ]
+
+    def span(self, name: str) -> ReadableSpan:
+        (span,) = [span for span in self.finished() if span.name == name]
+        return span
+
+    def durations(self) -> dict[str, float]:
+        """``refundcore.stage.duration`` now: stage → the sum of its durations."""
+        found = {}
+        data = self.metrics.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == "refundcore.stage.duration":
+                        for point in metric.data.data_points:
+                            attributes = dict(point.attributes or {})
+                            assert set(attributes) == {"refundcore.provider", "refundcore.stage"}
+                            found[attributes["refundcore.stage"]] = point.sum  # type: ignore[union-attr]
+        return found
 
     def points(self, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
         """The metric's data points now: attributes → value (a histogram's count)."""
@@ -154,6 +175,84 @@ def test_a_refund_is_one_span_with_a_child_per_stage(app: App) -> None:
         "journal record",
     }
     assert set(stages.values()) == {1}
+
+
+def test_each_stage_span_lies_in_its_operation_and_its_duration_is_the_span_s(
+    app: App,
+) -> None:
+    """Stage spans other than send's are made from the stage's own times when the
+    operation ends: they still lie in the operation's span, in the order the stages
+    ran, and each duration recorded is its span's."""
+    refund(app.run, seed(app.run), "r-1")
+    (operation,) = app.operations()
+    assert operation.start_time is not None and operation.end_time is not None
+    started = operation.start_time
+    durations = app.durations()
+    for name in app.children(operation):
+        span = app.span(name)
+        assert span.start_time is not None and span.end_time is not None
+        assert started <= span.start_time <= span.end_time <= operation.end_time
+        started = span.end_time
+        assert durations[name.removeprefix("refundcore ")] == (
+            (span.end_time - span.start_time) / 1e9
+        )
+
+
+def test_a_stage_that_fails_is_an_error_span_and_still_a_duration(app: App) -> None:
+    class Refusing:
+        """An app's policy, enforced as the request is signed."""
+
+        @hookimpl
+        def refundcore_sign_request(self) -> None:
+            raise ValidationError("not today", field="amount")
+
+    app.run.client.register_plugin(Refusing())
+    with pytest.raises(ValidationError):
+        refund(app.run, seed(app.run), "r-1")
+    (operation,) = app.operations()
+    assert operation.status.status_code is StatusCode.ERROR
+    assert (operation.attributes or {})["error.type"] == "ValidationError"
+    assert (operation.attributes or {})["refundcore.attempt"] == 1
+    sign = app.span("refundcore sign")
+    assert sign.status.status_code is StatusCode.ERROR
+    assert dict(sign.attributes or {}) == {
+        "refundcore.provider": "testpay",
+        "refundcore.stage": "sign",
+        "error.type": "ValidationError",
+    }
+    assert app.span("refundcore build").status.status_code is StatusCode.UNSET
+    assert {"build", "sign"} <= set(app.durations())
+
+
+def test_the_operation_span_is_current_while_it_runs(app: App) -> None:
+    """What an app does in a stage (other than the send: its span is current there)
+    nests under the operation's span."""
+    seen: list[trace.Span] = []
+
+    class Watching:
+        @hookimpl
+        def refundcore_sign_request(self) -> None:
+            seen.append(trace.get_current_span())
+
+        @hookimpl
+        def refundcore_result(self) -> None:
+            seen.append(trace.get_current_span())
+
+    app.run.client.register_plugin(Watching())
+    refund(app.run, seed(app.run), "r-1")
+    (operation,) = app.operations()
+    assert operation.context is not None
+    assert [span.get_span_context().span_id for span in seen] == [operation.context.span_id] * 2
+
+
+def test_a_request_checked_outside_any_operation_is_a_build_span(app: App) -> None:
+    payment = seed(app.run)
+    app.run.client.check(
+        "testpay", Refund(refund_id="r-1", payment=payment, amount=Money("1", HKD))
+    )
+    build = app.span("refundcore build")
+    assert build.parent is None
+    assert app.durations().keys() == {"build"}
 
 
 def test_a_replay_is_marked_and_sends_nothing(app: App) -> None:
