@@ -45,14 +45,31 @@ ClientFactory = Callable[[], "RefundClient"]
 @attrs.frozen
 class TaskSettings:
     """How the tasks retry. ``transient_retries``: how often a row whose request could
-    not be sent (nothing left the process) is tried again before it is recorded ERROR;
-    ``backoff_max``: the longest pause between tries, in seconds (the pauses double from
-    half a second); ``reconcile_after``: seconds after an UNKNOWN outcome before the
-    reconcile it schedules."""
+    not be sent (nothing left the process) is tried again before it is recorded ERROR
+    (counted apart from the retries a journal outage or a busy row cause);
+    ``backoff_first``: the first pause, in seconds, doubled at each try (and varied by
+    ±25 % so rows spread out) up to ``backoff_max``;
+    ``reconcile_after``: seconds after an UNKNOWN outcome before the reconcile it
+    schedules. A pause must stay shorter than the broker's visibility timeout, or the
+    waiting message is delivered again (harmless, the row is claimed, but wasted)."""
 
     transient_retries: int = 5
+    backoff_first: float = 0.5
     backoff_max: float = 60.0
     reconcile_after: float = 30.0
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.transient_retries, bool) or not (
+            isinstance(self.transient_retries, int) and self.transient_retries >= 0
+        ):
+            raise ValidationError(
+                f"must be a whole number, 0 or more, got {self.transient_retries!r}",
+                field="transient_retries",
+            )
+        for name in ("backoff_first", "backoff_max", "reconcile_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValidationError(f"must be 0 or more seconds, got {value!r}", field=name)
 
 
 class RefundTasks:
@@ -72,8 +89,8 @@ class RefundTasks:
 
         # Plain functions: Celery binds the task to a function's first argument, not
         # to a bound method's.
-        def refund_row(task: Any, batch_id: str, line: int) -> str:
-            return self._refund_row(task, batch_id, line)
+        def refund_row(task: Any, batch_id: str, line: int, not_sent: int = 0) -> str:
+            return self._refund_row(task, batch_id, line, not_sent)
 
         def reconcile(
             provider: str | None = None, stale_open_seconds: float | None = None
@@ -111,29 +128,30 @@ class RefundTasks:
 
     # -- refund one row ----------------------------------------------------------------
 
-    def _refund_row(self, task: Any, batch_id: str, line: int) -> str:
+    def _refund_row(self, task: Any, batch_id: str, line: int, not_sent: int) -> str:
         """The task: claim the row, refund it through the journal, record its outcome.
-        Returns the row's outcome (or why nothing was done)."""
+        ``not_sent``: the earlier tries of this row that could not be sent. Returns the
+        row's outcome (or why nothing was done)."""
         try:
-            return self._row(task, batch_id, line)
+            return self._row(task, batch_id, line, not_sent)
         except JournalError as exc:
             # The journal is unreachable: nothing can be claimed or recorded now. The
             # row stays as the journal has it; a later try picks it up where it is.
             log.warning(
                 "journal unavailable, batch row retried",
                 batch_id=batch_id,
-                line=line,
+                batch_line=line,
                 error=str(exc),
             )
-            raise task.retry(countdown=self._backoff(task), exc=exc) from None
+            raise task.retry(countdown=self._backoff(task.request.retries), exc=exc) from None
 
-    def _row(self, task: Any, batch_id: str, line: int) -> str:
+    def _row(self, task: Any, batch_id: str, line: int, not_sent: int) -> str:
         client, manifests, slots = self._parts()
         header = self._header(manifests, batch_id)
         stored = manifests.row(batch_id, line)
         row = None if stored is None else row_of(stored)
         if header is None or row is None:
-            log.error("no such batch row in the journal", batch_id=batch_id, line=line)
+            log.error("no such batch row in the journal", batch_id=batch_id, batch_line=line)
             return "MISSING"
         rate = _rate_for(header, row.provider)
         if rate is not None:
@@ -153,15 +171,48 @@ class RefundTasks:
             result = client.execute(
                 row.provider, row.operation(), original_amount=row.original_amount
             )
-        except (TransportError, JournalError) as exc:
-            # Nothing was sent (the refund's claim was given back, or never made).
+        except JournalError:
+            # Nothing was sent (the refund's claim was never made, or given back): the
+            # outage is retried as the journal's own failures are, by the caller.
             with suppress(JournalError):
                 manifests.release_row(batch_id, line, owner=owner)
-            retries = task.request.retries
-            if isinstance(exc, JournalError) or retries < self._settings.transient_retries:
-                raise task.retry(countdown=self._backoff(task), exc=exc) from None
+            raise
+        except TransportError as exc:
             message = self._text(client, row.provider, str(exc))
-            done = BatchDone(line, BatchStatus.ERROR.value, type(exc).__name__, message)
+            if not_sent < self._settings.transient_retries:
+                # Nothing was sent: the refund's claim was given back, so is the row,
+                # for this try's retry or any other delivery of it. The last try keeps
+                # it, to record it.
+                with suppress(JournalError):
+                    manifests.release_row(batch_id, line, owner=owner)
+                countdown = self._backoff(not_sent)
+                log.warning(
+                    "nothing was sent, batch row retried",
+                    provider=row.provider,
+                    batch_id=batch_id,
+                    batch_line=line,
+                    retry=not_sent + 1,
+                    countdown=round(countdown, 3),
+                    error=message,
+                )
+                raise task.retry(
+                    countdown=countdown, exc=exc, kwargs={"not_sent": not_sent + 1}
+                ) from None
+            tries = not_sent + 1
+            log.error(
+                "nothing was sent, batch row recorded ERROR",
+                provider=row.provider,
+                batch_id=batch_id,
+                batch_line=line,
+                tries=tries,
+                error=message,
+            )
+            done = BatchDone(
+                line,
+                BatchStatus.ERROR.value,
+                type(exc).__name__,
+                f"not sent in {tries} tries: {message}",
+            )
         except RefundError as exc:
             refused = isinstance(exc, (ValidationError, ConfigError))
             status = BatchStatus.INVALID if refused else BatchStatus.ERROR
@@ -186,9 +237,12 @@ class RefundTasks:
         manifests.journal.finish_batch(batch_id, owner=owner, done=[done])
         return done.outcome
 
-    def _backoff(self, task: Any) -> float:
-        pause = min(self._settings.backoff_max, 0.5 * 2 ** min(task.request.retries, 20))
-        return float(pause * (0.75 + random.random() / 2))
+    def _backoff(self, tries: int) -> float:
+        """The pause before try ``tries + 1``: doubled at each try, varied by ±25 % so
+        that rows retried together spread out, at most ``backoff_max``."""
+        settings = self._settings
+        pause = settings.backoff_first * 2 ** min(tries, 30) * (0.75 + random.random() / 2)
+        return float(min(settings.backoff_max, pause))
 
     @staticmethod
     def _text(client: RefundClient, provider: str, text: str | None) -> str | None:
