@@ -23,14 +23,17 @@ from .conftest import Rig, app_of
 pytestmark = [pytest.mark.celery, pytest.mark.slow]
 
 
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_a_batch_submitted_from_the_cli_is_refunded_by_two_workers(
-    rig: Rig, capsys: pytest.CaptureFixture[str]
+    rig: Rig, capsys: pytest.CaptureFixture[str], pool: str
 ) -> None:
+    """With threads, and with prefork's child processes: each makes its own client
+    (journal connections included) after the fork, on its first task."""
     payments = rig.payments(24)
     file = rig.write_csv(payments)
     rig.run.server.inject("/v1/refunds", Fault(delay=0.05))
-    rig.start_worker("w1")
-    rig.start_worker("w2")
+    rig.start_worker("w1", pool=pool)
+    rig.start_worker("w2", pool=pool)
     base = ["--config", str(rig.folder / "refundcore.toml"), "--journal", rig.journal]
 
     code = main(
@@ -64,9 +67,24 @@ def test_a_batch_submitted_from_the_cli_is_refunded_by_two_workers(
     lines = report_file.read_text().splitlines()
     assert len(lines) == 25 and all(",SUCCEEDED," in line for line in lines[1:])
     rig.assert_refunded_once(payments)
-    # Both workers took part: each one's log has no error, and the ledger is whole.
     posts = [r for r in rig.run.server.requests if r.method == "POST"]
     assert len(posts) == 24
+    # Which processes sent the refunds: a client's journal owner names the process
+    # that made it. Prefork's children made their own (none inherited the main
+    # process's); with threads the main processes did the work.
+    journal = rig.client.journal
+    assert journal is not None
+    senders = {
+        int(str(event.actor).split(":")[1])
+        for entry in journal.batch_entries(batch_id)
+        for event in journal.history("testpay", entry.refund_id)
+        if event.actor is not None
+    }
+    main_processes = {worker.pid for worker in rig.workers.values()}
+    if pool == "prefork":
+        assert len(senders) >= 2 and not senders & main_processes, (senders, main_processes)
+    else:
+        assert senders <= main_processes, (senders, main_processes)
 
 
 def test_the_same_batch_enqueued_twice_refunds_each_row_once(rig: Rig) -> None:
