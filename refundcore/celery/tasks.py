@@ -284,9 +284,11 @@ def install(
     - ``refundcore.refund_row(batch_id, line)``: claim the row in the journal, refund it
       through the journal's exactly-once protocol, record its outcome.
       ``acks_late`` and ``reject_on_worker_lost``: a worker lost mid-row leaves its
-      message to be delivered again, and the journal makes that harmless. Requests that
-      could not be sent (nothing left the process) and journal outages are retried with
-      backoff; an UNKNOWN outcome is never sent again, it schedules a reconcile.
+      message to be delivered again, and the journal makes that harmless. A request
+      that could not be sent (nothing left the process) is retried with backoff
+      (:class:`TaskSettings`), then recorded ERROR, "not sent"; a journal outage is
+      retried until the journal is back; an UNKNOWN outcome is never sent again, it
+      schedules a reconcile.
     - ``refundcore.reconcile(provider=None, stale_open_seconds=None)``: the sweep, for
       Celery beat: unsettled refunds queried and settled where the answer proves it,
       and the rows of workers that died enqueued again.
