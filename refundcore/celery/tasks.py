@@ -85,7 +85,14 @@ class RefundTasks:
         self._manifests: BatchManifests | None = None
         self._slots: RateSlots | None = None
         self._headers: dict[str, dict[str, Any]] = {}
-        common = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+        # shared=False: the tasks belong to this app alone, not to every app the process
+        # makes (another app installing them keeps its own client factory).
+        common = {
+            "acks_late": True,
+            "reject_on_worker_lost": True,
+            "ignore_result": True,
+            "shared": False,
+        }
 
         # Plain functions: Celery binds the task to a function's first argument, not
         # to a bound method's.
