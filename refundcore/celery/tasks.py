@@ -185,41 +185,8 @@ class RefundTasks:
                 manifests.release_row(batch_id, line, owner=owner)
             raise
         except TransportError as exc:
-            message = self._text(client, row.provider, str(exc))
-            if not_sent < self._settings.transient_retries:
-                # Nothing was sent: the refund's claim was given back, so is the row,
-                # for this try's retry or any other delivery of it. The last try keeps
-                # it, to record it.
-                with suppress(JournalError):
-                    manifests.release_row(batch_id, line, owner=owner)
-                countdown = self._backoff(not_sent)
-                log.warning(
-                    "nothing was sent, batch row retried",
-                    provider=row.provider,
-                    batch_id=batch_id,
-                    batch_line=line,
-                    retry=not_sent + 1,
-                    countdown=round(countdown, 3),
-                    error=message,
-                )
-                raise task.retry(
-                    countdown=countdown, exc=exc, kwargs={"not_sent": not_sent + 1}
-                ) from None
-            tries = not_sent + 1
-            log.error(
-                "nothing was sent, batch row recorded ERROR",
-                provider=row.provider,
-                batch_id=batch_id,
-                batch_line=line,
-                tries=tries,
-                error=message,
-            )
-            done = BatchDone(
-                line,
-                BatchStatus.ERROR.value,
-                type(exc).__name__,
-                f"not sent in {tries} tries: {message}",
-            )
+            text = self._text(client, row.provider, str(exc)) or type(exc).__name__
+            done = self._not_sent(task, manifests, (batch_id, line, owner), not_sent, exc, text)
         except RefundError as exc:
             refused = isinstance(exc, (ValidationError, ConfigError))
             status = BatchStatus.INVALID if refused else BatchStatus.ERROR
@@ -243,6 +210,44 @@ class RefundTasks:
                 )
         manifests.journal.finish_batch(batch_id, owner=owner, done=[done])
         return done.outcome
+
+    def _not_sent(
+        self,
+        task: Any,
+        manifests: BatchManifests,
+        held: tuple[str, int, str],
+        not_sent: int,
+        exc: TransportError,
+        message: str,
+    ) -> BatchDone:
+        """A try of the row ``held`` (batch id, line, owner) at which nothing could be
+        sent (``exc``, ``message`` its redacted text): retried after a pause (Celery's
+        ``Retry`` raised) while tries remain, the tries so far carried with the task;
+        then the row's ERROR to record."""
+        batch_id, line, owner = held
+        fields: dict[str, Any] = {"batch_id": batch_id, "batch_line": line, "error": message}
+        if not_sent < self._settings.transient_retries:
+            # The refund's claim was given back, so is the row, for this try's retry or
+            # any other delivery of it. The last try keeps it, to record it.
+            with suppress(JournalError):
+                manifests.release_row(batch_id, line, owner=owner)
+            countdown = self._backoff(not_sent)
+            log.warning(
+                "nothing was sent, batch row retried",
+                retry=not_sent + 1,
+                countdown=round(countdown, 3),
+                **fields,
+            )
+            raise task.retry(
+                countdown=countdown, exc=exc, kwargs={"not_sent": not_sent + 1}
+            ) from None
+        log.error("nothing was sent, batch row recorded ERROR", tries=not_sent + 1, **fields)
+        return BatchDone(
+            line,
+            BatchStatus.ERROR.value,
+            type(exc).__name__,
+            f"not sent in {not_sent + 1} tries: {message}",
+        )
 
     def _backoff(self, tries: int) -> float:
         """The pause before try ``tries + 1``: doubled at each try, varied by ±25 % so
