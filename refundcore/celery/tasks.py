@@ -45,14 +45,31 @@ ClientFactory = Callable[[], "RefundClient"]
 @attrs.frozen
 class TaskSettings:
     """How the tasks retry. ``transient_retries``: how often a row whose request could
-    not be sent (nothing left the process) is tried again before it is recorded ERROR;
-    ``backoff_max``: the longest pause between tries, in seconds (the pauses double from
-    half a second); ``reconcile_after``: seconds after an UNKNOWN outcome before the
-    reconcile it schedules."""
+    not be sent (nothing left the process) is tried again before it is recorded ERROR
+    (counted apart from the retries a journal outage or a busy row cause);
+    ``backoff_first``: the first pause, in seconds, doubled at each try (and varied by
+    ±25 % so rows spread out) up to ``backoff_max``;
+    ``reconcile_after``: seconds after an UNKNOWN outcome before the reconcile it
+    schedules. A pause must stay shorter than the broker's visibility timeout, or the
+    waiting message is delivered again (harmless, the row is claimed, but wasted)."""
 
     transient_retries: int = 5
+    backoff_first: float = 0.5
     backoff_max: float = 60.0
     reconcile_after: float = 30.0
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.transient_retries, bool) or not (
+            isinstance(self.transient_retries, int) and self.transient_retries >= 0
+        ):
+            raise ValidationError(
+                f"must be a whole number, 0 or more, got {self.transient_retries!r}",
+                field="transient_retries",
+            )
+        for name in ("backoff_first", "backoff_max", "reconcile_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValidationError(f"must be 0 or more seconds, got {value!r}", field=name)
 
 
 class RefundTasks:
@@ -68,12 +85,19 @@ class RefundTasks:
         self._manifests: BatchManifests | None = None
         self._slots: RateSlots | None = None
         self._headers: dict[str, dict[str, Any]] = {}
-        common = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+        # shared=False: the tasks belong to this app alone, not to every app the process
+        # makes (another app installing them keeps its own client factory).
+        common = {
+            "acks_late": True,
+            "reject_on_worker_lost": True,
+            "ignore_result": True,
+            "shared": False,
+        }
 
         # Plain functions: Celery binds the task to a function's first argument, not
         # to a bound method's.
-        def refund_row(task: Any, batch_id: str, line: int) -> str:
-            return self._refund_row(task, batch_id, line)
+        def refund_row(task: Any, batch_id: str, line: int, not_sent: int = 0) -> str:
+            return self._refund_row(task, batch_id, line, not_sent)
 
         def reconcile(
             provider: str | None = None, stale_open_seconds: float | None = None
@@ -111,29 +135,30 @@ class RefundTasks:
 
     # -- refund one row ----------------------------------------------------------------
 
-    def _refund_row(self, task: Any, batch_id: str, line: int) -> str:
+    def _refund_row(self, task: Any, batch_id: str, line: int, not_sent: int) -> str:
         """The task: claim the row, refund it through the journal, record its outcome.
-        Returns the row's outcome (or why nothing was done)."""
+        ``not_sent``: the earlier tries of this row that could not be sent. Returns the
+        row's outcome (or why nothing was done)."""
         try:
-            return self._row(task, batch_id, line)
+            return self._row(task, batch_id, line, not_sent)
         except JournalError as exc:
             # The journal is unreachable: nothing can be claimed or recorded now. The
             # row stays as the journal has it; a later try picks it up where it is.
             log.warning(
                 "journal unavailable, batch row retried",
                 batch_id=batch_id,
-                line=line,
+                batch_line=line,
                 error=str(exc),
             )
-            raise task.retry(countdown=self._backoff(task), exc=exc) from None
+            raise task.retry(countdown=self._backoff(task.request.retries), exc=exc) from None
 
-    def _row(self, task: Any, batch_id: str, line: int) -> str:
+    def _row(self, task: Any, batch_id: str, line: int, not_sent: int) -> str:
         client, manifests, slots = self._parts()
         header = self._header(manifests, batch_id)
         stored = manifests.row(batch_id, line)
         row = None if stored is None else row_of(stored)
         if header is None or row is None:
-            log.error("no such batch row in the journal", batch_id=batch_id, line=line)
+            log.error("no such batch row in the journal", batch_id=batch_id, batch_line=line)
             return "MISSING"
         rate = _rate_for(header, row.provider)
         if rate is not None:
@@ -153,15 +178,15 @@ class RefundTasks:
             result = client.execute(
                 row.provider, row.operation(), original_amount=row.original_amount
             )
-        except (TransportError, JournalError) as exc:
-            # Nothing was sent (the refund's claim was given back, or never made).
+        except JournalError:
+            # Nothing was sent (the refund's claim was never made, or given back): the
+            # outage is retried as the journal's own failures are, by the caller.
             with suppress(JournalError):
                 manifests.release_row(batch_id, line, owner=owner)
-            retries = task.request.retries
-            if isinstance(exc, JournalError) or retries < self._settings.transient_retries:
-                raise task.retry(countdown=self._backoff(task), exc=exc) from None
-            message = self._text(client, row.provider, str(exc))
-            done = BatchDone(line, BatchStatus.ERROR.value, type(exc).__name__, message)
+            raise
+        except TransportError as exc:
+            text = self._text(client, row.provider, str(exc)) or type(exc).__name__
+            done = self._not_sent(task, manifests, (batch_id, line, owner), not_sent, exc, text)
         except RefundError as exc:
             refused = isinstance(exc, (ValidationError, ConfigError))
             status = BatchStatus.INVALID if refused else BatchStatus.ERROR
@@ -186,9 +211,50 @@ class RefundTasks:
         manifests.journal.finish_batch(batch_id, owner=owner, done=[done])
         return done.outcome
 
-    def _backoff(self, task: Any) -> float:
-        pause = min(self._settings.backoff_max, 0.5 * 2 ** min(task.request.retries, 20))
-        return float(pause * (0.75 + random.random() / 2))
+    def _not_sent(
+        self,
+        task: Any,
+        manifests: BatchManifests,
+        held: tuple[str, int, str],
+        not_sent: int,
+        exc: TransportError,
+        message: str,
+    ) -> BatchDone:
+        """A try of the row ``held`` (batch id, line, owner) at which nothing could be
+        sent (``exc``, ``message`` its redacted text): retried after a pause (Celery's
+        ``Retry`` raised) while tries remain, the tries so far carried with the task;
+        then the row's ERROR to record."""
+        batch_id, line, owner = held
+        fields: dict[str, Any] = {"batch_id": batch_id, "batch_line": line, "error": message}
+        if not_sent < self._settings.transient_retries:
+            # The refund's claim was given back, so is the row, for this try's retry or
+            # any other delivery of it. The last try keeps it, to record it.
+            with suppress(JournalError):
+                manifests.release_row(batch_id, line, owner=owner)
+            countdown = self._backoff(not_sent)
+            log.warning(
+                "nothing was sent, batch row retried",
+                retry=not_sent + 1,
+                countdown=round(countdown, 3),
+                **fields,
+            )
+            raise task.retry(
+                countdown=countdown, exc=exc, kwargs={"not_sent": not_sent + 1}
+            ) from None
+        log.error("nothing was sent, batch row recorded ERROR", tries=not_sent + 1, **fields)
+        return BatchDone(
+            line,
+            BatchStatus.ERROR.value,
+            type(exc).__name__,
+            f"not sent in {not_sent + 1} tries: {message}",
+        )
+
+    def _backoff(self, tries: int) -> float:
+        """The pause before try ``tries + 1``: doubled at each try, varied by ±25 % so
+        that rows retried together spread out, at most ``backoff_max``."""
+        settings = self._settings
+        pause = settings.backoff_first * 2 ** min(tries, 30) * (0.75 + random.random() / 2)
+        return float(min(settings.backoff_max, pause))
 
     @staticmethod
     def _text(client: RefundClient, provider: str, text: str | None) -> str | None:
@@ -230,9 +296,11 @@ def install(
     - ``refundcore.refund_row(batch_id, line)``: claim the row in the journal, refund it
       through the journal's exactly-once protocol, record its outcome.
       ``acks_late`` and ``reject_on_worker_lost``: a worker lost mid-row leaves its
-      message to be delivered again, and the journal makes that harmless. Requests that
-      could not be sent (nothing left the process) and journal outages are retried with
-      backoff; an UNKNOWN outcome is never sent again, it schedules a reconcile.
+      message to be delivered again, and the journal makes that harmless. A request
+      that could not be sent (nothing left the process) is retried with backoff
+      (:class:`TaskSettings`), then recorded ERROR, "not sent"; a journal outage is
+      retried until the journal is back; an UNKNOWN outcome is never sent again, it
+      schedules a reconcile.
     - ``refundcore.reconcile(provider=None, stale_open_seconds=None)``: the sweep, for
       Celery beat: unsettled refunds queried and settled where the answer proves it,
       and the rows of workers that died enqueued again.

@@ -42,7 +42,10 @@ class SandboxRun:
     it, and a callback receiver; use as a context manager.
 
     ``plugin`` registers a provider plugin object directly instead of finding it
-    through its entry point (handy before a plugin is installed).
+    through its entry point (handy before a plugin is installed). ``port`` is the
+    emulator's loopback port (0: any free one): with a port chosen, ``server`` stopped
+    and started again answers there again, so a client configured for it beforehand
+    (as with a gateway down for a while) reaches it once it is back.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SandboxRun:
         connect_timeout: float = 1.0,
         emulator_options: dict[str, Any] | None = None,
         client: RefundClient | None = None,
+        port: int = 0,
     ) -> None:
         self.provider = provider
         # A sandbox run is throwaway and repeatable: it keeps no journal of its own.
@@ -67,7 +71,7 @@ class SandboxRun:
         bridge = self.emulator.client_plugin()
         if bridge is not None:
             self.client.register_plugin(bridge)
-        self.server = SandboxServer(self.emulator)
+        self.server = SandboxServer(self.emulator, port=port)
         self.notifications: list[RefundNotification] = []
         self._arrived = threading.Condition()
         self.receiver = CallbackReceiver(callback_app(self.client, self._on_notification))

@@ -43,12 +43,35 @@ LEASE = 4.0
 HKD = "HKD"
 
 APP = """
+    import json
+    import logging
     import os
 
     from celery import Celery
 
     import refundcore.celery
     from refundcore import RefundClient
+    from refundcore.logs import record_fields
+
+
+    class Events(logging.Handler):
+        \"\"\"The tasks' log records as JSON lines, in one file every process appends to.\"\"\"
+
+        def emit(self, record):
+            file = os.environ.get("TEST_EVENTS")  # unset between tests in the test process
+            if file is None:
+                return
+            fields = {"event": record.getMessage(), "pid": os.getpid(), **record_fields(record)}
+            with open(file, "a") as events:
+                events.write(json.dumps(fields, default=str) + "\\n")
+
+
+    # Once per process: the tests import this module again for every test.
+    logger = logging.getLogger("refundcore.celery")
+    if not any(handler.name == "test-events" for handler in logger.handlers):
+        handler = Events()
+        handler.name = "test-events"
+        logger.addHandler(handler)
 
     app = Celery("refundcore_tests", broker=os.environ["TEST_BROKER"])
     app.conf.update(
@@ -69,7 +92,11 @@ APP = """
             lease_seconds=float(os.environ["TEST_LEASE"]),
             journal_wait=1,
         ),
-        settings=refundcore.celery.TaskSettings(backoff_max=2, reconcile_after=1),
+        settings=refundcore.celery.TaskSettings(
+            transient_retries=int(os.environ.get("TEST_RETRIES", "5")),
+            backoff_max=float(os.environ.get("TEST_BACKOFF_MAX", "2")),
+            reconcile_after=1,
+        ),
     )
 """
 
@@ -226,12 +253,12 @@ class Rig:
         )
         return file
 
-    def start_worker(self, name: str, concurrency: int = 2) -> None:
+    def start_worker(self, name: str, concurrency: int = 2, pool: str = "threads") -> None:
         log = (self.folder / f"{name}.log").open("wb")
         self.workers[name] = subprocess.Popen(
             [
                 sys.executable,
-                *("-m", "celery", "-A", "refunds_app", "worker", "--pool", "threads"),
+                *("-m", "celery", "-A", "refunds_app", "worker", "--pool", pool),
                 *("-c", str(concurrency), "-n", f"{name}@%h", "-l", "WARNING"),
                 *("--without-gossip", "--without-mingle", "--without-heartbeat"),
             ],
@@ -262,6 +289,14 @@ class Rig:
             f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
             for log in self.folder.glob("*.log")
         )
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """The workers' log records of ``event`` so far, in the order they were written."""
+        file = self.folder / "events.jsonl"
+        lines = file.read_text().splitlines() if file.exists() else []
+        # A line being written as this reads it is complete on the next read.
+        found = [json.loads(line) for line in lines if line.endswith("}")]
+        return [record for record in found if record["event"] == event]
 
     def done(self, batch_id: str) -> int:
         """Rows with an outcome (0 while the journal is unreachable)."""
@@ -312,7 +347,8 @@ def rig(
     journal = celery_postgres.database()
     redis = RedisServer(tmp_path)
     (tmp_path / "refunds_app.py").write_text(textwrap.dedent(APP))
-    with SandboxRun("testpay", read_timeout=2) as run:
+    # A port of its own, so that a test can stop the emulator and start it again there.
+    with SandboxRun("testpay", read_timeout=2, port=_free_port()) as run:
         config = run.emulator.client_config(run.server.base_url)
         toml = tmp_path / "refundcore.toml"
         toml.write_text(
@@ -327,8 +363,9 @@ def rig(
             "TEST_CONFIG": str(toml),
             "TEST_JOURNAL": journal,
             "TEST_LEASE": str(LEASE),
+            "TEST_EVENTS": str(tmp_path / "events.jsonl"),
         }
-        for name in ("TEST_BROKER", "TEST_CONFIG", "TEST_JOURNAL", "TEST_LEASE"):
+        for name in ("TEST_BROKER", "TEST_CONFIG", "TEST_JOURNAL", "TEST_LEASE", "TEST_EVENTS"):
             monkeypatch.setenv(name, env[name])
         monkeypatch.syspath_prepend(str(tmp_path))
         client = RefundClient.from_file(toml, journal=journal, lease_seconds=LEASE)
