@@ -853,3 +853,25 @@ def test_query_strings_stay_out_of_urllib3s_log_lines(
     lines = [(record.name, record.getMessage()) for record in caplog.records]
     assert any(name == "urllib3.connectionpool" and "/x?…" in line for name, line in lines)
     assert not [line for _, line in lines if "SECRET" in line]
+
+
+def test_the_environment_is_read_once_per_gateway_host_by_the_own_session(
+    tls_server: _Server,
+    certificate: tuple[Path, Path],
+    proxy: _ConnectProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client keeps the proxies it found on its first send to a host; a client made
+    after the environment changed follows it."""
+    url = f"https://localhost:{tls_server.port}/x"
+    config = _config(ca_bundle=str(certificate[0]))
+    transport = HttpTransport()
+    try:
+        assert _send(transport, url, config).status == 200
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        assert _send(transport, url, config).status == 200
+        assert proxy.seen == []
+    finally:
+        transport.close()
+    assert _send(HttpTransport(), url, config).status == 200
+    assert len(proxy.seen) == 1
