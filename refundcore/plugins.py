@@ -101,18 +101,26 @@ class ProviderHooks:
 
 
 def _direct(caller: Any) -> Any:
-    """``caller``, or the one function that implements it when no other plugin (and no
-    wrapper) would take part: a ``firstresult`` hook with a single implementation taking
-    every argument of its spec returns just what that function does, and pluggy's own
-    call costs a few µs on every callback and request. Whenever a plugin is registered
-    the hooks are looked up again, so a wrapper or a second implementation is seen."""
+    """``caller``, or a plain call of the one function that implements it when no other
+    plugin (and no wrapper) would take part: a ``firstresult`` hook with a single
+    implementation returns just what that function does, and pluggy's own call costs a
+    few µs on every request and callback. Whenever a plugin is registered the hooks are
+    looked up again, so a wrapper or a second implementation is seen."""
     impls = caller.get_hookimpls()
     if len(impls) != 1 or caller.spec is None or not caller.spec.opts.get("firstresult"):
         return caller
     impl = impls[0]
-    if impl.wrapper or impl.hookwrapper or set(impl.argnames) != set(caller.spec.argnames):
+    if impl.wrapper or impl.hookwrapper:
         return caller
-    return impl.function
+    function, names = impl.function, tuple(impl.argnames)
+    if set(names) == set(caller.spec.argnames):
+        return function
+
+    # As pluggy does, an implementation is given only the arguments it names.
+    def call(**kwargs: Any) -> Any:
+        return function(**{name: kwargs[name] for name in names})
+
+    return call
 
 
 class _WrapperPoints:
