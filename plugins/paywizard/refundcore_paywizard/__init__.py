@@ -212,12 +212,14 @@ def push_signing_string(fields: Mapping[str, Any], client_id: str, client_secret
     ``&clientId=<client_id>&clientSecret=<client_secret>``. It contains the secret:
     never log it."""
     pairs = []
-    for name, value in sorted(fields.items()):
+    for name in sorted(fields):
+        if name == "sign":
+            continue
+        value = fields[name]
         # Strings and numbers (a JsonNumber is a str) are most fields: written as they are.
-        if not isinstance(value, str):
-            value = push_field_text(value)
-        if value and name != "sign":
-            pairs.append(f"{name}={value}")
+        text = value if isinstance(value, str) else push_field_text(value)
+        if text:
+            pairs.append(f"{name}={text}")
     return "&".join(pairs) + f"&clientId={client_id}&clientSecret={client_secret}"
 
 
