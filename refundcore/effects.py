@@ -26,6 +26,7 @@ as a ``TransportError``: nothing was sent), and a pause ends at once with the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar, Union
 
@@ -75,8 +76,6 @@ Reply = Union[HttpResponse, RefundResult]  # noqa: UP007
 
 def drive(steps: Steps[_T], send: Callable[[Send], Reply]) -> _T:
     """Run a flow in this thread: ``send`` sends each request (the sync send stage)."""
-    import time
-
     outcome: Any = None
     failure: BaseException | None = None
     while True:

@@ -41,6 +41,11 @@ _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
 # beyond any real refund in any currency.
 _MAX_TEXT = 40
 _MAX_AMOUNT = Decimal(10) ** 18
+#: Plain decimal text with exactly the decimals of each exponent, below ``_MAX_AMOUNT``.
+_EXACT_TEXT = {
+    exponent: re.compile(rf"[0-9]{{1,18}}\.[0-9]{{{exponent}}}\Z" if exponent else r"[0-9]{1,18}\Z")
+    for exponent in range(5)
+}
 #: The minor unit of each exponent (``Decimal("0.01")`` for 2), made once.
 _QUANTA = {exponent: Decimal(1).scaleb(-exponent) for exponent in range(5)}
 
@@ -101,6 +106,15 @@ class Money:
     currency: str
 
     def __init__(self, amount: str | int | Decimal, currency: str):
+        if type(amount) is str and type(currency) is str:
+            # Text with exactly the currency's decimals (how gateways and callers write
+            # amounts) is already exact: only zero is left to refuse.
+            exponent = CURRENCY_EXPONENTS.get(currency)
+            if exponent is not None and _EXACT_TEXT[exponent].match(amount):
+                value = Decimal(amount)
+                if value:
+                    self.__attrs_init__(value, currency)
+                    return
         code = currency.upper() if isinstance(currency, str) and currency.isascii() else currency
         exponent = currency_exponent(code)
         value = _to_decimal(amount)

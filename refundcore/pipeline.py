@@ -288,7 +288,7 @@ class Pipeline:
         cannot be trusted."""
 
         steps = self._verify(info, config, method, path, headers, body, settle)
-        return (yield from self.operate(info, "callback", None, steps))
+        return self.operate(info, "callback", None, steps)
 
     def _verify(
         self,

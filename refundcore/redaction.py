@@ -102,6 +102,8 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if kind is str or isinstance(value, str):
         return _masked(value, secrets)
     if kind in _PLAIN_MAPPINGS or isinstance(value, Mapping):
+        if kind in _PLAIN_MAPPINGS and _surely_clean(value, secrets):
+            return value
         # Copied only from the first masked item on (always, for other mapping types).
         scrubbed: dict[Any, Any] | None = None if kind in _PLAIN_MAPPINGS else {}
         for key, item in value.items():
@@ -130,6 +132,25 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
         same = kind is list and all(new is old for new, old in zip(items, value, strict=True))
         return value if same else items
     return value
+
+
+def _surely_clean(mapping: Mapping[Any, Any], secrets: tuple[str, ...]) -> bool:
+    """True when a flat mapping (text keys, text or number values: most replies and
+    callbacks) holds no secret, found by searching its keys and text values joined into
+    one text rather than item by item. A secret found only across a joint is a false
+    alarm (the caller then masks item by item), never a miss."""
+    texts = []
+    for item in mapping.values():
+        kind = type(item)
+        if kind is str:
+            texts.append(item)
+        elif kind not in _ATOMS:
+            return False
+    try:
+        text = "\0".join(mapping) + "\0" + "\0".join(texts)
+    except TypeError:  # a key that is not text
+        return False
+    return not any(map(text.__contains__, secrets))
 
 
 def _masked(text: str, secrets: tuple[str, ...]) -> str:

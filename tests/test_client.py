@@ -451,6 +451,32 @@ def test_scrubbing_never_leaks_and_never_changes_clean_data(value: object, dirty
         assert _SECRET not in repr(scrubbed)
 
 
+_flat_text = st.text(alphabet="ab\x00", max_size=4)
+
+
+@given(
+    value=st.dictionaries(_flat_text, _flat_text | st.integers() | st.none(), max_size=5),
+    secret=st.text(alphabet="ab\x00", min_size=4, max_size=5),
+)
+def test_scrubbing_a_flat_mapping_finds_a_secret_in_any_key_or_value(
+    value: dict[str, object], secret: str
+) -> None:
+    # A flat mapping is searched as one joined text: a secret in any key or value must
+    # be found, and one that only spans a joint (it may hold the joint's character)
+    # must change nothing.
+    from refundcore.redaction import MASK, scrub
+
+    scrubbed = scrub(value, (secret,))
+    texts = [*value, *(item for item in value.values() if isinstance(item, str))]
+    if any(secret in text for text in texts):
+        assert scrubbed is not value
+        assert not any(secret in text for text in scrubbed)
+        assert not any(isinstance(v, str) and secret in v for v in scrubbed.values())
+        assert MASK in repr(scrubbed)
+    else:
+        assert scrubbed is value
+
+
 def test_verify_callback_input_checks(run: SandboxRun) -> None:
     with pytest.raises(ValidationError, match="body: must be bytes"):
         run.client.verify_callback("testpay", method="POST", path="/", headers={}, body="text")  # type: ignore[arg-type]

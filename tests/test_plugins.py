@@ -160,3 +160,49 @@ def test_registering_the_same_provider_twice_fails(installed: Path) -> None:
 
     with pytest.raises(PluginLoadError, match="already registered"):
         client.register_plugin(Again())
+
+
+class _LateObserver:
+    """An app plugin registered after the client has already run every stage: it must
+    still see them (a stage with one implementation is called directly until then)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def refundcore_verify_callback(self, callback):  # type: ignore[no-untyped-def]
+        self.seen.append(f"verify {callback.path}")
+        return (yield)
+
+    @hookimpl
+    def refundcore_build_request(self, operation):  # type: ignore[no-untyped-def]
+        # Returning None hands the stage on to the provider's own implementation.
+        self.seen.append(f"build {operation.kind}")
+
+
+def test_a_plugin_registered_after_use_sees_every_stage(installed: Path) -> None:
+    from refundcore import Money
+    from refundcore.sandbox import SandboxRun
+
+    observer = _LateObserver()
+    with SandboxRun("testpay") as run:
+        emulator = run.emulator
+
+        def refund_and_callback() -> None:
+            payment = emulator.seed_payment(Money("10.00", "HKD"))
+            result = run.client.refund("testpay", payment=payment, amount=Money("1.00", "HKD"))
+            assert result.succeeded
+            callback = emulator.signed_callback(result.refund_id, path="/late")
+            note = run.client.verify_callback(
+                "testpay",
+                method=callback.method,
+                path=callback.path,
+                headers=dict(callback.headers),
+                body=callback.body,
+            )
+            assert note.refund_id == result.refund_id
+
+        refund_and_callback()
+        run.client.register_plugin(observer)
+        refund_and_callback()
+    assert observer.seen == ["build refund", "verify /late"]

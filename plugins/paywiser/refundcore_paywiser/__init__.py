@@ -201,7 +201,9 @@ def form_fields(
         name, equals, value = field.partition("=")
         if not equals and strict:
             raise ValueError(f"bad form field: {field[:40]!r}")
-        pairs.append((_unescaped(name), _unescaped(value)))
+        if "%" in field or "+" in field:
+            name, value = _unescaped(name), _unescaped(value)
+        pairs.append((name, value))
     return pairs
 
 

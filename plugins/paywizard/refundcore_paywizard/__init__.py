@@ -795,5 +795,10 @@ def refundcore_verify_callback(
         provider_refund_id=provider_refund_id,
         payment=_original_ref(fields),
         amount=_money(fields.get("amount"), currency_from_code(fields.get("currencyCode"))),
-        raw={key: _plain(value) for key, value in fields.items() if key != "sign"},
+        raw={
+            # Most values are text, kept as they are without a call.
+            key: value if type(value) is str else _plain(value)
+            for key, value in fields.items()
+            if key != "sign"
+        },
     )
