@@ -100,29 +100,6 @@ class ProviderHooks:
     notification: Any
 
 
-def _direct(caller: Any) -> Any:
-    """``caller``, or a plain call of the one function that implements it when no other
-    plugin (and no wrapper) would take part: a ``firstresult`` hook with a single
-    implementation returns just what that function does, and pluggy's own call costs a
-    few µs on every request and callback. Whenever a plugin is registered the hooks are
-    looked up again, so a wrapper or a second implementation is seen."""
-    impls = caller.get_hookimpls()
-    if len(impls) != 1 or caller.spec is None or not caller.spec.opts.get("firstresult"):
-        return caller
-    impl = impls[0]
-    if impl.wrapper or impl.hookwrapper:
-        return caller
-    function, names = impl.function, tuple(impl.argnames)
-    if set(names) == set(caller.spec.argnames):
-        return function
-
-    # As pluggy does, an implementation is given only the arguments it names.
-    def call(**kwargs: Any) -> Any:
-        return function(**{name: kwargs[name] for name in names})
-
-    return call
-
-
 class _WrapperPoints:
     """refundcore's own implementation of the wrapper points: it does the work, and
     runs last, inside every app plugin's wrapper."""
@@ -379,11 +356,7 @@ class PluginRegistry:
             callers = [self._pm.subset_hook_caller(name, remove) for name in PROVIDER_HOOKS]
             stages = len(STAGE_HOOKS)
             hooks = ProviderHooks(
-                *(
-                    caller if name == "refundcore_send_request" else _direct(caller)
-                    for name, caller in zip(STAGE_HOOKS, callers[:stages], strict=True)
-                ),
-                *(self._if_used(caller) for caller in callers[stages:]),
+                *callers[:stages], *(self._if_used(caller) for caller in callers[stages:])
             )
             self._hooks[provider_id] = hooks
             return hooks
