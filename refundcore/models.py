@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar, Union, overload
+from typing import Any, ClassVar, Union
 from urllib.parse import urlsplit
 
 import attrs
@@ -40,9 +40,6 @@ __all__ = [
     "Void",
     "new_refund_id",
 ]
-
-
-_T = TypeVar("_T")
 
 
 class Headers(Mapping[str, str]):
@@ -83,17 +80,6 @@ class Headers(Mapping[str, str]):
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._index
-
-    @overload
-    def get(self, name: str, /) -> str | None: ...
-
-    @overload
-    def get(self, name: str, /, default: str | _T) -> str | _T: ...
-
-    def get(self, name: str, /, default: object = None) -> object:
-        """The value of header ``name`` (any case), or ``default``: one lookup, where
-        ``Mapping.get`` would raise and catch a ``KeyError`` for a missing header."""
-        return self._index.get(name.lower(), default) if isinstance(name, str) else default
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._items)
