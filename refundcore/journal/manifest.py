@@ -162,34 +162,36 @@ class BatchManifests:
 
     def rows(self, batch_id: str, *, page: int = 500) -> Iterator[list[ManifestRow]]:
         """Every line of the manifest, in order, a page at a time."""
-        after = 0
-        while True:
-            with self._transaction(write=False) as tx:
-                found = tx.all(
-                    f"SELECT line, data FROM {MANIFEST_ROWS_TABLE} "  # noqa: S608
-                    "WHERE batch_id = ? AND line > ? ORDER BY line LIMIT ?",
-                    (batch_id, after, page),
-                )
-            if not found:
-                return
-            yield [ManifestRow(int(r["line"]), self._journal._decode_raw(r["data"])) for r in found]
-            after = int(found[-1]["line"])
+        decode = self._journal._decode_raw
+        for found in self._pages(
+            f"SELECT line, data FROM {MANIFEST_ROWS_TABLE} "  # noqa: S608
+            "WHERE batch_id = ? AND line > ? ORDER BY line LIMIT ?",
+            batch_id,
+            page,
+        ):
+            yield [ManifestRow(int(r["line"]), decode(r["data"])) for r in found]
 
     def unfinished_lines(self, batch_id: str, *, page: int = 500) -> Iterator[list[int]]:
         """The lines of the batch's work queue that are not DONE, a page at a time."""
+        for found in self._pages(
+            f"SELECT line FROM {BATCH_TABLE} WHERE batch_id = ? AND line > ? "  # noqa: S608
+            "AND state <> 'DONE' ORDER BY line LIMIT ?",
+            batch_id,
+            page,
+        ):
+            yield [int(r["line"]) for r in found]
+
+    def _pages(self, sql: str, batch_id: str, page: int) -> Iterator[list[Any]]:
+        """The rows ``sql`` selects for ``batch_id``, ordered by line, a page per
+        transaction: each page starts after the last line of the one before."""
         after = 0
         while True:
             with self._transaction(write=False) as tx:
-                found = tx.all(
-                    f"SELECT line FROM {BATCH_TABLE} WHERE batch_id = ? AND line > ? "  # noqa: S608
-                    "AND state <> 'DONE' ORDER BY line LIMIT ?",
-                    (batch_id, after, page),
-                )
+                found = tx.all(sql, (batch_id, after, page))
             if not found:
                 return
-            lines = [int(r["line"]) for r in found]
-            yield lines
-            after = lines[-1]
+            yield found
+            after = int(found[-1]["line"])
 
     def claim_row(self, batch_id: str, line: int, *, owner: str, lease_seconds: float) -> RowClaim:
         """Claim one row of the work queue for ``owner`` under a lease (one that another
