@@ -24,15 +24,19 @@ ClaimMany = Callable[[Sequence[tuple[NewRefund, str]], float], list[Claim]]
 class _Waiting:
     """A claim waiting for the next group's transaction."""
 
-    __slots__ = ("claim", "done", "error", "lease_seconds", "new", "owner")
+    __slots__ = ("claim", "error", "lease_seconds", "new", "owner")
 
     def __init__(self, new: NewRefund, owner: str, lease_seconds: float) -> None:
         self.new = new
         self.owner = owner
         self.lease_seconds = lease_seconds
-        self.done = False
         self.claim: Claim | None = None
         self.error: JournalError | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether its group's transaction gave it its claim or its error."""
+        return self.claim is not None or self.error is not None
 
 
 class ClaimGroups:
@@ -70,11 +74,9 @@ class ClaimGroups:
                 self._claim_group(group)
         finally:
             self._turn.release()
-        if mine.error is not None:
+        if mine.claim is None:
             # A new exception in each thread; the cause is the one the group met.
             raise JournalError(str(mine.error)) from mine.error
-        if mine.claim is None:  # pragma: no cover - a done claim has one or an error
-            raise JournalError(f"journal {self._url} lost the claim of {new.refund_id!r}")
         return mine.claim
 
     def _claim_group(self, group: list[_Waiting]) -> None:
@@ -95,8 +97,6 @@ class ClaimGroups:
                 else:
                     for member, claim in zip(members, claims, strict=True):
                         member.claim = claim
-                for member in members:
-                    member.done = True
         finally:
             # Interrupted (Ctrl-C in the thread doing the group's work): the rest were
             # not claimed, and nothing of theirs was sent.
@@ -106,4 +106,3 @@ class ClaimGroups:
                         f"journal {self._url}: the claim was not made (the thread making "
                         "it for this one was interrupted); nothing was sent"
                     )
-                    waiting.done = True
