@@ -117,6 +117,13 @@ class _Operation:
         self.attempt: int | None = None
         self.open = True
 
+    def close_span(self, attributes: dict[str, Any]) -> None:
+        """Set the operation span's closing ``attributes``, with the attempt the
+        journal gave the operation when it has one, in one call."""
+        if self.attempt is not None:
+            attributes["refundcore.attempt"] = self.attempt
+        self.span.set_attributes(attributes)
+
 
 #: The operation running in this thread or task (a worker thread of the async client
 #: gets a copy of its task's): what its stages and results report to.
@@ -245,9 +252,7 @@ class Telemetry:
         }
         if result.error_code is not None:
             attributes["refundcore.error_code"] = result.error_code
-        if operation.attempt is not None:
-            attributes["refundcore.attempt"] = operation.attempt
-        operation.span.set_attributes(attributes)
+        operation.close_span(attributes)
 
     def _notified(
         self, operation: _Operation, provider: ProviderInfo, note: RefundNotification
@@ -260,9 +265,7 @@ class Telemetry:
         }
         if note.refund_id is not None:
             attributes["refundcore.refund_id"] = note.refund_id
-        if operation.attempt is not None:
-            attributes["refundcore.attempt"] = operation.attempt
-        operation.span.set_attributes(attributes)
+        operation.close_span(attributes)
         self._callbacks.add(
             1, {"refundcore.provider": provider.id, "refundcore.callback.verdict": verdict}
         )
@@ -272,8 +275,6 @@ class Telemetry:
     ) -> None:
         error = type(exc).__name__
         attributes: dict[str, Any] = {"error.type": error}
-        if operation.attempt is not None:
-            attributes["refundcore.attempt"] = operation.attempt
         verdict = None
         if kind == "callback":
             if isinstance(exc, SignatureError):
@@ -283,7 +284,7 @@ class Telemetry:
             else:
                 verdict = "error"
             attributes["refundcore.callback.verdict"] = verdict
-        operation.span.set_attributes(attributes)
+        operation.close_span(attributes)
         # A genuine callback about something else is answered as a success: no error.
         if not isinstance(exc, NotARefund):
             operation.span.set_status(Status(StatusCode.ERROR, error))
