@@ -80,6 +80,32 @@ def test_the_command_starts_without_the_sandbox_or_the_client() -> None:
     assert heavy & loaded == set()
 
 
+def test_providers_imports_only_its_own_command(tmp_path: Path) -> None:
+    """``refundcore providers`` is the start-up figure's command: the other commands'
+    modules (the journal's, the batch's, Celery's, the console's) stay unloaded."""
+    probe = (
+        "import sys\n"
+        "from refundcore.cli import main\n"
+        "main(['providers', '--json'])\n"
+        "print(' '.join(sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    loaded = set(done.stderr.split())
+    assert "refundcore.cli.providers" in loaded
+    others = {
+        f"refundcore.cli.{name}"
+        for name in ("batch", "batch_celery", "console", "journal", "refunds", "sandbox")
+    }
+    assert others & loaded == set()
+
+
 def test_global_options_go_before_or_after_the_command(
     tmp_path: Path, sandbox_config: Path
 ) -> None:

@@ -10,6 +10,7 @@ grammar is :mod:`.parser`'s.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,31 +24,36 @@ from ..errors import (
     TransportError,
     ValidationError,
 )
-from .batch_celery import cmd_batch_any
-from .console import cmd_console
 from .exits import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
-from .journal import cmd_journal
 from .parser import build_parser, check_globals
-from .providers import cmd_config, cmd_new_plugin, cmd_providers
-from .refunds import cmd_query, cmd_refund, cmd_verify, cmd_void
-from .sandbox import cmd_demo, cmd_sandbox
 
 __all__ = ["main"]
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "providers": cmd_providers,
-    "refund": cmd_refund,
-    "query": cmd_query,
-    "void": cmd_void,
-    "verify-callback": cmd_verify,
-    "demo": cmd_demo,
-    "sandbox": cmd_sandbox,
-    "config": cmd_config,
-    "new-plugin": cmd_new_plugin,
-    "journal": cmd_journal,
-    "batch": cmd_batch_any,
-    "console": cmd_console,
+#: Each command's module and function. A run imports only its own command's module:
+#: ``refundcore providers`` is what shell completion and health checks call, and the
+#: journal, batch and Celery commands' imports would double its start-up.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "providers": ("providers", "cmd_providers"),
+    "refund": ("refunds", "cmd_refund"),
+    "query": ("refunds", "cmd_query"),
+    "void": ("refunds", "cmd_void"),
+    "verify-callback": ("refunds", "cmd_verify"),
+    "demo": ("sandbox", "cmd_demo"),
+    "sandbox": ("sandbox", "cmd_sandbox"),
+    "config": ("providers", "cmd_config"),
+    "new-plugin": ("providers", "cmd_new_plugin"),
+    "journal": ("journal", "cmd_journal"),
+    "batch": ("batch_celery", "cmd_batch_any"),
+    "console": ("console", "cmd_console"),
 }
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    module, function = _COMMANDS[name]
+    command: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f".{module}", __name__), function
+    )
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     check_globals(parser, args)
     try:
-        return _COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except (ValidationError, ConfigError) as exc:
         print(f"refundcore: {exc}", file=sys.stderr)
         return EXIT_USAGE
