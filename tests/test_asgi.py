@@ -25,6 +25,7 @@ from refundcore.errors import ConfigError, NotARefund
 from refundcore.models import ProviderInfo
 from refundcore.sandbox import SandboxRun
 from refundcore.wsgi import MAX_BODY
+from tests.raw_http import send_raw
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -144,35 +145,6 @@ def test_a_mounted_app_sees_paths_below_its_mount(run: SandboxRun, serve_asgi: S
 # -- slow, lying and oversized bodies, over raw sockets --------------------------------------
 
 
-def _request(
-    port: int, head: str, body: bytes = b"", *, drip: float = 0.0, half_close: bool = False
-) -> tuple[str, float]:
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
-        try:
-            if drip:
-                for byte in body:
-                    sock.sendall(bytes([byte]))
-                    time.sleep(drip)
-            else:
-                sock.sendall(body)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server answered and closed while we were still sending
-        reply = b""
-        try:
-            while b"\r\n" not in reply:
-                data = sock.recv(4096)
-                if not data:
-                    break
-                reply += data
-        except ConnectionResetError:
-            pass
-    return reply.partition(b"\r\n")[0].decode(), time.monotonic() - started
-
-
 def _head(length: str | int, path: str = "/testpay") -> str:
     return (
         f"POST {path} HTTP/1.1\nHost: 127.0.0.1\nContent-Type: application/json\n"
@@ -189,13 +161,13 @@ def port(installed: Path, serve_asgi: ServeAsgi) -> Iterator[int]:
 
 
 def test_a_lying_content_length_is_408_within_the_deadline(port: int) -> None:
-    status, took = _request(port, _head(1000), b'{"partial":')
+    status, took = send_raw(port, _head(1000), b'{"partial":')
     assert status == "HTTP/1.1 408 Request Timeout"
     assert BODY_TIMEOUT * 0.9 <= took < BODY_TIMEOUT + SLACK
 
 
 def test_a_slow_drip_is_cut_at_the_deadline(port: int) -> None:
-    status, took = _request(port, _head(40), b"x" * 40, drip=0.1)
+    status, took = send_raw(port, _head(40), b"x" * 40, drip=0.1)
     assert status == "HTTP/1.1 408 Request Timeout"
     assert took < BODY_TIMEOUT + SLACK
 
@@ -204,12 +176,12 @@ def test_others_are_answered_while_a_body_stalls(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
         stalled.sendall(_head(1000).replace("\n", "\r\n").encode() + b"\r\n{")
         time.sleep(0.2)
-        status, took = _request(port, _head(2), b"{}")
+        status, took = send_raw(port, _head(2), b"{}")
     assert status == "HTTP/1.1 400 Bad Request" and took < 1.0
 
 
 def test_an_oversized_body_is_413_before_it_is_read(port: int) -> None:
-    status, took = _request(port, _head(MAX_BODY + 1))
+    status, took = send_raw(port, _head(MAX_BODY + 1))
     assert status.startswith("HTTP/1.1 413 "), status
     assert took < BODY_TIMEOUT
 
@@ -218,19 +190,19 @@ def test_a_chunked_body_over_the_cap_is_413_as_it_streams(port: int) -> None:
     head = "POST /testpay HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n"
     chunk = b"x" * 65536
     body = (b"10000\r\n" + chunk + b"\r\n") * 17 + b"0\r\n\r\n"
-    status, _ = _request(port, head, body)
+    status, _ = send_raw(port, head, body)
     assert status.startswith("HTTP/1.1 413 "), status
 
 
 def test_a_body_ending_early_is_never_taken(port: int) -> None:
-    status, took = _request(port, _head(100), b"{}", half_close=True)
+    status, took = send_raw(port, _head(100), b"{}", half_close=True)
     assert status in ("", "HTTP/1.1 400 Bad Request"), status
     assert took < BODY_TIMEOUT + SLACK
 
 
 @pytest.mark.parametrize("length", ["12abc", "-1", "1, 2", "99999999999999999999"])
 def test_a_malformed_content_length_is_a_4xx(port: int, length: str) -> None:
-    status, _ = _request(port, _head(length), b"{}")
+    status, _ = send_raw(port, _head(length), b"{}")
     assert re.fullmatch(r"HTTP/1\.[01] 4\d\d .*", status), status
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from refundcore import ConfigError, RefundClient
 from refundcore.wsgi import MAX_BODY, callback_app
+from tests.raw_http import send_raw
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,37 +38,6 @@ from refundcore.wsgi import callback_app
 
 app = callback_app(RefundClient(journal=None), lambda note: None, body_timeout={timeout})
 """
-
-
-def _request(
-    port: int, head: str, body: bytes = b"", *, drip: float = 0.0, half_close: bool = False
-) -> tuple[str, float]:
-    """Send ``head`` and ``body`` (a byte every ``drip`` seconds if set); the status line
-    of the answer ('' if the server closed without one) and the seconds it took."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
-        try:
-            if drip:
-                for byte in body:
-                    sock.sendall(bytes([byte]))
-                    time.sleep(drip)
-            else:
-                sock.sendall(body)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server answered and closed while we were still sending
-        reply = b""
-        try:
-            while b"\r\n" not in reply:
-                data = sock.recv(4096)
-                if not data:
-                    break
-                reply += data
-        except ConnectionResetError:
-            pass
-    return reply.partition(b"\r\n")[0].decode(), time.monotonic() - started
 
 
 def _head(length: str | int, path: str = "/paywizard") -> str:
@@ -111,7 +81,7 @@ def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     # Keep draining its log so it never blocks on a full pipe.
     threading.Thread(target=server.stderr.read, daemon=True).start()
     # The worker boots after the arbiter listens: wait until it answers.
-    while _request(port, "GET /paywizard HTTP/1.1\nHost: x\n")[0] == "":
+    while send_raw(port, "GET /paywizard HTTP/1.1\nHost: x\n")[0] == "":
         time.sleep(0.1)
     yield port
     server.terminate()
@@ -119,44 +89,44 @@ def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def test_gunicorn_lying_content_length_is_408_within_the_deadline(gunicorn_port: int) -> None:
-    status, took = _request(gunicorn_port, _head(1000), b'{"partial":')
+    status, took = send_raw(gunicorn_port, _head(1000), b'{"partial":')
     assert status == "HTTP/1.1 408 Request Timeout"
     assert BODY_TIMEOUT * 0.9 <= took < BODY_TIMEOUT + SLACK
 
 
 def test_gunicorn_slow_drip_is_cut_at_the_deadline(gunicorn_port: int) -> None:
     # A byte every 0.1 s: each read makes progress, the whole body never arrives in time.
-    status, took = _request(gunicorn_port, _head(40), b"x" * 40, drip=0.1)
+    status, took = send_raw(gunicorn_port, _head(40), b"x" * 40, drip=0.1)
     assert status == "HTTP/1.1 408 Request Timeout"
     assert took < BODY_TIMEOUT + SLACK
 
 
 def test_gunicorn_worker_is_free_again_after_a_slow_client(gunicorn_port: int) -> None:
-    slow = threading.Thread(target=_request, args=(gunicorn_port, _head(1000), b"{"))
+    slow = threading.Thread(target=send_raw, args=(gunicorn_port, _head(1000), b"{"))
     slow.start()
     time.sleep(0.2)
     # One sync worker: this waits for the slow client's deadline, never longer.
-    status, took = _request(gunicorn_port, _head(2), b"{}")
+    status, took = send_raw(gunicorn_port, _head(2), b"{}")
     slow.join()
     assert status == "HTTP/1.1 400 Bad Request"
     assert took < BODY_TIMEOUT + SLACK
 
 
 def test_gunicorn_body_ending_early_is_400(gunicorn_port: int) -> None:
-    status, took = _request(gunicorn_port, _head(100), b"{}", half_close=True)
+    status, took = send_raw(gunicorn_port, _head(100), b"{}", half_close=True)
     assert status == "HTTP/1.1 400 Bad Request"
     assert took < BODY_TIMEOUT
 
 
 def test_gunicorn_oversized_body_is_413_before_it_is_read(gunicorn_port: int) -> None:
-    status, took = _request(gunicorn_port, _head(MAX_BODY + 1))
+    status, took = send_raw(gunicorn_port, _head(MAX_BODY + 1))
     assert status == "HTTP/1.1 413 Content Too Large"
     assert took < BODY_TIMEOUT
 
 
 @pytest.mark.parametrize("length", ["12abc", "-1", "1, 2", "99999999999999999999"])
 def test_gunicorn_malformed_content_length_is_a_4xx(gunicorn_port: int, length: str) -> None:
-    status, _ = _request(gunicorn_port, _head(length), b"{}")
+    status, _ = send_raw(gunicorn_port, _head(length), b"{}")
     assert re.fullmatch(r"HTTP/1\.[01] 4\d\d .*", status), status
 
 
@@ -193,25 +163,25 @@ def test_waitress_slow_clients_hold_no_worker_thread(waitress_port: int) -> None
     # More stalled bodies than waitress has threads: it buffers bodies before calling
     # the app, so none of them takes a thread and a genuine request is answered at once.
     stalled = [
-        threading.Thread(target=_request, args=(waitress_port, _head(1000), b"{")) for _ in range(4)
+        threading.Thread(target=send_raw, args=(waitress_port, _head(1000), b"{")) for _ in range(4)
     ]
     for thread in stalled:
         thread.start()
     time.sleep(0.3)
-    status, took = _request(waitress_port, _head(2), b"{}")
+    status, took = send_raw(waitress_port, _head(2), b"{}")
     assert status == "HTTP/1.1 400 Bad Request" and took < 1.0
     for thread in stalled:
         thread.join(30)
 
 
 def test_waitress_closes_a_stalled_body_after_channel_timeout(waitress_port: int) -> None:
-    status, took = _request(waitress_port, _head(1000), b'{"partial":')
+    status, took = send_raw(waitress_port, _head(1000), b'{"partial":')
     assert status == "" or status.startswith("HTTP/1.1 4"), status
     assert took < 2 + 2 * SLACK
 
 
 def test_waitress_oversized_body_is_413(waitress_port: int) -> None:
-    status, _ = _request(waitress_port, _head(MAX_BODY + 1), b"x" * (MAX_BODY + 1))
+    status, _ = send_raw(waitress_port, _head(MAX_BODY + 1), b"x" * (MAX_BODY + 1))
     assert status == "HTTP/1.1 413 Content Too Large"
 
 
@@ -219,7 +189,7 @@ def test_waitress_chunked_body_over_the_cap_is_413(waitress_port: int) -> None:
     head = "POST /paywizard HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n"
     chunk = b"x" * 65536
     body = (b"10000\r\n" + chunk + b"\r\n") * 17 + b"0\r\n\r\n"
-    status, _ = _request(waitress_port, head, body)
+    status, _ = send_raw(waitress_port, head, body)
     assert status == "HTTP/1.1 413 Content Too Large"
 
 
@@ -260,16 +230,16 @@ def test_sandbox_server_answers_others_while_a_body_stalls(sandbox_port: int) ->
     with socket.create_connection(("127.0.0.1", sandbox_port), timeout=10) as stalled:
         stalled.sendall(_head(1000).replace("\n", "\r\n").encode() + b"\r\n{")
         time.sleep(0.2)
-        status, took = _request(sandbox_port, _head(2), b"{}")
+        status, took = send_raw(sandbox_port, _head(2), b"{}")
     assert status == "HTTP/1.1 400 Bad Request" and took < 1.0
 
 
 def test_sandbox_server_oversized_body_is_413(sandbox_port: int) -> None:
-    status, _ = _request(sandbox_port, _head(MAX_BODY + 1), b"x" * (MAX_BODY + 1))
+    status, _ = send_raw(sandbox_port, _head(MAX_BODY + 1), b"x" * (MAX_BODY + 1))
     assert status == "HTTP/1.1 413 Content Too Large"
 
 
 @pytest.mark.parametrize("length", ["12abc", "-1", "+5"])
 def test_sandbox_server_malformed_content_length_is_400(sandbox_port: int, length: str) -> None:
-    status, _ = _request(sandbox_port, _head(length), b"{}")
+    status, _ = send_raw(sandbox_port, _head(length), b"{}")
     assert status.startswith("HTTP/1.1 400 "), status
