@@ -8,10 +8,8 @@ redirects, refused connections.
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
 import io
-import ipaddress
 import logging
 import select
 import socket
@@ -26,10 +24,6 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -134,42 +128,6 @@ class _Server(http.server.ThreadingHTTPServer):
         return int(self.server_address[1])
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1 (TEST-ONLY key)."""
-    folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*map(str, certificate))
@@ -190,8 +148,8 @@ def _serve(context: ssl.SSLContext | None) -> Iterator[_Server]:
 
 
 @pytest.fixture
-def tls_server(certificate: tuple[Path, Path]) -> Iterator[_Server]:
-    yield from _serve(_server_context(certificate))
+def tls_server(tls_files: tuple[Path, Path]) -> Iterator[_Server]:
+    yield from _serve(_server_context(tls_files))
 
 
 @pytest.fixture
@@ -302,13 +260,13 @@ def _send(
 
 
 def test_tls_is_verified_against_the_providers_ca_bundle(
-    tls_server: _Server, certificate: tuple[Path, Path]
+    tls_server: _Server, tls_files: tuple[Path, Path]
 ) -> None:
     transport = HttpTransport()
     url = f"https://localhost:{tls_server.port}/refunds/1"
 
-    reply = _send(transport, url, _config(ca_bundle=str(certificate[0])))
-    again = _send(transport, url, _config(ca_bundle=str(certificate[0])))
+    reply = _send(transport, url, _config(ca_bundle=str(tls_files[0])))
+    again = _send(transport, url, _config(ca_bundle=str(tls_files[0])))
 
     assert (reply.status, reply.body, again.status) == (200, b'{"ok": true}', 200)
     assert reply.headers["x-twice"] == "a, b"
@@ -328,9 +286,9 @@ def test_an_untrusted_certificate_is_a_transport_error_before_anything_is_sent(
 
 
 def test_the_environments_ca_bundle_is_honoured_as_requests_does(
-    tls_server: _Server, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: _Server, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files[0]))
     reply = _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", _config())
     assert reply.status == 200
 
@@ -346,7 +304,7 @@ def test_tls_to_a_plain_http_port_fails_in_the_handshake(plain_server: _Server) 
 
 def test_https_goes_through_the_environment_proxy_by_connect(
     tls_server: _Server,
-    certificate: tuple[Path, Path],
+    tls_files: tuple[Path, Path],
     proxy: _ConnectProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -354,7 +312,7 @@ def test_https_goes_through_the_environment_proxy_by_connect(
     reply = _send(
         HttpTransport(),
         f"https://localhost:{tls_server.port}/x",
-        _config(ca_bundle=str(certificate[0])),
+        _config(ca_bundle=str(tls_files[0])),
     )
     assert reply.status == 200
     # "shop@x:p:ss", base64: the credentials as the URL gave them, decoded.
@@ -365,7 +323,7 @@ def test_https_goes_through_the_environment_proxy_by_connect(
 
 def test_no_proxy_sends_directly(
     tls_server: _Server,
-    certificate: tuple[Path, Path],
+    tls_files: tuple[Path, Path],
     proxy: _ConnectProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -374,26 +332,26 @@ def test_no_proxy_sends_directly(
     reply = _send(
         HttpTransport(),
         f"https://localhost:{tls_server.port}/x",
-        _config(ca_bundle=str(certificate[0])),
+        _config(ca_bundle=str(tls_files[0])),
     )
     assert reply.status == 200
     assert proxy.seen == []
 
 
 def test_an_https_proxy_is_reached_over_verified_tls(
-    tls_server: _Server, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: _Server, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``HTTPS_PROXY=https://…``, as requests supports it: TLS to the proxy, verified, and
     TLS to the gateway inside the tunnel, verified too."""
-    tls_proxy = _ConnectProxy(context=_server_context(certificate))
+    tls_proxy = _ConnectProxy(context=_server_context(tls_files))
     monkeypatch.setenv("HTTPS_PROXY", f"https://localhost:{tls_proxy.port}")
     url = f"https://localhost:{tls_server.port}/x"
     try:
-        reply = _send(HttpTransport(), url, _config(ca_bundle=str(certificate[0])))
+        reply = _send(HttpTransport(), url, _config(ca_bundle=str(tls_files[0])))
         assert reply.status == 200
         [(connect, _)] = tls_proxy.seen
         assert connect.startswith(f"CONNECT localhost:{tls_server.port} HTTP/1.")
-        # The proxy's own certificate is checked: untrusted, nothing goes through it.
+        # The proxy's own tls_files is checked: untrusted, nothing goes through it.
         with pytest.raises(TransportError, match="through the proxy; nothing was sent"):
             _send(HttpTransport(), url, _config())
     finally:
@@ -765,7 +723,7 @@ def test_a_custom_adapters_failures_are_classified(
 
 
 def test_a_session_that_skips_tls_verification_is_refused(
-    tls_server: _Server, certificate: tuple[Path, Path]
+    tls_server: _Server, tls_files: tuple[Path, Path]
 ) -> None:
     session = requests.Session()
     session.verify = False
@@ -781,7 +739,7 @@ def test_a_session_that_skips_tls_verification_is_refused(
         _send(transport, f"https://localhost:{tls_server.port}/x", _config())
     assert tls_server.seen == []
     # The session's own CA bundle path is a way to verify, and is used.
-    session.verify = str(certificate[0])
+    session.verify = str(tls_files[0])
     assert _send(transport, f"https://localhost:{tls_server.port}/x", _config()).status == 200
 
 
@@ -857,14 +815,14 @@ def test_query_strings_stay_out_of_urllib3s_log_lines(
 
 def test_the_environment_is_read_once_per_gateway_host_by_the_own_session(
     tls_server: _Server,
-    certificate: tuple[Path, Path],
+    tls_files: tuple[Path, Path],
     proxy: _ConnectProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A client keeps the proxies it found on its first send to a host; a client made
     after the environment changed follows it."""
     url = f"https://localhost:{tls_server.port}/x"
-    config = _config(ca_bundle=str(certificate[0]))
+    config = _config(ca_bundle=str(tls_files[0]))
     transport = HttpTransport()
     try:
         assert _send(transport, url, config).status == 200
