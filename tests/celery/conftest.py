@@ -31,8 +31,8 @@ import pytest
 
 from refundcore import Money, PaymentRef, RefundClient
 from refundcore.batch import BatchReport, BatchRow
-from refundcore.celery import batch_report, wait_for_batch
-from refundcore.sandbox import SandboxRun
+from refundcore.celery import batch_report, submit_batch, wait_for_batch
+from refundcore.sandbox import Fault, SandboxRun
 from tests.journal.conftest import SKIP_ENV as SKIP_POSTGRES
 from tests.journal.conftest import _free_port, _pg_bindir, _run
 
@@ -314,6 +314,19 @@ class Rig:
         while self.done(batch_id) < count:
             assert time.monotonic() < deadline, self.worker_logs()
             time.sleep(0.05)
+
+    def batch_under_way(self, count: int, delay: float) -> tuple[Any, list[PaymentRef], str]:
+        """``count`` rows submitted to two workers, the gateway answering in ``delay``
+        seconds; returned once 4 rows are done, the moment a test breaks something:
+        the app, the payments and the batch's id."""
+        payments = self.payments(count)
+        app = app_of(self)
+        self.run.server.inject("/v1/refunds", Fault(delay=delay))
+        self.start_worker("w1")
+        self.start_worker("w2")
+        submitted = submit_batch(app, self.client, self.rows(payments), lease_seconds=4)
+        self.wait_for_rows(submitted.batch_id, 4)
+        return app, payments, submitted.batch_id
 
     def settled_report(self, batch_id: str, timeout: float = 90) -> BatchReport:
         """The batch's report once every row is done and every refund settled."""

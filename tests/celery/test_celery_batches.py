@@ -107,30 +107,16 @@ def test_the_same_batch_enqueued_twice_refunds_each_row_once(rig: Rig) -> None:
 
 
 def test_a_worker_killed_mid_batch_leaves_its_rows_to_the_others(rig: Rig) -> None:
-    payments = rig.payments(24)
-    app = app_of(rig)
-    rig.run.server.inject("/v1/refunds", Fault(delay=0.4))
-    rig.start_worker("w1")
-    rig.start_worker("w2")
-    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
-
-    rig.wait_for_rows(submitted.batch_id, 4)
+    _, payments, batch_id = rig.batch_under_way(24, delay=0.4)
     rig.kill_worker("w1")  # SIGKILL: no goodbye, its rows claimed and its messages unacked
 
-    with rig.settled_report(submitted.batch_id) as report:
+    with rig.settled_report(batch_id) as report:
         assert report.total == 24
     rig.assert_refunded_once(payments)
 
 
 def test_the_broker_restarted_mid_batch(rig: Rig) -> None:
-    payments = rig.payments(24)
-    app = app_of(rig)
-    rig.run.server.inject("/v1/refunds", Fault(delay=0.3))
-    rig.start_worker("w1")
-    rig.start_worker("w2")
-    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
-
-    rig.wait_for_rows(submitted.batch_id, 4)
+    app, payments, batch_id = rig.batch_under_way(24, delay=0.3)
     rig.redis.stop()
     time.sleep(1)
     rig.redis.start()
@@ -150,7 +136,7 @@ def test_the_broker_restarted_mid_batch(rig: Rig) -> None:
     sweeper = threading.Thread(target=beat, daemon=True)
     sweeper.start()
     try:
-        with rig.settled_report(submitted.batch_id) as report:
+        with rig.settled_report(batch_id) as report:
             assert report.total == 24
     finally:
         stop.set()
@@ -186,19 +172,12 @@ def test_a_message_the_broker_lost_is_enqueued_again_by_the_sweep(rig: Rig) -> N
 
 
 def test_a_journal_outage_mid_batch_finishes_once_it_is_back(rig: Rig) -> None:
-    payments = rig.payments(24)
-    app = app_of(rig)
-    rig.run.server.inject("/v1/refunds", Fault(delay=0.3))
-    rig.start_worker("w1")
-    rig.start_worker("w2")
-    submitted = submit_batch(app, rig.client, rig.rows(payments), lease_seconds=4)
-
-    rig.wait_for_rows(submitted.batch_id, 4)
+    _, payments, batch_id = rig.batch_under_way(24, delay=0.3)
     rig.postgres.stop()
     time.sleep(3)
     rig.postgres.start()
 
-    with rig.settled_report(submitted.batch_id) as report:
+    with rig.settled_report(batch_id) as report:
         assert report.total == 24
     rig.assert_refunded_once(payments)
 
