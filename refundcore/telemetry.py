@@ -23,13 +23,17 @@ current while it runs (what the application does meanwhile, in its own hooks say
 nests under it), and the send span while the transport runs, so the HTTP client span
 of an instrumented transport (``requests``, ``httpx``) is its child. The other stage
 spans are made when the operation ends, from the times each stage started and ended,
-so a span processor sees them start then. Attributes: ``refundcore.provider``,
-``refundcore.operation``, ``refundcore.refund_id``, ``refundcore.status``,
-``refundcore.source``, ``refundcore.replayed``, ``refundcore.error_code``,
-``refundcore.attempt``, ``refundcore.duplicate`` and ``refundcore.callback.verdict``
-(callbacks), ``refundcore.stage``, ``http.response.status_code`` (send) and
-``error.type`` when an operation or stage raised. Never an amount, a payment or payer
-detail, a header, a body, a message or a secret.
+so a span processor sees them start then. An operation whose span the sampler drops
+gets no stage span: the sampler is not asked about them (every standard sampler would
+drop them too: ``ParentBased`` follows the parent, a ratio sampler decides by the
+trace id they share); its measurements are recorded all the same. Attributes:
+``refundcore.provider``, ``refundcore.operation``, ``refundcore.refund_id``,
+``refundcore.status``, ``refundcore.source``, ``refundcore.replayed``,
+``refundcore.error_code``, ``refundcore.attempt``, ``refundcore.duplicate`` and
+``refundcore.callback.verdict`` (callbacks), ``refundcore.stage``,
+``http.response.status_code`` (send) and ``error.type`` when an operation or stage
+raised. Never an amount, a payment or payer detail, a header, a body, a message or a
+secret.
 
 Metrics:
 
@@ -107,11 +111,16 @@ class _Operation:
     each network or disk wait: the same instructions, measured cheaper that way (see
     benchmarks/findings.md, "Telemetry overhead")."""
 
-    __slots__ = ("attempt", "context", "open", "results", "span", "stages")
+    __slots__ = ("attempt", "context", "open", "results", "span", "stages", "traced")
 
     def __init__(self, span: trace.Span, current: context.Context) -> None:
         self.span = span
         self.context = current
+        #: Whether the operation's span is recorded. When the sampler dropped it, its
+        #: stages get no span: every standard sampler drops them too (``ParentBased``
+        #: follows the parent, a ratio sampler decides by the trace id they share),
+        #: and asking it costs about as much as a recorded span's bookkeeping.
+        self.traced = span.is_recording()
         self.stages: list[_Stage] = []
         self.results: list[Attributes] = []
         self.attempt: int | None = None
@@ -120,6 +129,8 @@ class _Operation:
     def close_span(self, attributes: dict[str, Any]) -> None:
         """Set the operation span's closing ``attributes``, with the attempt the
         journal gave the operation when it has one, in one call."""
+        if not self.traced:
+            return
         if self.attempt is not None:
             attributes["refundcore.attempt"] = self.attempt
         self.span.set_attributes(attributes)
@@ -217,8 +228,12 @@ class Telemetry:
     def _close(self, operation: _Operation) -> None:
         """The spans and durations of the operation's stages, and its results."""
         operation.open = False
-        for stage in operation.stages:
-            self._emit(stage, operation.context)
+        if operation.traced:
+            for stage in operation.stages:
+                self._emit(stage, operation.context)
+        else:
+            for stage in operation.stages:
+                self._measure(stage, operation.context)
         for attributes in operation.results:
             self._results.add(1, attributes)
 
@@ -237,10 +252,12 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, stage.error))
         span.end(end_time=stage.ended)
         # In the stage span's context: an exemplar of the duration points at it.
+        self._measure(stage, trace.set_span_in_context(span, parent))
+
+    def _measure(self, stage: _Stage, current: context.Context | None) -> None:
+        """A stage's duration, recorded in ``current``."""
         self._stage_duration.record(
-            max(stage.ended - stage.started, 0) / 1e9,
-            stage.attributes,
-            trace.set_span_in_context(span, parent),
+            max(stage.ended - stage.started, 0) / 1e9, stage.attributes, current
         )
 
     @staticmethod
@@ -330,6 +347,9 @@ class Telemetry:
     def refundcore_send_request(self, provider: ProviderInfo) -> Generator[None, Any, Any]:
         """The one stage whose span is made as it starts, and current while the
         transport runs: an instrumented HTTP client's span is its child."""
+        operation = _current.get()
+        if operation is not None and not operation.traced:
+            return (yield from self._stage(provider, "send"))
         name, attributes = self._names(provider, "send")
         started = time_ns()
         span = self._tracer.start_span(name, None, attributes=attributes, start_time=started)
@@ -378,8 +398,10 @@ class Telemetry:
             self._emit(stage, None)
         elif operation.open:
             operation.stages.append(stage)
-        else:
+        elif operation.traced:
             self._emit(stage, operation.context)
+        else:
+            self._measure(stage, operation.context)
 
     def _names(self, provider: ProviderInfo, stage: str) -> tuple[str, Attributes]:
         """A stage's span name and attributes, made once per provider and stage (the

@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 from refundcore import (
@@ -47,10 +48,10 @@ class App:
     """What an application wires up: the SDK with in-memory exporters, a client with a
     journal, and refundcore's telemetry plugin on it."""
 
-    def __init__(self, run: SandboxRun) -> None:
+    def __init__(self, run: SandboxRun, sampler: Sampler | None = None) -> None:
         self.run = run
         self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
+        self.tracer_provider = TracerProvider(sampler=sampler)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.metrics = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.metrics])
@@ -386,6 +387,52 @@ def test_the_send_span_is_the_parent_of_the_http_client_span(app: App, client_ki
     assert send.context is not None and http.parent is not None
     assert http.parent.span_id == send.context.span_id
     assert http.context is not None and send.context.trace_id == http.context.trace_id
+
+
+def test_a_trace_not_sampled_gets_no_stage_span_and_every_measurement(
+    run: SandboxRun, client_kind: str
+) -> None:
+    """A trace the sampler drops has no span at all, not even the instrumented HTTP
+    client's; its stages are not even offered to the sampler (``ParentBased`` would
+    drop them). The durations and results are all recorded."""
+
+    class Asked(Sampler):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+            self.deciding = ParentBased(ALWAYS_OFF)
+
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            self.names.append(args[2])
+            return self.deciding.should_sample(*args, **kwargs)
+
+        def get_description(self) -> str:
+            return "asked"
+
+    sampler = Asked()
+    app = App(run, sampler=sampler)
+    instrumentor: Any = (
+        RequestsInstrumentor() if client_kind == "sync" else HTTPXClientInstrumentor()
+    )
+    instrumentor.instrument(tracer_provider=app.tracer_provider)
+    try:
+        assert refund(run, seed(run), "r-1").status is RefundStatus.SUCCEEDED
+    finally:
+        instrumentor.uninstrument()
+    assert app.finished() == []
+    assert [name for name in sampler.names if name.startswith("refundcore")] == [
+        "refundcore refund"
+    ]
+    assert app.durations().keys() == {
+        "journal claim",
+        "build",
+        "sign",
+        "send",
+        "parse",
+        "journal record",
+    }
+    assert app.points("refundcore.results") == {
+        key(provider="testpay", operation="refund", status="SUCCEEDED", source="sent"): 1,
+    }
 
 
 def test_no_secret_or_payer_detail_in_any_span(app: App) -> None:
