@@ -46,7 +46,7 @@ Metrics:
     or ``error``
 ``refundcore.stage.duration`` (histogram, s)
     by provider and stage: each is its stage span's duration (an operation's own
-    is its span's)
+    is its span's); buckets from 100 µs to 60 s (:data:`DURATION_BUCKETS`)
 ``refundcore.unsettled.count``, ``refundcore.unsettled.oldest_age`` (gauges)
     read from ``journal`` when the metrics are collected: how many refunds of each
     provider are ``UNKNOWN``, ``PENDING`` or ``SUBMITTING``, and how old (seconds since
@@ -77,12 +77,37 @@ from .journal import Claim, Journal, JournalState
 from .logs import EventLogger
 from .models import HttpResponse, ProviderInfo, RefundNotification, RefundResult, ResultSource
 
-__all__ = ["Telemetry"]
+__all__ = ["DURATION_BUCKETS", "Telemetry"]
 
 log = EventLogger("refundcore.telemetry")
 
 #: States the unsettled gauges report.
 UNSETTLED = (JournalState.UNKNOWN, JournalState.PENDING, JournalState.SUBMITTING)
+
+#: The stage durations' bucket boundaries (s), unless the application's views say
+#: otherwise. The SDK's default ones (0, 5, 10, … 10000) suit milliseconds: every
+#: stage would land in the first bucket. These span a build or parse of a few tens of
+#: µs up to a send that waits out its read timeout.
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 Attributes = Mapping[str, Any]
 
@@ -176,6 +201,7 @@ class Telemetry:
             "refundcore.stage.duration",
             unit="s",
             description="Time of one stage or journal step of an operation",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._stages: dict[tuple[str, str], tuple[str, Attributes]] = {}
         self._backlog = None if journal is None else _Backlog(journal)

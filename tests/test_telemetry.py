@@ -36,7 +36,7 @@ from refundcore import (
     hookimpl,
 )
 from refundcore.sandbox import Fault, SandboxRun
-from refundcore.telemetry import Telemetry
+from refundcore.telemetry import DURATION_BUCKETS, Telemetry
 
 #: ``make_client(**kwargs)``: the client of this test's kind (see conftest).
 MakeClient = Callable[..., Any]
@@ -197,6 +197,25 @@ def test_each_stage_span_lies_in_its_operation_and_its_duration_is_the_span_s(
         assert durations[name.removeprefix("refundcore ")] == (
             (span.end_time - span.start_time) / 1e9
         )
+
+
+def test_stage_durations_fall_in_buckets_of_seconds(app: App) -> None:
+    """The SDK's default boundaries (0, 5, 10, … 10000) are for milliseconds: in
+    seconds every stage would share the first bucket. The plugin advises its own; a
+    view of the application's still overrides them."""
+    refund(app.run, seed(app.run), "r-1")
+    data = app.metrics.get_metrics_data()
+    assert data is not None
+    (points,) = [
+        metric.data.data_points
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "refundcore.stage.duration"
+    ]
+    for point in points:
+        assert tuple(point.explicit_bounds) == DURATION_BUCKETS  # type: ignore[union-attr]
+        assert sum(point.bucket_counts) == point.count == 1  # type: ignore[union-attr]
 
 
 def test_a_stage_that_fails_is_an_error_span_and_still_a_duration(app: App) -> None:
