@@ -26,14 +26,16 @@ spans are made when the operation ends, from the times each stage started and en
 so a span processor sees them start then. An operation whose span the sampler drops
 gets no stage span: the sampler is not asked about them (every standard sampler would
 drop them too: ``ParentBased`` follows the parent, a ratio sampler decides by the
-trace id they share); its measurements are recorded all the same. Attributes:
-``refundcore.provider``, ``refundcore.operation``, ``refundcore.refund_id``,
-``refundcore.status``, ``refundcore.source``, ``refundcore.replayed``,
-``refundcore.error_code``, ``refundcore.attempt``, ``refundcore.duplicate`` and
-``refundcore.callback.verdict`` (callbacks), ``refundcore.stage``,
-``http.response.status_code`` (send) and ``error.type`` when an operation or stage
-raised. Never an amount, a payment or payer detail, a header, a body, a message or a
-secret.
+trace id they share); its measurements are recorded all the same. Attributes of an
+operation's span: ``refundcore.provider``, ``refundcore.operation``,
+``refundcore.refund_id``, ``refundcore.status``, ``refundcore.source``,
+``refundcore.replayed``, ``refundcore.error_code``, ``refundcore.attempt``,
+``refundcore.duplicate`` and ``refundcore.callback.verdict`` (callbacks), and
+``error.type`` when it raised. A stage span has only what differs from its
+operation's: ``error.type`` when the stage raised, ``http.response.status_code``
+(send); its name says the stage. A stage outside any operation (a request checked, not
+sent) is a span of its own with ``refundcore.provider`` and ``refundcore.stage``.
+Never an amount, a payment or payer detail, a header, a body, a message or a secret.
 
 Metrics:
 
@@ -116,7 +118,8 @@ class _Stage(NamedTuple):
     """A stage or journal step that has run, as its operation keeps it until it ends."""
 
     name: str
-    #: The provider and stage: the span's attributes and the duration's.
+    #: The provider and stage: the duration's attributes (and the span's when it has
+    #: no operation to be a child of).
     attributes: Attributes
     #: When it started and ended (ns since the epoch): the span's times, and the
     #: duration recorded is the difference.
@@ -268,9 +271,12 @@ class Telemetry:
         the send span ended), and its duration."""
         span = stage.span
         if span is None:
-            attributes = stage.attributes
+            # Under an operation a stage span has only what differs: its name says
+            # the stage, the operation's span has the provider. The SDK copies and
+            # checks each attribute of each span, the first costing most.
+            attributes = stage.attributes if parent is None else None
             if stage.error is not None:
-                attributes = {**attributes, "error.type": stage.error}
+                attributes = {**(attributes or {}), "error.type": stage.error}
             span = self._tracer.start_span(
                 stage.name, parent, attributes=attributes, start_time=stage.started
             )
@@ -378,7 +384,12 @@ class Telemetry:
             return (yield from self._stage(provider, "send"))
         name, attributes = self._names(provider, "send")
         started = time_ns()
-        span = self._tracer.start_span(name, None, attributes=attributes, start_time=started)
+        span = self._tracer.start_span(
+            name,
+            None,
+            attributes=attributes if operation is None else None,
+            start_time=started,
+        )
         token = context.attach(trace.set_span_in_context(span))
         error = None
         try:
