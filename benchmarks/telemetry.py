@@ -20,7 +20,8 @@ hooks of one journalled refund in-process (no network, no client), with no SDK, 
 metrics SDK alone, the tracing SDK alone, both, and both with a tenth of the traces
 sampled, and prints the CPU per refund of each; and, for comparison, the SDK calls
 alone that the spans and measurements of one refund need, made back to back with no
-plugin around them (the least any plugin emitting them pays).
+plugin around them (the least any plugin emitting them pays), and the CPU of each kind
+of call alone (a stage span, a duration with and without an exemplar, a result).
 """
 
 from __future__ import annotations
@@ -226,6 +227,41 @@ def _sdk_alone(
     return _per_call(refund, rounds)
 
 
+def _sdk_each(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider, rounds: int
+) -> dict[str, float]:
+    """CPU seconds of each kind of OpenTelemetry call the plugin makes, alone: a stage
+    span (made from its times, as the plugin makes it), a stage duration recorded under
+    its span (offering an exemplar) and outside any span, a result counted."""
+    tracer = tracer_provider.get_tracer("refundcore")
+    meter = meter_provider.get_meter("refundcore")
+    results = meter.create_counter("refundcore.results")
+    durations = meter.create_histogram("refundcore.stage.duration", unit="s")
+    parent = tracer.start_span("refundcore refund")
+    current = trace.set_span_in_context(parent)
+    stage = {"refundcore.provider": "paywizard", "refundcore.stage": "build"}
+    result = {
+        "refundcore.provider": "paywizard",
+        "refundcore.operation": "refund",
+        "refundcore.status": "SUCCEEDED",
+        "refundcore.source": "sent",
+    }
+    outside = context.Context()
+
+    def span() -> None:
+        tracer.start_span("refundcore build", current, attributes=stage, start_time=1).end(2)
+
+    calls = {
+        "a stage span": span,
+        "a duration, exemplar offered": lambda: durations.record(0.001, stage, current),
+        "a duration, no span": lambda: durations.record(0.001, stage, outside),
+        "a result counted": lambda: results.add(1, result, current),
+    }
+    costs = {label: _per_call(call, rounds) for label, call in calls.items()}
+    parent.end()
+    return costs
+
+
 def _per_call(call: Callable[[], None], rounds: int) -> float:
     """CPU seconds per ``call`` over ``rounds`` calls, after a tenth as many to warm up."""
     for _ in range(rounds // 10):
@@ -238,7 +274,7 @@ def _per_call(call: Callable[[], None], rounds: int) -> float:
 
 def breakdown(rounds: int = 3000) -> dict[str, float]:
     """µs of CPU per refund spent in the plugin, by what the SDK records, and in the
-    SDK's calls alone."""
+    SDK's calls alone; then µs per call of each kind of SDK call."""
     costs = {}
     for label, traces, meters, sampled in (
         ("no SDK (the API's no-ops)", False, False, 1.0),
@@ -260,6 +296,8 @@ def breakdown(rounds: int = 3000) -> dict[str, float]:
     costs["SDK calls alone, every trace"] = (
         _sdk_alone(tracer_provider, meter_provider, rounds) * 1e6
     )
+    for label, seconds in _sdk_each(tracer_provider, meter_provider, rounds * 5).items():
+        costs[f"SDK: {label}"] = seconds * 1e6
     tracer_provider.shutdown()
     meter_provider.shutdown()
     return costs
@@ -276,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.breakdown:
         for label, micros in breakdown().items():
-            print(f"{label:30} {micros:6.1f} µs per refund")
+            unit = "call" if label.startswith("SDK: ") else "refund"
+            print(f"{label:36} {micros:6.1f} µs per {unit}")
         return 0
     loopback_only()
     figures = [
