@@ -22,6 +22,11 @@ sampled, and prints the CPU per refund of each; and, for comparison, the SDK cal
 alone that the spans and measurements of one refund need, made back to back with no
 plugin around them (the least any plugin emitting them pays), and the CPU of each kind
 of call alone (a stage span, a duration with and without an exemplar, a result).
+
+``python -m benchmarks.telemetry paywizard --side traced --refunds 300`` only runs
+refunds on one side (``bare``, ``no-sdk``, ``metrics``, ``traced``), untimed: under
+``valgrind --tool=cachegrind --cache-sim=no``, the difference of two such runs'
+instruction counts (300 and 100 refunds) over 200 is one refund's, whatever the load.
 """
 
 from __future__ import annotations
@@ -127,6 +132,43 @@ def measure(
             "them), every metric aggregated"
         ),
     )
+
+
+#: What :func:`run_side` registers: no plugin, the plugin on the API's no-ops, on the
+#: metrics SDK alone, on both SDKs.
+SIDES = ("bare", "no-sdk", "metrics", "traced")
+
+
+def run_side(
+    provider: str, side: str, refunds: int, *, sampled: float = 1.0, journal: bool = True
+) -> None:
+    """``refunds`` refunds (after 20 to warm up) on one client set up as ``side`` says,
+    untimed: for counting the instructions a refund takes under valgrind, which the
+    machine's load does not change (the difference of two counts divided by the
+    difference of their ``refunds`` is one refund's; the gateway is another process)."""
+    with Gateway(provider, payments=refunds + 20) as gateway, tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'journal'}.db" if journal else None
+        client = RefundClient({provider: gateway.config}, journal=url)
+        tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampled)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_Dropped()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        if side != "bare":
+            client.register_plugin(
+                Telemetry(
+                    tracer_provider if side == "traced" else None,
+                    meter_provider if side in ("metrics", "traced") else None,
+                    journal=client.journal,
+                )
+            )
+        refund = _refundcore(client, provider, gateway.currency)
+        payments, ids = iter(gateway.payments), refund_ids()
+        try:
+            for _ in range(refunds + 20):
+                refund(next(payments), next(ids))
+        finally:
+            client.close()
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
 
 
 def _flushed(
@@ -311,7 +353,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--breakdown", action="store_true", help="the plugin's cost alone")
+    parser.add_argument(
+        "--side", choices=SIDES, help="only run --refunds refunds on this side, untimed"
+    )
+    parser.add_argument("--refunds", type=int, default=100)
     args = parser.parse_args(argv)
+    if args.side:
+        loopback_only()
+        for provider in args.providers:
+            run_side(
+                provider,
+                args.side,
+                args.refunds,
+                sampled=args.sampled,
+                journal=not args.no_journal,
+            )
+        return 0
     if args.breakdown:
         for label, micros in breakdown().items():
             unit = "call" if label.startswith("SDK: ") else "refund"
