@@ -88,7 +88,7 @@ UNSETTLED = (JournalState.UNKNOWN, JournalState.PENDING, JournalState.SUBMITTING
 
 #: The stage durations' bucket boundaries (s), unless the application's views say
 #: otherwise. The SDK's default ones (0, 5, 10, … 10000) suit milliseconds: every
-#: stage would land in the first bucket. These span a build or parse of a few tens of
+#: stage would land in one bucket (0 to 5 s). These span a build or parse of a few tens of
 #: µs up to a send that waits out its read timeout.
 DURATION_BUCKETS = (
     0.0001,

@@ -204,8 +204,8 @@ def test_each_stage_span_lies_in_its_operation_and_its_duration_is_the_span_s(
 
 def test_stage_durations_fall_in_buckets_of_seconds(app: App) -> None:
     """The SDK's default boundaries (0, 5, 10, … 10000) are for milliseconds: in
-    seconds every stage would share the first bucket. The plugin advises its own; a
-    view of the application's still overrides them."""
+    seconds every stage would share one bucket (0 to 5 s). The plugin advises its
+    own."""
     refund(app.run, seed(app.run), "r-1")
     data = app.metrics.get_metrics_data()
     assert data is not None
