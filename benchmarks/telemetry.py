@@ -20,7 +20,13 @@ hooks of one journalled refund in-process (no network, no client), with no SDK, 
 metrics SDK alone, the tracing SDK alone, both, and both with a tenth of the traces
 sampled, and prints the CPU per refund of each; and, for comparison, the SDK calls
 alone that the spans and measurements of one refund need, made back to back with no
-plugin around them (the least any plugin emitting them pays).
+plugin around them (the least any plugin emitting them pays), and the CPU of each kind
+of call alone (a stage span, a duration with and without an exemplar, a result).
+
+``python -m benchmarks.telemetry paywizard --side traced --refunds 300`` only runs
+refunds on one side (``bare``, ``no-sdk``, ``metrics``, ``traced``), untimed: under
+``valgrind --tool=cachegrind --cache-sim=no``, the difference of two such runs'
+instruction counts (300 and 100 refunds) over 200 is one refund's, whatever the load.
 """
 
 from __future__ import annotations
@@ -128,6 +134,43 @@ def measure(
     )
 
 
+#: What :func:`run_side` registers: no plugin, the plugin on the API's no-ops, on the
+#: metrics SDK alone, on both SDKs.
+SIDES = ("bare", "no-sdk", "metrics", "traced")
+
+
+def run_side(
+    provider: str, side: str, refunds: int, *, sampled: float = 1.0, journal: bool = True
+) -> None:
+    """``refunds`` refunds (after 20 to warm up) on one client set up as ``side`` says,
+    untimed: for counting the instructions a refund takes under valgrind, which the
+    machine's load does not change (the difference of two counts divided by the
+    difference of their ``refunds`` is one refund's; the gateway is another process)."""
+    with Gateway(provider, payments=refunds + 20) as gateway, tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'journal'}.db" if journal else None
+        client = RefundClient({provider: gateway.config}, journal=url)
+        tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampled)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_Dropped()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        if side != "bare":
+            client.register_plugin(
+                Telemetry(
+                    tracer_provider if side == "traced" else None,
+                    meter_provider if side in ("metrics", "traced") else None,
+                    journal=client.journal,
+                )
+            )
+        refund = _refundcore(client, provider, gateway.currency)
+        payments, ids = iter(gateway.payments), refund_ids()
+        try:
+            for _ in range(refunds + 20):
+                refund(next(payments), next(ids))
+        finally:
+            client.close()
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
+
+
 def _flushed(
     refund: Refunder,
     flush: Callable[[], object],
@@ -182,8 +225,8 @@ def _sdk_alone(
 ) -> float:
     """CPU seconds per refund of the OpenTelemetry calls alone that the plugin's spans
     and measurements of one journalled refund need, back to back: the operation's span
-    (current while its stages' are made), a span and a duration per stage, the result
-    counted."""
+    (current while its stages' are made), a span (no attributes: the operation's span
+    has them) and a duration (provider and stage) per stage, the result counted."""
     tracer = tracer_provider.get_tracer("refundcore")
     meter = meter_provider.get_meter("refundcore")
     results = meter.create_counter("refundcore.results")
@@ -215,7 +258,7 @@ def _sdk_alone(
         current = trace.set_span_in_context(span)
         token = context.attach(current)
         for name, attributes in stages:
-            stage = tracer.start_span(name, current, attributes=attributes)
+            stage = tracer.start_span(name, current)
             stage.end()
             durations.record(0.001, attributes, trace.set_span_in_context(stage, current))
         results.add(1, result)
@@ -224,6 +267,41 @@ def _sdk_alone(
         span.end()
 
     return _per_call(refund, rounds)
+
+
+def _sdk_each(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider, rounds: int
+) -> dict[str, float]:
+    """CPU seconds of each kind of OpenTelemetry call the plugin makes, alone: a stage
+    span (made from its times, as the plugin makes it), a stage duration recorded under
+    its span (offering an exemplar) and outside any span, a result counted."""
+    tracer = tracer_provider.get_tracer("refundcore")
+    meter = meter_provider.get_meter("refundcore")
+    results = meter.create_counter("refundcore.results")
+    durations = meter.create_histogram("refundcore.stage.duration", unit="s")
+    parent = tracer.start_span("refundcore refund")
+    current = trace.set_span_in_context(parent)
+    stage = {"refundcore.provider": "paywizard", "refundcore.stage": "build"}
+    result = {
+        "refundcore.provider": "paywizard",
+        "refundcore.operation": "refund",
+        "refundcore.status": "SUCCEEDED",
+        "refundcore.source": "sent",
+    }
+    outside = context.Context()
+
+    def span() -> None:
+        tracer.start_span("refundcore build", current, start_time=1).end(2)
+
+    calls = {
+        "a stage span": span,
+        "a duration, exemplar offered": lambda: durations.record(0.001, stage, current),
+        "a duration, no span": lambda: durations.record(0.001, stage, outside),
+        "a result counted": lambda: results.add(1, result, current),
+    }
+    costs = {label: _per_call(call, rounds) for label, call in calls.items()}
+    parent.end()
+    return costs
 
 
 def _per_call(call: Callable[[], None], rounds: int) -> float:
@@ -238,7 +316,7 @@ def _per_call(call: Callable[[], None], rounds: int) -> float:
 
 def breakdown(rounds: int = 3000) -> dict[str, float]:
     """µs of CPU per refund spent in the plugin, by what the SDK records, and in the
-    SDK's calls alone."""
+    SDK's calls alone; then µs per call of each kind of SDK call."""
     costs = {}
     for label, traces, meters, sampled in (
         ("no SDK (the API's no-ops)", False, False, 1.0),
@@ -260,6 +338,8 @@ def breakdown(rounds: int = 3000) -> dict[str, float]:
     costs["SDK calls alone, every trace"] = (
         _sdk_alone(tracer_provider, meter_provider, rounds) * 1e6
     )
+    for label, seconds in _sdk_each(tracer_provider, meter_provider, rounds * 5).items():
+        costs[f"SDK: {label}"] = seconds * 1e6
     tracer_provider.shutdown()
     meter_provider.shutdown()
     return costs
@@ -273,10 +353,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--breakdown", action="store_true", help="the plugin's cost alone")
+    parser.add_argument(
+        "--side", choices=SIDES, help="only run --refunds refunds on this side, untimed"
+    )
+    parser.add_argument("--refunds", type=int, default=100)
     args = parser.parse_args(argv)
+    if args.side:
+        loopback_only()
+        for provider in args.providers:
+            run_side(
+                provider,
+                args.side,
+                args.refunds,
+                sampled=args.sampled,
+                journal=not args.no_journal,
+            )
+        return 0
     if args.breakdown:
         for label, micros in breakdown().items():
-            print(f"{label:30} {micros:6.1f} µs per refund")
+            unit = "call" if label.startswith("SDK: ") else "refund"
+            print(f"{label:36} {micros:6.1f} µs per {unit}")
         return 0
     loopback_only()
     figures = [

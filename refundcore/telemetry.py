@@ -23,13 +23,19 @@ current while it runs (what the application does meanwhile, in its own hooks say
 nests under it), and the send span while the transport runs, so the HTTP client span
 of an instrumented transport (``requests``, ``httpx``) is its child. The other stage
 spans are made when the operation ends, from the times each stage started and ended,
-so a span processor sees them start then. Attributes: ``refundcore.provider``,
-``refundcore.operation``, ``refundcore.refund_id``, ``refundcore.status``,
-``refundcore.source``, ``refundcore.replayed``, ``refundcore.error_code``,
-``refundcore.attempt``, ``refundcore.duplicate`` and ``refundcore.callback.verdict``
-(callbacks), ``refundcore.stage``, ``http.response.status_code`` (send) and
-``error.type`` when an operation or stage raised. Never an amount, a payment or payer
-detail, a header, a body, a message or a secret.
+so a span processor sees them start then. An operation whose span the sampler drops
+gets no stage span: the sampler is not asked about them (every standard sampler would
+drop them too: ``ParentBased`` follows the parent, a ratio sampler decides by the
+trace id they share); its measurements are recorded all the same. Attributes of an
+operation's span: ``refundcore.provider``, ``refundcore.operation``,
+``refundcore.refund_id``, ``refundcore.status``, ``refundcore.source``,
+``refundcore.replayed``, ``refundcore.error_code``, ``refundcore.attempt``,
+``refundcore.duplicate`` and ``refundcore.callback.verdict`` (callbacks), and
+``error.type`` when it raised. A stage span has only what differs from its
+operation's: ``error.type`` when the stage raised, ``http.response.status_code``
+(send); its name says the stage. A stage outside any operation (a request checked, not
+sent) is a span of its own with ``refundcore.provider`` and ``refundcore.stage``.
+Never an amount, a payment or payer detail, a header, a body, a message or a secret.
 
 Metrics:
 
@@ -42,7 +48,7 @@ Metrics:
     or ``error``
 ``refundcore.stage.duration`` (histogram, s)
     by provider and stage: each is its stage span's duration (an operation's own
-    is its span's)
+    is its span's); buckets from 100 µs to 60 s (:data:`DURATION_BUCKETS`)
 ``refundcore.unsettled.count``, ``refundcore.unsettled.oldest_age`` (gauges)
     read from ``journal`` when the metrics are collected: how many refunds of each
     provider are ``UNKNOWN``, ``PENDING`` or ``SUBMITTING``, and how old (seconds since
@@ -73,12 +79,37 @@ from .journal import Claim, Journal, JournalState
 from .logs import EventLogger
 from .models import HttpResponse, ProviderInfo, RefundNotification, RefundResult, ResultSource
 
-__all__ = ["Telemetry"]
+__all__ = ["DURATION_BUCKETS", "Telemetry"]
 
 log = EventLogger("refundcore.telemetry")
 
 #: States the unsettled gauges report.
 UNSETTLED = (JournalState.UNKNOWN, JournalState.PENDING, JournalState.SUBMITTING)
+
+#: The stage durations' bucket boundaries (s), unless the application's views say
+#: otherwise. The SDK's default ones (0, 5, 10, … 10000) suit milliseconds: every
+#: stage would land in one bucket (0 to 5 s). These span a build or parse of a few tens of
+#: µs up to a send that waits out its read timeout.
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 Attributes = Mapping[str, Any]
 
@@ -87,7 +118,8 @@ class _Stage(NamedTuple):
     """A stage or journal step that has run, as its operation keeps it until it ends."""
 
     name: str
-    #: The provider and stage: the span's attributes and the duration's.
+    #: The provider and stage: the duration's attributes (and the span's when it has
+    #: no operation to be a child of).
     attributes: Attributes
     #: When it started and ended (ns since the epoch): the span's times, and the
     #: duration recorded is the difference.
@@ -107,11 +139,17 @@ class _Operation:
     each network or disk wait: the same instructions, measured cheaper that way (see
     benchmarks/findings.md, "Telemetry overhead")."""
 
-    __slots__ = ("attempt", "context", "open", "results", "span", "stages")
+    __slots__ = ("attempt", "context", "open", "results", "span", "stages", "traced")
 
     def __init__(self, span: trace.Span, current: context.Context) -> None:
         self.span = span
         self.context = current
+        #: Whether the operation's span is recorded. When the sampler dropped it, its
+        #: stages get no span: every standard sampler drops them too (``ParentBased``
+        #: follows the parent, a ratio sampler decides by the trace id they share),
+        #: and asking it costs a decision, a span id and a non-recording span per
+        #: stage (about a third of a recorded span's instructions).
+        self.traced = span.is_recording()
         self.stages: list[_Stage] = []
         self.results: list[Attributes] = []
         self.attempt: int | None = None
@@ -120,6 +158,8 @@ class _Operation:
     def close_span(self, attributes: dict[str, Any]) -> None:
         """Set the operation span's closing ``attributes``, with the attempt the
         journal gave the operation when it has one, in one call."""
+        if not self.traced:
+            return
         if self.attempt is not None:
             attributes["refundcore.attempt"] = self.attempt
         self.span.set_attributes(attributes)
@@ -165,6 +205,7 @@ class Telemetry:
             "refundcore.stage.duration",
             unit="s",
             description="Time of one stage or journal step of an operation",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._stages: dict[tuple[str, str], tuple[str, Attributes]] = {}
         self._backlog = None if journal is None else _Backlog(journal)
@@ -217,8 +258,12 @@ class Telemetry:
     def _close(self, operation: _Operation) -> None:
         """The spans and durations of the operation's stages, and its results."""
         operation.open = False
-        for stage in operation.stages:
-            self._emit(stage, operation.context)
+        if operation.traced:
+            for stage in operation.stages:
+                self._emit(stage, operation.context)
+        else:
+            for stage in operation.stages:
+                self._measure(stage, operation.context)
         for attributes in operation.results:
             self._results.add(1, attributes)
 
@@ -227,9 +272,12 @@ class Telemetry:
         the send span ended), and its duration."""
         span = stage.span
         if span is None:
-            attributes = stage.attributes
+            # Under an operation a stage span has only what differs: its name says
+            # the stage, the operation's span has the provider. The SDK copies and
+            # checks each attribute of each span, the first costing most.
+            attributes = stage.attributes if parent is None else None
             if stage.error is not None:
-                attributes = {**attributes, "error.type": stage.error}
+                attributes = {**(attributes or {}), "error.type": stage.error}
             span = self._tracer.start_span(
                 stage.name, parent, attributes=attributes, start_time=stage.started
             )
@@ -237,10 +285,12 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, stage.error))
         span.end(end_time=stage.ended)
         # In the stage span's context: an exemplar of the duration points at it.
+        self._measure(stage, trace.set_span_in_context(span, parent))
+
+    def _measure(self, stage: _Stage, current: context.Context | None) -> None:
+        """A stage's duration, recorded in ``current``."""
         self._stage_duration.record(
-            max(stage.ended - stage.started, 0) / 1e9,
-            stage.attributes,
-            trace.set_span_in_context(span, parent),
+            max(stage.ended - stage.started, 0) / 1e9, stage.attributes, current
         )
 
     @staticmethod
@@ -330,9 +380,17 @@ class Telemetry:
     def refundcore_send_request(self, provider: ProviderInfo) -> Generator[None, Any, Any]:
         """The one stage whose span is made as it starts, and current while the
         transport runs: an instrumented HTTP client's span is its child."""
+        operation = _current.get()
+        if operation is not None and not operation.traced:
+            return (yield from self._stage(provider, "send"))
         name, attributes = self._names(provider, "send")
         started = time_ns()
-        span = self._tracer.start_span(name, None, attributes=attributes, start_time=started)
+        span = self._tracer.start_span(
+            name,
+            None,
+            attributes=attributes if operation is None else None,
+            start_time=started,
+        )
         token = context.attach(trace.set_span_in_context(span))
         error = None
         try:
@@ -378,12 +436,14 @@ class Telemetry:
             self._emit(stage, None)
         elif operation.open:
             operation.stages.append(stage)
-        else:
+        elif operation.traced:
             self._emit(stage, operation.context)
+        else:
+            self._measure(stage, operation.context)
 
     def _names(self, provider: ProviderInfo, stage: str) -> tuple[str, Attributes]:
-        """A stage's span name and attributes, made once per provider and stage (the
-        SDK copies what it keeps)."""
+        """A stage's span name and its duration's attributes, made once per provider
+        and stage (the SDK copies what it keeps)."""
         known = self._stages.get((provider.id, stage))
         if known is None:
             known = (

@@ -73,3 +73,22 @@ def test_every_benchmark_runs_with_tiny_sizes(tmp_path: Path) -> None:
     assert "python -m benchmarks --quick" in report
     verdicts = report.count(" | ok |\n") + report.count(" | MISSED |\n")
     assert verdicts == 30  # one table row per figure
+
+
+@pytest.mark.slow
+def test_the_telemetry_breakdown_and_each_side_alone_run() -> None:
+    from benchmarks import telemetry
+
+    costs = telemetry.breakdown(rounds=20)
+    assert {"SDK: a stage span", "SDK: a duration, exemplar offered"} <= costs.keys()
+    assert all(micros > 0 for micros in costs.values())
+    command = [sys.executable, "-m", "benchmarks.telemetry", "paywizard", "--refunds", "1"]
+    for side in telemetry.SIDES:
+        run = subprocess.run(
+            [*command, "--side", side, "--sampled", "0.5"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
