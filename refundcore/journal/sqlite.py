@@ -1,16 +1,19 @@
 """The SQLite journal: the embedded default, one file shared by the threads and
 processes of one machine.
 
-Durability before sending: WAL mode with ``synchronous=FULL``, so a claim's commit is
-on disk before the request can leave. The outcome of the claimant's own send is
-committed with ``synchronous=NORMAL`` instead (one ``fsync`` a refund, not two): it
-survives the process dying at once, and a power cut only from the next claim's or
-checkpoint's ``fsync``, which covers everything written before it. Lost to a power
-cut, it leaves the row SUBMITTING, which reconciling settles by asking the gateway;
-nothing is ever sent twice for it. Every write transaction is ``BEGIN IMMEDIATE``:
-it takes the database's single write lock up front, which serialises claims across
-threads and processes (a deferred transaction would read first and could then lose
-the race to write).
+Durability before sending: WAL mode, and a claim's commit is on disk before the request
+can leave. Connections run with ``synchronous=NORMAL``, which writes a commit to the
+write-ahead log without an ``fsync``; a claim (every write but the outcome of the
+claimant's own send) then syncs the log itself, which is all ``synchronous=FULL`` adds
+to a commit in WAL mode, without switching a connection's level (a ``PRAGMA`` that
+reads the schema each time) twice a refund. The outcome is not synced (one ``fsync`` a
+refund, not two): it survives the process dying at once, and a power cut only from the
+next claim's or checkpoint's ``fsync``, which covers everything written before it.
+Lost to a power cut, it leaves the row SUBMITTING, which reconciling settles by asking
+the gateway; nothing is ever sent twice for it. Every write transaction is ``BEGIN
+IMMEDIATE``: it takes the database's single write lock up front, which serialises
+claims across threads and processes (a deferred transaction would read first and
+could then lose the race to write).
 
 The journal's clock is SQLite's own (``'now'``, read inside the write transaction):
 the machine's clock, not the one a Python process may be told. That is one clock only
@@ -221,18 +224,34 @@ class _SqliteTransaction(Transaction):
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that remembers its ``synchronous`` level."""
+    """A connection that keeps the write-ahead log it commits to open, to sync it."""
 
-    synchronous = "FULL"
+    #: The log's path, as SQLite opened it (``None`` in memory: no log).
+    wal_path: str | None = None
+    wal_fd: int | None = None
+
+    def sync_wal(self) -> None:
+        """Make every commit written so far durable: ``fsync`` the log this connection
+        commits to (it exists while the connection is open, and a checkpoint that
+        empties it has synced the database first)."""
+        if self.wal_path is None:
+            return
+        if self.wal_fd is None:
+            self.wal_fd = os.open(self.wal_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        _sync(self.wal_fd)
 
 
 def _reusable(conn: sqlite3.Connection) -> bool:
     return not conn.in_transaction
 
 
-def _close(conn: sqlite3.Connection) -> None:
+def _close(conn: _Connection) -> None:
     with suppress(sqlite3.Error):
         conn.close()
+    if conn.wal_fd is not None:
+        with suppress(OSError):
+            os.close(conn.wal_fd)
+        conn.wal_fd = None
 
 
 class SqliteJournal(SqlJournal):
@@ -412,7 +431,10 @@ class SqliteJournal(SqlJournal):
             conn.row_factory = _dict_row
             if self._path != MEMORY:
                 _use_wal(conn, self._busy_timeout)
-            conn.execute("PRAGMA synchronous = FULL")
+                # The file SQLite opened, wherever a relative path pointed when it did.
+                main = conn.execute("PRAGMA database_list").fetchone()
+                conn.wal_path = f"{main['file']}-wal"
+            conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             _close(conn)
             raise
@@ -454,15 +476,13 @@ class SqliteJournal(SqlJournal):
                 # One connection for both kinds of write: a connection's page cache is
                 # dropped whenever another connection has written since its last
                 # transaction, so a claim and an outcome on two connections each read
-                # their pages anew. Setting the level writes nothing.
-                level = "FULL" if sync else "NORMAL"
-                if conn.synchronous != level:
-                    conn.execute(f"PRAGMA synchronous = {level}")
-                    conn.synchronous = level
+                # their pages anew.
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
                     conn.execute("COMMIT")
+                    if sync:
+                        self._sync_log(conn)
                 except BaseException:
                     # SQLite may already have rolled back (a full disk does that).
                     if conn.in_transaction:
@@ -475,6 +495,17 @@ class SqliteJournal(SqlJournal):
             raise self._error(exc) from exc
         finally:
             self._writer.release()
+
+    def _sync_log(self, conn: _Connection) -> None:
+        """``fsync`` the log a write was just committed to. If that fails the write may
+        not be on disk: the caller must not act on it (a claim left behind is taken
+        over once its lease runs out, never sent blindly)."""
+        try:
+            conn.sync_wal()
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.url} could not be synced to disk: {exc.strerror or exc}"
+            ) from exc
 
     def _error(self, exc: sqlite3.Error) -> JournalError:
         text = str(exc)
@@ -522,6 +553,11 @@ def _expected_size(header: bytes) -> int | None:
     if pages == 0 or header[24:28] != header[92:96]:
         return None
     return pages * page_size
+
+
+# What SQLite's synchronous=FULL calls to sync the log: the file's data, and its size
+# where it grew, without its times.
+_sync = getattr(os, "fdatasync", os.fsync)
 
 
 def _sync_directory(directory: Path) -> None:
