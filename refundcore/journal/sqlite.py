@@ -204,10 +204,6 @@ _CAUSES = (
 _dumps = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True).encode
 
 
-def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
-    return {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
-
-
 class _SqliteTransaction(Transaction):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -428,7 +424,8 @@ class SqliteJournal(SqlJournal):
             factory=_Connection,
         )
         try:
-            conn.row_factory = _dict_row
+            # Rows read by column name, made in C.
+            conn.row_factory = sqlite3.Row
             if self._path != MEMORY:
                 _use_wal(conn, self._busy_timeout)
                 # The file SQLite opened, wherever a relative path pointed when it did.
@@ -524,7 +521,9 @@ class SqliteJournal(SqlJournal):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
     def _decode_time(self, value: Any) -> datetime:
-        return datetime.fromisoformat(value).astimezone(UTC)
+        decoded = datetime.fromisoformat(value)
+        # Every stamp the journal writes is in UTC already.
+        return decoded if decoded.tzinfo is UTC else decoded.astimezone(UTC)
 
     def _encode_amount(self, value: str | None) -> str | None:
         return value

@@ -136,9 +136,9 @@ def test_claims_sync_fully_and_own_outcomes_on_the_next_sync(
 
     monkeypatch.setattr(sqlite_backend, "_sync", sync)
     with journal._transaction(write=False) as tx:
-        assert tx.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
+        assert dict(tx.one("PRAGMA journal_mode")) == {"journal_mode": "wal"}
         # Both kinds of write share connections (and their page caches) at one level.
-        assert tx.one("PRAGMA synchronous") == {"synchronous": 1}  # NORMAL
+        assert dict(tx.one("PRAGMA synchronous")) == {"synchronous": 1}  # NORMAL
 
     claim = journal.claim(make_refund(), owner="A")
     assert synced == [(True, [("R-1", "SUBMITTING")])]
