@@ -59,6 +59,9 @@ from .schema import (
     UNSETTLED_STATES,
     V4_INDEXES,
     V4_STATE_CHECK,
+    V5_EVENT_KIND_CHECK,
+    V5_STATE_CHECK,
+    V5_UNSETTLED_INDEX,
     sql_list,
 )
 from .urls import MEMORY
@@ -82,6 +85,54 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
 # SQLite reads 'now' once per step of a statement: every use of it in one statement is
 # the same instant, so a claim's lease starts exactly at its created_at.
 _LATER = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '+' || ? || ' seconds')"
+
+
+def _refund_table(name: str, state_check: str) -> str:
+    """The refund table as schema v4 made it, under ``name``, with ``state_check``."""
+    return f"""CREATE TABLE {name} (
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            payment_id TEXT,
+            merchant_reference TEXT,
+            transaction_id TEXT,
+            amount TEXT,
+            currency TEXT,
+            reason TEXT,
+            notify_url TEXT,
+            original_amount TEXT,
+            fingerprint TEXT NOT NULL,
+            payment_key TEXT NOT NULL,
+            state TEXT NOT NULL {state_check},
+            provider_refund_id TEXT,
+            message TEXT,
+            error_code TEXT,
+            http_status INTEGER,
+            raw TEXT NOT NULL DEFAULT '{{}}',
+            attempt INTEGER NOT NULL,
+            decided_by TEXT,
+            owner TEXT,
+            lease_until TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (provider, refund_id)
+        )"""
+
+
+def _events_table(name: str, kind_check: str) -> str:
+    """The events table as schema v4 made it, under ``name``, with ``kind_check``."""
+    return f"""CREATE TABLE {name} (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            refund_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL {kind_check},
+            attempt INTEGER NOT NULL,
+            state TEXT,
+            actor TEXT,
+            data TEXT NOT NULL
+        )"""
+
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -140,50 +191,29 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v4: NOT_SENT, the attempt (fencing token), operators' decisions, and each
     # refund's history. SQLite cannot change a CHECK constraint: the table is rebuilt.
     (
-        f"""CREATE TABLE {TABLE}_v4 (
-            provider TEXT NOT NULL,
-            refund_id TEXT NOT NULL,
-            operation TEXT NOT NULL,
-            payment_id TEXT,
-            merchant_reference TEXT,
-            transaction_id TEXT,
-            amount TEXT,
-            currency TEXT,
-            reason TEXT,
-            notify_url TEXT,
-            original_amount TEXT,
-            fingerprint TEXT NOT NULL,
-            payment_key TEXT NOT NULL,
-            state TEXT NOT NULL {V4_STATE_CHECK},
-            provider_refund_id TEXT,
-            message TEXT,
-            error_code TEXT,
-            http_status INTEGER,
-            raw TEXT NOT NULL DEFAULT '{{}}',
-            attempt INTEGER NOT NULL,
-            decided_by TEXT,
-            owner TEXT,
-            lease_until TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (provider, refund_id)
-        )""",
+        _refund_table(f"{TABLE}_v4", V4_STATE_CHECK),
         f"INSERT INTO {TABLE}_v4 SELECT {_V3_COLUMNS}, attempts, NULL, "  # noqa: S608
         f"owner, lease_until, created_at, updated_at FROM {TABLE}",
         f"DROP TABLE {TABLE}",
         f"ALTER TABLE {TABLE}_v4 RENAME TO {TABLE}",
         *V4_INDEXES,
-        f"""CREATE TABLE {EVENTS_TABLE} (
-            id INTEGER PRIMARY KEY,
-            provider TEXT NOT NULL,
-            refund_id TEXT NOT NULL,
-            at TEXT NOT NULL,
-            kind TEXT NOT NULL {EVENT_KIND_CHECK},
-            attempt INTEGER NOT NULL,
-            state TEXT,
-            actor TEXT,
-            data TEXT NOT NULL
-        )""",
+        _events_table(EVENTS_TABLE, EVENT_KIND_CHECK),
+        EVENTS_INDEX,
+    ),
+    # v5: the checks and the partial index on unsettled refunds as comparisons, not IN
+    # lists, which SQLite evaluated by building a temporary b-tree for every write of a
+    # row or an event (seven a refund); the tables are rebuilt, as they are.
+    (
+        _refund_table(f"{TABLE}_v5", V5_STATE_CHECK),
+        f"INSERT INTO {TABLE}_v5 SELECT * FROM {TABLE}",  # noqa: S608 - constant names
+        f"DROP TABLE {TABLE}",
+        f"ALTER TABLE {TABLE}_v5 RENAME TO {TABLE}",
+        *V4_INDEXES[:2],
+        V5_UNSETTLED_INDEX,
+        _events_table(f"{EVENTS_TABLE}_v5", V5_EVENT_KIND_CHECK),
+        f"INSERT INTO {EVENTS_TABLE}_v5 SELECT * FROM {EVENTS_TABLE}",  # noqa: S608
+        f"DROP TABLE {EVENTS_TABLE}",
+        f"ALTER TABLE {EVENTS_TABLE}_v5 RENAME TO {EVENTS_TABLE}",
         EVENTS_INDEX,
     ),
 )

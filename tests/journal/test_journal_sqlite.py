@@ -18,7 +18,15 @@ import pytest
 
 import refundcore.journal.sqlite as sqlite_backend
 from refundcore.errors import ConfigError, JournalError
-from refundcore.journal import ClaimVerdict, JournalState, NewRefund, SqliteJournal, open_journal
+from refundcore.journal import (
+    ClaimVerdict,
+    JournalState,
+    NewRefund,
+    SqliteJournal,
+    open_journal,
+    reading,
+)
+from refundcore.journal.schema import SELECT, UNSETTLED
 
 MakeRefund = Callable[..., NewRefund]
 PermissionsEnforced = Callable[[], AbstractContextManager[None]]
@@ -306,6 +314,23 @@ def test_lookups_by_the_providers_refund_id_use_its_partial_index(
     assert "refundcore_journal_provider_refund_id" in " ".join(str(row["detail"]) for row in plan)
     found = journal.find_by_provider_refund_id("testpay", "G")
     assert found is not None and found.refund_id == "R-1"
+    journal.close()
+
+
+def test_the_sweep_and_the_backlog_read_only_unsettled_rows(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    """The reconcile sweep's and the backlog's queries repeat the partial index's WHERE
+    as it is written, so SQLite reads that index, not the whole table."""
+    journal = SqliteJournal(tmp_path / "journal.db")
+    journal.claim(make_refund(), owner="A")
+    with journal._transaction(write=False) as tx:
+        sweep = tx.all(f"EXPLAIN QUERY PLAN {SELECT} WHERE {UNSETTLED} ORDER BY created_at")
+        backlog = tx.all(f"EXPLAIN QUERY PLAN {reading._BACKLOG}")
+    for plan in (sweep, backlog):
+        assert "refundcore_journal_unsettled" in " ".join(str(row["detail"]) for row in plan)
+    assert [entry.refund_id for entry in journal.entries(unsettled=True)] == ["R-1"]
+    assert [(b.state, b.count) for b in journal.backlog()] == [(JournalState.SUBMITTING, 1)]
     journal.close()
 
 
