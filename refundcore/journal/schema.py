@@ -21,6 +21,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "EVENT_KIND_CHECK",
     "PARTIAL_PROVIDER_REFUND_ID_INDEX",
+    "PAYMENT_INDEX",
     "SCHEMA_TABLE",
     "SELECT",
     "SET_SCHEMA_VERSION",
@@ -101,9 +102,12 @@ EVENT_COLUMNS = (
 #: Schema v4: the states a refund row may hold, NOT_SENT included.
 V4_STATE_CHECK = f"CHECK (state IN ({sql_list(JournalState, frozenset(JournalState))}))"
 
+#: The refund table's index by payment (its refunds counted against its limit).
+PAYMENT_INDEX = f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)"
+
 #: Schema v4: the refund table's indexes, as v3 left them (SQLite rebuilds the table).
 V4_INDEXES = (
-    f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
+    PAYMENT_INDEX,
     PARTIAL_PROVIDER_REFUND_ID_INDEX[1],
     f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
     f"WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)})",
