@@ -11,6 +11,7 @@ claim or a callback does.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from collections.abc import Mapping, Sequence
@@ -115,6 +116,11 @@ class SqlJournal(SqlAnswers):
     _insert_sql: str
     _record_own_sql: str
     _record_own_row_sql: str
+
+    @functools.cached_property
+    def _empty_raw(self) -> Any:
+        """A new claim's ``raw`` (no reply yet), encoded once."""
+        return self._encode_raw({})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -300,7 +306,7 @@ class SqlJournal(SqlAnswers):
         values[_AMOUNT], values[_CURRENCY], values[_ORIGINAL] = self._money_columns(
             new.amount, new.original_amount
         )
-        values += (_SUBMITTING, self._encode_raw({}), 1, owner, float(lease_seconds))
+        values += (_SUBMITTING, self._empty_raw, 1, owner, float(lease_seconds))
         return values
 
     # -- outcomes -------------------------------------------------------------------

@@ -51,7 +51,11 @@ class Pool(Generic[C]):
         self._close = close
         self._reusable = reusable
         self._size = size
-        self._cond = threading.Condition()
+        # Borrowing and giving back take the plain lock; only a borrower that has to
+        # wait for a connection uses the condition, and only then is it notified.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0
         self._idle: list[C] = []
         self._open = 0
         self._closed = False
@@ -68,7 +72,7 @@ class Pool(Generic[C]):
     def acquire(self) -> C:
         """Borrow a connection, waiting while all ``size`` are borrowed; give it back
         with :meth:`release`."""
-        with self._cond:
+        with self._lock:
             while True:
                 if self._closed:
                     raise JournalError(f"journal {self._name} is closed")
@@ -77,30 +81,36 @@ class Pool(Generic[C]):
                 if self._open < self._size:
                     self._open += 1
                     break
-                self._cond.wait()
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
         try:
             return self._connect()
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._open -= 1
-                self._cond.notify()
+                if self._waiting:
+                    self._cond.notify()
             raise
 
     def release(self, conn: C) -> None:
         """Give back a connection :meth:`acquire` lent."""
-        with self._cond:
+        with self._lock:
             keep = not self._closed and self._reusable(conn)
             if keep:
                 self._idle.append(conn)
             else:
                 self._open -= 1
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
         if not keep:
             self._close(conn)
 
     def close(self) -> None:
         """Close idle connections now and borrowed ones when they are given back."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
             self._open -= len(idle)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..status import JournalState
 from .batch_queue import SqlBatchQueue
-from .schema import SELECT, TABLE, UNSETTLED_STATES, sql_list
+from .schema import SELECT, TABLE, UNSETTLED, UNSETTLED_STATES, sql_list
 from .values import Backlog, JournalEntry, JournalStats, OldestRefund, StateCount
 
 __all__ = ["SqlReading"]
@@ -30,7 +30,7 @@ _SEARCHED = (
 # would rather walk the whole (provider, payment_key) index for the grouping's order.)
 _BACKLOG = (
     "SELECT provider, state, COUNT(*) AS refunds, MIN(created_at) AS oldest "  # noqa: S608
-    f"FROM {TABLE} WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)}) "
+    f"FROM {TABLE} WHERE {UNSETTLED} "
     "GROUP BY state, provider ORDER BY provider, state"
 )
 
@@ -86,7 +86,7 @@ class SqlReading(SqlBatchQueue):
         where: list[str] = []
         params: list[Any] = []
         if unsettled:
-            where.append(f"state IN ({sql_list(JournalState, UNSETTLED_STATES)})")
+            where.append(UNSETTLED)
         if states is not None:
             # Only members of JournalState reach the SQL text: a stray string is refused.
             wanted = frozenset(JournalState(state) for state in states)

@@ -1,16 +1,19 @@
 """The SQLite journal: the embedded default, one file shared by the threads and
 processes of one machine.
 
-Durability before sending: WAL mode with ``synchronous=FULL``, so a claim's commit is
-on disk before the request can leave. The outcome of the claimant's own send is
-committed with ``synchronous=NORMAL`` instead (one ``fsync`` a refund, not two): it
-survives the process dying at once, and a power cut only from the next claim's or
-checkpoint's ``fsync``, which covers everything written before it. Lost to a power
-cut, it leaves the row SUBMITTING, which reconciling settles by asking the gateway;
-nothing is ever sent twice for it. Every write transaction is ``BEGIN IMMEDIATE``:
-it takes the database's single write lock up front, which serialises claims across
-threads and processes (a deferred transaction would read first and could then lose
-the race to write).
+Durability before sending: WAL mode, and a claim's commit is on disk before the request
+can leave. Connections run with ``synchronous=NORMAL``, which writes a commit to the
+write-ahead log without an ``fsync``; a claim (every write but the outcome of the
+claimant's own send) then syncs the log itself, which is all ``synchronous=FULL`` adds
+to a commit in WAL mode, without switching a connection's level (a ``PRAGMA`` that
+reads the schema each time) twice a refund. The outcome is not synced (one ``fsync`` a
+refund, not two): it survives the process dying at once, and a power cut only from the
+next claim's or checkpoint's ``fsync``, which covers everything written before it.
+Lost to a power cut, it leaves the row SUBMITTING, which reconciling settles by asking
+the gateway; nothing is ever sent twice for it. Every write transaction is ``BEGIN
+IMMEDIATE``: it takes the database's single write lock up front, which serialises
+claims across threads and processes (a deferred transaction would read first and
+could then lose the race to write).
 
 The journal's clock is SQLite's own (``'now'``, read inside the write transaction):
 the machine's clock, not the one a Python process may be told. That is one clock only
@@ -38,26 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JournalError
-from ..status import JournalState
 from .backend import UTC
 from .claim_groups import ClaimGroups
 from .engine import SqlJournal
 from .pool import Pool, Row, Transaction
-from .schema import (
-    BATCH_TABLE,
-    CREATE_SCHEMA_TABLE,
-    EVENT_KIND_CHECK,
-    EVENTS_INDEX,
-    EVENTS_TABLE,
-    PARTIAL_PROVIDER_REFUND_ID_INDEX,
-    SCHEMA_TABLE,
-    SET_SCHEMA_VERSION,
-    TABLE,
-    UNSETTLED_STATES,
-    V4_INDEXES,
-    V4_STATE_CHECK,
-    sql_list,
-)
+from .schema import CREATE_SCHEMA_TABLE, SCHEMA_TABLE, SET_SCHEMA_VERSION
+from .sqlite_schema import MIGRATIONS
 from .urls import MEMORY
 from .values import Claim, NewRefund
 
@@ -66,124 +55,12 @@ __all__ = ["SqliteJournal"]
 _MAGIC = b"SQLite format 3\x00"
 _HEADER_BYTES = 100
 
-# The v3 refund columns kept as they are by v4, up to ``raw``.
-_V3_COLUMNS = (
-    "provider, refund_id, operation, payment_id, merchant_reference, transaction_id, "
-    "amount, currency, reason, notify_url, original_amount, fingerprint, payment_key, "
-    "state, provider_refund_id, message, error_code, http_status, raw"
-)
-
 # The journal's clock, in the encoding of every stored timestamp (ISO 8601, UTC, fixed
 # microseconds: SQLite's own clock counts milliseconds).
 _NOW = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
 # SQLite reads 'now' once per step of a statement: every use of it in one statement is
 # the same instant, so a claim's lease starts exactly at its created_at.
 _LATER = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '+' || ? || ' seconds')"
-
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        f"""CREATE TABLE {TABLE} (
-            provider TEXT NOT NULL,
-            refund_id TEXT NOT NULL,
-            operation TEXT NOT NULL,
-            payment_id TEXT,
-            merchant_reference TEXT,
-            transaction_id TEXT,
-            amount TEXT,
-            currency TEXT,
-            reason TEXT,
-            notify_url TEXT,
-            original_amount TEXT,
-            fingerprint TEXT NOT NULL,
-            payment_key TEXT NOT NULL,
-            state TEXT NOT NULL
-                CHECK (state IN ('SUBMITTING', 'PENDING', 'SUCCEEDED', 'FAILED', 'UNKNOWN')),
-            provider_refund_id TEXT,
-            message TEXT,
-            error_code TEXT,
-            http_status INTEGER,
-            raw TEXT NOT NULL DEFAULT '{{}}',
-            attempts INTEGER NOT NULL,
-            owner TEXT,
-            lease_until TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (provider, refund_id)
-        )""",
-        f"CREATE INDEX {TABLE}_payment ON {TABLE} (provider, payment_key)",
-        f"CREATE INDEX {TABLE}_provider_refund_id ON {TABLE} (provider, provider_refund_id)",
-        f"CREATE INDEX {TABLE}_unsettled ON {TABLE} (created_at) "
-        f"WHERE state IN ({sql_list(JournalState, UNSETTLED_STATES)})",
-    ),
-    # v2: batch rows, the work queue that workers sharing the journal split a batch by.
-    (
-        f"""CREATE TABLE {BATCH_TABLE} (
-            batch_id TEXT NOT NULL,
-            line INTEGER NOT NULL,
-            provider TEXT NOT NULL,
-            refund_id TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('OPEN', 'CLAIMED', 'DONE')),
-            owner TEXT,
-            lease_until TEXT,
-            outcome TEXT,
-            error_code TEXT,
-            message TEXT,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (batch_id, line)
-        )""",
-        f"CREATE INDEX {BATCH_TABLE}_state ON {BATCH_TABLE} (batch_id, state, line)",
-    ),
-    PARTIAL_PROVIDER_REFUND_ID_INDEX,
-    # v4: NOT_SENT, the attempt (fencing token), operators' decisions, and each
-    # refund's history. SQLite cannot change a CHECK constraint: the table is rebuilt.
-    (
-        f"""CREATE TABLE {TABLE}_v4 (
-            provider TEXT NOT NULL,
-            refund_id TEXT NOT NULL,
-            operation TEXT NOT NULL,
-            payment_id TEXT,
-            merchant_reference TEXT,
-            transaction_id TEXT,
-            amount TEXT,
-            currency TEXT,
-            reason TEXT,
-            notify_url TEXT,
-            original_amount TEXT,
-            fingerprint TEXT NOT NULL,
-            payment_key TEXT NOT NULL,
-            state TEXT NOT NULL {V4_STATE_CHECK},
-            provider_refund_id TEXT,
-            message TEXT,
-            error_code TEXT,
-            http_status INTEGER,
-            raw TEXT NOT NULL DEFAULT '{{}}',
-            attempt INTEGER NOT NULL,
-            decided_by TEXT,
-            owner TEXT,
-            lease_until TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (provider, refund_id)
-        )""",
-        f"INSERT INTO {TABLE}_v4 SELECT {_V3_COLUMNS}, attempts, NULL, "  # noqa: S608
-        f"owner, lease_until, created_at, updated_at FROM {TABLE}",
-        f"DROP TABLE {TABLE}",
-        f"ALTER TABLE {TABLE}_v4 RENAME TO {TABLE}",
-        *V4_INDEXES,
-        f"""CREATE TABLE {EVENTS_TABLE} (
-            id INTEGER PRIMARY KEY,
-            provider TEXT NOT NULL,
-            refund_id TEXT NOT NULL,
-            at TEXT NOT NULL,
-            kind TEXT NOT NULL {EVENT_KIND_CHECK},
-            attempt INTEGER NOT NULL,
-            state TEXT,
-            actor TEXT,
-            data TEXT NOT NULL
-        )""",
-        EVENTS_INDEX,
-    ),
-)
 
 # sqlite3 error texts, most specific first; the cause is named from what SQLite says
 # because the Python exception classes do not tell "read-only" from "full".
@@ -199,10 +76,6 @@ _CAUSES = (
 
 # One encoder for every write: json.dumps with options builds a new one each call.
 _dumps = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True).encode
-
-
-def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
-    return {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
 
 
 class _SqliteTransaction(Transaction):
@@ -221,18 +94,34 @@ class _SqliteTransaction(Transaction):
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that remembers its ``synchronous`` level."""
+    """A connection that keeps the write-ahead log it commits to open, to sync it."""
 
-    synchronous = "FULL"
+    #: The log's path, as SQLite opened it (``None`` in memory: no log).
+    wal_path: str | None = None
+    wal_fd: int | None = None
+
+    def sync_wal(self) -> None:
+        """Make every commit written so far durable: ``fsync`` the log this connection
+        commits to (it exists while the connection is open, and a checkpoint that
+        empties it has synced the database first)."""
+        if self.wal_path is None:
+            return
+        if self.wal_fd is None:
+            self.wal_fd = os.open(self.wal_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        _sync(self.wal_fd)
 
 
 def _reusable(conn: sqlite3.Connection) -> bool:
     return not conn.in_transaction
 
 
-def _close(conn: sqlite3.Connection) -> None:
+def _close(conn: _Connection) -> None:
     with suppress(sqlite3.Error):
         conn.close()
+    if conn.wal_fd is not None:
+        with suppress(OSError):
+            os.close(conn.wal_fd)
+        conn.wal_fd = None
 
 
 class SqliteJournal(SqlJournal):
@@ -243,7 +132,7 @@ class SqliteJournal(SqlJournal):
     write lock before giving up with ``JournalError``.
     """
 
-    _migrations = _MIGRATIONS
+    _migrations = MIGRATIONS
     _now_sql = _NOW
     _stamp_sql = _NOW
     _later_sql = _LATER
@@ -409,10 +298,14 @@ class SqliteJournal(SqlJournal):
             factory=_Connection,
         )
         try:
-            conn.row_factory = _dict_row
+            # Rows read by column name, made in C.
+            conn.row_factory = sqlite3.Row
             if self._path != MEMORY:
                 _use_wal(conn, self._busy_timeout)
-            conn.execute("PRAGMA synchronous = FULL")
+                # The file SQLite opened, wherever a relative path pointed when it did.
+                main = conn.execute("PRAGMA database_list").fetchone()
+                conn.wal_path = f"{main['file']}-wal"
+            conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             _close(conn)
             raise
@@ -454,15 +347,13 @@ class SqliteJournal(SqlJournal):
                 # One connection for both kinds of write: a connection's page cache is
                 # dropped whenever another connection has written since its last
                 # transaction, so a claim and an outcome on two connections each read
-                # their pages anew. Setting the level writes nothing.
-                level = "FULL" if sync else "NORMAL"
-                if conn.synchronous != level:
-                    conn.execute(f"PRAGMA synchronous = {level}")
-                    conn.synchronous = level
+                # their pages anew.
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield _SqliteTransaction(conn)
                     conn.execute("COMMIT")
+                    if sync:
+                        self._sync_log(conn)
                 except BaseException:
                     # SQLite may already have rolled back (a full disk does that).
                     if conn.in_transaction:
@@ -475,6 +366,17 @@ class SqliteJournal(SqlJournal):
             raise self._error(exc) from exc
         finally:
             self._writer.release()
+
+    def _sync_log(self, conn: _Connection) -> None:
+        """``fsync`` the log a write was just committed to. If that fails the write may
+        not be on disk: the caller must not act on it (a claim left behind is taken
+        over once its lease runs out, never sent blindly)."""
+        try:
+            conn.sync_wal()
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.url} could not be synced to disk: {exc.strerror or exc}"
+            ) from exc
 
     def _error(self, exc: sqlite3.Error) -> JournalError:
         text = str(exc)
@@ -493,7 +395,9 @@ class SqliteJournal(SqlJournal):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
     def _decode_time(self, value: Any) -> datetime:
-        return datetime.fromisoformat(value).astimezone(UTC)
+        decoded = datetime.fromisoformat(value)
+        # Every stamp the journal writes is in UTC already.
+        return decoded if decoded.tzinfo is UTC else decoded.astimezone(UTC)
 
     def _encode_amount(self, value: str | None) -> str | None:
         return value
@@ -522,6 +426,11 @@ def _expected_size(header: bytes) -> int | None:
     if pages == 0 or header[24:28] != header[92:96]:
         return None
     return pages * page_size
+
+
+# What SQLite's synchronous=FULL calls to sync the log: the file's data, and its size
+# where it grew, without its times.
+_sync = getattr(os, "fdatasync", os.fsync)
 
 
 def _sync_directory(directory: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -304,7 +306,7 @@ def test_an_older_journal_is_upgraded_in_place(
 
     upgraded = backend.open()
 
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(4,)]
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(5,)]
     entry = upgraded.get("testpay", "R-1")
     assert entry is not None
     assert (entry.state, entry.attempt, entry.decided_by, entry.amount) == (
@@ -322,8 +324,68 @@ def test_an_older_journal_is_upgraded_in_place(
     )
     assert (decided.state, decided.decided_by) == (JournalState.NOT_SENT, "ops")
     assert [event.kind.value for event in upgraded.history("testpay", "R-1")] == ["decision"]
-    with pytest.raises(JournalError, match=r"schema version 4.*upgrade refundcore"):
+    with pytest.raises(JournalError, match=r"schema version 5.*upgrade refundcore"):
         _at_version(journal_class, backend.url, version)
+
+
+_V4_ROW = (
+    "INSERT INTO refundcore_journal (provider, refund_id, operation, payment_id, amount, "
+    "currency, fingerprint, payment_key, state, raw, attempt, owner, lease_until, "
+    "created_at, updated_at) VALUES ('testpay', '{refund_id}', 'refund', 'PAY-1', '1.00', "
+    "'HKD', 'fp', 'payment_id=PAY-1', '{state}', '{{}}', 1, NULL, NULL, "
+    "'2030-01-01T12:00:00.000000+00:00', '2030-01-01T12:00:01.000000+00:00')"
+)
+_V4_EVENT = (
+    "INSERT INTO refundcore_events (id, provider, refund_id, at, kind, attempt, state, "
+    "actor, data) VALUES ({id}, 'testpay', '{refund_id}', '2030-01-01T12:00:0{id}.000000+00:00', "
+    "'{kind}', 1, '{state}', 'A', '{{}}')"
+)
+
+
+def test_a_v4_sqlite_journal_keeps_its_rows_and_histories_when_upgraded(tmp_path: Path) -> None:
+    """v5 rebuilds the SQLite tables with their checks and the partial index on unsettled
+    refunds written as comparisons: the rows and their histories (whose events of
+    several refunds interleave) are kept, in order, and every rule still holds."""
+    from refundcore.journal.sqlite import SqliteJournal
+
+    path = tmp_path / "journal.db"
+    _at_version(SqliteJournal, f"sqlite:///{path}", 4).close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        for refund_id, state in [("R-1", "UNKNOWN"), ("R-2", "SUCCEEDED")]:
+            conn.execute(_V4_ROW.format(refund_id=refund_id, state=state))
+        for event_id, refund_id, kind, state in [
+            (1, "R-2", "claim", "SUBMITTING"),
+            (2, "R-1", "claim", "SUBMITTING"),
+            (3, "R-2", "answer", "SUCCEEDED"),
+            (4, "R-1", "answer", "UNKNOWN"),
+        ]:
+            conn.execute(_V4_EVENT.format(id=event_id, refund_id=refund_id, kind=kind, state=state))
+
+    with SqliteJournal(path) as upgraded:
+        assert [entry.refund_id for entry in upgraded.entries(unsettled=True)] == ["R-1"]
+        assert [event.at.second for event in upgraded.history("testpay", "R-2")] == [1, 3]
+        upgraded.resolve(
+            "testpay", "R-1", state=JournalState.FAILED, reason="bank statement", by="ops"
+        )
+        assert [event.kind.value for event in upgraded.history("testpay", "R-1")] == [
+            "claim",
+            "answer",
+            "decision",
+        ]
+        assert upgraded.entries(unsettled=True) == []
+
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM refundcore_schema").fetchall() == [(5,)]
+        schema = [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master") if sql]
+        for refused in (
+            "UPDATE refundcore_journal SET state = 'SETTLED'",
+            "INSERT INTO refundcore_events (provider, refund_id, at, kind, attempt, data) "
+            "VALUES ('testpay', 'R-1', 'now', 'rumour', 1, '{}')",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                conn.execute(refused)
+    journal_tables = [sql for sql in schema if "refundcore_journal" in sql or "events" in sql]
+    assert journal_tables and not any(" IN (" in sql for sql in journal_tables)
 
 
 def _journal_class(name: str) -> type[Journal]:

@@ -170,3 +170,24 @@ def test_amounts_are_numeric_and_raw_is_jsonb(postgres_url: str, make_refund: Ma
             "raw -> 'a' ->> 0 FROM refundcore_journal"
         ).fetchone()
     assert row == ("numeric", "1.250", "3.000", "1")
+
+
+def test_the_sweep_and_the_backlog_can_read_the_unsettled_index(
+    postgres_url: str, make_refund: MakeRefund
+) -> None:
+    """The queries name the unsettled refunds with comparisons joined by OR, as the
+    SQLite index needs; PostgreSQL's partial index, on an IN list, still serves them."""
+    import psycopg
+
+    from refundcore.journal import reading
+    from refundcore.journal.schema import SELECT, UNSETTLED
+
+    with open_journal(postgres_url) as journal:
+        journal.claim(make_refund(), owner="A")
+        assert [entry.refund_id for entry in journal.entries(unsettled=True)] == ["R-1"]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        # A table this small is read whole whatever its indexes: ask whether one serves.
+        conn.execute("SET enable_seqscan = off")
+        for query in (f"{SELECT} WHERE {UNSETTLED} ORDER BY created_at", reading._BACKLOG):
+            plan = " ".join(str(row[0]) for row in conn.execute(f"EXPLAIN {query}"))
+            assert "refundcore_journal_unsettled" in plan, plan

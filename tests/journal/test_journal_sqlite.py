@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sqlite3
 import subprocess
@@ -14,8 +16,17 @@ from pathlib import Path
 
 import pytest
 
+import refundcore.journal.sqlite as sqlite_backend
 from refundcore.errors import ConfigError, JournalError
-from refundcore.journal import ClaimVerdict, JournalState, NewRefund, SqliteJournal, open_journal
+from refundcore.journal import (
+    ClaimVerdict,
+    JournalState,
+    NewRefund,
+    SqliteJournal,
+    open_journal,
+    reading,
+)
+from refundcore.journal.schema import SELECT, UNSETTLED
 
 MakeRefund = Callable[..., NewRefund]
 PermissionsEnforced = Callable[[], AbstractContextManager[None]]
@@ -110,17 +121,54 @@ def test_opening_sqlite_never_imports_psycopg() -> None:
     assert done.stdout.strip() == "False"
 
 
-def test_claims_sync_fully_and_own_outcomes_on_the_next_sync(tmp_path: Path) -> None:
-    """A claim is on disk before its request leaves; the claimant's own outcome only
-    needs to survive the process (a power cut leaves the row SUBMITTING, which a
-    reconcile settles), so it rides on the next fsync instead of paying its own."""
-    journal = SqliteJournal(tmp_path / "journal.db")
+def test_claims_sync_fully_and_own_outcomes_on_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_refund: MakeRefund
+) -> None:
+    """A claim is on disk before its request leaves: once committed, its write-ahead log
+    is synced, as synchronous=FULL would. The claimant's own outcome only needs to
+    survive the process (a power cut leaves the row SUBMITTING, which a reconcile
+    settles), so it rides on the next sync instead of paying its own."""
+    path = tmp_path / "journal.db"
+    journal = SqliteJournal(path)
+    synced: list[tuple[bool, list[tuple[str, ...]]]] = []
+    real_sync = sqlite_backend._sync
+
+    def sync(fd: int) -> None:
+        log = os.fstat(fd)
+        wal = os.stat(f"{path}-wal")
+        # What another connection reads at that moment: the claim is committed already.
+        with closing(sqlite3.connect(path)) as reader:
+            rows = reader.execute("SELECT refund_id, state FROM refundcore_journal").fetchall()
+        synced.append(((log.st_dev, log.st_ino) == (wal.st_dev, wal.st_ino), rows))
+        real_sync(fd)
+
+    monkeypatch.setattr(sqlite_backend, "_sync", sync)
     with journal._transaction(write=False) as tx:
-        assert tx.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
-    # Both kinds of write share connections (and their page caches); each sets its level.
-    for sync, level in ((True, 2), (False, 1), (True, 2)):  # FULL, NORMAL, FULL
-        with journal._transaction(write=True, sync=sync) as tx:
-            assert tx.one("PRAGMA synchronous") == {"synchronous": level}
+        assert dict(tx.one("PRAGMA journal_mode")) == {"journal_mode": "wal"}
+        # Both kinds of write share connections (and their page caches) at one level.
+        assert dict(tx.one("PRAGMA synchronous")) == {"synchronous": 1}  # NORMAL
+
+    claim = journal.claim(make_refund(), owner="A")
+    assert synced == [(True, [("R-1", "SUBMITTING")])]
+    assert claim.entry is not None
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=claim.entry.attempt, state=JournalState.SUCCEEDED
+    )
+    assert len(synced) == 1
+    journal.close()
+
+
+def test_a_claim_that_cannot_be_synced_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_refund: MakeRefund
+) -> None:
+    journal = SqliteJournal(tmp_path / "journal.db")
+
+    def sync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(sqlite_backend, "_sync", sync)
+    with pytest.raises(JournalError, match=r"could not be synced to disk: Input/output error"):
+        journal.claim(make_refund(), owner="A")
     journal.close()
 
 
@@ -266,6 +314,23 @@ def test_lookups_by_the_providers_refund_id_use_its_partial_index(
     assert "refundcore_journal_provider_refund_id" in " ".join(str(row["detail"]) for row in plan)
     found = journal.find_by_provider_refund_id("testpay", "G")
     assert found is not None and found.refund_id == "R-1"
+    journal.close()
+
+
+def test_the_sweep_and_the_backlog_read_only_unsettled_rows(
+    tmp_path: Path, make_refund: MakeRefund
+) -> None:
+    """The reconcile sweep's and the backlog's queries repeat the partial index's WHERE
+    as it is written, so SQLite reads that index, not the whole table."""
+    journal = SqliteJournal(tmp_path / "journal.db")
+    journal.claim(make_refund(), owner="A")
+    with journal._transaction(write=False) as tx:
+        sweep = tx.all(f"EXPLAIN QUERY PLAN {SELECT} WHERE {UNSETTLED} ORDER BY created_at")
+        backlog = tx.all(f"EXPLAIN QUERY PLAN {reading._BACKLOG}")
+    for plan in (sweep, backlog):
+        assert "refundcore_journal_unsettled" in " ".join(str(row["detail"]) for row in plan)
+    assert [entry.refund_id for entry in journal.entries(unsettled=True)] == ["R-1"]
+    assert [(b.state, b.count) for b in journal.backlog()] == [(JournalState.SUBMITTING, 1)]
     journal.close()
 
 
