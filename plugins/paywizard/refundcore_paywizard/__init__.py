@@ -754,6 +754,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _push_amount(fields: Mapping[str, Any]) -> Money | None:
+    currency = currency_from_code(fields.get("currencyCode"))
+    amount = fields.get("amount")
+    if currency is None or type(amount) is not str:
+        return _money(amount, currency)
+    # The usual push: the amount as text (its exact digits), straight to Money.
+    try:
+        return Money(amount, currency)
+    except ValidationError:
+        return None
+
+
 def _original_ref(fields: Mapping[str, Any]) -> PaymentRef | None:
     payment_id = _text(fields.get("oriCheckoutId"))
     reference = _text(fields.get("oriTransIndexCode"))
@@ -794,11 +806,17 @@ def refundcore_verify_callback(
         refund_id=refund_id,
         provider_refund_id=provider_refund_id,
         payment=_original_ref(fields),
-        amount=_money(fields.get("amount"), currency_from_code(fields.get("currencyCode"))),
-        raw={
-            # Most values are text, kept as they are without a call.
-            key: value if type(value) is str else _plain(value)
-            for key, value in fields.items()
-            if key != "sign"
-        },
+        amount=_push_amount(fields),
+        raw=_push_raw(fields),
     )
+
+
+def _push_raw(fields: dict[str, Any]) -> dict[str, Any]:
+    """A verified push's ``raw``: its fields but ``sign``, numbers as int or Decimal."""
+    # A copy in C, then only the values that are not text (a few numbers) converted.
+    raw = dict(fields)
+    raw.pop("sign", None)
+    for key, value in raw.items():
+        if type(value) is not str:
+            raw[key] = _plain(value)
+    return raw
