@@ -459,7 +459,7 @@ class RefundNotification:
     duplicate: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class CallbackAck:
     """What a provider expects in reply to a callback it delivered."""
 
