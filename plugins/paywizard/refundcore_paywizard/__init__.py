@@ -46,7 +46,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
-from refundcore.crypto import constant_time_equals, hmac_sha256_hex
+from refundcore.crypto import HmacSha256Key, constant_time_equals, hmac_sha256_hex
 from refundcore.models import (
     Callback,
     CallbackAck,
@@ -114,6 +114,16 @@ class PaywizardConfig(ProviderConfig):
     client_id: str = attrs.field(validator=_printable_ascii)
     client_secret: Secret
     token: Secret = attrs.field(validator=_printable_ascii)
+    # Made from the secret with the config, not per push: see HmacSha256Key.
+    _push_key: HmacSha256Key = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: HmacSha256Key(self.client_secret.reveal().encode("utf-8")),
+            takes_self=True,
+        ),
+    )
 
 
 # -- signatures ------------------------------------------------------------------------
@@ -789,7 +799,9 @@ def refundcore_verify_callback(
     if not given:
         raise SignatureError("the result push carries no sign")
     try:
-        expected = push_signature(fields, config.client_id, config.client_secret.reveal())
+        # push_signature, with the key made ready when the config was loaded.
+        signed = push_signing_string(fields, config.client_id, config.client_secret.reveal())
+        expected = config._push_key.hexdigest(signed.encode("utf-8"))
     except (TypeError, ValueError, RecursionError):
         raise SignatureError("the result push cannot be put in signing form") from None
     if not constant_time_equals(expected, given):
