@@ -402,7 +402,8 @@ def _structure_errors(exc: Exception, provider: str, cls: type[Any]) -> ConfigEr
         if isinstance(leaf, ConfigError):
             return ConfigError(leaf.problem, provider=provider, field=leaf.field)
 
-    known = [field.name for field in attrs.fields(cls)]
+    # A field made from the others (init=False: a key made ready once) is no setting.
+    known = [field.name for field in attrs.fields(cls) if field.init]
     problems: list[tuple[str | None, str]] = []
     for line in cattrs.transform_error(exc, path="$", format_exception=_describe):
         message, _, path = line.rpartition(" @ ")

@@ -57,14 +57,17 @@ class Headers(Mapping[str, str]):
             pairs = tuple(items.items())
         else:
             pairs = tuple(items)
+        index: dict[str, str] = {}
         for name, value in pairs:
             # Exact types first: the isinstance() calls run only for str subclasses.
             if (type(name) is not str or type(value) is not str) and not (
                 isinstance(name, str) and isinstance(value, str)
             ):
                 raise ValidationError(f"header {name!r} must be str: str", field="headers")
+            # Indexed in the same loop: a comprehension is one more call per value.
+            index[name.lower()] = value
         self._items = pairs
-        self._index = {name.lower(): value for name, value in pairs}
+        self._index = index
 
     @classmethod
     def _checked(cls, pairs: tuple[tuple[str, str], ...]) -> Headers:
@@ -115,6 +118,10 @@ class Headers(Mapping[str, str]):
 
 
 def _headers(value: Headers | Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
+    # A plain dict (most callers) first: isinstance() of a dict against a Mapping
+    # subclass goes through the ABC machinery.
+    if type(value) is dict:
+        return Headers(value)
     return value if isinstance(value, Headers) else Headers(value)
 
 
@@ -452,7 +459,7 @@ class RefundNotification:
     duplicate: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class CallbackAck:
     """What a provider expects in reply to a callback it delivered."""
 

@@ -115,6 +115,24 @@ def test_unknown_key_is_an_error_with_a_hint(good: dict[str, object]) -> None:
         load({**good, "merchant_idd": "M1"})
 
 
+@attrs.frozen(kw_only=True)
+class DerivedConfig(ProviderConfig):
+    secret: Secret
+    _digest: str = attrs.field(
+        init=False, default=attrs.Factory(lambda self: "made from the secret", takes_self=True)
+    )
+
+
+def test_a_field_made_from_the_others_is_no_setting(good: dict[str, object]) -> None:
+    info = attrs.evolve(INFO, id="derived", config_class=DerivedConfig)
+    with pytest.raises(ConfigError) as error:
+        load({"secret": "s3cr3t-value", "secrte": "x"}, info)
+    assert "known keys:" in str(error.value) and "digest" not in str(error.value)
+    for key in ("_digest", "digest"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load({"secret": "s3cr3t-value", key: "x"}, info)
+
+
 def test_wrong_public_key_kind(good: dict[str, object], key: PrivateKey) -> None:
     with pytest.raises(ConfigError, match="public_key: expected a public key, found a private key"):
         load({**good, "public_key": key.to_pem()})

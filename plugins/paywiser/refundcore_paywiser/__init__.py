@@ -56,7 +56,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
-from refundcore.crypto import constant_time_equals, hmac_sha256_hex
+from refundcore.crypto import HmacSha256Key, constant_time_equals, hmac_sha256_hex
 from refundcore.models import Callback, Operation, PaymentRef, Refund, RefundQuery, check_url
 from refundcore.money import Money
 
@@ -172,6 +172,15 @@ class PaywiserConfig(ProviderConfig):
     timestamp_format: str = attrs.field(
         default=DEFAULT_TIMESTAMP_FORMAT, validator=_check_timestamp_format
     )
+    # Made from the rcode with the config, not per postback: see HmacSha256Key.
+    _tag_key: HmacSha256Key = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: HmacSha256Key(self.rcode.reveal().encode("utf-8")), takes_self=True
+        ),
+    )
 
 
 # -- forms --------------------------------------------------------------------------------
@@ -254,8 +263,15 @@ def postback_tag(
     PayWiser's check value does not cover the URL, so without this tag anyone holding
     one genuine postback could replay it to the URL of another refund.
     """
+    return hmac_sha256_hex(
+        rcode.encode("utf-8"), _tag_message(sid, ptxid, refund_id, amount, currency)
+    )
+
+
+def _tag_message(sid: str, ptxid: str, refund_id: str, amount: str, currency: str) -> bytes:
+    """What :func:`postback_tag` signs."""
     message = "\n".join(("refundcore-paywiser-postback", sid, ptxid, refund_id, amount, currency))
-    return hmac_sha256_hex(rcode.encode("utf-8"), message.encode("utf-8"))
+    return message.encode("utf-8")
 
 
 # -- assumptions, each in one place ------------------------------------------------------
@@ -564,10 +580,13 @@ def _message(data: Mapping[str, Any]) -> str | None:
     return message or None
 
 
+# A check value is a hash over the rcode: it would let anyone guess a short rcode
+# offline, so it is not kept. (A set made once: not a tuple built for every key.)
+_NOT_KEPT = frozenset({*CHECK_FIELDS, "hash"})
+
+
 def _raw(data: Mapping[str, Any]) -> dict[str, Any]:
-    # A check value is a hash over the rcode: it would let anyone guess a short rcode
-    # offline, so it is not kept.
-    return {key: value for key, value in data.items() if key not in (*CHECK_FIELDS, "hash")}
+    return {key: value for key, value in data.items() if key not in _NOT_KEPT}
 
 
 @hookimpl
@@ -670,8 +689,9 @@ def _bound_refund_id(
         amount_text = None
     if refund_id is None or tag is None or amount is None or amount_text is None:
         raise SignatureError("postback URL's refund id cannot be checked")
-    expected = postback_tag(
-        config.rcode.reveal(), config.sid, ptxid, refund_id, amount_text, amount.currency
+    # postback_tag, with the key made ready when the config was loaded.
+    expected = config._tag_key.hexdigest(
+        _tag_message(config.sid, ptxid, refund_id, amount_text, amount.currency)
     )
     if not constant_time_equals(expected, tag):
         raise SignatureError("postback URL's refund id does not belong to this postback")

@@ -46,7 +46,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
-from refundcore.crypto import constant_time_equals, hmac_sha256_hex
+from refundcore.crypto import HmacSha256Key, constant_time_equals, hmac_sha256_hex
 from refundcore.models import (
     Callback,
     CallbackAck,
@@ -114,6 +114,16 @@ class PaywizardConfig(ProviderConfig):
     client_id: str = attrs.field(validator=_printable_ascii)
     client_secret: Secret
     token: Secret = attrs.field(validator=_printable_ascii)
+    # Made from the secret with the config, not per push: see HmacSha256Key.
+    _push_key: HmacSha256Key = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: HmacSha256Key(self.client_secret.reveal().encode("utf-8")),
+            takes_self=True,
+        ),
+    )
 
 
 # -- signatures ------------------------------------------------------------------------
@@ -754,6 +764,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _push_amount(fields: Mapping[str, Any]) -> Money | None:
+    currency = currency_from_code(fields.get("currencyCode"))
+    amount = fields.get("amount")
+    if currency is None or type(amount) is not str:
+        return _money(amount, currency)
+    # The usual push: the amount as text (its exact digits), straight to Money.
+    try:
+        return Money(amount, currency)
+    except ValidationError:
+        return None
+
+
 def _original_ref(fields: Mapping[str, Any]) -> PaymentRef | None:
     payment_id = _text(fields.get("oriCheckoutId"))
     reference = _text(fields.get("oriTransIndexCode"))
@@ -777,7 +799,9 @@ def refundcore_verify_callback(
     if not given:
         raise SignatureError("the result push carries no sign")
     try:
-        expected = push_signature(fields, config.client_id, config.client_secret.reveal())
+        # push_signature, with the key made ready when the config was loaded.
+        signed = push_signing_string(fields, config.client_id, config.client_secret.reveal())
+        expected = config._push_key.hexdigest(signed.encode("utf-8"))
     except (TypeError, ValueError, RecursionError):
         raise SignatureError("the result push cannot be put in signing form") from None
     if not constant_time_equals(expected, given):
@@ -794,11 +818,17 @@ def refundcore_verify_callback(
         refund_id=refund_id,
         provider_refund_id=provider_refund_id,
         payment=_original_ref(fields),
-        amount=_money(fields.get("amount"), currency_from_code(fields.get("currencyCode"))),
-        raw={
-            # Most values are text, kept as they are without a call.
-            key: value if type(value) is str else _plain(value)
-            for key, value in fields.items()
-            if key != "sign"
-        },
+        amount=_push_amount(fields),
+        raw=_push_raw(fields),
     )
+
+
+def _push_raw(fields: dict[str, Any]) -> dict[str, Any]:
+    """A verified push's ``raw``: its fields but ``sign``, numbers as int or Decimal."""
+    # A copy in C, then only the values that are not text (a few numbers) converted.
+    raw = dict(fields)
+    raw.pop("sign", None)
+    for key, value in raw.items():
+        if type(value) is not str:
+            raw[key] = _plain(value)
+    return raw
