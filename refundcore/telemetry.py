@@ -258,12 +258,8 @@ class Telemetry:
     def _close(self, operation: _Operation) -> None:
         """The spans and durations of the operation's stages, and its results."""
         operation.open = False
-        if operation.traced:
-            for stage in operation.stages:
-                self._emit(stage, operation.context)
-        else:
-            for stage in operation.stages:
-                self._measure(stage, operation.context)
+        for stage in operation.stages:
+            self._settle(stage, operation)
         for attributes in operation.results:
             self._results.add(1, attributes)
 
@@ -436,7 +432,13 @@ class Telemetry:
             self._emit(stage, None)
         elif operation.open:
             operation.stages.append(stage)
-        elif operation.traced:
+        else:
+            self._settle(stage, operation)
+
+    def _settle(self, stage: _Stage, operation: _Operation) -> None:
+        """A stage of ``operation`` that has ended: its span under the operation's when
+        that one is recorded, and its duration either way."""
+        if operation.traced:
             self._emit(stage, operation.context)
         else:
             self._measure(stage, operation.context)
