@@ -44,6 +44,10 @@ MakeClient = Callable[..., Any]
 HKD = "HKD"
 
 
+#: The stages and journal steps of a journalled refund, each timed.
+JOURNALLED_STAGES = {"journal claim", "build", "sign", "send", "parse", "journal record"}
+
+
 class App:
     """What an application wires up: the SDK with in-memory exporters, a client with a
     journal, and refundcore's telemetry plugin on it."""
@@ -170,14 +174,7 @@ def test_a_refund_is_one_span_with_a_child_per_stage(app: App) -> None:
         key(provider="testpay", operation="refund", status="SUCCEEDED", source="sent"): 1
     }
     stages = app.points("refundcore.stage.duration")
-    assert {dict(k)["refundcore.stage"] for k in stages} == {
-        "journal claim",
-        "build",
-        "sign",
-        "send",
-        "parse",
-        "journal record",
-    }
+    assert {dict(k)["refundcore.stage"] for k in stages} == JOURNALLED_STAGES
     assert set(stages.values()) == {1}
 
 
@@ -445,14 +442,7 @@ def test_a_trace_not_sampled_gets_no_stage_span_and_every_measurement(
     assert [name for name in sampler.names if name.startswith("refundcore")] == [
         "refundcore refund"
     ]
-    assert app.durations().keys() == {
-        "journal claim",
-        "build",
-        "sign",
-        "send",
-        "parse",
-        "journal record",
-    }
+    assert app.durations().keys() == JOURNALLED_STAGES
     assert app.points("refundcore.results") == {
         key(provider="testpay", operation="refund", status="SUCCEEDED", source="sent"): 1,
     }
