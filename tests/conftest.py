@@ -25,6 +25,7 @@ import pytest
 from refundcore import AsyncRefundClient, RefundClient
 from refundcore.scaffold import create_plugin
 from refundcore.testing import AsyncAsSync
+from tests.loopback_gateway import Gateway, serve, tls_context
 
 
 def _install_dist(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> None:
@@ -200,6 +201,18 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
+
+
+@pytest.fixture
+def tls_server(tls_files: tuple[Path, Path]) -> Iterator[Gateway]:
+    """A stand-in gateway over TLS with the ``tls_files`` certificate, on loopback."""
+    yield from serve(tls_context(tls_files))
+
+
+@pytest.fixture
+def plain_server() -> Iterator[Gateway]:
+    """A stand-in gateway over plain HTTP, on loopback."""
+    yield from serve(None)
 
 
 @contextlib.contextmanager

@@ -9,13 +9,8 @@ gateway emulator's faults through the public API.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import logging
 import socket
-import ssl
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,98 +22,9 @@ from refundcore import AsyncRefundClient, Money, PaymentRef
 from refundcore.async_transport import AsyncHttpTransport, check_http_client
 from refundcore.errors import ConfigError, OutcomeUnknown, TransportError
 from refundcore.models import HttpRequest, HttpResponse
+from tests.loopback_gateway import ConnectProxy, Gateway, gateway_settings
 
 PROVIDER: Any = SimpleNamespace(id="testgw")
-
-
-def _config(ca_bundle: str | None = None, read_timeout: float = 5.0) -> Any:
-    return SimpleNamespace(connect_timeout=5.0, read_timeout=read_timeout, ca_bundle=ca_bundle)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        server: _Server = self.server  # type: ignore[assignment]
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        server.seen.append((self.requestline, list(self.headers.items()), body))
-        path = self.path
-        if path.startswith("/slow"):
-            time.sleep(1.0)
-        if path.startswith("/hang-up"):
-            self.close_connection = True
-            return
-        if path.startswith("/chunked"):
-            self.send_response(200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for _ in range(int(path.rpartition("=")[2])):
-                self.wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        if path.startswith("/redirect"):
-            self.send_response(307)
-            self.send_header("Location", "/elsewhere")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        reply = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Twice", "a")
-        self.send_header("X-Twice", "b")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, context: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.context = context
-        self.seen: list[tuple[str, list[tuple[str, str]], bytes]] = []
-        self.connections = 0
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        self.connections += 1
-        if self.context is not None:
-            sock = self.context.wrap_socket(sock, server_side=True)
-        return sock, address
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a refused handshake is what some tests are about
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-def _serve(context: ssl.SSLContext | None) -> Iterator[_Server]:
-    server = _Server(context)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def tls_server(tls_files: tuple[Path, Path]) -> Iterator[_Server]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*map(str, tls_files))
-    yield from _serve(context)
-
-
-@pytest.fixture
-def plain_server() -> Iterator[_Server]:
-    yield from _serve(None)
 
 
 def _post(
@@ -142,11 +48,11 @@ def _post(
 
 
 def test_tls_is_verified_against_the_providers_ca_bundle(
-    tls_server: _Server, tls_files: tuple[Path, Path]
+    tls_server: Gateway, tls_files: tuple[Path, Path]
 ) -> None:
     async def twice() -> tuple[HttpResponse, HttpResponse]:
         transport = AsyncHttpTransport()
-        config = _config(ca_bundle=str(tls_files[0]))
+        config = gateway_settings(ca_bundle=str(tls_files[0]))
         url = f"https://localhost:{tls_server.port}/refunds"
         try:
             first = await transport.send(PROVIDER, config, HttpRequest("POST", url))
@@ -162,10 +68,10 @@ def test_tls_is_verified_against_the_providers_ca_bundle(
 
 
 def test_an_untrusted_certificate_is_a_transport_error_before_anything_is_sent(
-    tls_server: _Server,
+    tls_server: Gateway,
 ) -> None:
     with pytest.raises(TransportError, match="could not connect to testgw; nothing was sent"):
-        _post(f"https://localhost:{tls_server.port}/x", _config())
+        _post(f"https://localhost:{tls_server.port}/x", gateway_settings())
     assert tls_server.seen == []
 
 
@@ -174,52 +80,52 @@ def test_a_refused_connection_is_a_transport_error() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(TransportError, match="nothing was sent"):
-        _post(f"http://127.0.0.1:{port}/x", _config())
+        _post(f"http://127.0.0.1:{port}/x", gateway_settings())
 
 
-def test_a_read_timeout_after_sending_is_an_unknown_outcome(plain_server: _Server) -> None:
+def test_a_read_timeout_after_sending_is_an_unknown_outcome(plain_server: Gateway) -> None:
     with pytest.raises(OutcomeUnknown, match=r"no reply from testgw within 0\.2s after sending"):
-        _post(f"http://127.0.0.1:{plain_server.port}/slow", _config(read_timeout=0.2))
+        _post(f"http://127.0.0.1:{plain_server.port}/slow", gateway_settings(read_timeout=0.2))
     assert len(plain_server.seen) == 1
 
 
 def test_a_connection_closed_after_the_request_is_an_unknown_outcome(
-    plain_server: _Server,
+    plain_server: Gateway,
 ) -> None:
     with pytest.raises(OutcomeUnknown, match="failed after sending"):
-        _post(f"http://127.0.0.1:{plain_server.port}/hang-up", _config())
+        _post(f"http://127.0.0.1:{plain_server.port}/hang-up", gateway_settings())
     assert len(plain_server.seen) == 1, "sent once, never again"
 
 
 def test_a_reply_over_the_cap_is_given_up_as_it_arrives(
-    plain_server: _Server, monkeypatch: pytest.MonkeyPatch
+    plain_server: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import refundcore.async_transport
 
     url = f"http://127.0.0.1:{plain_server.port}/chunked?n=3"
-    assert _post(url, _config()).body == b"x" * 3072
+    assert _post(url, gateway_settings()).body == b"x" * 3072
     monkeypatch.setattr(refundcore.async_transport, "MAX_RESPONSE_BYTES", 2048)
     with pytest.raises(OutcomeUnknown, match=r"cut short.*larger than 2048 bytes"):
-        _post(url, _config())
+        _post(url, gateway_settings())
     # A declared length over the cap is refused before the body is read.
     monkeypatch.setattr(refundcore.async_transport, "MAX_RESPONSE_BYTES", 5)
     with pytest.raises(OutcomeUnknown, match="larger than 5 bytes"):
-        _post(f"http://127.0.0.1:{plain_server.port}/ok", _config())
+        _post(f"http://127.0.0.1:{plain_server.port}/ok", gateway_settings())
 
 
-def test_redirects_are_not_followed(plain_server: _Server) -> None:
-    reply = _post(f"http://127.0.0.1:{plain_server.port}/redirect", _config())
-    assert reply.status == 307
-    assert [line for line, _, _ in plain_server.seen] == ["POST /redirect HTTP/1.1"]
+def test_redirects_are_not_followed(plain_server: Gateway) -> None:
+    reply = _post(f"http://127.0.0.1:{plain_server.port}/redirect", gateway_settings())
+    assert reply.status == 302
+    assert [seen.requestline for seen in plain_server.seen] == ["POST /redirect HTTP/1.1"]
 
 
-def test_the_wire_carries_the_plugins_headers_and_body_only(plain_server: _Server) -> None:
+def test_the_wire_carries_the_plugins_headers_and_body_only(plain_server: Gateway) -> None:
     _post(
         f"http://127.0.0.1:{plain_server.port}/v1?sig=1",
-        _config(),
+        gateway_settings(),
         headers={"X-Signature": "abc", "Content-Type": "application/json"},
     )
-    ((line, headers, body),) = plain_server.seen
+    ((_, _, line, headers, body),) = plain_server.seen
     assert line == "POST /v1?sig=1 HTTP/1.1"
     assert body == b'{"refund":1}'
     assert sorted(name.lower() for name, _ in headers) == [
@@ -232,11 +138,11 @@ def test_the_wire_carries_the_plugins_headers_and_body_only(plain_server: _Serve
     assert dict(headers)["User-Agent"] == "refundcore"
 
 
-def test_an_unusable_url_or_bundle_is_a_transport_error(plain_server: _Server) -> None:
+def test_an_unusable_url_or_bundle_is_a_transport_error(plain_server: Gateway) -> None:
     with pytest.raises(TransportError, match="nothing was sent"):
-        _post("ftp://127.0.0.1/x", _config())
+        _post("ftp://127.0.0.1/x", gateway_settings())
     with pytest.raises(TransportError, match=r"ca_bundle '/nonexistent.pem' cannot be used"):
-        _post("https://127.0.0.1/x", _config(ca_bundle="/nonexistent.pem"))
+        _post("https://127.0.0.1/x", gateway_settings(ca_bundle="/nonexistent.pem"))
     assert plain_server.seen == []
 
 
@@ -263,7 +169,7 @@ def test_a_caller_client_that_does_not_verify_or_retries_is_refused() -> None:
 
 
 def test_a_given_client_carries_the_requests_and_its_event_hooks_see_them(
-    plain_server: _Server,
+    plain_server: Gateway,
 ) -> None:
     seen: list[str] = []
 
@@ -276,7 +182,9 @@ def test_a_given_client_carries_the_requests_and_its_event_hooks_see_them(
         ) as own:
             transport = AsyncHttpTransport(own)
             reply = await transport.send(
-                PROVIDER, _config(), HttpRequest("POST", f"http://127.0.0.1:{plain_server.port}/")
+                PROVIDER,
+                gateway_settings(),
+                HttpRequest("POST", f"http://127.0.0.1:{plain_server.port}/"),
             )
             await transport.aclose()
             assert not own.is_closed, "the caller's client stays the caller's"
@@ -284,73 +192,49 @@ def test_a_given_client_carries_the_requests_and_its_event_hooks_see_them(
 
     assert asyncio.run(go()).status == 200
     assert seen == ["POST /"]
-    assert "X-Default" not in dict(plain_server.seen[0][1])
+    assert "X-Default" not in dict(plain_server.seen[0].headers)
 
 
 def test_a_ca_bundle_cannot_apply_to_a_given_client(tls_files: tuple[Path, Path]) -> None:
     async def go() -> None:
         async with httpx.AsyncClient() as own:
             with pytest.raises(ConfigError, match="ca_bundle cannot apply to a given http_client"):
-                AsyncHttpTransport(own).check(PROVIDER, _config(ca_bundle=str(tls_files[0])))
+                AsyncHttpTransport(own).check(
+                    PROVIDER, gateway_settings(ca_bundle=str(tls_files[0]))
+                )
 
     asyncio.run(go())
 
 
-class _RefusingProxy:
-    """A proxy that records each CONNECT line and refuses it."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with client:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += client.recv(4096)
-                self.seen.append(head.decode("latin-1").split("\r\n")[0])
-                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 def test_the_environments_proxy_is_used_and_a_refused_tunnel_sent_nothing(
-    tls_server: _Server, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: Gateway, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy = _RefusingProxy()
+    proxy = ConnectProxy(status=403)
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     try:
         with pytest.raises(TransportError, match="cannot reach testgw; nothing was sent"):
-            _post(f"https://localhost:{tls_server.port}/x?hash=SECRET", _config())
-        assert proxy.seen == [f"CONNECT localhost:{tls_server.port} HTTP/1.1"]
+            _post(f"https://localhost:{tls_server.port}/x?hash=SECRET", gateway_settings())
+        assert proxy.seen == [(f"CONNECT localhost:{tls_server.port} HTTP/1.1", None)]
         assert tls_server.seen == []
         # NO_PROXY names the gateway: straight to it.
         monkeypatch.setenv("NO_PROXY", "localhost")
-        reply = _post(f"https://localhost:{tls_server.port}/x", _config(str(tls_files[0])))
+        reply = _post(f"https://localhost:{tls_server.port}/x", gateway_settings(str(tls_files[0])))
         assert reply.status == 200 and len(proxy.seen) == 1
     finally:
         proxy.close()
 
 
 def test_query_strings_stay_out_of_errors_and_httpx_logs(
-    plain_server: _Server, caplog: pytest.LogCaptureFixture
+    plain_server: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    _post(f"http://127.0.0.1:{plain_server.port}/ok?hash=SECRETHASH", _config())
+    _post(f"http://127.0.0.1:{plain_server.port}/ok?hash=SECRETHASH", gateway_settings())
     with pytest.raises(OutcomeUnknown) as error:
         _post(
             f"http://127.0.0.1:{plain_server.port}/slow?hash=SECRETHASH",
-            _config(read_timeout=0.2),
+            gateway_settings(read_timeout=0.2),
         )
     assert "SECRETHASH" not in str(error.value)
     assert any(r.name == "httpx" and "/ok?…" in r.getMessage() for r in caplog.records)

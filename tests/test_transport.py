@@ -8,14 +8,10 @@ redirects, refused connections.
 
 from __future__ import annotations
 
-import http.server
 import io
 import logging
-import select
 import socket
-import ssl
 import struct
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -32,6 +28,7 @@ from refundcore.errors import ConfigError, OutcomeUnknown, TransportError
 from refundcore.models import HttpRequest, HttpResponse
 from refundcore.sandbox import SandboxRun
 from refundcore.transport import HttpTransport
+from tests.loopback_gateway import ConnectProxy, Gateway, Listener, gateway_settings, tls_context
 
 PROVIDER = SimpleNamespace(id="testgw")
 
@@ -44,191 +41,6 @@ def _no_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
 
 
-def _config(ca_bundle: str | None = None, read_timeout: float = 5.0) -> Any:
-    return SimpleNamespace(connect_timeout=5.0, read_timeout=read_timeout, ca_bundle=ca_bundle)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        server: _Server = self.server  # type: ignore[assignment]
-        length = int(self.headers.get("Content-Length") or 0)
-        server.seen.append((self.command, self.path, dict(self.headers), self.rfile.read(length)))
-        path = self.path
-        if path.startswith("/chunked"):
-            self.send_response(200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for _ in range(int(path.rpartition("=")[2])):
-                self.wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        if path.startswith("/redirect"):
-            # A Location requests cannot decode (not UTF-8) for /redirect-odd.
-            location = b"/\xff" if path == "/redirect-odd" else b"/elsewhere"
-            head = b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 5"
-            self.wfile.write(head + b"\r\n\r\nmoved")
-            return
-        if path.startswith("/sized"):
-            body = b"y" * int(path.rpartition("=")[2])
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        # Read before replying: once the reply is out, the test may already have changed it.
-        hang_up = server.close_after_reply
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Twice", "a")
-        self.send_header("X-Twice", "b")
-        self.send_header("Set-Cookie", "session=abc; Path=/")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        if hang_up:
-            # Keep-alive was offered, yet the server hangs up once the reply is out: as
-            # a gateway does with an idle connection.
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, context: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.context = context
-        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
-        # Counted at accept: a new connection may get the port of one just closed.
-        self.connections = 0
-        self.close_after_reply = False
-        self.hung_up = threading.Event()
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        self.connections += 1
-        if self.context is not None:
-            sock = self.context.wrap_socket(sock, server_side=True)
-        return sock, address
-
-    def shutdown_request(self, request: Any) -> None:
-        super().shutdown_request(request)
-        self.hung_up.set()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*map(str, certificate))
-    return context
-
-
-def _serve(context: ssl.SSLContext | None) -> Iterator[_Server]:
-    server = _Server(context)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def tls_server(tls_files: tuple[Path, Path]) -> Iterator[_Server]:
-    yield from _serve(_server_context(tls_files))
-
-
-@pytest.fixture
-def plain_server() -> Iterator[_Server]:
-    yield from _serve(None)
-
-
-class _ConnectProxy:
-    """A CONNECT-only proxy: records each CONNECT line and its Proxy-Authorization, then
-    relays bytes both ways (or refuses with ``status``). With ``context`` it is itself
-    reached over TLS."""
-
-    def __init__(self, status: int = 200, context: ssl.SSLContext | None = None) -> None:
-        self.status = status
-        self.context = context
-        self.seen: list[tuple[str, str | None]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        if self.context is not None:
-            try:
-                client = self.context.wrap_socket(client, server_side=True)
-            except OSError:
-                client.close()
-                return
-        with client:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += client.recv(4096)
-            lines = head.decode("latin-1").split("\r\n")
-            auth = next(
-                (
-                    line.partition(":")[2].strip()
-                    for line in lines
-                    if line.lower().startswith("proxy-authorization:")
-                ),
-                None,
-            )
-            self.seen.append((lines[0], auth))
-            if self.status != 200:
-                client.sendall(
-                    f"HTTP/1.1 {self.status} Refused\r\nContent-Length: 0\r\n\r\n".encode()
-                )
-                return
-            host, _, port = lines[0].split()[1].rpartition(":")
-            with socket.create_connection((host, int(port))) as upstream:
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                _relay(client, upstream)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-def _relay(one: socket.socket, other: socket.socket) -> None:
-    ends = {one: other, other: one}
-    while True:
-        # A TLS socket may hold decrypted bytes select cannot see.
-        ready = [s for s in ends if getattr(s, "pending", lambda: 0)()]
-        if not ready:
-            ready, _, _ = select.select(list(ends), [], [], 5)
-        if not ready:
-            return
-        for sock in ready:
-            data = sock.recv(65536)
-            if not data:
-                return
-            ends[sock].sendall(data)
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -236,8 +48,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def proxy() -> Iterator[_ConnectProxy]:
-    proxy = _ConnectProxy()
+def proxy() -> Iterator[ConnectProxy]:
+    proxy = ConnectProxy()
     yield proxy
     proxy.close()
 
@@ -260,13 +72,13 @@ def _send(
 
 
 def test_tls_is_verified_against_the_providers_ca_bundle(
-    tls_server: _Server, tls_files: tuple[Path, Path]
+    tls_server: Gateway, tls_files: tuple[Path, Path]
 ) -> None:
     transport = HttpTransport()
     url = f"https://localhost:{tls_server.port}/refunds/1"
 
-    reply = _send(transport, url, _config(ca_bundle=str(tls_files[0])))
-    again = _send(transport, url, _config(ca_bundle=str(tls_files[0])))
+    reply = _send(transport, url, gateway_settings(ca_bundle=str(tls_files[0])))
+    again = _send(transport, url, gateway_settings(ca_bundle=str(tls_files[0])))
 
     assert (reply.status, reply.body, again.status) == (200, b'{"ok": true}', 200)
     assert reply.headers["x-twice"] == "a, b"
@@ -275,27 +87,27 @@ def test_tls_is_verified_against_the_providers_ca_bundle(
 
 
 def test_an_untrusted_certificate_is_a_transport_error_before_anything_is_sent(
-    tls_server: _Server,
+    tls_server: Gateway,
 ) -> None:
     with pytest.raises(
         TransportError,
         match=r"TLS handshake with testgw failed; nothing was sent \(SSLCertVerificationError",
     ):
-        _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", _config())
+        _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", gateway_settings())
     assert tls_server.seen == []
 
 
 def test_the_environments_ca_bundle_is_honoured_as_requests_does(
-    tls_server: _Server, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: Gateway, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files[0]))
-    reply = _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", _config())
+    reply = _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", gateway_settings())
     assert reply.status == 200
 
 
-def test_tls_to_a_plain_http_port_fails_in_the_handshake(plain_server: _Server) -> None:
+def test_tls_to_a_plain_http_port_fails_in_the_handshake(plain_server: Gateway) -> None:
     with pytest.raises(TransportError, match="TLS handshake with testgw failed; nothing was sent"):
-        _send(HttpTransport(), f"https://127.0.0.1:{plain_server.port}/x", _config())
+        _send(HttpTransport(), f"https://127.0.0.1:{plain_server.port}/x", gateway_settings())
     assert plain_server.seen == []
 
 
@@ -303,16 +115,16 @@ def test_tls_to_a_plain_http_port_fails_in_the_handshake(plain_server: _Server) 
 
 
 def test_https_goes_through_the_environment_proxy_by_connect(
-    tls_server: _Server,
+    tls_server: Gateway,
     tls_files: tuple[Path, Path],
-    proxy: _ConnectProxy,
+    proxy: ConnectProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", f"http://shop%40x:p%3Ass@127.0.0.1:{proxy.port}")
     reply = _send(
         HttpTransport(),
         f"https://localhost:{tls_server.port}/x",
-        _config(ca_bundle=str(tls_files[0])),
+        gateway_settings(ca_bundle=str(tls_files[0])),
     )
     assert reply.status == 200
     # "shop@x:p:ss", base64: the credentials as the URL gave them, decoded.
@@ -322,9 +134,9 @@ def test_https_goes_through_the_environment_proxy_by_connect(
 
 
 def test_no_proxy_sends_directly(
-    tls_server: _Server,
+    tls_server: Gateway,
     tls_files: tuple[Path, Path],
-    proxy: _ConnectProxy,
+    proxy: ConnectProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
@@ -332,37 +144,37 @@ def test_no_proxy_sends_directly(
     reply = _send(
         HttpTransport(),
         f"https://localhost:{tls_server.port}/x",
-        _config(ca_bundle=str(tls_files[0])),
+        gateway_settings(ca_bundle=str(tls_files[0])),
     )
     assert reply.status == 200
     assert proxy.seen == []
 
 
 def test_an_https_proxy_is_reached_over_verified_tls(
-    tls_server: _Server, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: Gateway, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``HTTPS_PROXY=https://…``, as requests supports it: TLS to the proxy, verified, and
     TLS to the gateway inside the tunnel, verified too."""
-    tls_proxy = _ConnectProxy(context=_server_context(tls_files))
+    tls_proxy = ConnectProxy(context=tls_context(tls_files))
     monkeypatch.setenv("HTTPS_PROXY", f"https://localhost:{tls_proxy.port}")
     url = f"https://localhost:{tls_server.port}/x"
     try:
-        reply = _send(HttpTransport(), url, _config(ca_bundle=str(tls_files[0])))
+        reply = _send(HttpTransport(), url, gateway_settings(ca_bundle=str(tls_files[0])))
         assert reply.status == 200
         [(connect, _)] = tls_proxy.seen
         assert connect.startswith(f"CONNECT localhost:{tls_server.port} HTTP/1.")
         # The proxy's own tls_files is checked: untrusted, nothing goes through it.
         with pytest.raises(TransportError, match="through the proxy; nothing was sent"):
-            _send(HttpTransport(), url, _config())
+            _send(HttpTransport(), url, gateway_settings())
     finally:
         tls_proxy.close()
     assert len(tls_proxy.seen) == 1 and len(tls_server.seen) == 1
 
 
 def test_a_proxy_refusing_the_tunnel_is_a_transport_error(
-    tls_server: _Server, monkeypatch: pytest.MonkeyPatch
+    tls_server: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refusing = _ConnectProxy(status=407)
+    refusing = ConnectProxy(status=407)
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{refusing.port}")
     try:
         with pytest.raises(
@@ -370,18 +182,18 @@ def test_a_proxy_refusing_the_tunnel_is_a_transport_error(
             match=r"could not reach testgw through the proxy; nothing was sent \(OSError: Tunnel "
             r"connection failed: 407",
         ):
-            _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", _config())
+            _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", gateway_settings())
     finally:
         refusing.close()
     assert tls_server.seen == []
 
 
 def test_an_unreachable_proxy_is_a_transport_error(
-    tls_server: _Server, monkeypatch: pytest.MonkeyPatch
+    tls_server: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(TransportError, match="through the proxy; nothing was sent"):
-        _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", _config())
+        _send(HttpTransport(), f"https://localhost:{tls_server.port}/x", gateway_settings())
     assert tls_server.seen == []
 
 
@@ -389,50 +201,50 @@ def test_an_unreachable_proxy_is_a_transport_error(
 
 
 def test_an_idle_connection_the_gateway_closed_is_replaced_not_used(
-    plain_server: _Server,
+    plain_server: Gateway,
 ) -> None:
     transport = HttpTransport()
     url = f"http://127.0.0.1:{plain_server.port}/x"
     plain_server.close_after_reply = True
-    assert _send(transport, url, _config()).status == 200
+    assert _send(transport, url, gateway_settings()).status == 200
     plain_server.close_after_reply = False
     assert plain_server.hung_up.wait(5), "the server hung up"
     time.sleep(0.05)  # the hang-up reaches the client's socket
 
-    assert _send(transport, url, _config()).status == 200
+    assert _send(transport, url, gateway_settings()).status == 200
     assert plain_server.connections == 2, "a new connection, not an error"
     transport.close()
 
 
 def test_a_reply_of_unknown_length_is_read_whole_up_to_the_limit(
-    plain_server: _Server, monkeypatch: pytest.MonkeyPatch
+    plain_server: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import refundcore.transport
 
     transport = HttpTransport()
     base = f"http://127.0.0.1:{plain_server.port}"
-    assert _send(transport, f"{base}/chunked?n=3", _config()).body == b"x" * 3072
+    assert _send(transport, f"{base}/chunked?n=3", gateway_settings()).body == b"x" * 3072
     monkeypatch.setattr(refundcore.transport, "MAX_RESPONSE_BYTES", 2048)
     with pytest.raises(OutcomeUnknown, match=r"cut short.*larger than 2048 bytes"):
-        _send(transport, f"{base}/chunked?n=3", _config())
+        _send(transport, f"{base}/chunked?n=3", gateway_settings())
     # A declared length over the limit is refused before reading.
     with pytest.raises(OutcomeUnknown, match=r"cut short.*larger than 2048 bytes"):
-        _send(transport, f"{base}/sized?n=2049", _config())
-    assert _send(transport, f"{base}/sized?n=2048", _config()).body == b"y" * 2048
+        _send(transport, f"{base}/sized?n=2049", gateway_settings())
+    assert _send(transport, f"{base}/sized?n=2048", gateway_settings()).body == b"y" * 2048
     transport.close()
 
 
 def test_redirects_are_replies_not_followed(
-    plain_server: _Server, monkeypatch: pytest.MonkeyPatch
+    plain_server: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import refundcore.transport
 
     transport = HttpTransport()
     base = f"http://127.0.0.1:{plain_server.port}"
-    reply = _send(transport, f"{base}/redirect", _config(), method="POST", body=b"refund")
+    reply = _send(transport, f"{base}/redirect", gateway_settings(), method="POST", body=b"refund")
     assert (reply.status, reply.headers["location"], reply.body) == (302, "/elsewhere", b"moved")
     # A Location requests' redirect bookkeeping chokes on: the reply still arrives.
-    assert _send(transport, f"{base}/redirect-odd", _config(), method="POST").status == 302
+    assert _send(transport, f"{base}/redirect-odd", gateway_settings(), method="POST").status == 302
     assert [(method, path) for method, path, *_ in plain_server.seen] == [
         ("POST", "/redirect"),
         ("POST", "/redirect-odd"),
@@ -440,16 +252,16 @@ def test_redirects_are_replies_not_followed(
     # The size limit holds for a 3xx too (requests would read its body whole).
     monkeypatch.setattr(refundcore.transport, "MAX_RESPONSE_BYTES", 4)
     with pytest.raises(OutcomeUnknown, match="larger than 4 bytes"):
-        _send(transport, f"{base}/redirect", _config(), method="POST")
+        _send(transport, f"{base}/redirect", gateway_settings(), method="POST")
     transport.close()
 
 
-def test_the_gateway_sees_the_plugins_headers_and_no_cookies(plain_server: _Server) -> None:
+def test_the_gateway_sees_the_plugins_headers_and_no_cookies(plain_server: Gateway) -> None:
     transport = HttpTransport()
     url = f"http://127.0.0.1:{plain_server.port}/x"
-    _send(transport, url, _config(), method="POST", headers={"X-Sig": "s1"}, body=b"{}")
-    _send(transport, url, _config(), method="POST", headers={"X-Sig": "s2"}, body=b"{}")
-    first, second = (headers for _, _, headers, _ in plain_server.seen)
+    _send(transport, url, gateway_settings(), method="POST", headers={"X-Sig": "s1"}, body=b"{}")
+    _send(transport, url, gateway_settings(), method="POST", headers={"X-Sig": "s2"}, body=b"{}")
+    first, second = (dict(seen.headers) for seen in plain_server.seen)
     assert first["X-Sig"] == "s1" and first["User-Agent"] == "refundcore"
     assert "Cookie" not in second, "the gateway's Set-Cookie is not sent back"
     assert first.get("Accept-Encoding", "identity") == "identity"
@@ -457,7 +269,7 @@ def test_the_gateway_sees_the_plugins_headers_and_no_cookies(plain_server: _Serv
 
 
 def test_a_netrc_entry_does_not_replace_the_signed_authorization(
-    plain_server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    plain_server: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     netrc = tmp_path / ".netrc"
     netrc.write_text("machine 127.0.0.1 login user password pass\n")
@@ -466,13 +278,13 @@ def test_a_netrc_entry_does_not_replace_the_signed_authorization(
     _send(
         HttpTransport(),
         f"http://127.0.0.1:{plain_server.port}/x",
-        _config(),
+        gateway_settings(),
         headers={"Authorization": "HMAC signed"},
     )
-    assert plain_server.seen[0][2]["Authorization"] == "HMAC signed"
+    assert dict(plain_server.seen[0].headers)["Authorization"] == "HMAC signed"
 
 
-class _RawGateway:
+class _RawGateway(Listener):
     """A listener that treats every connection one way: ``hang_up`` or ``reset`` once
     the request head has arrived, ``reset_at_once`` or ``close_at_once`` before reading
     anything (so before a TLS handshake), ``silent`` (reads, never answers)."""
@@ -480,19 +292,9 @@ class _RawGateway:
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
         self.requests = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             if not self.behaviour.endswith("_at_once"):
                 head = b""
@@ -509,9 +311,6 @@ class _RawGateway:
             if self.behaviour.startswith("reset"):
                 # Closing with a zero linger sends a reset instead of a clean end.
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 @pytest.fixture
@@ -545,7 +344,7 @@ def test_a_failure_after_the_request_was_written_is_an_unknown_outcome(
         _send(
             HttpTransport(),
             f"http://127.0.0.1:{gateway.port}/x",
-            _config(read_timeout=0.3),
+            gateway_settings(read_timeout=0.3),
             method="POST",
             body=b"refund",
         )
@@ -570,7 +369,12 @@ def test_a_connection_lost_in_the_tls_handshake_sent_nothing(
     written: the transport tells them apart by where they happened."""
     gateway = raw_gateway(behaviour)
     with pytest.raises(TransportError, match=message):
-        _send(HttpTransport(), f"https://127.0.0.1:{gateway.port}/x", _config(), method="POST")
+        _send(
+            HttpTransport(),
+            f"https://127.0.0.1:{gateway.port}/x",
+            gateway_settings(),
+            method="POST",
+        )
     assert gateway.requests == 0
 
 
@@ -579,22 +383,26 @@ def test_a_refused_connection_sent_nothing() -> None:
         TransportError,
         match=r"could not connect to testgw; nothing was sent \(ConnectionRefusedError",
     ):
-        _send(HttpTransport(), f"http://127.0.0.1:{_free_port()}/x", _config())
+        _send(HttpTransport(), f"http://127.0.0.1:{_free_port()}/x", gateway_settings())
 
 
 def test_unusable_urls_bundles_and_proxies_are_transport_errors(
-    plain_server: _Server, monkeypatch: pytest.MonkeyPatch
+    plain_server: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(TransportError, match=r"unusable URL or proxy; nothing was sent.*ftp"):
-        _send(HttpTransport(), "ftp://127.0.0.1/x", _config())
+        _send(HttpTransport(), "ftp://127.0.0.1/x", gateway_settings())
     with pytest.raises(TransportError, match=r"unusable URL or proxy; nothing was sent"):
-        _send(HttpTransport(), "http:///x", _config())
+        _send(HttpTransport(), "http:///x", gateway_settings())
     with pytest.raises(TransportError, match=r"ca_bundle '/nonexistent.pem' cannot be used"):
-        _send(HttpTransport(), "https://127.0.0.1/x", _config(ca_bundle="/nonexistent.pem"))
+        _send(
+            HttpTransport(), "https://127.0.0.1/x", gateway_settings(ca_bundle="/nonexistent.pem")
+        )
     with pytest.raises(TransportError, match=r"could not connect to testgw; nothing was sent"):
-        _send(HttpTransport(), "http://gateway.invalid/x", _config())
+        _send(HttpTransport(), "http://gateway.invalid/x", gateway_settings())
     with pytest.raises(TransportError, match=r"cannot be written; nothing was sent"):
-        _send(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x", _config(), "GET\n")
+        _send(
+            HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x", gateway_settings(), "GET\n"
+        )
     monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1")
     # Without PySocks requests cannot use the proxy at all; with it (selenium brings it
     # in) the proxy refuses the connection. Either way nothing reached the gateway.
@@ -602,7 +410,7 @@ def test_unusable_urls_bundles_and_proxies_are_transport_errors(
         TransportError,
         match=r"(unusable URL or proxy|could not connect to testgw); nothing was sent",
     ):
-        _send(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x", _config())
+        _send(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x", gateway_settings())
     assert plain_server.seen == []
 
 
@@ -619,7 +427,7 @@ class _CountingAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
-def test_the_callers_session_is_used_as_given(plain_server: _Server) -> None:
+def test_the_callers_session_is_used_as_given(plain_server: Gateway) -> None:
     session = requests.Session()
     session.headers["X-Merchant"] = "shop-1"
     session.headers["Content-Type"] = "text/plain"
@@ -633,7 +441,7 @@ def test_the_callers_session_is_used_as_given(plain_server: _Server) -> None:
     reply = _send(
         transport,
         f"{base}/x",
-        _config(),
+        gateway_settings(),
         method="POST",
         headers={"Content-Type": "application/json"},
         body=b"{}",
@@ -642,7 +450,7 @@ def test_the_callers_session_is_used_as_given(plain_server: _Server) -> None:
 
     assert reply.status == 200
     assert adapter.sent == [f"{base}/x"]
-    _, _, headers, body = plain_server.seen[0]
+    headers, body = dict(plain_server.seen[0].headers), plain_server.seen[0].body
     assert headers["X-Merchant"] == "shop-1"
     assert headers["Content-Type"] == "application/json", "the plugin's header wins"
     assert body == b"{}"
@@ -695,7 +503,7 @@ def test_an_adapter_without_a_network_serves_the_transport() -> None:
     reply = _send(
         HttpTransport(session=session),
         "https://gateway.example/refunds",
-        _config(),
+        gateway_settings(),
         method="POST",
         body=b"{}",
     )
@@ -719,11 +527,11 @@ def test_a_custom_adapters_failures_are_classified(
     session = requests.Session()
     session.mount("https://", _InMemoryAdapter(failure))
     with pytest.raises(outcome, match=message):
-        _send(HttpTransport(session=session), "https://gateway.example/x", _config())
+        _send(HttpTransport(session=session), "https://gateway.example/x", gateway_settings())
 
 
 def test_a_session_that_skips_tls_verification_is_refused(
-    tls_server: _Server, tls_files: tuple[Path, Path]
+    tls_server: Gateway, tls_files: tuple[Path, Path]
 ) -> None:
     session = requests.Session()
     session.verify = False
@@ -736,11 +544,13 @@ def test_a_session_that_skips_tls_verification_is_refused(
     transport = HttpTransport(session=session)
     session.verify = False  # changed after the client was made: refused when sending
     with pytest.raises(TransportError, match=r"verify is False.*nothing was sent"):
-        _send(transport, f"https://localhost:{tls_server.port}/x", _config())
+        _send(transport, f"https://localhost:{tls_server.port}/x", gateway_settings())
     assert tls_server.seen == []
     # The session's own CA bundle path is a way to verify, and is used.
     session.verify = str(tls_files[0])
-    assert _send(transport, f"https://localhost:{tls_server.port}/x", _config()).status == 200
+    assert (
+        _send(transport, f"https://localhost:{tls_server.port}/x", gateway_settings()).status == 200
+    )
 
 
 @pytest.mark.parametrize(
@@ -773,7 +583,7 @@ def test_a_session_whose_adapters_send_once_is_accepted(retries: Any) -> None:
 
 
 def test_a_retrying_adapter_mounted_later_is_refused_before_sending(
-    plain_server: _Server,
+    plain_server: Gateway,
 ) -> None:
     session = requests.Session()
     transport = HttpTransport(session=session)
@@ -783,7 +593,7 @@ def test_a_retrying_adapter_mounted_later_is_refused_before_sending(
         TransportError,
         match=rf"session: the adapter mounted for '{base}' retries a POST .*nothing was sent",
     ):
-        _send(transport, f"{base}/x", _config(), method="POST")
+        _send(transport, f"{base}/x", gateway_settings(), method="POST")
     assert plain_server.seen == []
 
 
@@ -796,33 +606,37 @@ def test_query_strings_stay_out_of_transport_errors() -> None:
     session = requests.Session()
     session.mount("https://", _InMemoryAdapter(requests.ConnectionError("/x?sig=SECRET broke")))
     with pytest.raises(OutcomeUnknown) as error:
-        _send(HttpTransport(session=session), "https://gateway.example/x?sig=SECRET", _config())
+        _send(
+            HttpTransport(session=session),
+            "https://gateway.example/x?sig=SECRET",
+            gateway_settings(),
+        )
     assert "SECRET" not in str(error.value)
     assert error.value.__cause__ is None and error.value.__suppress_context__
 
 
 def test_query_strings_stay_out_of_urllib3s_log_lines(
-    plain_server: _Server, caplog: pytest.LogCaptureFixture
+    plain_server: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    _send(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x?sig=SECRET", _config())
+    _send(HttpTransport(), f"http://127.0.0.1:{plain_server.port}/x?sig=SECRET", gateway_settings())
     with pytest.raises(TransportError):
-        _send(HttpTransport(), f"http://127.0.0.1:{_free_port()}/x?sig=SECRET", _config())
+        _send(HttpTransport(), f"http://127.0.0.1:{_free_port()}/x?sig=SECRET", gateway_settings())
     lines = [(record.name, record.getMessage()) for record in caplog.records]
     assert any(name == "urllib3.connectionpool" and "/x?…" in line for name, line in lines)
     assert not [line for _, line in lines if "SECRET" in line]
 
 
 def test_the_environment_is_read_once_per_gateway_host_by_the_own_session(
-    tls_server: _Server,
+    tls_server: Gateway,
     tls_files: tuple[Path, Path],
-    proxy: _ConnectProxy,
+    proxy: ConnectProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A client keeps the proxies it found on its first send to a host; a client made
     after the environment changed follows it."""
     url = f"https://localhost:{tls_server.port}/x"
-    config = _config(ca_bundle=str(tls_files[0]))
+    config = gateway_settings(ca_bundle=str(tls_files[0]))
     transport = HttpTransport()
     try:
         assert _send(transport, url, config).status == 200
