@@ -1168,6 +1168,63 @@ def test_callback_fills_a_missing_provider_refund_id(backend: Any, make_refund: 
     assert journal.find_by_provider_refund_id("testpay", "GW-other") is None
 
 
+def test_a_callback_about_another_gateway_refund_never_settles_a_row(pending: Journal) -> None:
+    """A refund id can reach a callback from a place the gateway does not sign; the
+    gateway's own refund id (signed) must then agree with the row's, or the callback
+    is kept as evidence only: a genuine SUCCEEDED about GW-2 cannot settle R-1 (GW-1)."""
+    foreign = _applied(
+        pending.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-2"
+        )
+    )
+    entry = pending.get("testpay", "R-1")
+    assert entry is not None and (entry.state, entry.provider_refund_id) == (S.PENDING, "GW-1")
+    assert (foreign.changed, foreign.duplicate, foreign.contradiction) == (False, False, True)
+    heard, contradiction = pending.history("testpay", "R-1")[-2:]
+    assert (heard.kind, heard.data["applied"], heard.data["settles"]) == (
+        EventKind.CALLBACK,
+        False,
+        False,
+    )
+    assert heard.detail.endswith("(the refund is gateway id GW-1)")
+    assert contradiction.kind is EventKind.CONTRADICTION
+    # The genuine word about GW-1 still settles it.
+    own = _applied(
+        pending.apply_notification(
+            "testpay", state=S.FAILED, refund_id="R-1", provider_refund_id="GW-1"
+        )
+    )
+    assert (own.changed, own.entry.state) == (True, S.FAILED)
+
+
+def test_a_callback_never_takes_another_rows_gateway_id(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    """R-2's reply was lost (no gateway id yet); a callback naming R-2 with R-1's
+    gateway id is R-1's word moved to R-2's name: it neither settles R-2 nor gives it
+    that id."""
+    journal: Journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED, provider_refund_id="GW-1"
+    )
+    journal.claim(make_refund(refund_id="R-2", payment_key="P-2"), owner="A")
+    journal.record("testpay", "R-2", owner="A", attempt=1, state=S.UNKNOWN)
+
+    moved = _applied(
+        journal.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-2", provider_refund_id="GW-1"
+        )
+    )
+
+    entry = journal.get("testpay", "R-2")
+    assert entry is not None and (entry.state, entry.provider_refund_id) == (S.UNKNOWN, None)
+    assert (moved.changed, moved.contradiction) == (False, True)
+    assert journal.history("testpay", "R-2")[-1].detail.endswith(
+        "(that gateway id is refund R-1's)"
+    )
+
+
 # -- queries -------------------------------------------------------------------------
 
 
