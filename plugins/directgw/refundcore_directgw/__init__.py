@@ -62,12 +62,14 @@ from refundcore.money import Money
 __all__ = [
     "CHECKOUTS",
     "CURRENCIES",
+    "NOTIFICATION_READ_FIELDS",
     "NOTIFY_URL_SETTING",
     "PATHS",
     "PROVIDER_ID",
     "SUCCESS_CODE",
     "DirectgwConfig",
     "JsonNumber",
+    "check_notification_framing",
     "checkout_paths",
     "envelope",
     "json_text",
@@ -607,6 +609,38 @@ def notification_sign_texts(fields: Mapping[str, Any]) -> tuple[str, ...]:
     return (php,) if php == raw else (php, raw)
 
 
+#: The top-level fields a verified notification is read by.
+NOTIFICATION_READ_FIELDS = ("amount", "currency", "merchantReference", "orderId", "status")
+# "&", a name, "=": a whole signed pair, inside a value.
+_PAIR_INSIDE = re.compile(r"&[^&=]*=")
+
+
+def check_notification_framing(fields: Mapping[str, Any]) -> None:
+    """ASSUMPTION: a genuine notification never needs a reading its signed text cannot
+    tell apart from another. Refused: a field name holding ``&`` or ``=``; an
+    ``amount``, ``currency``, ``orderId`` or ``status`` holding ``&``; a
+    ``merchantReference`` (the merchant's own text) holding ``&<name>=``; any other
+    value holding ``&<name>=`` for a field of :data:`NOTIFICATION_READ_FIELDS`. The
+    signed text joins ``k=v`` with ``&`` and escapes nothing:
+    ``{"merchantReference": "R1&orderId=1076"}`` signs as ``{"merchantReference":
+    "R1", "orderId": 1076}`` does, and would be read with another reference and no
+    order id. :class:`SignatureError` when it is so."""
+    for name, value in fields.items():
+        if "&" in name or "=" in name:
+            raise SignatureError("a notification field name holds '&' or '='")
+        text = notification_value_text(value)
+        if "&" not in text:
+            continue
+        if name == "merchantReference":
+            refused = _PAIR_INSIDE.search(text) is not None
+        else:
+            refused = name in NOTIFICATION_READ_FIELDS or any(
+                f"&{read}=" in text for read in NOTIFICATION_READ_FIELDS
+            )
+        if refused:
+            raise SignatureError(f"notification field {name} holds another field's text")
+
+
 def notification_event(status: str | None, provider: str) -> str:
     """ASSUMPTION: what a notification's ``status`` reports. BBMSL documents only
     payment-success notifications; a refund is taken to be reported with the order's
@@ -769,6 +803,7 @@ def refundcore_verify_callback(
     key = config.gateway_public_key
     if not any(key.verify_sha256(raw_signature, message) for message in messages):
         raise SignatureError("signature does not match")
+    check_notification_framing(fields)
 
     status_text = fields.get("status")
     event = notification_event(status_text if isinstance(status_text, str) else None, provider.id)
