@@ -73,6 +73,7 @@ __all__ = [
     "checkout_paths",
     "envelope",
     "json_text",
+    "notification_amount",
     "notification_event",
     "notification_sign_texts",
     "notification_value_text",
@@ -678,6 +679,22 @@ def _raw_value(value: Any) -> Any:
     return value
 
 
+def notification_amount(amount: Any, currency: Any) -> Money | None:
+    """A notification's amount, where it names a ``currency``. A JSON number is read
+    only while it has at most 14 significant digits in the currency's minor units: the
+    PHP text (which the signature may cover) keeps no more, so ``1234567890123.45`` and
+    ``1234567890123.44`` sign alike and neither can be taken as signed; ``raw`` keeps
+    it."""
+    money = _money(amount, currency)
+    if (
+        money is not None
+        and isinstance(amount, JsonNumber)
+        and abs(money.minor_units) >= 10**_PHP_PRECISION
+    ):
+        return None
+    return money
+
+
 def _payment_ref(order_id: str | None, reference: Any) -> PaymentRef | None:
     try:
         return PaymentRef(
@@ -817,6 +834,6 @@ def refundcore_verify_callback(
         provider_refund_id=order_id,
         payment=_payment_ref(order_id, fields.get("merchantReference")),
         # A notification names no currency, so its amount is left in raw.
-        amount=_money(fields.get("amount"), fields.get("currency")),
+        amount=notification_amount(fields.get("amount"), fields.get("currency")),
         raw={key: _raw_value(value) for key, value in fields.items() if key != "signature"},
     )

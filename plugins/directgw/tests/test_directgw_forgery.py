@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import pytest
@@ -140,3 +141,67 @@ def test_a_reference_holding_a_signed_pair_is_refused(client: RefundClient) -> N
         _reading(client, plain, _signed(GATEWAY_KEY, plain))[3].merchant_reference
         == plain["merchantReference"]
     )
+
+
+def _number_body(amount: str, signature: str) -> bytes:
+    return (
+        f'{{"amount":{amount},"currency":"HKD","orderId":"77","status":"REFUNDED",'
+        f'"signature":{json.dumps(signature)}}}'
+    ).encode()
+
+
+def test_an_amount_php_rounds_is_not_read(client: RefundClient) -> None:
+    """Beyond 14 significant digits PHP prints a number rounded: 1234567890123.45 and
+    .44 sign alike under the PHP text, so neither amount is read."""
+    genuine = parse_notification(_number_body("1234567890123.45", "x"))
+    php_text = notification_sign_texts(genuine)[0]
+    forged = _number_body(
+        "1234567890123.44", base64.b64encode(GATEWAY_KEY.sign_sha256(php_text.encode())).decode()
+    )
+    note = client.verify_callback(
+        "directgw",
+        method="POST",
+        path="/hooks/directgw",
+        headers={"Content-Type": "application/json"},
+        body=forged,
+    )
+    assert note.amount is None
+    assert str(note.raw["amount"]) == "1234567890123.44"
+
+
+def _variants(amount: Decimal) -> list[str]:
+    """Other JSON numbers near ``amount``: other digits, other forms of the same value."""
+    cent, tiny = Decimal("0.01"), Decimal("1e-15")
+    return [
+        f"{amount + cent:f}",
+        f"{max(amount - cent, Decimal(0)):f}",
+        f"{amount:f}000",
+        f"{amount + tiny:f}",
+        f"{amount:E}",
+        f"{amount.quantize(Decimal('0.1'), rounding=ROUND_DOWN):f}",
+        f"{amount:.1E}",
+    ]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    amount=st.decimals(min_value=0, max_value=10**15, places=2),
+    pick=st.integers(0, 6),
+)
+def test_an_amount_signing_alike_under_the_php_text_reads_the_same(
+    client: RefundClient, amount: Decimal, pick: int
+) -> None:
+    """Any JSON number the PHP text writes as the genuine amount's text verifies with
+    the genuine signature: it is read as the genuine amount, or not at all."""
+    other = _variants(amount)[pick]
+    php_text = notification_sign_texts(parse_notification(_number_body(f"{amount:f}", "x")))[0]
+    assume(notification_sign_texts(parse_notification(_number_body(other, "x")))[0] == php_text)
+    signature = base64.b64encode(GATEWAY_KEY.sign_sha256(php_text.encode())).decode()
+    note = client.verify_callback(
+        "directgw",
+        method="POST",
+        path="/hooks/directgw",
+        headers={"Content-Type": "application/json"},
+        body=_number_body(other, signature),
+    )
+    assert note.amount is None or note.amount.amount == amount
