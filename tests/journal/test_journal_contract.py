@@ -1440,6 +1440,52 @@ def test_reports_in_any_order_only_move_a_row_forward(
     journal.close()
 
 
+_NAMED_CALLBACKS = st.lists(
+    st.tuples(st.sampled_from(list(JournalState)), st.sampled_from([None, "GW-A", "GW-B", "GW-C"])),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(callbacks=_NAMED_CALLBACKS)
+def test_only_callbacks_with_the_rows_own_gateway_id_settle_it(
+    backend: Any, make_refund: MakeRefund, callbacks: list[tuple[JournalState, str | None]]
+) -> None:
+    """Callbacks naming a refund whose reply was lost, each with some gateway id (none,
+    another row's GW-B, or a new one): the first new id is taken as the row's; after
+    that, a callback with any other id, or with GW-B at any time, changes nothing."""
+    journal = backend.open()
+    n = len(journal.entries())
+    other, mine = f"O-{n}", f"R-{n}"
+    journal.claim(make_refund(refund_id=other, payment_key=other), owner="A")
+    journal.record(
+        "testpay", other, owner="A", attempt=1, state=S.PENDING, provider_refund_id=f"GW-B-{n}"
+    )
+    journal.claim(make_refund(refund_id=mine, payment_key=mine), owner="A")
+    journal.record("testpay", mine, owner="A", attempt=1, state=S.UNKNOWN)
+    for state, name in callbacks:
+        gateway_id = None if name is None else f"{name}-{n}"
+        before = journal.get("testpay", mine)
+        assert before is not None
+        applied = _applied(
+            journal.apply_notification(
+                "testpay", state=state, refund_id=mine, provider_refund_id=gateway_id
+            )
+        )
+        after = journal.get("testpay", mine)
+        foreign = gateway_id is not None and (
+            gateway_id == f"GW-B-{n}" or before.provider_refund_id not in (None, gateway_id)
+        )
+        if foreign:
+            assert after == before and applied.contradiction and not applied.changed
+        assert after is not None and after.provider_refund_id != f"GW-B-{n}"
+    journal.close()
+
+
 def _entry_state(journal: Journal, refund_id: str) -> JournalState:
     entry = journal.get("testpay", refund_id)
     assert entry is not None
