@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
 import pytest
+import refundcore_paywiser as paywiser
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from refundcore import Money, RefundClient, RefundStatus
 from refundcore.journal import JournalState
@@ -76,3 +79,76 @@ def test_another_refunds_genuine_postback_at_this_refunds_url_settles_nothing(
     run.wait_for_notifications(3)
     entry = journal.get("paywiser", a.refund_id)
     assert entry is not None and entry.state is JournalState.FAILED
+
+
+def _encode(text: str, how: int) -> str:
+    """``text`` as a form writes it: escaped as usual, every byte escaped (either hex
+    case), or spaces as ``+``."""
+    if how == 0:
+        return quote_plus(text)
+    raw = "".join(f"%{byte:02X}" for byte in text.encode())
+    return raw.lower() if how == 1 else raw
+
+
+@pytest.fixture(scope="module")
+def signed_run() -> Iterator[SandboxRun]:
+    with SandboxRun("paywiser") as sandbox:
+        yield sandbox
+
+
+_FIELDS = {
+    "status": "EXC",
+    "parent_txid": "7000001",
+    "txid": "7000002",
+    "tx_action": "REFUND",
+    "amount": "10.00",
+    "currency": USD,
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    how=st.lists(st.integers(0, 2), min_size=9, max_size=9),
+    extra=st.lists(
+        st.tuples(
+            st.sampled_from(["Status", "STATUS", "status ", "Txid", "amount[]", "vry2", "ok"]),
+            st.sampled_from(["OK", "10.00", "7000003", "REFUND"]),
+        ),
+        max_size=3,
+        unique_by=lambda pair: pair[0],
+    ),
+    parent=st.sampled_from(["7000001", "7000009", ""]),
+)
+def test_a_postback_encoded_any_way_reads_as_signed(
+    signed_run: SandboxRun, how: list[int], extra: list[tuple[str, str]], parent: str
+) -> None:
+    """A genuine EXC postback, each name and value percent-encoded another way, with
+    unsigned look-alike fields added and its unsigned parent_txid changed: it still
+    verifies, and reads FAILED for txid 7000002, 10.00 USD, whatever was added."""
+    run = signed_run
+    fields = {**_FIELDS, "sid": run.emulator.sid, "parent_txid": parent}
+    check = paywiser.postback_check(
+        fields["sid"],
+        run.emulator.rcode,
+        fields["txid"],
+        fields["status"],
+        fields["amount"],
+        fields["currency"],
+        fields["tx_action"],
+    )
+    pairs = [*fields.items(), ("vry", check)]
+    body = "&".join(
+        f"{_encode(name, how[i])}={_encode(value, how[-1 - i])}"
+        for i, (name, value) in enumerate(pairs)
+    )
+    body += "".join(f"&{quote_plus(name)}={quote_plus(value)}" for name, value in extra)
+    note = run.client.verify_callback(
+        "paywiser", method="POST", path="/hooks/paywiser", headers=FORM, body=body.encode()
+    )
+    assert (note.status, note.event, note.provider_refund_id, note.amount) == (
+        RefundStatus.FAILED,
+        "refund",
+        "7000002",
+        Money("10.00", USD),
+    )
+    assert note.refund_id is None  # no tagged URL: nothing names a refund of ours
