@@ -99,10 +99,11 @@ class SqlAnswers(SqlHistory):
                 provider, entry.refund_id, now, EventKind.CALLBACK, entry.attempt, state, None, data
             )
             applied = self._hear(tx, entry, word, settles=not conflict)
-            if not conflict or applied.contradiction:
+            if not conflict:
                 return applied
-            self._contradiction(tx, entry, now, word, entry.state)
-            return attrs.evolve(applied, contradiction=True)
+            if not applied.contradiction:
+                self._contradiction(tx, entry, now, word, entry.state)
+            return attrs.evolve(applied, contradiction=True, misdirected=True)
 
     def _identity_conflict(
         self, tx: Transaction, entry: JournalEntry, provider_refund_id: str | None

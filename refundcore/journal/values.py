@@ -392,13 +392,16 @@ class Applied:
     provider refund id) had been received before. ``contradiction``: the word
     disagrees with the row (an operator's decision, a final state, "never sent", or
     the row's gateway refund id); it was recorded as a ``contradiction`` event and,
-    over a decision or another gateway refund id, not applied.
+    over a decision or another gateway refund id, not applied. ``misdirected``: the
+    word names this row by its refund id, but its gateway refund id is not the row's
+    (or is another row's): the refund id it names is not to be trusted.
     """
 
     entry: JournalEntry
     changed: bool
     duplicate: bool = False
     contradiction: bool = False
+    misdirected: bool = False
 
 
 @attrs.frozen

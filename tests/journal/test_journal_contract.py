@@ -1180,6 +1180,7 @@ def test_a_callback_about_another_gateway_refund_never_settles_a_row(pending: Jo
     entry = pending.get("testpay", "R-1")
     assert entry is not None and (entry.state, entry.provider_refund_id) == (S.PENDING, "GW-1")
     assert (foreign.changed, foreign.duplicate, foreign.contradiction) == (False, False, True)
+    assert foreign.misdirected
     heard, contradiction = pending.history("testpay", "R-1")[-2:]
     assert (heard.kind, heard.data["applied"], heard.data["settles"]) == (
         EventKind.CALLBACK,
@@ -1194,7 +1195,7 @@ def test_a_callback_about_another_gateway_refund_never_settles_a_row(pending: Jo
             "testpay", state=S.FAILED, refund_id="R-1", provider_refund_id="GW-1"
         )
     )
-    assert (own.changed, own.entry.state) == (True, S.FAILED)
+    assert (own.changed, own.entry.state, own.misdirected) == (True, S.FAILED, False)
 
 
 def test_a_callback_never_takes_another_rows_gateway_id(

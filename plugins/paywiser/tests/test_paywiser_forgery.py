@@ -41,7 +41,8 @@ def test_another_refunds_genuine_postback_at_this_refunds_url_settles_nothing(
     """Refund A (30.00 USD) waits for approval. Refund B of another payment, also 30.00
     USD, succeeds and is posted back. B's genuine postback, its unsigned parent_txid
     changed to A's payment, is posted to A's tagged URL: PayWiser's check value and our
-    URL tag both hold, but B's txid is not A's: A stays PENDING."""
+    URL tag both hold, but B's txid is not A's: A stays PENDING, and the application's
+    notification names no refund."""
     journal = run.client.journal
     assert journal is not None
     pending = run.emulator.seed_payment(Money("80.00", USD), refund_outcome=RefundStatus.PENDING)
@@ -75,6 +76,11 @@ def test_another_refunds_genuine_postback_at_this_refunds_url_settles_nothing(
     entry = journal.get("paywiser", a.refund_id)
     assert entry is not None
     assert (entry.state, entry.provider_refund_id) == (JournalState.PENDING, a.provider_refund_id)
+    # Nor is the application told that A succeeded: the word names no refund it trusts.
+    moved = run.wait_for_notifications(2)[-1]
+    assert (moved.refund_id, moved.provider_refund_id) == (None, b.provider_refund_id)
+    assert moved.status is RefundStatus.SUCCEEDED and not moved.duplicate
+    assert [n.refund_id for n in run.notifications].count(a.refund_id) == 0
     run.emulator.settle(a.refund_id, RefundStatus.FAILED)
     run.wait_for_notifications(3)
     entry = journal.get("paywiser", a.refund_id)
