@@ -168,11 +168,15 @@ class ExactlyOnce:
             yield from self._once(info, config, operation, original_amount, defer_record, send=True)
         )
 
-    def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[bool]:
+    def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[RefundNotification]:
         """Let a verified callback's word settle the journalled refund it names (the
         journal keeps it monotonic and never moves a decided refund; it keeps every
-        callback in the refund's history). True when the journal already had what it
-        says: the row was left as it was, and the callback does not contradict it."""
+        callback in the refund's history). Returns the word for the application:
+        ``duplicate`` when the journal already had what it says (the row was left as
+        it was, and the callback does not contradict it); without its ``refund_id``
+        when its gateway refund id belongs to another refund than the one it names
+        (the name came from somewhere the gateway does not sign: it settled nothing,
+        and must not lead the application to settle that refund either)."""
         applied: Applied | None = yield self._step(
             info,
             "apply",
@@ -186,12 +190,15 @@ class ExactlyOnce:
                 raw=word.raw,
             ),
         )
-        return (
+        if applied is not None and applied.misdirected:
+            return attrs.evolve(word, refund_id=None, duplicate=False)
+        duplicate = (
             applied is not None
             and word.status is not RefundStatus.UNKNOWN
             and not applied.changed
             and not applied.contradiction
         )
+        return word if word.duplicate is duplicate else attrs.evolve(word, duplicate=duplicate)
 
     def reconcile(
         self, lookup: ProviderLookup, provider: str | None = None

@@ -446,6 +446,12 @@ class RefundNotification:
     changed nothing: the gateway delivered it again, it confirms an outcome already
     recorded (from the refund's reply or an earlier callback), or it is older news than
     the journal has. Without a journal it is always False.
+
+    ``refund_id`` is ``None`` when the journal found the gateway refund id the callback
+    carries (``provider_refund_id``) on another refund than the one it names, or
+    another gateway refund id on that one: the refund id came from somewhere the
+    gateway's signature does not cover, so it names no refund to act on. The journal
+    kept the callback as evidence of a contradiction and settled nothing.
     """
 
     provider: str

@@ -73,9 +73,9 @@ __all__ = ["MAX_CALLBACK_BYTES", "Pipeline", "Settle", "unknown_result"]
 log = EventLogger("refundcore.client")
 
 T = TypeVar("T")
-#: Lets a verified callback's word settle the journal (a flow); True when the journal
-#: already had it (a duplicate).
-Settle = Callable[[ProviderInfo, RefundNotification], Steps[bool]]
+#: Lets a verified callback's word settle the journal (a flow): the notification as
+#: the journal read it (``duplicate`` set, a refund id it cannot trust taken out).
+Settle = Callable[[ProviderInfo, RefundNotification], Steps[RefundNotification]]
 
 _UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
 #: Callback bodies beyond this are refused before any parsing.
@@ -283,7 +283,7 @@ class Pipeline:
     ) -> Steps[RefundNotification]:
         """Check a callback's input, have the plugin verify and parse it and let
         ``settle`` apply it (a callback operation): the notification, stamped with the
-        provider, secrets masked, ``duplicate`` when ``settle`` says so, and shown to
+        provider, secrets masked, as ``settle`` read it (``duplicate``), and shown to
         every ``refundcore_notification`` hook. ``SignatureError`` when the callback
         cannot be trusted."""
 
@@ -319,9 +319,10 @@ class Pipeline:
         raw = self._redactor.value(info.id, note.raw)
         if note.provider != info.id or raw is not note.raw:
             note = attrs.evolve(note, provider=info.id, raw=raw)
-        duplicate = settle is not None and (yield from settle(info, note))
-        if note.duplicate is not duplicate:
-            note = attrs.evolve(note, duplicate=duplicate)
+        if settle is not None:
+            note = yield from settle(info, note)
+        elif note.duplicate:
+            note = attrs.evolve(note, duplicate=False)
         self._observe(hooks.notification, "refundcore_notification", info, notification=note)
         return note
 

@@ -93,10 +93,37 @@ class SqlAnswers(SqlHistory):
             if entry is None:
                 return None
             data = answer_data(provider_refund_id, None, None, None, raw)
+            conflict = self._identity_conflict(tx, entry, provider_refund_id)
+            data.update(conflict)
             word = Event(
                 provider, entry.refund_id, now, EventKind.CALLBACK, entry.attempt, state, None, data
             )
-            return self._hear(tx, entry, word, settles=True)
+            applied = self._hear(tx, entry, word, settles=not conflict)
+            if not conflict:
+                return applied
+            if not applied.contradiction:
+                self._contradiction(tx, entry, now, word, entry.state)
+            return attrs.evolve(applied, contradiction=True, misdirected=True)
+
+    def _identity_conflict(
+        self, tx: Transaction, entry: JournalEntry, provider_refund_id: str | None
+    ) -> dict[str, str]:
+        """Why a callback found by its refund id cannot settle ``entry``: the row is
+        known at the gateway by another refund id (``held_provider_refund_id``), or
+        the callback's gateway refund id is another row's (``belongs_to``); empty when
+        nothing disagrees. A refund id may reach a callback from a place the gateway
+        does not sign (a URL, an echo of the merchant's own text); the gateway's refund
+        id is what its signature covers, so it decides which refund is meant."""
+        if provider_refund_id is None or entry.provider_refund_id == provider_refund_id:
+            return {}
+        if entry.provider_refund_id is not None:
+            return {"held_provider_refund_id": entry.provider_refund_id}
+        other = tx.one(
+            f"SELECT refund_id FROM {TABLE} WHERE provider = ? AND provider_refund_id = ? "  # noqa: S608
+            "LIMIT 1",
+            (entry.provider, provider_refund_id),
+        )
+        return {} if other is None else {"belongs_to": str(other["refund_id"])}
 
     def record_query(
         self,

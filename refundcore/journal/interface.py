@@ -147,9 +147,12 @@ class Journal(abc.ABC):
         Monotonic and idempotent: SUBMITTING, UNKNOWN, NOT_SENT and PENDING move to
         PENDING or a final state, PENDING only to a final state, a final row never
         changes, a decided row never moves. A missing ``provider_refund_id`` is filled
-        in. Every callback is kept as a ``callback`` event; the :class:`Applied` says
-        whether it changed the row, repeats a callback received before, or contradicts
-        the row (then also a ``contradiction`` event and a WARNING).
+        in. A callback found by its refund id whose ``provider_refund_id`` is not the
+        row's (or is another row's) is about another gateway refund: kept as evidence,
+        recorded as a contradiction, never applied. Every callback is kept as a
+        ``callback`` event; the :class:`Applied` says whether it changed the row,
+        repeats a callback received before, or contradicts the row (then also a
+        ``contradiction`` event and a WARNING).
         """
 
     @abc.abstractmethod

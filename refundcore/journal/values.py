@@ -341,7 +341,16 @@ def _heard(event: JournalEvent, data: Mapping[str, Any]) -> str:
     else:
         outcome = "kept as evidence only"
     note = f" ({data['note']})" if data.get("note") else ""
-    return f"{event.kind.value} said {_said(event, data)}; {outcome}{note}"
+    return f"{event.kind.value} said {_said(event, data)}; {outcome}{note}{_other(data)}"
+
+
+def _other(data: Mapping[str, Any]) -> str:
+    """Why a callback was about another gateway refund than the row's, if it was."""
+    if data.get("held_provider_refund_id"):
+        return f" (the refund is gateway id {data['held_provider_refund_id']})"
+    if data.get("belongs_to"):
+        return f" (that gateway id is refund {data['belongs_to']}'s)"
+    return ""
 
 
 def _late(event: JournalEvent, data: Mapping[str, Any]) -> str:
@@ -354,7 +363,7 @@ def _contradicted(event: JournalEvent, data: Mapping[str, Any]) -> str:
     if data.get("decided_by"):
         held = f"{data['decided_by']}'s decision {held}"
     state = "?" if event.state is None else event.state.value
-    return f"{data.get('source', '?')} says {state}, against {held}"
+    return f"{data.get('source', '?')} says {state}, against {held}{_other(data)}"
 
 
 _DESCRIBE = {
@@ -381,14 +390,18 @@ class Applied:
     ``entry`` is the row afterwards. ``changed``: the word moved the row (its state, or
     a missing provider refund id). ``duplicate``: the same callback (same state and
     provider refund id) had been received before. ``contradiction``: the word
-    disagrees with the row (an operator's decision, a final state, or "never sent");
-    it was recorded as a ``contradiction`` event and, over a decision, not applied.
+    disagrees with the row (an operator's decision, a final state, "never sent", or
+    the row's gateway refund id); it was recorded as a ``contradiction`` event and,
+    over a decision or another gateway refund id, not applied. ``misdirected``: the
+    word names this row by its refund id, but its gateway refund id is not the row's
+    (or is another row's): the refund id it names is not to be trusted.
     """
 
     entry: JournalEntry
     changed: bool
     duplicate: bool = False
     contradiction: bool = False
+    misdirected: bool = False
 
 
 @attrs.frozen

@@ -1168,6 +1168,64 @@ def test_callback_fills_a_missing_provider_refund_id(backend: Any, make_refund: 
     assert journal.find_by_provider_refund_id("testpay", "GW-other") is None
 
 
+def test_a_callback_about_another_gateway_refund_never_settles_a_row(pending: Journal) -> None:
+    """A refund id can reach a callback from a place the gateway does not sign; the
+    gateway's own refund id (signed) must then agree with the row's, or the callback
+    is kept as evidence only: a genuine SUCCEEDED about GW-2 cannot settle R-1 (GW-1)."""
+    foreign = _applied(
+        pending.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-1", provider_refund_id="GW-2"
+        )
+    )
+    entry = pending.get("testpay", "R-1")
+    assert entry is not None and (entry.state, entry.provider_refund_id) == (S.PENDING, "GW-1")
+    assert (foreign.changed, foreign.duplicate, foreign.contradiction) == (False, False, True)
+    assert foreign.misdirected
+    heard, contradiction = pending.history("testpay", "R-1")[-2:]
+    assert (heard.kind, heard.data["applied"], heard.data["settles"]) == (
+        EventKind.CALLBACK,
+        False,
+        False,
+    )
+    assert heard.detail.endswith("(the refund is gateway id GW-1)")
+    assert contradiction.kind is EventKind.CONTRADICTION
+    # The genuine word about GW-1 still settles it.
+    own = _applied(
+        pending.apply_notification(
+            "testpay", state=S.FAILED, refund_id="R-1", provider_refund_id="GW-1"
+        )
+    )
+    assert (own.changed, own.entry.state, own.misdirected) == (True, S.FAILED, False)
+
+
+def test_a_callback_never_takes_another_rows_gateway_id(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    """R-2's reply was lost (no gateway id yet); a callback naming R-2 with R-1's
+    gateway id is R-1's word moved to R-2's name: it neither settles R-2 nor gives it
+    that id."""
+    journal: Journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+    journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED, provider_refund_id="GW-1"
+    )
+    journal.claim(make_refund(refund_id="R-2", payment_key="P-2"), owner="A")
+    journal.record("testpay", "R-2", owner="A", attempt=1, state=S.UNKNOWN)
+
+    moved = _applied(
+        journal.apply_notification(
+            "testpay", state=S.SUCCEEDED, refund_id="R-2", provider_refund_id="GW-1"
+        )
+    )
+
+    entry = journal.get("testpay", "R-2")
+    assert entry is not None and (entry.state, entry.provider_refund_id) == (S.UNKNOWN, None)
+    assert (moved.changed, moved.contradiction) == (False, True)
+    assert journal.history("testpay", "R-2")[-1].detail.endswith(
+        "(that gateway id is refund R-1's)"
+    )
+
+
 # -- queries -------------------------------------------------------------------------
 
 
@@ -1380,6 +1438,52 @@ def test_reports_in_any_order_only_move_a_row_forward(
         assert rank[current] >= rank[previous]
         assert current is previous or not previous.is_final
         previous = current
+    journal.close()
+
+
+_NAMED_CALLBACKS = st.lists(
+    st.tuples(st.sampled_from(list(JournalState)), st.sampled_from([None, "GW-A", "GW-B", "GW-C"])),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(callbacks=_NAMED_CALLBACKS)
+def test_only_callbacks_with_the_rows_own_gateway_id_settle_it(
+    backend: Any, make_refund: MakeRefund, callbacks: list[tuple[JournalState, str | None]]
+) -> None:
+    """Callbacks naming a refund whose reply was lost, each with some gateway id (none,
+    another row's GW-B, or a new one): the first new id is taken as the row's; after
+    that, a callback with any other id, or with GW-B at any time, changes nothing."""
+    journal = backend.open()
+    n = len(journal.entries())
+    other, mine = f"O-{n}", f"R-{n}"
+    journal.claim(make_refund(refund_id=other, payment_key=other), owner="A")
+    journal.record(
+        "testpay", other, owner="A", attempt=1, state=S.PENDING, provider_refund_id=f"GW-B-{n}"
+    )
+    journal.claim(make_refund(refund_id=mine, payment_key=mine), owner="A")
+    journal.record("testpay", mine, owner="A", attempt=1, state=S.UNKNOWN)
+    for state, name in callbacks:
+        gateway_id = None if name is None else f"{name}-{n}"
+        before = journal.get("testpay", mine)
+        assert before is not None
+        applied = _applied(
+            journal.apply_notification(
+                "testpay", state=state, refund_id=mine, provider_refund_id=gateway_id
+            )
+        )
+        after = journal.get("testpay", mine)
+        foreign = gateway_id is not None and (
+            gateway_id == f"GW-B-{n}" or before.provider_refund_id not in (None, gateway_id)
+        )
+        if foreign:
+            assert after == before and applied.contradiction and not applied.changed
+        assert after is not None and after.provider_refund_id != f"GW-B-{n}"
     journal.close()
 
 

@@ -62,15 +62,18 @@ from refundcore.money import Money
 __all__ = [
     "CHECKOUTS",
     "CURRENCIES",
+    "NOTIFICATION_READ_FIELDS",
     "NOTIFY_URL_SETTING",
     "PATHS",
     "PROVIDER_ID",
     "SUCCESS_CODE",
     "DirectgwConfig",
     "JsonNumber",
+    "check_notification_framing",
     "checkout_paths",
     "envelope",
     "json_text",
+    "notification_amount",
     "notification_event",
     "notification_sign_texts",
     "notification_value_text",
@@ -607,6 +610,38 @@ def notification_sign_texts(fields: Mapping[str, Any]) -> tuple[str, ...]:
     return (php,) if php == raw else (php, raw)
 
 
+#: The top-level fields a verified notification is read by.
+NOTIFICATION_READ_FIELDS = ("amount", "currency", "merchantReference", "orderId", "status")
+# "&", a name, "=": a whole signed pair, inside a value.
+_PAIR_INSIDE = re.compile(r"&[^&=]*=")
+
+
+def check_notification_framing(fields: Mapping[str, Any]) -> None:
+    """ASSUMPTION: a genuine notification never needs a reading its signed text cannot
+    tell apart from another. Refused: a field name holding ``&`` or ``=``; an
+    ``amount``, ``currency``, ``orderId`` or ``status`` holding ``&``; a
+    ``merchantReference`` (the merchant's own text) holding ``&<name>=``; any other
+    value holding ``&<name>=`` for a field of :data:`NOTIFICATION_READ_FIELDS`. The
+    signed text joins ``k=v`` with ``&`` and escapes nothing:
+    ``{"merchantReference": "R1&orderId=1076"}`` signs as ``{"merchantReference":
+    "R1", "orderId": 1076}`` does, and would be read with another reference and no
+    order id. :class:`SignatureError` when it is so."""
+    for name, value in fields.items():
+        if "&" in name or "=" in name:
+            raise SignatureError("a notification field name holds '&' or '='")
+        text = notification_value_text(value)
+        if "&" not in text:
+            continue
+        if name == "merchantReference":
+            refused = _PAIR_INSIDE.search(text) is not None
+        else:
+            refused = name in NOTIFICATION_READ_FIELDS or any(
+                f"&{read}=" in text for read in NOTIFICATION_READ_FIELDS
+            )
+        if refused:
+            raise SignatureError(f"notification field {name} holds another field's text")
+
+
 def notification_event(status: str | None, provider: str) -> str:
     """ASSUMPTION: what a notification's ``status`` reports. BBMSL documents only
     payment-success notifications; a refund is taken to be reported with the order's
@@ -642,6 +677,22 @@ def _raw_value(value: Any) -> Any:
     if isinstance(value, list):
         return [_raw_value(item) for item in value]
     return value
+
+
+def notification_amount(amount: Any, currency: Any) -> Money | None:
+    """A notification's amount, where it names a ``currency``. A JSON number is read
+    only while it has at most 14 significant digits in the currency's minor units: the
+    PHP text (which the signature may cover) keeps no more, so ``1234567890123.45`` and
+    ``1234567890123.44`` sign alike and neither can be taken as signed; ``raw`` keeps
+    it."""
+    money = _money(amount, currency)
+    if (
+        money is not None
+        and isinstance(amount, JsonNumber)
+        and abs(money.minor_units) >= 10**_PHP_PRECISION
+    ):
+        return None
+    return money
 
 
 def _payment_ref(order_id: str | None, reference: Any) -> PaymentRef | None:
@@ -769,6 +820,10 @@ def refundcore_verify_callback(
     key = config.gateway_public_key
     if not any(key.verify_sha256(raw_signature, message) for message in messages):
         raise SignatureError("signature does not match")
+    # Only an '&' (as is or escaped) or a name with '=' lets the text be re-cut; most
+    # notifications have neither, and then the field-by-field check is skipped.
+    if b"&" in callback.body or b"\\u0026" in callback.body or "=" in "".join(fields):
+        check_notification_framing(fields)
 
     status_text = fields.get("status")
     event = notification_event(status_text if isinstance(status_text, str) else None, provider.id)
@@ -782,6 +837,6 @@ def refundcore_verify_callback(
         provider_refund_id=order_id,
         payment=_payment_ref(order_id, fields.get("merchantReference")),
         # A notification names no currency, so its amount is left in raw.
-        amount=_money(fields.get("amount"), fields.get("currency")),
+        amount=notification_amount(fields.get("amount"), fields.get("currency")),
         raw={key: _raw_value(value) for key, value in fields.items() if key != "signature"},
     )

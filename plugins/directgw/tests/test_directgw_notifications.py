@@ -46,19 +46,19 @@ if TYPE_CHECKING:
 LITERAL_BODY = (
     '{"orderId":1076,"amount":100.60,"exp":1E+2,"neg":-0.50,'
     '"big":123456789012345678901234567890,'
-    '"merchantReference":"a\\u0026b=\\"c\\" \\u00e9","flag":true,"off":false,"none":null,'
+    '"merchantReference":"=a\\u0026b \\"c\\" \\u00e9","flag":true,"off":false,"none":null,'
     '"nested":{"x":[1,2.50,"y\\u00e9"]},"status":"REFUNDED","signature":"SIG"}'
 )
 LITERAL_SIGN_TEXT = (
     "amount=100.60&big=123456789012345678901234567890&exp=1E+2&flag=true"
-    '&merchantReference=a&b="c" \u00e9&neg=-0.50&nested={"x":[1,2.50,"y\u00e9"]}'
+    '&merchantReference==a&b "c" \u00e9&neg=-0.50&nested={"x":[1,2.50,"y\u00e9"]}'
     "&none=null&off=false&orderId=1076&status=REFUNDED"
 )
 # The same body as BBMSL's PHP plugin writes it: floats with 14 significant digits and
 # no trailing zeros, an int beyond 64 bits as a float, true → 1, false/null → "".
 PHP_SIGN_TEXT = (
     "amount=100.6&big=1.2345678901235E+29&exp=100&flag=1"
-    '&merchantReference=a&b="c" \u00e9&neg=-0.5&nested=Array'
+    '&merchantReference==a&b "c" \u00e9&neg=-0.5&nested=Array'
     "&none=&off=&orderId=1076&status=REFUNDED"
 )
 
@@ -173,7 +173,7 @@ def test_literal_body_verifies_and_parses(
     note = verify(client, body)
     assert (note.event, note.status) == ("refund", RefundStatus.SUCCEEDED)
     assert note.provider_refund_id == "1076"
-    assert note.payment == PaymentRef(payment_id="1076", merchant_reference='a&b="c" \u00e9')
+    assert note.payment == PaymentRef(payment_id="1076", merchant_reference='=a&b "c" \u00e9')
     assert note.amount is None  # a notification names no currency
     assert note.raw["amount"] == Decimal("100.60")
     assert str(note.raw["amount"]) == "100.60"

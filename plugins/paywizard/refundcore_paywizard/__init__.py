@@ -60,12 +60,14 @@ from refundcore.money import Money
 
 __all__ = [
     "PROVIDER_ID",
+    "PUSH_READ_FIELDS",
     "QUERY_PATH",
     "REFUND_PATH",
     "VOID_PATH",
     "JsonNumber",
     "PaywizardConfig",
     "check_checkout_id",
+    "check_push_framing",
     "check_trans_index_code",
     "currency_from_code",
     "load_push_fields",
@@ -250,6 +252,40 @@ def read_push_signature(callback: Callback, fields: Mapping[str, Any]) -> str | 
         body_sign = fields.get("sign")
         given = body_sign if isinstance(body_sign, str) else None
     return given.strip().lower() if given else None
+
+
+#: The top-level fields a verified push is read by (its refund, status, amount, what it
+#: is about): each must stand as its own ``name=value`` in the signed string.
+PUSH_READ_FIELDS = (
+    "amount",
+    "checkoutId",
+    "currencyCode",
+    "oriCheckoutId",
+    "oriTransIndexCode",
+    "state",
+    "transIndexCode",
+    "transResult",
+    "transType",
+)
+
+
+def check_push_framing(fields: Mapping[str, Any]) -> None:
+    """Refuse a push its signed string cannot tell apart from another reading: a field
+    name holding ``&`` or ``=``, a field of :data:`PUSH_READ_FIELDS` whose value holds
+    ``&``, or any value holding ``&<name>=`` for a field of :data:`PUSH_READ_FIELDS`.
+    The signed string joins ``name=value`` pairs with ``&`` and escapes nothing, so
+    ``{"transResult": "0&transType=SALE"}`` signs exactly as ``{"transResult": "0",
+    "transType": "SALE"}`` does: a genuine push about a sale, re-cut so, would be read
+    with neither field (a push about the refund it names). None of the fields read
+    ever holds ``&`` (ids, codes, amounts). :class:`SignatureError` when it is so."""
+    for name, value in fields.items():
+        if "&" in name or "=" in name:
+            raise SignatureError("a result push field name holds '&' or '='")
+        text = value if isinstance(value, str) else push_field_text(value)
+        if not text or "&" not in text:
+            continue
+        if name in PUSH_READ_FIELDS or any(f"&{read}=" in text for read in PUSH_READ_FIELDS):
+            raise SignatureError(f"result push field {name} holds another field's text")
 
 
 def push_ack() -> CallbackAck:
@@ -806,6 +842,10 @@ def refundcore_verify_callback(
         raise SignatureError("the result push cannot be put in signing form") from None
     if not constant_time_equals(expected, given):
         raise SignatureError("sign does not match")
+    # Only an '&' (as is or escaped) or a name with '=' lets the string be re-cut; most
+    # pushes have neither, and then the field-by-field check is skipped.
+    if b"&" in callback.body or b"\\u0026" in callback.body or "=" in "".join(fields):
+        check_push_framing(fields)
     refund_id = _text(fields.get("transIndexCode"))
     provider_refund_id = _text(fields.get("checkoutId"))
     if refund_id is None and provider_refund_id is None:
