@@ -485,14 +485,18 @@ class ExactlyOnce:
         yield from self._record(info, operation, claimed, unknown, sent=False)
         return unknown
 
-    def _keep_query(self, info: ProviderInfo, answer: RefundResult, refund_id: str) -> Steps[None]:
+    def _keep_query(
+        self, info: ProviderInfo, answer: RefundResult, refund_id: str
+    ) -> Steps[Reading | None]:
         """Keep a query's answer in the history of the journalled refund it is about,
-        settling it where the answer can (never from "not found" alone)."""
+        settling it where the answer can (never from "not found" alone): what the
+        answer proves, or ``None`` when the journal has no such refund."""
         if (yield Call(self._journal.get, (info.id, refund_id))) is None:
-            return
+            return None
         asked_at = yield Call(self._journal.now)
         reading = read_answer(info, answer, counts_from=None, asked_at=asked_at)
         yield self._record_query(info, refund_id, answer, reading)
+        return reading
 
     def _reconcile_entry(
         self, info: ProviderInfo, config: Any, entry: JournalEntry
@@ -506,7 +510,16 @@ class ExactlyOnce:
                 stored = result_from_entry(entry)
                 return self._pipeline.finish(info, operation, stored, ResultSource.REPLAYED)
             answer = yield from self._pipeline.run(info, config, query_for(entry))
-            yield from self._keep_query(info, answer, entry.refund_id)
+            reading = yield from self._keep_query(info, answer, entry.refund_id)
+            if reading is not None and not reading.settles:
+                # The gateway accepted it: an answer that settles nothing (a "not
+                # found" above all) must not be reported as the refund's outcome.
+                held = result_from_entry(
+                    entry,
+                    message=f"{info.name} accepted it and it stays {entry.state.value}: "
+                    f"a query now settles nothing ({reading.note})",
+                )
+                return self._pipeline.finish(info, operation, held, ResultSource.RECONCILED)
             # Reported as the refund or void it settles, not as the query that asked.
             return self._pipeline.finish(info, operation, answer, ResultSource.RECONCILED)
         self._pipeline.validate(info, operation)

@@ -1,0 +1,124 @@
+""""Not found" proves nothing by itself: attacks from outside, as a slow or
+eventually-consistent gateway (or whatever answers in its place) would mount them,
+over real sockets against the bundled emulators, on SQLite and on PostgreSQL.
+
+Each test here failed before the fix it names, or pins a path an attacker tried and
+found holding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from refundcore import Money, RefundStatus
+from refundcore.journal import EventKind, JournalState, open_journal
+from refundcore.sandbox import Fault
+from tests.journal.test_exactly_once import (
+    LEASE,
+    gateway,
+    history,
+    journal_url,
+    no_new_id_advice,
+    refund,
+    refund_path,
+    refund_posts,
+    refunds_at_the_gateway,
+    seed,
+)
+
+#: What paywizard's query answers for a transIndexCode it has no transaction under;
+#: unsigned, as every paywizard reply is, so a stale cache or a proxy can say it too.
+_PAYWIZARD_NOTHING = json.dumps({"code": 200, "msg": "success", "data": None}).encode()
+
+
+# -- an operator's "never sent", then the gateway's word that it was -----------------------
+
+
+@pytest.mark.parametrize("word", ["callback", "late query"])
+def test_a_refund_decided_not_sent_that_the_gateway_then_shows_is_never_sent_again(
+    journal_url: str, client_kind: str, word: str
+) -> None:
+    """paywiser applied the refund but its reply was lost; its lookup proves nothing,
+    and an operator, misled, decides it was never sent. The gateway's signed postback
+    (or a query of a refund it can find) then shows the money left: that word must
+    win over the decision, or asking for the refund again sends it a second time."""
+    with gateway("paywiser", journal_url, kind=client_kind) as run:
+        run.emulator.send_callbacks = False
+        payment = seed(run)
+        run.server.inject(refund_path(run, payment), Fault(drop=True, times=1))
+        lost = refund(run, payment, "r-op")
+        time.sleep(LEASE)
+        decided = run.client.resolve(
+            "paywiser", "r-op", as_="not-sent", reason="not in the portal yet", by="bob"
+        )
+        record = run.emulator.ledger.find_refund("r-op")
+        assert record is not None
+        if word == "callback":
+            assert record.notify_url
+            target = record.notify_url.split("/", 3)[3]
+            callback = run.emulator.signed_callback("r-op", path=f"/{target}")
+            run.client.verify_callback(
+                "paywiser",
+                method=callback.method,
+                path=callback.path,
+                headers=callback.headers,
+                body=callback.body,
+            )
+        else:
+            # The gateway's refund id, learnt from its report: a query that finds it.
+            queried = run.client.query(
+                "paywiser",
+                refund_id="r-op",
+                payment=payment,
+                provider_refund_id=record.provider_refund_id,
+            )
+            assert queried.status is RefundStatus.SUCCEEDED
+        again = refund(run, payment, "r-op")
+
+    assert lost.status is RefundStatus.UNKNOWN
+    assert decided.state is JournalState.NOT_SENT
+    assert again.status is RefundStatus.SUCCEEDED, again
+    assert refunds_at_the_gateway(run, payment) == 1
+    assert refund_posts(run) == 1
+    with open_journal(journal_url) as journal:
+        entry = journal.get("paywiser", "r-op")
+    assert entry is not None and entry.state is JournalState.SUCCEEDED
+    # The decision it overrode is kept, and the disagreement reported.
+    events = history(journal_url, "paywiser", "r-op")
+    assert EventKind.DECISION in [e.kind for e in events]
+    contradiction = next(e for e in events if e.kind is EventKind.CONTRADICTION)
+    assert contradiction.data["held"] == "NOT_SENT"
+    no_new_id_advice(lost.message, again.message)
+
+
+# -- the sweep's report of a refund the gateway had accepted ----------------------------
+
+
+def test_the_sweep_never_reports_a_pending_refund_failed_on_a_not_found(
+    journal_url: str, client_kind: str
+) -> None:
+    """paywizard accepted the refund (PENDING); a query then comes back "no such
+    transaction" (a replica behind, a stale cache, a proxy). The journal rightly
+    keeps PENDING; the sweep must not report the refund FAILED."""
+    with gateway("paywizard", journal_url, kind=client_kind) as run:
+        run.emulator.send_callbacks = False
+        payment = run.emulator.seed_payment(
+            Money("100.00", run.emulator.currency), refund_outcome=RefundStatus.PENDING
+        )
+        accepted = refund(run, payment, "r-pend")
+        run.server.inject(
+            "/ovstrade/openPay/queryOrder", Fault(status=200, body=_PAYWIZARD_NOTHING, times=1)
+        )
+        (swept,) = run.client.reconcile("paywizard")
+
+    assert accepted.status is RefundStatus.PENDING
+    assert swept.status is RefundStatus.PENDING, swept
+    assert "proves nothing" in (swept.message or ""), swept.message
+    with open_journal(journal_url) as journal:
+        entry = journal.get("paywizard", "r-pend")
+    assert entry is not None and entry.state is JournalState.PENDING
+    no_new_id_advice(swept.message)
+
