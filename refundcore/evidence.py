@@ -9,7 +9,9 @@ clock. Anything less leaves the refund ``UNKNOWN``, with the answer kept as evid
 
 And a sender's lease must outlast its request: :func:`check_lease` refuses a lease no
 longer than the provider's connect and read timeouts plus :data:`LEASE_MARGIN`, before
-anything is sent, so no live sender's refund is ever taken over.
+anything is sent, so no live sender's refund is ever taken over; and a sender that
+stalled after its claim does not send once its request could outlive the lease
+(:func:`send_by`), so "the lease ran out" does mean "its request can no longer leave".
 """
 
 from __future__ import annotations
@@ -24,12 +26,31 @@ from .errors import ConfigError
 from .journal import EventKind, JournalEvent
 from .models import ProviderInfo, RefundResult, RefundStatus
 
-__all__ = ["LEASE_MARGIN", "Reading", "absence_counts_from", "check_lease", "read_answer"]
+__all__ = [
+    "LEASE_MARGIN",
+    "Reading",
+    "absence_counts_from",
+    "check_lease",
+    "read_answer",
+    "send_by",
+]
 
 #: Seconds a lease must outlast the provider's connect + read timeouts: the build and
 #: sign between the claim and the request. (A sender that records its outcome after
 #: its lease ran out loses nothing: its answer is kept, under its attempt.)
 LEASE_MARGIN = 0.5
+
+
+def send_by(config: Any, asked_at: float, lease_seconds: float) -> float:
+    """The :func:`time.monotonic` moment after which a refund claimed under
+    ``lease_seconds`` must not be sent: its lease, less the provider's connect and read
+    timeouts its request may take. ``asked_at`` is when the claim was asked for, on
+    this process's monotonic clock: no later than the journal started the lease, and
+    immune to a wrong wall clock here."""
+    connect = getattr(config, "connect_timeout", None)
+    read = getattr(config, "read_timeout", None)
+    timeouts = sum(t for t in (connect, read) if isinstance(t, (int, float)))
+    return asked_at + lease_seconds - timeouts
 
 
 def check_lease(info: ProviderInfo, config: Any, lease_seconds: float) -> None:

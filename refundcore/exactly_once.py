@@ -59,6 +59,7 @@ from .evidence import (
     check_lease,
     read_answer,
     resend_is_deduplicated,
+    send_by,
 )
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
@@ -104,10 +105,12 @@ _LONGEST_PAUSE = 0.5
 
 @attrs.frozen
 class _Claimed:
-    """This attempt at a refund: its owner (unique to it) and the row as claimed."""
+    """This attempt at a refund: its owner (unique to it), the row as claimed, and
+    when (:func:`time.monotonic`) the claim was asked for."""
 
     owner: str
     entry: JournalEntry
+    asked_at: float
 
     @property
     def attempt(self) -> int:
@@ -278,6 +281,7 @@ class ExactlyOnce:
         while True:
             # 48 random bits, as uuid4().hex[:12] gave, without building a UUID.
             owner = f"{self._owner_prefix}:{secrets.token_hex(6)}"
+            asked_at = time.monotonic()
             claim = yield self._step(
                 info,
                 "claim",
@@ -305,7 +309,7 @@ class ExactlyOnce:
                         f"journal {self._journal.url} claimed {operation.refund_id!r} "
                         "without returning its row"
                     )
-                return claim.outcome, _Claimed(owner, claim.entry)
+                return claim.outcome, _Claimed(owner, claim.entry, asked_at)
             yield Pause(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
 
@@ -340,8 +344,9 @@ class ExactlyOnce:
         claimed: _Claimed,
         defer_record: DeferRecord | None = None,
     ) -> Steps[RefundResult]:
+        deadline = send_by(config, claimed.asked_at, self._lease_seconds)
         try:
-            result = yield from self._pipeline.deliver(info, config, operation, request)
+            result = yield from self._pipeline.deliver(info, config, operation, request, deadline)
         except TransportError:
             # Nothing left the process: give the claim back for a retry.
             yield self._abandon(info, operation, claimed)

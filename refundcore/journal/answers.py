@@ -65,9 +65,7 @@ def overrules_decision(entry: JournalEntry, word: JournalState) -> bool:
     sent: any answer from the gateway shows it was, and a decision left standing would
     let the same refund id be sent, and the money refunded, a second time."""
     return (
-        entry.decided_by is not None
-        and entry.state is JournalState.NOT_SENT
-        and word in ANSWERED
+        entry.decided_by is not None and entry.state is JournalState.NOT_SENT and word in ANSWERED
     )
 
 

@@ -100,8 +100,9 @@ class Journal(abc.ABC):
 
         ``state`` is PENDING, SUCCEEDED, FAILED, UNKNOWN or NOT_SENT; ``sent`` says the
         attempt sent a request (a ``send`` event precedes the ``answer``). A final or
-        decided row keeps its state (but for a decided NOT_SENT: see :meth:`resolve`), and a row never moves to a less-informed state
-        (UNKNOWN after PENDING keeps PENDING). An outcome of an older attempt than the
+        decided row keeps its state (but for a decided NOT_SENT: see :meth:`resolve`),
+        and a row never moves to a less-informed state (UNKNOWN after PENDING keeps
+        PENDING). An outcome of an older attempt than the
         row's current one (its sender was taken over) never overwrites: it is stored as
         a ``late_answer`` event and applied only as a callback would be; where it
         disagrees with a decision, a final state or "never sent", a ``contradiction``

@@ -1,4 +1,4 @@
-""""Not found" proves nothing by itself: attacks from outside, as a slow or
+""" "Not found" proves nothing by itself: attacks from outside, as a slow or
 eventually-consistent gateway (or whatever answers in its place) would mount them,
 over real sockets against the bundled emulators, on SQLite and on PostgreSQL.
 
@@ -9,25 +9,49 @@ found holding.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from refundcore import Money, RefundStatus
+from refundcore import (
+    AsyncRefundClient,
+    Money,
+    RefundClient,
+    RefundStatus,
+    TransportError,
+    hookimpl,
+)
 from refundcore.journal import EventKind, JournalState, open_journal
 from refundcore.sandbox import Fault
+from refundcore.testing import AsyncAsSync
 from tests.journal.test_exactly_once import (
+    CONNECT_TIMEOUT,
     LEASE,
+    READ_TIMEOUT,
+    SETTLE,
     gateway,
     history,
-    journal_url,
     no_new_id_advice,
+    quick_settling,
     refund,
     refund_path,
     refund_posts,
     refunds_at_the_gateway,
     seed,
 )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
 
 #: What paywizard's query answers for a transIndexCode it has no transaction under;
 #: unsigned, as every paywizard reply is, so a stale cache or a proxy can say it too.
@@ -122,3 +146,100 @@ def test_the_sweep_never_reports_a_pending_refund_failed_on_a_not_found(
     assert entry is not None and entry.state is JournalState.PENDING
     no_new_id_advice(swept.message)
 
+
+# -- a sender that stalls after its claim, past its lease --------------------------------
+
+
+class _Stalls:
+    """An app plugin holding the first request for ``seconds`` (a process paused, a
+    host suspended, a slow hook): the refund's claim is taken, nothing has left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.stalled = threading.Event()
+        self.released = threading.Event()
+
+    def _hold(self) -> None:
+        if not self.stalled.is_set():
+            self.stalled.set()
+            time.sleep(self.seconds)
+            self.released.set()
+
+
+class _StallsSigning(_Stalls):
+    @hookimpl(wrapper=True)
+    def refundcore_sign_request(self) -> Generator[None, object, object]:
+        self._hold()
+        return (yield)
+
+
+class _StallsSending(_Stalls):
+    @hookimpl(wrapper=True)
+    def refundcore_send_request(self) -> Generator[None, object, object]:
+        self._hold()
+        return (yield)
+
+
+@pytest.mark.parametrize("stage", ["sign", "send"])
+def test_a_sender_stalled_past_its_lease_never_sends_after_absence_was_proven(
+    journal_url: str, client_kind: str, stage: str
+) -> None:
+    """paywizard's "not found" is authoritative once the claim's lease and the settle
+    delay are over. A sender (of either client) that stalls between its claim and its
+    request for longer than that must not send when it wakes: by then a retry has
+    proven the refund absent and sent it, and a real gateway's answer to a reused
+    transIndexCode is undocumented (a second refund, or an error code read as FAILED)."""
+    with gateway("paywizard", journal_url, kind=client_kind) as run:
+        payment = seed(run)
+        stall = (_StallsSigning if stage == "sign" else _StallsSending)(LEASE + SETTLE + 1.0)
+        config = {
+            **run.emulator.client_config(run.server.base_url),
+            "read_timeout": READ_TIMEOUT,
+            "connect_timeout": CONNECT_TIMEOUT,
+        }
+        options: dict[str, Any] = {
+            "entry_points": False,
+            "journal": journal_url,
+            "lease_seconds": LEASE,
+        }
+        made: Any = (
+            RefundClient({"paywizard": config}, **options)
+            if client_kind == "sync"
+            else AsyncAsSync(AsyncRefundClient({"paywizard": config}, **options))
+        )
+        with made as slow_client:
+            slow_client.register_plugin(quick_settling("paywizard"))
+            slow_client.register_plugin(stall)
+            slow: list[object] = []
+
+            def send_slowly() -> None:
+                try:
+                    slow.append(
+                        slow_client.refund(
+                            "paywizard",
+                            payment=payment,
+                            amount=Money("10.00", run.emulator.currency),
+                            refund_id="r-stall",
+                        )
+                    )
+                except TransportError as exc:
+                    slow.append(exc)
+
+            sender = threading.Thread(target=send_slowly)
+            sender.start()
+            assert stall.stalled.wait(10)
+            time.sleep(LEASE + SETTLE + 0.2)
+            retried = refund(run, payment, "r-stall")
+            sender.join(timeout=30)
+
+    assert stall.released.is_set()
+    assert retried.status is RefundStatus.SUCCEEDED, retried
+    # The stalled sender's request never left: it was refused, nothing sent.
+    (woke,) = slow
+    assert isinstance(woke, TransportError), woke
+    assert "nothing was sent" in str(woke)
+    assert refund_posts(run) == 1
+    assert refunds_at_the_gateway(run, payment) == 1
+    with open_journal(journal_url) as journal:
+        entry = journal.get("paywizard", "r-stall")
+    assert entry is not None and entry.state is JournalState.SUCCEEDED

@@ -1337,7 +1337,7 @@ def test_a_gateway_answer_against_a_decision_is_recorded_never_applied(
 def test_the_gateway_having_a_refund_decided_not_sent_settles_it(
     unknown: Journal, make_refund: MakeRefund, source: str, word: JournalState
 ) -> None:
-    """"Never sent" is the one decision the gateway's word disproves: left standing, the
+    """ "Never sent" is the one decision the gateway's word disproves: left standing, the
     next claim would send the refund again."""
     journal = unknown
     journal.resolve("testpay", "R-1", state=S.NOT_SENT, reason="not in portal", by="ann")
