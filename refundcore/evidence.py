@@ -91,13 +91,18 @@ def absence_counts_from(
     """When a lookup's "not found" starts to count for a refund now under ``attempt``:
     the settle delay after the last moment a request of an earlier attempt could still
     have been on its way (a claim's lease, or a send). ``None`` when the history does
-    not tell (a refund recorded before histories were kept)."""
+    not tell (a refund recorded before histories were kept, a claim whose lease is not
+    recorded)."""
     latest: datetime | None = None
     for event in history:
         if event.attempt >= attempt:
             continue
         if event.kind is EventKind.CLAIM:
-            lease = float(event.data.get("lease_seconds", 0.0))
+            lease = event.data.get("lease_seconds")
+            if isinstance(lease, bool) or not isinstance(lease, (int, float)):
+                # Without its lease, the claim does not say until when its request
+                # could leave: taking none would make "not found" count too early.
+                return None
             moment = event.at + timedelta(seconds=lease)
         elif event.kind is EventKind.SEND:
             moment = event.at

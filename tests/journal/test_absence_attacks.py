@@ -12,9 +12,11 @@ import json
 import threading
 import time
 from collections.abc import Generator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from refundcore import (
@@ -25,7 +27,8 @@ from refundcore import (
     TransportError,
     hookimpl,
 )
-from refundcore.journal import EventKind, JournalState, open_journal
+from refundcore.evidence import absence_counts_from
+from refundcore.journal import EventKind, JournalEvent, JournalState, open_journal
 from refundcore.sandbox import Fault
 from refundcore.testing import AsyncAsSync
 from tests.journal.test_exactly_once import (
@@ -243,3 +246,22 @@ def test_a_sender_stalled_past_its_lease_never_sends_after_absence_was_proven(
     with open_journal(journal_url) as journal:
         entry = journal.get("paywizard", "r-stall")
     assert entry is not None and entry.state is JournalState.SUCCEEDED
+
+
+# -- a history that does not say how long a request could be on its way -----------------
+
+
+@pytest.mark.parametrize("lease", [None, "120", True])
+def test_a_claim_without_its_lease_never_lets_absence_count(lease: object) -> None:
+    """A claim event whose lease is missing or unreadable (a journal written by other
+    code, or edited) does not say until when its request could leave: absence must
+    prove nothing, rather than count from the claim itself."""
+    claimed = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+    data = {} if lease is None else {"lease_seconds": lease}
+    history = [
+        JournalEvent(claimed, EventKind.CLAIM, 1, JournalState.SUBMITTING, "A", data),
+        JournalEvent(claimed, EventKind.TAKEOVER, 2, JournalState.SUBMITTING, "B", {}),
+    ]
+    assert absence_counts_from(history, 2, settle_delay=60.0) is None
+    recorded = [attrs.evolve(history[0], data={"lease_seconds": 120.0}), history[1]]
+    assert absence_counts_from(recorded, 2, settle_delay=60.0) == claimed + timedelta(seconds=180)
