@@ -265,3 +265,33 @@ def test_a_claim_without_its_lease_never_lets_absence_count(lease: object) -> No
     assert absence_counts_from(history, 2, settle_delay=60.0) is None
     recorded = [attrs.evolve(history[0], data={"lease_seconds": 120.0}), history[1]]
     assert absence_counts_from(recorded, 2, settle_delay=60.0) == claimed + timedelta(seconds=180)
+
+
+# -- a query reply that leaves out what "not found" is read from -------------------------
+
+
+def test_a_paywizard_query_reply_without_data_is_no_not_found(
+    journal_url: str, client_kind: str
+) -> None:
+    """paywizard's "no transaction" is ``"data": null``, and its lookup is
+    authoritative. A reply without ``data`` at all (a proxy's or a new API version's
+    short answer, a truncated object) says nothing: read as "not found", it proved a
+    refund that reached the gateway absent, and it was sent again."""
+    with gateway("paywizard", journal_url, kind=client_kind) as run:
+        payment = seed(run)
+        run.server.inject(refund_path(run, payment), Fault(drop=True, times=1))
+        lost = refund(run, payment, "r-nodata")
+        time.sleep(LEASE + SETTLE)
+        short = json.dumps({"code": 200, "msg": "success"}).encode()
+        run.server.inject("/ovstrade/openPay/queryOrder", Fault(status=200, body=short, times=1))
+        again = refund(run, payment, "r-nodata")
+
+    assert lost.status is RefundStatus.UNKNOWN
+    assert again.status is RefundStatus.UNKNOWN, again
+    assert refund_posts(run) == 1
+    assert refunds_at_the_gateway(run, payment) == 1
+    (query,) = [
+        e for e in history(journal_url, "paywizard", "r-nodata") if e.kind is EventKind.QUERY
+    ]
+    assert query.state is JournalState.UNKNOWN
+    no_new_id_advice(lost.message, again.message)
