@@ -245,13 +245,26 @@ class ExactlyOnce:
         send: bool,
     ) -> Steps[RefundResult]:
         """Claim and act on the verdict. ``send``: a refund proven never to have been
-        sent is claimed once more and sent (the caller asks for it now)."""
+        sent is claimed once more and sent (the caller asks for it now); without it
+        (a sweep), nothing is ever sent."""
         verdict, claimed = yield from self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.TAKEOVER:
             settled, unsent = yield from self._reconcile_claimed(info, config, operation, claimed)
             if not (unsent and send):
                 return settled
             verdict, claimed = yield from self._claim(info, operation, original_amount)
+        if verdict is ClaimVerdict.NEW and not send:
+            # Listed as unsettled, it became sendable before this claim (an operator
+            # decided it was never sent, its sender gave its claim back): a sweep
+            # settles refunds, it never sends one nobody asked for again.
+            yield self._abandon(info, operation, claimed)
+            entry = yield Call(self._journal.get, (info.id, operation.refund_id))
+            held = (
+                unknown_result("nothing was sent: nobody is sending this refund", "not_sent")
+                if entry is None
+                else result_from_entry(entry)
+            )
+            return self._pipeline.finish(info, operation, held, ResultSource.RECONCILED)
         if verdict is ClaimVerdict.DONE:
             replayed = result_from_entry(claimed.entry)
             decided = claimed.entry.decided_by is not None

@@ -295,3 +295,58 @@ def test_a_paywizard_query_reply_without_data_is_no_not_found(
     ]
     assert query.state is JournalState.UNKNOWN
     no_new_id_advice(lost.message, again.message)
+
+
+# -- the sweep never sends --------------------------------------------------------------
+
+
+def test_the_sweep_never_sends_a_refund_that_became_sendable_while_it_ran(
+    journal_url: str, client_kind: str
+) -> None:
+    """The sweep reads the unsettled refunds, then claims each. In between, an operator
+    decides one was never sent (or its sender gives its claim back): the claim then
+    finds it sendable, and the sweep, which settles and never sends, sent it, although
+    nobody asked for it again (the operator may have refunded the customer otherwise)."""
+    with (
+        open_journal(journal_url) as journal,
+        gateway("wonder", journal_url, kind=client_kind) as run,
+    ):
+        run.emulator.send_callbacks = False
+        payment = seed(run)
+        run.server.inject(refund_path(run, payment), Fault(drop=True, times=1))
+        lost = refund(run, payment, "r-sweep")
+        time.sleep(LEASE)
+        listed = journal.entries
+
+        def decided_meanwhile(**filters: Any) -> Any:
+            found = listed(**filters)
+            journal.resolve(
+                "wonder", "r-sweep", state=JournalState.NOT_SENT, reason="portal", by="ann"
+            )
+            return found
+
+        journal.entries = decided_meanwhile  # type: ignore[method-assign]
+        made: Any = (
+            RefundClient(entry_points=False, journal=journal, lease_seconds=LEASE)
+            if client_kind == "sync"
+            else AsyncAsSync(
+                AsyncRefundClient(entry_points=False, journal=journal, lease_seconds=LEASE)
+            )
+        )
+        with made as sweeper:
+            sweeper.register_plugin(quick_settling("wonder"))
+            sweeper.configure(
+                "wonder",
+                {
+                    **run.emulator.client_config(run.server.base_url),
+                    "read_timeout": READ_TIMEOUT,
+                    "connect_timeout": CONNECT_TIMEOUT,
+                },
+            )
+            (swept,) = sweeper.reconcile("wonder")
+        entry = journal.get("wonder", "r-sweep")
+
+    assert lost.status is RefundStatus.UNKNOWN
+    assert refund_posts(run) == 1, "the sweep sent the refund"
+    assert swept.status is not RefundStatus.SUCCEEDED, swept
+    assert entry is not None and entry.state is JournalState.NOT_SENT
