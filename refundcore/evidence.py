@@ -47,10 +47,14 @@ def send_by(config: Any, asked_at: float, lease_seconds: float) -> float:
     timeouts its request may take. ``asked_at`` is when the claim was asked for, on
     this process's monotonic clock: no later than the journal started the lease, and
     immune to a wrong wall clock here."""
+    until = asked_at + lease_seconds
     connect = getattr(config, "connect_timeout", None)
+    if isinstance(connect, (int, float)):
+        until -= connect
     read = getattr(config, "read_timeout", None)
-    timeouts = sum(t for t in (connect, read) if isinstance(t, (int, float)))
-    return asked_at + lease_seconds - timeouts
+    if isinstance(read, (int, float)):
+        until -= read
+    return until
 
 
 def check_lease(info: ProviderInfo, config: Any, lease_seconds: float) -> None:
