@@ -531,10 +531,12 @@ class ExactlyOnce:
             reading = yield from self._keep_query(info, answer, entry.refund_id)
             if reading is not None and not reading.settles:
                 # The gateway accepted it: an answer that settles nothing (a "not
-                # found" above all) must not be reported as the refund's outcome.
+                # found" above all) must not be reported as the refund's outcome; the
+                # row is, as it stands now (a callback may have come meanwhile).
+                now = (yield Call(self._journal.get, (info.id, entry.refund_id))) or entry
                 held = result_from_entry(
-                    entry,
-                    message=f"{info.name} accepted it and it stays {entry.state.value}: "
+                    now,
+                    message=f"{info.name} accepted it and it stands {now.state.value}: "
                     f"a query now settles nothing ({reading.note})",
                 )
                 return self._pipeline.finish(info, operation, held, ResultSource.RECONCILED)

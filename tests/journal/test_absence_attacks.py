@@ -130,7 +130,16 @@ def test_the_sweep_never_reports_a_pending_refund_failed_on_a_not_found(
     """paywizard accepted the refund (PENDING); a query then comes back "no such
     transaction" (a replica behind, a stale cache, a proxy). The journal rightly
     keeps PENDING; the sweep must not report the refund FAILED."""
-    with gateway("paywizard", journal_url, kind=client_kind) as run:
+    # Nothing here waits out a lease: timeouts roomy enough for a loaded machine.
+    with gateway("paywizard", journal_url, kind=client_kind, lease_seconds=12.0) as run:
+        run.client.configure(
+            "paywizard",
+            {
+                **run.emulator.client_config(run.server.base_url),
+                "read_timeout": 8.0,
+                "connect_timeout": 2.0,
+            },
+        )
         run.emulator.send_callbacks = False
         payment = run.emulator.seed_payment(
             Money("100.00", run.emulator.currency), refund_outcome=RefundStatus.PENDING
