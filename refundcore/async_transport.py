@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .effects import check_send_by
 from .errors import ConfigError, OutcomeUnknown, TransportError
 from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
@@ -150,6 +151,8 @@ class AsyncHttpTransport:
         first."""
         client = self._client(provider, config.ca_bundle)
         outgoing = _outgoing(provider, config, request)
+        # A wrapper of this stage may have held the request: the last moment to refuse.
+        check_send_by(provider=provider.id)
         started = time.perf_counter()
         token = _SENDING.set(True)
         try:

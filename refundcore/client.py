@@ -263,9 +263,11 @@ class RefundClient(ClientBase):
 
         The decision is kept in the refund's history beside the evidence; a later
         gateway answer that disagrees with it is recorded as a contradiction and
-        logged, never applied. Returns the refund as recorded. ``ValidationError`` for
-        a missing reason or name, or a refund the gateway's own answer settled;
-        ``JournalError`` for an unknown refund or one being sent right now.
+        logged, and applied only over ``NOT_SENT`` (the gateway has the refund, so
+        sending it again could refund twice). Returns the refund as recorded.
+        ``ValidationError`` for a missing reason or name, or a refund the gateway's own
+        answer settled; ``JournalError`` for an unknown refund or one being sent right
+        now.
         """
         return self._decision(provider, refund_id, as_=as_, reason=reason, by=by)()
 

@@ -26,6 +26,7 @@ as a ``TransportError``: nothing was sent), and a pause ends at once with the
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar, Union
@@ -35,7 +36,18 @@ import attrs
 from .errors import TransportError
 from .models import HttpRequest, HttpResponse, Operation, ProviderInfo, RefundResult, RefundStatus
 
-__all__ = ["Call", "Effect", "Pause", "Send", "Steps", "drive", "drive_async"]
+__all__ = [
+    "Call",
+    "Effect",
+    "Pause",
+    "Send",
+    "Steps",
+    "check_send_by",
+    "done_sending",
+    "drive",
+    "drive_async",
+    "start_sending",
+]
 
 _T = TypeVar("_T")
 
@@ -43,12 +55,57 @@ _T = TypeVar("_T")
 @attrs.frozen
 class Send:
     """Send ``request``; resumed with the reply, or the UNKNOWN result of a send that
-    brought none. A ``TransportError`` (nothing was sent) is raised at the yield."""
+    brought none. A ``TransportError`` (nothing was sent) is raised at the yield.
+
+    ``send_by``: the :func:`time.monotonic` moment after which the request must not
+    start out any more (its claim's lease could run out before its reply came), or
+    ``None``: no limit (a query)."""
 
     info: ProviderInfo
     config: Any
     operation: Operation
     request: HttpRequest
+    send_by: float | None = None
+
+
+#: The ``send_by`` of the request being sent in this context, for the transport to
+#: check at the last moment before anything goes out (:func:`check_send_by`): a hook
+#: wrapping the send stage may hold the request after the stage began.
+_SEND_BY: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "refundcore_send_by", default=None
+)
+
+
+def start_sending(effect: Send) -> contextvars.Token[float | None] | None:
+    """Called as the send stage of ``effect`` starts: ``TransportError`` if its
+    ``send_by`` is past; else its ``send_by`` is set for the transport's
+    :func:`check_send_by`, until :func:`done_sending` is given what this returns."""
+    limit = effect.send_by
+    if limit is None:
+        return None
+    check_send_by(limit, effect.info.id)
+    return _SEND_BY.set(limit)
+
+
+def done_sending(token: contextvars.Token[float | None] | None) -> None:
+    """Called as the send stage that :func:`start_sending` started ends, however."""
+    if token is not None:
+        _SEND_BY.reset(token)
+
+
+def check_send_by(send_by: float | None = None, provider: str = "the gateway") -> None:
+    """``TransportError`` (nothing was sent) when the request about to go out is past
+    its ``send_by`` (by default the one :func:`sending` set): a sender that stalled
+    after its claim for longer than its lease allows (a paused process, a slow hook)
+    must not send, since another worker may have proven the refund absent and sent it
+    in the meantime."""
+    limit = _SEND_BY.get() if send_by is None else send_by
+    if limit is not None and time.monotonic() > limit:
+        raise TransportError(
+            f"the request to {provider} was not sent: its sender stalled after claiming "
+            "the refund until its lease could run out before a reply came; nothing was "
+            "sent (another attempt may have settled the refund: ask for it again)"
+        )
 
 
 @attrs.frozen

@@ -9,7 +9,9 @@ clock. Anything less leaves the refund ``UNKNOWN``, with the answer kept as evid
 
 And a sender's lease must outlast its request: :func:`check_lease` refuses a lease no
 longer than the provider's connect and read timeouts plus :data:`LEASE_MARGIN`, before
-anything is sent, so no live sender's refund is ever taken over.
+anything is sent, so no live sender's refund is ever taken over; and a sender that
+stalled after its claim does not send once its request could outlive the lease
+(:func:`send_by`), so "the lease ran out" does mean "its request can no longer leave".
 """
 
 from __future__ import annotations
@@ -24,12 +26,35 @@ from .errors import ConfigError
 from .journal import EventKind, JournalEvent
 from .models import ProviderInfo, RefundResult, RefundStatus
 
-__all__ = ["LEASE_MARGIN", "Reading", "absence_counts_from", "check_lease", "read_answer"]
+__all__ = [
+    "LEASE_MARGIN",
+    "Reading",
+    "absence_counts_from",
+    "check_lease",
+    "read_answer",
+    "send_by",
+]
 
 #: Seconds a lease must outlast the provider's connect + read timeouts: the build and
 #: sign between the claim and the request. (A sender that records its outcome after
 #: its lease ran out loses nothing: its answer is kept, under its attempt.)
 LEASE_MARGIN = 0.5
+
+
+def send_by(config: Any, asked_at: float, lease_seconds: float) -> float:
+    """The :func:`time.monotonic` moment after which a refund claimed under
+    ``lease_seconds`` must not be sent: its lease, less the provider's connect and read
+    timeouts its request may take. ``asked_at`` is when the claim was asked for, on
+    this process's monotonic clock: no later than the journal started the lease, and
+    immune to a wrong wall clock here."""
+    until = asked_at + lease_seconds
+    connect = getattr(config, "connect_timeout", None)
+    if isinstance(connect, (int, float)):
+        until -= connect
+    read = getattr(config, "read_timeout", None)
+    if isinstance(read, (int, float)):
+        until -= read
+    return until
 
 
 def check_lease(info: ProviderInfo, config: Any, lease_seconds: float) -> None:
@@ -70,13 +95,18 @@ def absence_counts_from(
     """When a lookup's "not found" starts to count for a refund now under ``attempt``:
     the settle delay after the last moment a request of an earlier attempt could still
     have been on its way (a claim's lease, or a send). ``None`` when the history does
-    not tell (a refund recorded before histories were kept)."""
+    not tell (a refund recorded before histories were kept, a claim whose lease is not
+    recorded)."""
     latest: datetime | None = None
     for event in history:
         if event.attempt >= attempt:
             continue
         if event.kind is EventKind.CLAIM:
-            lease = float(event.data.get("lease_seconds", 0.0))
+            lease = event.data.get("lease_seconds")
+            if isinstance(lease, bool) or not isinstance(lease, (int, float)):
+                # Without its lease, the claim does not say until when its request
+                # could leave: taking none would make "not found" count too early.
+                return None
             moment = event.at + timedelta(seconds=lease)
         elif event.kind is EventKind.SEND:
             moment = event.at

@@ -59,6 +59,7 @@ from .evidence import (
     check_lease,
     read_answer,
     resend_is_deduplicated,
+    send_by,
 )
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
@@ -104,10 +105,12 @@ _LONGEST_PAUSE = 0.5
 
 @attrs.frozen
 class _Claimed:
-    """This attempt at a refund: its owner (unique to it) and the row as claimed."""
+    """This attempt at a refund: its owner (unique to it), the row as claimed, and
+    when (:func:`time.monotonic`) the claim was asked for."""
 
     owner: str
     entry: JournalEntry
+    asked_at: float
 
     @property
     def attempt(self) -> int:
@@ -249,13 +252,26 @@ class ExactlyOnce:
         send: bool,
     ) -> Steps[RefundResult]:
         """Claim and act on the verdict. ``send``: a refund proven never to have been
-        sent is claimed once more and sent (the caller asks for it now)."""
+        sent is claimed once more and sent (the caller asks for it now); without it
+        (a sweep), nothing is ever sent."""
         verdict, claimed = yield from self._claim(info, operation, original_amount)
         if verdict is ClaimVerdict.TAKEOVER:
             settled, unsent = yield from self._reconcile_claimed(info, config, operation, claimed)
             if not (unsent and send):
                 return settled
             verdict, claimed = yield from self._claim(info, operation, original_amount)
+        if verdict is ClaimVerdict.NEW and not send:
+            # Listed as unsettled, it became sendable before this claim (an operator
+            # decided it was never sent, its sender gave its claim back): a sweep
+            # settles refunds, it never sends one nobody asked for again.
+            yield self._abandon(info, operation, claimed)
+            entry = yield Call(self._journal.get, (info.id, operation.refund_id))
+            held = (
+                unknown_result("nothing was sent: nobody is sending this refund", "not_sent")
+                if entry is None
+                else result_from_entry(entry)
+            )
+            return self._pipeline.finish(info, operation, held, ResultSource.RECONCILED)
         if verdict is ClaimVerdict.DONE:
             replayed = result_from_entry(claimed.entry)
             decided = claimed.entry.decided_by is not None
@@ -285,6 +301,7 @@ class ExactlyOnce:
         while True:
             # 48 random bits, as uuid4().hex[:12] gave, without building a UUID.
             owner = f"{self._owner_prefix}:{secrets.token_hex(6)}"
+            asked_at = time.monotonic()
             claim = yield self._step(
                 info,
                 "claim",
@@ -312,7 +329,7 @@ class ExactlyOnce:
                         f"journal {self._journal.url} claimed {operation.refund_id!r} "
                         "without returning its row"
                     )
-                return claim.outcome, _Claimed(owner, claim.entry)
+                return claim.outcome, _Claimed(owner, claim.entry, asked_at)
             yield Pause(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
 
@@ -347,8 +364,9 @@ class ExactlyOnce:
         claimed: _Claimed,
         defer_record: DeferRecord | None = None,
     ) -> Steps[RefundResult]:
+        deadline = send_by(config, claimed.asked_at, self._lease_seconds)
         try:
-            result = yield from self._pipeline.deliver(info, config, operation, request)
+            result = yield from self._pipeline.deliver(info, config, operation, request, deadline)
         except TransportError:
             # Nothing left the process: give the claim back for a retry.
             yield self._abandon(info, operation, claimed)
@@ -492,14 +510,18 @@ class ExactlyOnce:
         yield from self._record(info, operation, claimed, unknown, sent=False)
         return unknown
 
-    def _keep_query(self, info: ProviderInfo, answer: RefundResult, refund_id: str) -> Steps[None]:
+    def _keep_query(
+        self, info: ProviderInfo, answer: RefundResult, refund_id: str
+    ) -> Steps[Reading | None]:
         """Keep a query's answer in the history of the journalled refund it is about,
-        settling it where the answer can (never from "not found" alone)."""
+        settling it where the answer can (never from "not found" alone): what the
+        answer proves, or ``None`` when the journal has no such refund."""
         if (yield Call(self._journal.get, (info.id, refund_id))) is None:
-            return
+            return None
         asked_at = yield Call(self._journal.now)
         reading = read_answer(info, answer, counts_from=None, asked_at=asked_at)
         yield self._record_query(info, refund_id, answer, reading)
+        return reading
 
     def _reconcile_entry(
         self, info: ProviderInfo, config: Any, entry: JournalEntry
@@ -513,7 +535,18 @@ class ExactlyOnce:
                 stored = result_from_entry(entry)
                 return self._pipeline.finish(info, operation, stored, ResultSource.REPLAYED)
             answer = yield from self._pipeline.run(info, config, query_for(entry))
-            yield from self._keep_query(info, answer, entry.refund_id)
+            reading = yield from self._keep_query(info, answer, entry.refund_id)
+            if reading is not None and not reading.settles:
+                # The gateway accepted it: an answer that settles nothing (a "not
+                # found" above all) must not be reported as the refund's outcome; the
+                # row is, as it stands now (a callback may have come meanwhile).
+                now = (yield Call(self._journal.get, (info.id, entry.refund_id))) or entry
+                held = result_from_entry(
+                    now,
+                    message=f"{info.name} accepted it and it stands {now.state.value}: "
+                    f"a query now settles nothing ({reading.note})",
+                )
+                return self._pipeline.finish(info, operation, held, ResultSource.RECONCILED)
             # Reported as the refund or void it settles, not as the query that asked.
             return self._pipeline.finish(info, operation, answer, ResultSource.RECONCILED)
         self._pipeline.validate(info, operation)

@@ -33,6 +33,16 @@ class LookupKey(WordEnum):
     NONE = "NONE"
 
 
+#: Keys whose "not found" can never mean "never received", and why: declared
+#: authoritative, a refund that reached the gateway would be sent again.
+_NEVER_AUTHORITATIVE = {
+    LookupKey.TAG: "a refund found by a tag (by TAG) is in a field the gateway is not "
+    "known to keep",
+    LookupKey.PROVIDER_REFUND_ID: "a refund found only by the gateway's own id (by "
+    "PROVIDER_REFUND_ID) cannot be found after the reply that carried the id was lost",
+}
+
+
 def _check_settle_delay(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(
@@ -70,7 +80,8 @@ class Lookup:
     by: LookupKey = attrs.field(default=LookupKey.NONE, converter=_lookup_key)
     #: True only if the gateway's "no such refund" means it never received the
     #: request: it keeps every refund it received under the key, and a query by the key
-    #: sees all of them.
+    #: sees all of them (so never by ``NONE``, ``TAG`` or ``PROVIDER_REFUND_ID``:
+    #: ``ValidationError``).
     absence_authoritative: bool = False
     #: Seconds after a request arrives before a query can be relied on to see it (how
     #: long the gateway may take to make a received refund visible to its queries).
@@ -80,9 +91,16 @@ class Lookup:
     not_found_codes: frozenset[str] = attrs.field(factory=frozenset, converter=_frozen_codes)
 
     def __attrs_post_init__(self) -> None:
-        if self.absence_authoritative and self.by is LookupKey.NONE:
+        if not self.absence_authoritative:
+            return
+        if self.by is LookupKey.NONE:
             raise ValidationError(
                 "a refund that cannot be found again (by NONE) proves nothing by its absence",
+                field="absence_authoritative",
+            )
+        if self.by in _NEVER_AUTHORITATIVE:
+            raise ValidationError(
+                f"{_NEVER_AUTHORITATIVE[self.by]}, so its absence proves nothing",
                 field="absence_authoritative",
             )
 

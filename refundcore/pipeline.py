@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import attrs
 
 from .checks import check_capabilities, check_original_amount, check_partial
-from .effects import Send, Steps
+from .effects import Send, Steps, done_sending, start_sending
 from .errors import (
     JournalError,
     OutcomeUnknown,
@@ -213,11 +213,17 @@ class Pipeline:
         return (yield from self.deliver(info, config, operation, signed))
 
     def deliver(
-        self, info: ProviderInfo, config: Any, operation: Operation, signed: HttpRequest
+        self,
+        info: ProviderInfo,
+        config: Any,
+        operation: Operation,
+        signed: HttpRequest,
+        send_by: float | None = None,
     ) -> Steps[RefundResult]:
         """Send and parse: the finished result. The request may reach the gateway: never
-        raises, except ``TransportError``, which promises that nothing was sent."""
-        reply = yield Send(info, config, operation, signed)
+        raises, except ``TransportError``, which promises that nothing was sent (also
+        when it would start out after ``send_by``: see :class:`Send`)."""
+        reply = yield Send(info, config, operation, signed, send_by)
         return self.finish_reply(info, config, operation, reply)
 
     def finish_reply(
@@ -339,7 +345,11 @@ class Pipeline:
         hooks = self._registry.hooks(info.id)
         started = time.perf_counter()
         try:
-            response = hooks.send(provider=info, config=effect.config, request=effect.request)
+            sending = start_sending(effect)
+            try:
+                response = hooks.send(provider=info, config=effect.config, request=effect.request)
+            finally:
+                done_sending(sending)
         except Exception as exc:
             return self._send_failed(exc, started)
         return self._sent(effect.request, response, started)
@@ -358,16 +368,20 @@ class Pipeline:
         )
         started = time.perf_counter()
         try:
-            wrappers.enter()
+            sending = start_sending(effect)
             try:
-                response = await send()
-            except Exception as exc:
-                response, error = wrappers.leave(None, exc)
-            except BaseException as exc:
-                wrappers.leave(None, exc)
-                raise
-            else:
-                response, error = wrappers.leave(response, None)
+                wrappers.enter()
+                try:
+                    response = await send()
+                except Exception as exc:
+                    response, error = wrappers.leave(None, exc)
+                except BaseException as exc:
+                    wrappers.leave(None, exc)
+                    raise
+                else:
+                    response, error = wrappers.leave(response, None)
+            finally:
+                done_sending(sending)
             if error is not None:
                 raise error
         except Exception as exc:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .effects import check_send_by
 from .errors import ConfigError, OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
 from .logs import EventLogger
@@ -109,6 +110,8 @@ class HttpTransport:
             if problem is not None:
                 raise TransportError(f"cannot send to {provider.id}: {problem}; nothing was sent")
         prepared, settings = self._prepare(session, provider, config, request)
+        # A wrapper of this stage may have held the request: the last moment to refuse.
+        check_send_by(provider=provider.id)
         reply = self._exchange(session, prepared, settings, provider, config)
         if log.enabled(logging.DEBUG):
             log.debug(

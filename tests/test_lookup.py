@@ -81,3 +81,17 @@ def test_each_bundled_provider_declares_what_its_lookup_proves(
         lookup = client.provider(provider).capabilities.lookup
     assert (lookup.by, lookup.absence_authoritative) == (by, authoritative)
     assert lookup.settle_delay > 0
+
+
+@pytest.mark.parametrize("by", [LookupKey.TAG, LookupKey.PROVIDER_REFUND_ID])
+def test_absence_by_a_key_a_lost_refund_may_not_carry_is_never_authoritative(
+    by: LookupKey,
+) -> None:
+    """A refund whose reply was lost has no gateway id to be found by, and a tag is in a
+    field the gateway is not known to keep: declared authoritative, "not found" by
+    either would prove a refund the gateway holds absent, and it would be sent again.
+    (The conformance kit cannot catch it: it has nothing to look up by such keys.)"""
+    with pytest.raises(ValidationError, match=by.value) as caught:
+        Lookup(by=by, absence_authoritative=True, not_found_codes=["not_found"])
+    assert caught.value.field == "absence_authoritative"
+    assert Lookup(by=by).absence_authoritative is False

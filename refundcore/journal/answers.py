@@ -2,8 +2,9 @@
 a query, the late answer of an attempt taken over), and what an operator decides.
 
 One rule for all of them: a row only moves to an answered state that knows more
-(monotonic), a row an operator decided never moves, and a word that disagrees with
-what the journal holds as settled is recorded as a contradiction, never lost.
+(monotonic), a row an operator decided never moves (but for a "never sent" that the
+gateway's own answer disproves: the money left), and a word that disagrees with what
+the journal holds as settled is recorded as a contradiction, never lost.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .pool import Transaction
 from .schema import SELECT, TABLE
 from .values import Applied, EventKind, JournalEntry, ResultRecord
 
-__all__ = ["ANSWERED", "DECISIONS", "RANK", "SqlAnswers", "contradicts"]
+__all__ = ["ANSWERED", "DECISIONS", "RANK", "SqlAnswers", "contradicts", "overrules_decision"]
 
 #: How much a state knows; a row only ever moves to a state of higher rank, so a late
 #: or repeated report can never undo a better-informed one. NOT_SENT knows no more
@@ -57,6 +58,15 @@ def contradicts(held: JournalState, word: JournalState) -> bool:
             held is JournalState.SUCCEEDED and word is JournalState.PENDING
         )
     return False
+
+
+def overrules_decision(entry: JournalEntry, word: JournalState) -> bool:
+    """Whether the gateway's ``word`` settles a refund an operator decided was never
+    sent: any answer from the gateway shows it was, and a decision left standing would
+    let the same refund id be sent, and the money refunded, a second time."""
+    return (
+        entry.decided_by is not None and entry.state is JournalState.NOT_SENT and word in ANSWERED
+    )
 
 
 def _nonempty(value: object, field: str) -> str:
@@ -318,12 +328,15 @@ class SqlAnswers(SqlHistory):
     ) -> JournalEntry | None:
         """Apply a gateway's word (``state`` and its :func:`answer_data`) by the
         monotonic rules: the row moves only to an answered state that knows more, and a
-        missing provider refund id is filled in; a row an operator decided never moves.
+        missing provider refund id is filled in; a row an operator decided never moves,
+        unless the word disproves a decided "never sent" (:func:`overrules_decision`).
         Returns the row afterwards, or ``None`` if nothing changed. ``answer``: the word
         is a recorded answer, whose message and codes replace the row's."""
         provider_refund_id, raw = data.get("provider_refund_id"), data.get("raw")
         advances = (
-            entry.decided_by is None and state in ANSWERED and RANK[state] > RANK[entry.state]
+            state in ANSWERED
+            and RANK[state] > RANK[entry.state]
+            and (entry.decided_by is None or overrules_decision(entry, state))
         )
         fills_id = entry.provider_refund_id is None and provider_refund_id is not None
         if not advances and not fills_id:
@@ -334,6 +347,7 @@ class SqlAnswers(SqlHistory):
         kept_raw = dict(raw) if advances and raw is not None else entry.raw
         changes: dict[str, Any] = {
             "state": new_state,
+            "decided_by": None if advances else entry.decided_by,
             "provider_refund_id": entry.provider_refund_id or provider_refund_id,
             "raw": json.loads(json.dumps(kept_raw, default=str)),
             "owner": None if final else entry.owner,
@@ -358,11 +372,12 @@ class SqlAnswers(SqlHistory):
     ) -> None:
         lease_until = changes["lease_until"]
         tx.run(
-            f"UPDATE {TABLE} SET state = ?, provider_refund_id = ?, raw = ?, owner = ?, "  # noqa: S608
-            "lease_until = ?, message = ?, error_code = ?, http_status = ?, "
+            f"UPDATE {TABLE} SET state = ?, decided_by = ?, provider_refund_id = ?, raw = ?, "  # noqa: S608
+            "owner = ?, lease_until = ?, message = ?, error_code = ?, http_status = ?, "
             f"updated_at = ? {_KEY}",
             (
                 changes["state"].value,
+                changes["decided_by"],
                 changes["provider_refund_id"],
                 self._encode_raw(raw),
                 changes["owner"],

@@ -23,7 +23,7 @@ import attrs
 
 from ..errors import JournalError
 from ..status import JournalState
-from .answers import ANSWERED, RANK, SqlAnswers, contradicts
+from .answers import ANSWERED, RANK, SqlAnswers, contradicts, overrules_decision
 from .history import SENT, Event, answer_data
 from .pool import Row, Transaction
 from .schema import COLUMNS, SELECT, TABLE, sql_list
@@ -380,6 +380,9 @@ class SqlJournal(SqlAnswers):
         if entry.decided_by is not None or held.is_final:
             if contradicts(held, state):
                 self._contradiction(tx, entry, now, answered, held)
+            if overrules_decision(entry, state):
+                settled = self._settle(tx, entry, now, state, answered.data, answer=True)
+                entry = entry if settled is None else settled
             return self._release(tx, entry, now)
         if RANK[state] < RANK[held]:
             # E.g. a query answering UNKNOWN for a refund already PENDING: keep what

@@ -429,7 +429,8 @@ class _Console:
     def _resolve(self, visit: _Visit, form: dict[str, list[str]]) -> Response:
         """Record the operator's decision about an UNKNOWN refund, as
         :meth:`RefundClient.resolve` does: the journal keeps it in the refund's history
-        with the operator's name and reason, and no later gateway answer moves it."""
+        with the operator's name and reason, and no later gateway answer moves it (but
+        for a "not sent" the gateway's answer disproves)."""
         entry = self._entry(_first(form, "provider"), _first(form, "refund_id"), "refund_id")
         self._check_back(form)
         try:

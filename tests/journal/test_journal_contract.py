@@ -1390,6 +1390,34 @@ def test_a_gateway_answer_against_a_decision_is_recorded_never_applied(
     assert journal.history("testpay", "R-1")[-1].kind is EventKind.CALLBACK
 
 
+@pytest.mark.parametrize("source", ["callback", "query", "late record"])
+@pytest.mark.parametrize("word", [S.PENDING, S.SUCCEEDED, S.FAILED])
+def test_the_gateway_having_a_refund_decided_not_sent_settles_it(
+    unknown: Journal, make_refund: MakeRefund, source: str, word: JournalState
+) -> None:
+    """ "Never sent" is the one decision the gateway's word disproves: left standing, the
+    next claim would send the refund again."""
+    journal = unknown
+    journal.resolve("testpay", "R-1", state=S.NOT_SENT, reason="not in portal", by="ann")
+
+    if source == "callback":
+        applied = _applied(journal.apply_notification("testpay", state=word, refund_id="R-1"))
+        assert (applied.changed, applied.contradiction) == (True, True)
+    elif source == "query":
+        applied = journal.record_query("testpay", "R-1", state=word, settles=True)
+        assert (applied.changed, applied.contradiction) == (True, True)
+    else:
+        journal.record("testpay", "R-1", owner="A", attempt=1, state=word)
+
+    entry = journal.get("testpay", "R-1")
+    assert entry is not None and (entry.state, entry.decided_by) == (word, None)
+    kinds = [e.kind for e in journal.history("testpay", "R-1")]
+    assert EventKind.DECISION in kinds and kinds[-1] is EventKind.CONTRADICTION
+    assert journal.history("testpay", "R-1")[-1].data["held"] == "NOT_SENT"
+    claim = journal.claim(make_refund(), owner="B")
+    assert claim.outcome is not NEW
+
+
 def test_a_refund_decided_not_sent_can_be_sent_again(
     unknown: Journal, make_refund: MakeRefund
 ) -> None:

@@ -391,8 +391,9 @@ def query_outcome(
        DECLINED or VOIDED → FAILED ``refund_declined`` / ``refund_voided``.
     2. Any transaction whose status is REFUNDED → SUCCEEDED.
     3. Else the order status: REFUNDED → SUCCEEDED; SUCCESS, SETTLED, OPEN or CLOSED →
-       FAILED ``not_refunded`` (the order stands without a refund: the refund did not
-       happen, so it is safe to refund again); VOIDED → FAILED ``voided`` (reversed in
+       FAILED ``not_refunded`` (the order shows no refund now; a refund still being
+       processed looks the same, so this alone never proves it did not happen: the
+       lookup is declared not authoritative); VOIDED → FAILED ``voided`` (reversed in
        full, not refunded: after an UNKNOWN *void* this means the void went through).
     4. Anything else → UNKNOWN ``unrecognised_status``.
     """

@@ -659,7 +659,16 @@ def _query_result(
             error_code=str(code),
             raw=reply,
         )
-    data = reply.get("data")
+    if "data" not in reply:
+        # "No transaction" is an explicit null, and proves a refund never arrived: a
+        # reply that leaves the field out says nothing at all.
+        return result(
+            RefundStatus.UNKNOWN,
+            message="query reply without data",
+            error_code="unparseable",
+            raw=reply,
+        )
+    data = reply["data"]
     if data is None:
         return result(
             RefundStatus.FAILED,
