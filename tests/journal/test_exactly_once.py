@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ READ_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 0.2
 #: The settle delay the providers' variants declare here (theirs is a minute).
 SETTLE = 0.5
+#: A settle delay for a test that must ask inside it: wide enough for a loaded machine.
+WIDE_SETTLE = 5.0
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -56,9 +59,9 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def quick_settling(provider: str) -> object:
-    """The bundled provider's plugin, declaring a settle delay a test can wait out:
-    what its lookup proves is unchanged."""
+def quick_settling(provider: str, settle: float = SETTLE) -> object:
+    """The bundled provider's plugin, declaring a settle delay (``settle``) a test can
+    wait out: what its lookup proves is unchanged."""
     module = __import__(f"refundcore_{provider}")
     hooks: dict[str, Any] = {
         name: staticmethod(getattr(module, name))
@@ -71,7 +74,7 @@ def quick_settling(provider: str) -> object:
         captured: list[Any] = []
         module.refundcore_register_providers(captured.append)
         info = captured[0]
-        lookup = attrs.evolve(info.capabilities.lookup, settle_delay=SETTLE)
+        lookup = attrs.evolve(info.capabilities.lookup, settle_delay=settle)
         register(attrs.evolve(info, capabilities=attrs.evolve(info.capabilities, lookup=lookup)))
 
     hooks["refundcore_register_providers"] = staticmethod(refundcore_register_providers)
@@ -80,10 +83,10 @@ def quick_settling(provider: str) -> object:
 
 @contextmanager
 def gateway(
-    provider: str, journal: str, kind: str = "sync", **client_options: Any
+    provider: str, journal: str, kind: str = "sync", settle: float = SETTLE, **client_options: Any
 ) -> Iterator[SandboxRun]:
     """The provider's emulator and a journalled client of ``kind`` (``client_kind``:
-    the protocol's rules hold on both clients)."""
+    the protocol's rules hold on both clients), the provider declaring ``settle``."""
     options = {"lease_seconds": LEASE, "journal_wait": 0.3, **client_options}
     client: Any = (
         RefundClient(entry_points=False, journal=journal, **options)
@@ -92,7 +95,7 @@ def gateway(
     )
     with SandboxRun(
         provider,
-        plugin=quick_settling(provider),
+        plugin=quick_settling(provider, settle),
         client=client,
         read_timeout=READ_TIMEOUT,
         connect_timeout=CONNECT_TIMEOUT,
@@ -201,6 +204,16 @@ def history(journal: str, provider: str, refund_id: str) -> list[JournalEvent]:
 
 def kinds(journal: str, provider: str, refund_id: str) -> list[str]:
     return [event.kind.value for event in history(journal, provider, refund_id)]
+
+
+def wait_for_the_journal_clock(journal: str, moment: datetime, timeout: float = 60) -> None:
+    """Return once the journal's clock, which leases and settle delays run on, has
+    reached ``moment``."""
+    deadline = time.monotonic() + timeout
+    with open_journal(journal) as opened:
+        while opened.now() < moment:
+            assert time.monotonic() < deadline, f"the journal's clock never reached {moment}"
+            time.sleep(0.02)
 
 
 # -- one clock: a worker's wrong clock never takes over a live send ---------------------
@@ -527,12 +540,16 @@ def test_sigkill_between_claim_and_send_is_resent_with_its_refund_id_once_proven
     """paywizard finds a refund by its refund id and its "not found" is authoritative:
     once the killed sender's lease and the settle delay are over, absence proves the
     refund never left, and the retry sends it, with the same refund id."""
-    with gateway("paywizard", journal_url, kind=client_kind) as run:
+    # The first retry must ask inside the settle delay, however long a loaded machine
+    # takes between the lease's end and its query.
+    with gateway("paywizard", journal_url, kind=client_kind, settle=WIDE_SETTLE) as run:
         payment = seed(run)
         killed_between_claim_and_send(run, journal_url, payment)
-        time.sleep(LEASE)
+        (claim,) = history(journal_url, run.provider, "r-kill")
+        lease_over = claim.at + timedelta(seconds=LEASE)
+        wait_for_the_journal_clock(journal_url, lease_over)
         too_early = refund(run, payment, "r-kill")  # lease over, settle delay not
-        time.sleep(SETTLE)
+        wait_for_the_journal_clock(journal_url, lease_over + timedelta(seconds=WIDE_SETTLE))
         sent = refund(run, payment, "r-kill")
 
     assert too_early.status is RefundStatus.UNKNOWN
