@@ -59,11 +59,22 @@ def test_a_manifest_is_written_once_and_its_rows_claimed_by_line(postgres_url: s
 def test_rate_slots_space_every_caller_evenly(postgres_url: str) -> None:
     with open_journal(postgres_url) as journal:
         slots = RateSlots(postgres_journal(journal, "this test"))
+
+        def take(_: int) -> tuple[float, float, float]:
+            # Each wait counts from the moment the journal's clock (this machine's)
+            # was read, somewhere inside the call: the slot starts between these two.
+            before = time.time()
+            wait = slots.take("k", 1.0)
+            return before + wait, time.time() + wait, wait
+
+        # One slot a second: the eight calls come well within that of each other
+        # however loaded the machine, so each slot follows the one before at once.
         with ThreadPoolExecutor(4) as pool:
-            waits = sorted(pool.map(lambda _: slots.take("k", 10.0), range(8)))
-        assert waits[0] == pytest.approx(0.0, abs=0.05)
-        gaps = [b - a for a, b in itertools.pairwise(waits)]
-        assert all(gap == pytest.approx(0.1, abs=0.03) for gap in gaps), waits
+            starts = sorted(pool.map(take, range(8)))
+        assert min(wait for _, _, wait in starts) == 0.0
+        for (early, late, _), (next_early, next_late, _) in itertools.pairwise(starts):
+            assert next_early - late <= 1.0 + 0.03, starts  # no further apart
+            assert next_late - early >= 1.0 - 0.03, starts  # no closer
         assert slots.take("other", 10.0) == pytest.approx(0.0, abs=0.05)
         with pytest.raises(ValueError, match="rate"):
             slots.take("k", 0)
