@@ -98,12 +98,14 @@ def test_a_timeout_is_a_cancellation_and_reconcile_settles_it(
 
     async def scenario() -> None:
         async with _client(run, journal=f"sqlite:///{tmp_path / 'j.db'}") as client:
+            # Long enough for the request to have left (the journal's claim first) on a
+            # loaded machine, and over well before the 5 s reply.
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(
                     client.refund(
                         "testpay", payment=payment, amount=Money("10", HKD), refund_id="r-t"
                     ),
-                    timeout=0.5,
+                    timeout=2.0,
                 )
             run.server.clear_faults()
             (settled,) = await client.reconcile()
@@ -119,7 +121,9 @@ def test_a_task_cancelled_while_another_sends_the_refund_sends_nothing(
     run: SandboxRun, tmp_path: Path
 ) -> None:
     payment = run.emulator.seed_payment(Money("100", HKD))
-    run.server.inject("/v1/refunds", Fault(delay=1.0, times=1))
+    # Answered inside the 5 s read timeout, late enough for the second task to be
+    # waiting on the first when it is cancelled, on a loaded machine too.
+    run.server.inject("/v1/refunds", Fault(delay=3.0, times=1))
     url = f"sqlite:///{tmp_path / 'j.db'}"
 
     async def scenario() -> None:

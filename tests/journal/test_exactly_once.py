@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ READ_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 0.2
 #: The settle delay the providers' variants declare here (theirs is a minute).
 SETTLE = 0.5
+#: A settle delay for a test that must ask inside it: wide enough for a loaded machine.
+WIDE_SETTLE = 5.0
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -56,9 +59,9 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def quick_settling(provider: str) -> object:
-    """The bundled provider's plugin, declaring a settle delay a test can wait out:
-    what its lookup proves is unchanged."""
+def quick_settling(provider: str, settle: float = SETTLE) -> object:
+    """The bundled provider's plugin, declaring a settle delay (``settle``) a test can
+    wait out: what its lookup proves is unchanged."""
     module = __import__(f"refundcore_{provider}")
     hooks: dict[str, Any] = {
         name: staticmethod(getattr(module, name))
@@ -71,7 +74,7 @@ def quick_settling(provider: str) -> object:
         captured: list[Any] = []
         module.refundcore_register_providers(captured.append)
         info = captured[0]
-        lookup = attrs.evolve(info.capabilities.lookup, settle_delay=SETTLE)
+        lookup = attrs.evolve(info.capabilities.lookup, settle_delay=settle)
         register(attrs.evolve(info, capabilities=attrs.evolve(info.capabilities, lookup=lookup)))
 
     hooks["refundcore_register_providers"] = staticmethod(refundcore_register_providers)
@@ -80,10 +83,10 @@ def quick_settling(provider: str) -> object:
 
 @contextmanager
 def gateway(
-    provider: str, journal: str, kind: str = "sync", **client_options: Any
+    provider: str, journal: str, kind: str = "sync", settle: float = SETTLE, **client_options: Any
 ) -> Iterator[SandboxRun]:
     """The provider's emulator and a journalled client of ``kind`` (``client_kind``:
-    the protocol's rules hold on both clients)."""
+    the protocol's rules hold on both clients), the provider declaring ``settle``."""
     options = {"lease_seconds": LEASE, "journal_wait": 0.3, **client_options}
     client: Any = (
         RefundClient(entry_points=False, journal=journal, **options)
@@ -92,7 +95,7 @@ def gateway(
     )
     with SandboxRun(
         provider,
-        plugin=quick_settling(provider),
+        plugin=quick_settling(provider, settle),
         client=client,
         read_timeout=READ_TIMEOUT,
         connect_timeout=CONNECT_TIMEOUT,
@@ -145,15 +148,19 @@ def no_new_id_advice(*texts: str | None) -> None:
         assert "new refund" not in lowered and "new_refund" not in lowered, text
 
 
-def applies_late(run: SandboxRun, seconds: float) -> threading.Event:
-    """Make the emulator sit on the next refund request for ``seconds`` before it
-    applies it (a gateway slow to process); the event is set once it has."""
-    applied = threading.Event()
+def applies_when(
+    run: SandboxRun, release: threading.Event
+) -> tuple[threading.Event, threading.Event]:
+    """Make the emulator sit on the next refund request until ``release`` is set
+    before it applies it (a gateway slow to process): the events set once the request
+    has arrived, and once it has been applied."""
+    arrived, applied = threading.Event(), threading.Event()
     handle = run.emulator.handle
 
     def slow(request: Incoming) -> Reply:
-        if is_refund_request(request.path) and not applied.is_set():
-            time.sleep(seconds)
+        if is_refund_request(request.path) and not arrived.is_set():
+            arrived.set()
+            release.wait(120)
             try:
                 return handle(request)
             finally:
@@ -161,7 +168,7 @@ def applies_late(run: SandboxRun, seconds: float) -> threading.Event:
         return handle(request)
 
     run.emulator.handle = slow  # type: ignore[method-assign]
-    return applied
+    return arrived, applied
 
 
 def toml_for(run: SandboxRun, folder: Path) -> Path:
@@ -176,6 +183,11 @@ def toml_for(run: SandboxRun, folder: Path) -> Path:
     return path
 
 
+def _cli_env() -> dict[str, str]:
+    # Every bundled plugin, whatever a test before this one allowed.
+    return {k: v for k, v in os.environ.items() if not k.startswith("REFUNDCORE_PLUGINS")}
+
+
 def cli_process(*argv: str) -> subprocess.CompletedProcess[str]:
     """The command line in a process of its own (as cron runs it)."""
     return subprocess.run(
@@ -183,9 +195,53 @@ def cli_process(*argv: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        # Every bundled plugin, whatever a test before this one allowed.
-        env={k: v for k, v in os.environ.items() if not k.startswith("REFUNDCORE_PLUGINS")},
+        env=_cli_env(),
     )
+
+
+_PRIMED_CLI = """
+import sys
+
+from refundcore.cli import main
+
+print("ready", flush=True)
+sys.stdin.readline()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class PrimedCli:
+    """The command line in a process of its own (as cron runs it), started and past its
+    imports when made, but run only when :meth:`run` says: the seconds a loaded machine
+    takes to start Python and import refundcore come before the moment a test means."""
+
+    def __init__(self, *argv: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _PRIMED_CLI, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_cli_env(),
+        )
+        assert self._process.stdout is not None
+        if self._process.stdout.readline() != "ready\n":
+            self._process.kill()
+            _, err = self._process.communicate()
+            raise AssertionError(f"the command never got ready: {err}")
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        try:
+            out, err = self._process.communicate("run\n", timeout=60)
+        finally:
+            self.close()
+        return subprocess.CompletedProcess(self._process.args, self._process.returncode, out, err)
+
+    def close(self) -> None:
+        """Stop it if it has not run: never later, against a journal a test left."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -201,6 +257,16 @@ def history(journal: str, provider: str, refund_id: str) -> list[JournalEvent]:
 
 def kinds(journal: str, provider: str, refund_id: str) -> list[str]:
     return [event.kind.value for event in history(journal, provider, refund_id)]
+
+
+def wait_for_the_journal_clock(journal: str, moment: datetime, timeout: float = 60) -> None:
+    """Return once the journal's clock, which leases and settle delays run on, has
+    reached ``moment``."""
+    deadline = time.monotonic() + timeout
+    with open_journal(journal) as opened:
+        while opened.now() < moment:
+            assert time.monotonic() < deadline, f"the journal's clock never reached {moment}"
+            time.sleep(0.02)
 
 
 # -- one clock: a worker's wrong clock never takes over a live send ---------------------
@@ -234,6 +300,8 @@ client = RefundClient(
     lease_seconds=args["lease"],
     journal_wait=0.3,
 )
+print("ready", flush=True)
+sys.stdin.readline()  # asks when the test says
 result = client.refund(
     args["provider"],
     payment=PaymentRef(**args["payment"]),
@@ -258,17 +326,6 @@ def test_a_worker_whose_clock_is_ten_minutes_off_never_takes_over_a_live_send(
         }
         run.client.configure(provider, config)
         payment = seed(run)
-        # The reply waits long enough for the worker's interpreter to start and ask, on a
-        # loaded machine too.
-        run.server.inject(refund_path(run, payment), Fault(delay=5.0, times=1))
-        results: list[RefundResult] = []
-        sender = threading.Thread(target=lambda: results.append(refund(run, payment, "r-skew")))
-        sender.start()
-        deadline = time.monotonic() + 10
-        while not run.emulator.ledger.find_refund("r-skew") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert run.emulator.ledger.find_refund("r-skew"), "the refund never reached the gateway"
-
         args = {
             "skew": skew,
             "provider": provider,
@@ -279,16 +336,34 @@ def test_a_worker_whose_clock_is_ten_minutes_off_never_takes_over_a_live_send(
             "currency": run.emulator.currency,
             "refund_id": "r-skew",
         }
-        worker = subprocess.run(
+        # Started now, so that the seconds a loaded machine takes to start it come
+        # before the sender's request, not during the slow reply it must ask within.
+        worker = subprocess.Popen(
             [sys.executable, "-c", _SKEWED_WORKER, json.dumps(args)],
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
         )
-        sender.join(timeout=20)
+        try:
+            assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
+            run.server.inject(refund_path(run, payment), Fault(delay=5.0, times=1))
+            results: list[RefundResult] = []
+            sender = threading.Thread(target=lambda: results.append(refund(run, payment, "r-skew")))
+            sender.start()
+            deadline = time.monotonic() + 30
+            while not run.emulator.ledger.find_refund("r-skew") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert run.emulator.ledger.find_refund("r-skew"), "the refund never reached it"
+            out, err = worker.communicate("ask\n", timeout=60)
+            sender.join(timeout=20)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
 
-    assert worker.returncode == 0, worker.stderr
-    status, code, message = json.loads(worker.stdout)
+    assert worker.returncode == 0, err
+    status, code, message = json.loads(out)
     # The sender's lease is live on the journal's clock, whatever the worker's says.
     assert (status, code) == ("UNKNOWN", "in_progress")
     no_new_id_advice(message)
@@ -415,31 +490,44 @@ def test_a_refund_applied_but_answered_late_where_lookup_proves_nothing(
 def test_cron_reconcile_beside_a_live_sender_never_decides_absence_early(
     journal_url: str, provider: str, tmp_path: Path, client_kind: str
 ) -> None:
-    with gateway(provider, journal_url, kind=client_kind, lease_seconds=4.0) as run:
+    # Each cron run is a process of its own, seconds to start on a loaded machine: the
+    # sender waits long enough for one to run beside it, and its lease leaves room for
+    # another to ask after it gave up and still inside the lease and settle delay.
+    read_timeout, lease = 8.0, 30.0
+    with gateway(provider, journal_url, kind=client_kind, lease_seconds=lease) as run:
         toml = toml_for(run, tmp_path)
         cron = ("journal", "reconcile", "--config", str(toml), "--journal", journal_url, "--json")
         run.client.configure(
             provider,
             {
                 **run.emulator.client_config(run.server.base_url),
-                "read_timeout": 3.0,
+                "read_timeout": read_timeout,
                 "connect_timeout": CONNECT_TIMEOUT,
             },
         )
         payment = seed(run)
-        # The gateway takes 5 s to process the refund: the sender (read timeout 3 s)
-        # gives up first, and cron then asks before the gateway has it.
-        applied = applies_late(run, 5.0)
+        # The gateway sits on the refund until cron has asked twice: the sender gives
+        # up first (its read timeout), and cron then asks before the gateway has it.
+        release = threading.Event()
+        arrived, applied = applies_when(run, release)
         results: list[RefundResult] = []
         sender = threading.Thread(target=lambda: results.append(refund(run, payment, "r-cron")))
+        primed = PrimedCli(*cron), PrimedCli(*cron)
         sender.start()
-        time.sleep(0.3)
-        beside = cli_process(*cron)  # while the sender waits for its reply
-        sender.join(timeout=20)
-        early = cli_process(*cron)  # the sender gave up; the gateway has not applied it
-        assert applied.wait(10)
+        try:
+            assert arrived.wait(60)
+            beside = primed[0].run()  # while the sender waits for its reply
+            waited_beside = sender.is_alive()
+            sender.join(timeout=60)
+            early = primed[1].run()  # the sender gave up; the gateway has not applied it
+        finally:
+            release.set()
+            for waiting in primed:
+                waiting.close()
+        assert applied.wait(60)
         later = cli_process(*cron)
 
+    assert waited_beside, "the sender gave up before cron ran beside it"
     assert beside.returncode == 0, beside.stderr
     assert json.loads(beside.stdout) == [], "the live sender's refund was left to it"
     assert [r.status for r in results] == [RefundStatus.UNKNOWN]
@@ -527,12 +615,16 @@ def test_sigkill_between_claim_and_send_is_resent_with_its_refund_id_once_proven
     """paywizard finds a refund by its refund id and its "not found" is authoritative:
     once the killed sender's lease and the settle delay are over, absence proves the
     refund never left, and the retry sends it, with the same refund id."""
-    with gateway("paywizard", journal_url, kind=client_kind) as run:
+    # The first retry must ask inside the settle delay, however long a loaded machine
+    # takes between the lease's end and its query.
+    with gateway("paywizard", journal_url, kind=client_kind, settle=WIDE_SETTLE) as run:
         payment = seed(run)
         killed_between_claim_and_send(run, journal_url, payment)
-        time.sleep(LEASE)
+        (claim,) = history(journal_url, run.provider, "r-kill")
+        lease_over = claim.at + timedelta(seconds=LEASE)
+        wait_for_the_journal_clock(journal_url, lease_over)
         too_early = refund(run, payment, "r-kill")  # lease over, settle delay not
-        time.sleep(SETTLE)
+        wait_for_the_journal_clock(journal_url, lease_over + timedelta(seconds=WIDE_SETTLE))
         sent = refund(run, payment, "r-kill")
 
     assert too_early.status is RefundStatus.UNKNOWN

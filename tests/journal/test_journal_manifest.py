@@ -15,6 +15,9 @@ from refundcore.journal import BatchDone, BatchItem, open_journal
 from refundcore.journal.manifest import BatchManifests, ManifestRow, RowVerdict, postgres_journal
 from refundcore.journal.rate_slots import RateSlots
 
+#: A row's lease in the claim test: short to wait out, long beside a claim's round trip.
+LEASE = 2.0
+
 
 def test_a_manifest_is_written_once_and_its_rows_claimed_by_line(postgres_url: str) -> None:
     with open_journal(postgres_url) as journal:
@@ -27,13 +30,17 @@ def test_a_manifest_is_written_once_and_its_rows_claimed_by_line(postgres_url: s
         assert [[r.line for r in page] for page in manifests.rows("B", page=2)] == [[2, 3], [4]]
         journal.open_batch("B", [BatchItem(line, "testpay", f"R-{line}") for line in (2, 3, 4)])
 
-        first = manifests.claim_row("B", 2, owner="a", lease_seconds=0.5)
-        second = manifests.claim_row("B", 2, owner="b", lease_seconds=0.5)
+        # A lease the second claim comes well within, however loaded the machine.
+        first = manifests.claim_row("B", 2, owner="a", lease_seconds=LEASE)
+        second = manifests.claim_row("B", 2, owner="b", lease_seconds=LEASE)
         assert (first.verdict, first.refund_id) == (RowVerdict.CLAIMED, "R-2")
-        assert second.verdict is RowVerdict.BUSY and 0 < second.wait <= 0.5
+        assert second.verdict is RowVerdict.BUSY and 0 < second.wait <= LEASE
         assert manifests.claim_row("B", 9, owner="b", lease_seconds=1).verdict is RowVerdict.MISSING
         assert manifests.stale_rows(open_for=None) == []
-        time.sleep(0.6)
+        (held,) = [e for e in journal.batch_entries("B") if e.line == 2]
+        assert held.lease_until is not None
+        while journal.now() <= held.lease_until:  # leases run on the journal's clock
+            time.sleep(0.02)
         assert manifests.stale_rows(open_for=None) == [("B", 2)]
         taken = manifests.claim_row("B", 2, owner="b", lease_seconds=5)
         assert taken.verdict is RowVerdict.CLAIMED
@@ -52,11 +59,22 @@ def test_a_manifest_is_written_once_and_its_rows_claimed_by_line(postgres_url: s
 def test_rate_slots_space_every_caller_evenly(postgres_url: str) -> None:
     with open_journal(postgres_url) as journal:
         slots = RateSlots(postgres_journal(journal, "this test"))
+
+        def take(_: int) -> tuple[float, float, float]:
+            # Each wait counts from the moment the journal's clock (this machine's)
+            # was read, somewhere inside the call: the slot starts between these two.
+            before = time.time()
+            wait = slots.take("k", 1.0)
+            return before + wait, time.time() + wait, wait
+
+        # One slot a second: the eight calls come well within that of each other
+        # however loaded the machine, so each slot follows the one before at once.
         with ThreadPoolExecutor(4) as pool:
-            waits = sorted(pool.map(lambda _: slots.take("k", 10.0), range(8)))
-        assert waits[0] == pytest.approx(0.0, abs=0.05)
-        gaps = [b - a for a, b in itertools.pairwise(waits)]
-        assert all(gap == pytest.approx(0.1, abs=0.03) for gap in gaps), waits
+            starts = sorted(pool.map(take, range(8)))
+        assert min(wait for _, _, wait in starts) == 0.0
+        for (early, late, _), (next_early, next_late, _) in itertools.pairwise(starts):
+            assert next_early - late <= 1.0 + 0.03, starts  # no further apart
+            assert next_late - early >= 1.0 - 0.03, starts  # no closer
         assert slots.take("other", 10.0) == pytest.approx(0.0, abs=0.05)
         with pytest.raises(ValueError, match="rate"):
             slots.take("k", 0)

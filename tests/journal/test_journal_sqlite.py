@@ -273,7 +273,9 @@ def test_write_lock_held_too_long_is_reported(tmp_path: Path, make_refund: MakeR
 def test_threads_of_one_process_queue_for_the_write_lock(
     tmp_path: Path, make_refund: MakeRefund
 ) -> None:
-    journal = SqliteJournal(tmp_path / "journal.db", busy_timeout=0.3)
+    # Long enough that the waiting thread never gives up, however slowly a loaded
+    # machine comes back to end the transaction it waits for.
+    journal = SqliteJournal(tmp_path / "journal.db", busy_timeout=60)
     claims: list[ClaimVerdict] = []
     with journal._transaction(write=True):
         worker = threading.Thread(
@@ -284,8 +286,10 @@ def test_threads_of_one_process_queue_for_the_write_lock(
         assert claims == []  # waiting for the writer before it
     worker.join()
     assert claims == [ClaimVerdict.NEW]
+    journal.close()
 
     # Waiting longer than busy_timeout is the same error as waiting for another process.
+    journal = SqliteJournal(tmp_path / "journal.db", busy_timeout=0.3)
     with (
         journal._transaction(write=True),
         pytest.raises(
