@@ -263,8 +263,10 @@ class RefundClient(ClientBase):
 
         The decision is kept in the refund's history beside the evidence; a later
         gateway answer that disagrees with it is recorded as a contradiction and
-        logged, and applied only over ``NOT_SENT`` (the gateway has the refund, so
-        sending it again could refund twice). Returns the refund as recorded.
+        logged, and applied only where it shows the money left: any answer over
+        ``NOT_SENT`` (the same refund id would be sent again), ``SUCCEEDED`` over
+        ``FAILED`` (the payment's limit would not count it). Returns the refund as
+        recorded.
         ``ValidationError`` for a missing reason or name, or a refund the gateway's own
         answer settled; ``JournalError`` for an unknown refund or one being sent right
         now.

@@ -2,9 +2,10 @@
 a query, the late answer of an attempt taken over), and what an operator decides.
 
 One rule for all of them: a row only moves to an answered state that knows more
-(monotonic), a row an operator decided never moves (but for a "never sent" that the
-gateway's own answer disproves: the money left), and a word that disagrees with what
-the journal holds as settled is recorded as a contradiction, never lost.
+(monotonic), a row an operator decided never moves (but where the gateway's own answer
+shows the money left: a decided "never sent" answered at all, a decided FAILED answered
+SUCCEEDED), and a word that disagrees with what the journal holds as settled is
+recorded as a contradiction, never lost.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ def contradicts(held: JournalState, word: JournalState) -> bool:
 
 
 def overrules_decision(entry: JournalEntry, word: JournalState) -> bool:
-    """Whether the gateway's ``word`` settles a refund an operator decided was never
-    sent: any answer from the gateway shows it was, and a decision left standing would
-    let the same refund id be sent, and the money refunded, a second time."""
-    return (
-        entry.decided_by is not None and entry.state is JournalState.NOT_SENT and word in ANSWERED
+    """Whether the gateway's ``word`` settles a refund against an operator's decision,
+    because the decision left standing could refund the money a second time: any
+    answer disproves a decided "never sent" (the same refund id would be sent again),
+    and SUCCEEDED a decided FAILED (the money left; counted as failed, the payment's
+    limit would let it be refunded again under another id). A decided SUCCEEDED is
+    never moved: a FAILED word then only says the money may still be owed, which an
+    operator settles."""
+    if entry.decided_by is None or word not in ANSWERED:
+        return False
+    return entry.state is JournalState.NOT_SENT or (
+        entry.state is JournalState.FAILED and word is JournalState.SUCCEEDED
     )
 
 
@@ -329,15 +336,13 @@ class SqlAnswers(SqlHistory):
         """Apply a gateway's word (``state`` and its :func:`answer_data`) by the
         monotonic rules: the row moves only to an answered state that knows more, and a
         missing provider refund id is filled in; a row an operator decided never moves,
-        unless the word disproves a decided "never sent" (:func:`overrules_decision`).
+        unless the word shows the money left (:func:`overrules_decision`).
         Returns the row afterwards, or ``None`` if nothing changed. ``answer``: the word
         is a recorded answer, whose message and codes replace the row's."""
         provider_refund_id, raw = data.get("provider_refund_id"), data.get("raw")
         advances = (
-            state in ANSWERED
-            and RANK[state] > RANK[entry.state]
-            and (entry.decided_by is None or overrules_decision(entry, state))
-        )
+            state in ANSWERED and entry.decided_by is None and RANK[state] > RANK[entry.state]
+        ) or overrules_decision(entry, state)
         fills_id = entry.provider_refund_id is None and provider_refund_id is not None
         if not advances and not fills_id:
             return None

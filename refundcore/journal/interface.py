@@ -100,7 +100,7 @@ class Journal(abc.ABC):
 
         ``state`` is PENDING, SUCCEEDED, FAILED, UNKNOWN or NOT_SENT; ``sent`` says the
         attempt sent a request (a ``send`` event precedes the ``answer``). A final or
-        decided row keeps its state (but for a decided NOT_SENT: see :meth:`resolve`),
+        decided row keeps its state (but see :meth:`resolve`),
         and a row never moves to a less-informed state (UNKNOWN after PENDING keeps
         PENDING). An outcome of an older attempt than the
         row's current one (its sender was taken over) never overwrites: it is stored as
@@ -147,14 +147,13 @@ class Journal(abc.ABC):
 
         Monotonic and idempotent: SUBMITTING, UNKNOWN, NOT_SENT and PENDING move to
         PENDING or a final state, PENDING only to a final state, a final row never
-        changes, a decided row never moves (but for a decided NOT_SENT: see
-        :meth:`resolve`). A missing ``provider_refund_id`` is filled in. A callback
-        found by its refund id whose ``provider_refund_id`` is not the row's (or is
-        another row's) is about another gateway refund: kept as evidence, recorded as a
-        contradiction, never applied. Every callback is kept as a ``callback`` event;
-        the :class:`Applied` says whether it changed the row, repeats a callback
-        received before, or contradicts the row (then also a ``contradiction`` event
-        and a WARNING).
+        changes, a decided row never moves (but see :meth:`resolve`). A missing
+        ``provider_refund_id`` is filled in. A callback found by its refund id whose
+        ``provider_refund_id`` is not the row's (or is another row's) is about another
+        gateway refund: kept as evidence, recorded as a contradiction, never applied.
+        Every callback is kept as a ``callback`` event; the :class:`Applied` says
+        whether it changed the row, repeats a callback received before, or contradicts
+        the row (then also a ``contradiction`` event and a WARNING).
         """
 
     @abc.abstractmethod
@@ -189,8 +188,10 @@ class Journal(abc.ABC):
         row takes the decided state (NOT_SENT: the same refund may be sent again), the
         decision is a ``decision`` event beside the evidence, and a later gateway
         answer that disagrees is recorded as a ``contradiction``; it moves the row only
-        where it disproves NOT_SENT (the gateway has the refund: sending it again
-        could refund twice), and the row is then no longer decided.
+        where the money left and the decision would let it be refunded twice: any
+        answer over NOT_SENT (the same refund id would be sent again), SUCCEEDED over
+        FAILED (the payment's limit would not count it). The row is then no longer
+        decided.
         ``ValidationError`` for a row the gateway's own answer made final (or NOT_SENT
         for one the gateway reported PENDING); ``JournalError`` for a missing row or
         one whose sender still holds its lease.

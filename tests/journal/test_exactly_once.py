@@ -723,13 +723,15 @@ def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
 # -- a provider whose lookup is not authoritative, settled by the operator ----------------
 
 
-def test_an_unknown_refund_is_settled_by_the_operator_and_a_contradiction_reported(
+def test_a_refund_decided_failed_is_settled_by_the_gateways_succeeded_and_reported(
     journal_url: str, caplog: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
     """paywiser applies the refund but the reply is lost; its query sees a refund only
     by the txid the lost reply carried, so it proves nothing and the refund stays
     UNKNOWN. The operator, misled, decides it failed; the gateway's signed postback
-    then says it succeeded: recorded as a contradiction and reported, not applied."""
+    then says it succeeded: the money left, so it settles the refund SUCCEEDED (left
+    FAILED, the payment's limit would let it be refunded again), and the contradiction
+    is recorded and reported."""
     with gateway("paywiser", journal_url, kind=client_kind) as run:
         run.emulator.send_callbacks = False  # the postback comes later, by hand
         payment = seed(run)
@@ -761,9 +763,12 @@ def test_an_unknown_refund_is_settled_by_the_operator_and_a_contradiction_report
     assert note.status is RefundStatus.SUCCEEDED and note.refund_id == "r-op"
     with open_journal(journal_url) as journal:
         entry = journal.get("paywiser", "r-op")
-    assert entry is not None and (entry.state, entry.decided_by) == (JournalState.FAILED, "bob")
-    last = kinds(journal_url, run.provider, "r-op")[-2:]
-    assert last == ["callback", "contradiction"]
+    assert entry is not None and (entry.state, entry.decided_by) == (JournalState.SUCCEEDED, None)
+    assert kinds(journal_url, run.provider, "r-op")[-3:] == [
+        "decision",
+        "callback",
+        "contradiction",
+    ]
     assert "callback says SUCCEEDED, against bob's decision FAILED" in caplog.text
     no_new_id_advice(lost.message, still.message, repeat.message)
     assert refunds_at_the_gateway(run, payment) == 1

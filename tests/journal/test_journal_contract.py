@@ -1360,45 +1360,65 @@ def test_a_decision_may_be_corrected_by_another(unknown: Journal) -> None:
 
 
 @pytest.mark.parametrize("source", ["callback", "query", "late record"])
+@pytest.mark.parametrize(("decided", "word"), [(S.SUCCEEDED, S.FAILED), (S.FAILED, S.PENDING)])
 def test_a_gateway_answer_against_a_decision_is_recorded_never_applied(
-    unknown: Journal, make_refund: MakeRefund, source: str, caplog: pytest.LogCaptureFixture
+    unknown: Journal,
+    make_refund: MakeRefund,
+    source: str,
+    decided: JournalState,
+    word: JournalState,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A word that does not show the money left where the decision says it did not
+    (FAILED against SUCCEEDED: the money may still be owed, an operator's call; PENDING
+    against FAILED) leaves the decision standing, and is reported."""
     journal = unknown
-    decided = journal.resolve("testpay", "R-1", state=S.FAILED, reason="not in report", by="ann")
+    held = journal.resolve("testpay", "R-1", state=decided, reason="the report", by="ann")
 
     if source == "callback":
-        applied = _applied(
-            journal.apply_notification("testpay", state=S.SUCCEEDED, refund_id="R-1")
-        )
+        applied = _applied(journal.apply_notification("testpay", state=word, refund_id="R-1"))
         assert (applied.changed, applied.contradiction) == (False, True)
         entry = applied.entry
     elif source == "query":
-        applied = journal.record_query("testpay", "R-1", state=S.SUCCEEDED, settles=True)
+        applied = journal.record_query("testpay", "R-1", state=word, settles=True)
         assert (applied.changed, applied.contradiction) == (False, True)
         entry = applied.entry
     else:
-        entry = journal.record("testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED)
+        entry = journal.record("testpay", "R-1", owner="A", attempt=1, state=word)
 
-    assert entry == decided == journal.get("testpay", "R-1")
+    assert entry == held == journal.get("testpay", "R-1")
     contradiction = journal.history("testpay", "R-1")[-1]
-    assert (contradiction.kind, contradiction.state) == (EventKind.CONTRADICTION, S.SUCCEEDED)
-    assert contradiction.data["held"] == "FAILED"
-    assert "against ann's decision FAILED" in contradiction.detail
+    assert (contradiction.kind, contradiction.state) == (EventKind.CONTRADICTION, word)
+    assert contradiction.data["held"] == decided.value
+    assert f"against ann's decision {decided.value}" in contradiction.detail
     assert contradiction.detail in caplog.text
     # An answer that agrees is kept, and is no contradiction.
-    journal.apply_notification("testpay", state=S.FAILED, refund_id="R-1")
+    journal.apply_notification("testpay", state=decided, refund_id="R-1")
     assert journal.history("testpay", "R-1")[-1].kind is EventKind.CALLBACK
 
 
 @pytest.mark.parametrize("source", ["callback", "query", "late record"])
-@pytest.mark.parametrize("word", [S.PENDING, S.SUCCEEDED, S.FAILED])
-def test_the_gateway_having_a_refund_decided_not_sent_settles_it(
-    unknown: Journal, make_refund: MakeRefund, source: str, word: JournalState
+@pytest.mark.parametrize(
+    ("decided", "word"),
+    [
+        (S.NOT_SENT, S.PENDING),
+        (S.NOT_SENT, S.SUCCEEDED),
+        (S.NOT_SENT, S.FAILED),
+        (S.FAILED, S.SUCCEEDED),
+    ],
+)
+def test_the_gateway_showing_the_money_left_settles_a_decision(
+    unknown: Journal,
+    make_refund: MakeRefund,
+    source: str,
+    decided: JournalState,
+    word: JournalState,
 ) -> None:
-    """ "Never sent" is the one decision the gateway's word disproves: left standing, the
-    next claim would send the refund again."""
+    """The decisions the gateway's word disproves where the money left: any answer to
+    "never sent" (left standing, the next claim would send the refund again), SUCCEEDED
+    to FAILED (left standing, the payment's limit would let it be refunded again)."""
     journal = unknown
-    journal.resolve("testpay", "R-1", state=S.NOT_SENT, reason="not in portal", by="ann")
+    journal.resolve("testpay", "R-1", state=decided, reason="not in portal", by="ann")
 
     if source == "callback":
         applied = _applied(journal.apply_notification("testpay", state=word, refund_id="R-1"))
@@ -1413,7 +1433,7 @@ def test_the_gateway_having_a_refund_decided_not_sent_settles_it(
     assert entry is not None and (entry.state, entry.decided_by) == (word, None)
     kinds = [e.kind for e in journal.history("testpay", "R-1")]
     assert EventKind.DECISION in kinds and kinds[-1] is EventKind.CONTRADICTION
-    assert journal.history("testpay", "R-1")[-1].data["held"] == "NOT_SENT"
+    assert journal.history("testpay", "R-1")[-1].data["held"] == decided.value
     claim = journal.claim(make_refund(), owner="B")
     assert claim.outcome is not NEW
 
