@@ -244,13 +244,16 @@ class Pipeline:
         (provider, refund id, operation) stamped from ``operation`` and ``source``
         from the caller, the query-first advice on an ``UNKNOWN`` refund or void,
         secrets masked; then every ``refundcore_result`` hook sees it."""
-        message = result.message
+        # Masked before the advice is added: a text cut short keeps a secret's start at
+        # its end, which is where it is looked for.
+        message = self._redactor.text(info.id, result.message)
         if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
         result = attrs.evolve(
             result,
-            message=self._redactor.text(info.id, message),
+            message=message,
             error_code=self._redactor.text(info.id, result.error_code),
+            provider_refund_id=self._redactor.text(info.id, result.provider_refund_id),
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,
@@ -316,9 +319,7 @@ class Pipeline:
         note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
-        raw = self._redactor.value(info.id, note.raw)
-        if note.provider != info.id or raw is not note.raw:
-            note = attrs.evolve(note, provider=info.id, raw=raw)
+        note = self._redactor.notification(info.id, note)
         duplicate = settle is not None and (yield from settle(info, note))
         if note.duplicate is not duplicate:
             note = attrs.evolve(note, duplicate=duplicate)
