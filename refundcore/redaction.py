@@ -63,6 +63,7 @@ class Masks:
     __slots__ = ("_needles", "_pattern", "_starts")
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        secrets = tuple(secrets)
         forms = {form for secret in secrets for form in _forms(secret)}
         # Longest first: the pattern then masks a form whole rather than a part of it.
         ordered = sorted({form.lower(): form for form in forms}.values(), key=len, reverse=True)
@@ -70,8 +71,11 @@ class Masks:
         self._pattern = (
             re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
         )
+        # What a text cut short may end with: a secret's start (not an encoded form's).
         self._starts = tuple(
-            (needle[:_MIN_PREFIX], needle) for needle in self._needles if len(needle) > _MIN_PREFIX
+            (secret.lower()[:_MIN_PREFIX], secret.lower())
+            for secret in secrets
+            if len(secret) > _MIN_PREFIX
         )
 
     def __bool__(self) -> bool:
@@ -83,7 +87,10 @@ class Masks:
 
     def mask(self, text: str) -> str:
         """``text`` with every form of every secret masked; ``text`` itself when clean."""
-        if self._pattern is None or not self.found(text.lower()):
+        return self._mask(text, text.lower())
+
+    def _mask(self, text: str, lowered: str) -> str:
+        if self._pattern is None or not self.found(lowered):
             return text
         masked = self._pattern.sub(MASK, text)
         if masked is text or self.found(masked.lower()):
@@ -93,20 +100,26 @@ class Masks:
         return masked
 
     def mask_text(self, text: str) -> str:
-        """:meth:`mask`, and a start of a secret left at the end of ``text`` (the text
-        was cut short, perhaps just before a trailing ellipsis) masked too."""
-        text = self.mask(text)
+        """:meth:`mask`, and a secret's start left at the end of ``text`` (the text was
+        cut short, perhaps before an ellipsis or a closing bracket) masked too."""
         lowered = text.lower()
-        if len(lowered) != len(text):  # see mask(): positions would not line up
+        masked = self._mask(text, lowered)
+        if masked is not text:
+            text, lowered = masked, masked.lower()
+        if len(lowered) != len(text):  # see _mask(): positions would not line up
             return text
-        end = len(lowered) - 1 if lowered.endswith("…") else len(lowered)
-        for start, needle in self._starts:
-            at = lowered.find(start, max(end - len(needle) + 1, 0), end)
+        end = len(lowered.rstrip(_CUT_ENDS))
+        for start, secret in self._starts:
+            at = lowered.find(start, max(end - len(secret) + 1, 0), end)
             while at >= 0:
-                if needle.startswith(lowered[at:end]):
+                if secret.startswith(lowered[at:end]):
                     return text[:at] + MASK + text[end:]
                 at = lowered.find(start, at + 1, end)
         return text
+
+
+# What may follow where a text was cut: an ellipsis, the brackets and quotes around it.
+_CUT_ENDS = "…)]}'\" "
 
 
 def _forms(secret: str) -> set[str]:
@@ -132,7 +145,7 @@ def _forms(secret: str) -> set[str]:
         first = -(-offset * 8 // 6)
         last = (offset + len(data)) * 8 // 6
         core = encoded[first:last]
-        derived |= {core, core.replace("+", "-").replace("/", "_")}
+        derived.add(core)
     if "\n" in secret:
         derived |= {line.strip() for line in secret.splitlines() if "-----" not in line}
     return forms | {form for form in derived if len(form) >= _MIN_FORM}
@@ -310,22 +323,44 @@ def _masked_bytes(data: bytes, masks: Masks) -> bytes | None:
 
 
 def _surely_clean(mapping: Mapping[Any, Any], masks: Masks) -> bool:
-    """True when a flat mapping (text keys, text or number values: most replies and
-    callbacks) holds no secret, found by searching its keys and text values joined into
-    one text rather than item by item. A secret found only across a joint is a false
-    alarm (the caller then masks item by item), never a miss."""
-    texts = []
-    for item in mapping.values():
+    """True when a reply made of plain values (text keys; text, numbers, dicts and lists
+    of them, a few levels deep: most replies and callbacks) holds no secret, found by
+    searching all its text joined into one rather than item by item. A secret found
+    only across a joint is a false alarm (the caller then masks item by item), never a
+    miss."""
+    texts: list[str] = []
+    return _gather(mapping, texts, _GATHER_DEPTH) and not masks.found("\0".join(texts).lower())
+
+
+# Deeper replies are searched item by item.
+_GATHER_DEPTH = 6
+
+
+def _gather(value: Any, texts: list[str], depth: int) -> bool:
+    """Add the keys and texts of ``value`` (a plain mapping or list) to ``texts``; False
+    when it holds anything else, or is nested deeper than ``depth``."""
+    if depth == 0:
+        return False
+    if type(value) is list:
+        items: Any = value
+    else:
+        items = value.values()
+        for key in value:
+            if type(key) is not str:
+                return False
+            texts.append(key)
+    for item in items:
         kind = type(item)
         if kind is str:
             texts.append(item)
-        elif kind not in _ATOMS:
+        elif kind in _ATOMS:
+            continue
+        elif kind is dict or kind is list:
+            if not _gather(item, texts, depth - 1):
+                return False
+        else:
             return False
-    try:
-        text = "\0".join(mapping) + "\0" + "\0".join(texts)
-    except TypeError:  # a key that is not text
-        return False
-    return not masks.found(text.lower())
+    return True
 
 
 # Values that cannot hold a secret, checked by exact type before anything slower.
@@ -346,8 +381,10 @@ def without_queries(text: str) -> str:
 
 def error_reason(exc: BaseException) -> str:
     """What an HTTP stack's exception says, fit for logs and errors: its type and its
-    text (queries masked, cut at 200 characters). Transports raise their own errors
-    without chaining the original (it may hold the full URL), so this is all that is
-    kept of it."""
+    text (queries masked, cut at 200 characters, an ellipsis marking the cut).
+    Transports raise their own errors without chaining the original (it may hold the
+    full URL), so this is all that is kept of it."""
     text = without_queries(str(exc)).strip("()'\" ")
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
