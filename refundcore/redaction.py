@@ -85,6 +85,13 @@ class Masks:
         """True when ``lowered`` (a lower-cased text) holds a form of a secret."""
         return any(map(lowered.__contains__, self._needles))
 
+    def locate(self, text: str) -> tuple[int, int] | None:
+        """Where in ``text`` the first form of a secret is (start, end); None if nowhere."""
+        if self._pattern is None or not self.found(text.lower()):
+            return None
+        match = self._pattern.search(text)
+        return (0, len(text)) if match is None else match.span()
+
     def mask(self, text: str) -> str:
         """``text`` with every form of every secret masked; ``text`` itself when clean."""
         return self._mask(text, text.lower())
