@@ -2,7 +2,7 @@
 anywhere in a reply, in another letter case or encoded, puts it in an error, its notes
 or the errors it was raised from or during), neither the secret nor such a form of it
 appears in any output — the result, the exception and its traceback, the log records,
-the journal's file, a verified callback's notification."""
+the spans and metrics, the journal's file, a verified callback's notification."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import logging
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -21,6 +21,11 @@ from urllib.parse import quote, quote_plus
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from refundcore import (
     Money,
@@ -33,6 +38,7 @@ from refundcore import (
     hookimpl,
 )
 from refundcore.models import HttpResponse
+from refundcore.telemetry import Telemetry
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/="
 #: A secret has upper and lower case letters and a digit, as credentials do: text
@@ -161,6 +167,29 @@ def _chained(secret: str) -> Exception:
             return outer
 
 
+def _telemetry(client: RefundClient) -> Callable[[], list[str]]:
+    """Telemetry on ``client``, exported in memory: what it exported so far, as text
+    (spans with their attributes, events and status; metrics with their exemplars)."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    metrics = InMemoryMetricReader()
+    client.register_plugin(
+        Telemetry(
+            tracer_provider=tracer_provider,
+            meter_provider=MeterProvider(metric_readers=[metrics]),
+            journal=client.journal,
+        )
+    )
+
+    def exported() -> list[str]:
+        data = metrics.get_metrics_data()
+        texts = [span.to_json() for span in spans.get_finished_spans()]
+        return texts + ([] if data is None else [data.to_json()])
+
+    return exported
+
+
 class _Gateway:
     """Replaces the transport (and, if asked, breaks the build stage)."""
 
@@ -212,6 +241,7 @@ def test_no_output_holds_a_secret(
         client = RefundClient(entry_points=False, journal=f"sqlite:///{journal}")
         client.register_plugin(refundcore_testpay, "testpay")
         client.register_plugin(_Gateway(reply, status, failure, stage))
+        exported = _telemetry(client)
         client.configure(
             "testpay", {"base_url": "https://gw.example", "api_key": "key-1", "secret": secret}
         )
@@ -226,6 +256,7 @@ def test_no_output_holds_a_secret(
         except RefundError as exc:
             outputs += [repr(exc), "".join(traceback.format_exception(exc)), *_chain(exc)]
         client.close()
+        outputs += exported()
         for path in Path(tmp).iterdir():
             outputs.append(path.read_bytes().decode("latin-1"))
     formatter = logging.Formatter("%(message)s %(exc_text)s")
@@ -265,6 +296,7 @@ def test_a_callback_echoing_a_secret_gives_a_notification_without_it(
     with tempfile.TemporaryDirectory() as tmp:
         client = RefundClient(entry_points=False, journal=f"sqlite:///{Path(tmp) / 'j.db'}")
         client.register_plugin(refundcore_testpay, "testpay")
+        exported = _telemetry(client)
         client.configure(
             "testpay", {"base_url": "https://gw.example", "api_key": "key-1", "secret": secret}
         )
@@ -276,8 +308,9 @@ def test_a_callback_echoing_a_secret_gives_a_notification_without_it(
             body=body,
         )
         client.close()
+        outputs = exported()
     assert note.status.value == "SUCCEEDED"
-    outputs = [repr(note), json.dumps(dict(note.raw), default=str)]
+    outputs += [repr(note), json.dumps(dict(note.raw), default=str)]
     formatter = logging.Formatter("%(message)s %(exc_text)s")
     outputs += [formatter.format(r) + repr(vars(r)) for r in caplog.records]
     leaked = [(i, f) for i, text in enumerate(outputs) for f in _forms(secret) if f in text]
