@@ -2,7 +2,8 @@
 anywhere in a reply, in another letter case or encoded, puts it in an error, its notes
 or the errors it was raised from or during), neither the secret nor such a form of it
 appears in any output — the result, the exception and its traceback, the log records,
-the spans and metrics, the journal's file, a verified callback's notification."""
+the spans and metrics, the journal's file, a batch's report and its CSV file, a
+verified callback's notification."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from refundcore import (
     ValidationError,
     hookimpl,
 )
+from refundcore.batch import BatchRow
 from refundcore.models import HttpResponse
 from refundcore.telemetry import Telemetry
 
@@ -255,6 +257,11 @@ def test_no_output_holds_a_secret(
             outputs.append(repr(entry))
         except RefundError as exc:
             outputs += [repr(exc), "".join(traceback.format_exception(exc)), *_chain(exc)]
+        # The same refund in a batch: its report and the CSV file written of it.
+        row = BatchRow(provider="testpay", payment_id="P-2", amount=Money("10.00", "HKD"))
+        with client.refund_many([row], skip_invalid=True) as report:
+            report.write(Path(tmp) / "report.csv")
+            outputs += [repr(outcome) for outcome in report.outcomes]
         client.close()
         outputs += exported()
         for path in Path(tmp).iterdir():
