@@ -342,7 +342,7 @@ class Pipeline:
             response = hooks.send(provider=info, config=effect.config, request=effect.request)
         except Exception as exc:
             return self._send_failed(exc, started)
-        return self._sent(effect.request, response, started)
+        return self._sent(effect.info, effect.request, response, started)
 
     async def send_awaited(
         self, effect: Send, send: Callable[[], Awaitable[HttpResponse]]
@@ -372,7 +372,7 @@ class Pipeline:
                 raise error
         except Exception as exc:
             return self._send_failed(exc, started)
-        return self._sent(effect.request, response, started)
+        return self._sent(effect.info, effect.request, response, started)
 
     def send_replacements(self, info: ProviderInfo) -> list[str]:
         """The plugins that implement ``refundcore_send_request`` for ``info``'s
@@ -386,7 +386,7 @@ class Pipeline:
         ]
 
     def _sent(
-        self, signed: HttpRequest, response: object, started: float
+        self, info: ProviderInfo, signed: HttpRequest, response: object, started: float
     ) -> HttpResponse | RefundResult:
         """What the send stage returned: the reply, logged at DEBUG, or UNKNOWN."""
         if not isinstance(response, HttpResponse):
@@ -396,7 +396,8 @@ class Pipeline:
                 "send",
                 started,
                 method=signed.method,
-                url=signed.url.partition("?")[0],
+                # A plugin may put a credential in the path (some gateways want one).
+                url=self._redactor.text(info.id, signed.url.partition("?")[0]),
                 request_bytes=len(signed.body),
                 http_status=response.status,
                 response_bytes=len(response.body),

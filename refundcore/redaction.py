@@ -241,7 +241,10 @@ class Redactor:
 
 
 def secret_values(config: Any) -> tuple[str, ...]:
-    """The revealed values of ``config``'s :class:`Secret` fields (an attrs class)."""
+    """The revealed values of ``config``'s :class:`Secret` fields (none when it is not
+    an attrs class)."""
+    if not attrs.has(type(config)):
+        return ()
     values = []
     for field in attrs.fields(type(config)):
         value = getattr(config, field.name)

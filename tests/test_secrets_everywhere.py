@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import builtins
+import http.server
 import json
 import logging
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -322,3 +325,62 @@ def test_a_callback_echoing_a_secret_gives_a_notification_without_it(
     outputs += [formatter.format(r) + repr(vars(r)) for r in caplog.records]
     leaked = [(i, f) for i, text in enumerate(outputs) for f in _forms(secret) if f in text]
     assert not leaked, f"the secret (form, output) is in {leaked}"
+
+
+class _Pending(http.server.BaseHTTPRequestHandler):
+    """A gateway on loopback: every refund is pending."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"status": "pending", "refund": {"id": "R1"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _KeyInThePath:
+    """A plugin whose gateway wants the key in the path (some do)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    @hookimpl(wrapper=True)
+    def refundcore_build_request(self, provider: Any) -> Iterator[Any]:
+        request = yield
+        key = quote(self.secret, safe="")
+        return attrs.evolve(request, url=request.url.replace("/v1/", f"/v1/{key}/"))
+
+
+def test_a_secret_in_the_request_path_is_in_no_log_record(
+    installed: Path, caplog: pytest.LogCaptureFixture, make_client: Any
+) -> None:
+    # The stage record, the transport's record and the HTTP stack's own lines (urllib3,
+    # httpx) all name the URL sent to, without its query but with its path.
+    import refundcore_testpay
+
+    secret = "Ab3/Secret+Key=Zq9"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pending)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = make_client(entry_points=False, journal=None)
+        client.register_plugin(refundcore_testpay, "testpay")
+        client.register_plugin(_KeyInThePath(secret))
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client.configure("testpay", {"base_url": url, "api_key": "k", "secret": secret})
+        caplog.clear()
+        result = client.refund("testpay", payment=PaymentRef("P-1"), amount=Money("1", "HKD"))
+    finally:
+        server.shutdown()
+        thread.join()
+    assert result.status.value == "PENDING"
+    urls = [r for r in caplog.records if "127.0.0.1" in r.getMessage() + repr(vars(r))]
+    assert urls, "no record names the URL: the test proves nothing"
+    texts = [(r.name, r.getMessage() + repr(vars(r))) for r in caplog.records]
+    leaked = [(name, f) for name, text in texts for f in _forms(secret) if f in text]
+    assert not leaked, f"the secret (logger, form) is in {leaked}"
