@@ -253,7 +253,7 @@ class Pipeline:
             result,
             message=message,
             error_code=self._redactor.text(info.id, result.error_code),
-            provider_refund_id=self._redactor.text(info.id, result.provider_refund_id),
+            provider_refund_id=self._redactor.value(info.id, result.provider_refund_id),
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,

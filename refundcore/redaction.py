@@ -203,22 +203,26 @@ class Redactor:
         masks = self._masks.get(provider_id)
         changes: dict[str, Any] = {} if note.provider == provider_id else {"provider": provider_id}
         if masks is not None:
-            raw = scrub(note.raw, masks)
-            if raw is not note.raw:
-                changes["raw"] = raw
-            for name in ("event", "refund_id", "provider_refund_id"):
-                text = getattr(note, name)
-                if text is not None and masks.mask_text(text) is not text:
-                    changes[name] = masks.mask_text(text)
             payment = note.payment
+            # Searched with its raw as one text (None reads "None": a false alarm at
+            # worst), as nearly every callback holds no secret.
+            joined = f"{note.event}\0{note.refund_id}\0{note.provider_refund_id}"
             if payment is not None:
-                masked = {
-                    name: masks.mask_text(text)
-                    for name in ("payment_id", "merchant_reference", "transaction_id")
-                    if (text := getattr(payment, name)) is not None
-                }
-                if any(masked[name] is not getattr(payment, name) for name in masked):
-                    changes["payment"] = attrs.evolve(payment, **masked)
+                joined += (
+                    f"\0{payment.payment_id}\0{payment.merchant_reference}"
+                    f"\0{payment.transaction_id}"
+                )
+            if not _surely_clean(note.raw, masks, joined):
+                raw = scrub(note.raw, masks)
+                if raw is not note.raw:
+                    changes["raw"] = raw
+                texts = {name: getattr(note, name) for name in _NOTE_TEXTS}
+                changes.update(_masked_texts(texts, masks))
+                if payment is not None:
+                    paid = {name: getattr(payment, name) for name in _PAYMENT_TEXTS}
+                    masked = _masked_texts(paid, masks)
+                    if masked:
+                        changes["payment"] = attrs.evolve(payment, **masked)
         return attrs.evolve(note, **changes) if changes else note
 
     def exception(self, provider_id: str, exc: BaseException) -> BaseException:
@@ -251,6 +255,17 @@ def secret_values(config: Any) -> tuple[str, ...]:
         if isinstance(value, Secret) and len(value.reveal()) >= _MIN_SECRET:
             values.append(value.reveal())
     return tuple(values)
+
+
+# A notification's texts the gateway chose, and those of its payment.
+_NOTE_TEXTS = ("event", "refund_id", "provider_refund_id")
+_PAYMENT_TEXTS = ("payment_id", "merchant_reference", "transaction_id")
+
+
+def _masked_texts(texts: Mapping[str, str | None], masks: Masks) -> dict[str, str]:
+    """Those of ``texts`` that hold a secret, masked."""
+    masked = {name: masks.mask(text) for name, text in texts.items() if text is not None}
+    return {name: text for name, text in masked.items() if text is not texts[name]}
 
 
 # Text an exception's str() or traceback shows that is kept outside its __dict__ (an
@@ -332,33 +347,37 @@ def _masked_bytes(data: bytes, masks: Masks) -> bytes | None:
     return None  # pragma: no cover - latin-1 decodes any bytes
 
 
-def _surely_clean(mapping: Mapping[Any, Any], masks: Masks) -> bool:
+def _surely_clean(mapping: Mapping[Any, Any], masks: Masks, *more: str) -> bool:
     """True when a reply made of plain values (text keys; text, numbers, dicts and lists
-    of them, a few levels deep: most replies and callbacks) holds no secret, found by
-    searching all its text joined into one rather than item by item. A secret found
-    only across a joint is a false alarm (the caller then masks item by item), never a
-    miss."""
-    texts: list[str] = []
-    return _gather(mapping, texts, _GATHER_DEPTH) and not masks.found("\0".join(texts).lower())
+    of them, a few levels deep: most replies and callbacks), and ``more`` texts, hold no
+    secret, found by searching all their text joined into one rather than item by
+    item. A secret found only across a joint is a false alarm (the caller then masks
+    item by item), never a miss."""
+    texts = list(more)
+    if not _gather(mapping, texts, _GATHER_DEPTH):
+        return False
+    try:
+        joined = "\0".join(texts)
+    except TypeError:  # a key that is not text
+        return False
+    return not masks.found(joined.lower())
 
 
 # Deeper replies are searched item by item.
 _GATHER_DEPTH = 6
 
 
-def _gather(value: Any, texts: list[str], depth: int) -> bool:
-    """Add the keys and texts of ``value`` (a plain mapping or list) to ``texts``; False
-    when it holds anything else, or is nested deeper than ``depth``."""
+def _gather(value: Any, texts: list[Any], depth: int) -> bool:
+    """Add the keys and texts of ``value`` (a plain mapping or list) to ``texts`` (a key
+    that is not text too: joining them then fails); False when it holds anything else,
+    or is nested deeper than ``depth``."""
     if depth == 0:
         return False
     if type(value) is list:
         items: Any = value
     else:
+        texts.extend(value)
         items = value.values()
-        for key in value:
-            if type(key) is not str:
-                return False
-            texts.append(key)
     for item in items:
         kind = type(item)
         if kind is str:
