@@ -3,16 +3,17 @@ refundcore hands back, logs or stores.
 
 A provider's config names its secrets (its :class:`~refundcore.config.Secret`
 fields). A :class:`Redactor` learns them as each config is loaded and masks them
-wherever a gateway or a plugin could echo them: a result's reply and message (the
-journal stores the finished result, so its rows are clean too), a verified callback,
-a batch report's messages, an error's text.
+wherever a gateway or a plugin could echo them: a result's reply, message and ids
+(the journal stores the finished result, so its rows are clean too), a verified
+callback, a batch report's messages, an error's text and every error behind it.
 
 A secret is masked in any letter case and in the forms a gateway or an HTTP stack may
 echo it in: URL-encoded, JSON-escaped, hex, base64 (at any of the three alignments it
 can have inside a longer text), each line of a multi-line secret (a PEM body); and a
-text cut short (an error's text is cut at 200 characters) loses a trailing start of
-one. A secret split across fields, or shorter than :data:`_MIN_SECRET` characters, is
-not masked: neither can be told from text that merely looks like it.
+message or an error's text cut short (an error's text is cut at 200 characters) loses
+a trailing start of one. A secret split across fields, a start of one left in a reply's
+``raw``, or a secret shorter than four characters is not masked: none can be told from
+text that merely looks like it.
 """
 
 from __future__ import annotations
