@@ -43,10 +43,11 @@ from .effects import check_send_by
 from .errors import ConfigError, OutcomeUnknown, TransportError
 from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
-from .redaction import error_reason, without_queries
+from .redaction import error_reason, scrub, secret_values, without_queries
 from .transport import MAX_RESPONSE_BYTES, USER_AGENT
 
 if TYPE_CHECKING:
+    from .config import ProviderConfig
     from .models import ProviderInfo
 
 __all__ = ["AsyncHttpTransport", "check_http_client"]
@@ -54,15 +55,20 @@ __all__ = ["AsyncHttpTransport", "check_http_client"]
 # The sync and async sends log as one transport: one logger for users to configure.
 log = EventLogger("refundcore.transport")
 
-# httpx logs each request's full URL; while refundcore sends, the query is masked.
-_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("refundcore_sending", default=False)
+# httpx logs each request's full URL; while refundcore sends (this holds the config
+# sent with), the query and the provider's secrets are masked.
+_SENDING: contextvars.ContextVar[ProviderConfig | None] = contextvars.ContextVar(
+    "refundcore_sending", default=None
+)
 
 
 class _MaskQueries(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if _SENDING.get() and isinstance(record.args, tuple):
+        config = _SENDING.get()
+        if config is not None and isinstance(record.args, tuple):
+            secrets = secret_values(config)
             record.args = tuple(
-                without_queries(str(arg)) if isinstance(arg, httpx.URL) else arg
+                scrub(without_queries(str(arg)), secrets) if isinstance(arg, httpx.URL) else arg
                 for arg in record.args
             )
         return True
@@ -154,7 +160,7 @@ class AsyncHttpTransport:
         # A wrapper of this stage may have held the request: the last moment to refuse.
         check_send_by(provider=provider.id)
         started = time.perf_counter()
-        token = _SENDING.set(True)
+        token = _SENDING.set(config)
         try:
             reply = await client.send(outgoing, stream=True, auth=None, follow_redirects=False)
             try:
@@ -184,13 +190,14 @@ class AsyncHttpTransport:
             ) from None
         finally:
             _SENDING.reset(token)
-        log.debug(
-            "http exchange",
-            method=request.method,
-            url=without_queries(request.url),
-            http_status=reply.status_code,
-            response_bytes=len(body),
-        )
+        if log.enabled(logging.DEBUG):
+            log.debug(
+                "http exchange",
+                method=request.method,
+                url=scrub(without_queries(request.url), secret_values(config)),
+                http_status=reply.status_code,
+                response_bytes=len(body),
+            )
         return HttpResponse(
             status=reply.status_code,
             headers=Headers(_joined(reply.headers.multi_items())),

@@ -24,6 +24,7 @@ import functools
 import hmac
 import math
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -271,6 +272,11 @@ def _converter() -> cattrs.Converter:
     return converter
 
 
+# A name quoted in an error: a variable's name, not a pasted credential. Letters and
+# digits without an underscore (a token's shape) are not quoted.
+_ENV_NAME = re.compile(r"(?=[A-Za-z_]+\Z|.*_)[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def _resolve_references(
     provider: str, raw: Mapping[str, Any], base_dir: Path | None
 ) -> dict[str, Any]:
@@ -287,8 +293,14 @@ def _read_reference(provider: str, key: str, ref: Mapping[str, Any], base_dir: P
     if "env" in ref:
         name = ref["env"]
         if not isinstance(name, str) or name not in os.environ:
+            shown = repr(name) if isinstance(name, str) and _ENV_NAME.fullmatch(name) else None
             raise ConfigError(
-                f"environment variable {name!r} is not set", provider=provider, field=key
+                f"environment variable {shown} is not set"
+                if shown
+                else "names no environment variable that is set (is it the value itself? "
+                "give the variable's name)",
+                provider=provider,
+                field=key,
             )
         return os.environ[name]
     name = ref["file"]
@@ -453,12 +465,19 @@ def load_provider_config(
                 f"expected a table of settings, got {type(raw).__name__}", provider=info.id
             )
         values = _resolve_references(info.id, raw, base_dir)
+        error: ConfigError | None = None
         try:
             config = _converter().structure(values, info.config_class)
-        except ConfigError:
-            raise
+        except ConfigError as exc:
+            error = exc
         except Exception as exc:
-            raise _structure_errors(exc, info.id, info.config_class) from None
+            error = _structure_errors(exc, info.id, info.config_class)
+        if error is not None:
+            # Raised here, not in the handler: the errors it was made from (a key
+            # loader's, a codec's) may hold a setting's value, and would stay reachable
+            # as its __context__ even when not shown.
+            error.__cause__ = error.__context__ = None
+            raise error
     if not isinstance(config, ProviderConfig):
         raise ConfigError(
             f"config class {info.config_class.__name__} must subclass refundcore.ProviderConfig",

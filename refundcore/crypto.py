@@ -44,7 +44,12 @@ def _pem_bytes(text: str, kind: str) -> tuple[str, bytes]:
         raise ValueError(f"expected a PEM {kind} key as text, got nothing")
     match = _PEM_BLOCK.search(text)
     if match:
-        return match.group(1), match.group(0).encode("ascii", "strict")
+        block = match.group(0)
+        if not block.isascii():
+            # Said without the codec's error, whose ``object`` is the whole key's text.
+            line = block[: next(i for i, c in enumerate(block) if not c.isascii())].count("\n")
+            raise ValueError(f"the PEM block holds a non-ASCII character on its line {line + 1}")
+        return match.group(1), block.encode("ascii")
     if _BASE64_ONLY.match(text):
         body = "".join(text.split())
         label = "PRIVATE KEY" if kind == "private" else "PUBLIC KEY"

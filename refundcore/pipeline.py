@@ -250,13 +250,16 @@ class Pipeline:
         (provider, refund id, operation) stamped from ``operation`` and ``source``
         from the caller, the query-first advice on an ``UNKNOWN`` refund or void,
         secrets masked; then every ``refundcore_result`` hook sees it."""
-        message = result.message
+        # Masked before the advice is added: a text cut short keeps a secret's start at
+        # its end, which is where it is looked for.
+        message = self._redactor.text(info.id, result.message)
         if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
         result = attrs.evolve(
             result,
-            message=self._redactor.text(info.id, message),
+            message=message,
             error_code=self._redactor.text(info.id, result.error_code),
+            provider_refund_id=self._redactor.value(info.id, result.provider_refund_id),
             provider=info.id,
             refund_id=operation.refund_id,
             operation=operation.kind,
@@ -322,9 +325,7 @@ class Pipeline:
         note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
-        raw = self._redactor.value(info.id, note.raw)
-        if note.provider != info.id or raw is not note.raw:
-            note = attrs.evolve(note, provider=info.id, raw=raw)
+        note = self._redactor.notification(info.id, note)
         if settle is not None:
             note = yield from settle(info, note)
         elif note.duplicate:
@@ -352,7 +353,7 @@ class Pipeline:
                 done_sending(sending)
         except Exception as exc:
             return self._send_failed(exc, started)
-        return self._sent(effect.request, response, started)
+        return self._sent(effect.info, effect.request, response, started)
 
     async def send_awaited(
         self, effect: Send, send: Callable[[], Awaitable[HttpResponse]]
@@ -386,7 +387,7 @@ class Pipeline:
                 raise error
         except Exception as exc:
             return self._send_failed(exc, started)
-        return self._sent(effect.request, response, started)
+        return self._sent(effect.info, effect.request, response, started)
 
     def send_replacements(self, info: ProviderInfo) -> list[str]:
         """The plugins that implement ``refundcore_send_request`` for ``info``'s
@@ -400,7 +401,7 @@ class Pipeline:
         ]
 
     def _sent(
-        self, signed: HttpRequest, response: object, started: float
+        self, info: ProviderInfo, signed: HttpRequest, response: object, started: float
     ) -> HttpResponse | RefundResult:
         """What the send stage returned: the reply, logged at DEBUG, or UNKNOWN."""
         if not isinstance(response, HttpResponse):
@@ -410,7 +411,8 @@ class Pipeline:
                 "send",
                 started,
                 method=signed.method,
-                url=signed.url.partition("?")[0],
+                # A plugin may put a credential in the path (some gateways want one).
+                url=self._redactor.text(info.id, signed.url.partition("?")[0]),
                 request_bytes=len(signed.body),
                 http_status=response.status,
                 response_bytes=len(response.body),

@@ -28,6 +28,7 @@ refused, with the reason. What happened is classified carefully:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from .errors import ConfigError, OutcomeUnknown, TransportError
 from .hookspecs import hookimpl
 from .logs import EventLogger
 from .models import Headers, HttpRequest, HttpResponse
-from .redaction import error_reason, without_queries
+from .redaction import error_reason, scrub, secret_values, without_queries
 
 if TYPE_CHECKING:
     import requests
@@ -112,12 +113,16 @@ class HttpTransport:
         prepared, settings = self._prepare(session, provider, config, request)
         # A wrapper of this stage may have held the request: the last moment to refuse.
         check_send_by(provider=provider.id)
-        reply = self._exchange(session, prepared, settings, provider, config)
+        token = _SENDING.set(config)
+        try:
+            reply = self._exchange(session, prepared, settings, provider, config)
+        finally:
+            _SENDING.reset(token)
         if log.enabled(logging.DEBUG):
             log.debug(
                 "http exchange",
                 method=request.method,
-                url=without_queries(request.url),
+                url=scrub(without_queries(request.url), secret_values(config)),
                 http_status=reply.status,
                 response_bytes=len(reply.body),
             )
@@ -545,13 +550,24 @@ def _reason(exc: BaseException) -> str:
     return error_reason(_innermost(exc))
 
 
+# The config of the provider being sent to, while it is: its secrets are masked in
+# urllib3's lines as well (a plugin may put one in the path).
+_SENDING: contextvars.ContextVar[ProviderConfig | None] = contextvars.ContextVar(
+    "refundcore_sending_sync", default=None
+)
+
+
 class _RedactQueries(logging.Filter):
-    """Keeps query strings out of urllib3's DEBUG lines about each request."""
+    """Keeps query strings, and the secrets of the provider being sent to, out of
+    urllib3's DEBUG lines about each request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
+            config = _SENDING.get()
+            secrets = () if config is None else secret_values(config)
             record.args = tuple(
-                without_queries(arg) if isinstance(arg, str) else arg for arg in record.args
+                scrub(without_queries(arg), secrets) if isinstance(arg, str) else arg
+                for arg in record.args
             )
         return True
 

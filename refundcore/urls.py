@@ -46,6 +46,21 @@ def _host_problem(parts: SplitResult) -> str | None:
     return None
 
 
+def _shown(url: str) -> str:
+    """``url`` fit to quote in an error: any credentials (``user:password@``), query
+    and fragment masked, cut at 80 characters."""
+    scheme, sep, rest = url.partition("://")
+    # A password may hold "/" too (the URL is then misparsed, and refused): everything
+    # up to the last "@" before the query goes.
+    before_query = rest.partition("?")[0].partition("#")[0]
+    if sep and "@" in before_query:
+        url = f"{scheme}{sep}…@{rest[before_query.rindex('@') + 1 :]}"
+    url, fragment, _ = url.partition("#")
+    base, query, _ = url.partition("?")
+    url = base + ("?…" if query else "") + ("#…" if fragment else "")
+    return repr(url[:80]) + ("…" if len(url) > 80 else "")
+
+
 def parse_http_url(value: object, field: str, error: ErrorType = ValidationError) -> SplitResult:
     """``value`` split into its parts, once it is known to be a usable absolute http(s)
     URL: at most :data:`MAX_URL_LENGTH` printable characters without white space, a
@@ -57,7 +72,7 @@ def parse_http_url(value: object, field: str, error: ErrorType = ValidationError
     """
     if not isinstance(value, str):
         raise error(f"must be a URL string, got {type(value).__name__}", field=field)
-    shown = repr(value[:80]) + ("…" if len(value) > 80 else "")
+    shown = _shown(value)
     if len(value) > MAX_URL_LENGTH:
         raise error(f"is {len(value)} characters long, at most {MAX_URL_LENGTH}", field=field)
     if not value.isprintable() or any(char.isspace() for char in value):

@@ -16,6 +16,7 @@ import pytest
 
 from refundcore import ConfigError, Money, ProviderConfig, ProviderInfo, RefundError
 from refundcore.config import MAX_FILE_BYTES, load_provider_config, read_toml
+from refundcore.crypto import PrivateKey, generate_rsa_keypair
 from refundcore.sandbox import SandboxRun
 
 CLI = str(Path(sys.executable).with_name("refundcore"))
@@ -291,3 +292,46 @@ def test_cli_refuses_a_notify_url_that_does_not_parse(tmp_path: Path) -> None:
         check=False,
     )
     _assert_clean_usage_error(done, "notify_url", "IPv6")
+
+
+def test_a_config_error_quotes_no_credential(installed: Path) -> None:
+    # A careless operator's paste: a password in the base URL, a secret where the
+    # variable's name goes. Neither is quoted back.
+    import refundcore_testpay
+
+    from refundcore import RefundClient
+
+    secret = "Ab3/Secret+Key=Zq9"
+    client = RefundClient(entry_points=False)
+    client.register_plugin(refundcore_testpay, "testpay")
+    for settings in (
+        {"base_url": f"https://user:{secret}@gw.example", "api_key": "k", "secret": secret},
+        {"base_url": f"https://gw.example:x/?token={secret}", "api_key": "k", "secret": secret},
+        {"base_url": "https://gw.example", "api_key": "k", "secret": {"env": secret}},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            client.configure("testpay", settings)
+        assert secret not in str(caught.value)
+        assert "Secret" not in str(caught.value)
+
+
+def test_an_unusable_key_is_refused_without_its_text_in_reach() -> None:
+    # A key with one non-ASCII character: the codec's error holds the whole key text;
+    # the ConfigError must not keep it, not even as the (hidden) context.
+    @attrs.frozen(kw_only=True)
+    class KeyConfig(ProviderConfig):
+        private_key: PrivateKey
+
+    lines = generate_rsa_keypair().to_pem().splitlines()
+    lines[5] = "é" + lines[5][1:]
+    info = ProviderInfo(id="keyed", name="Keyed", config_class=KeyConfig)
+    with pytest.raises(ConfigError, match="non-ASCII character on its line 6") as caught:
+        load_provider_config(
+            info, {"base_url": "https://gw.example", "private_key": "\n".join(lines)}
+        )
+    reachable, pending = [], [caught.value]
+    while pending:
+        exc = pending.pop()
+        reachable.append(repr(vars(exc)) + repr(exc.args) + repr(getattr(exc, "object", "")))
+        pending += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+    assert not any(lines[3] in text for text in reachable)

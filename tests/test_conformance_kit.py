@@ -60,7 +60,9 @@ class FailedOnTimeout(_Delegate):
 class SecretInLog(_Delegate):
     @hookimpl
     def refundcore_sign_request(self, config, request):
-        logging.getLogger("refundcore_testpay").debug("signing with %s", config.secret.reveal())
+        # Hex: the kit finds a secret in the encoded forms the client masks, too.
+        key = config.secret.reveal().encode().hex()
+        logging.getLogger("refundcore_testpay").debug("signing with %s", key)
         return tp.refundcore_sign_request(config=config, request=request)
 
 

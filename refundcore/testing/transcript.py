@@ -22,6 +22,7 @@ from ..hookspecs import hookimpl
 from ..journal.interface import Journal
 from ..logs import record_fields
 from ..models import RefundNotification, RefundResult
+from ..redaction import Masks
 
 __all__ = ["StageWitness", "Transcript", "secret_texts"]
 
@@ -98,15 +99,16 @@ class Transcript:
             self.add("a journal row", repr(entry))
 
     def leak(self, secrets: list[str]) -> tuple[str, str] | None:
-        """``(where, excerpt)`` of the first secret found, or ``None``. The excerpt shows
-        the text around the secret with the secret itself masked."""
+        """``(where, excerpt)`` of the first secret found, in any letter case or encoded
+        form the client masks (see :mod:`refundcore.redaction`), or ``None``. The
+        excerpt shows the text around the secret with the secret itself masked."""
+        masks = Masks(secrets)
         for where, text in self.texts:
-            for secret in secrets:
-                at = text.find(secret)
-                if at >= 0:
-                    start, end = max(0, at - 60), at + len(secret) + 60
-                    excerpt = text[start:at] + "<SECRET>" + text[at + len(secret) : end]
-                    return where, excerpt
+            span = masks.locate(text)
+            if span is not None:
+                start, end = span
+                excerpt = text[max(0, start - 60) : start] + "<SECRET>" + text[end : end + 60]
+                return where, excerpt
         return None
 
 

@@ -172,6 +172,16 @@ class PaywiserConfig(ProviderConfig):
     timestamp_format: str = attrs.field(
         default=DEFAULT_TIMESTAMP_FORMAT, validator=_check_timestamp_format
     )
+    # The getstatus hash never changes: a standing credential. As a Secret field it is
+    # masked wherever a reply or an error quotes it, as the rcode is.
+    _status_hash: Secret = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: Secret(status_hash(self.sid, self.rcode.reveal())), takes_self=True
+        ),
+    )
     # Made from the rcode with the config, not per postback: see HmacSha256Key.
     _tag_key: HmacSha256Key = attrs.field(
         init=False,
@@ -510,7 +520,7 @@ def _sign_refund(config: PaywiserConfig, request: HttpRequest) -> HttpRequest:
 def _with_status_hash(config: PaywiserConfig, url: str) -> str:
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "hash"]
-    query.append(("hash", status_hash(config.sid, config.rcode.reveal())))
+    query.append(("hash", config._status_hash.reveal()))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

@@ -26,6 +26,7 @@ from refundcore import (
     RefundClient,
     RefundStatus,
     ValidationError,
+    hookimpl,
 )
 from refundcore.models import Refund, RefundQuery
 from refundcore.sandbox import Fault, RecordedRequest, SandboxRun
@@ -532,3 +533,22 @@ _json_objects = st.dictionaries(
 def test_replies_decode_as_json_loads_decodes_them(value: dict[str, Any], encoding: str) -> None:
     body = json.dumps(value, ensure_ascii=False).encode(encoding, "surrogatepass")
     assert paywiser._json_object(body) == json.loads(body, parse_int=str, parse_float=str)
+
+
+def test_a_reply_quoting_the_standing_status_hash_passes_it_on_nowhere(run: SandboxRun) -> None:
+    # Whoever holds the getstatus hash can query this merchant's refunds for good: a
+    # reply quoting it (in its error text, in an echo of the request) is masked.
+    standing = paywiser.status_hash(run.emulator.sid, run.emulator.rcode)
+
+    class Echo:
+        @hookimpl
+        def refundcore_send_request(self, provider: Any, config: Any, request: Any) -> Any:
+            reply = {"status": "EXC", "error_msg": f"bad hash {standing}", "echo": request.url}
+            return HttpResponse(status=200, body=json.dumps(reply).encode())
+
+    run.client.register_plugin(Echo())
+    payment = run.emulator.seed_payment(Money("10.00", "USD"))
+    result = run.client.query("paywiser", refund_id="q-1", payment=payment)
+    assert result.raw["echo"].endswith("hash=********")
+    assert standing not in repr(result)
+    assert standing not in json.dumps(dict(result.raw))
