@@ -145,10 +145,16 @@ def read_answer(
     """What ``answer`` (to a query asked at ``asked_at`` on the journal's clock) proves,
     given the provider's declared lookup and when absence starts to count."""
     lookup = info.capabilities.lookup
-    if answer.status is RefundStatus.UNKNOWN:
+    # A declared "no such refund" reaches callers UNKNOWN (the pipeline's finish):
+    # the code, not the status, says the gateway answered it.
+    not_found = answer.error_code in lookup.not_found_codes and answer.status in (
+        RefundStatus.FAILED,
+        RefundStatus.UNKNOWN,
+    )
+    if answer.status is RefundStatus.UNKNOWN and not not_found:
         told = answer.error_code or "no usable answer"
         return Reading(False, False, False, f"the query could not tell ({told})")
-    if answer.status is not RefundStatus.FAILED or answer.error_code not in lookup.not_found_codes:
+    if not not_found:
         return Reading(True, False, False, f"{info.name} answered {answer.status.value}")
     if not lookup.absence_authoritative:
         note = (

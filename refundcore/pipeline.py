@@ -78,6 +78,11 @@ T = TypeVar("T")
 Settle = Callable[[ProviderInfo, RefundNotification], Steps[RefundNotification]]
 
 _UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
+_NOT_FOUND_ADVICE = (
+    "the gateway does not show this refund, which proves nothing by itself: one it "
+    "received may show later (a journal's reconcile concludes it was never sent only "
+    "where the provider's lookup can prove it)"
+)
 #: Callback bodies beyond this are refused before any parsing.
 MAX_CALLBACK_BYTES = 1024 * 1024
 
@@ -253,10 +258,23 @@ class Pipeline:
         # Masked before the advice is added: a text cut short keeps a secret's start at
         # its end, which is where it is looked for.
         message = self._redactor.text(info.id, result.message)
-        if result.status is RefundStatus.UNKNOWN and operation.kind != "query":
+        status = result.status
+        if status is RefundStatus.UNKNOWN and operation.kind != "query":
             message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
+        elif (
+            status is RefundStatus.FAILED
+            and operation.kind == "query"
+            and result.error_code in info.capabilities.lookup.not_found_codes
+        ):
+            # The plugin reads the gateway truly ("no such refund"), but to a caller
+            # FAILED says nothing was refunded, and a refund the gateway received may
+            # not show in its queries yet: only the journal, knowing when the request
+            # could last have arrived, may conclude that from it.
+            status = RefundStatus.UNKNOWN
+            message = f"{message or 'no such refund'}; {_NOT_FOUND_ADVICE}"
         result = attrs.evolve(
             result,
+            status=status,
             message=message,
             error_code=self._redactor.text(info.id, result.error_code),
             provider_refund_id=self._redactor.value(info.id, result.provider_refund_id),

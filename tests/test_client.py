@@ -364,8 +364,11 @@ def test_query_reports_the_refund(run: SandboxRun) -> None:
     refund = run.client.refund("testpay", payment=seed(run), amount=Money("1", HKD))
     queried = run.client.query("testpay", refund_id=refund.refund_id)
     assert queried.status is RefundStatus.SUCCEEDED and queried.operation == "query"
+    # The gateway's "no such refund" proves nothing on its own: UNKNOWN, its code kept.
     missing = run.client.query("testpay", refund_id="never-sent")
-    assert missing.status is RefundStatus.FAILED
+    assert missing.status is RefundStatus.UNKNOWN
+    assert missing.error_code in run.info.capabilities.lookup.not_found_codes
+    assert "proves nothing by itself" in (missing.message or "")
 
 
 def test_no_secret_in_logs_reprs_or_errors(

@@ -386,10 +386,10 @@ def test_query_settles_an_unknown_refund(run: SandboxRun) -> None:
 def test_query_of_an_unrefunded_order(run: SandboxRun) -> None:
     payment = run.emulator.seed_payment(hkd("100.00"))
     queried = run.client.query("directgw", refund_id="never-sent", payment=payment)
-    assert (queried.status, queried.error_code) == (RefundStatus.FAILED, "not_refunded")
+    assert (queried.status, queried.error_code) == (RefundStatus.UNKNOWN, "not_refunded")
     emulator(run).mark_settled(payment)
     queried = run.client.query("directgw", refund_id="never-sent", payment=payment)
-    assert (queried.status, queried.error_code) == (RefundStatus.FAILED, "not_refunded")
+    assert (queried.status, queried.error_code) == (RefundStatus.UNKNOWN, "not_refunded")
     assert queried.raw["order"]["status"] == "SETTLED"
     unknown = run.emulator.new_payment_ref("999999")
     queried = run.client.query("directgw", refund_id="never-sent", payment=unknown)
