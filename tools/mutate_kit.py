@@ -419,8 +419,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "a refund still processing (state 1) answered as no such refund",
         [
             (
-                '    data = reply.get("data")\n    if data is None:',
-                '    data = reply.get("data")\n'
+                '    data = reply["data"]\n    if data is None:',
+                '    data = reply["data"]\n'
                 '    if data is None or (isinstance(data, dict) and data.get("state") == 1):',
             )
         ],
