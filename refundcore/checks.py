@@ -1,15 +1,23 @@
 """The checks of an operation against its provider before anything is built: what the
 provider cannot do, an original amount that cannot cover the refund, and a part refund
 a provider of whole refunds cannot take
-(:meth:`Pipeline.validate <refundcore.pipeline.Pipeline.validate>` runs them)."""
+(:meth:`Pipeline.validate <refundcore.pipeline.Pipeline.validate>` runs them); and,
+with a journal, a payment its provider takes no more refunds of."""
 
 from __future__ import annotations
 
 from .errors import ValidationError
+from .journal import Journal
+from .journal.records import payment_key
 from .models import Operation, ProviderInfo, Refund, RefundQuery, Void
 from .money import Money
 
-__all__ = ["check_capabilities", "check_original_amount", "check_partial"]
+__all__ = [
+    "check_capabilities",
+    "check_original_amount",
+    "check_partial",
+    "check_refunds_per_payment",
+]
 
 
 def check_capabilities(info: ProviderInfo, operation: Operation) -> None:
@@ -66,4 +74,31 @@ def check_partial(info: ProviderInfo, operation: Operation, original: Money | No
             f"{info.name} refunds only whole payments: {operation.amount} is less than the "
             f"payment's original amount {original}",
             field="amount",
+        )
+
+
+def check_refunds_per_payment(journal: Journal, info: ProviderInfo, refund: Refund) -> None:
+    """Refuse ``refund`` when the journal already holds as many refunds of its payment as
+    the provider takes (``Capabilities.refunds_per_payment``: one for a refund-once
+    gateway), counting every refund that took or may take money, other than ``refund``
+    itself (a retry of it is answered as usual). ``ValidationError`` before anything
+    is built or sent.
+
+    A check before the claim, not part of it: two first refunds of one payment sent at
+    the same moment by two workers both pass, and the gateway declines the second.
+    """
+    limit = info.capabilities.refunds_per_payment
+    if limit is None:
+        return
+    earlier = [
+        entry.refund_id
+        for entry in journal.committed_refunds(info.id, payment_key(refund.payment))
+        if entry.operation == "refund" and entry.refund_id != refund.refund_id
+    ]
+    if len(earlier) >= limit:
+        times = "once" if limit == 1 else f"{limit} times"
+        raise ValidationError(
+            f"{info.name} refunds a payment {times}: the journal has refund "
+            f"{earlier[0]!r} of it already; nothing was sent",
+            field="payment",
         )

@@ -30,6 +30,7 @@ __all__ = [
     "LEASE_MARGIN",
     "Reading",
     "absence_counts_from",
+    "as_told",
     "check_lease",
     "read_answer",
     "send_by",
@@ -137,6 +138,36 @@ def resend_is_deduplicated(
     read = getattr(config, "read_timeout", None)
     transit = sum(t for t in (connect, read) if isinstance(t, (int, float))) + LEASE_MARGIN
     return (now - first).total_seconds() + transit < caps.idempotency_window
+
+
+_UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
+_NOT_FOUND_ADVICE = (
+    "the gateway does not show this refund, which proves nothing by itself: one it "
+    "received may show later (a journal's reconcile concludes it was never sent only "
+    "where the provider's lookup can prove it)"
+)
+
+
+def as_told(
+    info: ProviderInfo, kind: str, result: RefundResult, message: str | None
+) -> tuple[RefundStatus, str | None]:
+    """The status and ``message`` (masked) a caller is told for ``result`` of an
+    operation of ``kind``: an ``UNKNOWN`` refund or void with the advice to query
+    first, and a query's declared "no such refund" as ``UNKNOWN``, saying why. The
+    plugin reads the gateway truly, but to a caller FAILED says nothing was refunded,
+    and a refund the gateway received may not show in its queries yet: only the
+    journal, knowing when the request could last have arrived, concludes that (from
+    the code, :func:`read_answer`)."""
+    status = result.status
+    if status is RefundStatus.UNKNOWN and kind != "query":
+        return status, f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
+    if (
+        status is RefundStatus.FAILED
+        and kind == "query"
+        and result.error_code in info.capabilities.lookup.not_found_codes
+    ):
+        return RefundStatus.UNKNOWN, f"{message or 'no such refund'}; {_NOT_FOUND_ADVICE}"
+    return status, message
 
 
 def read_answer(

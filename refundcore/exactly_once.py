@@ -27,7 +27,8 @@ Reconciling a refund an earlier attempt may have sent:
 
 Input errors come first: the caller runs :meth:`Pipeline.validate` before
 :meth:`ExactlyOnce.execute`, which refuses a refund the provider's refunds per payment
-leave no room for, counted in the journal (:func:`check_refunds_per_payment`); a build
+leave no room for, counted in the journal
+(:func:`~refundcore.checks.check_refunds_per_payment`); a build
 or sign stage that refuses a claimed refund gives the claim back (nothing was sent),
 so a corrected retry is not blocked. A verified callback's word settles a recorded
 refund (:meth:`ExactlyOnce.settle`), a query's is kept as evidence and settles it when
@@ -51,6 +52,7 @@ from typing import Any
 
 import attrs
 
+from .checks import check_refunds_per_payment
 from .effects import Call, Pause, Steps
 from .errors import IdempotencyConflict, JournalError, RefundError, TransportError, ValidationError
 from .evidence import (
@@ -65,7 +67,6 @@ from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
     new_refund,
     operation_for,
-    payment_key,
     query_for,
     result_from_entry,
     result_record,
@@ -87,7 +88,7 @@ from .money import Money
 from .pipeline import Pipeline, unknown_result
 from .status import JournalState
 
-__all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup", "check_refunds_per_payment"]
+__all__ = ["DeferRecord", "ExactlyOnce", "ProviderLookup"]
 
 # The protocol logs as the client it serves: one logger for users to configure.
 log = EventLogger("refundcore.client")
@@ -596,30 +597,3 @@ class ExactlyOnce:
     def _abandon(self, info: ProviderInfo, operation: Refund | Void, claimed: _Claimed) -> Call:
         """Give the claim back: nothing was sent."""
         return Call(self._journal.abandon, (info.id, operation.refund_id), {"owner": claimed.owner})
-
-
-def check_refunds_per_payment(journal: Journal, info: ProviderInfo, refund: Refund) -> None:
-    """Refuse ``refund`` when the journal already holds as many refunds of its payment as
-    the provider takes (``Capabilities.refunds_per_payment``: one for a refund-once
-    gateway), counting every refund that took or may take money, other than ``refund``
-    itself (a retry of it is answered as usual). ``ValidationError`` before anything
-    is built or sent.
-
-    A check before the claim, not part of it: two first refunds of one payment sent at
-    the same moment by two workers both pass, and the gateway declines the second.
-    """
-    limit = info.capabilities.refunds_per_payment
-    if limit is None:
-        return
-    earlier = [
-        entry.refund_id
-        for entry in journal.committed_refunds(info.id, payment_key(refund.payment))
-        if entry.operation == "refund" and entry.refund_id != refund.refund_id
-    ]
-    if len(earlier) >= limit:
-        times = "once" if limit == 1 else f"{limit} times"
-        raise ValidationError(
-            f"{info.name} refunds a payment {times}: the journal has refund "
-            f"{earlier[0]!r} of it already; nothing was sent",
-            field="payment",
-        )

@@ -40,12 +40,15 @@ from typing import Any
 
 import attrs
 
+from .models import RefundNotification, RefundResult
+
 __all__ = [
     "FIELDS",
     "EventLogger",
     "OperationScope",
     "Scope",
     "batch_line",
+    "log_finished",
     "milliseconds",
     "note_attempt",
     "record_fields",
@@ -177,3 +180,24 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 def milliseconds(seconds: float) -> float:
     """A duration for ``duration_ms``."""
     return round(seconds * 1000, 3)
+
+
+def log_finished(log: EventLogger, outcome: object, seconds: float) -> None:
+    """The one INFO record of an operation that gave a result or a notification."""
+    if isinstance(outcome, RefundResult):
+        log.info(
+            "operation finished",
+            status=outcome.status.value,
+            source=outcome.source.value,
+            error_code=outcome.error_code,
+            duration_ms=milliseconds(seconds),
+        )
+    elif isinstance(outcome, RefundNotification):
+        log.info(
+            "operation finished",
+            refund_id=outcome.refund_id,
+            status=outcome.status.value,
+            event=outcome.event,
+            duplicate=outcome.duplicate,
+            duration_ms=milliseconds(seconds),
+        )

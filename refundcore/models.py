@@ -442,16 +442,11 @@ class Callback:
 class RefundNotification:
     """A verified callback about a refund (or another event the gateway reports).
 
-    ``duplicate`` is True when the journal already had what it says, so applying it
-    changed nothing: the gateway delivered it again, it confirms an outcome already
-    recorded (from the refund's reply or an earlier callback), or it is older news than
-    the journal has. Without a journal it is always False.
-
-    ``refund_id`` is ``None`` when the journal found the gateway refund id the callback
-    carries (``provider_refund_id``) on another refund than the one it names, or
-    another gateway refund id on that one: the refund id came from somewhere the
-    gateway's signature does not cover, so it names no refund to act on. The journal
-    kept the callback as evidence of a contradiction and settled nothing.
+    ``duplicate``: the journal already had what it says (delivered again, confirming a
+    recorded outcome, or older news); always False without a journal. ``refund_id`` is
+    ``None`` where the journal holds its ``provider_refund_id`` on another refund, or
+    another one on the refund it names: that name is not signed, so it names nothing to
+    act on (the journal kept it as evidence of a contradiction and settled nothing).
     """
 
     provider: str

@@ -48,8 +48,9 @@ from .errors import (
     TransportError,
     ValidationError,
 )
+from .evidence import as_told
 from .journal.values import Claim
-from .logs import EventLogger, OperationScope, milliseconds, note_attempt
+from .logs import EventLogger, OperationScope, log_finished, milliseconds, note_attempt
 from .models import (
     Callback,
     HttpRequest,
@@ -77,12 +78,6 @@ T = TypeVar("T")
 #: the journal read it (``duplicate`` set, a refund id it cannot trust taken out).
 Settle = Callable[[ProviderInfo, RefundNotification], Steps[RefundNotification]]
 
-_UNKNOWN_ADVICE = "the outcome is unknown: query the refund before trying again"
-_NOT_FOUND_ADVICE = (
-    "the gateway does not show this refund, which proves nothing by itself: one it "
-    "received may show later (a journal's reconcile concludes it was never sent only "
-    "where the provider's lookup can prove it)"
-)
 #: Callback bodies beyond this are refused before any parsing.
 MAX_CALLBACK_BYTES = 1024 * 1024
 
@@ -164,7 +159,7 @@ class Pipeline:
             if wrappers is not None:
                 self._leave(wrappers, "refundcore_operation", outcome, None)
             if log.enabled(logging.INFO):
-                _log_finished(outcome, time.perf_counter() - started)
+                log_finished(log, outcome, time.perf_counter() - started)
         return outcome
 
     def journal(
@@ -257,21 +252,9 @@ class Pipeline:
         secrets masked; then every ``refundcore_result`` hook sees it."""
         # Masked before the advice is added: a text cut short keeps a secret's start at
         # its end, which is where it is looked for.
-        message = self._redactor.text(info.id, result.message)
-        status = result.status
-        if status is RefundStatus.UNKNOWN and operation.kind != "query":
-            message = f"{message or 'no usable reply'}; {_UNKNOWN_ADVICE}"
-        elif (
-            status is RefundStatus.FAILED
-            and operation.kind == "query"
-            and result.error_code in info.capabilities.lookup.not_found_codes
-        ):
-            # The plugin reads the gateway truly ("no such refund"), but to a caller
-            # FAILED says nothing was refunded, and a refund the gateway received may
-            # not show in its queries yet: only the journal, knowing when the request
-            # could last have arrived, may conclude that from it.
-            status = RefundStatus.UNKNOWN
-            message = f"{message or 'no such refund'}; {_NOT_FOUND_ADVICE}"
+        status, message = as_told(
+            info, operation.kind, result, self._redactor.text(info.id, result.message)
+        )
         result = attrs.evolve(
             result,
             status=status,
@@ -581,27 +564,6 @@ class Pipeline:
             error_code=type(exc).__name__,
             error=self._redactor.text(info.id, str(exc)) if isinstance(exc, RefundError) else None,
             duration_ms=milliseconds(time.perf_counter() - started),
-        )
-
-
-def _log_finished(outcome: object, seconds: float) -> None:
-    """The one INFO record of an operation that gave a result or a notification."""
-    if isinstance(outcome, RefundResult):
-        log.info(
-            "operation finished",
-            status=outcome.status.value,
-            source=outcome.source.value,
-            error_code=outcome.error_code,
-            duration_ms=milliseconds(seconds),
-        )
-    elif isinstance(outcome, RefundNotification):
-        log.info(
-            "operation finished",
-            refund_id=outcome.refund_id,
-            status=outcome.status.value,
-            event=outcome.event,
-            duplicate=outcome.duplicate,
-            duration_ms=milliseconds(seconds),
         )
 
 
