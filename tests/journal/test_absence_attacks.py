@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Generator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -46,15 +45,6 @@ from tests.journal.test_exactly_once import (
     refunds_at_the_gateway,
     seed,
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'journal.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
 
 #: What paywizard's query answers for a transIndexCode it has no transaction under;
 #: unsigned, as every paywizard reply is, so a stale cache or a proxy can say it too.

@@ -51,14 +51,6 @@ SETTLE = 0.5
 WIDE_SETTLE = 5.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'journal.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def quick_settling(provider: str, settle: float = SETTLE) -> object:
     """The bundled provider's plugin, declaring a settle delay (``settle``) a test can
     wait out: what its lookup proves is unchanged."""

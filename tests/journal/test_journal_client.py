@@ -43,14 +43,6 @@ def _sqlite(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'journal.db'}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return _sqlite(tmp_path)
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def run(installed: Path, journal_url: str, make_client: MakeClient) -> Iterator[SandboxRun]:
     client = make_client(journal=journal_url, lease_seconds=2.0)
