@@ -95,7 +95,7 @@ def done_sending(token: contextvars.Token[float | None] | None) -> None:
 
 def check_send_by(send_by: float | None = None, provider: str = "the gateway") -> None:
     """``TransportError`` (nothing was sent) when the request about to go out is past
-    its ``send_by`` (by default the one :func:`sending` set): a sender that stalled
+    its ``send_by`` (by default the one :func:`start_sending` set): a sender that stalled
     after its claim for longer than its lease allows (a paused process, a slow hook)
     must not send, since another worker may have proven the refund absent and sent it
     in the meantime."""

@@ -42,20 +42,20 @@ __all__ = [
 LEASE_MARGIN = 0.5
 
 
+def _request_seconds(config: Any) -> float:
+    """How long a request may take under the provider's ``config``: its connect and
+    read timeouts, those it has."""
+    timeouts = (getattr(config, "connect_timeout", None), getattr(config, "read_timeout", None))
+    return sum(t for t in timeouts if isinstance(t, (int, float)))
+
+
 def send_by(config: Any, asked_at: float, lease_seconds: float) -> float:
     """The :func:`time.monotonic` moment after which a refund claimed under
     ``lease_seconds`` must not be sent: its lease, less the provider's connect and read
     timeouts its request may take. ``asked_at`` is when the claim was asked for, on
     this process's monotonic clock: no later than the journal started the lease, and
     immune to a wrong wall clock here."""
-    until = asked_at + lease_seconds
-    connect = getattr(config, "connect_timeout", None)
-    if isinstance(connect, (int, float)):
-        until -= connect
-    read = getattr(config, "read_timeout", None)
-    if isinstance(read, (int, float)):
-        until -= read
-    return until
+    return asked_at + lease_seconds - _request_seconds(config)
 
 
 def check_lease(info: ProviderInfo, config: Any, lease_seconds: float) -> None:
@@ -134,9 +134,7 @@ def resend_is_deduplicated(
     first = min((e.at for e in history if e.kind is EventKind.CLAIM), default=None)
     if first is None:
         return False
-    connect = getattr(config, "connect_timeout", None)
-    read = getattr(config, "read_timeout", None)
-    transit = sum(t for t in (connect, read) if isinstance(t, (int, float))) + LEASE_MARGIN
+    transit = _request_seconds(config) + LEASE_MARGIN
     return (now - first).total_seconds() + transit < caps.idempotency_window
 
 

@@ -430,7 +430,7 @@ class _Console:
         """Record the operator's decision about an UNKNOWN refund, as
         :meth:`RefundClient.resolve` does: the journal keeps it in the refund's history
         with the operator's name and reason, and no later gateway answer moves it (but
-        for a "not sent" the gateway's answer disproves)."""
+        where it shows the money left: see :meth:`Journal.resolve`)."""
         entry = self._entry(_first(form, "provider"), _first(form, "refund_id"), "refund_id")
         self._check_back(form)
         try:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from refundcore_directgw import notification_sign_texts, parse_notification
 
-from refundcore import RefundClient, RefundError, SignatureError
+from refundcore import RefundClient, RefundError, RefundNotification, SignatureError
 from refundcore.crypto import PrivateKey, generate_rsa_keypair
 
 GATEWAY_KEY = generate_rsa_keypair()
@@ -39,16 +39,19 @@ def _signed(key: PrivateKey, fields: dict[str, Any]) -> str:
     return base64.b64encode(key.sign_sha256(_sign_text(fields).encode())).decode()
 
 
+def _verify(client: RefundClient, body: bytes) -> RefundNotification:
+    return client.verify_callback(
+        "directgw",
+        method="POST",
+        path="/hooks/directgw",
+        headers={"Content-Type": "application/json"},
+        body=body,
+    )
+
+
 def _reading(client: RefundClient, fields: dict[str, Any], signature: str) -> tuple[Any, ...]:
-    body = json.dumps({**fields, "signature": signature}).encode()
     try:
-        note = client.verify_callback(
-            "directgw",
-            method="POST",
-            path="/hooks/directgw",
-            headers={"Content-Type": "application/json"},
-            body=body,
-        )
+        note = _verify(client, json.dumps({**fields, "signature": signature}).encode())
     except RefundError as error:
         return (type(error).__name__, getattr(error, "event", None))
     return (note.status, note.event, note.provider_refund_id, note.payment, note.amount)
@@ -158,13 +161,7 @@ def test_an_amount_php_rounds_is_not_read(client: RefundClient) -> None:
     forged = _number_body(
         "1234567890123.44", base64.b64encode(GATEWAY_KEY.sign_sha256(php_text.encode())).decode()
     )
-    note = client.verify_callback(
-        "directgw",
-        method="POST",
-        path="/hooks/directgw",
-        headers={"Content-Type": "application/json"},
-        body=forged,
-    )
+    note = _verify(client, forged)
     assert note.amount is None
     assert str(note.raw["amount"]) == "1234567890123.44"
 
