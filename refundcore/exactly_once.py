@@ -173,14 +173,11 @@ class ExactlyOnce:
         )
 
     def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[RefundNotification]:
-        """Let a verified callback's word settle the journalled refund it names (the
-        journal keeps it monotonic and never moves a decided refund; it keeps every
-        callback in the refund's history). Returns the word for the application:
-        ``duplicate`` when the journal already had what it says (the row was left as
-        it was, and the callback does not contradict it); without its ``refund_id``
-        when its gateway refund id belongs to another refund than the one it names
-        (the name came from somewhere the gateway does not sign: it settled nothing,
-        and must not lead the application to settle that refund either)."""
+        """Let a verified callback's word settle the journalled refund it names, by the
+        journal's rules. The word for the application: ``duplicate`` if the journal had
+        it; without ``refund_id`` where the row disagrees once applied (misdirected, or
+        ``contradicts`` the state it keeps), so it cannot lead the app to act on it."""
+        state = JournalState.of(word.status)
         applied: Applied | None = yield self._step(
             info,
             "apply",
@@ -188,21 +185,26 @@ class ExactlyOnce:
             functools.partial(
                 self._journal.apply_notification,
                 info.id,
-                state=JournalState.of(word.status),
+                state=state,
                 refund_id=word.refund_id,
                 provider_refund_id=word.provider_refund_id,
                 raw=word.raw,
             ),
         )
-        if applied is not None and applied.misdirected:
-            return attrs.evolve(word, refund_id=None, duplicate=False)
-        duplicate = (
-            applied is not None
-            and word.status is not RefundStatus.UNKNOWN
-            and not applied.changed
-            and not applied.contradiction
+        if applied is None or applied.agrees(state):
+            duplicate = (
+                applied is not None and state is not JournalState.UNKNOWN and not applied.changed
+            )
+            return attrs.evolve(word, duplicate=duplicate, contradicts=None)
+        log.warning(
+            "callback not applied",
+            refund_id=word.refund_id,
+            status=word.status.value,
+            held=applied.entry.state.value,
+            misdirected=applied.misdirected,
         )
-        return word if word.duplicate is duplicate else attrs.evolve(word, duplicate=duplicate)
+        kept = None if applied.misdirected else applied.entry.state.status
+        return attrs.evolve(word, refund_id=None, duplicate=False, contradicts=kept)
 
     def reconcile(
         self, lookup: ProviderLookup, provider: str | None = None
@@ -275,8 +277,7 @@ class ExactlyOnce:
             return self._pipeline.finish(info, operation, held, ResultSource.RECONCILED)
         if verdict is ClaimVerdict.DONE:
             replayed = result_from_entry(claimed.entry)
-            decided = claimed.entry.decided_by is not None
-            source = ResultSource.DECIDED if decided else ResultSource.REPLAYED
+            source = ResultSource.DECIDED if claimed.entry.decided_by else ResultSource.REPLAYED
             return self._pipeline.finish(info, operation, replayed, source)
         if verdict is ClaimVerdict.NEW:
             request = yield from self._prepare(info, config, operation, claimed, taken_over=False)

@@ -217,11 +217,8 @@ class PaymentRef:
         _check_identifier(self.payment_id, "payment.payment_id")
         _check_identifier(self.merchant_reference, "payment.merchant_reference")
         _check_identifier(self.transaction_id, "payment.transaction_id")
-        if (
-            self.payment_id is None
-            and self.merchant_reference is None
-            and (self.transaction_id is None)
-        ):
+        # Each is None or non-empty (checked above).
+        if not (self.payment_id or self.merchant_reference or self.transaction_id):
             raise ValidationError(
                 "give at least one of payment_id, merchant_reference, transaction_id",
                 field="payment",
@@ -442,11 +439,13 @@ class Callback:
 class RefundNotification:
     """A verified callback about a refund (or another event the gateway reports).
 
-    ``duplicate``: the journal already had what it says (delivered again, confirming a
-    recorded outcome, or older news); always False without a journal. ``refund_id`` is
-    ``None`` where the journal holds its ``provider_refund_id`` on another refund, or
-    another one on the refund it names: that name is not signed, so it names nothing to
-    act on (the journal kept it as evidence of a contradiction and settled nothing).
+    With a journal, ``refund_id`` names a refund only where the journal's record of it
+    agrees with the word once applied. It is ``None`` where the journal holds the word's
+    ``provider_refund_id`` on another refund, or another one on the refund it names (that
+    name is not signed), and where the journal keeps another final status, then given as
+    ``contradicts``: such a word settled nothing, so it names nothing to act on.
+    ``duplicate``: the journal already had what it says (delivered again, or confirming
+    a recorded outcome). Without a journal, ``duplicate`` is False, ``contradicts`` None.
     """
 
     provider: str
@@ -458,6 +457,7 @@ class RefundNotification:
     amount: Money | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     duplicate: bool = False
+    contradicts: RefundStatus | None = None
 
 
 @attrs.frozen(cache_hash=True)

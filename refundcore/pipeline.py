@@ -75,7 +75,8 @@ log = EventLogger("refundcore.client")
 
 T = TypeVar("T")
 #: Lets a verified callback's word settle the journal (a flow): the notification as
-#: the journal read it (``duplicate`` set, a refund id it cannot trust taken out).
+#: the journal read it (``duplicate`` and ``contradicts`` set, a refund id the journal
+#: does not agree with taken out).
 Settle = Callable[[ProviderInfo, RefundNotification], Steps[RefundNotification]]
 
 #: Callback bodies beyond this are refused before any parsing.
@@ -329,8 +330,9 @@ class Pipeline:
         note = self._redactor.notification(info.id, note)
         if settle is not None:
             note = yield from settle(info, note)
-        elif note.duplicate:
-            note = attrs.evolve(note, duplicate=False)
+        elif note.duplicate or note.contradicts is not None:
+            # Both are the journal's to say: a plugin's guess is not passed on.
+            note = attrs.evolve(note, duplicate=False, contradicts=None)
         self._observe(hooks.notification, "refundcore_notification", info, notification=note)
         return note
 

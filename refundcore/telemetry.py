@@ -44,8 +44,9 @@ Metrics:
     ``reconciled``, …); the queries a reconcile sends count as queries
 ``refundcore.callbacks`` (counter)
     every callback, by provider and verdict: ``verified`` (it settled something),
-    ``duplicate`` (the journal already had what it says), ``forged``, ``not_a_refund``
-    or ``error``
+    ``duplicate`` (the journal already had what it says), ``contradiction`` (the
+    journal keeps another final state and did not apply it), ``forged``,
+    ``not_a_refund`` or ``error``
 ``refundcore.stage.duration`` (histogram, s)
     by provider and stage: each is its stage span's duration (an operation's own
     is its span's); buckets from 100 µs to 60 s (:data:`DURATION_BUCKETS`)
@@ -304,6 +305,8 @@ class Telemetry:
         self, operation: _Operation, provider: ProviderInfo, note: RefundNotification
     ) -> None:
         verdict = "duplicate" if note.duplicate else "verified"
+        if note.contradicts is not None:
+            verdict = "contradiction"
         attributes: dict[str, Any] = {
             "refundcore.status": note.status.value,
             "refundcore.duplicate": note.duplicate,

@@ -403,6 +403,13 @@ class Applied:
     contradiction: bool = False
     misdirected: bool = False
 
+    def agrees(self, state: JournalState) -> bool:
+        """Whether the row, as the gateway's word ``state`` left it, agrees with that
+        word: not misdirected, and the row holds ``state`` or is still open (an open row
+        moves to any final word, so only a final row can keep another final state)."""
+        held = self.entry.state
+        return not self.misdirected and (held is state or not held.is_final)
+
 
 @attrs.frozen
 class BatchCounts:
