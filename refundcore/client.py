@@ -241,7 +241,9 @@ class RefundClient(ClientBase):
         ``path`` is the path plus ``?query`` exactly as received. Raises
         :class:`SignatureError` when the callback cannot be trusted. With a journal,
         the notification settles the refund it names; ``duplicate`` says whether the
-        journal already had it.
+        journal already had it. One the journal did not apply (another refund's gateway
+        refund id, or a word against the final state it keeps, then in ``contradicts``)
+        comes without ``refund_id``: act on no refund for it.
         """
         steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
         return drive(steps, self._pipeline.send)

@@ -182,8 +182,11 @@ def refundcore_notification(provider: ProviderInfo, notification: RefundNotifica
     :param provider: the provider that sent the callback.
     :param notification: what it says, secrets masked; ``notification.duplicate`` is
         True when the journal already had what it says, so it changed nothing (the
-        gateway delivered it again, it confirms the outcome the reply gave, or it is
-        older news than the journal has).
+        gateway delivered it again, or it confirms the outcome the reply gave).
+        ``notification.refund_id`` is ``None`` where the journal did not apply it: its
+        gateway refund id is another refund's, or it contradicts the final state the
+        journal keeps (a late PENDING after SUCCEEDED too), given as
+        ``notification.contradicts``.
 
     Called before the notification is handed to the application. For observing only,
     like :func:`refundcore_result`. A callback that fails verification never reaches

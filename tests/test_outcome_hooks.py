@@ -167,12 +167,13 @@ def test_a_repeated_callback_is_a_duplicate(run: SandboxRun, seen: Seen) -> None
         )
         for cb in (final, final, early)
     ]
-    assert [(n.status, n.duplicate) for n in notes] == [
-        (RefundStatus.SUCCEEDED, False),
-        (RefundStatus.SUCCEEDED, True),
-        (RefundStatus.PENDING, True),  # older news than the journal has
+    assert [(n.status, n.refund_id, n.duplicate, n.contradicts) for n in notes] == [
+        (RefundStatus.SUCCEEDED, "r-cb", False, None),
+        (RefundStatus.SUCCEEDED, "r-cb", True, None),
+        # Older news than the journal has: not applied, so it names no refund.
+        (RefundStatus.PENDING, None, False, RefundStatus.SUCCEEDED),
     ]
-    assert [n.duplicate for n in seen.notifications] == [False, True, True]
+    assert seen.notifications == notes
     assert seen.events[-3:] == ["callback None", "journal apply", "gave RefundNotification"]
 
 

@@ -338,7 +338,7 @@ def test_a_reconcile_and_the_unsettled_gauges(app: App) -> None:
     assert set(app.points("refundcore.unsettled.oldest_age").values()) == {0.0}
 
 
-def test_callbacks_by_verdict_and_a_duplicate(app: App) -> None:
+def test_callbacks_by_verdict_a_duplicate_and_a_contradiction(app: App) -> None:
     run = app.run
     refund(run, seed(run, refund_outcome=RefundStatus.PENDING), "r-cb")
     run.emulator.ledger.settle("r-cb", RefundStatus.SUCCEEDED)
@@ -352,13 +352,21 @@ def test_callbacks_by_verdict_and_a_duplicate(app: App) -> None:
         run.client.verify_callback(
             "testpay", method="POST", path="/testpay", headers={}, body=final.body
         )
+    # The gateway then says it failed: the journal keeps SUCCEEDED and applies nothing.
+    run.emulator.ledger.settle("r-cb", RefundStatus.FAILED)
+    failed = run.emulator.signed_callback("r-cb", path="/testpay")
+    run.client.verify_callback(
+        "testpay", method="POST", path="/testpay", headers=failed.headers, body=failed.body
+    )
     assert app.points("refundcore.callbacks") == {
         (("refundcore.callback.verdict", "verified"), ("refundcore.provider", "testpay")): 1,
         (("refundcore.callback.verdict", "duplicate"), ("refundcore.provider", "testpay")): 1,
         (("refundcore.callback.verdict", "forged"), ("refundcore.provider", "testpay")): 1,
+        (("refundcore.callback.verdict", "contradiction"), ("refundcore.provider", "testpay")): 1,
     }
     callbacks = [span for span in app.operations() if span.name == "refundcore callback"]
-    verified, duplicate, forged = (dict(span.attributes or {}) for span in callbacks)
+    verified, duplicate, forged, refused = (dict(span.attributes or {}) for span in callbacks)
+    assert refused["refundcore.status"] == "FAILED" and "refundcore.refund_id" not in refused
     assert (verified["refundcore.duplicate"], duplicate["refundcore.duplicate"]) == (False, True)
     assert duplicate["refundcore.refund_id"] == "r-cb"
     assert forged["error.type"] == "SignatureError"
