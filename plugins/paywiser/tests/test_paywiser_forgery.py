@@ -36,7 +36,7 @@ def _postback_url(run: SandboxRun, ptxid: str) -> str:
 
 
 def test_another_refunds_genuine_postback_at_this_refunds_url_settles_nothing(
-    run: SandboxRun,
+    run: SandboxRun, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Refund A (30.00 USD) waits for approval. Refund B of another payment, also 30.00
     USD, succeeds and is posted back. B's genuine postback, its unsigned parent_txid
@@ -80,7 +80,14 @@ def test_another_refunds_genuine_postback_at_this_refunds_url_settles_nothing(
     moved = run.wait_for_notifications(2)[-1]
     assert (moved.refund_id, moved.provider_refund_id) == (None, b.provider_refund_id)
     assert moved.status is RefundStatus.SUCCEEDED and not moved.duplicate
+    assert moved.contradicts is None  # it is about another refund, not against A's state
     assert [n.refund_id for n in run.notifications].count(a.refund_id) == 0
+    (refused,) = [r for r in caplog.records if r.getMessage() == "callback not applied"]
+    assert (refused.refund_id, refused.held, refused.misdirected) == (  # type: ignore[attr-defined]
+        a.refund_id,
+        "PENDING",
+        True,
+    )
     run.emulator.settle(a.refund_id, RefundStatus.FAILED)
     run.wait_for_notifications(3)
     entry = journal.get("paywiser", a.refund_id)
