@@ -181,6 +181,18 @@ def test_verify_callback(
     body.write_bytes(callback.body.replace(b"10.00", b"99.00"))
     code, _, err = cli(capsys, *base, *headers)
     assert code == 1 and "callback rejected: signature does not match" in err
+    # The gateway then says FAILED: the journal keeps SUCCEEDED, and the word names no refund.
+    run.emulator.ledger.settle(data["refund_id"], RefundStatus.FAILED)
+    failed = run.emulator.signed_callback(data["refund_id"], path="/hooks/testpay?a=1")
+    body.write_bytes(failed.body)
+    headers = [
+        arg for name, value in failed.headers.items() for arg in ("--header", f"{name}: {value}")
+    ]
+    code, out, _ = cli(capsys, *base, *headers)
+    assert code == 0 and out.rstrip().endswith("(not applied: the journal keeps SUCCEEDED)")
+    code, note, _ = cli(capsys, *base, *headers, "--json")
+    assert (note["status"], note["refund_id"]) == ("FAILED", None)
+    assert (note["duplicate"], note["contradicts"]) == (False, "SUCCEEDED")
 
 
 def test_demo_runs_every_provider(only_testpay: None, capsys: pytest.CaptureFixture[str]) -> None:

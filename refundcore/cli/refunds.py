@@ -92,12 +92,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     note = client_for(args, provider=args.provider).verify_callback(
         args.provider, method=args.method, path=args.path, headers=Headers(headers), body=body
     )
-    emit(
-        args,
-        _note_data(note),
+    said = (
         f"verified: {note.event} {note.status.value} "
-        f"refund {note.refund_id or note.provider_refund_id or '?'} via {note.provider}",
+        f"refund {note.refund_id or note.provider_refund_id or '?'} via {note.provider}"
     )
+    if note.contradicts is not None:
+        said += f" (not applied: the journal keeps {note.contradicts.value})"
+    emit(args, _note_data(note), said)
     return EXIT_OK
 
 
@@ -144,4 +145,6 @@ def _note_data(note: RefundNotification) -> dict[str, Any]:
         if note.amount is None
         else {"value": note.amount.to_wire(), "currency": note.amount.currency},
         "raw": dict(note.raw),
+        "duplicate": note.duplicate,
+        "contradicts": None if note.contradicts is None else note.contradicts.value,
     }
