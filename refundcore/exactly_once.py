@@ -25,14 +25,12 @@ Reconciling a refund an earlier attempt may have sent:
 4. Otherwise it stays UNKNOWN, with the evidence, for a later query, a callback, or an
    operator's decision (:meth:`~refundcore.journal.Journal.resolve`).
 
-Input errors come first: the caller runs :meth:`Pipeline.validate` before
-:meth:`ExactlyOnce.execute`, which refuses a refund the provider's refunds per payment
-leave no room for, counted in the journal
-(:func:`~refundcore.checks.check_refunds_per_payment`); a build
-or sign stage that refuses a claimed refund gives the claim back (nothing was sent),
-so a corrected retry is not blocked. A verified callback's word settles a recorded
-refund (:meth:`ExactlyOnce.settle`), a query's is kept as evidence and settles it when
-it can.
+Input errors come first: :meth:`Pipeline.validate`, then :meth:`ExactlyOnce.execute`
+refuses a refund the journal's count of the payment's refunds leaves no room for
+(:func:`~refundcore.checks.check_refunds_per_payment`); a build or sign stage that
+refuses a claimed refund gives the claim back (nothing was sent), so a corrected retry
+is not blocked. A verified callback settles a recorded refund
+(:meth:`ExactlyOnce.settle`); a query's answer is evidence, and settles when it can.
 
 The protocol is written once for both clients, without I/O of its own: each method is
 a flow (:mod:`refundcore.effects`) that yields the sends, journal calls and pauses it
@@ -43,6 +41,7 @@ needs, carried out by :func:`~refundcore.effects.drive` (``RefundClient``) or
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
 import socket
@@ -173,10 +172,9 @@ class ExactlyOnce:
         )
 
     def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[RefundNotification]:
-        """Let a verified callback's word settle the journalled refund it names, by the
-        journal's rules. The word for the application: ``duplicate`` if the journal had
-        it; without ``refund_id`` where the row disagrees once applied (misdirected, or
-        ``contradicts`` the state it keeps), so it cannot lead the app to act on it."""
+        """Let a verified callback's word settle the journalled refund it names. The word
+        for the app: ``duplicate`` if the journal had it; without ``refund_id`` where the
+        row disagrees once applied (misdirected, or ``contradicts`` its final state)."""
         state = JournalState.of(word.status)
         applied: Applied | None = yield self._step(
             info,
@@ -196,7 +194,9 @@ class ExactlyOnce:
                 applied is not None and state is not JournalState.UNKNOWN and not applied.changed
             )
             return attrs.evolve(word, duplicate=duplicate, contradicts=None)
-        log.warning(
+        # A PENDING behind a final answer is the gateway's reordering, not a conflict.
+        log.log(
+            logging.WARNING if applied.misdirected or state.is_final else logging.INFO,
             "callback not applied",
             refund_id=word.refund_id,
             status=word.status.value,
