@@ -161,35 +161,39 @@ class AsyncHttpTransport:
         check_send_by(provider=provider.id)
         started = time.perf_counter()
         token = _SENDING.set(config)
+        failure: Exception | None = None
         try:
-            reply = await client.send(outgoing, stream=True, auth=None, follow_redirects=False)
-            try:
-                body = await _read_limited(reply)
-            finally:
-                await reply.aclose()
+            reply, body = await _exchange(client, outgoing)
         except _TooLarge:
-            raise OutcomeUnknown(
+            failure = OutcomeUnknown(
                 f"reply from {provider.id} was cut short "
                 f"(reply larger than {MAX_RESPONSE_BYTES} bytes)"
-            ) from None
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TransportError(
+            failure = TransportError(
                 f"could not connect to {provider.id}; nothing was sent ({error_reason(exc)})"
-            ) from None
+            )
         except (httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
-            raise TransportError(
+            failure = TransportError(
                 f"cannot reach {provider.id}; nothing was sent ({error_reason(exc)})"
-            ) from None
+            )
         except httpx.TimeoutException:
-            raise OutcomeUnknown(
+            failure = OutcomeUnknown(
                 f"no reply from {provider.id} within {config.read_timeout}s after sending"
-            ) from None
+            )
         except (httpx.HTTPError, OSError) as exc:
-            raise OutcomeUnknown(
+            failure = OutcomeUnknown(
                 f"connection to {provider.id} failed after sending ({error_reason(exc)})"
-            ) from None
+            )
         finally:
             _SENDING.reset(token)
+        if failure is not None:
+            # Raised outside the handler, so the error has no __context__ (httpx's frames
+            # hold the URL and headers, credentials included, which an error reporter
+            # capturing locals would show), and without the httpx request, whose repr
+            # shows the URL's query.
+            del outgoing
+            raise failure
         if log.enabled(logging.DEBUG):
             log.debug(
                 "http exchange",
@@ -212,6 +216,17 @@ class AsyncHttpTransport:
             await client.aclose()
 
 
+async def _exchange(
+    client: httpx.AsyncClient, outgoing: httpx.Request
+) -> tuple[httpx.Response, bytes]:
+    """Send ``outgoing`` once; the reply and its body, read within the cap."""
+    reply = await client.send(outgoing, stream=True, auth=None, follow_redirects=False)
+    try:
+        return reply, await _read_limited(reply)
+    finally:
+        await reply.aclose()
+
+
 def _outgoing(provider: ProviderInfo, config: Any, request: HttpRequest) -> httpx.Request:
     """The httpx request: the plugin's headers and body as they are, the provider's
     timeouts. ``TransportError`` if httpx cannot write it (nothing was sent)."""
@@ -230,10 +245,13 @@ def _outgoing(provider: ProviderInfo, config: Any, request: HttpRequest) -> http
             extensions={"timeout": timeout.as_dict()},
         )
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise TransportError(
+        failure = TransportError(
             f"cannot send to {provider.id}: the request cannot be written; nothing was "
             f"sent ({error_reason(exc)})"
-        ) from None
+        )
+    # Outside the handler: see send().
+    del headers
+    raise failure
 
 
 def _tls_context(provider: ProviderInfo, ca_bundle: str | None) -> ssl.SSLContext:

@@ -161,9 +161,15 @@ class ClientBase:
     def configure(self, provider_id: str, settings: Mapping[str, Any]) -> Any:
         """Set (or replace) one provider's settings now; returns the parsed config.
         :class:`ConfigError` if they are unusable, and the old settings stay."""
-        loaded = load_provider_config(
-            self.provider(provider_id), settings, base_dir=self._config_dir
-        )
+        try:
+            loaded = load_provider_config(
+                self.provider(provider_id), settings, base_dir=self._config_dir
+            )
+        except ConfigError:
+            # The error goes on through this frame: not with the caller's plain values
+            # among its locals (see load_provider_config).
+            del settings
+            raise
         with self._lock:
             self._raw_config[provider_id] = settings
             self._redactor.learn(provider_id, loaded)

@@ -464,10 +464,11 @@ def load_provider_config(
             raise ConfigError(
                 f"expected a table of settings, got {type(raw).__name__}", provider=info.id
             )
-        values = _resolve_references(info.id, raw, base_dir)
         error: ConfigError | None = None
         try:
-            config = _converter().structure(values, info.config_class)
+            config = _converter().structure(
+                _resolve_references(info.id, raw, base_dir), info.config_class
+            )
         except ConfigError as exc:
             error = exc
         except Exception as exc:
@@ -475,9 +476,13 @@ def load_provider_config(
         if error is not None:
             # Raised here, not in the handler: the errors it was made from (a key
             # loader's, a codec's) may hold a setting's value, and would stay reachable
-            # as its __context__ even when not shown.
+            # as its __context__ even when not shown. Raised without the frames it came
+            # through (cattrs', a validator's) and without the settings in this frame:
+            # their locals hold the plain values, which an error reporter that captures
+            # a traceback's locals would show.
             error.__cause__ = error.__context__ = None
-            raise error
+            del raw
+            raise error.with_traceback(None)
     if not isinstance(config, ProviderConfig):
         raise ConfigError(
             f"config class {info.config_class.__name__} must subclass refundcore.ProviderConfig",

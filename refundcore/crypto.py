@@ -279,7 +279,7 @@ def check_timestamp(
 
 def verify_timestamped_hmac(
     *,
-    key: bytes,
+    key: bytes | HmacSha256Key,
     timestamp: str,
     message: bytes,
     signatures: str | Iterable[str],
@@ -295,11 +295,17 @@ def verify_timestamped_hmac(
     ``message``), compared in constant time, hex case ignored. Then the timestamp must
     be within ``tolerance`` seconds of ``clock()`` (see :func:`check_timestamp`).
     Returns the timestamp; raises :class:`SignatureError` for anything else.
+
+    ``key`` is best an :class:`HmacSha256Key` made with the config: key bytes given
+    here are among this function's locals when it raises, where an error reporter
+    that captures a traceback's locals (Sentry's does by default) records them.
     """
     if not isinstance(timestamp, str) or timestamp.encode("ascii", "replace") not in message:
         raise SignatureError("the signed message does not contain its timestamp")
     given = [signatures] if isinstance(signatures, str) else list(signatures)
-    expected = hmac_sha256_hex(key, message)
+    expected = (
+        key.hexdigest(message) if isinstance(key, HmacSha256Key) else hmac_sha256_hex(key, message)
+    )
     # Every candidate is compared, so timing does not tell which one matched.
     matches = [constant_time_equals(expected, value.lower()) for value in given]
     if not any(matches):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .config import ProviderConfig, Secret
 from .crypto import (
+    HmacSha256Key,
     PrivateKey,
     PublicKey,
     b64decode_strict,
@@ -71,6 +72,7 @@ __all__ = [
     "Capabilities",
     "ConfigError",
     "Headers",
+    "HmacSha256Key",
     "HttpRequest",
     "HttpResponse",
     "JsonNumber",

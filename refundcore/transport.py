@@ -145,16 +145,21 @@ class HttpTransport:
             if self._given:
                 self._check_use(session, prepared, settings["verify"])
         except requests.RequestException as exc:
-            raise TransportError(
+            failure = TransportError(
                 f"cannot send to {provider.id}: unusable URL or proxy; nothing was sent "
                 f"({_reason(exc)})"
-            ) from None
+            )
         except ValueError as exc:
-            raise TransportError(
+            failure = TransportError(
                 f"cannot send to {provider.id}: the request cannot be written; nothing was "
                 f"sent ({_reason(exc)})"
-            ) from None
-        return prepared, settings
+            )
+        else:
+            return prepared, settings
+        # Raised outside the handler, so the error has no __context__: the frames of
+        # requests and urllib3 hold the URL and headers, credentials included, which an
+        # error reporter capturing locals would show.
+        raise failure
 
     def _settings(
         self, session: requests.Session, url: str, ca_bundle: str | None
@@ -236,14 +241,16 @@ class HttpTransport:
             # A tool that replaced Session.send may not have run the hooks.
             return reader.reply if reader.reply is not None else reader.read(returned)
         except _CutShort as exc:
-            raise OutcomeUnknown(f"reply from {provider.id} was cut short ({exc})") from None
+            failure: Exception = OutcomeUnknown(f"reply from {provider.id} was cut short ({exc})")
         except Exception as exc:
-            if reader.reply is None:
-                raise _classified(exc, provider, config) from None
-            # Raised after the whole reply was read (requests' redirect bookkeeping on
-            # an odd Location, a session's own hook): the gateway's answer is known.
-            log.warning("error after the reply was read", error=type(exc).__name__)
-            return reader.reply
+            if reader.reply is not None:
+                # Raised after the whole reply was read (requests' redirect bookkeeping
+                # on an odd Location, a session's own hook): the gateway's answer is known.
+                log.warning("error after the reply was read", error=type(exc).__name__)
+                return reader.reply
+            failure = _classified(exc, provider, config)
+        # Outside the handler: see _prepare.
+        raise failure
 
     def _check_use(
         self, session: requests.Session, prepared: requests.PreparedRequest, verify: Any

@@ -370,10 +370,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "the merchant token logged at DEBUG when signing",
         [
             (
-                "    signature = v3_signature(request.body, config.client_id, "
-                "config.client_secret.reveal())\n",
-                "    signature = v3_signature(request.body, config.client_id, "
-                "config.client_secret.reveal())\n    import logging\n\n"
+                "    signature = config._key.hexdigest(request.body + _credentials(config))\n",
+                "    signature = config._key.hexdigest(request.body + _credentials(config))\n"
+                "    import logging\n\n"
                 '    logging.getLogger(__name__).debug("token %s", config.token.reveal())\n',
             )
         ],

@@ -116,8 +116,8 @@ class PaywizardConfig(ProviderConfig):
     client_id: str = attrs.field(validator=_printable_ascii)
     client_secret: Secret
     token: Secret = attrs.field(validator=_printable_ascii)
-    # Made from the secret with the config, not per push: see HmacSha256Key.
-    _push_key: HmacSha256Key = attrs.field(
+    # Made from the secret with the config, not per request or push: see HmacSha256Key.
+    _key: HmacSha256Key = attrs.field(
         init=False,
         repr=False,
         eq=False,
@@ -223,6 +223,11 @@ def push_signing_string(fields: Mapping[str, Any], client_id: str, client_secret
     ``sign``, sorted by name (code point order), as ``k=v`` joined with ``&``, then
     ``&clientId=<client_id>&clientSecret=<client_secret>``. It contains the secret:
     never log it."""
+    return _push_fields_text(fields) + f"&clientId={client_id}&clientSecret={client_secret}"
+
+
+def _push_fields_text(fields: Mapping[str, Any]) -> str:
+    """The start of :func:`push_signing_string`, before the credentials."""
     pairs = []
     for name in sorted(fields):
         if name == "sign":
@@ -232,7 +237,14 @@ def push_signing_string(fields: Mapping[str, Any], client_id: str, client_secret
         text = value if isinstance(value, str) else push_field_text(value)
         if text:
             pairs.append(f"{name}={text}")
-    return "&".join(pairs) + f"&clientId={client_id}&clientSecret={client_secret}"
+    return "&".join(pairs)
+
+
+def _credentials(config: PaywizardConfig) -> bytes:
+    """What every signed message ends with: ``&clientId=…&clientSecret=…``."""
+    # Built in the return expression and never bound to a name: an error reporter that
+    # captures the locals of a traceback's frames finds the secret in none of them.
+    return f"&clientId={config.client_id}&clientSecret={config.client_secret.reveal()}".encode()
 
 
 def push_signature(fields: Mapping[str, Any], client_id: str, client_secret: str) -> str:
@@ -441,7 +453,9 @@ def refundcore_build_request(config: PaywizardConfig, operation: Operation) -> H
 
 @hookimpl
 def refundcore_sign_request(config: PaywizardConfig, request: HttpRequest) -> HttpRequest:
-    signature = v3_signature(request.body, config.client_id, config.client_secret.reveal())
+    # v3_signature, with the key made ready when the config was loaded and the secret
+    # never bound to a name (see _credentials).
+    signature = config._key.hexdigest(request.body + _credentials(config))
     return request.with_headers({"jwt-token": config.token.reveal(), "sign": signature})
 
 
@@ -844,11 +858,13 @@ def refundcore_verify_callback(
     if not given:
         raise SignatureError("the result push carries no sign")
     try:
-        # push_signature, with the key made ready when the config was loaded.
-        signed = push_signing_string(fields, config.client_id, config.client_secret.reveal())
-        expected = config._push_key.hexdigest(signed.encode("utf-8"))
+        unsigned = _push_fields_text(fields).encode("utf-8")
     except (TypeError, ValueError, RecursionError):
         raise SignatureError("the result push cannot be put in signing form") from None
+    # push_signature, with the key made ready when the config was loaded; the secret is
+    # joined in only within the call, so no name in this frame (which goes on to raise
+    # for a forged push) holds the signed text.
+    expected = config._key.hexdigest(unsigned + _credentials(config))
     if not constant_time_equals(expected, given):
         raise SignatureError("sign does not match")
     # Only an '&' (as is or escaped) or a name with '=' lets the string be re-cut; most
