@@ -31,8 +31,8 @@ def _tool() -> ModuleType:
 @pytest.mark.timeout(1800)
 def test_the_kit_kills_every_mutant_naming_the_rule_it_breaks() -> None:
     tool = _tool()
-    assert len(tool.MUTANTS) >= 38
-    assert {m.target for m in tool.MUTANTS} == {"scaffold", "paywizard", "directgw"}
+    assert len(tool.MUTANTS) >= 39
+    assert {m.target for m in tool.MUTANTS} == {"scaffold", "paywizard", "directgw", "paywiser"}
     outcomes = tool.run_all(tool.MUTANTS, jobs=2, focused=True)
     survivors = [
         f"{o.mutant.key} ({o.mutant.bug}): kit named {o.rule}, expected one of "

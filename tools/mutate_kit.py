@@ -2,7 +2,7 @@
 name the rule the bug breaks?
 
 Each mutant is one realistic bug put into a copy of a plugin: a freshly scaffolded one
-(``refundcore new-plugin``) or a bundled one (PayWizard, BBMSL's ``directgw``). The copy
+(``refundcore new-plugin``) or a bundled one (PayWizard, BBMSL, PayWiser). The copy
 goes first on ``PYTHONPATH`` of a fresh interpreter that runs the kit against it
 (``pytest -x``, so the run stops at the first failing check); the mutant is killed when
 the kit fails and the failure names one of the rules the bug breaks. Run with the
