@@ -2,15 +2,16 @@
 name the rule the bug breaks?
 
 Each mutant is one realistic bug put into a copy of a plugin: a freshly scaffolded one
-(``refundcore new-plugin``) or the bundled PayWizard plugin. The copy goes first on
-``PYTHONPATH`` of a fresh interpreter that runs the kit against it (``pytest -x``, so the
-run stops at the first failing check); the mutant is killed when the kit fails and the
-failure names one of the rules the bug breaks. Run with the repository's environment
-(``make setup``), from the repository::
+(``refundcore new-plugin``) or a bundled one (PayWizard, BBMSL, PayWiser). The copy
+goes first on ``PYTHONPATH`` of a fresh interpreter that runs the kit against it
+(``pytest -x``, so the run stops at the first failing check); the mutant is killed when
+the kit fails and the failure names one of the rules the bug breaks. Run with the
+repository's environment (``make setup``), from the repository::
 
     python tools/mutate_kit.py              # every mutant, two at a time
     python tools/mutate_kit.py --jobs 1 --only paywizard:pending-as-succeeded
     python tools/mutate_kit.py --json       # one JSON object per mutant, then a summary
+    python tools/mutate_kit.py --focused    # a mutant with a focus: only those checks
 
 Exit status 0 when every mutant is killed naming an expected rule.
 """
@@ -43,7 +44,9 @@ _TIMEOUT = 600
 @dataclass(frozen=True)
 class Mutant:
     """One bug: ``edits`` replace exact text (each old text occurs exactly once) in
-    ``module`` of ``target``'s package; the kit must fail naming one of ``rules``."""
+    ``module`` of ``target``'s package; the kit must fail naming one of ``rules``.
+    ``focus`` (a ``pytest -k`` expression) names the checks that show the bug, for a
+    focused run; without it a focused run is the whole kit too."""
 
     target: str
     name: str
@@ -51,18 +54,35 @@ class Mutant:
     module: str
     edits: tuple[tuple[str, str], ...]
     rules: tuple[str, ...]
+    focus: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.target}:{self.name}"
 
 
-def _scaffold(name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str) -> Mutant:
-    return Mutant("scaffold", name, bug, "__init__.py", tuple(edits), rules)
+def _scaffold(
+    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
+) -> Mutant:
+    return Mutant("scaffold", name, bug, "__init__.py", tuple(edits), rules, focus)
 
 
-def _paywizard(name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str) -> Mutant:
-    return Mutant("paywizard", name, bug, "__init__.py", tuple(edits), rules)
+def _paywizard(
+    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
+) -> Mutant:
+    return Mutant("paywizard", name, bug, "__init__.py", tuple(edits), rules, focus)
+
+
+def _paywiser(
+    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
+) -> Mutant:
+    return Mutant("paywiser", name, bug, "__init__.py", tuple(edits), rules, focus)
+
+
+def _directgw(
+    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
+) -> Mutant:
+    return Mutant("directgw", name, bug, "__init__.py", tuple(edits), rules, focus)
 
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -243,6 +263,27 @@ MUTANTS: tuple[Mutant, ...] = (
             )
         ],
         "amount-exact",
+    ),
+    _scaffold(
+        "decline-as-not-found",
+        "a declined refund's query answer given the not-found code",
+        [
+            (
+                '        error_code=_text(error.get("code")),\n',
+                '        error_code=_text(error.get("code"))\n'
+                '        or ("not_found" if status is RefundStatus.FAILED else None),\n',
+            )
+        ],
+        "absence-proven",
+        focus="gateway_has_is_never_absent",
+    ),
+    _scaffold(
+        "absence-by-gateway-id",
+        "absence declared authoritative for a lookup by the gateway's own id, which a "
+        "refund whose reply was lost does not have",
+        [("by=LookupKey.REFUND_ID,", "by=LookupKey.PROVIDER_REFUND_ID,")],
+        "plugin-loads",
+        focus="query_after_refund",
     ),
     # -- the bundled PayWizard plugin -------------------------------------------------
     _paywizard(
@@ -450,6 +491,64 @@ MUTANTS: tuple[Mutant, ...] = (
         ],
         "capability-honoured",
     ),
+    _paywizard(
+        "missing-data-as-not-found",
+        "a query reply without a data key read as no such refund (only data null is)",
+        [
+            (
+                '    if "data" not in reply:\n'
+                '        # "No transaction" is an explicit null, and proves a refund never '
+                "arrived: a\n"
+                "        # reply that leaves the field out says nothing at all.\n"
+                "        return result(\n"
+                "            RefundStatus.UNKNOWN,\n"
+                '            message="query reply without data",\n'
+                '            error_code="unparseable",\n'
+                "            raw=reply,\n"
+                "        )\n"
+                '    data = reply["data"]\n',
+                '    data = reply.get("data")\n',
+            ),
+        ],
+        "absence-proven",
+        focus="leaving_out",
+    ),
+    _paywizard(
+        "decline-state-as-not-found",
+        "the query's state 5 (closed, a declined refund) declared a not-found code",
+        [('not_found_codes={"not_found"},', 'not_found_codes={"not_found", "state_5"},')],
+        "absence-proven",
+        focus="gateway_has_is_never_absent",
+    ),
+    _paywizard(
+        "push-framing-unchecked",
+        "a signed push re-cut into other fields (name=value&... read two ways) accepted",
+        [("        check_push_framing(fields)\n", "        pass\n")],
+        "one-reading",
+        focus="recut",
+    ),
+    # -- the bundled BBMSL (directgw) plugin ------------------------------------------
+    _directgw(
+        "notification-framing-unchecked",
+        "a signed notification re-cut into other fields (k=v&... read two ways) accepted",
+        [("        check_notification_framing(fields)\n", "        pass\n")],
+        "one-reading",
+        focus="recut",
+    ),
+    # -- the bundled PayWiser plugin --------------------------------------------------
+    _paywiser(
+        "payment-from-unsigned-parent",
+        "the postback's payment read from parent_txid, which the check value leaves out, "
+        "also when no URL tag binds it",
+        [
+            (
+                'payment=PaymentRef(payment_id=fields["parent_txid"]) if refund_id else None,',
+                'payment=PaymentRef(payment_id=fields["parent_txid"]),',
+            )
+        ],
+        "signed-data-only",
+        focus="unsigned",
+    ),
 )
 
 
@@ -504,18 +603,43 @@ class TestKit(ProviderConformance):
     plugin = plugin_module
 """
 
+#: Bundled plugins whose conformance class says more than the provider id (tamper hooks,
+#: currency): the mutant runs under a subclass of it, from the plugin's own tests.
+_SUITES = {
+    "directgw": ("test_directgw", "TestDirectgwConformance"),
+    "paywiser": ("test_paywiser", "TestPaywiserConformance"),
+}
 
-def run_mutant(mutant: Mutant) -> Outcome:
-    """Put ``mutant`` into a fresh copy of its plugin and run the kit against it."""
+_SUITE_TEST = """
+import {package} as plugin_module
+import {suite} as suite
+
+
+class TestKit(suite.{conformance}):
+    plugin = plugin_module
+"""
+
+
+def run_mutant(mutant: Mutant, focused: bool = False) -> Outcome:
+    """Put ``mutant`` into a fresh copy of its plugin and run the kit against it (only
+    the checks its ``focus`` names when ``focused``)."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="refundcore-mutant-") as tmp:
         where = Path(tmp)
         provider, package = _package(mutant, where)
         _apply(mutant, where / package / mutant.module)
-        (where / "test_kit.py").write_text(_TEST.format(package=package, provider=provider))
+        path = [str(where)]
+        if mutant.target in _SUITES:
+            suite, conformance = _SUITES[mutant.target]
+            test = _SUITE_TEST.format(package=package, suite=suite, conformance=conformance)
+            path.append(str(ROOT / "plugins" / mutant.target / "tests"))
+        else:
+            test = _TEST.format(package=package, provider=provider)
+        (where / "test_kit.py").write_text(test)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REFUNDCORE_", "PYTHON"))}
-        env["PYTHONPATH"] = str(where)
-        done = subprocess.run(
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        # The command is this interpreter's pytest; the focus is text of this module.
+        done = subprocess.run(  # noqa: S603
             [
                 sys.executable,
                 "-m",
@@ -527,6 +651,8 @@ def run_mutant(mutant: Mutant) -> Outcome:
                 "-p",
                 "no:cacheprovider",
                 "test_kit.py",
+                "-k",
+                mutant.focus if focused and mutant.focus else "",
             ],
             cwd=where,
             env=env,
@@ -545,10 +671,10 @@ def run_mutant(mutant: Mutant) -> Outcome:
     )
 
 
-def run_all(mutants: Iterable[Mutant], jobs: int = 2) -> list[Outcome]:
-    """Run ``mutants``, ``jobs`` at a time, in order."""
+def run_all(mutants: Iterable[Mutant], jobs: int = 2, focused: bool = False) -> list[Outcome]:
+    """Run ``mutants``, ``jobs`` at a time, in order (focused runs when ``focused``)."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run_mutant, mutants))
+        return list(pool.map(lambda mutant: run_mutant(mutant, focused), mutants))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,9 +682,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="kit runs at a time (default 2)")
     parser.add_argument("--only", action="append", help="target:name of a mutant (repeatable)")
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    parser.add_argument(
+        "--focused",
+        action="store_true",
+        help="run only the checks a mutant's focus names (where it has one)",
+    )
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.only or m.key in args.only]
-    outcomes = run_all(chosen, jobs=args.jobs)
+    outcomes = run_all(chosen, jobs=args.jobs, focused=args.focused)
     killed = sum(outcome.killed for outcome in outcomes)
     for outcome in outcomes:
         if args.json:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from ..client import RefundClient
-from ..errors import RefundError
+from ..errors import PluginLoadError, RefundError
 from ..models import (
     Callback,
     PaymentRef,
@@ -81,19 +81,23 @@ class KitBase:
         caplog.set_level(logging.DEBUG)
         self._transcript = Transcript()
         self._cache = {}
-        client = sandbox_client(
-            request.param,
-            entry_points=self.plugin is None,
-            journal=f"sqlite:///{tmp_path / 'kit-journal.db'}",
-        )
-        client.register_plugin(StageWitness(self._transcript))
-        with SandboxRun(
-            self.provider,
-            plugin=self.plugin,
-            read_timeout=self.read_timeout,
-            emulator_options=dict(self.emulator_options),
-            client=client,
-        ) as run:
+        try:
+            client = sandbox_client(
+                request.param,
+                entry_points=self.plugin is None,
+                journal=f"sqlite:///{tmp_path / 'kit-journal.db'}",
+            )
+            client.register_plugin(StageWitness(self._transcript))
+            sandbox = SandboxRun(
+                self.provider,
+                plugin=self.plugin,
+                read_timeout=self.read_timeout,
+                emulator_options=dict(self.emulator_options),
+                client=client,
+            )
+        except PluginLoadError as exc:
+            broken("plugin-loads", str(exc))
+        with sandbox as run:
             yield run
             self._scan_for_secrets(run, caplog)
 

@@ -23,6 +23,7 @@ from .base import KitBase, Report, report
 from .mutations import (
     body_kind,
     edited_value,
+    field_names,
     flip,
     form_names,
     get_field,
@@ -428,19 +429,74 @@ class CallbackChecks(KitBase):
         (every other header, added routing headers such as ``X-Action``, the query, any
         body value) gives a SignatureError, NotARefund (an unsigned header may route)
         or the very same status, amount, ids and payment: unsigned data never decides
-        an outcome."""
+        an outcome. Where the emulator declares query parameters the verifier checks
+        (a tag binding the refund id), the same holds of the callback without them, as
+        it arrives at a URL that carries none, when it verifies so."""
+        callback, note, _ = self._genuine(run)
+        variants = [("", callback, report(note))]
+        bare = callback
+        for part in _parts(self._declared_parts):
+            if part.where == "query":
+                bare = part.set(bare, None)
+        untagged = self._outcome(run, bare) if bare != callback else None
+        if untagged is not None and not isinstance(untagged, RefundError):
+            variants.append(("without its declared query parameters, ", bare, untagged))
+        for prefix, base, genuine in variants:
+            for change, changed in self._unsigned_changes(base):
+                how = prefix + change
+                outcome = self._outcome(run, changed)
+                if isinstance(outcome, (SignatureError, NotARefund)):
+                    continue
+                if isinstance(outcome, RefundError):
+                    broken("callback-typed-errors", f"{how}: {type(outcome).__name__}: {outcome}")
+                expect(
+                    outcome == genuine,
+                    "signed-data-only",
+                    f"{how}: reported {outcome}, the same callback unchanged {genuine}",
+                )
+
+    # -- one reading of a signed text -----------------------------------------------------
+
+    def _recut(self, callback: Callback) -> Iterator[tuple[str, Callback]]:
+        """``callback`` with one top-level text field folded into another as ``&name=
+        value``: a signed text that joins ``name=value`` pairs with ``&`` and escapes
+        nothing (sorted or in body order) is the same for both, and so is the signature."""
+        names = [n for n in field_names(callback) if get_field(callback, n) is not None]
+        for into in names:
+            for taken in names:
+                if taken == into:
+                    continue
+                value = f"{get_field(callback, into)}&{taken}={get_field(callback, taken)}"
+                changed = set_field(set_field(callback, taken, None), into, value)
+                yield f"field {taken!r} folded into {into!r} as {value!r}", changed
+
+    def test_recut_callback_reads_one_way(self, run: SandboxRun) -> None:
+        """A genuine callback whose fields are re-cut as a ``name=value&...`` signed text
+        cannot tell apart (one field taken into another's value, ``"0&type=SALE"``)
+        raises SignatureError or reads exactly as the genuine one: the same report
+        about a refund, NotARefund still about a payment. A signature over such a text
+        cannot say where a value ends, so the plugin must."""
         callback, note, _ = self._genuine(run)
         genuine = report(note)
-        for how, changed in self._unsigned_changes(callback):
+        for how, changed in self._recut(callback):
             outcome = self._outcome(run, changed)
-            if isinstance(outcome, (SignatureError, NotARefund)):
-                continue
-            if isinstance(outcome, RefundError):
-                broken("callback-typed-errors", f"{how}: {type(outcome).__name__}: {outcome}")
             expect(
-                outcome == genuine,
-                "signed-data-only",
-                f"{how}: reported {outcome}, the genuine callback {genuine}",
+                isinstance(outcome, SignatureError) or outcome == genuine,
+                "one-reading",
+                f"a refund callback with {how} gave {outcome!r}, the genuine one {genuine}",
+            )
+        paid = self.seed(run)
+        sale = self.declared(
+            run, lambda: run.emulator.signed_payment_callback(paid, path=f"/{self.provider}")
+        )
+        if sale is None:
+            return
+        for how, changed in self._recut(sale):
+            outcome = self._outcome(run, changed)
+            expect(
+                isinstance(outcome, (SignatureError, NotARefund)),
+                "one-reading",
+                f"a payment callback with {how} gave {outcome!r}",
             )
 
     # -- replays -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Set
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,7 @@ from .callbacks import FUZZ
 from .rules import broken, expect
 from .stages import ProviderStages
 
-__all__ = ["HostileChecks"]
+__all__ = ["HostileChecks", "Replies"]
 
 
 #: What a genuine reply's values are changed to: other types, edge numbers, odd text.
@@ -53,18 +53,20 @@ _ODD_VALUES: tuple[Any, ...] = (
 )
 
 
-class _Replies:
-    """App plugin that keeps every (operation, reply) the provider parses."""
+class Replies:
+    """App plugin that keeps every (operation, reply) the provider parses (of the
+    operation kinds in ``kinds``; of every kind when ``None``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Set[str] | None = None) -> None:
         self.seen: list[tuple[Operation, HttpResponse]] = []
         self.recording = True
+        self._kinds = kinds
 
     @hookimpl(wrapper=True)
     def refundcore_parse_response(
         self, operation: Operation, response: HttpResponse
     ) -> Generator[None, RefundResult, RefundResult]:
-        if self.recording:
+        if self.recording and (self._kinds is None or operation.kind in self._kinds):
             self.seen.append((operation, response))
         return (yield)
 
@@ -114,7 +116,7 @@ class HostileChecks(KitBase):
         with one value at a time changed to another type, an edge number or odd text,
         or removed, becomes a result or a RefundError in parse_response, never another
         exception; and with HTTP 503 it is UNKNOWN."""
-        recorder = _Replies()
+        recorder = Replies()
         run.client.register_plugin(recorder)
         payment = self.seed(run)
         done = self.refund(run, payment, self.partial())

@@ -5,15 +5,20 @@ nor one that was never made."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from ..errors import ValidationError
+from ..errors import RefundError, ValidationError
+from ..jsonutil import dump_json, load_json
 from ..lookup import LookupKey
-from ..models import PaymentRef, RefundResult, RefundStatus
+from ..models import HttpResponse, PaymentRef, RefundQuery, RefundResult, RefundStatus
 from ..sandbox import Fault, LedgerRefund, SandboxRun
 from .base import KitBase
+from .hostile import Replies
 from .rules import expect
+from .stages import ProviderStages
 
 __all__ = ["LookupChecks"]
 
@@ -195,6 +200,70 @@ class LookupChecks(KitBase):
             f"the declared not-found codes {sorted(codes)}: the journal would settle it "
             "as declined",
         )
+
+    def test_reply_leaving_out_a_part_never_proves_absence(self, run: SandboxRun) -> None:
+        """The gateway's query reply about a refund it holds (succeeded, pending,
+        declined), with any one key of a JSON object in it left out (a proxy's short
+        answer, another API version's), is never answered with a declared not-found
+        code: absence is read from what the gateway says, never from what a reply
+        leaves out. (A "no such refund" that is the gateway's explicit statement, a
+        ``null`` say, is not a part left out.)"""
+        self._require_query(run)
+        codes = run.info.capabilities.lookup.not_found_codes
+        if not codes:
+            pytest.skip("the provider declares no not-found code")
+        recorder = Replies(kinds={"query"})
+        run.client.register_plugin(recorder)
+        for outcome in sorted(self.outcomes(run) | {_SUCCEEDED}, key=str):
+            payment = self.seed(run, outcome=outcome)
+            reply = self.refund(run, payment, self.partial())
+            if self.ledger_refunds(run, payment):
+                self.query(run, reply.refund_id, payment)
+        recorder.recording = False
+        stages = ProviderStages(run.client, self.provider)
+        for operation, genuine in recorder.seen:
+            assert isinstance(operation, RefundQuery)
+            for where, body in _keys_left_out(genuine.body):
+                shortened = HttpResponse(status=genuine.status, headers=genuine.headers, body=body)
+                try:
+                    answer = stages.parse(operation, shortened)
+                except RefundError as exc:
+                    self._transcript.error(exc)
+                    continue
+                self._transcript.result(answer)
+                expect(
+                    answer.error_code not in codes,
+                    "absence-proven",
+                    f"the reply about a refund the gateway holds, with {where} left out, was "
+                    f"answered {answer.status} {answer.error_code!r}, a declared not-found "
+                    "code",
+                )
+
+
+def _keys_left_out(body: bytes) -> Iterator[tuple[str, bytes]]:
+    """``body`` (JSON) with one key of one of its objects removed at a time. List items
+    are kept: an empty list can be a gateway's own way of saying "none"."""
+    try:
+        data = load_json(body, exact_numbers=True)
+    except ValueError:
+        return
+
+    def keys(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield (*path, key)
+                yield from keys(item, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from keys(item, (*path, index))
+
+    for path in list(keys(data, ())):
+        copy = load_json(body, exact_numbers=True)
+        parent = copy
+        for step in path[:-1]:
+            parent = parent[step]
+        del parent[path[-1]]
+        yield ".".join(map(str, path)), dump_json(copy)
 
 
 def _narrowed(payment: PaymentRef) -> PaymentRef:

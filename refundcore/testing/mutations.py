@@ -25,6 +25,7 @@ from ..models import Callback
 __all__ = [
     "body_kind",
     "edited_value",
+    "field_names",
     "flip",
     "form_names",
     "get_field",
@@ -136,6 +137,14 @@ def set_field(callback: Callback, name: str, value: str | None) -> Callback:
                 kept.append(pair)
         return attrs.evolve(callback, body="&".join(kept).encode("ascii"))
     return callback
+
+
+def field_names(callback: Callback) -> list[str]:
+    """The top-level field names of a JSON object or form body, in order (none for
+    another body)."""
+    if body_kind(callback) == "json":
+        return list(_json_body(callback))
+    return form_names(callback)
 
 
 def form_names(callback: Callback) -> list[str]:

@@ -51,6 +51,9 @@ RULES: Mapping[str, str] = MappingProxyType(
         "and never accepts what was not signed.",
         "signed-data-only": "Status, amount and ids come from signed data only: changing "
         "anything unsigned changes none of them.",
+        "one-reading": "A signed callback reads one way: its fields re-cut so that a "
+        "signed name=value&... text stays the same (one field's value taking in another "
+        "field) raise SignatureError or read exactly as the genuine callback does.",
         "replay-refused": "Where callbacks carry a signed timestamp, a stale or future one, "
         "or one mixed from two genuine callbacks, is refused.",
         "not-a-refund": "A genuine callback about something other than a refund raises "
@@ -62,6 +65,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "no-secret": "No configured secret appears in a log record (DEBUG included), a "
         "result's message or raw, an exception, a repr or a journal row.",
         "config-errors-named": "A config error names the provider and the field.",
+        "plugin-loads": "The plugin loads: its hooks are valid and the core accepts what "
+        "it declares (a lookup whose absence is authoritative must be able to prove it).",
         "emulator-declares": "The emulator declares what the kit needs to test the plugin.",
     }
 )
