@@ -634,14 +634,21 @@ def php_query_text(fields: Mapping[str, Any]) -> str | None:
     return "&".join(pairs)
 
 
+#: The fields read that are read alike as a JSON string or number.
+_NUMBER_READ_FIELDS = frozenset({"amount", "orderId"})
+
+
 def _reads_alike_url_encoded(fields: Mapping[str, Any]) -> bool:
     # A read field whose text URL-encoding changes (a "+" or "%" in a reference...) would
-    # read one way from this text and another from the PHP text of the same bytes.
+    # read one way from this text and another from the PHP text of the same bytes; a
+    # reference, status or currency sent as a number would be read as none at all.
     for name in NOTIFICATION_READ_FIELDS:
         if name not in fields:
             continue
         value = fields[name]
-        if not isinstance(value, (str, JsonNumber)):
+        if not isinstance(value, str) and not (
+            isinstance(value, JsonNumber) and name in _NUMBER_READ_FIELDS
+        ):
             return False
         text = php_value_text(value)
         if php_urlencode(text) != text:
@@ -661,9 +668,9 @@ def notification_sign_texts(fields: Mapping[str, Any]) -> Iterator[str]:
     2. the raw JSON text (:func:`notification_value_text`), as the API pages read;
     3. the URL-encoded text BBMSL's plugin verified before it (:func:`php_query_text`),
        offered only when the body is flat with no ``null`` and every field read
-       (:data:`NOTIFICATION_READ_FIELDS`) is a string or number that URL-encoding
-       leaves as it is: then it reads those fields as the first text of the same
-       bytes would.
+       (:data:`NOTIFICATION_READ_FIELDS`) is a string (``amount`` and ``orderId`` may
+       be numbers) that URL-encoding leaves as it is: then it reads those fields as
+       the first text of the same bytes would.
 
     A signature over any of them is accepted. All are checked with BBMSL's key, so none
     lets anyone but BBMSL sign. The PHP text comes first (what the plugin that runs in

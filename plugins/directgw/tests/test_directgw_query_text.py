@@ -122,7 +122,13 @@ def test_no_query_text_for_null_or_nested_values(body: bytes) -> None:
 
 @pytest.mark.parametrize(
     "member",
-    ['"merchantReference":"R 1"', '"merchantReference":"R+1"', '"amount":1e15', '"orderId":true'],
+    [
+        '"merchantReference":"R 1"',
+        '"merchantReference":"R+1"',
+        '"merchantReference":2',
+        '"amount":1e15',
+        '"orderId":true',
+    ],
 )
 def test_no_query_text_when_a_read_field_is_url_encoded(member: str) -> None:
     fields = parse_notification(('{"status":"REFUNDED","t":"a:b",' + member + "}").encode())
