@@ -26,6 +26,7 @@ import math
 import os
 import re
 import stat
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -253,15 +254,23 @@ def _key_hook(kind: str) -> Any:
     return hook
 
 
-@functools.cache
 def _converter() -> cattrs.Converter:
-    # Built once, on first use, and never changed afterwards: cattrs is imported only
-    # when a config is actually loaded.
+    # cattrs is imported only when a config is actually loaded.
     import cattrs
 
+    return _converter_of(cattrs)
+
+
+@functools.cache
+def _converter_of(module: types.ModuleType) -> cattrs.Converter:
+    # Built once per cattrs module object, never changed afterwards. Keyed on the module
+    # because the errors a converter raises are classes of the cattrs it was built from:
+    # should cattrs be unloaded and imported again (pytest's in-process runs restore
+    # sys.modules), a converter kept from the old one would raise errors that the new
+    # one's transform_error no longer recognises, and lose the field they name.
     from .crypto import PrivateKey, PublicKey
 
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter: cattrs.Converter = module.Converter(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(str, _strict(str, "a string"))
     converter.register_structure_hook(int, _strict(int, "an integer"))
     converter.register_structure_hook(float, _strict(float, "a number"))

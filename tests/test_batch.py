@@ -872,8 +872,10 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
     caplog: pytest.LogCaptureFixture,
     make_client: MakeClient,
 ) -> None:
-    client = make_client(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=1.2)
-    with SandboxRun("testpay", client=client, read_timeout=0.5, connect_timeout=0.2) as run:
+    # The lease must outlast a send (connect + read timeout + 0.5 s); loopback connects
+    # at once, so the read timeout gets the rest: room for a loaded machine's replies.
+    client = make_client(journal=f"sqlite:///{tmp_path / 'j.db'}", lease_seconds=2.5)
+    with SandboxRun("testpay", client=client, read_timeout=1.7, connect_timeout=0.2) as run:
         journal = run.client.journal
         assert journal is not None
 
@@ -894,7 +896,7 @@ def test_outcomes_the_journal_cannot_take_are_settled_by_a_reconcile(
         assert "outcomes of" in caplog.text and "not journalled" in caplog.text
         assert {entry.state for entry in journal.entries()} == {JournalState.SUBMITTING}
         monkeypatch.undo()
-        time.sleep(1.2)  # the senders' leases run out: nobody is sending them any more
+        time.sleep(2.5)  # the senders' leases run out: nobody is sending them any more
         settled = run.client.reconcile()
         assert [result.status for result in settled] == [RefundStatus.SUCCEEDED] * 3
         assert {entry.state for entry in journal.entries()} == {JournalState.SUCCEEDED}

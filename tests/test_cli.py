@@ -21,11 +21,11 @@ def only_testpay(installed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def gateway(only_testpay: None, tmp_path: Path) -> Iterator[tuple[SandboxRun, Path]]:
-    with SandboxRun("testpay", read_timeout=0.5) as run:
+    with SandboxRun("testpay") as run:
         config = run.emulator.client_config(run.server.base_url)
         lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
         file = tmp_path / "refundcore.toml"
-        file.write_text(f"[providers.testpay]\nread_timeout = 0.5\n{lines}")
+        file.write_text(f"[providers.testpay]\n{lines}")
         yield run, file
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import attrs
@@ -106,6 +107,21 @@ def test_errors_name_provider_and_field(
     assert message.startswith(f"demo.{field}: ") or f"{field}: " in message, message
     assert problem in message
     assert "s3cr3t-value" not in message
+
+
+def test_errors_name_the_field_after_cattrs_is_imported_again(
+    good: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest's in-process runs (the conformance kit's test) unload modules first
+    imported inside them: a converter kept from the unloaded cattrs must not be paired
+    with the new cattrs's error reporting, which would no longer name the field."""
+    with pytest.raises(ConfigError, match="retries"):
+        load({**good, "retries": "x"})
+    for name in [m for m in sys.modules if m == "cattrs" or m.startswith("cattrs.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ConfigError) as error:
+        load({**good, "retries": "x"})
+    assert error.value.field == "retries", str(error.value)
 
 
 def test_unknown_key_is_an_error_with_a_hint(good: dict[str, object]) -> None:

@@ -32,7 +32,7 @@ HKD = "HKD"
 @pytest.fixture
 def run(installed: Path, tmp_path: Path) -> Iterator[SandboxRun]:
     client = RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}")
-    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+    with SandboxRun("testpay", client=client) as run:
         yield run
 
 

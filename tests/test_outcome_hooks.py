@@ -76,8 +76,8 @@ class Seen:
 @pytest.fixture
 def run(installed: Path, tmp_path: Path, make_client: MakeClient) -> Iterator[SandboxRun]:
     """Every test here runs against both clients (``client_kind``)."""
-    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
-    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=7.0)
+    with SandboxRun("testpay", client=client) as run:
         yield run
 
 
@@ -180,7 +180,7 @@ def test_a_repeated_callback_is_a_duplicate(run: SandboxRun, seen: Seen) -> None
 def test_without_a_journal_every_result_is_sent_and_no_callback_a_duplicate(
     installed: Path,
 ) -> None:
-    with SandboxRun("testpay", read_timeout=0.5) as run:
+    with SandboxRun("testpay") as run:
         seen = Seen()
         run.client.register_plugin(seen)
         payment = seed(run, refund_outcome=RefundStatus.PENDING)

@@ -40,8 +40,8 @@ CLIENT_LOGGERS = ("refundcore.client", "refundcore.transport", "refundcore.callb
 @pytest.fixture
 def run(installed: Path, tmp_path: Path, make_client: MakeClient) -> Iterator[SandboxRun]:
     """Every test here runs against both clients (``client_kind``)."""
-    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=2.0)
-    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=7.0)
+    with SandboxRun("testpay", client=client) as run:
         yield run
 
 

@@ -203,10 +203,14 @@ def test_a_journal_outage_mid_batch_finishes_once_it_is_back(rig: Rig) -> None:
 
 
 def test_the_rate_limit_holds_across_all_workers_together(rig: Rig) -> None:
-    """Three workers of two threads each, a batch limited to 8 requests a second: the
-    achieved rate, first request to last, is within 10 % of the requested one (the
-    requests' own latency varies a little once their slot came), and no one-second
-    window holds a burst."""
+    """Three workers of two threads each, a batch limited to 8 requests a second: by
+    any moment, no more requests have reached the gateway than the limit allows since
+    the batch was submitted, and all of them were sent.
+
+    Only that bound is asserted: a request reaches the gateway at its slot or later,
+    so a loaded machine can delay requests (and bunch them up once their slots have
+    passed) but never bring one forward. Arrival spacing or an achieved rate measured
+    first request to last would race the machine's load."""
     rows, rate = 40, 8.0
     app = app_of(rig)
     for name in ("w1", "w2", "w3"):
@@ -232,6 +236,8 @@ def test_the_rate_limit_holds_across_all_workers_together(rig: Rig) -> None:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
+        # No slot of this batch's limit can start before it exists.
+        submitted_at = time.monotonic()
         submitted = submit_batch(app, rig.client, rig.rows(payments), rate=rate, lease_seconds=4)
         with rig.settled_report(submitted.batch_id) as report:
             assert report.total == rows
@@ -239,12 +245,19 @@ def test_the_rate_limit_holds_across_all_workers_together(rig: Rig) -> None:
         stop.set()
         sampler.join()
     rig.assert_refunded_once(payments)
-    achieved = (len(seen) - 1) / (seen[-1] - seen[0])
-    assert rate * 0.9 <= achieved <= rate * 1.1, achieved
-    # Slots start evenly spaced; the requests reach the gateway after their journal
-    # round trips, whose time varies on a busy machine, so a window may catch a few
-    # more. Without the shared limit, six threads send all 40 within a second.
-    assert max(sum(1 for t in seen if s <= t < s + 1.0) for s in seen) <= rate * 1.5
+    assert len(seen) >= rows
+    # Slots are 1/rate apart across all workers, the first one no earlier than the
+    # submission, and each request is sent once its own slot has come: so the k-th
+    # request to arrive (from 0) arrives k/rate or more after submission. The sampler
+    # notes an arrival after it happened, which only adds to the margin; 5 ms allow
+    # for the journal's clock and the sleep being different clocks. Without the shared
+    # limit, six threads send all 40 within a second and the 9th is already too early.
+    early = [
+        (k, round(at - submitted_at, 3))
+        for k, at in enumerate(sorted(seen))
+        if at - submitted_at < k / rate - 0.005
+    ]
+    assert not early, early
 
 
 def test_a_batch_needs_a_postgresql_journal(rig: Rig, tmp_path: Path) -> None:

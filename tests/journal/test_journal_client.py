@@ -45,8 +45,8 @@ def _sqlite(tmp_path: Path) -> str:
 
 @pytest.fixture
 def run(installed: Path, journal_url: str, make_client: MakeClient) -> Iterator[SandboxRun]:
-    client = make_client(journal=journal_url, lease_seconds=2.0)
-    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+    client = make_client(journal=journal_url, lease_seconds=7.0)
+    with SandboxRun("testpay", client=client) as run:
         yield run
 
 

@@ -24,7 +24,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -80,6 +80,8 @@ __all__ = [
     "order_id_number",
     "order_identifiers",
     "parse_notification",
+    "php_query_text",
+    "php_urlencode",
     "php_value_text",
     "provider_refund_id",
     "query_identifiers",
@@ -593,22 +595,98 @@ def _sign_text(fields: Mapping[str, Any], value_text: Callable[[Any], str]) -> s
     return "&".join(sorted(pairs))
 
 
-def notification_sign_texts(fields: Mapping[str, Any]) -> tuple[str, ...]:
+# PHP's urlencode, byte by byte over UTF-8: ASCII letters, digits and "-_." as they
+# are, a space as "+", any other byte as "%XX" (upper-case hex; "~" too, which Python's
+# quote would leave).
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_URL_BYTES = tuple(
+    chr(byte) if byte in _URL_SAFE else "+" if byte == 0x20 else f"%{byte:02X}"
+    for byte in range(256)
+)
+
+
+def php_urlencode(text: str) -> str:
+    """``text`` as PHP's ``urlencode`` writes it (what ``http_build_query`` uses by
+    default, ``PHP_QUERY_RFC1738``): ``"a b~"`` → ``"a+b%7E"``."""
+    return "".join([_URL_BYTES[byte] for byte in text.encode("utf-8")])
+
+
+def php_query_text(fields: Mapping[str, Any]) -> str | None:
+    """The text the *Woo plugin* 1.0.8 verified a notification over: ``ksort`` then
+    ``http_build_query`` of every field but ``signature``. Fields are sorted by name
+    (byte order) and written ``name=value`` joined with ``&``, name and value
+    URL-encoded (:func:`php_urlencode`); a value is written as in
+    :func:`php_value_text` except that ``false`` is ``0``: ``1e15`` → ``1.0E%2B15``.
+
+    ``None`` when a value is ``null``, an array or an object: ``http_build_query``
+    leaves a ``null`` out and writes an array's members under bracketed names
+    (``a%5Bb%5D=c``, as a field named ``a[b]`` would be), so such a body would be
+    signed alike with fields added, dropped or re-shaped."""
+    pairs = []
+    for name in sorted(fields):
+        if name == "signature":
+            continue
+        value = fields[name]
+        if value is None or isinstance(value, (dict, list)):
+            return None
+        text = "0" if value is False else php_value_text(value)
+        pairs.append(f"{php_urlencode(name)}={php_urlencode(text)}")
+    return "&".join(pairs)
+
+
+#: The fields read that are read alike as a JSON string or number.
+_NUMBER_READ_FIELDS = frozenset({"amount", "orderId"})
+
+
+def _reads_alike_url_encoded(fields: Mapping[str, Any]) -> bool:
+    # A read field whose text URL-encoding changes (a "+" or "%" in a reference...) would
+    # read one way from this text and another from the PHP text of the same bytes; a
+    # reference, status or currency sent as a number would be read as none at all.
+    for name in NOTIFICATION_READ_FIELDS:
+        if name not in fields:
+            continue
+        value = fields[name]
+        if not isinstance(value, str) and not (
+            isinstance(value, JsonNumber) and name in _NUMBER_READ_FIELDS
+        ):
+            return False
+        text = php_value_text(value)
+        if php_urlencode(text) != text:
+            return False
+    return True
+
+
+def notification_sign_texts(fields: Mapping[str, Any]) -> Iterator[str]:
     """ASSUMPTION, where BBMSL's sources disagree: the texts a notification's signature
-    may cover. Each is every top-level field but ``signature`` as ``k=v``, the strings
-    sorted (byte order), joined with ``&``; they differ in how a value is written:
+    may cover, given one at a time so that a text is built only once the ones before
+    it failed to verify. The first two are every top-level field but ``signature`` as
+    ``k=v``, the strings sorted (byte order), joined with ``&``; they differ in how a
+    value is written:
 
     1. as PHP prints the json-decoded value (:func:`php_value_text`), as BBMSL's
        production plugin verifies: ``699.00`` → ``699``, ``true`` → ``1``;
-    2. the raw JSON text (:func:`notification_value_text`), as the API pages read.
+    2. the raw JSON text (:func:`notification_value_text`), as the API pages read;
+    3. the URL-encoded text BBMSL's plugin verified before it (:func:`php_query_text`),
+       offered only when the body is flat with no ``null`` and every field read
+       (:data:`NOTIFICATION_READ_FIELDS`) is a string (``amount`` and ``orderId`` may
+       be numbers) that URL-encoding leaves as it is: then it reads those fields as
+       the first text of the same bytes would.
 
-    A signature over either is accepted. Both are checked with BBMSL's key, so neither
+    A signature over any of them is accepted. All are checked with BBMSL's key, so none
     lets anyone but BBMSL sign. The PHP text comes first (what the plugin that runs in
-    production accepts, so usually the one verify needed); when the two texts are the
-    same (every value a string) there is one."""
+    production accepts, so usually the one verify needed); a text equal to one given
+    before is not given again (with every value a string of letters and digits the
+    three are one)."""
     php = _sign_text(fields, php_value_text)
+    yield php
     raw = _sign_text(fields, notification_value_text)
-    return (php,) if php == raw else (php, raw)
+    if raw != php:
+        yield raw
+    if not _reads_alike_url_encoded(fields):
+        return
+    query = php_query_text(fields)
+    if query is not None and query not in (php, raw):
+        yield query
 
 
 #: The top-level fields a verified notification is read by.
@@ -809,17 +887,23 @@ def refundcore_verify_callback(
         raise SignatureError("a BBMSL notification is posted as application/json")
     try:
         fields = parse_notification(callback.body)
-        signature = fields.get("signature")
-        messages = [text.encode("utf-8") for text in notification_sign_texts(fields)]
     except (ValueError, TypeError, RecursionError):
-        raise SignatureError(
-            "notification body is not a JSON object BBMSL could have signed"
-        ) from None
+        raise SignatureError("notification body is not a JSON object") from None
+    signature = fields.get("signature")
     if not isinstance(signature, str) or not signature:
         raise SignatureError("notification has no signature")
     raw_signature = b64decode_strict(signature)
     key = config.gateway_public_key
-    if not any(key.verify_sha256(raw_signature, message) for message in messages):
+    try:
+        verified = any(
+            key.verify_sha256(raw_signature, text.encode("utf-8"))
+            for text in notification_sign_texts(fields)
+        )
+    except (ValueError, TypeError, RecursionError):
+        raise SignatureError(
+            "notification body is not a JSON object BBMSL could have signed"
+        ) from None
+    if not verified:
         raise SignatureError("signature does not match")
     # Only an '&' (as is or escaped) or a name with '=' lets the text be re-cut; most
     # notifications have neither, and then the field-by-field check is skipped.

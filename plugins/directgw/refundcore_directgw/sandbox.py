@@ -14,9 +14,11 @@ as BBMSL's production plugin sends, on Hosted Checkout).
 Notifications carry ``amount`` and ``orderId`` as JSON numbers and are signed over
 the values as BBMSL's production plugin (PHP) prints them (``notification_values=
 "php"``, the default: ``40.00`` → ``40``); ``"json"`` signs the raw JSON text
-instead, and ``"strings"`` sends every value as a string (the pages' example), where
-the two agree. Besides refund (REFUNDED) and void (VOIDED) notifications it signs
-sale (SUCCESS) ones, which a receiver must acknowledge and not take for a refund.
+instead, ``"strings"`` sends every value as a string (the pages' example), where
+the two agree, and ``"query"`` signs the URL-encoded text BBMSL's plugin verified
+before (``http_build_query``: ``updateTime=2022-08-01T10%3A00%3A00``). Besides refund
+(REFUNDED) and void (VOIDED) notifications it signs sale (SUCCESS) ones, which a
+receiver must acknowledge and not take for a refund.
 
 BBMSL publishes no list of ``responseCode`` values; the decline codes below are this
 emulator's own (the plugin treats every code but ``0000`` alike).
@@ -69,13 +71,14 @@ from . import (
     JsonNumber,
     json_text,
     notification_value_text,
+    php_query_text,
     php_value_text,
 )
 
 __all__ = ["DECLINES", "NOTIFICATION_VALUES", "DirectgwEmulator"]
 
 #: How the emulator writes and signs notification values (see the module).
-NOTIFICATION_VALUES = ("php", "json", "strings")
+NOTIFICATION_VALUES = ("php", "json", "strings", "query")
 
 #: The emulator's decline codes (its own choice: BBMSL publishes none).
 DECLINES: Mapping[str, str] = {
@@ -460,18 +463,24 @@ class DirectgwEmulator(Emulator):
     def sign_notification(self, fields: Mapping[str, Any]) -> bytes:
         """A notification body: ``fields`` plus a ``signature`` made with the gateway
         key over the sorted ``k=v`` strings joined with ``&``, each value written as
-        ``notification_values`` says (a :class:`Decimal` or int is a JSON number)."""
+        ``notification_values`` says (a :class:`Decimal` or int is a JSON number); for
+        ``"query"``, names and values URL-encoded as well."""
         if self.notification_values == "strings":
             fields = {
                 key: value if isinstance(value, str) else str(value)
                 for key, value in fields.items()
             }
-        write = php_value_text if self.notification_values == "php" else notification_value_text
         as_received = {
             key: JsonNumber(json_text(value)) if isinstance(value, (Decimal, int)) else value
             for key, value in fields.items()
         }
-        text = "&".join(sorted(f"{key}={write(value)}" for key, value in as_received.items()))
+        if self.notification_values == "query":
+            text = php_query_text(as_received)
+            if text is None:
+                raise ValueError("the query text covers flat fields without null only")
+        else:
+            write = php_value_text if self.notification_values == "php" else notification_value_text
+            text = "&".join(sorted(f"{key}={write(value)}" for key, value in as_received.items()))
         signature = self._private_key("gateway_key").sign_sha256(text.encode("utf-8"))
         body = {**fields, "signature": base64.b64encode(signature).decode("ascii")}
         return json_text(body).encode("utf-8")
