@@ -84,8 +84,8 @@ def journal(tmp_path: Path) -> str:
 
 @pytest.fixture
 def run(installed: Path, journal: str, make_client: MakeClient) -> Iterator[SandboxRun]:
-    client = make_client(journal=journal, lease_seconds=2.0)
-    with SandboxRun("testpay", client=client, read_timeout=0.5) as run:
+    client = make_client(journal=journal)
+    with SandboxRun("testpay", client=client) as run:
         run.emulator.send_callbacks = False  # each callback is delivered by the test
         yield run
 
