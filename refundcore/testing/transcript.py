@@ -79,12 +79,13 @@ def traceback_texts(exc: BaseException) -> Iterator[tuple[str, str]]:
         tb = current.__traceback__
         while tb is not None:
             frame = tb.tb_frame
+            # co_qualname (Python 3.11+) names the class too.
+            function = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
             for name, value in frame.f_locals.items():
                 if id(value) in rendered:
                     continue
                 rendered.add(id(value))
-                where = f"a traceback local {name!r} of {frame.f_code.co_qualname}"
-                yield where, _safe(repr, value)
+                yield f"a traceback local {name!r} of {function}", _safe(repr, value)
             tb = tb.tb_next
 
 
