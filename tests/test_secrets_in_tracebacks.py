@@ -29,6 +29,7 @@ from refundcore import Money, RefundClient, RefundError, Secret, hookimpl
 from refundcore.models import Callback, HttpResponse, RefundStatus
 from refundcore.redaction import Masks
 from refundcore.sandbox import SandboxRun
+from refundcore.testing import traceback_texts
 from refundcore.testing.mutations import flip, get_field, set_field, set_header
 from refundcore.testing.transcript import secret_texts
 
@@ -41,36 +42,12 @@ _FUZZ = settings(
 )
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and every exception reachable from it: causes, contexts (suppressed or
-    not: a reporter may show them) and members of groups."""
-    pending: list[BaseException | None] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        pending += [current.__cause__, current.__context__]
-        pending += getattr(current, "exceptions", None) or ()
-
-
 def _local_texts(exc: BaseException) -> Iterator[tuple[str, str]]:
-    """(where, text) of what a locals-capturing reporter records of ``exc``."""
+    """(where, text) of what a locals-capturing reporter records of ``exc``: its
+    formatted report, and everything the kit's walker finds in its chain's frames."""
     report = traceback.TracebackException(type(exc), exc, exc.__traceback__, capture_locals=True)
     yield "TracebackException(capture_locals=True)", "".join(report.format())
-    for current in _chain(exc):
-        tb = current.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
-            for name, value in frame.f_locals.items():
-                try:
-                    text = repr(value)
-                except Exception as failure:  # a reporter shows what it can
-                    text = f"<repr failed: {type(failure).__name__}>"
-                yield f"{frame.f_code.co_qualname}: {name}", text
-            tb = tb.tb_next
+    yield from traceback_texts(exc)
 
 
 def _assert_clean(exc: BaseException, masks: Masks) -> None:

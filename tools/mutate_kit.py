@@ -420,6 +420,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "no-secret",
     ),
     _paywizard(
+        "signed-text-in-frame",
+        "the push's signed text, the client secret joined in, bound to a name in the "
+        "frame that raises SignatureError for a forged push (a traceback's locals show it)",
+        [
+            (
+                "    expected = config._key.hexdigest(unsigned + _credentials(config))\n",
+                "    signed = unsigned + _credentials(config)\n"
+                "    expected = config._key.hexdigest(signed)\n",
+            )
+        ],
+        "no-secret",
+        focus="tampered_callback_signature",
+    ),
+    _paywizard(
         "sale-push-accepted",
         "a push about a sale read as a refund notification",
         [

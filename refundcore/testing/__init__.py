@@ -28,6 +28,11 @@ tests of exact replies and callbacks. Needs ``pytest`` and ``hypothesis``
 Every check runs with :class:`~refundcore.RefundClient` and with
 :class:`~refundcore.AsyncRefundClient` (behind :class:`AsyncAsSync`; skipped when httpx
 is not installed): the same plugin hooks serve both.
+
+:func:`traceback_texts` is the kit's view of an exception as an error reporter that
+records a traceback's local variables sees it (every frame's locals, over the chain of
+causes and contexts): the secret search reads it for every RefundError a check provokes,
+and a plugin's own tests may search it too.
 """
 
 from __future__ import annotations
@@ -36,5 +41,13 @@ from .clients import AsyncAsSync
 from .conformance import ProviderConformance
 from .rules import RULES
 from .stages import ProviderStages
+from .transcript import exception_chain, traceback_texts
 
-__all__ = ["RULES", "AsyncAsSync", "ProviderConformance", "ProviderStages"]
+__all__ = [
+    "RULES",
+    "AsyncAsSync",
+    "ProviderConformance",
+    "ProviderStages",
+    "exception_chain",
+    "traceback_texts",
+]

@@ -20,11 +20,13 @@ from ..errors import ConfigError, RefundError
 from ..hookspecs import hookimpl
 from ..jsonutil import dump_json, load_json
 from ..models import HttpResponse, Operation, PaymentRef, Refund, RefundResult, RefundStatus
+from ..redaction import Masks
 from ..sandbox import Fault, SandboxRun
 from .base import KitBase
 from .callbacks import FUZZ
 from .rules import broken, expect
 from .stages import ProviderStages
+from .transcript import secret_texts
 
 __all__ = ["HostileChecks", "Replies"]
 
@@ -51,6 +53,18 @@ _ODD_VALUES: tuple[Any, ...] = (
     ["x"],
     {"x": 1},
 )
+
+
+def _vaulted_settings(run: SandboxRun, provider: str) -> dict[str, Any]:
+    """The emulator's client settings with every secret value held as a :class:`Secret`,
+    as a merchant's config from a vault holds them: a config error's traceback (its
+    frames' locals, the caller's among them) then shows a secret only where the plugin
+    or the core revealed it."""
+    masks = Masks(secret_texts(run.client.config_for(provider)))
+    return {
+        name: Secret(value) if isinstance(value, str) and masks.found(value.lower()) else value
+        for name, value in run.emulator.client_config(run.server.base_url).items()
+    }
 
 
 class Replies:
@@ -226,7 +240,7 @@ class HostileChecks(KitBase):
         self.refund(run, self.seed(run), self.over())
         run.server.inject("*", Fault(status=500, body=b'{"error":"boom"}', times=1))
         self.refund(run, self.seed(run), self.partial())
-        bad = dict(run.emulator.client_config(run.server.base_url))
+        bad = _vaulted_settings(run, self.provider)
         bad["no_such_setting"] = "x"
         with pytest.raises(ConfigError) as error:
             run.client.configure(self.provider, bad)
@@ -235,7 +249,7 @@ class HostileChecks(KitBase):
     def test_config_errors_name_the_field(self, run: SandboxRun) -> None:
         """A missing field, a misspelt key and a wrongly typed value each raise
         ConfigError naming the provider and the field."""
-        good = dict(run.emulator.client_config(run.server.base_url))
+        good = _vaulted_settings(run, self.provider)
         required = [
             field.name
             for field in attrs.fields(run.info.config_class)

@@ -322,7 +322,7 @@ class RefundChecks(KitBase):
         ]
         for kwargs in bad:
             try:
-                run.client.refund(self.provider, payment=payment, **kwargs)
+                self.refund(run, payment, **kwargs)
             except ValidationError:
                 continue
             broken("refused-before-sending", f"refund({kwargs}) was not refused")

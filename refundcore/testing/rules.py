@@ -63,7 +63,9 @@ RULES: Mapping[str, str] = MappingProxyType(
         "reply-typed": "parse_response turns any reply into a result (or a RefundError): a "
         "5xx is UNKNOWN and a body that is not JSON is never SUCCEEDED.",
         "no-secret": "No configured secret appears in a log record (DEBUG included), a "
-        "result's message or raw, an exception, a repr or a journal row.",
+        "result's message or raw, an exception, a repr or a journal row, nor in the local "
+        "variables of any frame of the traceback of an error the client raises (nor of "
+        "the errors it was raised from), which error reporters record.",
         "config-errors-named": "A config error names the provider and the field.",
         "plugin-loads": "The plugin loads: its hooks are valid and the core accepts what "
         "it declares (a lookup whose absence is authoritative must be able to prove it).",

@@ -1,17 +1,18 @@
 """What a merchant could see of a kit run, searched for the provider's secrets.
 
 Everything a check produces through the client is added here: results (their repr,
-``message`` and ``raw``), notifications, every exception and its cause, and every error a
-plugin's stage raised (:class:`StageWitness`). At the end of
-the check the log records (DEBUG included) and the journal's rows are added, and every
-configured secret is looked for in all of it.
+``message`` and ``raw``), notifications, every exception and its cause, the local
+variables of every frame of their tracebacks (:func:`traceback_texts`), and every error
+a plugin's stage raised (:class:`StageWitness`). At the end of the check the log records
+(DEBUG included) and the journal's rows are added, and every configured secret is looked
+for in all of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -24,7 +25,7 @@ from ..logs import record_fields
 from ..models import RefundNotification, RefundResult
 from ..redaction import Masks
 
-__all__ = ["StageWitness", "Transcript", "secret_texts"]
+__all__ = ["StageWitness", "Transcript", "exception_chain", "secret_texts", "traceback_texts"]
 
 # Shorter values would match by chance (and cannot be worth stealing).
 _MIN_SECRET = 4
@@ -44,6 +45,57 @@ def secret_texts(config: Any) -> list[str]:
     return [text for text in texts if len(text) >= _MIN_SECRET]
 
 
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception reachable from it, each once: causes, contexts
+    (suppressed or not: an error reporter may show them) and members of groups."""
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [current.__cause__, current.__context__]
+        pending += getattr(current, "exceptions", None) or ()
+
+
+def traceback_texts(exc: BaseException) -> Iterator[tuple[str, str]]:
+    """``(where, text)`` of all an error reporter that records a traceback's local
+    variables (Sentry's Python SDK does by default) could show of ``exc``: the text
+    and notes of every exception in its chain (:func:`exception_chain`), and the repr
+    of every local of every frame of their tracebacks, as the values are now.
+
+    Each repr is whole, so no secret is missed in a long one; an object held by several
+    frames (a config, a client) is rendered once per call. The traceback starts at the
+    frame that caught ``exc``: a caller checking what the plugin and the core hold
+    catches where it holds no secret itself."""
+    rendered: set[int] = set()
+    for current in exception_chain(exc):
+        kind = type(current).__name__
+        yield f"a traceback's {kind}", f"{kind}: {_safe(str, current)}"
+        for note in getattr(current, "__notes__", None) or ():
+            yield f"a note of a traceback's {kind}", _safe(str, note)
+        tb = current.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            # co_qualname (Python 3.11+) names the class too.
+            function = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+            for name, value in frame.f_locals.items():
+                if id(value) in rendered:
+                    continue
+                rendered.add(id(value))
+                yield f"a traceback local {name!r} of {function}", _safe(repr, value)
+            tb = tb.tb_next
+
+
+def _safe(render: Any, value: object) -> str:
+    try:
+        return str(render(value))
+    except Exception as failure:  # a reporter shows what it can, and so does the search
+        return f"<{render.__name__} failed: {type(failure).__name__}>"
+
+
 def _raw_text(raw: Any) -> str:
     return json.dumps(dict(raw), default=str, ensure_ascii=False)
 
@@ -53,6 +105,7 @@ class Transcript:
 
     def __init__(self) -> None:
         self.texts: list[tuple[str, str]] = []
+        self._seen: set[str] = set()
 
     def add(self, where: str, text: str) -> None:
         """Record ``text`` as seen in ``where``."""
@@ -70,11 +123,15 @@ class Transcript:
         self.add("a notification's raw", _raw_text(note.raw))
 
     def error(self, exc: BaseException) -> None:
-        """Record an exception a caller would see, with its cause."""
+        """Record an exception a caller would see: its text, and all
+        :func:`traceback_texts` finds of it and the exceptions behind it (the repr of
+        every frame's locals, as when it was caught). A text already recorded is not
+        kept twice: the same config or client is in the frames of every error."""
         self.add("an exception", f"{type(exc).__name__}: {exc}")
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None:
-            self.add("an exception's cause", f"{type(cause).__name__}: {cause}")
+        for where, text in traceback_texts(exc):
+            if text not in self._seen:
+                self._seen.add(text)
+                self.add(where, text)
 
     def logs(self, records: Iterable[logging.LogRecord]) -> None:
         """Record log records (message, and any traceback the handler would print)."""
