@@ -81,6 +81,10 @@ APP = """
             "visibility_timeout": 8,
             "unacked_restore_interval": 1,
             "unacked_restore_throttle": 1,
+            # Every worker takes the transport's restore lock about once a second; one
+            # killed while holding it (likelier under load) blocks every restore until
+            # the lock expires: 300 s by default, longer than any test waits.
+            "unacked_mutex_expire": 3,
         },
         worker_hijack_root_logger=False,
     )
