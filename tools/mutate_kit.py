@@ -61,28 +61,27 @@ class Mutant:
         return f"{self.target}:{self.name}"
 
 
-def _scaffold(
-    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
-) -> Mutant:
-    return Mutant("scaffold", name, bug, "__init__.py", tuple(edits), rules, focus)
+class _Target:
+    """The mutants of one target's package: ``_paywizard("name", "bug", edits, *rules)``."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __call__(
+        self,
+        name: str,
+        bug: str,
+        edits: Iterable[tuple[str, str]],
+        *rules: str,
+        focus: str | None = None,
+    ) -> Mutant:
+        return Mutant(self.target, name, bug, "__init__.py", tuple(edits), rules, focus)
 
 
-def _paywizard(
-    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
-) -> Mutant:
-    return Mutant("paywizard", name, bug, "__init__.py", tuple(edits), rules, focus)
-
-
-def _paywiser(
-    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
-) -> Mutant:
-    return Mutant("paywiser", name, bug, "__init__.py", tuple(edits), rules, focus)
-
-
-def _directgw(
-    name: str, bug: str, edits: Iterable[tuple[str, str]], *rules: str, focus: str | None = None
-) -> Mutant:
-    return Mutant("directgw", name, bug, "__init__.py", tuple(edits), rules, focus)
+_scaffold = _Target("scaffold")
+_paywizard = _Target("paywizard")
+_paywiser = _Target("paywiser")
+_directgw = _Target("directgw")
 
 
 MUTANTS: tuple[Mutant, ...] = (
