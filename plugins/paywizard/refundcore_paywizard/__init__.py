@@ -138,7 +138,7 @@ def v3_signature(body: bytes, client_id: str, client_secret: str) -> str:
     bytes + ``&clientId=<client_id>&clientSecret=<client_secret>``. Sign the bytes that
     are sent; re-serialising the JSON would change them.
     """
-    suffix = f"&clientId={client_id}&clientSecret={client_secret}".encode()
+    suffix = _credentials_text(client_id, client_secret).encode()
     return hmac_sha256_hex(client_secret.encode("utf-8"), body + suffix)
 
 
@@ -223,7 +223,7 @@ def push_signing_string(fields: Mapping[str, Any], client_id: str, client_secret
     ``sign``, sorted by name (code point order), as ``k=v`` joined with ``&``, then
     ``&clientId=<client_id>&clientSecret=<client_secret>``. It contains the secret:
     never log it."""
-    return _push_fields_text(fields) + f"&clientId={client_id}&clientSecret={client_secret}"
+    return _push_fields_text(fields) + _credentials_text(client_id, client_secret)
 
 
 def _push_fields_text(fields: Mapping[str, Any]) -> str:
@@ -240,11 +240,17 @@ def _push_fields_text(fields: Mapping[str, Any]) -> str:
     return "&".join(pairs)
 
 
-def _credentials(config: PaywizardConfig) -> bytes:
+def _credentials_text(client_id: str, client_secret: str) -> str:
     """What every signed message ends with: ``&clientId=…&clientSecret=…``."""
-    # Built in the return expression and never bound to a name: an error reporter that
+    return f"&clientId={client_id}&clientSecret={client_secret}"
+
+
+def _credentials(config: PaywizardConfig) -> bytes:
+    """:func:`_credentials_text` of ``config``."""
+    # Revealed in the return expression and never bound to a name here (the helper's
+    # frame, which cannot raise, is gone once it returns): an error reporter that
     # captures the locals of a traceback's frames finds the secret in none of them.
-    return f"&clientId={config.client_id}&clientSecret={config.client_secret.reveal()}".encode()
+    return _credentials_text(config.client_id, config.client_secret.reveal()).encode()
 
 
 def push_signature(fields: Mapping[str, Any], client_id: str, client_secret: str) -> str:
