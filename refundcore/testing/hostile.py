@@ -24,6 +24,7 @@ from ..redaction import Masks
 from ..sandbox import Fault, SandboxRun
 from .base import KitBase
 from .callbacks import FUZZ
+from .mutations import json_parent, json_paths
 from .rules import broken, expect
 from .stages import ProviderStages
 from .transcript import secret_texts
@@ -94,23 +95,10 @@ def _changed_replies(body: bytes) -> Iterator[tuple[str, bytes]]:
         return
     if not isinstance(data, dict):
         return
-
-    def paths(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-        if path:
-            yield path
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield from paths(item, (*path, key))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                yield from paths(item, (*path, index))
-
-    for path in list(paths(data, ())):
+    for path in list(json_paths(data)):
         for odd in (*_ODD_VALUES, _REMOVE):
             copy = load_json(body)
-            parent = copy
-            for step in path[:-1]:
-                parent = parent[step]
+            parent = json_parent(copy, path)
             if odd is _REMOVE:
                 del parent[path[-1]]
             else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from ..models import HttpResponse, PaymentRef, RefundQuery, RefundResult, Refund
 from ..sandbox import Fault, LedgerRefund, SandboxRun
 from .base import KitBase
 from .hostile import Replies
+from .mutations import json_parent, json_paths
 from .rules import expect
 from .stages import ProviderStages
 
@@ -248,22 +248,12 @@ def _keys_left_out(body: bytes) -> Iterator[tuple[str, bytes]]:
     except ValueError:
         return
 
-    def keys(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield (*path, key)
-                yield from keys(item, (*path, key))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                yield from keys(item, (*path, index))
-
-    for path in list(keys(data, ())):
-        copy = load_json(body, exact_numbers=True)
-        parent = copy
-        for step in path[:-1]:
-            parent = parent[step]
-        del parent[path[-1]]
-        yield ".".join(map(str, path)), dump_json(copy)
+    for path in list(json_paths(data)):
+        # A JSON object's keys are text, a list's indexes numbers.
+        if isinstance(path[-1], str):
+            copy = load_json(body, exact_numbers=True)
+            del json_parent(copy, path)[path[-1]]
+            yield ".".join(map(str, path)), dump_json(copy)
 
 
 def _narrowed(payment: PaymentRef) -> PaymentRef:

@@ -174,6 +174,27 @@ def set_query(callback: Callback, name: str, value: str | None) -> Callback:
     return attrs.evolve(callback, path=path + ("?" + "&".join(parts) if parts else ""))
 
 
+def json_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The path (keys and indexes) of every value inside parsed JSON ``value``, each
+    container before what it holds."""
+    if path:
+        yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from json_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from json_paths(item, (*path, index))
+
+
+def json_parent(data: Any, path: tuple[Any, ...]) -> Any:
+    """The container in parsed JSON ``data`` that holds the value at ``path``."""
+    parent = data
+    for step in path[:-1]:
+        parent = parent[step]
+    return parent
+
+
 def json_leaves(callback: Callback) -> Iterator[tuple[Any, ...]]:
     """The path (keys and indexes) of every leaf of a JSON body."""
 
@@ -206,9 +227,7 @@ def _other(value: Any) -> Any:
 def set_json_leaf(callback: Callback, path: tuple[Any, ...]) -> Callback:
     """``callback`` with the JSON leaf at ``path`` changed to another value of its kind."""
     data = _json_body(callback)
-    parent: Any = data
-    for step in path[:-1]:
-        parent = parent[step]
+    parent = json_parent(data, path)
     parent[path[-1]] = _other(parent[path[-1]])
     return attrs.evolve(callback, body=_dump_like(callback, data))
 
