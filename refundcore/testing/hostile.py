@@ -109,6 +109,9 @@ def _changed_replies(body: bytes) -> Iterator[tuple[str, bytes]]:
 
 _REMOVE = object()
 
+#: HTTP statuses that refuse a request, a body notwithstanding.
+_REFUSALS = (400, 401, 403, 404, 409, 422, 429)
+
 
 class HostileChecks(KitBase):
     """Hostile replies, secrets, config errors."""
@@ -150,6 +153,39 @@ class HostileChecks(KitBase):
                         "reply-typed",
                         f"HTTP 503 with {how} gave {result.status}",
                     )
+
+    def test_refused_request_is_never_succeeded(self, run: SandboxRun) -> None:
+        """The gateway's reply to a refund that succeeded, and to a query of it, given
+        an HTTP 4xx status instead (a proxy's or the gateway's refusal that carries a
+        cached or stale body), is never SUCCEEDED: the status line says the request was
+        refused, so the body cannot prove a refund."""
+        recorder = Replies(kinds={"refund", "query"})
+        run.client.register_plugin(recorder)
+        payment = self.seed(run)
+        done = self.refund(run, payment, self.partial())
+        expect(
+            done.status is RefundStatus.SUCCEEDED,
+            "refund-succeeds",
+            f"refund: {done.status} ({done.error_code}: {done.message})",
+        )
+        if run.info.capabilities.query:
+            self.query(run, done.refund_id, payment, done.provider_refund_id)
+        recorder.recording = False
+        stages = ProviderStages(run.client, self.provider)
+        for operation, genuine in recorder.seen:
+            for status in _REFUSALS:
+                reply = HttpResponse(status=status, headers=genuine.headers, body=genuine.body)
+                try:
+                    result = stages.parse(operation, reply)
+                except RefundError as exc:
+                    self._transcript.error(exc)
+                    continue
+                self._transcript.result(result)
+                expect(
+                    result.status is not RefundStatus.SUCCEEDED,
+                    "reply-typed",
+                    f"the genuine {operation.kind} reply with HTTP {status} gave SUCCEEDED",
+                )
 
     @FUZZ
     @given(

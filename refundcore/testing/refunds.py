@@ -4,20 +4,24 @@ every capability the plugin declares is exercised against the emulator."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from ..errors import ValidationError
+from ..errors import RefundError, ValidationError
 from ..hookspecs import hookimpl
-from ..models import HttpRequest, RefundResult, RefundStatus
+from ..jsonutil import dump_json, load_json
+from ..models import HttpRequest, HttpResponse, RefundResult, RefundStatus
 from ..money import CURRENCY_EXPONENTS, Money
 from ..sandbox import Fault, SandboxRun
 from .base import KitBase
-from .mutations import flip
+from .hostile import Replies
+from .mutations import flip, json_parent, json_paths
 from .rules import broken, expect
+from .stages import ProviderStages
 
 __all__ = ["RefundChecks"]
 
@@ -40,6 +44,32 @@ class _TamperSignature:
 
 def _status(result: RefundResult) -> str:
     return f"{result.status} ({result.error_code}: {result.message})"
+
+
+def _amount_forms(amount: Money) -> list[str]:
+    """How a reply may write ``amount``: its wire text, its decimal as given, and in
+    minor units."""
+    minor = amount.amount.scaleb(amount.exponent)
+    return [amount.to_wire(), str(amount.amount), f"{minor:f}"]
+
+
+def _rewritten(body: bytes, forms: Mapping[str, str]) -> bytes | None:
+    """``body`` (JSON) with every text or number value that is a key of ``forms``
+    written as its value instead (a number stays a number); ``None`` when the body is
+    not JSON or holds no such value."""
+    try:
+        data = load_json(body, exact_numbers=True)
+    except (ValueError, UnicodeError):
+        return None
+    changed = False
+    for path in list(json_paths(data)):
+        parent = json_parent(data, path)
+        value = parent[path[-1]]
+        if isinstance(value, str) and value in forms:
+            # JsonNumber is a str: the same type keeps a number's literal a number.
+            parent[path[-1]] = type(value)(forms[value])
+            changed = True
+    return dump_json(data) if changed else None
 
 
 class RefundChecks(KitBase):
@@ -123,6 +153,48 @@ class RefundChecks(KitBase):
         )
         self.amount_agrees("the refund's result", result.amount, records[0])
 
+    def test_refunded_amount_is_read_from_the_reply(self, run: SandboxRun) -> None:
+        """The gateway's reply to a partial refund, with the amount it says it refunded
+        written as another (every value in it that is the amount asked: as text, as a
+        number, in minor units) or in another currency, is never SUCCEEDED for the
+        amount asked: what was refunded is the gateway's word (or the reply is not
+        taken as this refund's), never assumed from the request. A partial refund read
+        as the full one is money the merchant believes returned and was not."""
+        recorder = Replies(kinds={"refund"})
+        run.client.register_plugin(recorder)
+        asked = self.partial()
+        result = self.refund(run, self.seed(run), asked)
+        expect(result.status is _SUCCEEDED, "refund-succeeds", f"refund: {_status(result)}")
+        recorder.recording = False
+        other = self.share("0.2")
+        currency = next(c for c in ("USD", "EUR") if c != asked.currency)
+        changes = {
+            f"the amount written as {other}": dict(
+                zip(_amount_forms(asked), _amount_forms(other), strict=True)
+            ),
+            f"the currency written as {currency}": {asked.currency: currency},
+        }
+        stages = ProviderStages(run.client, self.provider)
+        for operation, genuine in recorder.seen:
+            for how, forms in changes.items():
+                body = _rewritten(genuine.body, forms)
+                if body is None:
+                    continue
+                reply = HttpResponse(status=genuine.status, headers=genuine.headers, body=body)
+                try:
+                    answer = stages.parse(operation, reply)
+                except RefundError as exc:
+                    self._transcript.error(exc)
+                    continue
+                self._transcript.result(answer)
+                expect(
+                    answer.status is not _SUCCEEDED
+                    or (answer.amount is not None and answer.amount != asked),
+                    "amount-from-gateway",
+                    f"the reply to a refund of {asked}, with {how}, gave {answer.status} "
+                    f"for {answer.amount}",
+                )
+
     def test_refund_above_refundable_fails(self, run: SandboxRun) -> None:
         """More than the payment is FAILED (a decline), not UNKNOWN and not an exception:
         map the gateway's refusal in parse_response."""
@@ -195,8 +267,9 @@ class RefundChecks(KitBase):
         """In each declared currency (or, where any is taken, one with 0 and one with 3
         decimals besides the suite's), an amount with every decimal the currency has is
         recorded exactly; where the provider declares fewer ``wire_decimals``, an
-        amount that needs more is refused before sending, never rounded. A currency not
-        declared is refused before sending."""
+        amount that needs more is refused before sending, never rounded. The refund's
+        result and the gateway's callback about it report that amount in that currency
+        (or none). A currency not declared is refused before sending."""
         caps = run.info.capabilities
         declared = caps.currencies
         currencies = (
@@ -232,7 +305,7 @@ class RefundChecks(KitBase):
                 )
             asked = Money(asked.amount.quantize(Decimal(1).scaleb(-wire), ROUND_DOWN), currency)
         try:
-            result = self.refund(run, payment, asked)
+            result = self.refund(run, payment, asked, **self.notify_kwargs(run))
         except ValidationError as exc:
             broken("capability-honoured", f"{asked} refused before sending: {exc}")
         records = self.ledger_refunds(run, payment)
@@ -246,6 +319,11 @@ class RefundChecks(KitBase):
             "amount-exact",
             f"asked {asked}, the gateway recorded {records[0].amount}",
         )
+        self.amount_agrees(f"the result of a refund of {asked}", result.amount, records[0])
+        if run.info.capabilities.callbacks:
+            # A callback read in an assumed currency shows in any other currency.
+            note = self.verify(run, self.callback_for(run, records[0]))
+            self.amount_agrees(f"the callback about a refund of {asked}", note.amount, records[0])
 
     def test_repeated_refund_id_never_refunds_twice(self, run: SandboxRun) -> None:
         """Where ``idempotent_refund_id`` is declared, the same refund id sent twice (once

@@ -34,6 +34,9 @@ RULES: Mapping[str, str] = MappingProxyType(
         "reported as a decline, which would settle it.",
         "amount-exact": "The gateway records exactly the amount asked for; an amount the "
         "gateway cannot take exactly is refused before sending, never rounded.",
+        "amount-from-gateway": "The amount a refund's result reports is the one the "
+        "gateway says it refunded, in its currency, never assumed from the request: a "
+        "reply saying another amount or currency is never SUCCEEDED for the amount asked.",
         "capability-honoured": "Every declared capability works as declared, and an "
         "operation not declared is refused before sending.",
         "idempotent-refund-id": "Where refund ids are declared idempotent, sending one twice "
@@ -61,7 +64,8 @@ RULES: Mapping[str, str] = MappingProxyType(
         "callback app acknowledges it as the gateway expects without handing it over.",
         "duplicate-same-answer": "The same callback delivered twice gives the same answer.",
         "reply-typed": "parse_response turns any reply into a result (or a RefundError): a "
-        "5xx is UNKNOWN and a body that is not JSON is never SUCCEEDED.",
+        "5xx is UNKNOWN, and neither a refusal (4xx), whatever its body says, nor a body "
+        "that is not JSON is ever SUCCEEDED.",
         "no-secret": "No configured secret appears in a log record (DEBUG included), a "
         "result's message or raw, an exception, a repr or a journal row, nor in the local "
         "variables of any frame of the traceback of an error the client raises (nor of "
