@@ -2,7 +2,7 @@
 name the rule the bug breaks?
 
 Each mutant is one realistic bug put into a copy of a plugin: a freshly scaffolded one
-(``refundcore new-plugin``) or a bundled one (PayWizard, BBMSL, PayWiser). The copy
+(``refundcore new-plugin``) or a bundled one (PayWizard, BBMSL, PayWiser, Wonder). The copy
 goes first on ``PYTHONPATH`` of a fresh interpreter that runs the kit against it
 (``pytest -x``, so the run stops at the first failing check); the mutant is killed when
 the kit fails and the failure names one of the rules the bug breaks. Run with the
@@ -82,6 +82,7 @@ _scaffold = _Target("scaffold")
 _paywizard = _Target("paywizard")
 _paywiser = _Target("paywiser")
 _directgw = _Target("directgw")
+_wonder = _Target("wonder")
 
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -283,6 +284,59 @@ MUTANTS: tuple[Mutant, ...] = (
         [("by=LookupKey.REFUND_ID,", "by=LookupKey.PROVIDER_REFUND_ID,")],
         "plugin-loads",
         focus="query_after_refund",
+    ),
+    _scaffold(
+        "two-decimals-everywhere",
+        "the amount always written with two decimals: a 3-decimal currency (BHD, KWD) "
+        "rounded to the cent",
+        [
+            (
+                '"amount": operation.amount.to_wire(),',
+                '"amount": f"{operation.amount.amount:.2f}",',
+            )
+        ],
+        "amount-exact",
+        focus="every_currency",
+    ),
+    _scaffold(
+        "callback-currency-ignored",
+        "a callback's amount read in the merchant's home currency, whatever currency "
+        "the gateway signed",
+        [
+            (
+                "        amount=_money(refund),\n        raw=data,\n    )\n",
+                '        amount=_money({**refund, "currency": "HKD"}),\n        raw=data,\n    )\n',
+            )
+        ],
+        "agrees-with-ledger",
+        focus="every_currency",
+    ),
+    _scaffold(
+        "reply-amount-assumed",
+        "a refund's result claims the amount asked for, not the amount the gateway's "
+        "reply says it refunded (a partial refund read as the full one)",
+        [
+            (
+                "        amount=_money(refund),\n        error_code=",
+                '        amount=getattr(operation, "amount", None) or _money(refund),\n'
+                "        error_code=",
+            )
+        ],
+        "amount-from-gateway",
+        focus="read_from_the_reply",
+    ),
+    _scaffold(
+        "4xx-read-from-body",
+        "only HTTP 400 taken as a refusal: another 4xx (403, 409, 429) read from its "
+        "body, which may say succeeded",
+        [
+            (
+                "    if 400 <= response.status < 500 and status is not RefundStatus.FAILED:\n",
+                "    if response.status == 400 and status is not RefundStatus.FAILED:\n",
+            )
+        ],
+        "reply-typed",
+        focus="refused_request",
     ),
     # -- the bundled PayWizard plugin -------------------------------------------------
     _paywizard(
@@ -540,6 +594,44 @@ MUTANTS: tuple[Mutant, ...] = (
         "one-reading",
         focus="recut",
     ),
+    _paywizard(
+        "push-currency-assumed",
+        "a push's amount read in HKD, whatever its signed currencyCode says",
+        [
+            (
+                '    currency = currency_from_code(fields.get("currencyCode"))\n',
+                '    currency = "HKD"\n',
+            )
+        ],
+        "agrees-with-ledger",
+        focus="every_currency",
+    ),
+    _paywizard(
+        "reply-amount-assumed",
+        "a refund's result claims the amount asked for, whatever data.amount of the "
+        "reply says was refunded",
+        [
+            (
+                'amount=_money(data.get("amount"), currency),',
+                "amount=operation.amount,",
+            )
+        ],
+        "amount-from-gateway",
+        focus="read_from_the_reply",
+    ),
+    _paywizard(
+        "4xx-read-from-body",
+        "a reply whose code says 200 read as the gateway's answer under any HTTP status, "
+        "a refusal (4xx) included",
+        [
+            (
+                "    if code == SUCCESS_CODE and not 200 <= response.status <= 299:\n",
+                "    if code == SUCCESS_CODE and response.status >= 500:\n",
+            )
+        ],
+        "reply-typed",
+        focus="refused_request",
+    ),
     # -- the bundled BBMSL (directgw) plugin ------------------------------------------
     _directgw(
         "notification-framing-unchecked",
@@ -561,6 +653,154 @@ MUTANTS: tuple[Mutant, ...] = (
         ],
         "signed-data-only",
         focus="unsigned",
+    ),
+    # -- the bundled Wonder plugin ----------------------------------------------------
+    _wonder(
+        "empty-signature-skipped",
+        "a webhook without a Signature (missing or empty) accepted unchecked",
+        [
+            (
+                "    if not header or not nonce or not signature:\n"
+                '        raise SignatureError("missing Credential, Nonce or Signature header")\n',
+                "    if not header or not nonce:\n"
+                '        raise SignatureError("missing Credential or Nonce header")\n',
+            ),
+            ("    if not genuine:\n", "    if signature and not genuine:\n"),
+        ],
+        "callback-signature-checked",
+        "callback-typed-errors",
+        focus="forged",
+    ),
+    _wonder(
+        "body-unsigned",
+        "the signed text (requests and webhooks alike) leaves the body out",
+        [('    return pre + b"\\n" + body if body else pre\n', "    return pre\n")],
+        "callback-signature-checked",
+        "signed-data-only",
+        focus="tampered_callback_body",
+    ),
+    _wonder(
+        "pending-as-succeeded",
+        "a refund transaction flagged is_pending read as SUCCEEDED",
+        [
+            (
+                '    if transaction.get("is_pending") is True:\n'
+                "        return RefundStatus.PENDING\n",
+                '    if transaction.get("is_pending") is True:\n'
+                "        return RefundStatus.SUCCEEDED\n",
+            )
+        ],
+        "pending-never-succeeded",
+        focus="pending_refund_settles",
+    ),
+    _wonder(
+        "decline-as-unknown",
+        "a refund transaction with success false (a decline) read as UNKNOWN",
+        [
+            (
+                "    if success is False:\n        return RefundStatus.FAILED\n",
+                "    if success is False:\n        return RefundStatus.UNKNOWN\n",
+            )
+        ],
+        "decline-is-failed",
+        "agrees-with-ledger",
+        focus="declined",
+    ),
+    _wonder(
+        "5xx-as-failed",
+        "an HTTP 5xx to a refund read as a decline",
+        [
+            (
+                "    if status_code >= 500:\n        return result(\n"
+                "            RefundStatus.UNKNOWN,",
+                "    if status_code >= 500:\n        return result(\n            refused,",
+            )
+        ],
+        "maybe-never-failed",
+        "reply-typed",
+        focus="uncertain or hostile_reply",
+    ),
+    _wonder(
+        "float-amount",
+        "the amount written through float with two decimals, a third decimal rounded "
+        "instead of refused",
+        [
+            (
+                "    try:\n        cents = amount.amount.quantize(_CENT)\n",
+                '    return f"{float(amount.amount):.2f}"\n'
+                "    try:\n        cents = amount.amount.quantize(_CENT)\n",
+            )
+        ],
+        "amount-exact",
+        focus="every_currency",
+    ),
+    _wonder(
+        "not-identified-as-failed",
+        "a reply that does not list the refund transaction (a query without its uuid, a "
+        "lost reply looked up again) read as a decline",
+        [
+            (
+                "        return result(RefundStatus.UNKNOWN, error_code=code, "
+                "message=explanation, raw=raw)",
+                "        return result(RefundStatus.FAILED, error_code=code, "
+                "message=explanation, raw=raw)",
+            )
+        ],
+        "absence-proven",
+        "maybe-never-failed",
+        "agrees-with-ledger",
+        focus="never_received",
+    ),
+    _wonder(
+        "query-takes-newest-refund",
+        "a query without the refund's uuid reports the order's newest refund, whichever "
+        "refund was asked about",
+        [
+            (
+                "    if amount is not None:\n"
+                "        same = [item for item in refunds "
+                'if _amount(item.get("amount")) == amount]\n'
+                "        if same:\n            return same[-1]\n    return None\n",
+                "    same = [\n        item\n        for item in refunds\n"
+                '        if amount is None or _amount(item.get("amount")) == amount\n    ]\n'
+                "    return same[-1] if same else None\n",
+            )
+        ],
+        "right-refund",
+        "agrees-with-ledger",
+        focus="never_made",
+    ),
+    _wonder(
+        "x-action-settles",
+        "an order.refunded webhook read as a succeeded refund from its unsigned X-Action, "
+        "whatever the signed refund transaction says",
+        [
+            (
+                "        status=refund_transaction_status(refund),\n        event=REFUND_ACTION,\n",
+                "        status=RefundStatus.SUCCEEDED\n"
+                '        if _action(headers.get("X-Action", "")) == REFUND_ACTION\n'
+                "        else refund_transaction_status(refund),\n        event=REFUND_ACTION,\n",
+            )
+        ],
+        "pending-never-succeeded",
+        "signed-data-only",
+        "agrees-with-ledger",
+        focus="unsigned_data or pending_refund_settles",
+    ),
+    _wonder(
+        "private-key-in-debug-log",
+        "the merchant's private key (PEM) logged at DEBUG when signing a request",
+        [
+            (
+                "    nonce = new_nonce()\n    signature = wonder_signature(\n",
+                "    nonce = new_nonce()\n    import logging\n\n"
+                "    logging.getLogger(__name__).debug(\n"
+                '        "signing %s with %s", request.path, config.private_key.to_pem()\n    )\n'
+                "    signature = wonder_signature(\n",
+            )
+        ],
+        "no-secret",
+        focus="no_secret",
     ),
 )
 
@@ -621,6 +861,7 @@ class TestKit(ProviderConformance):
 _SUITES = {
     "directgw": ("test_directgw", "TestDirectgwConformance"),
     "paywiser": ("test_paywiser", "TestPaywiserConformance"),
+    "wonder": ("test_wonder", "TestWonderConformance"),
 }
 
 _SUITE_TEST = """
