@@ -640,6 +640,35 @@ MUTANTS: tuple[Mutant, ...] = (
         "one-reading",
         focus="recut",
     ),
+    _directgw(
+        "4xx-read-from-body",
+        "only HTTP 400 taken as contradicting a success responseCode: another 4xx "
+        "(403, 409, 429) read from its body",
+        [
+            (
+                "    if not 200 <= response.status < 300:\n        return make(\n",
+                "    if response.status == 400:\n        return make(\n",
+            )
+        ],
+        "reply-typed",
+        focus="refused_request",
+    ),
+    _directgw(
+        "order-total-as-refunded",
+        "a refund's amount read from order.amount (the order's total), not from the "
+        "refund transaction: a partial refund read as the full order",
+        [
+            (
+                "        amount=_transaction_money(order, transaction),\n"
+                "        message=message,\n        raw=data,\n    )\n",
+                '        amount=_money(order.get("amount"), order.get("currency")),\n'
+                "        message=message,\n        raw=data,\n    )\n",
+            )
+        ],
+        "agrees-with-ledger",
+        "amount-from-gateway",
+        focus="partial_refund_succeeds or read_from_the_reply",
+    ),
     # -- the bundled PayWiser plugin --------------------------------------------------
     _paywiser(
         "payment-from-unsigned-parent",
