@@ -285,5 +285,8 @@ def refundcore_journal(
         wrapper never calls it.
 
     Implement it only as a wrapper, like :func:`refundcore_operation`, and with the
-    same guarantee: the step's outcome is never the wrapper's to change.
+    same guarantee: the step's outcome is never the wrapper's to change. A wrapper
+    that raises before a ``"claim"`` refuses the refund (nothing is sent); one that
+    raises before a ``"record"``, once the request was sent, is logged, and the
+    refund's result is returned all the same (its row is left for reconcile).
     """

@@ -241,6 +241,32 @@ def test_a_wrapper_refusing_before_the_transport_ran_is_believed(run: SandboxRun
     assert journal_state(run) is None, "the claim must be given back for a retry"
 
 
+@pytest.mark.parametrize(
+    "error",
+    [TransportError("nothing was sent"), ValidationError("refused", field="amount"), KeyError()],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_journal_wrapper_refusing_the_record_after_the_send_changes_no_outcome(
+    installed: Path, tmp_path: Path, make_client: MakeClient, error: Exception
+) -> None:
+    class RefusesRecords:
+        @hookimpl(wrapper=True)
+        def refundcore_journal(self, action: str) -> Iterator[None]:
+            if action == "record":
+                raise error
+            return (yield)
+
+    client = make_client(journal=f"sqlite:///{tmp_path / 'journal.db'}", lease_seconds=7.0)
+    with SandboxRun("testpay", client=client) as run:
+        run.client.register_plugin(RefusesRecords())
+        result = refund(run, seed(run))
+        assert result.status is RefundStatus.SUCCEEDED
+        assert len(run.server.requests) == 1
+        # Not recorded, so not given back either: left for reconcile, as when the
+        # journal itself fails there.
+        assert journal_state(run) is JournalState.SUBMITTING
+
+
 # -- build and sign: refused before anything is sent -------------------------------------
 
 
