@@ -172,8 +172,8 @@ class SendStage:
                 error_code=type(exc).__name__,
             )
             return unknown_result(
-                "a plugin wrapping the send raised TransportError (nothing sent) after "
-                "the transport had sent the request",
+                "a plugin wrapping the send said nothing was sent (TransportError) once "
+                "the transport may have sent the request",
                 "send_error",
             )
         # A custom transport or wrapper failed: it may have sent.

@@ -11,6 +11,7 @@ own plugin does), against testpay's emulator over loopback sockets, on both clie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from refundcore import (
 )
 from refundcore.journal import JournalState
 from refundcore.models import Refund
-from refundcore.sandbox import SandboxRun, SandboxServer
+from refundcore.sandbox import Fault, SandboxRun, SandboxServer
 from refundcore.stage_values import MAX_REQUEST_BYTES
 from refundcore.wsgi import callback_app
 from tests.loopback_gateway import Gateway
@@ -207,7 +208,8 @@ def test_a_verifier_raising_a_bug_is_a_plugin_error_and_a_400(run: SandboxRun) -
 
 class _SaysNothingWasSent:
     """Wraps the send and raises ``TransportError`` ("nothing was sent") after the
-    transport sent the request, or before it did (``before``)."""
+    transport sent the request (whether it read a reply or raised ``OutcomeUnknown``),
+    or before it did (``before``)."""
 
     def __init__(self, before: bool = False) -> None:
         self.before = before
@@ -216,19 +218,23 @@ class _SaysNothingWasSent:
     def refundcore_send_request(self) -> Iterator[None]:
         if self.before:
             raise TransportError("circuit open; nothing was sent")
-        yield
+        with contextlib.suppress(OutcomeUnknown):
+            yield
         raise TransportError("nothing was sent")
 
 
+@pytest.mark.parametrize("dropped", [False, True], ids=["after a reply", "after a drop"])
 def test_a_wrapper_saying_nothing_was_sent_after_the_transport_sent_is_not_believed(
-    run: SandboxRun, caplog: pytest.LogCaptureFixture
+    run: SandboxRun, caplog: pytest.LogCaptureFixture, dropped: bool
 ) -> None:
+    if dropped:
+        run.server.inject("/v1/refunds", Fault(drop=True))
     run.client.register_plugin(_SaysNothingWasSent())
     payment = seed(run)
     with caplog.at_level(logging.ERROR, logger="refundcore"):
         result = refund(run, payment)
     assert result.status is RefundStatus.UNKNOWN and result.error_code == "send_error"
-    assert "after the transport had sent the request" in (result.message or "")
+    assert "once the transport may have sent the request" in (result.message or "")
     assert any(r.getMessage().startswith("a wrapper said nothing was sent") for r in caplog.records)
     assert_unknown_and_never_resent(run, payment)
 
