@@ -70,15 +70,23 @@ class PluginLoadError(RefundError):
 
 
 class PluginError(RefundError):
-    """A plugin's hook raised something that is not a :class:`RefundError`.
+    """A plugin's hook raised something that is not a :class:`RefundError`, or gave
+    back something refundcore cannot use (a wrong type, a field of the wrong type, a
+    request for another host): a bug in the plugin, and nothing was sent.
 
-    This is a bug in the plugin; the original exception is the ``__cause__``.
+    ``hook`` names the hook; ``problem``, when refundcore found one in what the hook
+    gave back, says what is wrong, naming the field. A raised exception is the
+    ``__cause__``; its text is not repeated here (it may hold what the plugin should
+    not have put there).
     """
 
-    def __init__(self, provider: str, hook: str, exc: BaseException):
+    def __init__(self, provider: str, hook: str, exc: BaseException, *, problem: str | None = None):
         self.provider = provider
         self.hook = hook
-        super().__init__(f"plugin for {provider!r} failed in {hook}: {type(exc).__name__}")
+        self.problem = problem
+        super().__init__(
+            f"plugin for {provider!r} failed in {hook}: {problem or type(exc).__name__}"
+        )
 
 
 class SignatureError(RefundError):

@@ -403,9 +403,9 @@ class ExactlyOnce:
                 operation.refund_id,
                 functools.partial(self._journal.record_many, [outcome]),
             )
-        except JournalError as exc:
-            # The request is out: report what happened; the row stays SUBMITTING and
-            # `refundcore journal reconcile` settles it once the journal is back.
+        except RefundError as exc:
+            # The request is out, whatever stopped the record (the journal, or a wrapper):
+            # the row stays SUBMITTING for `refundcore journal reconcile` to settle.
             log.error(
                 "outcome not journalled",
                 status=result.status.value,

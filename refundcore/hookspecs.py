@@ -89,7 +89,15 @@ def refundcore_build_request(
     Serialise the body **once**, to the exact bytes that will be sent: the sign stage
     signs those bytes. Raise ``ValidationError(..., field=...)`` for anything the gateway
     cannot take (an id in the wrong format, an unsupported operation); nothing has been
-    sent yet. Return an :class:`~refundcore.models.HttpRequest`.
+    sent yet. Return an :class:`~refundcore.models.HttpRequest` whose URL is built on
+    ``config.base_url``.
+
+    The request as it would be sent (after the sign stage) is checked: a method that
+    is not an HTTP method, a body that is not ``bytes`` or is over
+    :data:`~refundcore.stage_values.MAX_REQUEST_BYTES`, a URL on another scheme, host
+    or port than ``config.base_url`` is refused with a
+    :class:`~refundcore.errors.PluginError` naming the hook and the field, before
+    anything is sent.
     """
 
 
@@ -101,7 +109,9 @@ def refundcore_sign_request(
     (``request.with_header(...)`` or :func:`attrs.evolve`).
 
     Sign ``request.body`` as it is; never re-serialise it. Put timestamps and nonces
-    here, not in the build stage, so a retried build gets fresh ones.
+    here, not in the build stage, so a retried build gets fresh ones. The signed
+    request is checked as the build stage's is: it stays on ``config.base_url``'s
+    scheme, host and port, its body ``bytes``.
     """
 
 
@@ -118,6 +128,11 @@ def refundcore_send_request(
     Raise :class:`~refundcore.errors.TransportError` when nothing can have reached the
     gateway, and :class:`~refundcore.errors.OutcomeUnknown` when it may have (for
     example a read timeout): the client turns the latter into an ``UNKNOWN`` result.
+
+    Only the implementation that sends may say nothing was sent: a wrapper's
+    ``TransportError`` is believed before the transport ran (a wrapper refusing to
+    send), never after it returned a reply or raised anything else (the outcome is
+    then ``UNKNOWN``).
     """
 
 
@@ -132,7 +147,12 @@ def refundcore_parse_response(
     say is ``UNKNOWN`` (the refund may have happened). Never raise on a hostile or
     garbled body. Put the parsed reply in ``raw`` without any secret. The client
     stamps the result's ``provider``, ``refund_id`` and ``operation`` from the
-    operation, so the plugin need not set them.
+    operation, so the plugin need not set them (what it sets there is replaced).
+
+    The request was sent: whatever this hook raises (a ``RefundError`` saying nothing
+    was sent included), and a result with a field of the wrong type (a ``status`` that
+    is not a ``RefundStatus``, an ``amount`` that is not ``Money``, a text field that
+    is not a ``str``), make the outcome ``UNKNOWN``, never ``FAILED``.
     """
 
 
@@ -154,6 +174,12 @@ def refundcore_verify_callback(
     hand it to the application, whereas a ``SignatureError`` is refused. Decide what a
     callback is about from signed bytes only; an unsigned header may choose how to read
     the body, never the outcome.
+
+    The notification's ``provider``, ``duplicate`` and ``contradicts`` are refundcore's
+    to set (what the hook sets there is replaced). One with a field of the wrong type
+    (a ``status`` that is not a ``RefundStatus``, an ``amount`` that is not ``Money``, a
+    ``payment`` that is not a ``PaymentRef``, an id or ``event`` that is not a ``str``)
+    is refused with a :class:`~refundcore.errors.PluginError` naming the field.
     """
 
 
@@ -259,5 +285,8 @@ def refundcore_journal(
         wrapper never calls it.
 
     Implement it only as a wrapper, like :func:`refundcore_operation`, and with the
-    same guarantee: the step's outcome is never the wrapper's to change.
+    same guarantee: the step's outcome is never the wrapper's to change. A wrapper
+    that raises before a ``"claim"`` refuses the refund (nothing is sent); one that
+    raises before a ``"record"``, once the request was sent, is logged, and the
+    refund's result is returned all the same (its row is left for reconcile).
     """

@@ -11,8 +11,15 @@ wrapping it):
 
 :meth:`Pipeline.prepare` (build and sign) raises every input error. Once a request
 may have left the process, nothing raises except ``TransportError``, which promises
-nothing was sent: the send stage turns any other failure into an ``UNKNOWN`` result
-and :meth:`Pipeline.finish_reply` (parse and finish) never raises.
+nothing was sent and is believed from the transport alone: the send stage
+(:mod:`refundcore.send_stage`) turns any other failure into an ``UNKNOWN`` result and
+:meth:`Pipeline.finish_reply` (parse and finish) never raises.
+
+What a plugin's stage gives back is checked where a wrong value would break one of
+those promises (:mod:`refundcore.stage_values`): a request that is not bytes, is too
+large or leaves the configured ``base_url``'s scheme, host and port is refused before
+it is sent (``PluginError``); a result the journal and the caller cannot read is
+``UNKNOWN``; a notification they cannot read is a ``PluginError``.
 
 What sends is written as a flow (:mod:`refundcore.effects`): :meth:`Pipeline.run`,
 :meth:`Pipeline.deliver` and :meth:`Pipeline.verify` yield a :class:`~refundcore.effects.Send`
@@ -38,10 +45,9 @@ from typing import Any, TypeVar
 import attrs
 
 from .checks import check_capabilities, check_original_amount, check_partial
-from .effects import Send, Steps, done_sending, start_sending
+from .effects import Send, Steps
 from .errors import (
     JournalError,
-    OutcomeUnknown,
     PluginError,
     RefundError,
     SignatureError,
@@ -59,12 +65,13 @@ from .models import (
     ProviderInfo,
     RefundNotification,
     RefundResult,
-    RefundStatus,
     ResultSource,
 )
 from .money import Money
 from .plugins import PluginRegistry
 from .redaction import Redactor
+from .send_stage import SendStage, stage_done, unknown_result
+from .stage_values import notification_problem, request_problem, result_problem
 from .transport import HttpTransport
 from .wrappers import Wrappers
 
@@ -94,6 +101,7 @@ class Pipeline:
         self._registry = registry
         self._transport = transport
         self._redactor = redactor
+        self._sending = SendStage(registry, redactor)
 
     @property
     def redactor(self) -> Redactor:
@@ -120,7 +128,8 @@ class Pipeline:
         """:meth:`validate`, then the plugin's build stage: everything refused before
         sending, without signing or sending."""
         self.validate(info, operation, original_amount)
-        self.build(info, config, operation)
+        request = self.build(info, config, operation)
+        self._check_request(info, config, request, request)
 
     def operate(
         self, info: ProviderInfo, kind: str, refund_id: str | None, steps: Steps[T]
@@ -180,11 +189,11 @@ class Pipeline:
                 refund_id=refund_id,
             )
         except BaseException as exc:
-            self._stage_done(f"journal {action}", started, error=exc)
+            stage_done(f"journal {action}", started, error=exc)
             raise
         if isinstance(outcome, Claim) and outcome.entry is not None:
             note_attempt(outcome.entry.attempt)
-        self._stage_done(f"journal {action}", started)
+        stage_done(f"journal {action}", started)
         return outcome
 
     def build(self, info: ProviderInfo, config: Any, operation: Operation) -> HttpRequest:
@@ -203,10 +212,29 @@ class Pipeline:
         hooks = self._registry.hooks(info.id)
         signed = self._stage(hooks.sign, "sign_request", info, config=config, request=request)
         if signed is None:
-            return request
-        if not isinstance(signed, HttpRequest):
+            signed = request
+        elif not isinstance(signed, HttpRequest):
             raise _missing_stage(info, "refundcore_sign_request", signed)
+        self._check_request(info, config, signed, request)
         return signed
+
+    def _check_request(
+        self, info: ProviderInfo, config: Any, signed: HttpRequest, built: HttpRequest
+    ) -> None:
+        """``PluginError`` naming the hook and the field when ``signed`` (made from
+        ``built``) must not be sent: a method that is not one, a body that is not bytes
+        or is too large, a URL off the configured ``base_url``'s scheme, host and port
+        (see :mod:`refundcore.stage_values`). Nothing has been sent."""
+        base_url = getattr(config, "base_url", None)
+        problem = request_problem(signed, base_url)
+        if problem is None:
+            return
+        # Checked once, as it would be sent; the build is named if its request was unfit.
+        from_build = built is signed or request_problem(built, base_url) is not None
+        stage = "build_request" if from_build else "sign_request"
+        problem = self._redactor.text(info.id, problem) or problem
+        log.error("stage failed", stage=_STAGE_NAMES[stage], error=problem)
+        raise PluginError(info.id, f"refundcore_{stage}", TypeError(problem), problem=problem)
 
     def run(self, info: ProviderInfo, config: Any, operation: Operation) -> Steps[RefundResult]:
         """Prepare, send and parse ``operation``: its finished result."""
@@ -327,6 +355,12 @@ class Pipeline:
         note = self._stage(hooks.verify, "verify_callback", info, config=config, callback=callback)
         if not isinstance(note, RefundNotification):
             raise _missing_stage(info, "refundcore_verify_callback", note)
+        problem = notification_problem(note)
+        if problem is not None:
+            log.error("stage failed", stage="verify", error=problem)
+            raise PluginError(
+                info.id, "refundcore_verify_callback", TypeError(problem), problem=problem
+            )
         note = self._redactor.notification(info.id, note)
         if settle is not None:
             note = yield from settle(info, note)
@@ -344,100 +378,23 @@ class Pipeline:
     def send(self, effect: Send) -> HttpResponse | RefundResult:
         """The sync send stage (the transport, and any app plugin wrapping it): the
         gateway's reply, or the UNKNOWN result of a send that may have gone out but
-        brought no reply. Raises only ``TransportError`` (nothing was sent)."""
-        info = effect.info
-        hooks = self._registry.hooks(info.id)
-        started = time.perf_counter()
-        try:
-            sending = start_sending(effect)
-            try:
-                response = hooks.send(provider=info, config=effect.config, request=effect.request)
-            finally:
-                done_sending(sending)
-        except Exception as exc:
-            return self._send_failed(exc, started)
-        return self._sent(effect.info, effect.request, response, started)
+        brought no reply. Raises only ``TransportError`` (nothing was sent); see
+        :mod:`refundcore.send_stage`."""
+        return self._sending.send(effect)
 
     async def send_awaited(
         self, effect: Send, send: Callable[[], Awaitable[HttpResponse]]
     ) -> HttpResponse | RefundResult:
         """:meth:`send` for a request sent by awaiting ``send()`` (the async client's
         transport), inside every app plugin's wrapper of ``refundcore_send_request``
-        as the sync send is. A task cancelled meanwhile is cancelled still (the
-        wrappers see it); the caller decides what that means for the refund."""
-        info = effect.info
-        wrappers = Wrappers(
-            self._registry.hooks(info.id).send,
-            {"provider": info, "config": effect.config, "request": effect.request},
-        )
-        started = time.perf_counter()
-        try:
-            sending = start_sending(effect)
-            try:
-                wrappers.enter()
-                try:
-                    response = await send()
-                except Exception as exc:
-                    response, error = wrappers.leave(None, exc)
-                except BaseException as exc:
-                    wrappers.leave(None, exc)
-                    raise
-                else:
-                    response, error = wrappers.leave(response, None)
-            finally:
-                done_sending(sending)
-            if error is not None:
-                raise error
-        except Exception as exc:
-            return self._send_failed(exc, started)
-        return self._sent(effect.info, effect.request, response, started)
+        as the sync send is."""
+        return await self._sending.send_awaited(effect, send)
 
     def send_replacements(self, info: ProviderInfo) -> list[str]:
         """The plugins that implement ``refundcore_send_request`` for ``info``'s
         provider instead of wrapping it: they replace the sync transport (which is
         one of them, on a sync client)."""
-        hooks = self._registry.hooks(info.id)
-        return [
-            impl.plugin_name
-            for impl in hooks.send.get_hookimpls()
-            if not (impl.wrapper or impl.hookwrapper)
-        ]
-
-    def _sent(
-        self, info: ProviderInfo, signed: HttpRequest, response: object, started: float
-    ) -> HttpResponse | RefundResult:
-        """What the send stage returned: the reply, logged at DEBUG, or UNKNOWN."""
-        if not isinstance(response, HttpResponse):
-            return unknown_result("no transport returned a response", "send_error")
-        if log.enabled(logging.DEBUG):
-            self._stage_done(
-                "send",
-                started,
-                method=signed.method,
-                # A plugin may put a credential in the path (some gateways want one).
-                url=self._redactor.text(info.id, signed.url.partition("?")[0]),
-                request_bytes=len(signed.body),
-                http_status=response.status,
-                response_bytes=len(response.body),
-            )
-        return response
-
-    def _send_failed(self, exc: Exception, started: float) -> RefundResult:
-        """What a send that raised ``exc`` means: ``TransportError`` is raised again
-        (nothing was sent); anything else may have sent the request: UNKNOWN."""
-        if isinstance(exc, OutcomeUnknown):
-            self._stage_done("send", started, error=exc)
-            return unknown_result(str(exc), "no_reply")
-        if isinstance(exc, TransportError):
-            self._stage_done("send", started, error=exc)
-            raise exc
-        # A custom transport or wrapper failed: it may have sent.
-        log.error(
-            "stage failed after the request may have left",
-            stage="send",
-            error_code=type(exc).__name__,
-        )
-        return unknown_result(f"send failed: {type(exc).__name__}", "send_error")
+        return self._sending.replacements(info)
 
     def _parse(
         self, info: ProviderInfo, config: Any, operation: Operation, response: HttpResponse
@@ -458,8 +415,21 @@ class Pipeline:
             )
             result = None
         else:
-            self._stage_done("parse", started)
-        if not isinstance(result, RefundResult):
+            stage_done("parse", started)
+        if isinstance(result, RefundResult):
+            problem = result_problem(result)
+        else:
+            problem = None if result is None else f"a {type(result).__name__}, not a RefundResult"
+        if problem is not None:
+            # What the plugin gave back cannot be read: the request was sent, so the
+            # outcome is not known.
+            log.error("stage failed", stage="parse", http_status=response.status, error=problem)
+            result = unknown_result(
+                f"refundcore_parse_response gave back an unusable result ({problem}); "
+                f"reply HTTP {response.status}",
+                "unparseable",
+            )
+        elif not isinstance(result, RefundResult):
             result = unknown_result(f"unreadable reply (HTTP {response.status})", "unparseable")
         if result.http_status is None:
             result = attrs.evolve(result, http_status=response.status)
@@ -471,27 +441,14 @@ class Pipeline:
             outcome = caller(provider=info, **kwargs)
         except RefundError as exc:
             self._redactor.exception(info.id, exc)
-            self._stage_done(_STAGE_NAMES[stage], started, error=exc)
+            stage_done(_STAGE_NAMES[stage], started, error=exc)
             raise
         except Exception as exc:
             log.error("stage failed", stage=_STAGE_NAMES[stage], error_code=type(exc).__name__)
             self._redactor.exception(info.id, exc)
             raise PluginError(info.id, f"refundcore_{stage}", exc) from exc
-        self._stage_done(_STAGE_NAMES[stage], started)
+        stage_done(_STAGE_NAMES[stage], started)
         return outcome
-
-    def _stage_done(
-        self, stage: str, started: float, error: BaseException | None = None, **fields: Any
-    ) -> None:
-        """The DEBUG record of a stage, with its duration."""
-        if log.enabled(logging.DEBUG):
-            log.debug(
-                "stage finished",
-                stage=stage,
-                duration_ms=milliseconds(time.perf_counter() - started),
-                error_code=None if error is None else type(error).__name__,
-                **fields,
-            )
 
     def _around(
         self,
@@ -582,13 +539,8 @@ def _proceed() -> object:
     raise RuntimeError("refundcore runs the operation; a wrapper never calls proceed")
 
 
-def unknown_result(message: str, code: str) -> RefundResult:
-    """An ``UNKNOWN`` result, for :meth:`Pipeline.finish` to complete."""
-    return RefundResult(status=RefundStatus.UNKNOWN, message=message, error_code=code)
-
-
 def _missing_stage(info: ProviderInfo, hook: str, got: object) -> PluginError:
     problem = (
         "no implementation returned a value" if got is None else f"returned {type(got).__name__}"
     )
-    return PluginError(info.id, hook, TypeError(problem))
+    return PluginError(info.id, hook, TypeError(problem), problem=problem)

@@ -25,15 +25,29 @@ _Teardown = Generator[None, Any, Any]
 
 class Wrappers:
     """The wrappers (``wrapper=True``, or pluggy's older ``hookwrapper=True``) of one hook
-    caller, called with ``arguments``; implementations that are not wrappers are not
-    run (the work is the caller's)."""
+    caller, called with ``arguments``; implementations that are not wrappers run only
+    through :meth:`first_result`, between :meth:`~Wrappers.enter` and
+    :meth:`~Wrappers.leave`, where the work is theirs."""
 
     def __init__(self, caller: Any, arguments: Mapping[str, Any]) -> None:
-        self._impls = [
-            impl for impl in reversed(caller.get_hookimpls()) if impl.wrapper or impl.hookwrapper
-        ]
+        impls = caller.get_hookimpls()
+        self._impls = [impl for impl in reversed(impls) if impl.wrapper or impl.hookwrapper]
+        self._all = impls
         self._arguments = arguments
         self._teardowns: list[_Teardown] = []
+
+    def first_result(self) -> Any:
+        """Call the implementations that are not wrappers as pluggy calls a
+        ``firstresult`` hook: in its order, until one returns something other than
+        ``None``, which is returned (``None`` if none does). Their exceptions go on."""
+        arguments = self._arguments
+        for impl in reversed(self._all):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            value = impl.function(*[arguments[name] for name in impl.argnames])
+            if value is not None:
+                return value
+        return None
 
     def enter(self) -> None:
         """Run each wrapper up to its ``yield``, outermost first. If one raises, those
