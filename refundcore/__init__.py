@@ -37,6 +37,7 @@ _EXPORTS = {
     "ResultSource": "models",
     "Callback": "models",
     "CallbackAck": "models",
+    "CallbackVerdict": "status",
     "Capabilities": "models",
     "Headers": "models",
     "HttpRequest": "models",
@@ -68,6 +69,7 @@ __all__ = [
     "AsyncRefundClient",
     "Callback",
     "CallbackAck",
+    "CallbackVerdict",
     "Capabilities",
     "ConfigError",
     "Headers",
@@ -146,7 +148,7 @@ if TYPE_CHECKING:
         Void,
     )
     from .money import Money
-    from .status import RefundStatus
+    from .status import CallbackVerdict, RefundStatus
 
 
 def __getattr__(name: str) -> Any:

@@ -240,10 +240,13 @@ class RefundClient(ClientBase):
 
         ``path`` is the path plus ``?query`` exactly as received. Raises
         :class:`SignatureError` when the callback cannot be trusted. With a journal,
-        the notification settles the refund it names; ``duplicate`` says whether the
-        journal already had it. One the journal did not apply (another refund's gateway
-        refund id, or a word against the final state it keeps, then in ``contradicts``)
-        comes without ``refund_id``: act on no refund for it.
+        the notification settles the refund it names; ``verdict`` says what the journal
+        made of it (:class:`~refundcore.status.CallbackVerdict`), ``duplicate`` whether
+        it already had it. One the journal did not apply (another refund's gateway
+        refund id, or a word against the final state it keeps, then in
+        ``contradicts``) comes without ``refund_id``: act on no refund for it. One about
+        a refund the journal does not hold (``unmatched``) keeps the callback's own
+        ids, checked against nothing.
         """
         steps = self._verify_steps(provider, method=method, path=path, headers=headers, body=body)
         return drive(steps, self._pipeline.send)

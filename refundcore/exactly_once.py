@@ -64,6 +64,7 @@ from .evidence import (
 )
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
+    as_applied,
     new_refund,
     operation_for,
     query_for,
@@ -173,8 +174,8 @@ class ExactlyOnce:
 
     def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[RefundNotification]:
         """Let a verified callback's word settle the journalled refund it names. The word
-        for the app: ``duplicate`` if the journal had it; without ``refund_id`` where the
-        row disagrees once applied (misdirected, or ``contradicts`` its final state)."""
+        for the app, with the journal's ``verdict``: without ``refund_id`` where the row
+        disagrees once applied (misdirected, or ``contradicts`` its final state)."""
         state = JournalState.of(word.status)
         applied: Applied | None = yield self._step(
             info,
@@ -189,22 +190,21 @@ class ExactlyOnce:
                 raw=word.raw,
             ),
         )
-        if applied is None or applied.agrees(state):
-            duplicate = (
-                applied is not None and state is not JournalState.UNKNOWN and not applied.changed
+        told = as_applied(word, applied, state)
+        if not told.verdict.agrees:
+            # INFO: a late PENDING is the gateway's reordering, a refund the journal lacks.
+            log.log(
+                logging.INFO
+                if applied is None or not (applied.misdirected or state.is_final)
+                else logging.WARNING,
+                "callback not applied",
+                refund_id=word.refund_id,
+                status=word.status.value,
+                held=None if applied is None else applied.entry.state.value,
+                misdirected=applied is not None and applied.misdirected,
+                verdict=told.verdict.value,
             )
-            return attrs.evolve(word, duplicate=duplicate, contradicts=None)
-        # A PENDING behind a final answer is the gateway's reordering, not a conflict.
-        log.log(
-            logging.WARNING if applied.misdirected or state.is_final else logging.INFO,
-            "callback not applied",
-            refund_id=word.refund_id,
-            status=word.status.value,
-            held=applied.entry.state.value,
-            misdirected=applied.misdirected,
-        )
-        kept = None if applied.misdirected else applied.entry.state.status
-        return attrs.evolve(word, refund_id=None, duplicate=False, contradicts=kept)
+        return told
 
     def reconcile(
         self, lookup: ProviderLookup, provider: str | None = None

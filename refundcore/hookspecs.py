@@ -206,13 +206,17 @@ def refundcore_notification(provider: ProviderInfo, notification: RefundNotifica
     """See a verified callback once the journal has applied it: every one.
 
     :param provider: the provider that sent the callback.
-    :param notification: what it says, secrets masked; ``notification.duplicate`` is
-        True when the journal already had what it says, so it changed nothing (the
-        gateway delivered it again, or it confirms the outcome the reply gave).
-        ``notification.refund_id`` is ``None`` where the journal did not apply it: its
-        gateway refund id is another refund's, or it contradicts the final state the
-        journal keeps (a late PENDING after SUCCEEDED too), given as
-        ``notification.contradicts``.
+    :param notification: what it says, secrets masked; ``notification.verdict`` (a
+        :class:`~refundcore.status.CallbackVerdict`) is what the journal made of it.
+        ``notification.duplicate`` is True when the journal already had what it says,
+        so it changed nothing (the gateway delivered it again, or it confirms the
+        outcome the reply gave). ``notification.refund_id`` is ``None`` where the
+        journal did not apply it: its gateway refund id is another refund's
+        (``misdirected``), or it contradicts the final state the journal keeps (a late
+        PENDING after SUCCEEDED too), given as ``notification.contradicts``
+        (``contradiction``). A word about a refund the journal does not hold keeps the
+        callback's own ids (``unmatched``); without a journal the verdict is
+        ``unjournalled``.
 
     Called before the notification is handed to the application. For observing only,
     like :func:`refundcore_result`. A callback that fails verification never reaches

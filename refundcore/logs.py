@@ -199,5 +199,6 @@ def log_finished(log: EventLogger, outcome: object, seconds: float) -> None:
             status=outcome.status.value,
             event=outcome.event,
             duplicate=outcome.duplicate,
+            verdict=outcome.verdict.value,
             duration_ms=milliseconds(seconds),
         )

@@ -17,7 +17,7 @@ import attrs
 from .errors import ValidationError
 from .lookup import Lookup
 from .money import Money, currency_exponent
-from .status import RefundStatus
+from .status import CallbackVerdict, RefundStatus
 from .urls import parse_http_url
 from .words import WordEnum
 
@@ -439,13 +439,12 @@ class Callback:
 class RefundNotification:
     """A verified callback about a refund (or another event the gateway reports).
 
-    With a journal, ``refund_id`` names a refund only where the journal's record of it
-    agrees with the word once applied. It is ``None`` where the journal holds the word's
+    ``verdict`` is what the journal made of it (:class:`CallbackVerdict`). ``refund_id``
+    is ``None`` where the journal did not apply it: the journal holds the word's
     ``provider_refund_id`` on another refund, or another one on the refund it names (that
-    name is not signed), and where the journal keeps another final status, then given as
-    ``contradicts``: such a word settled nothing, so it names nothing to act on.
-    ``duplicate``: the journal already had what it says (delivered again, or confirming
-    a recorded outcome). Without a journal, ``duplicate`` is False, ``contradicts`` None.
+    name is not signed), or keeps another final status, then given as ``contradicts``.
+    ``duplicate``: the journal already had what it says (delivered again, or confirming a
+    recorded outcome). The client sets these three, whatever a plugin put there.
     """
 
     provider: str
@@ -458,6 +457,7 @@ class RefundNotification:
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     duplicate: bool = False
     contradicts: RefundStatus | None = None
+    verdict: CallbackVerdict = CallbackVerdict.UNJOURNALLED
 
 
 @attrs.frozen(cache_hash=True)

@@ -72,6 +72,7 @@ from .plugins import PluginRegistry
 from .redaction import Redactor
 from .send_stage import SendStage, stage_done, unknown_result
 from .stage_values import notification_problem, request_problem, result_problem
+from .status import CallbackVerdict
 from .transport import HttpTransport
 from .wrappers import Wrappers
 
@@ -82,10 +83,11 @@ log = EventLogger("refundcore.client")
 
 T = TypeVar("T")
 #: Lets a verified callback's word settle the journal (a flow): the notification as
-#: the journal read it (``duplicate`` and ``contradicts`` set, a refund id the journal
-#: does not agree with taken out).
+#: the journal read it (``verdict``, ``duplicate`` and ``contradicts`` set, a refund id
+#: the journal does not agree with taken out).
 Settle = Callable[[ProviderInfo, RefundNotification], Steps[RefundNotification]]
 
+_UNJOURNALLED = CallbackVerdict.UNJOURNALLED
 #: Callback bodies beyond this are refused before any parsing.
 MAX_CALLBACK_BYTES = 1024 * 1024
 
@@ -364,9 +366,9 @@ class Pipeline:
         note = self._redactor.notification(info.id, note)
         if settle is not None:
             note = yield from settle(info, note)
-        elif note.duplicate or note.contradicts is not None:
-            # Both are the journal's to say: a plugin's guess is not passed on.
-            note = attrs.evolve(note, duplicate=False, contradicts=None)
+        elif note.duplicate or note.contradicts is not None or note.verdict is not _UNJOURNALLED:
+            # All three are the journal's to say: a plugin's guess is not passed on.
+            note = attrs.evolve(note, duplicate=False, contradicts=None, verdict=_UNJOURNALLED)
         self._observe(hooks.notification, "refundcore_notification", info, notification=note)
         return note
 

@@ -59,19 +59,22 @@ _MIN_PREFIX = 4
 class Masks:
     """What masking a set of secrets searches for, made once per config: every form of
     each secret (see the module's description), lower-cased for a case-blind search,
-    and one pattern that replaces them all."""
+    and one pattern that replaces them all (compiled when a text first holds one)."""
 
-    __slots__ = ("_needles", "_pattern", "_starts")
+    __slots__ = ("_forms", "_needles", "_pattern", "_starts")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         secrets = tuple(secrets)
         forms = {form for secret in secrets for form in _forms(secret)}
         # Longest first: the pattern then masks a form whole rather than a part of it.
-        ordered = sorted({form.lower(): form for form in forms}.values(), key=len, reverse=True)
-        self._needles = tuple(form.lower() for form in ordered)
-        self._pattern = (
-            re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+        self._forms = tuple(
+            sorted({form.lower(): form for form in forms}.values(), key=len, reverse=True)
         )
+        self._needles = tuple(form.lower() for form in self._forms)
+        # Compiled when a text first holds a secret: the needles clear a clean text on
+        # their own, and compiling the alternation of every form costs more than many
+        # searches (tens of milliseconds for the lines of a PEM key).
+        self._pattern: re.Pattern[str] | None = None
         # What a text cut short may end with: a secret's start (not an encoded form's).
         self._starts = tuple(
             (secret.lower()[:_MIN_PREFIX], secret.lower())
@@ -88,9 +91,9 @@ class Masks:
 
     def locate(self, text: str) -> tuple[int, int] | None:
         """Where in ``text`` the first form of a secret is (start, end); None if nowhere."""
-        if self._pattern is None or not self.found(text.lower()):
+        if not self._needles or not self.found(text.lower()):
             return None
-        match = self._pattern.search(text)
+        match = self._compiled().search(text)
         return (0, len(text)) if match is None else match.span()
 
     def mask(self, text: str) -> str:
@@ -98,14 +101,22 @@ class Masks:
         return self._mask(text, text.lower())
 
     def _mask(self, text: str, lowered: str) -> str:
-        if self._pattern is None or not self.found(lowered):
+        if not self._needles or not self.found(lowered):
             return text
-        masked = self._pattern.sub(MASK, text)
+        masked = self._compiled().sub(MASK, text)
         if masked is text or self.found(masked.lower()):
             # Lower-casing changed the text's length (a few non-ASCII letters do), so the
             # pattern and the search disagree: the whole text goes.
             return MASK
         return masked
+
+    def _compiled(self) -> re.Pattern[str]:
+        pattern = self._pattern
+        if pattern is None:
+            # Threads that get here together each compile the same pattern: any one kept.
+            pattern = re.compile("|".join(map(re.escape, self._forms)), re.IGNORECASE)
+            self._pattern = pattern
+        return pattern
 
     def mask_text(self, text: str) -> str:
         """:meth:`mask`, and a secret's start left at the end of ``text`` (the text was

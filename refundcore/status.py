@@ -5,13 +5,14 @@ refund. :class:`JournalState` is what the journal records: the same four, plus
 ``SUBMITTING`` while the refund's request may be in flight and ``NOT_SENT`` for a refund
 proven never to have reached the gateway. Convert between them with
 :meth:`JournalState.of` and :attr:`JournalState.status`, never through their strings.
+:class:`CallbackVerdict` is what the journal made of a gateway's callback.
 """
 
 from __future__ import annotations
 
 from .words import WordEnum
 
-__all__ = ["JournalState", "RefundStatus"]
+__all__ = ["CallbackVerdict", "JournalState", "RefundStatus"]
 
 
 class RefundStatus(WordEnum):
@@ -77,3 +78,36 @@ class JournalState(WordEnum):
 
 _STATE_OF = {status: JournalState[status.name] for status in RefundStatus}
 _STATUS_OF = {state: status for status, state in _STATE_OF.items()}
+
+
+class CallbackVerdict(WordEnum):
+    """What the journal made of a verified callback
+    (:attr:`~refundcore.models.RefundNotification.verdict`, and the
+    ``refundcore.callback.verdict`` of :mod:`refundcore.telemetry`)."""
+
+    #: The journal holds the refund it names, and the word agrees with it and is news:
+    #: it settled the refund or moved it on. Act on it.
+    VERIFIED = "verified"
+    #: The journal already had what it says (delivered again, or confirming the
+    #: outcome the reply gave): it changed nothing.
+    DUPLICATE = "duplicate"
+    #: Against the final state the journal keeps (given as ``contradicts``; a late
+    #: ``PENDING`` too): not applied, no ``refund_id``.
+    CONTRADICTION = "contradiction"
+    #: It names a journalled refund by its refund id, but its gateway refund id is
+    #: another refund's, or not the one the journal holds for it: the refund id it
+    #: names cannot be trusted. Not applied, no ``refund_id``.
+    MISDIRECTED = "misdirected"
+    #: The journal holds no refund of its refund id or gateway refund id (one made
+    #: outside this client, in the gateway's dashboard say, or journalled elsewhere):
+    #: nothing was applied, and its ``refund_id`` is the callback's own, unchecked.
+    UNMATCHED = "unmatched"
+    #: No journal is configured: the signature holds, and nothing was checked against
+    #: a record of the refund.
+    UNJOURNALLED = "unjournalled"
+
+    @property
+    def agrees(self) -> bool:
+        """True for ``verified`` and ``duplicate``: the journal holds the refund the
+        callback names and agrees with what it says."""
+        return self is CallbackVerdict.VERIFIED or self is CallbackVerdict.DUPLICATE

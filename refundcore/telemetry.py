@@ -43,10 +43,15 @@ Metrics:
     every result, by provider, operation, status and source (``sent``, ``replayed``,
     ``reconciled``, …); the queries a reconcile sends count as queries
 ``refundcore.callbacks`` (counter)
-    every callback, by provider and verdict: ``verified`` (it settled something),
-    ``duplicate`` (the journal already had what it says), ``contradiction`` (the
-    journal keeps another final state and did not apply it), ``forged``,
-    ``not_a_refund`` or ``error``
+    every callback, by provider and verdict. A genuine one has its notification's
+    :class:`~refundcore.status.CallbackVerdict`: ``verified`` (the journal holds the
+    refund and the word settled it or moved it on), ``duplicate`` (the journal already
+    had what it says), ``contradiction`` (the journal keeps another final state and did
+    not apply it), ``misdirected`` (its gateway refund id is another refund's, or not
+    the one the journal holds for the refund it names: not applied), ``unmatched`` (the
+    journal holds no refund of its ids: nothing applied) or ``unjournalled`` (the client
+    has no journal: nothing checked). One refused: ``forged``, ``not_a_refund`` or
+    ``error``
 ``refundcore.stage.duration`` (histogram, s)
     by provider and stage: each is its stage span's duration (an operation's own
     is its span's); buckets from 100 µs to 60 s (:data:`DURATION_BUCKETS`)
@@ -304,9 +309,7 @@ class Telemetry:
     def _notified(
         self, operation: _Operation, provider: ProviderInfo, note: RefundNotification
     ) -> None:
-        verdict = "duplicate" if note.duplicate else "verified"
-        if note.contradicts is not None:
-            verdict = "contradiction"
+        verdict = note.verdict.value
         attributes: dict[str, Any] = {
             "refundcore.status": note.status.value,
             "refundcore.duplicate": note.duplicate,

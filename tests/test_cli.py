@@ -177,7 +177,9 @@ def test_verify_callback(
         str(file),
     ]
     code, out, _ = cli(capsys, *base, *headers)
-    assert code == 0 and out.startswith("verified: refund.updated SUCCEEDED")
+    # The reply already said SUCCEEDED: the callback tells the journal nothing new.
+    assert code == 0 and out.startswith("duplicate: refund.updated SUCCEEDED")
+    assert out.rstrip().endswith("(the journal already had it)")
     body.write_bytes(callback.body.replace(b"10.00", b"99.00"))
     code, _, err = cli(capsys, *base, *headers)
     assert code == 1 and "callback rejected: signature does not match" in err
@@ -189,10 +191,12 @@ def test_verify_callback(
         arg for name, value in failed.headers.items() for arg in ("--header", f"{name}: {value}")
     ]
     code, out, _ = cli(capsys, *base, *headers)
-    assert code == 0 and out.rstrip().endswith("(not applied: the journal keeps SUCCEEDED)")
+    assert code == 0 and out.startswith("contradiction: refund.updated FAILED")
+    assert out.rstrip().endswith("(not applied: the journal keeps SUCCEEDED)")
     code, note, _ = cli(capsys, *base, *headers, "--json")
     assert (note["status"], note["refund_id"]) == ("FAILED", None)
     assert (note["duplicate"], note["contradicts"]) == (False, "SUCCEEDED")
+    assert note["verdict"] == "contradiction"
 
 
 def test_demo_runs_every_provider(only_testpay: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,10 +8,11 @@ Over real sockets against the testpay emulator, with a SQLite journal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import requests
 from opentelemetry import trace
@@ -26,16 +27,18 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, S
 from opentelemetry.trace import SpanKind, StatusCode
 
 from refundcore import (
+    CallbackVerdict,
     HttpResponse,
     Money,
     PaymentRef,
     Refund,
+    RefundNotification,
     RefundStatus,
     SignatureError,
     ValidationError,
     hookimpl,
 )
-from refundcore.sandbox import Fault, SandboxRun
+from refundcore.sandbox import Fault, LedgerRefund, SandboxRun
 from refundcore.telemetry import DURATION_BUCKETS, Telemetry
 
 #: ``make_client(**kwargs)``: the client of this test's kind (see conftest).
@@ -373,6 +376,95 @@ def test_callbacks_by_verdict_a_duplicate_and_a_contradiction(app: App) -> None:
     assert callbacks[2].status.status_code is StatusCode.ERROR
     assert app.children(callbacks[1]) == ["refundcore verify", "refundcore journal apply"]
     assert app.children(callbacks[2]) == ["refundcore verify"]
+
+
+def genuine(run: SandboxRun, record: LedgerRefund) -> Any:
+    """The gateway's signed callback about ``record`` (its ids as the test sets them)."""
+    return run.emulator.build_callback(record, path="/testpay", at=run.emulator.clock())
+
+
+def verify(run: SandboxRun, callback: Any) -> RefundNotification:
+    note: RefundNotification = run.client.verify_callback(
+        "testpay", method="POST", path="/testpay", headers=callback.headers, body=callback.body
+    )
+    return note
+
+
+def test_each_callback_verdict_says_what_the_journal_made_of_it(app: App) -> None:
+    """A fresh word, its redelivery, a word against the final state, one whose gateway
+    refund id is another journalled refund's, and one about a refund the journal does
+    not hold: each span and each count says which it was."""
+    run = app.run
+    refund(run, seed(run, refund_outcome=RefundStatus.PENDING), "r-a")
+    refund(run, seed(run, refund_outcome=RefundStatus.PENDING), "r-b")
+    run.emulator.ledger.settle("r-a", RefundStatus.SUCCEEDED)
+    a = run.emulator.ledger.find_refund("r-a")
+    b = run.emulator.ledger.find_refund("r-b")
+    assert a is not None and b is not None
+    told = [verify(run, genuine(run, a)) for _ in range(2)]
+    run.emulator.ledger.settle("r-a", RefundStatus.FAILED)
+    told.append(verify(run, genuine(run, a)))
+    # It names r-b by its refund id, but the gateway's id it signed is r-a's.
+    told.append(verify(run, genuine(run, attrs.evolve(b, provider_refund_id=a.provider_refund_id))))
+    # Made at the gateway, not through this client (its dashboard, say).
+    elsewhere = attrs.evolve(a, refund_id="r-dashboard", provider_refund_id="pr-dashboard")
+    told.append(verify(run, genuine(run, elsewhere)))
+
+    verdicts = ["verified", "duplicate", "contradiction", "misdirected", "unmatched"]
+    assert [note.verdict.value for note in told] == verdicts
+    assert [note.refund_id for note in told] == ["r-a", "r-a", None, None, "r-dashboard"]
+    assert [note.contradicts for note in told] == [None, None, RefundStatus.SUCCEEDED, None, None]
+    callbacks = [span for span in app.operations() if span.name == "refundcore callback"]
+    attributes = [dict(span.attributes or {}) for span in callbacks]
+    assert [each["refundcore.callback.verdict"] for each in attributes] == verdicts
+    assert [each.get("refundcore.refund_id") for each in attributes] == [
+        "r-a",
+        "r-a",
+        None,
+        None,
+        "r-dashboard",
+    ]
+    assert [each["refundcore.duplicate"] for each in attributes] == [
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert all(span.status.status_code is StatusCode.UNSET for span in callbacks)
+    assert app.points("refundcore.callbacks") == {
+        key(provider="testpay", **{"callback.verdict": verdict}): 1 for verdict in verdicts
+    }
+
+
+def test_a_callback_without_a_journal_is_unjournalled(
+    installed: Path, make_client: MakeClient
+) -> None:
+    """Nothing to check it against: not counted as having settled anything, whatever
+    the plugin's notification claimed."""
+
+    class Boastful:
+        """A plugin wrapper that claims the journal's say for itself."""
+
+        @hookimpl(wrapper=True)
+        def refundcore_verify_callback(self) -> Generator[None, Any, Any]:
+            note = yield
+            return attrs.evolve(note, verdict=CallbackVerdict.VERIFIED)
+
+    with SandboxRun("testpay", client=make_client(journal=None)) as run:
+        app = App(run)
+        run.client.register_plugin(Boastful())
+        refund(run, seed(run), "r-free")
+        record = run.emulator.ledger.find_refund("r-free")
+        assert record is not None
+        for _ in range(2):
+            note = verify(run, genuine(run, record))
+            assert (note.verdict, note.duplicate) == (CallbackVerdict.UNJOURNALLED, False)
+        (span, _) = [s for s in app.operations() if s.name == "refundcore callback"]
+        assert dict(span.attributes or {})["refundcore.callback.verdict"] == "unjournalled"
+        assert app.points("refundcore.callbacks") == {
+            key(provider="testpay", **{"callback.verdict": "unjournalled"}): 2
+        }
 
 
 def test_the_send_span_is_the_parent_of_the_http_client_span(app: App, client_kind: str) -> None:

@@ -93,13 +93,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         args.provider, method=args.method, path=args.path, headers=Headers(headers), body=body
     )
     said = (
-        f"verified: {note.event} {note.status.value} "
+        f"{note.verdict.value}: {note.event} {note.status.value} "
         f"refund {note.refund_id or note.provider_refund_id or '?'} via {note.provider}"
     )
-    if note.contradicts is not None:
-        said += f" (not applied: the journal keeps {note.contradicts.value})"
-    emit(args, _note_data(note), said)
+    emit(args, _note_data(note), said + _verdict_note(note))
     return EXIT_OK
+
+
+#: What the text output adds to a callback's verdict (the JSON gives it as ``verdict``).
+_VERDICT_NOTES = {
+    "verified": "",
+    "duplicate": " (the journal already had it)",
+    "misdirected": " (not applied: its gateway refund id is not the journalled refund's)",
+    "unmatched": " (not applied: the journal holds no such refund)",
+    "unjournalled": " (no journal: checked against nothing)",
+}
+
+
+def _verdict_note(note: RefundNotification) -> str:
+    if note.contradicts is not None:
+        return f" (not applied: the journal keeps {note.contradicts.value})"
+    return _VERDICT_NOTES.get(note.verdict.value, "")
 
 
 def _headers(given: list[str]) -> list[tuple[str, str]]:
@@ -147,4 +161,5 @@ def _note_data(note: RefundNotification) -> dict[str, Any]:
         "raw": dict(note.raw),
         "duplicate": note.duplicate,
         "contradicts": None if note.contradicts is None else note.contradicts.value,
+        "verdict": note.verdict.value,
     }

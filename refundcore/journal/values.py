@@ -16,7 +16,7 @@ import attrs
 from ..errors import ValidationError
 from ..models import Refund, Void
 from ..money import Money
-from ..status import JournalState, RefundStatus
+from ..status import CallbackVerdict, JournalState, RefundStatus
 from ..words import WordEnum
 
 __all__ = [
@@ -402,6 +402,18 @@ class Applied:
     duplicate: bool = False
     contradiction: bool = False
     misdirected: bool = False
+
+    def verdict(self, state: JournalState) -> CallbackVerdict:
+        """What a callback's word ``state``, applied, comes to: ``verified`` or
+        ``duplicate`` where the row agrees with it (an ``UNKNOWN`` word is never one the
+        row already had: it says nothing), else ``misdirected`` or ``contradiction``."""
+        if not self.agrees(state):
+            return (
+                CallbackVerdict.MISDIRECTED if self.misdirected else CallbackVerdict.CONTRADICTION
+            )
+        if state is not JournalState.UNKNOWN and not self.changed:
+            return CallbackVerdict.DUPLICATE
+        return CallbackVerdict.VERIFIED
 
     def agrees(self, state: JournalState) -> bool:
         """Whether the row, as the gateway's word ``state`` left it, agrees with that

@@ -20,14 +20,13 @@ from ..errors import ConfigError, RefundError
 from ..hookspecs import hookimpl
 from ..jsonutil import dump_json, load_json
 from ..models import HttpResponse, Operation, PaymentRef, Refund, RefundResult, RefundStatus
-from ..redaction import Masks
 from ..sandbox import Fault, SandboxRun
 from .base import KitBase
 from .callbacks import FUZZ
 from .mutations import json_parent, json_paths
 from .rules import broken, expect
 from .stages import ProviderStages
-from .transcript import secret_texts
+from .transcript import secret_masks
 
 __all__ = ["HostileChecks", "Replies"]
 
@@ -61,7 +60,7 @@ def _vaulted_settings(run: SandboxRun, provider: str) -> dict[str, Any]:
     as a merchant's config from a vault holds them: a config error's traceback (its
     frames' locals, the caller's among them) then shows a secret only where the plugin
     or the core revealed it."""
-    masks = Masks(secret_texts(run.client.config_for(provider)))
+    masks = secret_masks(run.client.config_for(provider))
     return {
         name: Secret(value) if isinstance(value, str) and masks.found(value.lower()) else value
         for name, value in run.emulator.client_config(run.server.base_url).items()

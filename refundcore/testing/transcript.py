@@ -10,6 +10,7 @@ for in all of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Generator, Iterable, Iterator
@@ -25,7 +26,14 @@ from ..logs import record_fields
 from ..models import RefundNotification, RefundResult
 from ..redaction import Masks
 
-__all__ = ["StageWitness", "Transcript", "exception_chain", "secret_texts", "traceback_texts"]
+__all__ = [
+    "StageWitness",
+    "Transcript",
+    "exception_chain",
+    "secret_masks",
+    "secret_texts",
+    "traceback_texts",
+]
 
 # Shorter values would match by chance (and cannot be worth stealing).
 _MIN_SECRET = 4
@@ -43,6 +51,18 @@ def secret_texts(config: Any) -> list[str]:
             lines = value.to_pem().splitlines()
             texts += [line for line in lines[1:-1] if len(line) >= 32]
     return [text for text in texts if len(text) >= _MIN_SECRET]
+
+
+def secret_masks(config: Any) -> Masks:
+    """The :class:`~refundcore.redaction.Masks` of :func:`secret_texts` of ``config``."""
+    return _masks_of(tuple(secret_texts(config)))
+
+
+# Keyed by the secrets themselves, so masks never outlive the secrets they search for;
+# a config's are asked for more than once (its settings vaulted, the scan at the end).
+@functools.lru_cache(maxsize=8)
+def _masks_of(secrets: tuple[str, ...]) -> Masks:
+    return Masks(secrets)
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:
@@ -159,7 +179,7 @@ class Transcript:
         """``(where, excerpt)`` of the first secret found, in any letter case or encoded
         form the client masks (see :mod:`refundcore.redaction`), or ``None``. The
         excerpt shows the text around the secret with the secret itself masked."""
-        masks = Masks(secrets)
+        masks = _masks_of(tuple(secrets))
         for where, text in self.texts:
             span = masks.locate(text)
             if span is not None:
