@@ -10,7 +10,8 @@ or a plain function, run in a worker thread since it may block. Every answer is 
 WSGI app's (:mod:`refundcore.callback_answers` decides them for both): the gateway's
 success answer for a genuine callback (and for a genuine one that is not about a
 refund, which is not handed on), 400 for one that fails verification, 503 when the
-journal could not record it, 500 when ``on_notification`` raised.
+journal could not record it, 500 when the plugin failed to read it or
+``on_notification`` raised.
 
 Bodies are read with a size cap and a deadline: 413 for a declared Content-Length over
 ``max_body`` before any of the body is read, and as soon as a body without one passes

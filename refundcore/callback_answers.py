@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Union
 import attrs
 
 from .client import RefundClient
-from .errors import ConfigError, JournalError, NotARefund, ProviderNotInstalled, RefundError
+from .errors import (
+    ConfigError,
+    JournalError,
+    NotARefund,
+    PluginError,
+    ProviderNotInstalled,
+    RefundError,
+)
 from .logs import EventLogger
 from .models import CallbackAck, ProviderInfo, RefundNotification
 
@@ -151,7 +158,8 @@ def deliver(
     ``target`` is the path and query exactly as received. A forgery gets 400 (never a
     500 for bad input); a genuine event that is not about a refund gets the gateway's
     success answer and is not handed on, so the gateway stops delivering it; 503 when
-    the journal could not record it and 500 when ``on_notification`` raised, so that the
+    the journal could not record it, and 500 when the plugin failed to read it
+    (:class:`~refundcore.errors.PluginError`) or ``on_notification`` raised, so that the
     gateway delivers it again later.
     """
     try:
@@ -230,6 +238,12 @@ def _refused(info: ProviderInfo, exc: RefundError) -> Answer:
         # Refusing it would make the gateway deliver it again and again (and some
         # disable an endpoint that keeps refusing); it is genuine, so it is taken.
         return Answer.ack(info.callback_ack)
+    if isinstance(exc, PluginError):
+        # The plugin failed, not the sender: a plugin answers bad input with a typed
+        # error (the conformance kit's callback-typed-errors rule), so this may be a
+        # genuine callback, which a 400 would make the gateway drop. A 500 has it
+        # delivered again, once the plugin is fixed.
+        return Answer.text(500, "Internal Server Error", "try again later")
     return Answer.text(400, "Bad Request", "callback rejected")
 
 

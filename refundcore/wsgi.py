@@ -6,7 +6,8 @@ callback is verified by the provider's plugin; a genuine one is passed to
 ``on_notification`` and answered the way that gateway expects. A genuine callback that
 is not about a refund (:class:`~refundcore.errors.NotARefund`: a payment completed) gets
 the same success answer, so the gateway stops delivering it, and is not passed on. A
-callback that fails verification gets 400 (never a 500 for bad input); if
+callback that fails verification gets 400 (never a 500 for bad input); if the plugin
+fails to read it (:class:`~refundcore.errors.PluginError`, a plugin's bug) or
 ``on_notification`` itself raises, the answer is 500 so the gateway delivers it again
 later.
 

@@ -128,6 +128,24 @@ def test_failures_and_events_answer_as_the_wsgi_app_does(
         assert (reply.status_code, reply.text) == (200, "OK")
 
 
+class _BrokenVerifier:
+    @hookimpl(tryfirst=True)
+    def refundcore_verify_callback(self) -> object:
+        raise KeyError("signature")
+
+
+def test_a_plugin_failing_on_a_callback_is_a_500_to_deliver_again(
+    run: SandboxRun, serve_asgi: ServeAsgi
+) -> None:
+    arrived: list[RefundNotification] = []
+    client = _twin(run, "async")
+    callback = run.emulator.signed_callback(_refund(run), path="/testpay")
+    client.register_plugin(_BrokenVerifier())
+    with serve_asgi(callback_app(client, arrived.append)) as base:
+        assert _post(f"{base}/testpay", callback).status_code == 500
+    assert arrived == []
+
+
 def test_a_mounted_app_sees_paths_below_its_mount(run: SandboxRun, serve_asgi: ServeAsgi) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount

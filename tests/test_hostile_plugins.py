@@ -187,7 +187,7 @@ def test_a_stage_giving_back_no_request_is_refused_naming_it(
     assert journal_state(run) is None
 
 
-def test_a_verifier_raising_a_bug_is_a_plugin_error_and_a_400(run: SandboxRun) -> None:
+def test_a_verifier_raising_a_bug_is_a_plugin_error_and_a_500(run: SandboxRun) -> None:
     class Verifier:
         @hookimpl(tryfirst=True)
         def refundcore_verify_callback(self) -> RefundNotification:
@@ -200,7 +200,7 @@ def test_a_verifier_raising_a_bug_is_a_plugin_error_and_a_400(run: SandboxRun) -
         run.client.verify_callback(
             "testpay", method="POST", path="/testpay", headers=callback.headers, body=callback.body
         )
-    assert post_to_callback_app(run, callback) == (400, [])
+    assert post_to_callback_app(run, callback) == (500, [])
 
 
 # -- the send stage: only the transport says nothing was sent ----------------------------
@@ -427,7 +427,7 @@ def _pending_refund(run: SandboxRun) -> None:
 
 
 @pytest.mark.parametrize("case", list(_UNREADABLE_NOTES))
-def test_a_notification_nobody_can_read_is_a_plugin_error_and_a_400(
+def test_a_notification_nobody_can_read_is_a_plugin_error_and_a_500(
     run: SandboxRun, case: str
 ) -> None:
     changes, field = _UNREADABLE_NOTES[case]
@@ -448,7 +448,7 @@ def test_a_notification_nobody_can_read_is_a_plugin_error_and_a_400(
             "testpay", method="POST", path="/testpay", headers=callback.headers, body=callback.body
         )
     assert raised.value.hook == "refundcore_verify_callback"
-    assert post_to_callback_app(run, callback) == (400, [])
+    assert post_to_callback_app(run, callback) == (500, [])
     if run.client.journal is not None:
         assert journal_state(run) is JournalState.PENDING
 
