@@ -41,7 +41,6 @@ needs, carried out by :func:`~refundcore.effects.drive` (``RefundClient``) or
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import secrets
 import socket
@@ -84,6 +83,7 @@ from .models import (
     Void,
 )
 from .money import Money
+from .notifications import as_heard
 from .pipeline import Pipeline, unknown_result
 from .status import JournalState
 
@@ -172,9 +172,9 @@ class ExactlyOnce:
         )
 
     def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[RefundNotification]:
-        """Let a verified callback's word settle the journalled refund it names. The word
-        for the app: ``duplicate`` if the journal had it; without ``refund_id`` where the
-        row disagrees once applied (misdirected, or ``contradicts`` its final state)."""
+        """Let a verified callback's word settle the journalled refund it names (found
+        by its refund id, else by its gateway refund id); the word for the app as the
+        journal read it (:func:`~refundcore.notifications.as_heard`)."""
         state = JournalState.of(word.status)
         applied: Applied | None = yield self._step(
             info,
@@ -187,24 +187,10 @@ class ExactlyOnce:
                 refund_id=word.refund_id,
                 provider_refund_id=word.provider_refund_id,
                 raw=word.raw,
+                unsigned_tie=word.unsigned_tie,
             ),
         )
-        if applied is None or applied.agrees(state):
-            duplicate = (
-                applied is not None and state is not JournalState.UNKNOWN and not applied.changed
-            )
-            return attrs.evolve(word, duplicate=duplicate, contradicts=None)
-        # A PENDING behind a final answer is the gateway's reordering, not a conflict.
-        log.log(
-            logging.WARNING if applied.misdirected or state.is_final else logging.INFO,
-            "callback not applied",
-            refund_id=word.refund_id,
-            status=word.status.value,
-            held=applied.entry.state.value,
-            misdirected=applied.misdirected,
-        )
-        kept = None if applied.misdirected else applied.entry.state.status
-        return attrs.evolve(word, refund_id=None, duplicate=False, contradicts=kept)
+        return as_heard(word, applied, state)
 
     def reconcile(
         self, lookup: ProviderLookup, provider: str | None = None

@@ -154,6 +154,12 @@ def refundcore_verify_callback(
     hand it to the application, whereas a ``SignatureError`` is refused. Decide what a
     callback is about from signed bytes only; an unsigned header may choose how to read
     the body, never the outcome.
+
+    Where what names the merchant's refund (``refund_id``, ``payment``) comes from
+    bytes the gateway does not sign (a URL the merchant gave, a field outside the
+    signature), even behind a tag of the merchant's own, set ``unsigned_tie=True``:
+    only the signed ``provider_refund_id`` then decides which refund the word settles,
+    and the core drops a tie no journalled refund confirms.
     """
 
 
@@ -186,7 +192,9 @@ def refundcore_notification(provider: ProviderInfo, notification: RefundNotifica
         ``notification.refund_id`` is ``None`` where the journal did not apply it: its
         gateway refund id is another refund's, or it contradicts the final state the
         journal keeps (a late PENDING after SUCCEEDED too), given as
-        ``notification.contradicts``.
+        ``notification.contradicts``; and, for a word whose tie to the refund is
+        unsigned (``notification.unsigned_tie``), wherever no journalled refund holds
+        its gateway refund id (then ``payment`` is ``None`` too).
 
     Called before the notification is handed to the application. For observing only,
     like :func:`refundcore_result`. A callback that fails verification never reaches
