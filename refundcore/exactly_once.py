@@ -41,7 +41,6 @@ needs, carried out by :func:`~refundcore.effects.drive` (``RefundClient``) or
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import secrets
 import socket
@@ -64,7 +63,6 @@ from .evidence import (
 )
 from .journal import Applied, ClaimVerdict, Journal, JournalEntry, ResultRecord
 from .journal.records import (
-    as_applied,
     new_refund,
     operation_for,
     query_for,
@@ -85,6 +83,7 @@ from .models import (
     Void,
 )
 from .money import Money
+from .notifications import as_heard
 from .pipeline import Pipeline, unknown_result
 from .status import JournalState
 
@@ -173,9 +172,9 @@ class ExactlyOnce:
         )
 
     def settle(self, info: ProviderInfo, word: RefundNotification) -> Steps[RefundNotification]:
-        """Let a verified callback's word settle the journalled refund it names. The word
-        for the app, with the journal's ``verdict``: without ``refund_id`` where the row
-        disagrees once applied (misdirected, or ``contradicts`` its final state)."""
+        """Let a verified callback's word settle the journalled refund it names (found
+        by its refund id, else by its gateway refund id); the word for the app as the
+        journal read it, with its ``verdict`` (:func:`~refundcore.notifications.as_heard`)."""
         state = JournalState.of(word.status)
         applied: Applied | None = yield self._step(
             info,
@@ -188,23 +187,10 @@ class ExactlyOnce:
                 refund_id=word.refund_id,
                 provider_refund_id=word.provider_refund_id,
                 raw=word.raw,
+                unsigned_tie=word.unsigned_tie,
             ),
         )
-        told = as_applied(word, applied, state)
-        if not told.verdict.agrees:
-            # INFO: a late PENDING is the gateway's reordering, a refund the journal lacks.
-            log.log(
-                logging.INFO
-                if applied is None or not (applied.misdirected or state.is_final)
-                else logging.WARNING,
-                "callback not applied",
-                refund_id=word.refund_id,
-                status=word.status.value,
-                held=None if applied is None else applied.entry.state.value,
-                misdirected=applied is not None and applied.misdirected,
-                verdict=told.verdict.value,
-            )
-        return told
+        return as_heard(word, applied, state)
 
     def reconcile(
         self, lookup: ProviderLookup, provider: str | None = None

@@ -180,6 +180,12 @@ def refundcore_verify_callback(
     (a ``status`` that is not a ``RefundStatus``, an ``amount`` that is not ``Money``, a
     ``payment`` that is not a ``PaymentRef``, an id or ``event`` that is not a ``str``)
     is refused with a :class:`~refundcore.errors.PluginError` naming the field.
+
+    Where what names the merchant's refund (``refund_id``, ``payment``) comes from
+    bytes the gateway does not sign (a URL the merchant gave, a field outside the
+    signature), even behind a tag of the merchant's own, set ``unsigned_tie=True``:
+    only the signed ``provider_refund_id`` then decides which refund the word settles,
+    and the core drops a tie no journalled refund confirms.
     """
 
 
@@ -212,11 +218,13 @@ def refundcore_notification(provider: ProviderInfo, notification: RefundNotifica
         so it changed nothing (the gateway delivered it again, or it confirms the
         outcome the reply gave). ``notification.refund_id`` is ``None`` where the
         journal did not apply it: its gateway refund id is another refund's
-        (``misdirected``), or it contradicts the final state the journal keeps (a late
+        (``misdirected``), it contradicts the final state the journal keeps (a late
         PENDING after SUCCEEDED too), given as ``notification.contradicts``
-        (``contradiction``). A word about a refund the journal does not hold keeps the
-        callback's own ids (``unmatched``); without a journal the verdict is
-        ``unjournalled``.
+        (``contradiction``), or its tie to the refund is unsigned
+        (``notification.unsigned_tie``) and no journalled refund holds its gateway
+        refund id (``unconfirmed``; then ``payment`` is ``None`` too). A word about a
+        refund the journal does not hold keeps the callback's own ids (``unmatched``)
+        unless its tie is unsigned; without a journal the verdict is ``unjournalled``.
 
     Called before the notification is handed to the application. For observing only,
     like :func:`refundcore_result`. A callback that fails verification never reaches

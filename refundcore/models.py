@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import math
-import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Union
@@ -17,6 +14,7 @@ import attrs
 from .errors import ValidationError
 from .lookup import Lookup
 from .money import Money, currency_exponent
+from .refund_ids import new_refund_id
 from .status import CallbackVerdict, RefundStatus
 from .urls import parse_http_url
 from .words import WordEnum
@@ -226,34 +224,6 @@ class PaymentRef:
 
 
 REFUND_ID_MAX = 64
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-class _MonotonicUlid:
-    """ULIDs in the spec's monotonic mode: within one millisecond the random part counts
-    up, so ids made by one process sort in the order they were made (a random part
-    alone would order ids of the same millisecond by chance)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = 0
-
-    def __call__(self) -> str:
-        with self._lock:
-            value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-            if value >> 80 <= self._last >> 80:
-                value = self._last + 1
-            self._last = value
-        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-_next_ulid = _MonotonicUlid()
-
-
-def new_refund_id() -> str:
-    """A fresh refund id: 26 characters, unique, and sorting by creation time (a ULID;
-    ids from one process sort in the order they were made)."""
-    return _next_ulid()
 
 
 def check_refund_id(refund_id: str) -> str:
@@ -445,6 +415,16 @@ class RefundNotification:
     name is not signed), or keeps another final status, then given as ``contradicts``.
     ``duplicate``: the journal already had what it says (delivered again, or confirming a
     recorded outcome). The client sets these three, whatever a plugin put there.
+
+    ``unsigned_tie``: set by a plugin whose gateway does not sign what ties the word to
+    the merchant's refund (``refund_id`` and ``payment`` were read from unsigned data,
+    such as a URL or a field outside the signature), so only ``provider_refund_id`` is
+    the gateway's signed word. Such a word settles, and names, only a journalled refund
+    already known by that ``provider_refund_id``; a refund whose gateway refund id is
+    not known yet (its reply was lost) is not settled by it, the word kept in its
+    history as evidence. Otherwise, and always without a journal, it reaches the
+    application without ``refund_id`` and ``payment``: match it by
+    ``provider_refund_id``.
     """
 
     provider: str
@@ -458,6 +438,7 @@ class RefundNotification:
     duplicate: bool = False
     contradicts: RefundStatus | None = None
     verdict: CallbackVerdict = CallbackVerdict.UNJOURNALLED
+    unsigned_tie: bool = False
 
 
 @attrs.frozen(cache_hash=True)

@@ -68,6 +68,7 @@ from .models import (
     ResultSource,
 )
 from .money import Money
+from .notifications import unnamed
 from .plugins import PluginRegistry
 from .redaction import Redactor
 from .send_stage import SendStage, stage_done, unknown_result
@@ -325,8 +326,9 @@ class Pipeline:
         """Check a callback's input, have the plugin verify and parse it and let
         ``settle`` apply it (a callback operation): the notification, stamped with the
         provider, secrets masked, as ``settle`` read it (``duplicate``), and shown to
-        every ``refundcore_notification`` hook. ``SignatureError`` when the callback
-        cannot be trusted."""
+        every ``refundcore_notification`` hook; without ``settle``, a notification whose
+        tie is unsigned (``unsigned_tie``) names no refund or payment, since no journal
+        can confirm it. ``SignatureError`` when the callback cannot be trusted."""
 
         steps = self._verify(info, config, method, path, headers, body, settle)
         return self.operate(info, "callback", None, steps)
@@ -366,6 +368,9 @@ class Pipeline:
         note = self._redactor.notification(info.id, note)
         if settle is not None:
             note = yield from settle(info, note)
+        elif note.unsigned_tie:
+            # Only a journalled gateway refund id could confirm such a tie.
+            note = unnamed(note, _UNJOURNALLED)
         elif note.duplicate or note.contradicts is not None or note.verdict is not _UNJOURNALLED:
             # All three are the journal's to say: a plugin's guess is not passed on.
             note = attrs.evolve(note, duplicate=False, contradicts=None, verdict=_UNJOURNALLED)

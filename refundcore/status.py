@@ -98,9 +98,15 @@ class CallbackVerdict(WordEnum):
     #: another refund's, or not the one the journal holds for it: the refund id it
     #: names cannot be trusted. Not applied, no ``refund_id``.
     MISDIRECTED = "misdirected"
+    #: Its tie to the refund it names rests on data the gateway does not sign
+    #: (:attr:`~refundcore.models.RefundNotification.unsigned_tie`), and no journalled
+    #: refund holds its gateway refund id to confirm it (the refund's reply was lost,
+    #: say): not applied, kept as evidence, no ``refund_id`` and no ``payment``.
+    UNCONFIRMED = "unconfirmed"
     #: The journal holds no refund of its refund id or gateway refund id (one made
     #: outside this client, in the gateway's dashboard say, or journalled elsewhere):
-    #: nothing was applied, and its ``refund_id`` is the callback's own, unchecked.
+    #: nothing was applied, and its ``refund_id`` is the callback's own, unchecked
+    #: (none where its tie is unsigned).
     UNMATCHED = "unmatched"
     #: No journal is configured: the signature holds, and nothing was checked against
     #: a record of the refund.

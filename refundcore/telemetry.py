@@ -48,7 +48,9 @@ Metrics:
     refund and the word settled it or moved it on), ``duplicate`` (the journal already
     had what it says), ``contradiction`` (the journal keeps another final state and did
     not apply it), ``misdirected`` (its gateway refund id is another refund's, or not
-    the one the journal holds for the refund it names: not applied), ``unmatched`` (the
+    the one the journal holds for the refund it names: not applied), ``unconfirmed``
+    (only unsigned data ties it to the refund, and no journalled refund holds its
+    gateway refund id: not applied), ``unmatched`` (the
     journal holds no refund of its ids: nothing applied) or ``unjournalled`` (the client
     has no journal: nothing checked). One refused: ``forged``, ``not_a_refund`` or
     ``error``

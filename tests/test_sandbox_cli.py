@@ -186,7 +186,11 @@ def test_a_day_of_development(tmp_path: Path, sandboxes: list[Sandbox]) -> None:
         assert [config[p]["base_url"] for p in BUNDLED] == [
             f"http://127.0.0.1:{base + n}" for n in range(1, 5)
         ]
-        app.client = RefundClient.from_file(tmp_path / "refundcore.toml", journal=None)
+        # The app journals where the CLI does: only a journalled txid lets a PayWiser
+        # postback name its refund (PayWiser does not sign the tie).
+        app.client = RefundClient.from_file(
+            tmp_path / "refundcore.toml", journal=os.environ["REFUNDCORE_JOURNAL"]
+        )
 
         def refund(provider: str, payment: str, refund_id: str, *extra: str) -> int:
             currency = "USD" if provider == "paywiser" else "HKD"

@@ -673,12 +673,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _paywiser(
         "payment-from-unsigned-parent",
         "the postback's payment read from parent_txid, which the check value leaves out, "
-        "also when no URL tag binds it",
+        "also when no URL tag binds it, and the notification not saying its tie is "
+        "unsigned (said, the core drops the payment)",
         [
             (
                 'payment=PaymentRef(payment_id=fields["parent_txid"]) if refund_id else None,',
                 'payment=PaymentRef(payment_id=fields["parent_txid"]),',
-            )
+            ),
+            ("        unsigned_tie=True,\n", "        unsigned_tie=False,\n"),
         ],
         "signed-data-only",
         focus="unsigned",

@@ -105,6 +105,7 @@ _VERDICT_NOTES = {
     "verified": "",
     "duplicate": " (the journal already had it)",
     "misdirected": " (not applied: its gateway refund id is not the journalled refund's)",
+    "unconfirmed": " (not applied: only unsigned data ties it to the refund)",
     "unmatched": " (not applied: the journal holds no such refund)",
     "unjournalled": " (no journal: checked against nothing)",
 }

@@ -93,6 +93,7 @@ class SqlAnswers(SqlHistory):
         refund_id: str | None = None,
         provider_refund_id: str | None = None,
         raw: Mapping[str, Any] | None = None,
+        unsigned_tie: bool = False,
     ) -> Applied | None:
         state = JournalState(state)
         with self._transaction(write=True) as tx:
@@ -110,37 +111,88 @@ class SqlAnswers(SqlHistory):
             if entry is None:
                 return None
             data = answer_data(provider_refund_id, None, None, None, raw)
-            conflict = self._identity_conflict(tx, entry, provider_refund_id)
+            conflict = self._identity_conflict(
+                tx, entry, provider_refund_id, unsigned_tie=unsigned_tie
+            )
             data.update(conflict)
+            unconfirmed = "unsigned_tie" in conflict
+            reopens = unconfirmed and _reopens(entry, state)
+            if reopens:
+                data["reopened"] = True
             word = Event(
                 provider, entry.refund_id, now, EventKind.CALLBACK, entry.attempt, state, None, data
             )
             applied = self._hear(tx, entry, word, settles=not conflict)
             if not conflict:
                 return applied
+            if unconfirmed and entry.state is JournalState.SUBMITTING:
+                # The reply, still on its way, brings the gateway refund id and its own
+                # word: a callback that overtook it is kept, and disagrees with nothing.
+                return attrs.evolve(applied, unconfirmed=True)
             if not applied.contradiction:
                 self._contradiction(tx, entry, now, word, entry.state)
-            return attrs.evolve(applied, contradiction=True, misdirected=True)
+            if reopens:
+                applied = attrs.evolve(
+                    applied, entry=self._reopen(tx, entry, now, state), changed=True
+                )
+            return attrs.evolve(
+                applied, contradiction=True, misdirected=not unconfirmed, unconfirmed=unconfirmed
+            )
+
+    def _reopen(
+        self, tx: Transaction, entry: JournalEntry, now: datetime, word: JournalState
+    ) -> JournalEntry:
+        """Put ``entry`` back to UNKNOWN, for an operator: a word it cannot trust says
+        the money may have left, against its "never sent" or decided FAILED."""
+        message = (
+            f"a callback says {word.value}, against {entry.state.value}; only unsigned data "
+            "ties it to this refund: UNKNOWN until an operator decides"
+        )
+        changes: dict[str, Any] = {
+            "state": JournalState.UNKNOWN,
+            "decided_by": None,
+            "provider_refund_id": entry.provider_refund_id,
+            "owner": entry.owner,
+            "lease_until": entry.lease_until,
+            "updated_at": now,
+            "message": message,
+            "error_code": None,
+        }
+        self._write_changes(tx, entry, changes, entry.raw)
+        return attrs.evolve(entry, **changes)
 
     def _identity_conflict(
-        self, tx: Transaction, entry: JournalEntry, provider_refund_id: str | None
-    ) -> dict[str, str]:
+        self,
+        tx: Transaction,
+        entry: JournalEntry,
+        provider_refund_id: str | None,
+        *,
+        unsigned_tie: bool,
+    ) -> dict[str, Any]:
         """Why a callback found by its refund id cannot settle ``entry``: the row is
-        known at the gateway by another refund id (``held_provider_refund_id``), or
-        the callback's gateway refund id is another row's (``belongs_to``); empty when
-        nothing disagrees. A refund id may reach a callback from a place the gateway
-        does not sign (a URL, an echo of the merchant's own text); the gateway's refund
-        id is what its signature covers, so it decides which refund is meant."""
-        if provider_refund_id is None or entry.provider_refund_id == provider_refund_id:
+        known at the gateway by another refund id (``held_provider_refund_id``), the
+        callback's gateway refund id is another row's (``belongs_to``), or its tie to
+        the row is unsigned and no gateway refund id the row holds confirms it
+        (``unsigned_tie``); empty when nothing disagrees. A refund id may reach a
+        callback from a place the gateway does not sign (a URL, an echo of the
+        merchant's own text); the gateway's refund id is what its signature covers, so
+        it decides which refund is meant."""
+        if provider_refund_id is not None and entry.provider_refund_id == provider_refund_id:
             return {}
-        if entry.provider_refund_id is not None:
-            return {"held_provider_refund_id": entry.provider_refund_id}
-        other = tx.one(
-            f"SELECT refund_id FROM {TABLE} WHERE provider = ? AND provider_refund_id = ? "  # noqa: S608
-            "LIMIT 1",
-            (entry.provider, provider_refund_id),
-        )
-        return {} if other is None else {"belongs_to": str(other["refund_id"])}
+        if provider_refund_id is not None:
+            if entry.provider_refund_id is not None:
+                return {"held_provider_refund_id": entry.provider_refund_id}
+            other = tx.one(
+                f"SELECT refund_id FROM {TABLE} WHERE provider = ? AND provider_refund_id = ? "  # noqa: S608
+                "LIMIT 1",
+                (entry.provider, provider_refund_id),
+            )
+            if other is not None:
+                return {"belongs_to": str(other["refund_id"])}
+        # A tie the gateway does not sign, with no gateway refund id held to check it
+        # against: another refund's genuine word, its unsigned fields rewritten, would
+        # read just like this one.
+        return {"unsigned_tie": True} if unsigned_tie else {}
 
     def record_query(
         self,
@@ -405,6 +457,16 @@ class SqlAnswers(SqlHistory):
             (self._encode_time(now), entry.provider, entry.refund_id),
         )
         return attrs.evolve(entry, owner=None, lease_until=None, updated_at=now)
+
+
+def _reopens(entry: JournalEntry, word: JournalState) -> bool:
+    """Whether a word whose tie to ``entry`` nothing confirms still withdraws what the
+    row holds: where a confirmed word would overrule it because, left standing, it
+    could refund the money a second time ("never sent", a decided FAILED against
+    SUCCEEDED). Such a word settles nothing, but the row goes back to UNKNOWN."""
+    return overrules_decision(entry, word) or (
+        entry.state is JournalState.NOT_SENT and word in ANSWERED
+    )
 
 
 def _decision(state: object) -> JournalState:

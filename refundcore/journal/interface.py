@@ -141,6 +141,7 @@ class Journal(abc.ABC):
         refund_id: str | None = None,
         provider_refund_id: str | None = None,
         raw: Mapping[str, Any] | None = None,
+        unsigned_tie: bool = False,
     ) -> Applied | None:
         """Apply a verified callback to the row it names (by refund id, else by the
         provider's refund id); ``None`` if there is no such row.
@@ -151,6 +152,12 @@ class Journal(abc.ABC):
         ``provider_refund_id`` is filled in. A callback found by its refund id whose
         ``provider_refund_id`` is not the row's (or is another row's) is about another
         gateway refund: kept as evidence, recorded as a contradiction, never applied.
+        With ``unsigned_tie`` (the refund id was read from data the gateway does not
+        sign: :attr:`~refundcore.models.RefundNotification.unsigned_tie`), a callback
+        found by its refund id is applied only where the row already holds this
+        ``provider_refund_id``; otherwise it is kept and recorded the same way
+        (``Applied.unconfirmed``), and the row stays as it was, but for a row it would
+        overrule (see :meth:`resolve`; "never sent" too), which goes back to UNKNOWN.
         Every callback is kept as a ``callback`` event; the :class:`Applied` says
         whether it changed the row, repeats a callback received before, or contradicts
         the row (then also a ``contradiction`` event and a WARNING).

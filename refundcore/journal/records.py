@@ -4,8 +4,7 @@ Going in, an operation becomes the row claimed before it is sent
 (:func:`new_refund`) and a finished result the outcome recorded for it
 (:func:`result_record`). Coming out, a row becomes the operation to reconcile
 (:func:`operation_for`), the query that asks about it (:func:`query_for`) or the
-result it stands for (:func:`result_from_entry`), with no network involved; and a
-callback's word, once applied, what the application is told of it (:func:`as_applied`).
+result it stands for (:func:`result_from_entry`), with no network involved.
 """
 
 from __future__ import annotations
@@ -13,25 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 
-import attrs
-
 from ..errors import ValidationError
 from ..models import (
     Operation,
     PaymentRef,
     Refund,
-    RefundNotification,
     RefundQuery,
     RefundResult,
     RefundStatus,
     Void,
 )
 from ..money import Money
-from ..status import CallbackVerdict, JournalState
-from .values import Applied, JournalEntry, NewRefund, ResultRecord
+from ..status import JournalState
+from .values import JournalEntry, NewRefund, ResultRecord
 
 __all__ = [
-    "as_applied",
     "entry_payment",
     "fingerprint",
     "new_refund",
@@ -167,22 +162,3 @@ def result_from_entry(entry: JournalEntry, message: str | None = None) -> Refund
         http_status=entry.http_status,
         raw=entry.raw,
     )
-
-
-def as_applied(
-    word: RefundNotification, applied: Applied | None, state: JournalState
-) -> RefundNotification:
-    """A verified callback's ``word`` (its status as ``state``) as the application is
-    told it once the journal applied it (``applied``; ``None``: the journal holds no
-    refund of its ids): the journal's verdict and ``duplicate``, and no ``refund_id``
-    where the row disagrees, with the final state it keeps as ``contradicts``. An
-    unmatched word keeps the callback's own ids: nothing of the journal's disagrees."""
-    if applied is None:
-        verdict = CallbackVerdict.UNMATCHED
-        return attrs.evolve(word, duplicate=False, contradicts=None, verdict=verdict)
-    verdict = applied.verdict(state)
-    if verdict.agrees:
-        duplicate = verdict is CallbackVerdict.DUPLICATE
-        return attrs.evolve(word, duplicate=duplicate, contradicts=None, verdict=verdict)
-    kept = applied.entry.state.status if verdict is CallbackVerdict.CONTRADICTION else None
-    return attrs.evolve(word, refund_id=None, duplicate=False, contradicts=kept, verdict=verdict)

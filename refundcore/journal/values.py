@@ -340,16 +340,24 @@ def _heard(event: JournalEvent, data: Mapping[str, Any]) -> str:
         outcome = "changed nothing"
     else:
         outcome = "kept as evidence only"
+    if data.get("reopened"):
+        outcome += ", the refund back to UNKNOWN"
     note = f" ({data['note']})" if data.get("note") else ""
     return f"{event.kind.value} said {_said(event, data)}; {outcome}{note}{_other(data)}"
 
 
 def _other(data: Mapping[str, Any]) -> str:
-    """Why a callback was about another gateway refund than the row's, if it was."""
+    """Why a callback was about another gateway refund than the row's, or could not be
+    shown to be about the row, if so."""
     if data.get("held_provider_refund_id"):
         return f" (the refund is gateway id {data['held_provider_refund_id']})"
     if data.get("belongs_to"):
         return f" (that gateway id is refund {data['belongs_to']}'s)"
+    if data.get("unsigned_tie"):
+        return (
+            " (only unsigned data ties it to this refund, and no gateway id the refund "
+            "holds confirms it)"
+        )
     return ""
 
 
@@ -394,7 +402,13 @@ class Applied:
     the row's gateway refund id); it was recorded as a ``contradiction`` event and,
     over a decision or another gateway refund id, not applied. ``misdirected``: the
     word names this row by its refund id, but its gateway refund id is not the row's
-    (or is another row's): the refund id it names is not to be trusted.
+    (or is another row's): the refund id it names is not to be trusted. ``unconfirmed``:
+    the word's tie to this row is unsigned (``unsigned_tie``) and nothing signed
+    confirms it (the row holds no gateway refund id yet, or the word carries none): it
+    was kept as evidence, not applied, and recorded as a ``contradiction`` unless the
+    row is still ``SUBMITTING`` (the reply being awaited brings the gateway's word); a
+    row it contradicts where a confirmed word would overrule it ("never sent", a
+    decided FAILED against SUCCEEDED) went back to UNKNOWN (``changed``).
     """
 
     entry: JournalEntry
@@ -402,25 +416,32 @@ class Applied:
     duplicate: bool = False
     contradiction: bool = False
     misdirected: bool = False
+    unconfirmed: bool = False
 
     def verdict(self, state: JournalState) -> CallbackVerdict:
         """What a callback's word ``state``, applied, comes to: ``verified`` or
         ``duplicate`` where the row agrees with it (an ``UNKNOWN`` word is never one the
-        row already had: it says nothing), else ``misdirected`` or ``contradiction``."""
+        row already had: it says nothing), else ``misdirected``, ``unconfirmed`` or
+        ``contradiction``."""
         if not self.agrees(state):
-            return (
-                CallbackVerdict.MISDIRECTED if self.misdirected else CallbackVerdict.CONTRADICTION
-            )
+            if self.misdirected:
+                return CallbackVerdict.MISDIRECTED
+            if self.unconfirmed:
+                return CallbackVerdict.UNCONFIRMED
+            return CallbackVerdict.CONTRADICTION
         if state is not JournalState.UNKNOWN and not self.changed:
             return CallbackVerdict.DUPLICATE
         return CallbackVerdict.VERIFIED
 
     def agrees(self, state: JournalState) -> bool:
         """Whether the row, as the gateway's word ``state`` left it, agrees with that
-        word: not misdirected, and the row holds ``state`` or is still open (an open row
-        moves to any final word, so only a final row can keep another final state)."""
+        word: neither misdirected nor unconfirmed, and the row holds ``state`` or is
+        still open (an open row moves to any final word, so only a final row can keep
+        another final state)."""
         held = self.entry.state
-        return not self.misdirected and (held is state or not held.is_final)
+        return (
+            not self.misdirected and not self.unconfirmed and (held is state or not held.is_final)
+        )
 
 
 @attrs.frozen

@@ -715,15 +715,18 @@ def test_sigkill_where_absence_proves_nothing_waits_for_the_operator(
 # -- a provider whose lookup is not authoritative, settled by the operator ----------------
 
 
-def test_a_refund_decided_failed_is_settled_by_the_gateways_succeeded_and_reported(
+def test_a_refund_decided_failed_is_reopened_by_the_gateways_succeeded_and_reported(
     journal_url: str, caplog: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
     """paywiser applies the refund but the reply is lost; its query sees a refund only
     by the txid the lost reply carried, so it proves nothing and the refund stays
-    UNKNOWN. The operator, misled, decides it failed; the gateway's signed postback
-    then says it succeeded: the money left, so it settles the refund SUCCEEDED (left
-    FAILED, the payment's limit would let it be refunded again), and the contradiction
-    is recorded and reported."""
+    UNKNOWN. The operator, misled, decides it failed; the gateway's postback then says
+    it succeeded. Only its unsigned parent_txid ties it to this refund, and the journal
+    holds no txid to confirm it (another refund's postback, moved, would read the
+    same), so it cannot settle it SUCCEEDED as a confirmed word would (see
+    test_journal_callbacks); but left FAILED, the payment's limit would let it be
+    refunded again: the refund goes back to UNKNOWN, and the contradiction is recorded
+    and reported for the operator to decide again."""
     with gateway("paywiser", journal_url, kind=client_kind) as run:
         run.emulator.send_callbacks = False  # the postback comes later, by hand
         payment = seed(run)
@@ -752,16 +755,17 @@ def test_a_refund_decided_failed_is_settled_by_the_gateways_succeeded_and_report
     assert (decided.state, decided.decided_by) == (JournalState.FAILED, "bob")
     assert (repeat.status, repeat.source) == (RefundStatus.FAILED, ResultSource.DECIDED)
     assert "decided FAILED by bob: not on the statement yet" in (repeat.message or "")
-    assert note.status is RefundStatus.SUCCEEDED and note.refund_id == "r-op"
+    assert note.status is RefundStatus.SUCCEEDED and note.refund_id is None
+    assert note.provider_refund_id == record.provider_refund_id and note.unsigned_tie
     with open_journal(journal_url) as journal:
         entry = journal.get("paywiser", "r-op")
-    assert entry is not None and (entry.state, entry.decided_by) == (JournalState.SUCCEEDED, None)
+    assert entry is not None and (entry.state, entry.decided_by) == (JournalState.UNKNOWN, None)
     assert kinds(journal_url, run.provider, "r-op")[-3:] == [
         "decision",
         "callback",
         "contradiction",
     ]
-    assert "callback says SUCCEEDED, against bob's decision FAILED" in caplog.text
+    assert "callback says SUCCEEDED, against bob's decision FAILED (only unsigned" in (caplog.text)
     no_new_id_advice(lost.message, still.message, repeat.message)
     assert refunds_at_the_gateway(run, payment) == 1
     assert refund_posts(run) == 1

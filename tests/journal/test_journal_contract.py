@@ -1282,6 +1282,123 @@ def unknown(backend: Any, make_refund: MakeRefund) -> Journal:
     return journal
 
 
+def test_an_unsigned_tie_settles_no_refund_without_a_known_gateway_id(
+    unknown: Journal,
+) -> None:
+    """R-1's reply was lost: no gateway id held. A callback naming R-1 only by unsigned
+    data (``unsigned_tie``) is kept and recorded, never applied, however often it comes."""
+    first, again = (
+        _applied(
+            unknown.apply_notification(
+                "testpay",
+                state=S.FAILED,
+                refund_id="R-1",
+                provider_refund_id="GW-9",
+                unsigned_tie=True,
+            )
+        )
+        for _ in range(2)
+    )
+
+    for applied in (first, again):
+        assert (applied.changed, applied.unconfirmed, applied.misdirected) == (False, True, False)
+        assert applied.contradiction and not applied.agrees(S.FAILED)
+        assert (applied.entry.state, applied.entry.provider_refund_id) == (S.UNKNOWN, None)
+    assert again.duplicate
+    entry = unknown.get("testpay", "R-1")
+    assert entry is not None and (entry.state, entry.provider_refund_id) == (S.UNKNOWN, None)
+    heard = [e for e in unknown.history("testpay", "R-1") if e.kind is EventKind.CALLBACK]
+    assert [e.data["unsigned_tie"] for e in heard] == [True, True]
+    assert not any(e.data["applied"] for e in heard)
+    kinds = [e.kind for e in unknown.history("testpay", "R-1")]
+    assert kinds.count(EventKind.CONTRADICTION) == 2
+    assert unknown.find_by_provider_refund_id("testpay", "GW-9") is None
+
+
+@pytest.mark.parametrize(
+    ("decided", "word", "reopened"),
+    [
+        (S.NOT_SENT, S.FAILED, True),
+        (S.FAILED, S.SUCCEEDED, True),
+        (S.FAILED, S.FAILED, False),
+        (S.SUCCEEDED, S.FAILED, False),
+    ],
+)
+def test_an_unsigned_tie_reopens_a_decision_it_would_overrule_and_settles_nothing(
+    unknown: Journal, decided: JournalState, word: JournalState, reopened: bool
+) -> None:
+    """Where a confirmed word would overrule the decision (it could refund the money a
+    second time), one tied only by unsigned data puts the refund back to UNKNOWN for
+    the operator; it never settles it, and any other decision stands."""
+    unknown.resolve("testpay", "R-1", state=decided, reason="seen", by="bob")
+
+    applied = _applied(
+        unknown.apply_notification(
+            "testpay", state=word, refund_id="R-1", provider_refund_id="GW-9", unsigned_tie=True
+        )
+    )
+
+    entry = unknown.get("testpay", "R-1")
+    assert entry is not None and applied.entry == entry
+    held = (S.UNKNOWN, None, None) if reopened else (decided, "bob", None)
+    assert (entry.state, entry.decided_by, entry.provider_refund_id) == held
+    assert (applied.changed, applied.unconfirmed, applied.contradiction) == (reopened, True, True)
+    (heard,) = [e for e in unknown.history("testpay", "R-1") if e.kind is EventKind.CALLBACK]
+    assert heard.data.get("reopened", False) is reopened and heard.data["applied"] is False
+
+
+def test_an_unsigned_tie_settles_the_refund_holding_its_gateway_id(pending: Journal) -> None:
+    applied = _applied(
+        pending.apply_notification(
+            "testpay",
+            state=S.SUCCEEDED,
+            refund_id="R-1",
+            provider_refund_id="GW-1",
+            unsigned_tie=True,
+        )
+    )
+
+    assert applied.changed and applied.agrees(S.SUCCEEDED) and not applied.unconfirmed
+    assert applied.entry.state is S.SUCCEEDED
+
+
+def test_an_unsigned_tie_without_a_gateway_id_settles_nothing(pending: Journal) -> None:
+    applied = _applied(
+        pending.apply_notification("testpay", state=S.FAILED, refund_id="R-1", unsigned_tie=True)
+    )
+
+    assert applied.unconfirmed and not applied.changed
+    assert applied.entry.state is S.PENDING
+
+
+def test_an_unsigned_tie_overtaking_the_reply_waits_for_it(
+    backend: Any, make_refund: MakeRefund
+) -> None:
+    """A callback that came before the reply, tied by unsigned data: kept, not applied,
+    and no contradiction (the reply brings the gateway's own word); the reply settles."""
+    journal = backend.open()
+    journal.claim(make_refund(), owner="A")
+
+    early = _applied(
+        journal.apply_notification(
+            "testpay",
+            state=S.SUCCEEDED,
+            refund_id="R-1",
+            provider_refund_id="GW-7",
+            unsigned_tie=True,
+        )
+    )
+    reply = journal.record(
+        "testpay", "R-1", owner="A", attempt=1, state=S.SUCCEEDED, provider_refund_id="GW-7"
+    )
+
+    assert (early.unconfirmed, early.contradiction, early.changed) == (True, False, False)
+    assert early.entry.state is S.SUBMITTING
+    assert (reply.state, reply.provider_refund_id) == (S.SUCCEEDED, "GW-7")
+    kinds = [e.kind for e in journal.history("testpay", "R-1")]
+    assert EventKind.CALLBACK in kinds and EventKind.CONTRADICTION not in kinds
+
+
 @pytest.mark.parametrize("decided", [S.SUCCEEDED, S.FAILED, S.NOT_SENT])
 def test_a_decision_is_recorded_beside_the_evidence(
     unknown: Journal, decided: JournalState

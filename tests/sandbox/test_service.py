@@ -197,9 +197,11 @@ def serve(**options: Any) -> SandboxService:
     return SandboxService([_info(p) for p in BUNDLED], installed=BUNDLED, **options).start()
 
 
-def client_for(service: SandboxService, **overrides: Any) -> RefundClient:
+def client_for(
+    service: SandboxService, *, journal: str | None = None, **overrides: Any
+) -> RefundClient:
     return RefundClient(
-        {p: {**service.config(p), **overrides} for p in service.providers()}, journal=None
+        {p: {**service.config(p), **overrides} for p in service.providers()}, journal=journal
     )
 
 
@@ -259,10 +261,12 @@ def test_pending_and_decline_scenarios(scenario: str, expected: dict[str, str]) 
         service.stop()
 
 
-def test_settle_sends_the_callback_of_a_pending_refund(app: App) -> None:
+def test_settle_sends_the_callback_of_a_pending_refund(app: App, tmp_path: Path) -> None:
     service = serve(notify_url=app.server.base_url)
     try:
-        app.client = client = client_for(service)
+        # Journalled: only a journalled txid lets a PayWiser postback name its refund.
+        journal = f"sqlite:///{tmp_path / 'journal.db'}"
+        app.client = client = client_for(service, journal=journal)
         service.set_scenario("pending", provider="paywiser", count=None)
         first, second = (refund(client, service, "paywiser") for _ in range(2))
         assert first.status is second.status is RefundStatus.PENDING

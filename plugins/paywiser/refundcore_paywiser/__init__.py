@@ -747,6 +747,10 @@ def refundcore_verify_callback(
         payment=PaymentRef(payment_id=fields["parent_txid"]) if refund_id else None,
         amount=amount,
         raw=_raw(fields),
+        # The tag binds the refund id to parent_txid, which PayWiser does not sign:
+        # another refund's postback, parent_txid rewritten, passes it. Only txid is
+        # PayWiser's word on which refund this is.
+        unsigned_tie=True,
     )
 
 

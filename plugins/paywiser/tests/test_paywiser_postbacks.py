@@ -9,6 +9,7 @@ import logging
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
@@ -24,6 +25,8 @@ from refundcore import (
     Money,
     NotARefund,
     PaymentRef,
+    RefundClient,
+    RefundNotification,
     RefundStatus,
     SignatureError,
 )
@@ -46,6 +49,35 @@ _PROPERTY = settings(
 def run() -> Iterator[SandboxRun]:
     with SandboxRun("paywiser", read_timeout=2.0) as sandbox:
         yield sandbox
+
+
+@pytest.fixture
+def journalled(tmp_path: Path) -> Iterator[SandboxRun]:
+    """A run whose client keeps a SQLite journal (only it lets a postback name its
+    refund: PayWiser does not sign the tie), and whose emulator posts back only when
+    :func:`post_back` says so."""
+    with journalled_run(tmp_path) as sandbox:
+        yield sandbox
+
+
+def journalled_run(tmp_path: Path, **options: Any) -> SandboxRun:
+    client = RefundClient(journal=f"sqlite:///{tmp_path / 'journal.db'}")
+    return SandboxRun(
+        "paywiser",
+        client=client,
+        read_timeout=2.0,
+        emulator_options={"send_callbacks": False, **options},
+    )
+
+
+def post_back(run: SandboxRun, refund_id: str) -> RefundNotification:
+    """The emulator's postback about ``refund_id``, delivered to the run's WSGI receiver
+    now that its reply is journalled: what the application was handed."""
+    record = run.emulator.ledger.find_refund(refund_id=refund_id)
+    assert record is not None
+    run.emulator.send_callbacks = True
+    run.emulator.notify(record)
+    return run.wait_for_notifications(len(run.notifications) + 1)[-1]
 
 
 def api_requests(run: SandboxRun) -> list[RecordedRequest]:
@@ -97,19 +129,21 @@ def signed_fields(run: SandboxRun, **values: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("check_field", ["vry", "vrfy"])
-def test_both_check_field_names_verify(check_field: str) -> None:
-    with SandboxRun("paywiser", emulator_options={"check_field": check_field}) as run:
+def test_both_check_field_names_verify(check_field: str, tmp_path: Path) -> None:
+    with journalled_run(tmp_path, check_field=check_field) as run:
         payment = run.emulator.seed_payment(Money("50.00", USD))
         result = run.client.refund(
             "paywiser", payment=payment, amount=Money("20.00", USD), notify_url=run.notify_url
         )
         assert result.status is RefundStatus.SUCCEEDED
-        (note,) = run.wait_for_notifications(1)
+        note = post_back(run, result.refund_id)
         (delivered,) = [r for r in run.receiver.received if r.target.startswith("/paywiser")]
         assert f"&{check_field}=".encode() in delivered.body
     assert note.status is RefundStatus.SUCCEEDED
     assert note.event == "refund"
+    # Named: the URL's tag holds, and the journal holds this txid for that refund id.
     assert note.refund_id == result.refund_id, "the postback URL names the refund"
+    assert note.duplicate and note.unsigned_tie
     assert note.provider_refund_id == result.provider_refund_id
     assert note.payment == PaymentRef(payment_id=payment.payment_id)
     assert note.amount == Money("20.00", USD)
@@ -219,7 +253,9 @@ def _delivered_url_path(run: SandboxRun, amount: str = "20.00") -> tuple[Callbac
     return genuine, result.refund_id
 
 
-def test_postback_url_refund_id_cannot_be_swapped(run: SandboxRun) -> None:
+def test_postback_url_refund_id_cannot_be_swapped(journalled: SandboxRun) -> None:
+    run = journalled
+    run.emulator.send_callbacks = True
     genuine, refund_id = _delivered_url_path(run)
     assert verify(run, genuine).refund_id == refund_id
     swapped = attrs.evolve(genuine, path=genuine.path.replace(refund_id, "SOMEONE-ELSE"))
@@ -272,7 +308,9 @@ def test_sale_postback_is_acknowledged_ok_and_not_delivered(run: SandboxRun) -> 
 # -- pending refunds, settled by postback --------------------------------------------------
 
 
-def test_pending_refund_settles_through_a_postback(run: SandboxRun) -> None:
+def test_pending_refund_settles_through_a_postback(journalled: SandboxRun) -> None:
+    run = journalled
+    run.emulator.send_callbacks = True
     payment = run.emulator.seed_payment(Money("80.00", USD), refund_outcome=RefundStatus.PENDING)
     result = run.client.refund(
         "paywiser", payment=payment, amount=Money("30.00", USD), notify_url=run.notify_url
@@ -655,16 +693,18 @@ def test_form_values_are_escaped_as_quote_plus_escapes_them(text: str) -> None:
     ("amount", "posted"),
     [(Money("17", "JPY"), b"amount=17.00"), (Money("1.25", "KWD"), b"amount=1.25")],
 )
-def test_two_decimal_postback_names_its_refund(amount: Money, posted: bytes) -> None:
+def test_two_decimal_postback_names_its_refund(
+    amount: Money, posted: bytes, tmp_path: Path
+) -> None:
     """The postback echoes the two-decimal text; the URL tag, made over the same text,
     still binds the refund id to it."""
-    with SandboxRun("paywiser", read_timeout=2.0) as run:
+    with journalled_run(tmp_path) as run:
         payment = run.emulator.seed_payment(Money(amount.amount * 2, amount.currency))
         result = run.client.refund(
             "paywiser", payment=payment, amount=amount, notify_url=run.notify_url
         )
         assert result.status is RefundStatus.SUCCEEDED, result.message
-        (note,) = run.wait_for_notifications(1)
+        note = post_back(run, result.refund_id)
         (received,) = run.receiver.received
     assert posted in received.body
     assert (note.refund_id, note.amount) == (result.refund_id, amount)
