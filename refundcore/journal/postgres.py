@@ -136,10 +136,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # SQLite evaluated slowly; PostgreSQL's stay as they are.
     (),
     # v6: a callback delivered again and again is counted on one event, not appended
-    # each time (see the SQLite schema's v6).
+    # each time (see the SQLite schema's v6). BIGINT: a replay at 10,000 a second would
+    # run an INTEGER out in under three days, and the callback then past recording.
     (
         f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN fold TEXT",
-        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN times INTEGER NOT NULL DEFAULT 1",
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN times BIGINT NOT NULL DEFAULT 1",
         f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN last_at TIMESTAMPTZ",
         v6_fold_backfill("data ->> 'provider_refund_id'"),
         V6_FOLD_INDEX,
