@@ -129,7 +129,8 @@ class SqlAnswers(SqlHistory):
                 # The reply, still on its way, brings the gateway refund id and its own
                 # word: a callback that overtook it is kept, and disagrees with nothing.
                 return attrs.evolve(applied, unconfirmed=True)
-            if not applied.contradiction:
+            # Recorded with its first delivery: a repeat only counts on its callback.
+            if not applied.contradiction and not applied.duplicate:
                 self._contradiction(tx, entry, now, word, entry.state)
             if reopens:
                 applied = attrs.evolve(
@@ -304,12 +305,8 @@ class SqlAnswers(SqlHistory):
         """A callback's or query's ``word``: kept as an event, applied by the monotonic
         rules when it ``settles``, recorded as a contradiction where it disagrees."""
         data = word.data
-        duplicate = word.kind is EventKind.CALLBACK and any(
-            event.kind is EventKind.CALLBACK
-            and event.state is word.state
-            and event.data.get("provider_refund_id") == data.get("provider_refund_id")
-            for event in self._history(tx, entry.provider, entry.refund_id)
-        )
+        heard = self._heard(tx, word) if word.kind is EventKind.CALLBACK else None
+        duplicate = heard is not None and heard.before
         settled = None
         if settles and word.state is not None:
             settled = self._settle(tx, entry, word.at, word.state, data)
@@ -318,7 +315,18 @@ class SqlAnswers(SqlHistory):
             facts["duplicate"] = True
         if not settles:
             facts["settles"] = False
-        self._log(tx, [word._replace(data=facts)])
+        kept = word._replace(data=facts)
+        if heard is None:
+            self._log(tx, [kept])
+        elif not duplicate:
+            self._log_folded(tx, kept, heard.first)
+        elif settled is not None:
+            # A repeat that moved the row (over a decision made since) is news: kept whole.
+            self._log(tx, [kept])
+        elif heard.repeats is None:
+            self._log_folded(tx, kept, heard.again)
+        else:
+            self._count_again(tx, heard.repeats, word.at)
         contradiction = (
             word.state is not None
             and contradicts(entry.state, word.state)

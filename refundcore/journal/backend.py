@@ -208,7 +208,7 @@ class SqlBackend(Journal):
         return entry
 
     def _event(self, row: Row) -> JournalEvent:
-        state = row["state"]
+        state, last_at = row["state"], row["last_at"]
         return JournalEvent(
             at=self._decode_time(row["at"]),
             kind=row["kind"],
@@ -216,4 +216,6 @@ class SqlBackend(Journal):
             state=None if state is None else JournalState(state),
             actor=row["actor"],
             data=self._decode_raw(row["data"]),
+            times=int(row["times"]),
+            last_at=None if last_at is None else self._decode_time(last_at),
         )

@@ -4,6 +4,15 @@ Every change the journal makes to a refund row appends its event in the same
 transaction, so the history never disagrees with the row. An attempt's send and its
 answer are recorded at the same moment and share one stored event (its data says
 ``sent``); they are read back as the two events they are.
+
+A callback can be delivered any number of times (a gateway retrying, or anyone who
+saw a genuine one replaying it, where callbacks carry no timestamp to refuse it by), so
+its repeats are folded:
+the first delivery of a word (its state and gateway refund id) is kept under a key
+(``fold``), the first repeat once more as a duplicate under another, and every later
+repeat that changes nothing only counts on that duplicate (``times``, ``last_at``).
+Whether a word was heard before is one lookup by its keys, so neither the work nor the
+storage of a delivery grows with the deliveries before it.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from .reading import SqlReading
 from .schema import EVENT_COLUMNS, EVENTS_TABLE
 from .values import EventKind, JournalEntry, JournalEvent
 
-__all__ = ["SENT", "Event", "SqlHistory", "answer_data"]
+__all__ = ["SENT", "Event", "Heard", "SqlHistory", "answer_data", "fold_key"]
 
 log = logging.getLogger("refundcore.journal")
 
@@ -31,7 +40,20 @@ SENT = "sent"
 _KEY = "WHERE provider = ? AND refund_id = ?"
 _INSERT = f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES "  # noqa: S608
 _VALUES = f"({', '.join('?' * len(EVENT_COLUMNS))})"
-_SELECT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM {EVENTS_TABLE} {_KEY} ORDER BY id"  # noqa: S608
+_SELECT = (
+    f"SELECT {', '.join(EVENT_COLUMNS)}, times, last_at FROM {EVENTS_TABLE} "  # noqa: S608
+    f"{_KEY} ORDER BY id"
+)
+_INSERT_FOLDED = (
+    f"INSERT INTO {EVENTS_TABLE} ({', '.join(EVENT_COLUMNS)}, fold) "  # noqa: S608
+    f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
+)
+# Both keys of a word at once: at most two rows, found through the unique index on them.
+_FOLDS = f"SELECT id, fold FROM {EVENTS_TABLE} {_KEY} AND fold IN (?, ?)"  # noqa: S608
+_COUNT_AGAIN = f"UPDATE {EVENTS_TABLE} SET times = times + 1, last_at = ? WHERE id = ?"  # noqa: S608
+#: The kinds of key a callback's word is kept under: its first delivery's, and its
+#: repeats'.
+_FIRST, _AGAIN = "callback", "callback-again"
 # Events per INSERT: few statements, far below SQLite's limit of bound parameters.
 _PER_INSERT = 200
 
@@ -71,6 +93,26 @@ def answer_data(
     return data
 
 
+def fold_key(kind: str, state: JournalState, provider_refund_id: str | None) -> str:
+    """The key of a word (its ``state`` and gateway refund id) kept as ``kind`` of
+    event: the refund id last, as it may hold spaces, and only where the word has one
+    (schema v6 writes the same keys for the callbacks it finds)."""
+    key = f"{kind} {state.value}"
+    return key if provider_refund_id is None else f"{key} {provider_refund_id}"
+
+
+class Heard(NamedTuple):
+    """Whether a callback's word was heard before (:meth:`SqlHistory._heard`)."""
+
+    #: The keys of its first delivery and of its repeats.
+    first: str
+    again: str
+    #: Its first delivery is in the history: this one is a duplicate.
+    before: bool
+    #: The stored id of the event its repeats count on, once there is one.
+    repeats: Any
+
+
 class SqlHistory(SqlReading):
     """Appends to and reads refunds' histories; the rules above it record every change."""
 
@@ -100,6 +142,39 @@ class SqlHistory(SqlReading):
                     self._encode_raw(data),
                 )
             tx.run(_INSERT + ", ".join([_VALUES] * len(part)), params)
+
+    def _heard(self, tx: Transaction, word: Event) -> Heard:
+        """Whether the callback ``word`` was heard before, by one lookup of its keys
+        (never a read of the history)."""
+        assert word.state is not None  # a callback always says a state
+        provider_refund_id = word.data.get("provider_refund_id")
+        first = fold_key(_FIRST, word.state, provider_refund_id)
+        again = fold_key(_AGAIN, word.state, provider_refund_id)
+        rows = tx.all(_FOLDS, (word.provider, word.refund_id, first, again))
+        found = {row["fold"]: row["id"] for row in rows}
+        return Heard(first, again, first in found, found.get(again))
+
+    def _log_folded(self, tx: Transaction, event: Event, fold: str) -> None:
+        """Append ``event``, kept under ``fold`` for its repeats to be found by."""
+        provider, refund_id, at, kind, attempt, state, actor, data = event
+        tx.run(
+            _INSERT_FOLDED,
+            (
+                provider,
+                refund_id,
+                self._encode_time(at),
+                kind.value,
+                attempt,
+                None if state is None else state.value,
+                actor,
+                self._encode_raw(data),
+                fold,
+            ),
+        )
+
+    def _count_again(self, tx: Transaction, stored: Any, at: datetime) -> None:
+        """Count one more delivery, at ``at``, on the stored event ``stored``."""
+        tx.run(_COUNT_AGAIN, (self._encode_time(at), stored))
 
     def _history(self, tx: Transaction, provider: str, refund_id: str) -> list[JournalEvent]:
         events: list[JournalEvent] = []

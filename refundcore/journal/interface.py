@@ -160,7 +160,11 @@ class Journal(abc.ABC):
         overrule (see :meth:`resolve`; "never sent" too), which goes back to UNKNOWN.
         Every callback is kept as a ``callback`` event; the :class:`Applied` says
         whether it changed the row, repeats a callback received before, or contradicts
-        the row (then also a ``contradiction`` event and a WARNING).
+        the row (then also a ``contradiction`` event and a WARNING). A repeat is kept
+        once more as a duplicate, and every later one that changes nothing only counts
+        on it (:attr:`JournalEvent.times`): a callback replayed without end costs the
+        same work each time and the history no more than two events (and its
+        contradiction, recorded once).
         """
 
     @abc.abstractmethod

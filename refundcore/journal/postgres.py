@@ -51,7 +51,9 @@ from .schema import (
     TABLE,
     UNSETTLED_STATES,
     V4_STATE_CHECK,
+    V6_FOLD_INDEX,
     sql_list,
+    v6_fold_backfill,
 )
 
 __all__ = ["PostgresJournal"]
@@ -133,6 +135,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v5 rewrites SQLite's checks and its partial index on unsettled refunds, which
     # SQLite evaluated slowly; PostgreSQL's stay as they are.
     (),
+    # v6: a callback delivered again and again is counted on one event, not appended
+    # each time (see the SQLite schema's v6). BIGINT: a replay at 10,000 a second would
+    # run an INTEGER out in under three days, and the callback then past recording.
+    (
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN fold TEXT",
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN times BIGINT NOT NULL DEFAULT 1",
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN last_at TIMESTAMPTZ",
+        v6_fold_backfill("data ->> 'provider_refund_id'"),
+        V6_FOLD_INDEX,
+    ),
 )
 
 # One encoder for every write: json.dumps with options builds a new one each call.

@@ -33,8 +33,10 @@ __all__ = [
     "V5_EVENT_KIND_CHECK",
     "V5_STATE_CHECK",
     "V5_UNSETTLED_INDEX",
+    "V6_FOLD_INDEX",
     "sql_list",
     "sql_one_of",
+    "v6_fold_backfill",
 ]
 
 TABLE = "refundcore_journal"
@@ -123,3 +125,27 @@ EVENT_KIND_CHECK = f"CHECK (kind IN ({sql_list(EventKind, frozenset(EventKind))}
 EVENTS_INDEX = f"CREATE INDEX {EVENTS_TABLE}_refund ON {EVENTS_TABLE} (provider, refund_id, id)"
 #: Schema v5 (SQLite): the events table's kind check, as :data:`V5_STATE_CHECK` is.
 V5_EVENT_KIND_CHECK = f"CHECK {sql_one_of('kind', EventKind, frozenset(EventKind))}"
+
+
+#: Schema v6: the key a repeated word is folded under (``fold``), and how many
+#: deliveries an event stands for (``times``) and when the latest came (``last_at``).
+#: Unique, so a refund's history holds one event per key however often the word comes;
+#: partial, so the events nothing folds into (every claim and answer) add no entry.
+V6_FOLD_INDEX = (
+    f"CREATE UNIQUE INDEX {EVENTS_TABLE}_fold ON {EVENTS_TABLE} (provider, refund_id, fold) "
+    "WHERE fold IS NOT NULL"
+)
+
+
+def v6_fold_backfill(provider_refund_id: str) -> str:
+    """Schema v6: the first of each refund's callbacks saying one word (a state and a
+    gateway refund id, read from ``data`` by the backend's ``provider_refund_id``
+    expression) gets the key a repeat of it is recognised by, as
+    :func:`~refundcore.journal.history.fold_key` writes it."""
+    # Parenthesised: PostgreSQL's ->> binds no tighter than ||.
+    key = f"'callback ' || state || COALESCE(' ' || ({provider_refund_id}), '')"
+    return (
+        f"UPDATE {EVENTS_TABLE} SET fold = {key} WHERE id IN ("  # noqa: S608 - constant names
+        f"SELECT MIN(id) FROM {EVENTS_TABLE} WHERE kind = 'callback' AND state IS NOT NULL "
+        f"GROUP BY provider, refund_id, state, {provider_refund_id})"
+    )

@@ -18,7 +18,9 @@ from .schema import (
     V5_EVENT_KIND_CHECK,
     V5_STATE_CHECK,
     V5_UNSETTLED_INDEX,
+    V6_FOLD_INDEX,
     sql_list,
+    v6_fold_backfill,
 )
 
 __all__ = ["MIGRATIONS"]
@@ -162,5 +164,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"DROP TABLE {EVENTS_TABLE}",
         f"ALTER TABLE {EVENTS_TABLE}_v5 RENAME TO {EVENTS_TABLE}",
         EVENTS_INDEX,
+    ),
+    # v6: a callback delivered again and again is counted on one event, not appended
+    # each time: the key its repeats are found by, and the count and latest time of
+    # the deliveries an event stands for. The callbacks already kept get their keys,
+    # so a repeat of one received before the upgrade is still known as one.
+    (
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN fold TEXT",
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN times INTEGER NOT NULL DEFAULT 1",
+        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN last_at TEXT",
+        v6_fold_backfill("json_extract(data, '$.provider_refund_id')"),
+        V6_FOLD_INDEX,
     ),
 )

@@ -280,6 +280,12 @@ class JournalEvent:
     as JSON values (an answer's fields, a lease, a decision's reason), as redacted as
     the caller gave it: the client never hands the journal a secret. :attr:`detail`
     says it in one line, for people.
+
+    ``times`` is how many deliveries of the same word the event stands for: a callback
+    repeated after its first delivery is kept once more as a duplicate, and every
+    later delivery that changes nothing only counts on that duplicate (``times``, and
+    ``last_at``, when the latest came), so a callback replayed without end costs the
+    history no more than two events.
     """
 
     at: datetime
@@ -288,14 +294,20 @@ class JournalEvent:
     state: JournalState | None
     actor: str | None
     data: dict[str, Any] = attrs.field(factory=dict)
+    times: int = 1
+    last_at: datetime | None = None
 
     @property
     def detail(self) -> str:
         """The event in one line."""
-        return _DESCRIBE[self.kind](self, self.data)
+        said = _DESCRIBE[self.kind](self, self.data)
+        if self.times > 1 and self.last_at is not None:
+            last = self.last_at.isoformat(timespec="milliseconds")
+            said += f"; {self.times} times, the last at {last}"
+        return said
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``at`` in ISO 8601)."""
+        """JSON-ready form (``at`` and ``last_at`` in ISO 8601)."""
         return {
             "at": self.at.isoformat(),
             "kind": self.kind.value,
@@ -304,6 +316,8 @@ class JournalEvent:
             "actor": self.actor,
             "detail": self.detail,
             "data": self.data,
+            "times": self.times,
+            "last_at": None if self.last_at is None else self.last_at.isoformat(),
         }
 
 

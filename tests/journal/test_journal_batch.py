@@ -29,6 +29,7 @@ from refundcore.journal import (
     BatchDone,
     BatchItem,
     BatchItemState,
+    EventKind,
     Journal,
     JournalState,
     NewRefund,
@@ -318,7 +319,7 @@ def test_an_older_journal_is_upgraded_in_place(
 
     upgraded = backend.open()
 
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(5,)]
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(6,)]
     entry = upgraded.get("testpay", "R-1")
     assert entry is not None
     assert (entry.state, entry.attempt, entry.decided_by, entry.amount) == (
@@ -336,7 +337,7 @@ def test_an_older_journal_is_upgraded_in_place(
     )
     assert (decided.state, decided.decided_by) == (JournalState.NOT_SENT, "ops")
     assert [event.kind.value for event in upgraded.history("testpay", "R-1")] == ["decision"]
-    with pytest.raises(JournalError, match=r"schema version 5.*upgrade refundcore"):
+    with pytest.raises(JournalError, match=r"schema version 6.*upgrade refundcore"):
         _at_version(journal_class, backend.url, version)
 
 
@@ -387,7 +388,7 @@ def test_a_v4_sqlite_journal_keeps_its_rows_and_histories_when_upgraded(tmp_path
         assert upgraded.entries(unsettled=True) == []
 
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT version FROM refundcore_schema").fetchall() == [(5,)]
+        assert conn.execute("SELECT version FROM refundcore_schema").fetchall() == [(6,)]
         schema = [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master") if sql]
         for refused in (
             "UPDATE refundcore_journal SET state = 'SETTLED'",
@@ -398,6 +399,89 @@ def test_a_v4_sqlite_journal_keeps_its_rows_and_histories_when_upgraded(tmp_path
                 conn.execute(refused)
     journal_tables = [sql for sql in schema if "refundcore_journal" in sql or "events" in sql]
     assert journal_tables and not any(" IN (" in sql for sql in journal_tables)
+
+
+_V5_ROW = (
+    "INSERT INTO refundcore_journal (provider, refund_id, operation, payment_id, amount, "
+    "currency, fingerprint, payment_key, state, provider_refund_id, raw, attempt, owner, "
+    "lease_until, created_at, updated_at) VALUES ('testpay', '{refund_id}', 'refund', "
+    "'PAY-1', '1.00', 'HKD', 'fp', 'payment_id=PAY-1', 'SUCCEEDED', {provider_refund_id}, "
+    "'{{}}', 1, NULL, NULL, '2030-01-01T12:00:00.000000+00:00', "
+    "'2030-01-01T12:00:01.000000+00:00')"
+)
+_V5_EVENT = (
+    "INSERT INTO refundcore_events (provider, refund_id, at, kind, attempt, state, actor, "
+    "data) VALUES ('testpay', '{refund_id}', '2030-01-01T12:00:{second:02d}.000000+00:00', "
+    "'{kind}', 1, '{state}', NULL, '{data}')"
+)
+# A v5 history, two refunds' events interleaved: R-1's callback about GW-1 delivered
+# three times (each kept whole, as v5 kept them), then a FAILED contradicting it; R-2's
+# callback without a gateway refund id.
+_V5_HISTORY = [
+    ("R-1", "claim", "SUBMITTING", {"lease_seconds": 30}),
+    ("R-2", "claim", "SUBMITTING", {"lease_seconds": 30}),
+    ("R-1", "answer", "SUCCEEDED", {"provider_refund_id": "GW-1", "sent": True}),
+    ("R-1", "callback", "SUCCEEDED", {"provider_refund_id": "GW-1", "applied": False}),
+    ("R-2", "callback", "SUCCEEDED", {"applied": True}),
+    ("R-1", "callback", "SUCCEEDED", {"provider_refund_id": "GW-1", "duplicate": True}),
+    ("R-1", "callback", "SUCCEEDED", {"provider_refund_id": "GW-1", "duplicate": True}),
+    ("R-1", "callback", "FAILED", {"provider_refund_id": "GW-1", "applied": False}),
+    ("R-1", "contradiction", "FAILED", {"provider_refund_id": "GW-1", "held": "SUCCEEDED"}),
+]
+
+
+def test_a_v5_journal_knows_the_callbacks_it_kept_once_upgraded(backend: Any) -> None:
+    """v6 gives the callbacks a journal already keeps the keys their repeats are found
+    by: a callback received before the upgrade is still a duplicate after it (never
+    contradicting a second time), is kept once more, and from then on only counted;
+    the histories are kept as they were."""
+    _at_version(_journal_class(backend.name), backend.url, 5).close()
+    backend.sql(_V5_ROW.format(refund_id="R-1", provider_refund_id="'GW-1'"))
+    backend.sql(_V5_ROW.format(refund_id="R-2", provider_refund_id="NULL"))
+    for second, (refund_id, kind, state, data) in enumerate(_V5_HISTORY, start=1):
+        event = {"refund_id": refund_id, "kind": kind, "state": state, "data": json.dumps(data)}
+        backend.sql(_V5_EVENT.format(second=second, **event))
+
+    upgraded = backend.open()
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(6,)]
+    kept = upgraded.history("testpay", "R-1")
+    assert [(e.kind.value, e.state and e.state.value, e.at.second, e.times) for e in kept] == [
+        ("claim", "SUBMITTING", 1, 1),
+        ("send", None, 3, 1),
+        ("answer", "SUCCEEDED", 3, 1),
+        ("callback", "SUCCEEDED", 4, 1),
+        ("callback", "SUCCEEDED", 6, 1),
+        ("callback", "SUCCEEDED", 7, 1),
+        ("callback", "FAILED", 8, 1),
+        ("contradiction", "FAILED", 9, 1),
+    ]
+
+    def heard(refund_id: str, state: JournalState, provider_refund_id: str | None) -> Any:
+        applied = upgraded.apply_notification(
+            "testpay", state=state, refund_id=refund_id, provider_refund_id=provider_refund_id
+        )
+        assert applied is not None
+        return (applied.duplicate, applied.changed, applied.contradiction)
+
+    S = JournalState
+    assert heard("R-1", S.SUCCEEDED, "GW-1") == (True, False, False)
+    assert heard("R-1", S.SUCCEEDED, "GW-1") == (True, False, False)
+    assert heard("R-1", S.FAILED, "GW-1") == (True, False, True)
+    assert heard("R-1", S.FAILED, "GW-1") == (True, False, True)
+    assert heard("R-2", S.SUCCEEDED, None) == (True, False, False)
+    assert heard("R-2", S.PENDING, None) == (False, False, False)
+
+    after = upgraded.history("testpay", "R-1")
+    assert after[: len(kept)] == kept
+    assert [(e.kind, e.state, e.data.get("duplicate"), e.times) for e in after[len(kept) :]] == [
+        (EventKind.CALLBACK, S.SUCCEEDED, True, 2),
+        (EventKind.CALLBACK, S.FAILED, True, 2),
+    ]
+    assert [(e.state, e.times) for e in upgraded.history("testpay", "R-2")[1:]] == [
+        (S.SUCCEEDED, 1),
+        (S.SUCCEEDED, 1),
+        (S.PENDING, 1),
+    ]
 
 
 def _journal_class(name: str) -> type[Journal]:

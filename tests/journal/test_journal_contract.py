@@ -1733,7 +1733,7 @@ def test_closed_journal_refuses_use(backend: Any, make_refund: MakeRefund) -> No
 def test_schema_version_is_recorded(backend: Any) -> None:
     backend.open().close()
     backend.open().close()
-    assert backend.sql("SELECT version FROM refundcore_schema") == [(5,)]
+    assert backend.sql("SELECT version FROM refundcore_schema") == [(6,)]
 
 
 def test_newer_schema_is_refused(backend: Any, make_refund: MakeRefund) -> None:
