@@ -83,9 +83,11 @@ def _not_applied(
 ) -> None:
     """The ``callback not applied`` record: WARNING where the word and the journal
     disagree, INFO for the gateway's reordering (a late PENDING behind a final answer,
-    an unconfirmed word that overtook the reply being awaited) and for a refund the
-    journal does not hold."""
-    if applied is None:
+    an unconfirmed word that overtook the reply being awaited), for a refund the
+    journal does not hold and for a word delivered again."""
+    if applied is None or applied.duplicate:
+        # A repeat was warned of at its first delivery: a replayed callback must not
+        # fill the application's log with warnings.
         warn = False
     elif applied.unconfirmed:
         warn = applied.entry.state is not JournalState.SUBMITTING

@@ -194,3 +194,30 @@ def test_the_application_is_told_only_what_the_journal_agrees_with(
             assert record.levelno == (logging.WARNING if final else logging.INFO)
             assert (record.status, record.held) == (case.word.value, case.held.value)  # type: ignore[attr-defined]
             assert record.misdirected is False  # type: ignore[attr-defined]
+
+
+def test_a_replayed_contradiction_is_warned_of_once(
+    run: SandboxRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A callback the journal refused, delivered again and again (a gateway's retries,
+    or anyone replaying it): every delivery is told the same, and only the first is a
+    warning, so replays cannot fill the application's log with them."""
+    caplog.set_level(logging.INFO, logger="refundcore")
+    journalled(run, "r-1", CASES["failed-over-a-reply-that-succeeded"])
+    callback = run.emulator.signed_callback("r-1", path="/testpay")
+    told = [
+        run.client.verify_callback(
+            "testpay",
+            method="POST",
+            path="/testpay",
+            headers=callback.headers,
+            body=callback.body,
+        )
+        for _ in range(3)
+    ]
+
+    assert [(note.refund_id, note.contradicts) for note in told] == [
+        (None, RefundStatus.SUCCEEDED)
+    ] * 3
+    refused = [r for r in caplog.records if r.getMessage() == "callback not applied"]
+    assert [r.levelno for r in refused] == [logging.WARNING, logging.INFO, logging.INFO]
