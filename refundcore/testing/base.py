@@ -259,10 +259,13 @@ class KitBase:
         """``client.void``."""
         return self._recorded(lambda: run.client.void(self.provider, payment=payment))
 
-    def verify(self, run: SandboxRun, callback: Callback) -> RefundNotification:
-        """``client.verify_callback``."""
+    def verify(
+        self, run: SandboxRun, callback: Callback, *, client: RefundClient | None = None
+    ) -> RefundNotification:
+        """``client.verify_callback`` (the run's client unless another is given)."""
+        use = client or run.client
         return self._recorded(
-            lambda: run.client.verify_callback(
+            lambda: use.verify_callback(
                 self.provider,
                 method=callback.method,
                 path=callback.path,

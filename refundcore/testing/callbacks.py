@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ..client import RefundClient
 from ..errors import NotARefund, PluginError, RefundError, SignatureError
 from ..models import Callback, RefundNotification, RefundStatus
-from ..sandbox import LedgerRefund, OutgoingCallback, SandboxRun, SignatureParts
+from ..sandbox import Fault, LedgerRefund, OutgoingCallback, SandboxRun, SignatureParts
 from .base import KitBase, Report, report
 from .mutations import (
     body_kind,
@@ -200,11 +201,14 @@ class CallbackChecks(KitBase):
         self._cache["genuine"] = (callback, note, record)
         return callback, note, record
 
-    def _outcome(self, run: SandboxRun, callback: Callback) -> Report | RefundError:
-        """The report a callback verifies to, or the RefundError it raises; rule
-        ``callback-typed-errors`` for any other exception."""
+    def _outcome(
+        self, run: SandboxRun, callback: Callback, *, client: RefundClient | None = None
+    ) -> Report | RefundError:
+        """The report a callback verifies to (by ``client``, the run's unless given), or
+        the RefundError it raises; rule ``callback-typed-errors`` for any other
+        exception."""
         try:
-            return report(self.verify(run, callback))
+            return report(self.verify(run, callback, client=client))
         except RefundError as exc:
             if isinstance(exc, PluginError):
                 cause = exc.__cause__
@@ -454,6 +458,65 @@ class CallbackChecks(KitBase):
                     "signed-data-only",
                     f"{how}: reported {outcome}, the same callback unchanged {genuine}",
                 )
+
+    # -- the refund a callback names ------------------------------------------------------
+
+    def test_another_refunds_callback_never_names_this_one(self, run: SandboxRun) -> None:
+        """Refunds A and B of one payment, of the same amount and currency: B's genuine
+        callback, delivered at A's callback URL (A's notify URL with its own query),
+        never names A, without a journal or with one, and never settles A in the
+        journal. A's reply is lost and B is made by another client, so the journal
+        holds neither refund's gateway id and only the callback can tie it to one: a
+        plugin reading the refund id from a URL the gateway does not sign, even
+        behind a tag of its own, must say so (``unsigned_tie``). Skipped where both
+        callbacks arrive at the same URL (nothing in it names a refund) or the
+        gateway makes no two refunds of a payment."""
+        self._require_callbacks(run)
+        caps = run.info.capabilities
+        if not caps.partial_refunds or (caps.refunds_per_payment or 2) < 2:
+            pytest.skip("the gateway makes no two refunds of one payment (declared)")
+        # The kit delivers each callback itself: one sent by the emulator to A's URL
+        # would tie A to its gateway id before the moved callback comes.
+        run.emulator.send_callbacks = False
+        payment = self.seed(run)
+        amount = self.partial()
+        run.server.inject("*", Fault(drop=True, times=1))
+        mine = self.refund(run, payment, amount, **self.notify_kwargs(run))
+        run.server.clear_faults()
+        with self.journal_free_client(run) as other:
+            theirs = self.refund(run, payment, amount, client=other, **self.notify_kwargs(run))
+            records = self.ledger_refunds(run, payment)
+            if len(records) < 2:
+                pytest.skip("the emulator made no two refunds of one payment")
+            at_mine = self.callback_for(run, records[-2]).path
+            if at_mine == self.callback_for(run, records[-1]).path:
+                pytest.skip("both refunds' callbacks arrive at one URL: it names no refund")
+            moved = run.emulator.build_callback(records[-1], path=at_mine, at=run.emulator.clock())
+            journal = run.client.journal
+            before = journal.get(self.provider, mine.refund_id) if journal else None
+            for how, client in (("without a journal", other), ("with a journal", None)):
+                outcome = self._outcome(run, moved, client=client)
+                if isinstance(outcome, RefundError):
+                    continue
+                expect(
+                    outcome[2] in (None, theirs.refund_id),
+                    "right-refund",
+                    f"refund {theirs.refund_id!r}'s callback, delivered at refund "
+                    f"{mine.refund_id!r}'s URL, names {outcome[2]!r} {how} (provider_refund_id "
+                    f"{outcome[3]!r}): a refund id read from unsigned data (the URL), even "
+                    "behind a tag, needs unsigned_tie=True on the notification",
+                )
+        after = journal.get(self.provider, mine.refund_id) if journal else None
+        if before is not None and after is not None:
+            expect(
+                (after.state, after.provider_refund_id)
+                == (before.state, before.provider_refund_id),
+                "right-refund",
+                f"refund {theirs.refund_id!r}'s callback, delivered at refund "
+                f"{mine.refund_id!r}'s URL, moved the journalled refund from "
+                f"{before.state.value} ({before.provider_refund_id!r}) to "
+                f"{after.state.value} ({after.provider_refund_id!r})",
+            )
 
     # -- one reading of a signed text -----------------------------------------------------
 

@@ -27,7 +27,9 @@ RULES: Mapping[str, str] = MappingProxyType(
         "agrees-with-ledger": "What the plugin reports (refund, query, callback) agrees with "
         "the gateway's ledger: a final status, the amount, the refund it names.",
         "right-refund": "A lookup finds the refund asked about or says it cannot: never "
-        "another refund of the same payment, never one that was not made.",
+        "another refund of the same payment, never one that was not made. A callback "
+        "names its own refund or none: another refund's genuine callback, delivered at "
+        "this refund's callback URL, never names or settles this one.",
         "absence-proven": "A query answers one of the declared not_found_codes only for a "
         "refund the gateway never received: a refund it holds, in any state and also after "
         "its reply was lost, is never reported absent; a refund it never received is never "
