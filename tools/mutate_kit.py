@@ -685,6 +685,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "signed-data-only",
         focus="unsigned",
     ),
+    _paywiser(
+        "unsigned-tie-dropped",
+        "the postback's notification not saying its tie to the refund is unsigned: "
+        "another refund's genuine postback (same payment, amount and currency) at this "
+        "refund's URL names, and settles, this refund",
+        [("        unsigned_tie=True,\n", "        unsigned_tie=False,\n")],
+        "right-refund",
+        focus="another_refunds_callback",
+    ),
     # -- the bundled Wonder plugin ----------------------------------------------------
     _wonder(
         "empty-signature-skipped",
