@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .callbacks import CallbackChecks
+from .callback_identity import CallbackIdentityChecks
 from .hostile import HostileChecks
 from .lookups import LookupChecks
 from .outcomes import OutcomeChecks
@@ -11,7 +11,9 @@ from .refunds import RefundChecks
 __all__ = ["ProviderConformance"]
 
 
-class ProviderConformance(RefundChecks, OutcomeChecks, LookupChecks, CallbackChecks, HostileChecks):
+class ProviderConformance(
+    RefundChecks, OutcomeChecks, LookupChecks, CallbackIdentityChecks, HostileChecks
+):
     """Base class of a provider's conformance tests. Set ``provider`` (the id); set
     ``plugin`` to a plugin object to test it without installing it; set ``currency``
     and ``payment_amount`` for the payments the checks seed.
